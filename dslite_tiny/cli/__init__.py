@@ -1,0 +1,62 @@
+"""The ``dslite-tiny`` command line: thin click commands over the library.
+
+Each command parses options, makes one library call and echoes a summary. A ``UserError`` becomes
+``Error: <one line>`` and exit 2 (``DeviceError``: exit 1); ``--debug`` shows the traceback instead.
+Heavy libraries are imported inside commands so ``dslite-tiny --help`` stays instant.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+
+import click
+
+from dslite_tiny import __version__
+from dslite_tiny.errors import DeviceError, UserError
+
+
+class _Group(click.Group):
+    """Turns the library's user-facing errors into one line and an exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (UserError, DeviceError) as exc:
+            if ctx.find_root().meta.get("debug"):
+                raise
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="dslite-tiny")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
+    """DeepSpectrumLite-style audio classifiers: features, training, compression, export and devices."""
+    ctx.meta["debug"] = debug
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+    warnings.showwarning = _show_warning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    click.echo(f"Warning: {' '.join(str(message).split())}", err=True)
+
+
+def main() -> None:
+    cli(prog_name="dslite-tiny")
+
+
+def _register() -> None:
+    from dslite_tiny.cli import config, data, demo, features
+
+    for command in (config.config, data.data, demo.demo, features.features):
+        cli.add_command(command)
+
+
+_register()

@@ -1,0 +1,80 @@
+"""Options shared by several commands, and turning them into validated configs."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from dslite_tiny.config import DataConfig, FrontendConfig, load_config, parse_overrides
+
+DEFAULT_FRONTEND = "dslite-code"
+
+
+def frontend_options(command: Callable) -> Callable:
+    """--config PRESET|YAML, --hp-config/--config-index (DeepSpectrumLite grids), --set KEY=VALUE."""
+    options = [
+        click.option("--config", "frontend_config", default=DEFAULT_FRONTEND, show_default=True,
+                     help="Frontend preset name (configs/frontend/) or YAML file."),
+        click.option("--hp-config", type=click.Path(dir_okay=False, path_type=Path),
+                     help="A DeepSpectrumLite hp_config.json; its frontend keys override --config."),
+        click.option("--config-index", type=int, default=0, show_default=True,
+                     help="Which combination of the hp_config grid (DSLite's order)."),
+        click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                     help="Override one frontend key (repeatable), e.g. --set n_mels=64."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def resolve_frontend(frontend_config: str, hp_config: Path | None, config_index: int,
+                     overrides: tuple[str, ...]) -> FrontendConfig:
+    """Layers: defaults → preset/YAML → hp_config → --set."""
+    from dslite_tiny.data.dslite import hp_config_to_frontend, read_hp_config
+
+    dslite_layer = None
+    if hp_config is not None:
+        hparams = read_hp_config(hp_config, index=config_index)
+        dslite_layer = (str(hp_config), hp_config_to_frontend(hparams, source=str(hp_config)))
+    return load_config(FrontendConfig, frontend_config, dslite_layer, ("--set", parse_overrides(overrides)),
+                       stage="frontend")
+
+
+def data_options(command: Callable) -> Callable:
+    """How to read a dataset folder (or override a dataset YAML)."""
+    options = [
+        click.option("--layout", type=click.Choice(["auto", "folder", "flat", "dslite"]), default=None,
+                     help="Dataset layout (default: detected)."),
+        click.option("--label-regex", help="Flat folder: regex whose group 'label' (or 1) is the label."),
+        click.option("--speaker-regex", help="Regex whose group 'speaker' (or 1) is the speaker: "
+                     "whole speakers go to one split."),
+        click.option("--labels", "labels_csv", type=click.Path(path_type=Path),
+                     help="DeepSpectrumLite label CSV (filename,label,duration_frames)."),
+        click.option("--class-config", type=click.Path(path_type=Path),
+                     help="DeepSpectrumLite class_config.json (key order = class index)."),
+        click.option("--test-speakers", help="Comma-separated speakers held out for test."),
+        click.option("--devel-speakers", help="Comma-separated speakers held out for devel."),
+        click.option("--split-seed", type=int, help="Seed of the deterministic split."),
+        click.option("--strict", is_flag=True, default=None, help="Abort on the first bad file."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def resolve_data(data: str, **options: Any) -> DataConfig:
+    """DATA is a dataset folder or a dataset YAML; options given on the command line win."""
+    overrides = {k: v for k, v in options.items() if v is not None}
+    for key in ("test_speakers", "devel_speakers"):
+        if key in overrides:
+            overrides[key] = [s.strip() for s in overrides[key].split(",") if s.strip()]
+    for key in ("labels_csv", "class_config"):
+        if key in overrides:
+            overrides[key] = str(Path(overrides[key]).resolve())
+    path = Path(data)
+    if path.suffix in (".yaml", ".yml"):
+        return load_config(DataConfig, path, ("command line", overrides), stage="data")
+    overrides["root"] = str(path.resolve())
+    return load_config(DataConfig, ("command line", overrides), stage="data")

@@ -1,0 +1,334 @@
+"""Stage configurations as validated dataclasses, layered: defaults → preset YAML → user YAML → CLI.
+
+A YAML file holds the keys of one stage; it may start from another with ``preset: NAME`` (a file under
+``configs/<stage>/`` or a path). Unknown keys, wrong types and out-of-range values are rejected with the
+file (or ``--set``) that supplied them, so a user knows which line to fix. Every artifact saves the
+resolved config (``to_dict``) next to it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union
+
+import yaml
+
+from dslite_tiny.errors import ConfigError
+
+COLOR_MAPS = ("viridis", "cividis", "inferno", "magma", "plasma", "gray")
+NORMALIZATIONS = ("torch", "tf", "caffe", "none")
+DATA_LAYOUTS = ("auto", "folder", "flat", "dslite")
+
+C = TypeVar("C")
+
+
+def param(default: Any, help: str, *, low: float | None = None, high: float | None = None,
+          low_open: bool = False) -> Any:
+    """A dataclass field with its help text and inclusive range (``low_open`` excludes ``low``)."""
+    meta = {"help": help, "low": low, "high": high, "low_open": low_open}
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclasses.dataclass(frozen=True)
+class FrontendConfig:
+    """DeepSpectrumLite preprocessing: audio → chunks → mel spectrogram (dB) → colour image → model input.
+
+    Times are in seconds as in DeepSpectrumLite's hp_config; sample counts are ``round(seconds * sr)``.
+    """
+
+    sr: int = param(16000, "sample rate (Hz) every file is resampled to", low=1000, high=192000)
+    normalize_audio: bool = param(False, "peak-normalise each chunk: x * 0.7079 / max|x| (DSLite)")
+    chunk_s: float = param(4.0, "chunk length (s)", low=0.0, low_open=True, high=600.0)
+    chunk_hop_s: float = param(2.0, "hop between chunks (s)", low=0.0, low_open=True, high=600.0)
+    short_clips: Literal["pad", "drop"] = param(
+        "pad", "a clip shorter than one chunk: pad it to one chunk, or drop it (DSLite drops silently)")
+    pad_mode: Literal["zeros", "repeat"] = param(
+        "zeros", "how a short clip is padded: trailing zeros, or the clip repeated")
+    window_s: float = param(0.128, "STFT window length (s), periodic Hann", low=0.0, low_open=True, high=1.0)
+    hop_s: float = param(0.064, "STFT hop (s)", low=0.0, low_open=True, high=1.0)
+    fft_s: float = param(0.128, "FFT length (s); at least the window", low=0.0, low_open=True, high=1.0)
+    n_mels: int = param(128, "number of HTK mel bands", low=1, high=512)
+    fmin: float = param(0.0, "lowest mel band edge (Hz)", low=0.0)
+    fmax: float = param(8000.0, "highest mel band edge (Hz); at most sr / 2", low=0.0, low_open=True)
+    color_map: Literal["viridis", "cividis", "inferno", "magma", "plasma", "gray"] = param(
+        "viridis", "matplotlib colour map of the spectrogram plot; gray for 1-channel models")
+    image_height: int = param(224, "image rows (mel axis, highest frequency on top)", low=8, high=1024)
+    image_width: int = param(224, "image columns (time axis)", low=8, high=1024)
+    channels: Literal[1, 3] = param(3, "image channels: 3 (colour map) or 1 (gray)")
+    resize: Literal["bilinear", "nearest"] = param("bilinear", "resize method (tf.image.resize semantics)")
+    antialias: bool = param(False, "anti-alias when shrinking (tf.image.resize antialias)")
+    normalization: Literal["torch", "tf", "caffe", "none"] = param(
+        "tf", "backbone input normalisation: torch (DenseNet), tf (MobileNet), caffe (VGG/ResNet), none")
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.fft_s >= self.window_s, "fft_s", f"fft_s={self.fft_s} must be at least window_s={self.window_s}"),
+            (self.fmax <= self.sr / 2, "fmax", f"fmax={self.fmax} must be at most sr/2={self.sr / 2}"),
+            (self.fmin < self.fmax, "fmin", f"fmin={self.fmin} must be below fmax={self.fmax}"),
+            (self.chunk_s >= self.window_s, "chunk_s",
+             f"chunk_s={self.chunk_s} must hold at least one STFT window ({self.window_s} s)"),
+            (self.channels == 3 or self.color_map == "gray", "color_map",
+             f"channels=1 needs color_map=gray, not {self.color_map}"),
+            (self.channels == 3 or self.normalization in ("tf", "none"), "normalization",
+             f"normalization={self.normalization} needs 3 channels (per-channel ImageNet statistics)"),
+        ]
+        for ok, key, message in checks:
+            if not ok:
+                raise ConfigError(message, key=key)
+
+    @property
+    def chunk_length(self) -> int:
+        """Samples per chunk."""
+        return samples(self.chunk_s, self.sr)
+
+    @property
+    def chunk_hop_length(self) -> int:
+        return samples(self.chunk_hop_s, self.sr)
+
+    @property
+    def win_length(self) -> int:
+        return samples(self.window_s, self.sr)
+
+    @property
+    def hop_length(self) -> int:
+        return samples(self.hop_s, self.sr)
+
+    @property
+    def n_fft(self) -> int:
+        return samples(self.fft_s, self.sr)
+
+    @property
+    def n_frames(self) -> int:
+        """STFT frames per chunk (tf.signal.stft, pad_end=False)."""
+        return 1 + (self.chunk_length - self.win_length) // self.hop_length
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (self.image_height, self.image_width, self.channels)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where a dataset is and how its files map to labels, speakers and splits."""
+
+    root: str = param("", "dataset folder (relative paths in a YAML are relative to that YAML)")
+    layout: Literal["auto", "folder", "flat", "dslite"] = param(
+        "auto", "folder: root/<label>/*.wav; flat: labels from --label-regex; dslite: label CSV + class_config")
+    label_regex: str | None = param(None, "regex on the file name; group 'label' (or group 1) is the label")
+    speaker_regex: str | None = param(
+        None, "regex on the file name; group 'speaker' (or 1) is the speaker: whole speakers go to one split")
+    labels_csv: str | None = param(None, "DSLite label CSV (filename,label,duration_frames); prefix gives split")
+    class_config: str | None = param(None, "DSLite class_config.json; key order is the class index")
+    devel_fraction: float = param(0.2, "share of files (or speakers' files) for devel when no split is given",
+                                  low=0.0, high=0.9)
+    test_fraction: float = param(0.2, "share for test when no split is given", low=0.0, high=0.9)
+    devel_speakers: list[str] = param([], "speakers forced into devel")
+    test_speakers: list[str] = param([], "speakers forced into test")
+    split_seed: int = param(0, "seed of the deterministic split", low=0)
+    strict: bool = param(False, "abort on the first bad file instead of skipping it")
+
+    def __post_init__(self) -> None:
+        if self.devel_fraction + self.test_fraction >= 1.0:
+            raise ConfigError(
+                f"devel_fraction + test_fraction = {self.devel_fraction + self.test_fraction} leaves no train data",
+                key="test_fraction")
+
+
+def samples(seconds: float, sr: int) -> int:
+    """Seconds → samples, rounded (DSLite truncates with int(), which 0.29 * 100 turns into 28)."""
+    return int(round(seconds * sr))
+
+
+def presets_dir() -> Path:
+    """The folder of shipped presets: ``configs/`` in a checkout, ``dslite_tiny/presets`` when installed."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "presets", here.parent / "configs"):
+        if candidate.is_dir():
+            return candidate
+    raise ConfigError("the preset folder is missing from this installation; reinstall dslite-tiny")
+
+
+def list_presets(stage: str) -> list[str]:
+    return sorted(p.stem for p in (presets_dir() / stage).glob("*.yaml"))
+
+
+def resolve_preset(spec: str | Path, stage: str) -> Path:
+    """A YAML path as given, or a preset name looked up under ``configs/<stage>/``."""
+    path = Path(spec)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError("no such config file", path=path)
+        return path
+    candidate = presets_dir() / stage / f"{spec}.yaml"
+    if not candidate.is_file():
+        raise ConfigError(f"unknown {stage} preset '{spec}'; presets: {', '.join(list_presets(stage))}")
+    return candidate
+
+
+Layer = Union[str, Path, tuple[str, Mapping[str, Any]], None]
+
+
+def load_config(cls: type[C], *layers: Layer, stage: str) -> C:
+    """Build ``cls`` from its defaults and then each layer in order: a preset name or YAML path (with its
+    ``preset:`` chain), or ``(source, mapping)`` such as a model's saved config, a DeepSpectrumLite
+    hp_config or the CLI's ``--set`` values. Each value is checked and blamed on the layer that gave it."""
+    values: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for layer in layers:
+        if layer is None:
+            continue
+        if isinstance(layer, tuple):
+            source, mapping = layer
+            _merge(cls, values, origins, mapping, source=source)
+            continue
+        for path, data in _yaml_chain(resolve_preset(layer, stage), stage):
+            _merge(cls, values, origins, data, source=str(path))
+    return _construct(cls, values, origins)
+
+
+def from_mapping(cls: type[C], data: Mapping[str, Any], *, source: str) -> C:
+    """One layer on top of the defaults, e.g. a config saved in a model sidecar."""
+    return load_config(cls, (source, data), stage="")
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """The resolved config as plain data (lists, not tuples), sorted like the dataclass."""
+    return {f.name: _plain(getattr(config, f.name)) for f in dataclasses.fields(config)}
+
+
+def to_yaml(config: Any) -> str:
+    """Every key with its value and its help text as a comment: what a preset file looks like."""
+    lines = []
+    for f in dataclasses.fields(config):
+        value = yaml.safe_dump(_plain(getattr(config, f.name)), default_flow_style=True).strip()
+        value = value.removesuffix("\n...").removesuffix("...").strip()
+        lines.append(f"{f.name}: {value}  # {f.metadata['help']}")
+    return "\n".join(lines) + "\n"
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["n_mels=64", "color_map=gray"]`` → typed dict (values parsed as YAML scalars)."""
+    result = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects KEY=VALUE, got '{item}'")
+        try:
+            result[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            result[key.strip()] = raw
+    return result
+
+
+# --- internals -------------------------------------------------------------------------------------------
+
+def _yaml_chain(path: Path, stage: str, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict[str, Any]]]:
+    if path.resolve() in seen:
+        raise ConfigError("preset chain loops back to itself", path=path)
+    data = _read_yaml(path)
+    parent = data.pop("preset", None)
+    chain = []
+    if parent is not None:
+        parent_path = (path.parent / parent) if str(parent).endswith((".yaml", ".yml")) else parent
+        chain = _yaml_chain(resolve_preset(parent_path, stage), stage, seen + (path.resolve(),))
+    data = _relative_paths(data, path.parent)
+    return chain + [(path, data)]
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"not valid YAML{where}: {getattr(exc, 'problem', exc)}", path=path) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read: {exc}", path=path) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a mapping of keys to values, got {type(data).__name__}", path=path)
+    return data
+
+
+_PATH_KEYS = ("root", "labels_csv", "class_config")
+
+
+def _relative_paths(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """Paths in a YAML file are relative to that file, not to the working directory."""
+    out = dict(data)
+    for key in _PATH_KEYS:
+        value = out.get(key)
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            out[key] = str((folder / value).resolve())
+    return out
+
+
+def _merge(cls: type, values: dict[str, Any], origins: dict[str, str], layer: Mapping[str, Any],
+           *, source: str) -> None:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key, raw in layer.items():
+        if key not in fields:
+            raise ConfigError(f"unknown key '{key}'; valid keys: {', '.join(fields)}", path=source)
+        values[key] = _check_value(key, raw, hints[key], fields[key].metadata, source)
+        origins[key] = source
+
+
+def _construct(cls: type[C], values: dict[str, Any], origins: dict[str, str]) -> C:
+    """Cross-field checks run in ``__post_init__``; their error gets the layer that set the key."""
+    try:
+        return cls(**values)
+    except ConfigError as exc:
+        if exc.path is not None or exc.key is None:
+            raise
+        raise ConfigError(exc.message, path=origins.get(exc.key, "defaults"), key=exc.key) from None
+
+
+def _check_value(key: str, value: Any, hint: Any, meta: Mapping[str, Any], source: str) -> Any:
+    value = _check_type(key, value, hint, source)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        low, high = meta.get("low"), meta.get("high")
+        too_low = low is not None and (value <= low if meta.get("low_open") else value < low)
+        if too_low or (high is not None and value > high):
+            lo = "" if low is None else (f"> {low}" if meta.get("low_open") else f">= {low}")
+            hi = "" if high is None else f"<= {high}"
+            allowed = " and ".join(s for s in (lo, hi) if s)
+            raise ConfigError(f"{key}={value!r} is out of range; allowed: {allowed}", path=source)
+    return value
+
+
+def _check_type(key: str, value: Any, hint: Any, source: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _check_type(key, value, inner, source)
+    if origin is Literal:
+        if value not in args or isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r} is not allowed; choose one of: "
+                              f"{', '.join(map(str, args))}", path=source)
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} expects a list, got {value!r}", path=source)
+        return [_check_type(key, v, args[0], source) for v in value]
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool) and (type(value) is hint):
+        return value
+    expected = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(hint, str(hint))
+    raise ConfigError(f"{key} expects {expected}, got {value!r} ({type(value).__name__})", path=source)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,94 @@
+"""On-disk cache of per-file mel spectrograms, keyed by file content and spectrogram settings.
+
+A 3000-clip dataset is decoded, resampled and transformed once; later runs (another colour map, image
+size, model, or a resumed job) read ``(chunks, frames, n_mels)`` float32 arrays back in milliseconds.
+The key is the SHA-256 of the file's bytes (renaming or moving a file keeps its entry; editing it does
+not) plus ``Frontend.spectrogram_key``. Entries are written atomically, so a killed run leaves no
+half-written file behind.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from dslite_tiny.audio.frontend import Frontend
+from dslite_tiny.audio.io import load_audio
+
+CACHE_ENV = "DSLITE_TINY_CACHE"
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipFeatures:
+    """A file's mel spectrograms in dB (one per chunk) and what happened if it was shorter than a chunk."""
+
+    mel_db: np.ndarray  # (chunks, frames, n_mels) float32
+    padded: bool = False
+    dropped: bool = False
+
+
+def default_cache_dir() -> Path:
+    """``$DSLITE_TINY_CACHE``, else ``$XDG_CACHE_HOME/dslite-tiny``, else ``~/.cache/dslite-tiny``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "dslite-tiny"
+
+
+def file_digest(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class FeatureCache:
+    """``root/features/<spectrogram key>/<sha[:2]>/<sha>.npz``; ``root=None`` disables caching."""
+
+    def __init__(self, root: str | Path | None) -> None:
+        self.root = None if root is None else Path(root)
+
+    def clip_features(self, path: str | Path, frontend: Frontend) -> ClipFeatures:
+        """The file's spectrograms, from the cache or computed (and stored)."""
+        if self.root is None:
+            return compute_clip_features(path, frontend)
+        entry = self._entry(file_digest(path), frontend.spectrogram_key)
+        cached = self._read(entry)
+        if cached is not None:
+            return cached
+        features = compute_clip_features(path, frontend)
+        self._write(entry, features)
+        return features
+
+    def _entry(self, digest: str, key: str) -> Path:
+        return self.root / "features" / key / digest[:2] / f"{digest}.npz"
+
+    @staticmethod
+    def _read(entry: Path) -> ClipFeatures | None:
+        try:
+            with np.load(entry) as data:
+                return ClipFeatures(data["mel_db"], bool(data["padded"]), bool(data["dropped"]))
+        except (OSError, KeyError, ValueError, EOFError):
+            return None  # absent or damaged: recompute
+
+    @staticmethod
+    def _write(entry: Path, features: ClipFeatures) -> None:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(dir=entry.parent, suffix=".tmp")
+        try:
+            with os.fdopen(handle, "wb") as out:
+                np.savez(out, mel_db=features.mel_db, padded=features.padded, dropped=features.dropped)
+            os.replace(tmp, entry)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+def compute_clip_features(path: str | Path, frontend: Frontend) -> ClipFeatures:
+    chunks = frontend.chunk(load_audio(path, sr=frontend.config.sr))
+    return ClipFeatures(frontend.spectrogram(chunks.data), chunks.padded, chunks.dropped)

@@ -1,0 +1,176 @@
+"""A dataset's clips → one in-memory table of chunk spectrograms with labels, through the cache.
+
+Bad files are counted and skipped (a long job does not die on file 2,817) unless ``strict``; short clips
+are padded or dropped per the frontend config, and both counts are reported. The table holds mel
+spectrograms, not images: images are rendered per batch by ``Frontend.model_input``, which keeps a
+3000-clip, 224×224×3 dataset within memory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+
+from dslite_tiny.audio.frontend import Frontend, normalize_image
+from dslite_tiny.data.cache import FeatureCache
+from dslite_tiny.data.layouts import Clip, Dataset
+from dslite_tiny.errors import AudioError
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureReport:
+    """What happened to the files: a user should know how much data was actually used."""
+
+    files: int
+    chunks: int
+    padded: int
+    dropped: int
+    skipped: tuple[tuple[str, str], ...]  # (file, reason)
+
+    def describe(self) -> str:
+        parts = [f"{self.files} files → {self.chunks} chunks", f"{self.padded} short clips padded",
+                 f"{self.dropped} short clips dropped", f"{len(self.skipped)} bad files skipped"]
+        return ", ".join(parts)
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSet:
+    """Chunk spectrograms of some clips; ``clip_index[i]`` says which clip chunk ``i`` came from."""
+
+    mel_db: np.ndarray  # (n, frames, n_mels) float32
+    labels: np.ndarray  # (n,) class index
+    clip_index: np.ndarray  # (n,) index into ``clips``
+    clips: tuple[Clip, ...]
+    classes: tuple[str, ...]
+    report: FeatureReport
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+def compute_features(dataset: Dataset, frontend: Frontend, *, splits: Sequence[str] | None = None,
+                     cache: FeatureCache | None = None, strict: bool = False,
+                     progress: Callable[[Iterable[Clip]], Iterable[Clip]] = iter) -> FeatureSet:
+    """Spectrograms of every clip in ``splits`` (all when None); ``progress`` wraps the clip loop."""
+    cache = cache or FeatureCache(None)
+    clips = tuple(c for c in dataset.clips if splits is None or c.split in splits)
+    class_index = {label: i for i, label in enumerate(dataset.classes)}
+    mels, labels, owners, skipped = [], [], [], []
+    padded = dropped = 0
+    for i, clip in enumerate(progress(clips)):
+        try:
+            features = cache.clip_features(clip.path, frontend)
+        except AudioError as exc:
+            if strict:
+                raise
+            log.warning("skipping %s", exc)
+            skipped.append((str(clip.path), exc.message))
+            continue
+        padded += features.padded
+        dropped += features.dropped
+        mels.append(features.mel_db)
+        labels.extend([class_index[clip.label]] * len(features.mel_db))
+        owners.extend([i] * len(features.mel_db))
+    c = frontend.config
+    mel_db = np.concatenate(mels) if mels else np.zeros((0, c.n_frames, c.n_mels), np.float32)
+    report = FeatureReport(len(clips), len(labels), padded, dropped, tuple(skipped))
+    return FeatureSet(mel_db, np.asarray(labels, np.int64), np.asarray(owners, np.int64), clips,
+                      dataset.classes, report)
+
+
+FORMATS = ("png", "npy")
+
+
+def write_chunk_images(mel_db: np.ndarray, frontend: Frontend, stem: str | Path, *,
+                       formats: Sequence[str] = ("png",)) -> list[str]:
+    """Each chunk as ``<stem>_c<k>.png`` (the [0, 255] plot a person looks at) and/or ``.npy`` (the
+    normalised float32 model input); returns the files written."""
+    from PIL import Image
+
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    plots = frontend.plot(mel_db)
+    written = []
+    for k, plot in enumerate(plots):
+        base = stem.parent / f"{stem.name}_c{k}"
+        if "png" in formats:
+            pixels = np.rint(plot).astype(np.uint8)
+            Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(f"{base}.png")
+            written.append(f"{base}.png")
+        if "npy" in formats:
+            np.save(f"{base}.npy", normalize_image(plot, frontend.config.normalization))
+            written.append(f"{base}.npy")
+    return written
+
+
+def featurize_files(paths: Sequence[Path], frontend: Frontend, out_dir: Path, *,
+                    formats: Sequence[str] = ("png",), cache: FeatureCache | None = None) -> dict:
+    """Images of every chunk of each file in ``out_dir``; a bad file raises (the user named it)."""
+    cache = cache or FeatureCache(None)
+    entries, stems = [], set()
+    padded = dropped = 0
+    for path in paths:
+        features = cache.clip_features(path, frontend)
+        padded, dropped = padded + features.padded, dropped + features.dropped
+        stem = _unique(Path(path).stem, stems)
+        written = write_chunk_images(features.mel_db, frontend, out_dir / stem, formats=formats)
+        entries.append({"file": str(path), "chunks": len(features.mel_db), "padded": features.padded,
+                        "dropped": features.dropped, "outputs": [Path(w).name for w in written]})
+    report = FeatureReport(len(paths), sum(e["chunks"] for e in entries), padded, dropped, ())
+    return _write_manifest(out_dir, frontend, report, entries)
+
+
+def featurize_dataset(dataset: Dataset, frontend: Frontend, out_dir: Path, *, formats: Sequence[str] = ("png",),
+                      cache: FeatureCache | None = None, strict: bool = False, per_class: int | None = None,
+                      progress: Callable[[Iterable[Clip]], Iterable[Clip]] = iter) -> dict:
+    """All clips through the cache (bad files counted and skipped), images under ``split/label/``;
+    ``per_class`` limits how many clips per split and class get images."""
+    table = compute_features(dataset, frontend, cache=cache, strict=strict, progress=progress)
+    entries, shown = [], {}
+    for i, clip in enumerate(table.clips):
+        rows = np.flatnonzero(table.clip_index == i)
+        group = (clip.split, clip.label)
+        if rows.size == 0 or (per_class is not None and shown.get(group, 0) >= per_class):
+            continue
+        shown[group] = shown.get(group, 0) + 1
+        stem = out_dir / clip.split / clip.label / clip.path.stem
+        written = write_chunk_images(table.mel_db[rows], frontend, stem, formats=formats)
+        entries.append({"file": str(clip.path), "label": clip.label, "split": clip.split,
+                        "speaker": clip.speaker, "chunks": int(rows.size),
+                        "outputs": [str(Path(w).relative_to(out_dir)) for w in written]})
+    return _write_manifest(out_dir, frontend, table.report, entries, dataset=dataset)
+
+
+def _unique(stem: str, taken: set[str]) -> str:
+    name, k = stem, 1
+    while name in taken:
+        name, k = f"{stem}-{k}", k + 1
+    taken.add(name)
+    return name
+
+
+def _write_manifest(out_dir: Path, frontend: Frontend, report: FeatureReport, entries: list[dict], *,
+                    dataset: Dataset | None = None) -> dict:
+    """``features.json``: the resolved config, versions and what was written, for provenance."""
+    import json
+
+    from dslite_tiny import __version__
+    from dslite_tiny.config import to_dict
+
+    manifest = {
+        "dslite_tiny_version": __version__,
+        "frontend": to_dict(frontend.config),
+        "spectrogram_key": frontend.spectrogram_key,
+        "report": dataclasses.asdict(report),
+        "classes": list(dataset.classes) if dataset else None,
+        "split_method": dataset.split_method if dataset else None,
+        "files": entries,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "features.json").write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
+    return manifest

@@ -1,0 +1,88 @@
+"""Deterministic train/devel/test splits: whole speakers per split when speakers are known.
+
+A model evaluated on a speaker it was trained on looks better than it is; in paralinguistics and keyword
+spotting the held-out speaker is the real test. Without speakers, files are split per class (stratified).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from dslite_tiny.config import DataConfig
+from dslite_tiny.data.layouts import Clip, Dataset, compile_regex, natural_key, regex_group
+from dslite_tiny.errors import DataError
+
+
+def split_dataset(source: str, labelled: list[tuple[Path, str]], *, given: dict[Path, str] | None,
+                  config: DataConfig) -> Dataset:
+    """Clips with splits from ``given`` (splits.csv) or assigned by speaker / stratified by class."""
+    speakers = _speakers(source, [p for p, _ in labelled], config.speaker_regex)
+    if given is not None:
+        assigned, method = given, "splits.csv"
+    elif config.speaker_regex:
+        assigned = assign_by_speaker(speakers, config=config)
+        method = f"speaker (regex '{config.speaker_regex}', seed {config.split_seed})"
+    else:
+        assigned = assign_stratified(labelled, config=config)
+        method = f"stratified random files (seed {config.split_seed}; not speaker-independent)"
+    classes = tuple(sorted({label for _, label in labelled}, key=natural_key))
+    clips = tuple(Clip(p, label, assigned[p], speakers.get(p)) for p, label in labelled)
+    return Dataset(source=source, classes=classes, clips=clips, split_method=method)
+
+
+def assign_by_speaker(speakers: dict[Path, str], *, config: DataConfig) -> dict[Path, str]:
+    """Forced speakers first, then the rest in a seeded order: test, then devel, each until it holds its
+    share of files; every remaining speaker trains."""
+    files_of: dict[str, list[Path]] = defaultdict(list)
+    for path, speaker in speakers.items():
+        files_of[speaker].append(path)
+    known = set(files_of)
+    for option, names in (("test_speakers", config.test_speakers), ("devel_speakers", config.devel_speakers)):
+        unknown = sorted(set(names) - known)
+        if unknown:
+            raise DataError(f"{option}: no files of speaker(s) {', '.join(unknown)}; speakers found: "
+                            f"{', '.join(sorted(known))}")
+    split_of = {s: "test" for s in config.test_speakers} | {s: "devel" for s in config.devel_speakers}
+    free = [s for s in sorted(known) if s not in split_of]
+    order = [free[i] for i in np.random.default_rng(config.split_seed).permutation(len(free))]
+    total = len(speakers)
+    for split, fraction, forced in (("test", config.test_fraction, config.test_speakers),
+                                    ("devel", config.devel_fraction, config.devel_speakers)):
+        held = sum(len(files_of[s]) for s in forced)
+        while not forced and order and held < fraction * total and len(order) > 1:
+            speaker = order.pop(0)
+            split_of[speaker] = split
+            held += len(files_of[speaker])
+    for speaker in order:
+        split_of[speaker] = "train"
+    return {path: split_of[speaker] for path, speaker in speakers.items()}
+
+
+def assign_stratified(labelled: list[tuple[Path, str]], *, config: DataConfig) -> dict[Path, str]:
+    """Per class, a seeded shuffle: the first share to test, the next to devel, the rest to train."""
+    rng = np.random.default_rng(config.split_seed)
+    by_class: dict[str, list[Path]] = defaultdict(list)
+    for path, label in labelled:
+        by_class[label].append(path)
+    assigned = {}
+    for label in sorted(by_class, key=natural_key):
+        paths = [by_class[label][i] for i in rng.permutation(len(by_class[label]))]
+        n_test = int(round(config.test_fraction * len(paths)))
+        n_devel = int(round(config.devel_fraction * len(paths)))
+        for i, path in enumerate(paths):
+            assigned[path] = "test" if i < n_test else "devel" if i < n_test + n_devel else "train"
+    return assigned
+
+
+def _speakers(source: str, paths: list[Path], speaker_regex: str | None) -> dict[Path, str]:
+    if not speaker_regex:
+        return {}
+    pattern = compile_regex(speaker_regex, "--speaker-regex")
+    found = {p: regex_group(pattern, "speaker", p.name) for p in paths}
+    missing = [p.name for p, s in found.items() if not s]
+    if missing:
+        raise DataError(f"--speaker-regex '{speaker_regex}' finds no speaker in {len(missing)} of {len(paths)} "
+                        f"file names, e.g. {missing[0]}", path=source)
+    return {p: str(s) for p, s in found.items()}
