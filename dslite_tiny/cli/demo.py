@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+from dslite_tiny.cli.options import progress
+
 
 @click.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo_out"),
@@ -12,12 +14,10 @@ import click
 @click.option("--clips-per-class", type=click.IntRange(5, 1000), default=40, show_default=True)
 def demo(out: Path, clips_per_class: int) -> None:
     """Generate the synthetic dataset and run the pipeline on it (offline, a few minutes on 2 cores)."""
-    from tqdm import tqdm
-
     from dslite_tiny.demo import run_demo
 
     result = run_demo(out, clips_per_class=clips_per_class,
-                      progress=lambda items: tqdm(items, desc="features", unit="file", leave=False))
+                      progress=progress("features"))
     dataset, report = result.dataset, result.manifest["report"]
     click.echo(f"data      {result.data_spec}  ({len(dataset.clips)} clips, classes: {', '.join(dataset.classes)})")
     click.echo(f"          split by {dataset.split_method}")

@@ -78,3 +78,11 @@ def resolve_data(data: str, **options: Any) -> DataConfig:
         return load_config(DataConfig, path, ("command line", overrides), stage="data")
     overrides["root"] = str(path.resolve())
     return load_config(DataConfig, ("command line", overrides), stage="data")
+
+
+def progress(desc: str, unit: str = "file") -> Callable:
+    """A tqdm wrapper for the library's ``progress=`` hooks; silent when stderr is not a terminal, so
+    logs and error output stay one line per message."""
+    from tqdm import tqdm
+
+    return lambda items: tqdm(items, desc=desc, unit=unit, leave=False, disable=None)

@@ -18,6 +18,7 @@ import numpy as np
 
 from dslite_tiny.audio.frontend import Frontend
 from dslite_tiny.audio.io import load_audio
+from dslite_tiny.errors import AudioError
 
 CACHE_ENV = "DSLITE_TINY_CACHE"
 
@@ -40,10 +41,16 @@ def default_cache_dir() -> Path:
 
 
 def file_digest(path: str | Path) -> str:
+    """SHA-256 of the file's bytes; a missing or unreadable file is the user's ``AudioError``."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except FileNotFoundError:
+        raise AudioError("no such file", path=path) from None
+    except OSError as exc:
+        raise AudioError(f"cannot read ({exc.strerror or exc})", path=path) from None
     return digest.hexdigest()
 
 

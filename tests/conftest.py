@@ -1,0 +1,39 @@
+"""Shared fixtures: tiny synthetic audio written by the tests themselves (no shared data needed)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import dslite_tiny  # noqa: F401  (sets TF_USE_LEGACY_KERAS before any test imports TensorFlow)
+
+
+def write_wav(path: Path, audio: np.ndarray, sr: int, subtype: str = "PCM_16") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, audio, sr, subtype=subtype)
+    return path
+
+
+def tone(freq: float, seconds: float, sr: int, amplitude: float = 0.5) -> np.ndarray:
+    t = np.arange(int(seconds * sr)) / sr
+    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory) -> Path:
+    """A small synthetic dataset (5 classes × 9 clips, 3 speakers, 8 kHz); returns its dataset.yaml."""
+    from dslite_tiny.data.synthetic import make_demo_dataset
+
+    return make_demo_dataset(tmp_path_factory.mktemp("demo"), clips_per_class=9, n_speakers=3, sr=8000, seed=1)
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The real command line in a fresh process (as a user runs it)."""
+    full_env = {**os.environ, "PYTHONWARNINGS": "ignore::DeprecationWarning", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "dslite_tiny", *args], capture_output=True, text=True,
+                          cwd=cwd, env=full_env, timeout=600)

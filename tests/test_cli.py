@@ -1,0 +1,148 @@
+"""The real command line, end to end, including every bad-input case of the frontend and datasets."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import run_cli, tone, write_wav
+from test_audio_io import bad_files
+
+
+def assert_user_error(result, *phrases: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for phrase in phrases:
+        assert phrase in lines[0], lines[0]
+
+
+def test_demo_end_to_end(tmp_path):
+    result = run_cli("demo", "--out", str(tmp_path / "demo"), "--clips-per-class", "6")
+    assert result.returncode == 0, result.stderr
+    assert "split by speaker" in result.stdout and "30 files → " in result.stdout
+    manifest = json.loads((tmp_path / "demo" / "features" / "features.json").read_text())
+    assert manifest["frontend"]["image_height"] == 64 and manifest["report"]["files"] == 30
+    png = next((tmp_path / "demo" / "features" / "test").rglob("*.png"))
+    assert Image.open(png).size == (64, 64)
+    again = run_cli("demo", "--out", str(tmp_path / "demo"), "--clips-per-class", "6")
+    assert again.returncode == 0 and again.stdout.splitlines()[-2:] == result.stdout.splitlines()[-2:]
+
+
+def test_features_of_files_png_and_npy(tmp_path):
+    audio = write_wav(tmp_path / "in" / "sweep.wav", tone(500, 9.0, 16000), 16000)
+    out = tmp_path / "out"
+    result = run_cli("features", str(audio), "--config", "dslite-code", "--format", "png,npy", "--out", str(out),
+                     "--no-cache")
+    assert result.returncode == 0, result.stderr
+    assert "1 files → 3 chunks" in result.stdout  # 9 s in 4 s chunks every 2 s
+    image = np.asarray(Image.open(out / "sweep_c0.png"))
+    model_input = np.load(out / "sweep_c0.npy")
+    assert image.shape == model_input.shape == (224, 224, 3) and image.dtype == np.uint8
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    np.testing.assert_allclose((image / 255 - mean) / std, model_input, atol=0.01)  # torch normalisation
+
+
+def test_features_of_a_dataset_with_hp_config(tmp_path, demo_data):
+    hp = tmp_path / "hp.json"
+    hp.write_text(json.dumps({"sample_rate": [8000], "upper_edge_hertz": [4000.0], "chunk_size": [1.0],
+                              "chunk_hop_size": [0.5], "image_width": [48], "image_height": [32],
+                              "basemodel_name": ["mobilenet"]}))
+    out = tmp_path / "feat"
+    result = run_cli("features", "--data", str(demo_data), "--hp-config", str(hp), "--out", str(out),
+                     "--per-class", "1", "--cache-dir", str(tmp_path / "cache"))
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((out / "features.json").read_text())
+    assert manifest["frontend"]["normalization"] == "tf" and manifest["report"]["files"] == 45
+    assert len(manifest["files"]) == 15  # one clip per split and class
+    assert Image.open(next(out.rglob("*.png"))).size == (48, 32)
+
+
+def test_data_summary_and_synth(tmp_path):
+    synth = run_cli("data", "synth", str(tmp_path / "d"), "--clips-per-class", "6", "--speakers", "3", "--sr", "8000")
+    assert synth.returncode == 0, synth.stderr
+    result = run_cli("data", "summary", str(tmp_path / "d" / "dataset.yaml"))
+    assert result.returncode == 0, result.stderr
+    assert "30 files, 5 classes" in result.stdout and "speakers: spk" in result.stdout
+    assert "chirp_up" in result.stdout and " test: 10 files" in result.stdout
+
+
+def test_config_show_lists_every_key():
+    result = run_cli("config", "show", "--config", "dslite-paper", "--set", "n_mels=64")
+    assert result.returncode == 0, result.stderr
+    assert "n_mels: 64  #" in result.stdout and "window_s: 0.032" in result.stdout
+
+
+@pytest.mark.parametrize("case", ["missing.wav", "text.wav", "truncated.wav", "empty.wav", "nan.wav",
+                                  "mp3inwav.wav"])
+def test_bad_audio_is_a_one_line_error(tmp_path, case):
+    path, phrase = bad_files(tmp_path)[case]
+    for cache in (("--no-cache",), ("--cache-dir", str(tmp_path / "cache"))):
+        result = run_cli("features", str(path), "--out", str(tmp_path / "out"), *cache)
+        assert_user_error(result, str(path), phrase)
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    result = run_cli("--debug", "features", str(tmp_path / "missing.wav"), "--out", str(tmp_path / "o"))
+    assert result.returncode != 0 and "Traceback" in result.stderr and "AudioError" in result.stderr
+
+
+def test_bad_file_in_a_dataset_is_skipped_unless_strict(tmp_path, demo_data):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(demo_data.parent, root)
+    (root / "harmonic" / "harmonic_spk0_99.wav").write_bytes(b"garbage")
+    args = ("features", "--data", str(root / "dataset.yaml"), "--out", str(tmp_path / "o"), "--no-cache",
+            "--per-class", "0", "--set", "sr=8000", "--set", "fmax=4000")
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr
+    assert "46 files" in result.stdout and "1 bad files skipped" in result.stdout
+    assert "harmonic_spk0_99.wav" in result.stderr
+    assert_user_error(run_cli(*args, "--strict"), "harmonic_spk0_99.wav", "not an audio file")
+
+
+def _dslite_files(tmp_path, csv_text: str, classes: dict) -> tuple[str, ...]:
+    write_wav(tmp_path / "audio" / "train_a.wav", tone(440, 0.5, 8000), 8000)
+    (tmp_path / "label.csv").write_text(csv_text)
+    (tmp_path / "class_config.json").write_text(json.dumps(classes))
+    return ("data", "summary", str(tmp_path / "audio"), "--labels", str(tmp_path / "label.csv"),
+            "--class-config", str(tmp_path / "class_config.json"))
+
+
+def test_label_csv_with_wrong_columns(tmp_path):
+    args = _dslite_files(tmp_path, "name,target\ntrain_a.wav,dog\n", {"dog": "Dog"})
+    assert_user_error(run_cli(*args), "label.csv", "wrong columns: expected filename,label, found name,target")
+
+
+def test_labels_missing_from_class_config(tmp_path):
+    args = _dslite_files(tmp_path, "filename,label,duration_frames\ntrain_a.wav,cat,4000\n", {"dog": "Dog"})
+    assert_user_error(run_cli(*args), "label.csv", "label(s) cat missing from", "class_config.json")
+
+
+def test_empty_split(tmp_path):
+    args = _dslite_files(tmp_path, "filename,label,duration_frames\ntrain_a.wav,dog,4000\n", {"dog": "Dog"})
+    result = run_cli(*args)
+    assert_user_error(result, "label.csv", "split 'devel' is empty (train 1, devel 0, test 0 files")
+
+
+@pytest.mark.parametrize("args,phrases", [
+    (("--set", "n_mels=0"), ("--set", "n_mels=0 is out of range")),
+    (("--set", "colour=viridis"), ("--set", "unknown key 'colour'; valid keys:")),
+    (("--set", "sr=fast"), ("sr expects an integer, got 'fast'",)),
+    (("--config", "nope"), ("unknown frontend preset 'nope'",)),
+])
+def test_invalid_config_values(tmp_path, args, phrases):
+    audio = write_wav(tmp_path / "a.wav", tone(440, 0.5, 16000), 16000)
+    assert_user_error(run_cli("features", str(audio), "--out", str(tmp_path / "o"), *args), *phrases)
+
+
+def test_invalid_config_file(tmp_path):
+    config = tmp_path / "frontend.yaml"
+    config.write_text("preset: dslite-code\nfmax: 20000\n")
+    audio = write_wav(tmp_path / "a.wav", tone(440, 0.5, 16000), 16000)
+    assert_user_error(run_cli("features", str(audio), "--out", str(tmp_path / "o"), "--config", str(config)),
+                      str(config), "fmax=20000.0 must be at most sr/2=8000.0")

@@ -1,0 +1,86 @@
+"""Configuration layering and validation: every mistake is named with the file that made it."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import yaml
+
+from dslite_tiny.config import (DataConfig, FrontendConfig, list_presets, load_config, parse_overrides,
+                                presets_dir, to_dict, to_yaml)
+from dslite_tiny.errors import ConfigError
+
+
+def write(tmp_path, text: str, name: str = "c.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_presets_list_every_key_explicitly():
+    keys = {f.name for f in dataclasses.fields(FrontendConfig)}
+    for name in list_presets("frontend"):
+        data = yaml.safe_load((presets_dir() / "frontend" / f"{name}.yaml").read_text())
+        assert set(data) == keys, name
+
+
+def test_layers_apply_in_order(tmp_path):
+    user = write(tmp_path, "preset: dslite-paper\nn_mels: 64\n")
+    config = load_config(FrontendConfig, user, ("--set", {"color_map": "magma"}), stage="frontend")
+    assert (config.window_s, config.n_mels, config.color_map) == (0.032, 64, "magma")
+    assert config.n_fft == 512 and config.hop_length == 256
+
+
+@pytest.mark.parametrize("text,message", [
+    ("n_melz: 64\n", r"c.yaml: unknown key 'n_melz'; valid keys: sr, "),
+    ("n_mels: sixty\n", r"c.yaml: n_mels expects an integer, got 'sixty'"),
+    ("n_mels: 64.5\n", r"n_mels expects an integer"),
+    ("n_mels: 0\n", r"n_mels=0 is out of range; allowed: >= 1 and <= 512"),
+    ("chunk_s: 0\n", r"chunk_s=0.0 is out of range; allowed: > 0.0"),
+    ("color_map: jet\n", r"color_map='jet' is not allowed; choose one of: viridis, cividis"),
+    ("normalize_audio: 'yes'\n", r"normalize_audio expects true or false"),
+    ("fmax: 9000\n", r"c.yaml: fmax=9000.0 must be at most sr/2=8000.0"),
+    ("fft_s: 0.064\n", r"fft_s=0.064 must be at least window_s=0.128"),
+    ("channels: 1\n", r"channels=1 needs color_map=gray"),
+    ("- a\n- b\n", r"expected a mapping"),
+    ("n_mels: [\n", r"not valid YAML at line"),
+])
+def test_invalid_values_name_the_file(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(FrontendConfig, write(tmp_path, text), stage="frontend")
+
+
+def test_cross_field_error_blames_the_layer_that_set_the_key():
+    with pytest.raises(ConfigError, match=r"^--set: fmax=12000.0 must be at most"):
+        load_config(FrontendConfig, "dslite-code", ("--set", {"fmax": 12000}), stage="frontend")
+
+
+def test_unknown_preset_and_loops(tmp_path):
+    with pytest.raises(ConfigError, match="unknown frontend preset 'nope'; presets: dslite-code"):
+        load_config(FrontendConfig, "nope", stage="frontend")
+    with pytest.raises(ConfigError, match="loops back"):
+        load_config(FrontendConfig, write(tmp_path, "preset: c.yaml\n"), stage="frontend")
+
+
+def test_overrides_are_typed():
+    assert parse_overrides(["n_mels=64", "color_map=gray", "fmin=20.5", "strict=true"]) == {
+        "n_mels": 64, "color_map": "gray", "fmin": 20.5, "strict": True}
+    with pytest.raises(ConfigError, match="--set expects KEY=VALUE"):
+        parse_overrides(["n_mels"])
+
+
+def test_yaml_dump_round_trips_and_shows_help(tmp_path):
+    config = load_config(FrontendConfig, "dslite-paper", stage="frontend")
+    text = to_yaml(config)
+    assert "# STFT window length (s), periodic Hann" in text
+    assert load_config(FrontendConfig, write(tmp_path, text), stage="frontend") == config
+    assert to_dict(config)["n_mels"] == 128
+
+
+def test_data_paths_are_relative_to_the_yaml(tmp_path):
+    (tmp_path / "sub").mkdir()
+    path = write(tmp_path / "sub", "root: ../audio\ntest_speakers: [a, b]\n", "data.yaml")
+    config = load_config(DataConfig, path, stage="data")
+    assert config.root == str((tmp_path / "audio").resolve()) and config.test_speakers == ["a", "b"]
+    with pytest.raises(ConfigError, match="leaves no train data"):
+        load_config(DataConfig, ("x", {"devel_fraction": 0.5, "test_fraction": 0.5}), stage="data")

@@ -1,0 +1,155 @@
+"""The numpy frontend against independent computations: TensorFlow (what DeepSpectrumLite runs),
+matplotlib (the colour maps) and the physics of simple signals."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dslite_tiny.audio.frontend import (Frontend, apply_colormap, chunk_audio, colormap_lut, mel_matrix,
+                                        minmax_scale, peak_normalize, resize_matrix, stft_power)
+from dslite_tiny.config import FrontendConfig, load_config
+from dslite_reference import dslite_images
+
+tf = pytest.importorskip("tensorflow")
+PRESETS = ("dslite-code", "dslite-paper", "mcu-64")
+
+
+def preset(name: str, **overrides) -> FrontendConfig:
+    return load_config(FrontendConfig, name, ("test", overrides), stage="frontend")
+
+
+def sweep(config: FrontendConfig, n: int = 2, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(config.chunk_length) / config.sr
+    up = 0.3 * np.sin(2 * np.pi * (200 + 0.2 * config.sr * t / t[-1]) * t)
+    return (up + 0.02 * rng.standard_normal((n, t.size))).astype(np.float32)
+
+
+@pytest.mark.parametrize("sr,n_fft,n_mels,fmin,fmax", [
+    (16000, 2048, 128, 0.0, 8000.0), (16000, 512, 128, 0.0, 8000.0), (16000, 512, 64, 0.0, 8000.0),
+    (8000, 256, 64, 20.0, 4000.0), (44100, 1024, 40, 50.0, 14000.0), (22050, 2048, 128, 0.0, 11025.0)])
+def test_mel_matrix_equals_tensorflow(sr, n_fft, n_mels, fmin, fmax):
+    ours = mel_matrix(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+    theirs = tf.signal.linear_to_mel_weight_matrix(n_mels, n_fft // 2 + 1, sr, fmin, fmax).numpy()
+    assert ours.shape == theirs.shape
+    assert np.max(np.abs(ours - theirs)) <= 1e-6
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_stft_power_equals_tensorflow(name):
+    c = preset(name)
+    chunks = sweep(c)
+    ours = stft_power(chunks, n_fft=c.n_fft, win_length=c.win_length, hop_length=c.hop_length)
+    theirs = tf.abs(tf.signal.stft(chunks, c.win_length, c.hop_length, c.n_fft)).numpy() ** 2
+    assert ours.shape == theirs.shape == (2, c.n_frames, c.n_fft // 2 + 1)
+    assert np.max(np.abs(ours - theirs)) / np.max(theirs) <= 1e-4
+
+
+@pytest.mark.parametrize("name", ["viridis", "cividis", "inferno", "magma", "plasma"])
+def test_colormap_lut_is_matplotlibs_at_the_nodes(name):
+    import matplotlib
+
+    lut = colormap_lut(name)
+    nodes = np.arange(256) / 255.0
+    assert lut.shape == (256, 3)
+    np.testing.assert_allclose(lut, np.asarray(matplotlib.colormaps[name].colors)[:, :3], atol=1e-7)
+    np.testing.assert_allclose(apply_colormap(nodes[None, :], lut)[0].T, lut, atol=1e-6)
+    halfway = (np.arange(255) + 0.5) / 255.0
+    np.testing.assert_allclose(apply_colormap(halfway[None, :], lut)[0].T, (lut[:-1] + lut[1:]) / 2, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["bilinear", "nearest"])
+@pytest.mark.parametrize("antialias", [False, True])
+@pytest.mark.parametrize("in_size,out_size", [(61, 224), (128, 224), (300, 96), (500, 64), (224, 224)])
+def test_resize_weights_equal_tf_image_resize(method, antialias, in_size, out_size):
+    image = np.random.default_rng(3).random((1, in_size, 5, 1)).astype(np.float32)
+    theirs = tf.image.resize(image, (out_size, 5), method=method, antialias=antialias).numpy()[0, :, :, 0]
+    ours = resize_matrix(in_size, out_size, method=method, antialias=antialias) @ image[0, :, :, 0]
+    assert np.max(np.abs(ours - theirs)) <= 1e-5
+
+
+@pytest.mark.parametrize("name,overrides", [
+    ("dslite-code", {}), ("dslite-paper", {}), ("dslite-code", {"resize": "bilinear", "color_map": "magma"}),
+    ("dslite-paper", {"normalization": "caffe", "color_map": "plasma"}),
+    ("dslite-paper", {"normalization": "tf", "normalize_audio": True, "image_height": 96, "image_width": 64,
+                      "antialias": True, "color_map": "cividis"}),
+    ("mcu-64", {"channels": 3, "color_map": "inferno", "normalization": "none"}),
+])
+def test_whole_pipeline_equals_deepspectrumlite_in_tensorflow(name, overrides):
+    config = preset(name, **overrides)
+    chunks = sweep(config)
+    frontend = Frontend(config)
+    ours = frontend.model_input(frontend.spectrogram(chunks))
+    theirs = dslite_images(chunks, config)
+    assert ours.shape == theirs.shape == (2, *config.image_shape)
+    assert np.max(np.abs(ours - theirs)) <= 1e-5 * (theirs.max() - theirs.min())
+
+
+def test_gray_single_channel_plot_is_the_scaled_spectrogram():
+    config = preset("mcu-64")
+    frontend = Frontend(config)
+    plot = frontend.plot(frontend.spectrogram(sweep(config)))
+    assert plot.shape == (2, 64, 64, 1)
+    assert plot.min() >= 0 and plot.max() <= 255 and plot.max() > 250
+    np.testing.assert_allclose(frontend.model_input(frontend.spectrogram(sweep(config))), plot / 127.5 - 1, atol=1e-5)
+
+
+def test_rising_chirp_rises_in_the_image():
+    """Rows are mel bins with the highest frequency on top; columns are time."""
+    config = preset("dslite-paper", chunk_s=1.0)
+    t = np.arange(config.chunk_length) / config.sr
+    chirp = np.sin(2 * np.pi * (300 * t + 0.5 * 5000 * t ** 2)).astype(np.float32)  # 300 Hz → 5.3 kHz
+    frontend = Frontend(config)
+    plot = frontend.plot(frontend.spectrogram(chirp[None]))[0].mean(axis=-1)
+    brightest_row = plot[:, 10:-10].argmax(axis=0)
+    assert brightest_row[0] > brightest_row[-1] + 50  # starts low (big row index), ends high
+    assert np.all(np.diff(brightest_row.astype(int)) <= 2)
+
+
+def test_silent_chunk_gives_zeros_not_nan():
+    config = preset("dslite-code", normalize_audio=True)
+    frontend = Frontend(config)
+    mel = frontend.spectrogram(np.zeros((1, config.chunk_length), np.float32))
+    assert np.all(mel == pytest.approx(-160.0))
+    assert np.all(minmax_scale(mel) == 0.0)
+    images = frontend.model_input(mel)
+    assert np.isfinite(images).all()
+    np.testing.assert_allclose(frontend.plot(mel)[0, 0, 0], colormap_lut("viridis")[0] * 255, rtol=1e-6)
+    assert np.all(peak_normalize(np.zeros((2, 10), np.float32)) == 0)
+
+
+def test_chunking_follows_dslite_and_pads_short_clips():
+    y = np.arange(10, dtype=np.float32) + 1
+    full = chunk_audio(y, chunk_length=4, hop_length=3)
+    assert full.data.tolist() == [[1, 2, 3, 4], [4, 5, 6, 7], [7, 8, 9, 10]] and not full.padded
+    tail = chunk_audio(y[:9], chunk_length=4, hop_length=3)  # DSLite drops the incomplete tail
+    assert tail.data.shape == (2, 4)
+    short = chunk_audio(y[:3], chunk_length=5, hop_length=2)
+    assert short.padded and short.data.tolist() == [[1, 2, 3, 0, 0]]
+    repeated = chunk_audio(y[:3], chunk_length=7, hop_length=2, pad_mode="repeat")
+    assert repeated.data.tolist() == [[1, 2, 3, 1, 2, 3, 1]]
+    dropped = chunk_audio(y[:3], chunk_length=5, hop_length=2, short_clips="drop")
+    assert dropped.dropped and dropped.data.shape == (0, 5)
+
+
+@pytest.mark.parametrize("name,frames", [("dslite-code", 61), ("dslite-paper", 186), ("mcu-64", 61)])
+def test_presets_shapes(name, frames):
+    config = preset(name)
+    frontend = Frontend(config)
+    assert config.n_frames == frames
+    images = frontend(np.random.default_rng(0).standard_normal(int(config.chunk_s * config.sr * 2)).astype(np.float32))
+    assert images.shape[1:] == config.image_shape and images.dtype == np.float32
+
+
+@settings(max_examples=25, deadline=None)
+@given(length=st.integers(1, 6000), chunk=st.integers(64, 2000), hop=st.integers(1, 2000),
+       scale=st.floats(0.0, 10.0))
+def test_chunks_and_images_are_always_well_formed(length, chunk, hop, scale):
+    y = (scale * np.random.default_rng(length).standard_normal(length)).astype(np.float32)
+    chunks = chunk_audio(y, chunk_length=chunk, hop_length=hop)
+    expected = 1 if length < chunk else 1 + (length - chunk) // hop
+    assert chunks.data.shape == (expected, chunk)
+    scaled = minmax_scale(chunks.data)
+    assert np.isfinite(scaled).all() and scaled.min() >= 0 and scaled.max() <= 1
