@@ -34,7 +34,8 @@ PEAK_LEVEL = 0.7079  # DSLite's normalize_audio target (-3 dBFS)
 IMAGENET_MEAN_RGB = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD_RGB = np.array([0.229, 0.224, 0.225], np.float32)
 CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], np.float32)
-_BATCH = 64  # chunks per vectorised step: bounds memory (a 4 s chunk's STFT is ~0.5 MB)
+_BATCH = 64  # chunks per vectorised STFT step: bounds memory (a 4 s chunk's STFT is ~0.5 MB)
+_IMAGE_BATCH = 4  # chunks per image step: four 224×224×3 images stay in cache; 64 at once ran 1.3× slower
 
 
 @dataclasses.dataclass(frozen=True)
@@ -283,8 +284,8 @@ class Frontend:
         """(n, frames, n_mels) dB → (n, H, W, C) spectrogram plot in [0, 255], highest frequency on top."""
         n = mel_db.shape[0]
         out = np.empty((n, *self.config.image_shape), np.float32)
-        for start in range(0, n, _BATCH):
-            out[start:start + _BATCH] = self._plot_batch(mel_db[start:start + _BATCH])
+        for start in range(0, n, _IMAGE_BATCH):
+            out[start:start + _IMAGE_BATCH] = self._plot_batch(mel_db[start:start + _IMAGE_BATCH])
         return out
 
     def model_input(self, mel_db: np.ndarray) -> np.ndarray:
