@@ -139,6 +139,50 @@ class DataConfig:
                 key="test_fraction")
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Transfer learning as DeepSpectrumLite does it. With pretrained weights: phase 1 trains the head on a
+    frozen backbone, phase 2 unfreezes the last ``finetune_layers`` backbone layers (BatchNorm stays in
+    inference mode) at ``fine_learning_rate``. Without: one phase trains every layer for ``epochs``."""
+
+    frontend: str = param("dslite-paper", "frontend preset name or YAML file (relative to this file)")
+    backbone: str = param("densenet121", "densenet121, mobilenet, mobilenet_v2 or dscnn")
+    alpha: float = param(1.0, "width multiplier of mobilenet / mobilenet_v2 / dscnn", low=0.0, low_open=True, high=2.0)
+    weights: str = param("none", "none, imagenet (Keras download) or a local no-top .h5 file")
+    units: int = param(512, "units of the head's dense layer", low=1, high=8192)
+    dropout: float = param(0.25, "dropout after the AReLU", low=0.0, high=0.95)
+    arelu: Literal["learnable", "fixed"] = param("learnable", "AReLU α, β learnable, or fixed as DSLite (1.8808 / 0.9)")
+    optimizer: Literal["adadelta", "adam"] = param("adadelta", "optimizer (the paper: AdaDelta)")
+    learning_rate: float = param(0.001, "learning rate of phase 1", low=0.0, low_open=True, high=10.0)
+    fine_learning_rate: float | None = param(None, "learning rate of phase 2 (default: learning_rate / 10)",
+                                             low=0.0, low_open=True, high=10.0)
+    epochs: int = param(40, "epochs of phase 1", low=1, high=10000)
+    fine_epochs: int = param(200, "epochs of phase 2 (pretrained weights only; 0: no fine-tuning)", low=0, high=10000)
+    finetune_layers: float = param(0.3, "backbone layers unfrozen in phase 2: a fraction (< 1) or a count", low=0.0)
+    batch_size: int = param(32, "batch size", low=1, high=4096)
+    balance: Literal["oversample", "class_weights", "none"] = param(
+        "oversample", "class imbalance: oversample minority classes, weight the loss, or nothing")
+    sapaugment: bool = param(True, "SapAugment: the batch's easiest samples get the strongest augmentation")
+    sap_a: float = param(0.5, "SapAugment a", low=0.0, low_open=True, high=1.0)
+    sap_s: float = param(10.0, "SapAugment s", low=0.0, low_open=True, high=100.0)
+    cutmix: bool = param(True, "CutMix: paste a square of another sample, mix labels by area")
+    specaugment: bool = param(True, "SpecAugment: one frequency and one time mask")
+    aug_prob_min: float = param(0.10, "augmentation probability at λ = 0", low=0.0, high=1.0)
+    aug_prob_max: float = param(0.25, "augmentation probability at λ = 1", low=0.0, high=1.0)
+    cutmix_max: float = param(0.25, "largest CutMix square, as a share of the image side (56 px at 224)",
+                              low=0.0, high=1.0)
+    specaugment_max: float = param(0.30, "largest SpecAugment mask, as a share of the side (67 px at 224)",
+                                   low=0.0, high=1.0)
+    early_stopping: int = param(0, "stop after this many epochs without a better devel UAR (0: off)", low=0)
+    seed: int = param(0, "seed of initialisation, batch order and augmentation", low=0)
+    tensorboard: bool = param(False, "write TensorBoard logs to OUT/tensorboard")
+
+    def __post_init__(self) -> None:
+        if self.aug_prob_max < self.aug_prob_min:
+            raise ConfigError(f"aug_prob_max={self.aug_prob_max} is below aug_prob_min={self.aug_prob_min}",
+                              key="aug_prob_max")
+
+
 def samples(seconds: float, sr: int) -> int:
     """Seconds → samples, rounded (DSLite truncates with int(), which 0.29 * 100 turns into 28)."""
     return int(round(seconds * sr))
@@ -257,6 +301,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 _PATH_KEYS = ("root", "labels_csv", "class_config")
+_RELATIVE_IF_FILE = ("frontend", "weights")  # a preset name or keyword stays as it is
 
 
 def _relative_paths(data: dict[str, Any], folder: Path) -> dict[str, Any]:
@@ -265,6 +310,10 @@ def _relative_paths(data: dict[str, Any], folder: Path) -> dict[str, Any]:
     for key in _PATH_KEYS:
         value = out.get(key)
         if isinstance(value, str) and value and not Path(value).is_absolute():
+            out[key] = str((folder / value).resolve())
+    for key in _RELATIVE_IF_FILE:
+        value = out.get(key)
+        if isinstance(value, str) and value.endswith((".yaml", ".yml", ".h5")) and not Path(value).is_absolute():
             out[key] = str((folder / value).resolve())
     return out
 

@@ -17,6 +17,9 @@ from dslite_tiny import __version__
 from dslite_tiny.errors import DeviceError, UserError
 
 
+_TENSORFLOW_COMMANDS = {"train", "evaluate", "predict", "demo", "import-dslite"}
+
+
 class _Group(click.Group):
     """Turns the library's user-facing errors into one line and an exit code."""
 
@@ -40,7 +43,11 @@ def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
     ctx.meta["debug"] = debug
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ log (a CPU-only cuInit "error"); failures raise in Python
+    if ctx.invoked_subcommand in _TENSORFLOW_COMMANDS:
+        from dslite_tiny.native import import_tensorflow_quietly
+
+        import_tensorflow_quietly()  # its start-up lines would break one-line errors and tidy logs
     warnings.showwarning = _show_warning
 
 
@@ -53,9 +60,10 @@ def main() -> None:
 
 
 def _register() -> None:
-    from dslite_tiny.cli import config, data, demo, features
+    from dslite_tiny.cli import config, data, demo, evaluate, features, train
 
-    for command in (config.config, data.data, demo.demo, features.features):
+    for command in (config.config, data.data, demo.demo, evaluate.evaluate, evaluate.predict, features.features,
+                    train.train):
         cli.add_command(command)
 
 

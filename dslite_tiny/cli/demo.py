@@ -12,12 +12,20 @@ from dslite_tiny.cli.options import progress
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo_out"),
               show_default=True, help="Everything the demo makes goes here.")
 @click.option("--clips-per-class", type=click.IntRange(5, 1000), default=40, show_default=True)
-def demo(out: Path, clips_per_class: int) -> None:
-    """Generate the synthetic dataset and run the pipeline on it (offline, a few minutes on 2 cores)."""
+@click.option("--epochs", type=click.IntRange(1), help="Training epochs (default: the mcu-dscnn preset's).")
+def demo(out: Path, clips_per_class: int, epochs: int | None) -> None:
+    """Generate the synthetic dataset, train the MCU model on it and evaluate it (offline, ~1 min on 2 cores)."""
+    from dslite_tiny.cli.evaluate import format_report
     from dslite_tiny.demo import run_demo
 
-    result = run_demo(out, clips_per_class=clips_per_class,
-                      progress=progress("features"))
+    def bar(items, desc: str = ""):
+        return progress(desc, unit="item")(items)
+
+    def show(record: dict) -> None:
+        if record["epoch"] % 5 == 0 or record["epoch"] == 1:
+            click.echo(f"  epoch {record['epoch']:>3}: loss {record['loss']:.3f}  devel UAR {record['devel_uar']:.3f}")
+
+    result = run_demo(out, clips_per_class=clips_per_class, epochs=epochs, progress=bar, on_epoch=show)
     dataset, report = result.dataset, result.manifest["report"]
     click.echo(f"data      {result.data_spec}  ({len(dataset.clips)} clips, classes: {', '.join(dataset.classes)})")
     click.echo(f"          split by {dataset.split_method}")
@@ -25,3 +33,6 @@ def demo(out: Path, clips_per_class: int) -> None:
     click.echo(f"features  {report['files']} files → {report['chunks']} chunks "
                f"({report['padded']} short clips padded), cached in {result.out_dir / 'cache'}")
     click.echo(f"images    {result.features_dir} (2 clips per split and class; features.json has the config)")
+    click.echo(f"model     {result.model_path} (+ model.json): best devel UAR {result.best['devel_uar']:.3f} "
+               f"at epoch {result.best['epoch']}")
+    click.echo("evaluate  " + format_report(result.evaluation).replace("\n", "\n          "))

@@ -1,0 +1,43 @@
+"""``dslite-tiny train``: two-phase transfer learning on a dataset, best devel UAR kept."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from dslite_tiny.cli.features import cache_options, make_cache
+from dslite_tiny.cli.options import data_options, progress, resolve_data
+
+
+@click.command()
+@click.option("--data", "data_path", required=True, metavar="DATA", help="Dataset folder or dataset YAML.")
+@data_options
+@click.option("--config", "train_config", default="mcu-dscnn", show_default=True,
+              help="Training preset name (configs/train/) or YAML file.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override one training key.")
+@click.option("--weights", help="none, imagenet, or a local no-top .h5 (overrides the config).")
+@click.option("--epochs", type=click.IntRange(1), help="Phase-1 epochs (overrides the config).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@cache_options
+def train(data_path: str, train_config: str, overrides: tuple[str, ...], weights: str | None, epochs: int | None,
+          out: Path, cache_dir: Path | None, no_cache: bool, **data_opts) -> None:
+    """Train a classifier on DATA; writes OUT/model.h5 and OUT/model.json."""
+    from dslite_tiny.config import TrainConfig, load_config, parse_overrides
+    from dslite_tiny.train.run import run_training
+
+    flags = {k: v for k, v in (("weights", weights), ("epochs", epochs)) if v is not None}
+    config = load_config(TrainConfig, train_config, ("--set", {**parse_overrides(overrides), **flags}), stage="train")
+    data = resolve_data(data_path, **data_opts)
+
+    def show(record: dict) -> None:
+        click.echo(f"epoch {record['epoch']:>3} ({record['phase']}): loss {record['loss']:.4f}  "
+                   f"devel UAR {record['devel_uar']:.3f}  ({record['seconds']:.1f} s)")
+
+    def bar(items, desc: str = ""):
+        return progress(desc, unit="batch")(items)
+
+    result = run_training(data, config, out_dir=out, cache=make_cache(cache_dir, no_cache), progress=bar,
+                          on_epoch=show)
+    best = result.best
+    click.echo(f"best devel UAR {best['devel_uar']:.3f} at epoch {best['epoch']} → {result.path} "
+               f"(+ {result.path.with_suffix('.json').name})")

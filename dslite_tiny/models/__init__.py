@@ -1,0 +1,1 @@
+"""Models: the backbone registry, the AReLU head layer, weight loading, DeepSpectrumLite import."""

@@ -1,0 +1,106 @@
+"""A trained model on disk: ``model.h5`` plus the ``model.json`` sidecar next to it.
+
+The sidecar holds everything later stages need without the training config: class labels in order, the
+resolved frontend config, the input shape and dtype, backbone and normalisation, training history, data
+summary and versions. Any command given only ``model.h5`` finds it next to the file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import platform
+import warnings
+from pathlib import Path
+from typing import Any
+
+from dslite_tiny.config import FrontendConfig, from_mapping
+from dslite_tiny.errors import UserError
+
+SIDECAR_FORMAT = "dslite-tiny model"
+SIDECAR_VERSION = 1
+
+
+@dataclasses.dataclass
+class TrainedModel:
+    model: Any  # tf_keras.Model
+    sidecar: dict[str, Any]
+    path: Path
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.sidecar["classes"])
+
+    @property
+    def frontend_config(self) -> FrontendConfig:
+        return from_mapping(FrontendConfig, self.sidecar["frontend"], source=str(sidecar_path(self.path)))
+
+
+def sidecar_path(model_path: str | Path) -> Path:
+    return Path(model_path).with_suffix(".json")
+
+
+def versions() -> dict[str, str]:
+    import numpy
+    import tensorflow as tf
+    import tf_keras
+
+    from dslite_tiny import __version__
+
+    return {"dslite_tiny": __version__, "tensorflow": tf.__version__, "tf_keras": tf_keras.__version__,
+            "numpy": numpy.__version__, "python": platform.python_version()}
+
+
+def save_trained(model, path: str | Path, sidecar: dict[str, Any]) -> Path:
+    """Write ``path`` (.h5) and its sidecar; both via temporary files so a crash leaves the old pair."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.h5")
+    with warnings.catch_warnings():  # HDF5 is "legacy" to Keras, and the format the whole toolchain expects
+        warnings.filterwarnings("ignore", message=".*HDF5 file.*")
+        model.save(tmp, include_optimizer=False)
+    full = {"format": SIDECAR_FORMAT, "version": SIDECAR_VERSION, "model_file": path.name,
+            "input": {"shape": list(model.input_shape[1:]), "dtype": "float32"},
+            "saved": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "versions": versions(), **sidecar}
+    side_tmp = sidecar_path(tmp)
+    side_tmp.write_text(json.dumps(full, indent=2, sort_keys=True), encoding="utf-8")
+    tmp.replace(path)
+    side_tmp.replace(sidecar_path(path))
+    return path
+
+
+def load_trained(path: str | Path) -> TrainedModel:
+    """The model and its sidecar; one-line errors for a missing, non-Keras or DeepSpectrumLite file."""
+    import h5py
+    import tf_keras as keras
+
+    import dslite_tiny.models.arelu  # noqa: F401  (registers AReLU for deserialisation)
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("no such model file", path=path)
+    try:
+        with h5py.File(path, "r") as handle:
+            config = handle.attrs.get("model_config")
+    except OSError:
+        raise UserError("not a Keras model: not an HDF5 (.h5) file", path=path) from None
+    if config is None:
+        raise UserError("not a Keras model: an HDF5 file without a model config (a weights-only file?)", path=path)
+    side = sidecar_path(path)
+    if not side.is_file():
+        text = config.decode() if isinstance(config, bytes) else str(config)
+        if "AugmentableModel" in text or "ARelu" in text:
+            raise UserError("a DeepSpectrumLite model: convert it first with 'dslite-tiny import-dslite "
+                            "MODEL.h5 --class-config class_config.json --hp-config hp_config.json --out DIR'",
+                            path=path)
+        raise UserError(f"no sidecar {side.name} next to the model: dslite-tiny needs the labels and frontend "
+                        f"settings it saves at training time", path=path)
+    sidecar = json.loads(side.read_text(encoding="utf-8"))
+    if sidecar.get("format") != SIDECAR_FORMAT:
+        raise UserError("not a dslite-tiny sidecar", path=side)
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise UserError(f"cannot load the Keras model ({exc})", path=path) from None
+    return TrainedModel(model, sidecar, path)

@@ -1,0 +1,75 @@
+"""Evaluating and applying a trained model: per-chunk and per-file (mean-probability vote) results."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from dslite_tiny.audio.frontend import Frontend
+from dslite_tiny.data.cache import FeatureCache
+from dslite_tiny.data.features import FeatureSet, compute_features
+from dslite_tiny.data.layouts import Dataset
+from dslite_tiny.errors import DataError
+from dslite_tiny.models.trained import TrainedModel
+from dslite_tiny.train.fit import predict
+from dslite_tiny.train.metrics import classification_report, file_votes
+
+
+def evaluate(trained: TrainedModel, dataset: Dataset, *, split: str = "test", cache: FeatureCache | None = None,
+             strict: bool = False) -> dict:
+    """UAR, accuracy, per-class recall and confusion matrices, per chunk and per file, on ``split``."""
+    check_labels(trained, dataset)
+    frontend = Frontend(trained.frontend_config)
+    features = compute_features(dataset, frontend, splits=[split], cache=cache, strict=strict)
+    if len(features) == 0:
+        raise DataError(f"split '{split}' yields no chunks ({features.report.describe()})", path=dataset.source)
+    labels = _model_labels(trained, features)
+    probabilities = predict(trained.model, features, frontend)
+    files, file_probabilities = file_votes(probabilities, features.clip_index)
+    file_labels = labels[np.searchsorted(features.clip_index, files)]
+    return {
+        "model": str(trained.path), "data": dataset.source, "split": split, "classes": list(trained.classes),
+        "features": features.report.describe(),
+        "chunks": classification_report(labels, probabilities, trained.classes),
+        "files": classification_report(file_labels, file_probabilities, trained.classes),
+        "per_file": [{"file": str(features.clips[f].path), "label": features.clips[f].label,
+                      "predicted": trained.classes[int(p.argmax())], "probabilities": _rounded(p)}
+                     for f, p in zip(files, file_probabilities)],
+    }
+
+
+def predict_files(trained: TrainedModel, paths: Sequence[Path], *, cache: FeatureCache | None = None) -> list[dict]:
+    """Per-chunk and per-file class probabilities of audio files."""
+    frontend = Frontend(trained.frontend_config)
+    cache = cache or FeatureCache(None)
+    results = []
+    for path in paths:
+        features = cache.clip_features(path, frontend)
+        if len(features.mel_db) == 0:  # dropped: shorter than a chunk with short_clips=drop
+            results.append({"file": str(path), "predicted": None, "probabilities": None, "chunks": [],
+                            "padded": False, "dropped": True})
+            continue
+        chunks = np.asarray(trained.model(frontend.model_input(features.mel_db), training=False))
+        mean = chunks.mean(axis=0)
+        results.append({"file": str(path), "predicted": trained.classes[int(mean.argmax())],
+                        "probabilities": _rounded(mean), "chunks": [_rounded(p) for p in chunks],
+                        "padded": features.padded, "dropped": False})
+    return results
+
+
+def check_labels(trained: TrainedModel, dataset: Dataset) -> None:
+    unknown = sorted(set(dataset.classes) - set(trained.classes))
+    if unknown:
+        raise DataError(f"labels {', '.join(unknown[:5])} are not classes of the model {trained.path.name} "
+                        f"(its classes: {', '.join(trained.classes)})", path=dataset.source)
+
+
+def _model_labels(trained: TrainedModel, features: FeatureSet) -> np.ndarray:
+    """Dataset class indices → model class indices (a dataset may hold a subset of the classes)."""
+    mapping = np.array([trained.classes.index(c) for c in features.classes])
+    return mapping[features.labels]
+
+
+def _rounded(p: np.ndarray) -> list[float]:
+    return [round(float(v), 6) for v in p]

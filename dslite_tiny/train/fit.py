@@ -1,0 +1,185 @@
+"""Two-phase transfer learning with SapAugment, selected by devel UAR, written incrementally.
+
+Images are rendered per batch from cached mel spectrograms (``Frontend.model_input``), so a dataset of
+224×224×3 inputs never has to fit in memory. After every epoch the devel UAR is measured; a better one
+replaces ``OUT/model.h5`` + ``model.json`` at once, so an interrupted run keeps its best model.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from dslite_tiny.audio.frontend import Frontend
+from dslite_tiny.config import TrainConfig, to_dict
+from dslite_tiny.data.features import FeatureSet
+from dslite_tiny.models.registry import backbone_layers, create_model
+from dslite_tiny.models.trained import load_trained, save_trained, sidecar_path
+from dslite_tiny.train.augment import AugmentSettings, augment_batch, sap_lambdas
+from dslite_tiny.train.metrics import uar
+
+log = logging.getLogger(__name__)
+EpochCallback = Callable[[dict], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    name: str
+    epochs: int
+    learning_rate: float
+    trainable: str  # "all", "head" or "finetune"
+
+
+@dataclasses.dataclass
+class TrainResult:
+    model: object
+    path: Path
+    history: list[dict]
+    best: dict
+
+
+def plan_phases(config: TrainConfig) -> list[Phase]:
+    """Pretrained: head on a frozen backbone, then fine-tuning; from scratch: everything, one phase."""
+    if config.weights == "none":
+        return [Phase("train", config.epochs, config.learning_rate, "all")]
+    phases = [Phase("head", config.epochs, config.learning_rate, "head")]
+    if config.fine_epochs > 0 and config.finetune_layers > 0:
+        fine_lr = config.fine_learning_rate or config.learning_rate / 10
+        phases.append(Phase("finetune", config.fine_epochs, fine_lr, "finetune"))
+    return phases
+
+
+def set_trainable(model, mode: str, finetune_layers: float) -> int:
+    """Freeze/unfreeze for a phase; returns the number of trainable backbone layers. BatchNormalization
+    stays frozen (inference mode) while fine-tuning: a few batches of spectrograms would wreck ImageNet
+    statistics."""
+    import tf_keras as keras
+
+    layers = backbone_layers(model)
+    count = int(round(finetune_layers * len(layers))) if finetune_layers < 1 else int(finetune_layers)
+    first_unfrozen = {"all": 0, "head": len(layers), "finetune": len(layers) - min(count, len(layers))}[mode]
+    for i, layer in enumerate(layers):
+        frozen_bn = mode == "finetune" and isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = i >= first_unfrozen and not frozen_bn
+    return sum(1 for layer in layers if layer.trainable)
+
+
+def train_model(train: FeatureSet, devel: FeatureSet, frontend: Frontend, config: TrainConfig, *, out_dir: Path,
+                sidecar: dict, on_epoch: EpochCallback | None = None,
+                progress: Callable = lambda items, **_: items) -> TrainResult:
+    """Fit per ``config``; the best epoch by devel UAR is saved to ``out_dir/model.h5`` (+ sidecar)."""
+    import tensorflow as tf
+    import tf_keras as keras
+
+    keras.utils.set_random_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    classes = train.classes
+    model = create_model(config.backbone, input_shape=frontend.config.image_shape, num_classes=len(classes),
+                         units=config.units, dropout=config.dropout, alpha=config.alpha,
+                         arelu_learnable=config.arelu == "learnable",
+                         weights=None if config.weights == "none" else config.weights)
+    settings = AugmentSettings(config.sapaugment, config.sap_a, config.sap_s, config.cutmix, config.specaugment,
+                               config.aug_prob_min, config.aug_prob_max, config.cutmix_max, config.specaugment_max)
+    weights = _class_weights(train.labels, len(classes)) if config.balance == "class_weights" else None
+    writer = tf.summary.create_file_writer(str(out_dir / "tensorboard")) if config.tensorboard else None
+    path, history, best = out_dir / "model.h5", [], {"devel_uar": -1.0, "epoch": 0}
+    epoch, stale = 0, 0
+    for phase in plan_phases(config):
+        trainable = set_trainable(model, phase.trainable, config.finetune_layers)
+        model.compile(optimizer=_optimizer(config.optimizer, phase.learning_rate), loss="categorical_crossentropy")
+        log.info("phase %s: %d epochs, lr %g, %d trainable backbone layers", phase.name, phase.epochs,
+                 phase.learning_rate, trainable)
+        for _ in range(phase.epochs):
+            epoch += 1
+            start = time.perf_counter()
+            batches = _batches(train.labels, len(classes), config, rng)
+            losses = [_train_step(model, train, frontend, batch, settings, weights, rng)
+                      for batch in progress(batches, desc=f"epoch {epoch} ({phase.name})")]
+            devel_uar = uar(devel.labels, predict(model, devel, frontend).argmax(axis=1), len(classes))
+            record = {"epoch": epoch, "phase": phase.name, "loss": float(np.mean(losses)), "devel_uar": devel_uar,
+                      "seconds": round(time.perf_counter() - start, 2)}
+            history.append(record)
+            if devel_uar > best["devel_uar"]:
+                best, stale = dict(record), 0
+                save_trained(model, path, {**sidecar, "history": history, "best": best, "train": to_dict(config)})
+            else:
+                stale += 1
+            _log_scalars(writer, record)
+            if on_epoch:
+                on_epoch(record)
+            if config.early_stopping and stale >= config.early_stopping:
+                log.info("early stop after %d epochs without a better devel UAR", stale)
+                break
+    _write_full_history(path, history)  # the sidecar of the best epoch also learns what came after it
+    return TrainResult(load_trained(path).model, path, history, best)
+
+
+def predict(model, features: FeatureSet, frontend: Frontend, *, batch_size: int = 64) -> np.ndarray:
+    """Class probabilities of every chunk (images rendered batch by batch)."""
+    out = np.zeros((len(features), model.output_shape[-1]), np.float32)
+    for start in range(0, len(features), batch_size):
+        x = frontend.model_input(features.mel_db[start:start + batch_size])
+        out[start:start + batch_size] = model(x, training=False).numpy()
+    return out
+
+
+def _train_step(model, train: FeatureSet, frontend: Frontend, batch: np.ndarray, settings: AugmentSettings,
+                class_weights: np.ndarray | None, rng: np.random.Generator) -> float:
+    x = frontend.model_input(train.mel_db[batch])
+    y = np.eye(model.output_shape[-1], dtype=np.float32)[train.labels[batch]]
+    if settings.cutmix or settings.specaugment:
+        if settings.sapaugment:
+            probabilities = model(x, training=False).numpy()
+            losses = -np.log(np.clip((probabilities * y).sum(axis=1), 1e-7, 1.0))
+            lambdas = sap_lambdas(losses, a=settings.sap_a, s=settings.sap_s)
+        else:
+            lambdas = rng.random(len(batch))
+        x, y = augment_batch(x, y, lambdas, settings, rng)
+    sample_weight = None if class_weights is None else class_weights[train.labels[batch]]
+    return float(model.train_on_batch(x, y, sample_weight=sample_weight))
+
+
+def _batches(labels: np.ndarray, num_classes: int, config: TrainConfig, rng: np.random.Generator) -> list[np.ndarray]:
+    """One epoch of index batches; ``oversample`` draws every class as often as the largest one."""
+    if config.balance == "oversample":
+        per_class = [np.flatnonzero(labels == c) for c in range(num_classes)]
+        target = max(len(p) for p in per_class)
+        order = np.concatenate([np.concatenate([p, rng.choice(p, target - len(p))]) for p in per_class if len(p)])
+        order = rng.permutation(order)
+    else:
+        order = rng.permutation(len(labels))
+    return [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+
+
+def _write_full_history(path: Path, history: list[dict]) -> None:
+    side = sidecar_path(path)
+    data = json.loads(side.read_text(encoding="utf-8"))
+    data["history"] = history
+    side.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
+
+
+def _class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    return np.where(counts > 0, len(labels) / (num_classes * np.maximum(counts, 1)), 0.0).astype(np.float32)
+
+
+def _optimizer(name: str, learning_rate: float):
+    import tf_keras as keras
+
+    return {"adadelta": keras.optimizers.Adadelta, "adam": keras.optimizers.Adam}[name](learning_rate=learning_rate)
+
+
+def _log_scalars(writer, record: dict) -> None:
+    if writer is None:
+        return
+    import tensorflow as tf
+
+    with writer.as_default():
+        tf.summary.scalar("loss", record["loss"], step=record["epoch"])
+        tf.summary.scalar("devel_uar", record["devel_uar"], step=record["epoch"])
+    writer.flush()

@@ -1,0 +1,54 @@
+"""Training from configs in one call: data → features (cached) → two-phase fit → model.h5 + model.json."""
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+from dslite_tiny.audio.frontend import Frontend
+from dslite_tiny.config import DataConfig, FrontendConfig, TrainConfig, load_config, to_dict
+from dslite_tiny.data.cache import FeatureCache
+from dslite_tiny.data.features import compute_features
+from dslite_tiny.data.layouts import Dataset, load_dataset
+from dslite_tiny.models.registry import get_backbone
+from dslite_tiny.train.fit import EpochCallback, TrainResult, train_model
+
+
+def resolve_frontend_for(config: TrainConfig) -> FrontendConfig:
+    return load_config(FrontendConfig, config.frontend, stage="frontend")
+
+
+def run_training(data: DataConfig, config: TrainConfig, *, out_dir: str | Path, cache: FeatureCache | None = None,
+                 progress: Callable = lambda items, **_: items, on_epoch: EpochCallback | None = None) -> TrainResult:
+    """Train on ``data``'s train split, select on devel; everything is written under ``out_dir``."""
+    out_dir = Path(out_dir)
+    frontend = Frontend(resolve_frontend_for(config))
+    spec = get_backbone(config.backbone)
+    if config.weights != "none" and frontend.config.normalization != spec.normalization:
+        warnings.warn(f"{config.backbone}'s pretrained weights expect '{spec.normalization}' input normalisation, "
+                      f"the frontend uses '{frontend.config.normalization}'", stacklevel=2)
+    dataset = load_dataset(data, require=("train", "devel"))
+    features = {split: compute_features(dataset, frontend, splits=[split], cache=cache, strict=data.strict,
+                                        progress=lambda clips, s=split: progress(clips, desc=f"features {s}"))
+                for split in ("train", "devel")}
+    for split, table in features.items():
+        if len(table) == 0:
+            from dslite_tiny.errors import DataError
+
+            raise DataError(f"the {split} split yields no chunks ({table.report.describe()})", path=dataset.source)
+    sidecar = {
+        "classes": list(dataset.classes), "frontend": to_dict(frontend.config), "backbone": config.backbone,
+        "normalization": frontend.config.normalization, "data": data_summary(dataset, data, features),
+    }
+    return train_model(features["train"], features["devel"], frontend, config, out_dir=out_dir, sidecar=sidecar,
+                       on_epoch=on_epoch, progress=progress)
+
+
+def data_summary(dataset: Dataset, data: DataConfig, features: dict) -> dict:
+    counts = dataset.counts()
+    return {"source": dataset.source, "split_method": dataset.split_method, "config": to_dict(data),
+            "files": {split: {label: int(counts.loc[label, split]) for label in dataset.classes}
+                      for split in ("train", "devel", "test")},
+            "speakers": {split: dataset.speakers(split) for split in ("train", "devel", "test")},
+            "features": {split: dataclasses.asdict(f.report) for split, f in features.items()}}

@@ -1,0 +1,134 @@
+"""Training: augmentation semantics, UAR, phase freezing, and a real (small) training run."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+import tf_keras as keras  # noqa: E402
+
+from dslite_tiny.config import DataConfig, TrainConfig, load_config  # noqa: E402
+from dslite_tiny.data.cache import FeatureCache  # noqa: E402
+from dslite_tiny.data.layouts import load_dataset  # noqa: E402
+from dslite_tiny.models.registry import backbone_layers, create_model  # noqa: E402
+from dslite_tiny.models.trained import load_trained  # noqa: E402
+from dslite_tiny.train.augment import AugmentSettings, cutmix, sap_lambdas, specaugment  # noqa: E402
+from dslite_tiny.train.evaluate import evaluate  # noqa: E402
+from dslite_tiny.train.fit import plan_phases, set_trainable  # noqa: E402
+from dslite_tiny.train.metrics import file_votes, uar  # noqa: E402
+from dslite_tiny.train.run import run_training  # noqa: E402
+
+ALWAYS = AugmentSettings(prob_min=1.0, prob_max=1.0)
+
+
+def test_sapaugment_gives_the_easiest_samples_the_strongest_augmentation():
+    losses = np.array([2.0, 0.1, 5.0, 0.7, 1.2, 3.3, 0.05, 4.0])
+    lambdas = sap_lambdas(losses, a=0.5, s=10)
+    order = np.argsort(losses)
+    assert np.all(np.diff(lambdas[order]) <= 0)  # λ falls as the loss rises
+    assert lambdas[6] > 0.99 and lambdas[2] == pytest.approx(0.0, abs=1e-9)
+    assert np.all((lambdas >= 0) & (lambdas <= 1))
+
+
+def test_cutmix_mixes_labels_by_pasted_area():
+    rng = np.random.default_rng(0)
+    x = np.stack([np.full((20, 20, 1), float(i)) for i in range(4)]).astype(np.float32)
+    y = np.eye(4, dtype=np.float32)
+    mixed_x, mixed_y = cutmix(x, y, np.ones(4), AugmentSettings(prob_min=1.0, prob_max=1.0, cutmix_max=0.5), rng)
+    for j in range(4):
+        pasted = mixed_x[j] != j
+        share = pasted.mean()
+        if share:
+            (donor,) = set(np.unique(mixed_x[j][pasted]))
+            assert share == pytest.approx(0.25)  # a 10×10 square of a 20×20 image
+            assert mixed_y[j, j] == pytest.approx(1 - share) and mixed_y[j, int(donor)] == pytest.approx(share)
+        assert mixed_y[j].sum() == pytest.approx(1.0)
+    unchanged_x, unchanged_y = cutmix(x, y, np.zeros(4), ALWAYS, rng)  # λ = 0: no patch
+    assert np.array_equal(unchanged_x, x) and np.array_equal(unchanged_y, y)
+
+
+def test_specaugment_masks_one_band_and_one_time_span():
+    x = np.ones((3, 30, 40, 3), np.float32)
+    masked = specaugment(x, np.array([1.0, 0.5, 0.0]), ALWAYS, np.random.default_rng(1))
+    rows = (masked[0] == 0).all(axis=(1, 2))
+    cols = (masked[0] == 0).all(axis=(0, 2))
+    assert rows.sum() == 9 and cols.sum() == 12  # 30 % of each side at λ = 1
+    assert np.ptp(np.flatnonzero(rows)) == 8 and np.ptp(np.flatnonzero(cols)) == 11  # contiguous
+    assert ((masked[1] == 0).all(axis=(1, 2))).sum() == 4 and np.array_equal(masked[2], x[2])
+
+
+def test_uar_and_file_votes():
+    y_true = np.array([0, 0, 0, 0, 1, 2])
+    y_pred = np.array([0, 0, 0, 0, 0, 2])
+    assert uar(y_true, y_pred, 3) == pytest.approx((1 + 0 + 1) / 3)
+    files, probabilities = file_votes(np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6]]), np.array([5, 5, 7]))
+    assert files.tolist() == [5, 7]
+    np.testing.assert_allclose(probabilities, [[0.55, 0.45], [0.4, 0.6]])
+
+
+def test_phases_freeze_and_unfreeze_the_intended_layers():
+    model = create_model("mobilenet", input_shape=(32, 32, 3), num_classes=3, units=8, alpha=0.25)
+    layers = backbone_layers(model)
+    assert set_trainable(model, "head", 0.3) == 0
+    assert all(layer.trainable for layer in model.layers if layer.name.startswith("head_"))
+    unfrozen = set_trainable(model, "finetune", 0.3)
+    tail = layers[len(layers) - int(round(0.3 * len(layers))):]
+    assert all(not layer.trainable for layer in layers[: len(layers) - len(tail)])
+    assert all(layer.trainable != isinstance(layer, keras.layers.BatchNormalization) for layer in tail)
+    assert unfrozen == sum(not isinstance(layer, keras.layers.BatchNormalization) for layer in tail)
+    assert set_trainable(model, "finetune", 5) == sum(
+        not isinstance(layer, keras.layers.BatchNormalization) for layer in layers[-5:])
+    # Frozen means frozen: exactly the tail's non-BN weights and the head train, and a step changes none
+    # of the frozen layers (random-init activations vanish in the tail, so only the head visibly moves).
+    set_trainable(model, "finetune", 0.3)
+    expected = {w.name for layer in tail if not isinstance(layer, keras.layers.BatchNormalization)
+                for w in layer.trainable_weights}
+    expected |= {w.name for layer in model.layers if layer.name.startswith("head_") for w in layer.trainable_weights}
+    assert {w.name for w in model.trainable_weights} == expected
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="categorical_crossentropy")
+    before = {layer.name: [w.copy() for w in layer.get_weights()] for layer in model.layers}
+    x = np.random.default_rng(0).standard_normal((8, 32, 32, 3)).astype(np.float32)
+    model.train_on_batch(x, np.eye(3)[np.arange(8) % 3])
+    changed = {layer.name for layer in model.layers
+               if any(not np.array_equal(a, b) for a, b in zip(before[layer.name], layer.get_weights()))}
+    assert "head_dense" in changed and "head_predictions" in changed
+    assert not changed & {layer.name for layer in layers[: len(layers) - len(tail)]}
+    assert not changed & {layer.name for layer in tail if isinstance(layer, keras.layers.BatchNormalization)}
+    assert [p.trainable for p in plan_phases(load_config(TrainConfig, ("t", {"weights": "imagenet"}), stage="train"))] \
+        == ["head", "finetune"]
+    assert [p.trainable for p in plan_phases(load_config(TrainConfig, stage="train"))] == ["all"]
+
+
+@pytest.fixture(scope="module")
+def trained_dscnn(tmp_path_factory):
+    from dslite_tiny.data.synthetic import make_demo_dataset
+
+    root = tmp_path_factory.mktemp("train")
+    spec = make_demo_dataset(root / "data", clips_per_class=40, n_speakers=5, sr=16000, seed=3)
+    data = load_config(DataConfig, spec, stage="data")
+    config = load_config(TrainConfig, "mcu-dscnn", ("test", {"epochs": 30}), stage="train")
+    cache = FeatureCache(root / "cache")
+    result = run_training(data, config, out_dir=root / "model", cache=cache)
+    return result, data, cache
+
+
+def test_training_the_dscnn_beats_chance_by_far(trained_dscnn):
+    result, data, cache = trained_dscnn
+    report = evaluate(load_trained(result.path), load_dataset(data), split="test", cache=cache)
+    assert report["chunks"]["uar"] >= 0.7  # chance is 0.2 (5 classes), held-out speakers
+    assert result.best["devel_uar"] == max(h["devel_uar"] for h in result.history)
+    assert len(result.history) == 30
+
+
+def test_model_sidecar_holds_what_later_stages_need(trained_dscnn):
+    result, _, _ = trained_dscnn
+    sidecar = json.loads(result.path.with_suffix(".json").read_text())
+    assert sidecar["classes"] == ["am_tone", "chirp_down", "chirp_up", "harmonic", "noise_burst"]
+    assert sidecar["input"] == {"shape": [64, 64, 1], "dtype": "float32"}
+    assert sidecar["frontend"]["color_map"] == "gray" and sidecar["normalization"] == "tf"
+    assert sidecar["backbone"] == "dscnn" and sidecar["train"]["epochs"] == 30
+    assert len(sidecar["history"]) == 30 and sidecar["best"]["epoch"] >= 1
+    assert {"tensorflow", "tf_keras", "dslite_tiny"} <= set(sidecar["versions"])
+    assert sidecar["data"]["speakers"]["test"] and sidecar["data"]["files"]["train"]["chirp_up"] > 0
