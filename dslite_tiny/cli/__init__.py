@@ -63,7 +63,7 @@ def _register() -> None:
     from dslite_tiny.cli import config, data, demo, evaluate, features, train
 
     for command in (config.config, data.data, demo.demo, evaluate.evaluate, evaluate.predict, features.features,
-                    train.train):
+                    train.import_dslite, train.train):
         cli.add_command(command)
 
 

@@ -41,3 +41,19 @@ def train(data_path: str, train_config: str, overrides: tuple[str, ...], weights
     best = result.best
     click.echo(f"best devel UAR {best['devel_uar']:.3f} at epoch {best['epoch']} → {result.path} "
                f"(+ {result.path.with_suffix('.json').name})")
+
+
+@click.command("import-dslite")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--hp-config", type=click.Path(path_type=Path), required=True, help="The run's hp_config.json.")
+@click.option("--config-index", type=int, default=0, show_default=True, help="Which grid combination it was.")
+@click.option("--class-config", type=click.Path(path_type=Path), required=True, help="The run's class_config.json.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+def import_dslite(model: Path, hp_config: Path, config_index: int, class_config: Path, out: Path) -> None:
+    """Convert a DeepSpectrumLite 1.0.2 model into a flat dslite-tiny model + sidecar (predictions checked)."""
+    from dslite_tiny.models.dslite_import import import_dslite as run_import
+
+    path, difference = run_import(model, hp_config=hp_config, class_config=class_config, out_dir=out,
+                                  config_index=config_index)
+    click.echo(f"wrote {path} (+ {path.with_suffix('.json').name}); max probability difference to the "
+               f"DeepSpectrumLite model: {difference:.2e}")
