@@ -53,6 +53,9 @@ class FrontendConfig:
     hop_s: float = param(0.064, "STFT hop (s)", low=0.0, low_open=True, high=1.0)
     fft_s: float = param(0.128, "FFT length (s); at least the window", low=0.0, low_open=True, high=1.0)
     n_mels: int = param(128, "number of HTK mel bands", low=1, high=512)
+    top_db: float | None = param(None, "floor at (chunk max − top_db) dB before min-max; null = none (DSLite). "
+                                 "Keeps zero padding (−160 dB) from squeezing the plot's contrast",
+                                 low=0.0, low_open=True, high=400.0)
     fmin: float = param(0.0, "lowest mel band edge (Hz)", low=0.0)
     fmax: float = param(8000.0, "highest mel band edge (Hz); at most sr / 2", low=0.0, low_open=True)
     color_map: Literal["viridis", "cividis", "inferno", "magma", "plasma", "gray"] = param(

@@ -153,3 +153,17 @@ def test_chunks_and_images_are_always_well_formed(length, chunk, hop, scale):
     assert chunks.data.shape == (expected, chunk)
     scaled = minmax_scale(chunks.data)
     assert np.isfinite(scaled).all() and scaled.min() >= 0 and scaled.max() <= 1
+
+
+def test_top_db_floors_each_chunk_below_its_maximum():
+    from dslite_tiny.audio.frontend import power_to_db
+
+    power = np.array([[[1.0, 1e-3, 0.0]], [[1e-4, 1e-6, 0.0]]], np.float32)
+    np.testing.assert_allclose(power_to_db(power), [[[0, -30, -160]], [[-40, -60, -160]]], atol=1e-4)
+    np.testing.assert_allclose(power_to_db(power, top_db=50.0), [[[0, -30, -50]], [[-40, -60, -90]]], atol=1e-4)
+    padded = preset("mcu-64", top_db=80.0)
+    y = np.zeros(padded.chunk_length, np.float32)
+    y[:2000] = np.sin(np.arange(2000) * 0.3)
+    mel = Frontend(padded).spectrogram(y[None])
+    assert mel.min() == pytest.approx(mel.max() - 80.0, abs=1e-3)
+    assert Frontend(padded).spectrogram_key != Frontend(preset("mcu-64")).spectrogram_key

@@ -28,7 +28,7 @@ from dslite_tiny.config import FrontendConfig
 SPECTROGRAM_VERSION = 1
 # The config keys that shape the spectrogram stage (and so the cache key); the rest only shape the image.
 SPECTROGRAM_KEYS = ("sr", "normalize_audio", "chunk_s", "chunk_hop_s", "short_clips", "pad_mode",
-                    "window_s", "hop_s", "fft_s", "n_mels", "fmin", "fmax")
+                    "window_s", "hop_s", "fft_s", "n_mels", "fmin", "fmax", "top_db")
 DB_AMIN = 1e-16
 PEAK_LEVEL = 0.7079  # DSLite's normalize_audio target (-3 dBFS)
 IMAGENET_MEAN_RGB = np.array([0.485, 0.456, 0.406], np.float32)
@@ -144,9 +144,14 @@ def _polevl32(x: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
     return result
 
 
-def power_to_db(power: np.ndarray) -> np.ndarray:
-    """10 · log10(max(1e-16, S)) relative to 1.0 with no top_db, as DSLite's power_to_db(top_db=None)."""
-    return (10.0 * np.log10(np.maximum(power, np.float32(DB_AMIN)))).astype(np.float32)
+def power_to_db(power: np.ndarray, *, top_db: float | None = None) -> np.ndarray:
+    """10 · log10(max(1e-16, S)) relative to 1.0, as DSLite's power_to_db(top_db=None); with ``top_db``,
+    each chunk is floored at its maximum − top_db (librosa's convention, per chunk)."""
+    db = (10.0 * np.log10(np.maximum(power, np.float32(DB_AMIN)))).astype(np.float32)
+    if top_db is not None:
+        floor = db.max(axis=tuple(range(1, db.ndim)), keepdims=True) - np.float32(top_db)
+        db = np.maximum(db, floor)
+    return db
 
 
 def minmax_scale(x: np.ndarray) -> np.ndarray:
@@ -277,7 +282,7 @@ class Frontend:
             if c.normalize_audio:
                 batch = peak_normalize(batch)
             power = stft_power(batch, n_fft=c.n_fft, win_length=c.win_length, hop_length=c.hop_length)
-            out[start:start + _BATCH] = power_to_db(power @ self.mel_weights)
+            out[start:start + _BATCH] = power_to_db(power @ self.mel_weights, top_db=c.top_db)
         return out
 
     def plot(self, mel_db: np.ndarray) -> np.ndarray:
