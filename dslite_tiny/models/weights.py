@@ -18,10 +18,14 @@ log = logging.getLogger(__name__)
 
 
 def load_backbone_weights(model, path: str | Path) -> tuple[int, int]:
-    """Set every layer of ``model`` whose name and shapes match ``path``; returns (matched, in file)."""
+    """Set every backbone layer of ``model`` whose name and shapes match ``path``; returns (matched, in
+    file). The head is never loaded: it belongs to this task, and matching it would let a whole other
+    model pass for backbone weights."""
+    from dslite_tiny.models.registry import backbone_layers
+
     path = Path(path)
     stored = read_layer_weights(path)
-    layers = {layer.name: layer for layer in model.layers}
+    layers = {layer.name: layer for layer in backbone_layers(model)}
     matched, mismatched = 0, []
     for name, values in stored.items():
         layer = layers.get(name)

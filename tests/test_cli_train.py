@@ -1,0 +1,74 @@
+"""train / evaluate / predict through the real command line, and their bad-input cases."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+
+import pytest
+
+from conftest import run_cli
+from test_cli import assert_user_error
+
+
+@pytest.fixture(scope="module")
+def cli_model(tmp_path_factory, demo_data):
+    out = tmp_path_factory.mktemp("cli_model")
+    result = run_cli("train", "--data", str(demo_data), "--config", "mcu-dscnn", "--epochs", "2", "--set",
+                     "units=16", "--out", str(out), "--cache-dir", str(out / "cache"))
+    assert result.returncode == 0, result.stderr
+    assert "epoch   2 (train)" in result.stdout and "best devel UAR" in result.stdout
+    return out / "model.h5"
+
+
+def test_train_evaluate_predict_end_to_end(cli_model, demo_data, tmp_path):
+    sidecar = json.loads(cli_model.with_suffix(".json").read_text())
+    assert sidecar["train"]["units"] == 16 and len(sidecar["history"]) == 2
+    result = run_cli("evaluate", str(cli_model), "--data", str(demo_data), "--out", str(tmp_path / "e.json"))
+    assert result.returncode == 0, result.stderr
+    assert "per file   UAR" in result.stdout and "confusion matrix" in result.stdout
+    report = json.loads((tmp_path / "e.json").read_text())
+    assert report["split"] == "test" and len(report["per_file"]) == report["files"]["n"] == 15
+    wav = next(demo_data.parent.rglob("chirp_up_*.wav"))
+    table = run_cli("predict", str(cli_model), str(wav), "--format", "csv", "--chunks")
+    assert table.returncode == 0, table.stderr
+    rows = list(csv.reader(io.StringIO(table.stdout)))
+    assert rows[0][:3] == ["file", "chunk", "predicted"] and rows[0][3:] == sidecar["classes"]
+    assert rows[1][1] == "all" and abs(sum(map(float, rows[1][3:])) - 1) < 1e-3
+
+
+def test_unknown_backbone_and_small_image(demo_data, tmp_path):
+    assert_user_error(run_cli("train", "--data", str(demo_data), "--set", "backbone=resnet9", "--out", str(tmp_path)),
+                      "unknown backbone 'resnet9'; available: densenet121, dscnn, mobilenet, mobilenet_v2")
+    (tmp_path / "tiny.yaml").write_text("preset: mcu-64\nimage_height: 24\nimage_width: 24\n")
+    config = tmp_path / "small.yaml"
+    config.write_text("preset: mcu-mobilenet\nweights: none\nfrontend: tiny.yaml\n")
+    assert_user_error(run_cli("train", "--data", str(demo_data), "--config", str(config), "--out", str(tmp_path / "o")),
+                      "image 24×24 is too small for mobilenet (needs at least 32×32)")
+
+
+def test_weights_of_another_architecture(demo_data, tmp_path, cli_model):
+    result = run_cli("train", "--data", str(demo_data), "--weights", str(cli_model), "--set", "backbone=mobilenet",
+                     "--set", "frontend=fsdd", "--set", "alpha=0.25", "--out", str(tmp_path))
+    assert_user_error(result, "weights of another architecture")
+
+
+def test_data_labels_that_do_not_match_the_model(cli_model, demo_data, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(demo_data.parent, other)
+    (other / "harmonic").rename(other / "whistle")
+    result = run_cli("evaluate", str(cli_model), "--data", str(other / "dataset.yaml"))
+    assert_user_error(result, "labels whistle are not classes of the model model.h5")
+
+
+def test_non_keras_h5(tmp_path, demo_data):
+    import h5py
+
+    with h5py.File(tmp_path / "data.h5", "w") as handle:
+        handle["x"] = [1, 2, 3]
+    assert_user_error(run_cli("evaluate", str(tmp_path / "data.h5"), "--data", str(demo_data)),
+                      "not a Keras model: an HDF5 file without a model config")
+    (tmp_path / "text.h5").write_text("hello")
+    assert_user_error(run_cli("predict", str(tmp_path / "text.h5"), str(tmp_path / "text.h5")),
+                      "not a Keras model: not an HDF5")
