@@ -176,7 +176,7 @@ class TrainConfig:
                               low=0.0, high=1.0)
     specaugment_max: float = param(0.30, "largest SpecAugment mask, as a share of the side (67 px at 224)",
                                    low=0.0, high=1.0)
-    early_stopping: int = param(0, "stop after this many epochs without a better devel UAR (0: off)", low=0)
+    early_stopping: int = param(0, "end a phase after this many epochs without a better devel UAR (0: off)", low=0)
     seed: int = param(0, "seed of initialisation, batch order and augmentation", low=0)
     tensorboard: bool = param(False, "write TensorBoard logs to OUT/tensorboard")
 

@@ -88,8 +88,9 @@ def train_model(train: FeatureSet, devel: FeatureSet, frontend: Frontend, config
     weights = _class_weights(train.labels, len(classes)) if config.balance == "class_weights" else None
     writer = tf.summary.create_file_writer(str(out_dir / "tensorboard")) if config.tensorboard else None
     path, history, best = out_dir / "model.h5", [], {"devel_uar": -1.0, "epoch": 0}
-    epoch, stale = 0, 0
+    epoch = 0
     for phase in plan_phases(config):
+        stale = 0  # early stopping ends a phase; fine-tuning still gets its own chance
         trainable = set_trainable(model, phase.trainable, config.finetune_layers)
         model.compile(optimizer=_optimizer(config.optimizer, phase.learning_rate), loss="categorical_crossentropy")
         log.info("phase %s: %d epochs, lr %g, %d trainable backbone layers", phase.name, phase.epochs,
@@ -104,11 +105,10 @@ def train_model(train: FeatureSet, devel: FeatureSet, frontend: Frontend, config
             record = {"epoch": epoch, "phase": phase.name, "loss": float(np.mean(losses)), "devel_uar": devel_uar,
                       "seconds": round(time.perf_counter() - start, 2)}
             history.append(record)
+            stale += 1
             if devel_uar > best["devel_uar"]:
                 best, stale = dict(record), 0
                 save_trained(model, path, {**sidecar, "history": history, "best": best, "train": to_dict(config)})
-            else:
-                stale += 1
             _log_scalars(writer, record)
             if on_epoch:
                 on_epoch(record)
