@@ -82,9 +82,16 @@ def markdown(results: dict) -> str:
              "| run | test UAR (files) | test UAR (chunks) | devel UAR | best epoch / epochs | train time |",
              "|---|---|---|---|---|---|"]
     for r in results["runs"]:
-        lines.append(f"| {r['run']} | {r['test_uar_files']:.3f} | {r['test_uar_chunks']:.3f} | {r['devel_uar']:.3f} | "
-                     f"{r['best_epoch']} / {r['epochs']} | {r['train_seconds'] / 60:.1f} min |")
+        lines.append(_row(r["run"], r))
+    if results.get("superseded"):
+        lines += ["", "Earlier runs with the frontend's floor at top_db = 80 dB (the preset now uses 50 dB):", "",
+                  lines[4], lines[5]] + [_row(r["run"], r) for r in results["superseded"]]
     return "\n".join(lines) + "\n"
+
+
+def _row(name: str, r: dict) -> str:
+    return (f"| {name} | {r['test_uar_files']:.3f} | {r['test_uar_chunks']:.3f} | {r['devel_uar']:.3f} | "
+            f"{r['best_epoch']} / {r['epochs']} | {r['train_seconds'] / 60:.1f} min |")
 
 
 if __name__ == "__main__":
