@@ -72,3 +72,15 @@ def test_non_keras_h5(tmp_path, demo_data):
     (tmp_path / "text.h5").write_text("hello")
     assert_user_error(run_cli("predict", str(tmp_path / "text.h5"), str(tmp_path / "text.h5")),
                       "not a Keras model: not an HDF5")
+
+
+def test_tensorboard_logs_or_a_clear_error(demo_data, tmp_path):
+    import importlib.util
+
+    result = run_cli("train", "--data", str(demo_data), "--epochs", "1", "--set", "tensorboard=true",
+                     "--out", str(tmp_path))
+    if importlib.util.find_spec("tensorboard") is None:
+        assert_user_error(result, "tensorboard=true needs the tensorboard package")
+    else:
+        assert result.returncode == 0, result.stderr
+        assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))

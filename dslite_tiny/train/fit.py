@@ -18,6 +18,7 @@ import numpy as np
 from dslite_tiny.audio.frontend import Frontend
 from dslite_tiny.config import TrainConfig, to_dict
 from dslite_tiny.data.features import FeatureSet
+from dslite_tiny.errors import UserError
 from dslite_tiny.models.registry import backbone_layers, create_model
 from dslite_tiny.models.trained import load_trained, save_trained, sidecar_path
 from dslite_tiny.train.augment import AugmentSettings, augment_batch, sap_lambdas
@@ -86,7 +87,7 @@ def train_model(train: FeatureSet, devel: FeatureSet, frontend: Frontend, config
     settings = AugmentSettings(config.sapaugment, config.sap_a, config.sap_s, config.cutmix, config.specaugment,
                                config.aug_prob_min, config.aug_prob_max, config.cutmix_max, config.specaugment_max)
     weights = _class_weights(train.labels, len(classes)) if config.balance == "class_weights" else None
-    writer = tf.summary.create_file_writer(str(out_dir / "tensorboard")) if config.tensorboard else None
+    writer = _tensorboard_writer(out_dir) if config.tensorboard else None
     path, history, best = out_dir / "model.h5", [], {"devel_uar": -1.0, "epoch": 0}
     epoch = 0
     for phase in plan_phases(config):
@@ -172,6 +173,16 @@ def _optimizer(name: str, learning_rate: float):
     import tf_keras as keras
 
     return {"adadelta": keras.optimizers.Adadelta, "adam": keras.optimizers.Adam}[name](learning_rate=learning_rate)
+
+
+def _tensorboard_writer(out_dir: Path):
+    import importlib.util
+
+    import tensorflow as tf
+
+    if importlib.util.find_spec("tensorboard") is None:
+        raise UserError("tensorboard=true needs the tensorboard package: pip install 'dslite-tiny[tensorboard]'")
+    return tf.summary.create_file_writer(str(out_dir / "tensorboard"))
 
 
 def _log_scalars(writer, record: dict) -> None:
