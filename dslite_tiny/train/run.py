@@ -11,6 +11,7 @@ from dslite_tiny.config import DataConfig, FrontendConfig, TrainConfig, load_con
 from dslite_tiny.data.cache import FeatureCache
 from dslite_tiny.data.features import compute_features
 from dslite_tiny.data.layouts import Dataset, load_dataset
+from dslite_tiny.errors import DataError
 from dslite_tiny.models.registry import get_backbone
 from dslite_tiny.train.fit import EpochCallback, TrainResult, train_model
 
@@ -34,8 +35,6 @@ def run_training(data: DataConfig, config: TrainConfig, *, out_dir: str | Path, 
                 for split in ("train", "devel")}
     for split, table in features.items():
         if len(table) == 0:
-            from dslite_tiny.errors import DataError
-
             raise DataError(f"the {split} split yields no chunks ({table.report.describe()})", path=dataset.source)
     sidecar = {
         "classes": list(dataset.classes), "frontend": to_dict(frontend.config), "backbone": config.backbone,
