@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
 from dslite_tiny.audio.frontend import Frontend
@@ -17,6 +17,7 @@ from dslite_tiny.data.cache import FeatureCache
 from dslite_tiny.data.features import featurize_dataset
 from dslite_tiny.data.layouts import Dataset, load_dataset
 from dslite_tiny.data.synthetic import make_demo_dataset
+from dslite_tiny.progress import Progress, no_progress
 
 DEMO_TRAIN = "mcu-dscnn"
 
@@ -34,7 +35,7 @@ class DemoResult:
 
 
 def run_demo(out_dir: str | Path, *, clips_per_class: int = 40, epochs: int | None = None, seed: int = 0,
-             progress: Callable[..., Iterable] = lambda items, **_: items,
+             progress: Progress = no_progress,
              on_epoch: Callable[[dict], None] | None = None) -> DemoResult:
     """Everything is written under ``out_dir`` (data, feature cache, images, model), nothing is downloaded."""
     from dslite_tiny.models.trained import load_trained
@@ -52,7 +53,7 @@ def run_demo(out_dir: str | Path, *, clips_per_class: int = 40, epochs: int | No
     cache = FeatureCache(out_dir / "cache")
     features_dir = out_dir / "features"
     manifest = featurize_dataset(dataset, frontend, features_dir, cache=cache, per_class=2,
-                                 progress=lambda items: progress(items, desc="features"))
+                                 progress=progress)
     result = run_training(data, train_config, out_dir=out_dir / "model", cache=cache, progress=progress,
                           on_epoch=on_epoch)
     evaluation = evaluate(load_trained(result.path), dataset, split="test", cache=cache)

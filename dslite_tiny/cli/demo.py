@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from dslite_tiny.cli.options import progress
+from dslite_tiny.cli.options import progress_bar
 
 
 @click.command()
@@ -18,14 +18,11 @@ def demo(out: Path, clips_per_class: int, epochs: int | None) -> None:
     from dslite_tiny.cli.evaluate import format_report
     from dslite_tiny.demo import run_demo
 
-    def bar(items, desc: str = ""):
-        return progress(desc, unit="item")(items)
-
     def show(record: dict) -> None:
         if record["epoch"] % 5 == 0 or record["epoch"] == 1:
             click.echo(f"  epoch {record['epoch']:>3}: loss {record['loss']:.3f}  devel UAR {record['devel_uar']:.3f}")
 
-    result = run_demo(out, clips_per_class=clips_per_class, epochs=epochs, progress=bar, on_epoch=show)
+    result = run_demo(out, clips_per_class=clips_per_class, epochs=epochs, progress=progress_bar, on_epoch=show)
     dataset, report = result.dataset, result.manifest["report"]
     click.echo(f"data      {result.data_spec}  ({len(dataset.clips)} clips, classes: {', '.join(dataset.classes)})")
     click.echo(f"          split by {dataset.split_method}")

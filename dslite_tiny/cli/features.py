@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from dslite_tiny.cli.options import data_options, frontend_options, progress, resolve_data, resolve_frontend
+from dslite_tiny.cli.options import data_options, frontend_options, progress_bar, resolve_data, resolve_frontend
 
 
 def cache_options(command):
@@ -54,7 +54,7 @@ def features(audio: tuple[Path, ...], data_path: str | None, frontend_config: st
         dataset = load_dataset(config, require=())
         manifest = featurize_dataset(
             dataset, frontend, out, formats=chosen, cache=cache, strict=config.strict, per_class=per_class,
-            progress=progress("features"))
+            progress=progress_bar)
     else:
         paths = [p for a in audio for p in (sorted(x for x in a.rglob("*") if is_audio_file(x)) if a.is_dir() else [a])]
         manifest = featurize_files(paths, frontend, out, formats=chosen, cache=cache)

@@ -80,9 +80,9 @@ def resolve_data(data: str, **options: Any) -> DataConfig:
     return load_config(DataConfig, ("command line", overrides), stage="data")
 
 
-def progress(desc: str, unit: str = "file") -> Callable:
-    """A tqdm wrapper for the library's ``progress=`` hooks; silent when stderr is not a terminal, so
-    logs and error output stay one line per message."""
+def progress_bar(items, *, desc: str = ""):
+    """The library's ``progress=`` hook as a tqdm bar; silent when stderr is not a terminal, so logs and
+    error output stay one line per message."""
     from tqdm import tqdm
 
-    return lambda items: tqdm(items, desc=desc, unit=unit, leave=False, disable=None)
+    return tqdm(items, desc=desc, leave=False, disable=None)

@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from dslite_tiny.cli.features import cache_options, make_cache
-from dslite_tiny.cli.options import data_options, progress, resolve_data
+from dslite_tiny.cli.options import data_options, progress_bar, resolve_data
 
 
 @click.command()
@@ -33,10 +33,7 @@ def train(data_path: str, train_config: str, overrides: tuple[str, ...], weights
         click.echo(f"epoch {record['epoch']:>3} ({record['phase']}): loss {record['loss']:.4f}  "
                    f"devel UAR {record['devel_uar']:.3f}  ({record['seconds']:.1f} s)")
 
-    def bar(items, desc: str = ""):
-        return progress(desc, unit="batch")(items)
-
-    result = run_training(data, config, out_dir=out, cache=make_cache(cache_dir, no_cache), progress=bar,
+    result = run_training(data, config, out_dir=out, cache=make_cache(cache_dir, no_cache), progress=progress_bar,
                           on_epoch=show)
     best = result.best
     click.echo(f"best devel UAR {best['devel_uar']:.3f} at epoch {best['epoch']} → {result.path} "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -18,6 +18,7 @@ from dslite_tiny.audio.frontend import Frontend, normalize_image
 from dslite_tiny.data.cache import FeatureCache
 from dslite_tiny.data.layouts import Clip, Dataset
 from dslite_tiny.errors import AudioError
+from dslite_tiny.progress import Progress, no_progress
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +56,14 @@ class FeatureSet:
 
 def compute_features(dataset: Dataset, frontend: Frontend, *, splits: Sequence[str] | None = None,
                      cache: FeatureCache | None = None, strict: bool = False,
-                     progress: Callable[[Iterable[Clip]], Iterable[Clip]] = iter) -> FeatureSet:
+                     progress: Progress = no_progress) -> FeatureSet:
     """Spectrograms of every clip in ``splits`` (all when None); ``progress`` wraps the clip loop."""
     cache = cache or FeatureCache(None)
     clips = tuple(c for c in dataset.clips if splits is None or c.split in splits)
     class_index = {label: i for i, label in enumerate(dataset.classes)}
     mels, labels, owners, skipped = [], [], [], []
     padded = dropped = 0
-    for i, clip in enumerate(progress(clips)):
+    for i, clip in enumerate(progress(clips, desc=f"features {'+'.join(splits) if splits else ''}".strip())):
         try:
             features = cache.clip_features(clip.path, frontend)
         except AudioError as exc:
@@ -127,7 +128,7 @@ def featurize_files(paths: Sequence[Path], frontend: Frontend, out_dir: Path, *,
 
 def featurize_dataset(dataset: Dataset, frontend: Frontend, out_dir: Path, *, formats: Sequence[str] = ("png",),
                       cache: FeatureCache | None = None, strict: bool = False, per_class: int | None = None,
-                      progress: Callable[[Iterable[Clip]], Iterable[Clip]] = iter) -> dict:
+                      progress: Progress = no_progress) -> dict:
     """All clips through the cache (bad files counted and skipped), images under ``split/label/``;
     ``per_class`` limits how many clips per split and class get images."""
     table = compute_features(dataset, frontend, cache=cache, strict=strict, progress=progress)

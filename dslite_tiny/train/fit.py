@@ -21,6 +21,7 @@ from dslite_tiny.data.features import FeatureSet
 from dslite_tiny.errors import UserError
 from dslite_tiny.models.registry import backbone_layers, create_model
 from dslite_tiny.models.trained import load_trained, save_trained, sidecar_path
+from dslite_tiny.progress import Progress, no_progress
 from dslite_tiny.train.augment import AugmentSettings, augment_batch, sap_lambdas
 from dslite_tiny.train.metrics import uar
 
@@ -72,9 +73,8 @@ def set_trainable(model, mode: str, finetune_layers: float) -> int:
 
 def train_model(train: FeatureSet, devel: FeatureSet, frontend: Frontend, config: TrainConfig, *, out_dir: Path,
                 sidecar: dict, on_epoch: EpochCallback | None = None,
-                progress: Callable = lambda items, **_: items) -> TrainResult:
+                progress: Progress = no_progress) -> TrainResult:
     """Fit per ``config``; the best epoch by devel UAR is saved to ``out_dir/model.h5`` (+ sidecar)."""
-    import tensorflow as tf
     import tf_keras as keras
 
     keras.utils.set_random_seed(config.seed)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 from dslite_tiny.audio.frontend import Frontend
@@ -12,6 +11,7 @@ from dslite_tiny.data.cache import FeatureCache
 from dslite_tiny.data.features import compute_features
 from dslite_tiny.data.layouts import Dataset, load_dataset
 from dslite_tiny.errors import DataError
+from dslite_tiny.progress import Progress, no_progress
 from dslite_tiny.models.registry import get_backbone
 from dslite_tiny.train.fit import EpochCallback, TrainResult, train_model
 
@@ -21,7 +21,7 @@ def resolve_frontend_for(config: TrainConfig) -> FrontendConfig:
 
 
 def run_training(data: DataConfig, config: TrainConfig, *, out_dir: str | Path, cache: FeatureCache | None = None,
-                 progress: Callable = lambda items, **_: items, on_epoch: EpochCallback | None = None) -> TrainResult:
+                 progress: Progress = no_progress, on_epoch: EpochCallback | None = None) -> TrainResult:
     """Train on ``data``'s train split, select on devel; everything is written under ``out_dir``."""
     out_dir = Path(out_dir)
     frontend = Frontend(resolve_frontend_for(config))
@@ -31,7 +31,7 @@ def run_training(data: DataConfig, config: TrainConfig, *, out_dir: str | Path, 
                       f"the frontend uses '{frontend.config.normalization}'", stacklevel=2)
     dataset = load_dataset(data, require=("train", "devel"))
     features = {split: compute_features(dataset, frontend, splits=[split], cache=cache, strict=data.strict,
-                                        progress=lambda clips, s=split: progress(clips, desc=f"features {s}"))
+                                        progress=progress)
                 for split in ("train", "devel")}
     for split, table in features.items():
         if len(table) == 0:
