@@ -23,7 +23,7 @@ from dslite_tiny.config import FrontendConfig, load_config, to_dict
 from dslite_tiny.data.dslite import hp_config_to_frontend, read_class_config, read_hp_config
 from dslite_tiny.errors import UserError
 from dslite_tiny.models.registry import create_model
-from dslite_tiny.models.trained import save_trained
+from dslite_tiny.models.trained import read_model_config, save_trained
 
 log = logging.getLogger(__name__)
 SUPPORTED = ("densenet121", "mobilenet", "mobilenet_v2")
@@ -91,15 +91,7 @@ def import_dslite(model_path: str | Path, *, hp_config: str | Path, class_config
 
 
 def load_dslite_model(path: Path):
-    import h5py
-
-    if not path.is_file():
-        raise UserError("no such model file", path=path)
-    try:
-        with h5py.File(path, "r") as handle:
-            config = json.loads(handle.attrs.get("model_config", "{}"))
-    except (OSError, ValueError):
-        raise UserError("not a Keras HDF5 (.h5) model file", path=path) from None
+    config = read_model_config(path)
     if "layers" not in config.get("config", {}):
         raise UserError(f"the file holds no layer graph (its {config.get('class_name', 'model')} config has only "
                         f"{', '.join(config.get('config', {})) or 'nothing'}): it was not saved by DeepSpectrumLite's "

@@ -70,14 +70,11 @@ def save_trained(model, path: str | Path, sidecar: dict[str, Any]) -> Path:
     return path
 
 
-def load_trained(path: str | Path) -> TrainedModel:
-    """The model and its sidecar; one-line errors for a missing, non-Keras or DeepSpectrumLite file."""
+def read_model_config(path: Path) -> dict[str, Any]:
+    """The architecture Keras stored in an .h5 model file; one-line errors for a missing file, a file that
+    is not HDF5 and a weights-only file."""
     import h5py
-    import tf_keras as keras
 
-    import dslite_tiny.models.arelu  # noqa: F401  (registers AReLU for deserialisation)
-
-    path = Path(path)
     if not path.is_file():
         raise UserError("no such model file", path=path)
     try:
@@ -87,10 +84,20 @@ def load_trained(path: str | Path) -> TrainedModel:
         raise UserError("not a Keras model: not an HDF5 (.h5) file", path=path) from None
     if config is None:
         raise UserError("not a Keras model: an HDF5 file without a model config (a weights-only file?)", path=path)
+    return json.loads(config)
+
+
+def load_trained(path: str | Path) -> TrainedModel:
+    """The model and its sidecar; one-line errors for a missing, non-Keras or DeepSpectrumLite file."""
+    import tf_keras as keras
+
+    import dslite_tiny.models.arelu  # noqa: F401  (registers AReLU for deserialisation)
+
+    path = Path(path)
+    config = read_model_config(path)
     side = sidecar_path(path)
     if not side.is_file():
-        text = config.decode() if isinstance(config, bytes) else str(config)
-        if "AugmentableModel" in text or "ARelu" in text:
+        if config.get("class_name") == "AugmentableModel" or '"ARelu"' in json.dumps(config):
             raise UserError("a DeepSpectrumLite model: convert it first with 'dslite-tiny import-dslite "
                             "MODEL.h5 --class-config class_config.json --hp-config hp_config.json --out DIR'",
                             path=path)
