@@ -21,14 +21,15 @@ from dslite_tiny.errors import ConfigError
 COLOR_MAPS = ("viridis", "cividis", "inferno", "magma", "plasma", "gray")
 NORMALIZATIONS = ("torch", "tf", "caffe", "none")
 DATA_LAYOUTS = ("auto", "folder", "flat", "dslite")
+VARIANTS = ("float32", "float16", "dynamic", "int8", "pruned-int8", "qat-int8", "pqat-int8", "clustered-int8")
 
 C = TypeVar("C")
 
 
 def param(default: Any, help: str, *, low: float | None = None, high: float | None = None,
-          low_open: bool = False) -> Any:
-    """A dataclass field with its help text and inclusive range (``low_open`` excludes ``low``)."""
-    meta = {"help": help, "low": low, "high": high, "low_open": low_open}
+          low_open: bool = False, high_open: bool = False) -> Any:
+    """A dataclass field with its help text and inclusive range (``low_open``/``high_open`` exclude the end)."""
+    meta = {"help": help, "low": low, "high": high, "low_open": low_open, "high_open": high_open}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -184,6 +185,45 @@ class TrainConfig:
         if self.aug_prob_max < self.aug_prob_min:
             raise ConfigError(f"aug_prob_max={self.aug_prob_max} is below aug_prob_min={self.aug_prob_min}",
                               key="aug_prob_max")
+
+
+@dataclasses.dataclass(frozen=True)
+class CompressConfig:
+    """Which compressed variants to build and how. Fine-tuning (pruning, QAT, clustering) uses the train
+    split, selects by devel UAR and calibrates full-int8 conversion on ``representative_chunks`` train
+    chunks; every variant is measured on the test split."""
+
+    variants: list[str] = param(list(VARIANTS[:-1]), f"variants to build, of: {', '.join(VARIANTS)}")
+    representative_chunks: int = param(200, "train chunks (stratified by class) calibrating full-int8 conversion",
+                                       low=1, high=100000)
+    sparsity: float = param(0.5, "target weight sparsity of the pruned layers", low=0.0, low_open=True,
+                            high=1.0, high_open=True)
+    structured: bool = param(False, "2:4 structured sparsity (two of every four weights zero) instead of "
+                                    "unstructured magnitude pruning; sparsity is then 0.5")
+    min_weights: int = param(1024, "layers with fewer kernel weights are neither pruned nor clustered", low=0)
+    prune_epochs: int = param(4, "fine-tuning epochs of pruning (the schedule ramps over the first 75 %)",
+                              low=1, high=1000)
+    prune_learning_rate: float = param(1e-4, "learning rate while pruning", low=0.0, low_open=True, high=1.0)
+    qat_epochs: int = param(2, "fine-tuning epochs of quantization-aware training (qat, pqat, clustered)",
+                            low=0, high=1000)
+    qat_learning_rate: float = param(1e-5, "learning rate of quantization-aware training", low=0.0,
+                                     low_open=True, high=1.0)
+    clusters: int = param(16, "weight clusters per layer (clustered-int8)", low=2, high=256)
+    cluster_epochs: int = param(2, "fine-tuning epochs of clustering", low=1, high=1000)
+    cluster_learning_rate: float = param(1e-5, "learning rate while clustering", low=0.0, low_open=True, high=1.0)
+    optimizer: Literal["adam", "adadelta"] = param("adam", "optimizer of every fine-tuning")
+    batch_size: int = param(32, "batch size of every fine-tuning", low=1, high=4096)
+    latency_runs: int = param(50, "timed LiteRT invokes per latency figure (after the warm-up)", low=1, high=100000)
+    latency_warmup: int = param(5, "untimed LiteRT invokes before timing", low=0, high=10000)
+    tflm: bool = param(True, "run every int8 model in the TFLite Micro interpreter and bisect its minimum arena")
+    seed: int = param(0, "seed of representative-set sampling and fine-tuning", low=0)
+
+    def __post_init__(self) -> None:
+        unknown = [v for v in self.variants if v not in VARIANTS]
+        if unknown:
+            raise ConfigError(f"unknown variant '{unknown[0]}'; variants: {', '.join(VARIANTS)}", key="variants")
+        if not self.variants:
+            raise ConfigError("variants is empty; choose from: " + ", ".join(VARIANTS), key="variants")
 
 
 def samples(seconds: float, sr: int) -> int:
@@ -347,9 +387,10 @@ def _check_value(key: str, value: Any, hint: Any, meta: Mapping[str, Any], sourc
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         low, high = meta.get("low"), meta.get("high")
         too_low = low is not None and (value <= low if meta.get("low_open") else value < low)
-        if too_low or (high is not None and value > high):
+        too_high = high is not None and (value >= high if meta.get("high_open") else value > high)
+        if too_low or too_high:
             lo = "" if low is None else (f"> {low}" if meta.get("low_open") else f">= {low}")
-            hi = "" if high is None else f"<= {high}"
+            hi = "" if high is None else (f"< {high}" if meta.get("high_open") else f"<= {high}")
             allowed = " and ".join(s for s in (lo, hi) if s)
             raise ConfigError(f"{key}={value!r} is out of range; allowed: {allowed}", path=source)
     return value

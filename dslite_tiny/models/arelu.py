@@ -40,3 +40,50 @@ class AReLU(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "alpha": self.alpha_init, "beta": self.beta_init, "learnable": self.learnable}
+
+
+def fold_arelu(model: keras.Model) -> keras.Model:
+    """The same function with every AReLU written as ``b · LeakyReLU(a / b)`` and ``b`` folded into the
+    Dense layer after it (through Dropout): f(x) = b·relu(x) + a·min(x, 0) = b·leaky_relu(x, a/b).
+
+    Why: an AReLU converts to five element-wise ops (RELU, NEG, MUL, MUL, SUB) whose inner tensors a
+    quantization-aware model leaves float (DEQUANTIZE/QUANTIZE pairs, float NEG that TFLite Micro cannot
+    run in int8); LEAKY_RELU is one op with int8 kernels in LiteRT and TFLM. α and β are frozen at their
+    trained values. An AReLU whose output does not reach exactly one Dense is left as it is.
+    """
+    import numpy as np
+
+    replaced, scales = {}, {}
+    for layer in model.layers:
+        dense = _next_dense(layer) if isinstance(layer, AReLU) else None
+        if dense is None:
+            continue
+        alpha = float(np.clip(keras.backend.get_value(layer.alpha), 0.01, 0.99))
+        beta = 1.0 + float(1.0 / (1.0 + np.exp(-keras.backend.get_value(layer.beta))))
+        replaced[layer.name] = keras.layers.LeakyReLU(alpha=alpha / beta, name=layer.name)
+        scales[dense.name] = beta
+    if not replaced:
+        return model
+
+    def clone(layer):
+        return replaced.get(layer.name) or layer.__class__.from_config(layer.get_config())
+
+    folded = keras.models.clone_model(model, clone_function=clone)
+    for layer in folded.layers:
+        weights = model.get_layer(layer.name).get_weights() if layer.name not in replaced else []
+        if layer.name in scales:
+            weights = [weights[0] * scales[layer.name], *weights[1:]]
+        layer.set_weights(weights)
+    return folded
+
+
+def _next_dense(layer):
+    """The Dense layer fed by ``layer``, skipping Dropout; None unless that path is a single chain."""
+    while True:
+        if len(layer.outbound_nodes) != 1:
+            return None
+        layer = layer.outbound_nodes[0].outbound_layer
+        if isinstance(layer, keras.layers.Dense):
+            return layer
+        if not isinstance(layer, keras.layers.Dropout):
+            return None

@@ -24,7 +24,7 @@ def evaluate(trained: TrainedModel, dataset: Dataset, *, split: str = "test", ca
     features = compute_features(dataset, frontend, splits=[split], cache=cache, strict=strict)
     if len(features) == 0:
         raise DataError(f"split '{split}' yields no chunks ({features.report.describe()})", path=dataset.source)
-    labels = _model_labels(trained, features)
+    labels = model_labels(trained, features)
     probabilities = predict(trained.model, features, frontend)
     files, file_probabilities = file_votes(probabilities, features.clip_index)
     file_labels = labels[np.searchsorted(features.clip_index, files)]
@@ -65,7 +65,7 @@ def check_labels(trained: TrainedModel, dataset: Dataset) -> None:
                         f"(its classes: {', '.join(trained.classes)})", path=dataset.source)
 
 
-def _model_labels(trained: TrainedModel, features: FeatureSet) -> np.ndarray:
+def model_labels(trained: TrainedModel, features: FeatureSet) -> np.ndarray:
     """Dataset class indices → model class indices (a dataset may hold a subset of the classes)."""
     mapping = np.array([trained.classes.index(c) for c in features.classes])
     return mapping[features.labels]

@@ -93,13 +93,14 @@ def train_model(train: FeatureSet, devel: FeatureSet, frontend: Frontend, config
     for phase in plan_phases(config):
         stale = 0  # early stopping ends a phase; fine-tuning still gets its own chance
         trainable = set_trainable(model, phase.trainable, config.finetune_layers)
-        model.compile(optimizer=_optimizer(config.optimizer, phase.learning_rate), loss="categorical_crossentropy")
+        model.compile(optimizer=make_optimizer(config.optimizer, phase.learning_rate), loss="categorical_crossentropy")
         log.info("phase %s: %d epochs, lr %g, %d trainable backbone layers", phase.name, phase.epochs,
                  phase.learning_rate, trainable)
         for _ in range(phase.epochs):
             epoch += 1
             start = time.perf_counter()
-            batches = _batches(train.labels, len(classes), config, rng)
+            batches = epoch_batches(train.labels, len(classes), batch_size=config.batch_size,
+                                    balance=config.balance, rng=rng)
             losses = [_train_step(model, train, frontend, batch, settings, weights, rng)
                       for batch in progress(batches, desc=f"epoch {epoch} ({phase.name})")]
             devel_uar = uar(devel.labels, predict(model, devel, frontend).argmax(axis=1), len(classes))
@@ -145,16 +146,17 @@ def _train_step(model, train: FeatureSet, frontend: Frontend, batch: np.ndarray,
     return float(model.train_on_batch(x, y, sample_weight=sample_weight))
 
 
-def _batches(labels: np.ndarray, num_classes: int, config: TrainConfig, rng: np.random.Generator) -> list[np.ndarray]:
+def epoch_batches(labels: np.ndarray, num_classes: int, *, batch_size: int, balance: str,
+                  rng: np.random.Generator) -> list[np.ndarray]:
     """One epoch of index batches; ``oversample`` draws every class as often as the largest one."""
-    if config.balance == "oversample":
+    if balance == "oversample":
         per_class = [np.flatnonzero(labels == c) for c in range(num_classes)]
         target = max(len(p) for p in per_class)
         order = np.concatenate([np.concatenate([p, rng.choice(p, target - len(p))]) for p in per_class if len(p)])
         order = rng.permutation(order)
     else:
         order = rng.permutation(len(labels))
-    return [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def _write_full_history(path: Path, history: list[dict]) -> None:
@@ -169,7 +171,7 @@ def _class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
     return np.where(counts > 0, len(labels) / (num_classes * np.maximum(counts, 1)), 0.0).astype(np.float32)
 
 
-def _optimizer(name: str, learning_rate: float):
+def make_optimizer(name: str, learning_rate: float):
     import tf_keras as keras
 
     return {"adadelta": keras.optimizers.Adadelta, "adam": keras.optimizers.Adam}[name](learning_rate=learning_rate)

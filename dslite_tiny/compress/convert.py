@@ -1,0 +1,68 @@
+"""Keras → TFLite flatbuffer for each kind of quantization.
+
+Every conversion starts from the AReLU-folded model (``fold_arelu``), so the head converts to one
+LEAKY_RELU. Full-integer models have int8 input and output and only builtin int8 ops
+(``TFLITE_BUILTINS_INT8``: the converter fails rather than leave a float op behind), per-channel weights,
+and are calibrated on the representative images (a QAT model brings its own ranges; the representative
+set only fills what it lacks). Sparse weights stay dense in the file: EXPERIMENTAL_SPARSITY would need
+TFLM's missing DENSIFY op.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable
+from typing import Literal
+
+import numpy as np
+
+from dslite_tiny.native import capture_native_stderr
+
+log = logging.getLogger(__name__)
+Kind = Literal["float32", "float16", "dynamic", "int8"]
+
+
+class ConversionError(Exception):
+    """The TFLite converter refused the model; the message holds its reason."""
+
+
+def convert_model(model, kind: Kind, *, representative: np.ndarray | None = None) -> bytes:
+    """The flatbuffer of ``model`` (a tf_keras model, already folded/stripped) as ``kind``."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if kind == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif kind == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif kind == "int8":
+        if representative is None or len(representative) == 0:
+            raise ConversionError("full-integer conversion needs a non-empty representative set")
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = _representative(representative)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    return _convert(converter)
+
+
+def _representative(images: np.ndarray) -> Callable:
+    def generate():
+        for image in images:
+            yield [image[None].astype(np.float32)]
+    return generate
+
+
+def _convert(converter) -> bytes:
+    """Run the converter with its native chatter captured; its last error lines become the message."""
+    with capture_native_stderr() as output, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Statistics for quantized inputs.*")
+        try:
+            return converter.convert()
+        except Exception as exc:  # the converter raises ConverterError, ValueError, RuntimeError, ...
+            failure = exc
+    details = [line.strip() for line in output[0].splitlines() if "error" in line.lower()]
+    message = str(failure).strip().splitlines()
+    reason = "; ".join((details or message)[-2:]) or type(failure).__name__
+    raise ConversionError(f"TFLite conversion failed: {reason[:400]}") from failure

@@ -1,0 +1,280 @@
+"""``compress``: every configured variant of a trained model, built, measured and written as it finishes.
+
+Layout of ``OUT``::
+
+    OUT/<variant>/model.tflite   the converted model
+    OUT/<variant>/metrics.json   status, reason, sizes, accuracy, sparsity, latency, TFLM verdict, provenance
+    OUT/summary.csv              one row per variant (columns: SUMMARY_COLUMNS)
+    OUT/reference.json           the float Keras model on the same test chunks
+    OUT/compress.log             the library log of every run
+    OUT/stages/                  fine-tuned intermediate models shared by variants (pruned model)
+
+A variant whose ``metrics.json`` says ``ok`` with the same key (a hash of the source model, the data, the
+frontend and the config) is not rebuilt; ``force`` rebuilds. A failing variant is recorded with its reason
+and the others go on.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime
+import hashlib
+import json
+import logging
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from dslite_tiny.audio.frontend import Frontend
+from dslite_tiny.compress.variants import RECIPES, VariantContext
+from dslite_tiny.config import VARIANTS, CompressConfig, DataConfig, from_mapping, to_dict
+from dslite_tiny.data.cache import FeatureCache, file_digest
+from dslite_tiny.data.features import FeatureSet, compute_features
+from dslite_tiny.data.layouts import load_dataset
+from dslite_tiny.errors import ConfigError, DataError, UserError
+from dslite_tiny.measure.evaluate import EvalSet, MeasureSettings, accuracy, measure_model
+from dslite_tiny.models.arelu import fold_arelu
+from dslite_tiny.models.trained import TrainedModel, load_trained, versions
+from dslite_tiny.progress import Progress, no_progress
+from dslite_tiny.train.evaluate import check_labels, model_labels
+from dslite_tiny.train.fit import predict
+
+log = logging.getLogger(__name__)
+SUMMARY_COLUMNS = (
+    "variant", "status", "reason", "tflite_bytes", "gzip_bytes", "weight_bytes", "params", "macs",
+    "uar", "accuracy", "uar_files", "accuracy_files", "agreement", "sparsity", "pruned_sparsity",
+    "sparsity_target", "latency_ms", "latency_p90_ms", "latency_ms_all_threads", "latency_p90_ms_all_threads",
+    "threads", "tflm_ok", "arena_bytes", "input_dtype", "ops", "build_seconds",
+)
+VariantCallback = Callable[[dict], None]
+
+
+@dataclasses.dataclass
+class CompressResult:
+    out_dir: Path
+    rows: list[dict]
+    reference: dict
+
+
+def run_compress(model_path: str | Path, *, config: CompressConfig, out_dir: str | Path,
+                 data: DataConfig | None = None, only: Sequence[str] | None = None, force: bool = False,
+                 cache: FeatureCache | None = None, progress: Progress = no_progress,
+                 on_variant: VariantCallback | None = None) -> CompressResult:
+    """Build and measure each variant of ``model_path``; results are written as each variant ends."""
+    out_dir = Path(out_dir)
+    names = _variant_names(config, only)
+    trained = load_trained(model_path)
+    data = data or _sidecar_data(trained)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    handler, level = _log_to(out_dir / "compress.log")
+    try:
+        features, frontend = _features(trained, data, cache, progress)
+        fingerprint = _fingerprint(trained, features)
+        folded = fold_arelu(trained.model)
+        eval_set, scores = _eval_set(trained, folded, features["test"], frontend)
+        reference = _write_reference(out_dir, trained, eval_set, scores, features["test"])
+        context = VariantContext(folded, fingerprint, features["train"], features["devel"], frontend,
+                                 _representative(features["train"], frontend, config), config,
+                                 out_dir / "stages", progress)
+        settings = MeasureSettings(config.latency_runs, config.latency_warmup, config.tflm)
+        for name in names:
+            key = _variant_key(fingerprint, config, name)
+            metrics = _previous(out_dir / name, key) if not force else None
+            if metrics is None:
+                metrics = _build_and_measure(name, key, context, eval_set, settings, out_dir, trained)
+            else:
+                log.info("%s: unchanged since %s, skipped (--force rebuilds)", name, metrics["finished"])
+            if on_variant:
+                on_variant(summary_row(metrics))
+        rows = write_summary(out_dir)
+    finally:
+        logger = logging.getLogger("dslite_tiny")
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        handler.close()
+    return CompressResult(out_dir, rows, reference)
+
+
+def summary_row(metrics: dict) -> dict:
+    """One flat row of ``summary.csv`` from a variant's metrics (missing figures stay empty)."""
+    size, accuracy = metrics.get("size", {}), metrics.get("accuracy", {})
+    sparsity, latency, tflm = metrics.get("sparsity", {}), metrics.get("latency", {}), metrics.get("tflm", {})
+    chunks, files = accuracy.get("chunks", {}), accuracy.get("files", {})
+    one, every = latency.get("one_thread", {}), latency.get("all_threads", {})
+    row = {
+        "variant": metrics["variant"], "status": metrics["status"], "reason": metrics.get("reason", ""),
+        **{k: size.get(k) for k in ("tflite_bytes", "gzip_bytes", "weight_bytes", "params", "macs")},
+        "uar": chunks.get("uar"), "accuracy": chunks.get("accuracy"), "uar_files": files.get("uar"),
+        "accuracy_files": files.get("accuracy"), "agreement": accuracy.get("agreement"),
+        "sparsity": sparsity.get("weights"), "pruned_sparsity": sparsity.get("pruned_layers"),
+        "sparsity_target": metrics.get("details", {}).get("sparsity_target"),
+        "latency_ms": one.get("median_ms"), "latency_p90_ms": one.get("p90_ms"),
+        "latency_ms_all_threads": every.get("median_ms"), "latency_p90_ms_all_threads": every.get("p90_ms"),
+        "threads": every.get("threads"), "tflm_ok": tflm.get("ok"), "arena_bytes": tflm.get("arena_bytes"),
+        "input_dtype": metrics.get("input", {}).get("dtype"), "ops": " ".join(metrics.get("ops", {})),
+        "build_seconds": metrics.get("build_seconds"),
+    }
+    return {k: ("" if v is None else v) for k, v in row.items()}
+
+
+def write_summary(out_dir: Path) -> list[dict]:
+    """``summary.csv`` from every ``OUT/<variant>/metrics.json``, in the canonical variant order."""
+    rows = []
+    for name in VARIANTS:
+        path = out_dir / name / "metrics.json"
+        if path.is_file():
+            rows.append(summary_row(json.loads(path.read_text(encoding="utf-8"))))
+    tmp = out_dir / "summary.csv.tmp"
+    with tmp.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=SUMMARY_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(out_dir / "summary.csv")
+    return rows
+
+
+# --- steps -----------------------------------------------------------------------------------------------
+
+def _variant_names(config: CompressConfig, only: Sequence[str] | None) -> list[str]:
+    if not only:
+        return list(config.variants)
+    unknown = [name for name in only if name not in VARIANTS]
+    if unknown:
+        raise ConfigError(f"--only: unknown variant '{unknown[0]}'; variants: {', '.join(VARIANTS)}")
+    return list(only)
+
+
+def _sidecar_data(trained: TrainedModel) -> DataConfig:
+    saved = trained.sidecar.get("data", {}).get("config")
+    if not saved:
+        raise UserError("the model's sidecar names no dataset: pass --data DATA", path=trained.path)
+    return from_mapping(DataConfig, saved, source=f"{trained.path.name} sidecar")
+
+
+def _features(trained: TrainedModel, data: DataConfig, cache: FeatureCache | None,
+              progress: Progress) -> tuple[dict[str, FeatureSet], Frontend]:
+    dataset = load_dataset(data, require=("train", "devel", "test"))
+    check_labels(trained, dataset)
+    if tuple(dataset.classes) != trained.classes:
+        missing = sorted(set(trained.classes) - set(dataset.classes))
+        raise DataError(f"the data lacks the model's classes {', '.join(missing)}: compressing needs every class "
+                        f"in the train split", path=dataset.source)
+    frontend = Frontend(trained.frontend_config)
+    features = {split: compute_features(dataset, frontend, splits=[split], cache=cache, strict=data.strict,
+                                        progress=progress) for split in ("train", "devel", "test")}
+    for split, table in features.items():
+        if len(table) == 0:
+            raise DataError(f"the {split} split yields no chunks ({table.report.describe()})", path=dataset.source)
+    return features, frontend
+
+
+def _fingerprint(trained: TrainedModel, features: dict[str, FeatureSet]) -> str:
+    digest = hashlib.sha256(file_digest(trained.path).encode())
+    digest.update(json.dumps(trained.sidecar["frontend"], sort_keys=True).encode())
+    for split in ("train", "devel", "test"):
+        table = features[split]
+        digest.update(split.encode())
+        digest.update(np.ascontiguousarray(table.labels).tobytes())
+        digest.update(hashlib.sha256(np.ascontiguousarray(table.mel_db).tobytes()).digest())
+    return digest.hexdigest()
+
+
+def _eval_set(trained: TrainedModel, folded, test: FeatureSet, frontend: Frontend) -> tuple[EvalSet, np.ndarray]:
+    """The test images and the float Keras model's scores on them (the reference for agreement)."""
+    images = np.concatenate([frontend.model_input(test.mel_db[i:i + 256]) for i in range(0, len(test), 256)])
+    scores = predict(folded, test, frontend)
+    return EvalSet(images.astype(np.float32), model_labels(trained, test), test.clip_index, trained.classes,
+                   scores.argmax(axis=1)), scores
+
+
+def _write_reference(out_dir: Path, trained: TrainedModel, eval_set: EvalSet, scores: np.ndarray,
+                     test: FeatureSet) -> dict:
+    reference = {"model": str(trained.path), "sha256": file_digest(trained.path), "split": "test",
+                 "features": test.report.describe(), "accuracy": accuracy(scores, eval_set)}
+    (out_dir / "reference.json").write_text(json.dumps(reference, indent=2), encoding="utf-8")
+    return reference
+
+
+def _representative(train: FeatureSet, frontend: Frontend, config: CompressConfig) -> np.ndarray:
+    """Up to ``representative_chunks`` train chunks, the same share of every class (seeded)."""
+    rng = np.random.default_rng(config.seed)
+    classes = np.unique(train.labels)
+    per_class = max(1, config.representative_chunks // len(classes))
+    chosen = np.concatenate([rng.permutation(np.flatnonzero(train.labels == c))[:per_class] for c in classes])
+    if len(chosen) == 0:
+        raise DataError("the representative set is empty: the train split has no chunks")
+    return frontend.model_input(train.mel_db[np.sort(chosen)]).astype(np.float32)
+
+
+def _variant_key(fingerprint: str, config: CompressConfig, name: str) -> str:
+    settings = {k: v for k, v in to_dict(config).items() if k != "variants"}
+    text = json.dumps({"inputs": fingerprint, "variant": name, "config": settings}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _previous(variant_dir: Path, key: str) -> dict | None:
+    path = variant_dir / "metrics.json"
+    if not path.is_file():
+        return None
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None
+    return metrics if metrics.get("key") == key and metrics.get("status") == "ok" else None
+
+
+def _build_and_measure(name: str, key: str, context: VariantContext, eval_set: EvalSet,
+                       settings: MeasureSettings, out_dir: Path, trained: TrainedModel) -> dict:
+    variant_dir = out_dir / name
+    variant_dir.mkdir(parents=True, exist_ok=True)
+    metrics = {"variant": name, "key": key, "source": {"model": str(trained.path), "sha256": file_digest(trained.path)},
+               "config": to_dict(context.config), "versions": versions()}
+    start = time.perf_counter()
+    log.info("%s: building", name)
+    try:
+        built = RECIPES[name](context)
+        metrics["build_seconds"] = round(time.perf_counter() - start, 2)
+        metrics["details"] = built.details
+        model_path = variant_dir / "model.tflite"
+        model_path.write_bytes(built.tflite)
+        metrics.update(measure_model(model_path, eval_set, settings, pruned_layers=built.pruned_layers))
+        metrics["status"], metrics["reason"] = _verdict(name, metrics)
+    except Exception as exc:  # a failing variant is recorded; the others go on
+        log.error("%s failed:\n%s", name, traceback.format_exc())
+        metrics.update(status="failed", reason=f"{type(exc).__name__}: {exc}".splitlines()[0][:400],
+                       build_seconds=round(time.perf_counter() - start, 2))
+    metrics["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    tmp = variant_dir / "metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True), encoding="utf-8")
+    tmp.replace(variant_dir / "metrics.json")
+    log.info("%s: %s %s", name, metrics["status"], metrics.get("reason", ""))
+    return metrics
+
+
+def _verdict(name: str, metrics: dict) -> tuple[str, str]:
+    """An int8 variant must be int8 end to end and run in TFLM; anything else is a failure, said plainly."""
+    if not name.endswith("int8"):
+        return "ok", ""
+    if metrics["input"]["dtype"] != "int8" or metrics["output"]["dtype"] != "int8":
+        return "failed", f"input/output are {metrics['input']['dtype']}/{metrics['output']['dtype']}, not int8"
+    if metrics["float_ops"]:
+        return "failed", f"float ops remain: {', '.join(metrics['float_ops'])}"
+    tflm = metrics.get("tflm")
+    if tflm is not None and not tflm["ok"]:
+        return "failed", f"TFLite Micro refuses the model: {tflm['reason']}"
+    return "ok", ""
+
+
+def _log_to(path: Path) -> tuple[logging.Handler, int]:
+    """Append the package's INFO log to ``path``; returns the handler and the logger's previous level."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    logger = logging.getLogger("dslite_tiny")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    return handler, level

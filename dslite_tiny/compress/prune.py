@@ -1,0 +1,114 @@
+"""Magnitude pruning and weight clustering of the weight layers, as TFMOT wrappers plus their schedules.
+
+Only Conv2D, DepthwiseConv2D and Dense layers with at least ``min_weights`` kernel weights are wrapped:
+tiny kernels (the 3-channel stem conv, depthwise 3×3 filters of a narrow net) cost accuracy and save
+nothing. The returned ``layer_names`` say which layers the sparsity target applies to; the measurement
+checks that target in the converted flatbuffer.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+import dslite_tiny  # noqa: F401  (TF_USE_LEGACY_KERAS before tf_keras loads)
+import tensorflow_model_optimization as tfmot
+import tf_keras as keras
+
+_WEIGHT_LAYERS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
+_KERNEL_ATTRIBUTES = ("depthwise_kernel", "kernel")
+
+
+@dataclasses.dataclass(frozen=True)
+class PruningSchedule:
+    """PolynomialDecay from 0 to ``sparsity`` over the first ~75 % of the steps, updating every ``frequency``
+    steps, so the last quarter fine-tunes at the final sparsity. ``end_step`` is a multiple of
+    ``frequency``: otherwise the last update falls short of it and the target is never reached."""
+
+    sparsity: float
+    end_step: int
+    frequency: int
+
+    @classmethod
+    def fit(cls, sparsity: float, total_steps: int) -> PruningSchedule:
+        if total_steps < 2:
+            raise ValueError(f"pruning needs at least 2 fine-tuning steps, got {total_steps}")
+        ramp = max(1, int(total_steps * 0.75))
+        frequency = max(1, ramp // 20)
+        return cls(sparsity, frequency * (ramp // frequency), frequency)
+
+    def to_tfmot(self):
+        return tfmot.sparsity.keras.PolynomialDecay(initial_sparsity=0.0, final_sparsity=self.sparsity,
+                                                     begin_step=0, end_step=self.end_step,
+                                                     frequency=self.frequency)
+
+
+def weight_layer_names(model: keras.Model, *, min_weights: int) -> list[str]:
+    """The layers pruning and clustering act on."""
+    names = []
+    for layer in model.layers:
+        if isinstance(layer, _WEIGHT_LAYERS) and _kernel_size(layer) >= min_weights:
+            names.append(layer.name)
+    return names
+
+
+def prune_model(model: keras.Model, layer_names: list[str], schedule: PruningSchedule, *,
+                structured: bool = False) -> keras.Model:
+    """A copy of ``model`` with the named layers wrapped for magnitude pruning (2:4 if ``structured``).
+    Train it with ``tfmot.sparsity.keras.UpdatePruningStep()`` among the callbacks."""
+    prune = tfmot.sparsity.keras.prune_low_magnitude
+    options = {"sparsity_m_by_n": (2, 4)} if structured else {}
+
+    return _wrap_layers(model, layer_names, lambda layer: prune(layer, pruning_schedule=schedule.to_tfmot(),
+                                                                **options))
+
+
+def strip_pruning(model: keras.Model) -> keras.Model:
+    return _fresh_copy(tfmot.sparsity.keras.strip_pruning(model))
+
+
+def cluster_model(model: keras.Model, layer_names: list[str], *, clusters: int,
+                  preserve_sparsity: bool = True) -> keras.Model:
+    """A copy with the named layers' weights tied to ``clusters`` centroids (k-means++ initialised);
+    ``preserve_sparsity`` keeps pruned zeros at zero."""
+    cluster = tfmot.clustering.keras.cluster_weights
+    init = tfmot.clustering.keras.CentroidInitialization.KMEANS_PLUS_PLUS
+
+    return _wrap_layers(model, layer_names, lambda layer: cluster(
+        layer, number_of_clusters=clusters, cluster_centroids_init=init, preserve_sparsity=preserve_sparsity))
+
+
+def strip_clustering(model: keras.Model) -> keras.Model:
+    return _fresh_copy(tfmot.clustering.keras.strip_clustering(model))
+
+
+def kernel_sparsity(model: keras.Model, layer_names: list[str]) -> float:
+    """Share of zero kernel weights over the named layers of a (stripped) Keras model."""
+    kernels = [_kernel(model.get_layer(name)) for name in layer_names]
+    total = sum(k.size for k in kernels)
+    return float(sum(np.count_nonzero(k == 0) for k in kernels) / total) if total else 0.0
+
+
+def _wrap_layers(model: keras.Model, layer_names: list[str], wrap) -> keras.Model:
+    """A model whose named layers are wrapped. TFMOT wrappers hold the layer they wrap, so they wrap the
+    layers of a fresh copy: training the result must not change ``model``."""
+    copy = _fresh_copy(model)
+    return keras.models.clone_model(copy, clone_function=lambda l: wrap(l) if l.name in layer_names else l)
+
+
+def _fresh_copy(model: keras.Model) -> keras.Model:
+    """The same model with layers of its own (stripping reuses the wrapped layer objects)."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _kernel(layer) -> np.ndarray:
+    for attribute in _KERNEL_ATTRIBUTES:
+        if hasattr(layer, attribute):
+            return keras.backend.get_value(getattr(layer, attribute))
+    raise ValueError(f"layer {layer.name} has no kernel")
+
+
+def _kernel_size(layer) -> int:
+    return int(np.prod(_kernel(layer).shape)) if layer.built else 0

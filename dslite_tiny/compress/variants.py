@@ -1,0 +1,184 @@
+"""The compressed variants: one recipe per name, each turning the float model into a ``.tflite``.
+
+Recipes share work through ``VariantContext``: the pruned model is fine-tuned once per run (and kept under
+``OUT/stages/`` so a resumed run need not prune again) for ``pruned-int8``, ``pqat-int8`` and
+``clustered-int8``. Every recipe starts from the AReLU-folded float model and never trains it in place.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from dslite_tiny.audio.frontend import Frontend
+from dslite_tiny.compress.convert import convert_model
+from dslite_tiny.compress.finetune import FinetuneSettings, finetune, steps_per_epoch
+from dslite_tiny.compress.prune import (PruningSchedule, cluster_model, kernel_sparsity, prune_model,
+                                        strip_clustering, strip_pruning, weight_layer_names)
+from dslite_tiny.compress.quantize import quantize_model
+from dslite_tiny.config import VARIANTS, CompressConfig, to_dict
+from dslite_tiny.data.features import FeatureSet
+from dslite_tiny.progress import Progress, no_progress
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Built:
+    """A recipe's result: the flatbuffer and what the recipe knows about it (fine-tuning history, targets)."""
+
+    tflite: bytes
+    details: dict = dataclasses.field(default_factory=dict)
+    pruned_layers: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class VariantContext:
+    model: object  # the AReLU-folded float tf_keras model
+    fingerprint: str  # of the source model, the data and the frontend: what every stage depends on
+    train: FeatureSet
+    devel: FeatureSet
+    frontend: Frontend
+    representative: np.ndarray
+    config: CompressConfig
+    stages_dir: Path
+    progress: Progress = no_progress
+    _pruned: tuple | None = None
+
+    def settings(self, epochs: int, learning_rate: float) -> FinetuneSettings:
+        c = self.config
+        return FinetuneSettings(epochs, learning_rate, c.batch_size, c.optimizer, seed=c.seed)
+
+    def pruned(self) -> tuple[object, dict]:
+        """The pruned, fine-tuned and stripped float model with its details; built once, then reused."""
+        if self._pruned is None:
+            self._pruned = _load_or_prune(self)
+        return self._pruned
+
+
+Recipe = Callable[[VariantContext], Built]
+RECIPES: dict[str, Recipe] = {}
+
+
+def register_variant(name: str) -> Callable[[Recipe], Recipe]:
+    if name not in VARIANTS:
+        raise ValueError(f"{name} is not in config.VARIANTS")
+
+    def decorator(recipe: Recipe) -> Recipe:
+        RECIPES[name] = recipe
+        return recipe
+    return decorator
+
+
+@register_variant("float32")
+def _float32(ctx: VariantContext) -> Built:
+    return Built(convert_model(ctx.model, "float32"))
+
+
+@register_variant("float16")
+def _float16(ctx: VariantContext) -> Built:
+    return Built(convert_model(ctx.model, "float16"))
+
+
+@register_variant("dynamic")
+def _dynamic(ctx: VariantContext) -> Built:
+    return Built(convert_model(ctx.model, "dynamic"))
+
+
+@register_variant("int8")
+def _int8(ctx: VariantContext) -> Built:
+    return Built(convert_model(ctx.model, "int8", representative=ctx.representative))
+
+
+@register_variant("pruned-int8")
+def _pruned_int8(ctx: VariantContext) -> Built:
+    pruned, details = ctx.pruned()
+    return Built(convert_model(pruned, "int8", representative=ctx.representative), dict(details),
+                 details["layers"])
+
+
+@register_variant("qat-int8")
+def _qat_int8(ctx: VariantContext) -> Built:
+    qat, history = _quantization_aware(ctx, ctx.model, preserve="none")
+    return Built(convert_model(qat, "int8", representative=ctx.representative), {"qat_history": history})
+
+
+@register_variant("pqat-int8")
+def _pqat_int8(ctx: VariantContext) -> Built:
+    pruned, details = ctx.pruned()
+    qat, history = _quantization_aware(ctx, pruned, preserve="sparsity")
+    return Built(convert_model(qat, "int8", representative=ctx.representative),
+                 {**details, "qat_history": history}, details["layers"])
+
+
+@register_variant("clustered-int8")
+def _clustered_int8(ctx: VariantContext) -> Built:
+    """Prune → cluster (sparsity-preserving) → cluster-preserving QAT: the smallest gzip size."""
+    pruned, details = ctx.pruned()
+    c = ctx.config
+    clustered = cluster_model(pruned, details["layers"], clusters=c.clusters, preserve_sparsity=True)
+    cluster_history = finetune(clustered, ctx.train, ctx.devel, ctx.frontend,
+                               ctx.settings(c.cluster_epochs, c.cluster_learning_rate), progress=ctx.progress,
+                               desc="cluster")
+    clustered = strip_clustering(clustered)
+    qat, history = _quantization_aware(ctx, clustered, preserve="clusters")
+    return Built(convert_model(qat, "int8", representative=ctx.representative),
+                 {**details, "clusters": c.clusters, "cluster_history": cluster_history, "qat_history": history},
+                 details["layers"])
+
+
+def _quantization_aware(ctx: VariantContext, model, *, preserve: str) -> tuple[object, list[dict]]:
+    qat = quantize_model(model, preserve=preserve)
+    if ctx.config.qat_epochs == 0:
+        return qat, []
+    history = finetune(qat, ctx.train, ctx.devel, ctx.frontend,
+                       ctx.settings(ctx.config.qat_epochs, ctx.config.qat_learning_rate),
+                       progress=ctx.progress, desc=f"QAT ({preserve})" if preserve != "none" else "QAT")
+    return qat, history
+
+
+def _load_or_prune(ctx: VariantContext) -> tuple[object, dict]:
+    import tensorflow_model_optimization as tfmot
+    import tf_keras as keras
+
+    c = ctx.config
+    key = _stage_key(ctx, ("sparsity", "structured", "min_weights", "prune_epochs", "prune_learning_rate",
+                           "optimizer", "batch_size", "seed"))
+    path = ctx.stages_dir / f"pruned-{key}.h5"
+    details_path = path.with_suffix(".json")
+    if path.is_file() and details_path.is_file():
+        log.info("reusing the pruned model %s", path)
+        return keras.models.load_model(path, compile=False), json.loads(details_path.read_text())
+    layers = weight_layer_names(ctx.model, min_weights=c.min_weights)
+    if not layers:
+        raise ValueError(f"no layer has {c.min_weights} or more kernel weights to prune (lower min_weights)")
+    settings = ctx.settings(c.prune_epochs, c.prune_learning_rate)
+    steps = c.prune_epochs * steps_per_epoch(ctx.train, settings)
+    schedule = PruningSchedule.fit(0.5 if c.structured else c.sparsity, steps)
+    wrapped = prune_model(ctx.model, layers, schedule, structured=c.structured)
+    history = finetune(wrapped, ctx.train, ctx.devel, ctx.frontend, settings,
+                       callbacks=(tfmot.sparsity.keras.UpdatePruningStep(),),
+                       eligible_from_step=schedule.end_step, progress=ctx.progress, desc="prune")
+    pruned = strip_pruning(wrapped)
+    details = {"layers": layers, "sparsity_target": schedule.sparsity, "structured": c.structured,
+               "schedule": dataclasses.asdict(schedule), "keras_sparsity": round(kernel_sparsity(pruned, layers), 6),
+               "prune_history": history}
+    ctx.stages_dir.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*HDF5 file.*")
+        pruned.save(path.with_suffix(".tmp.h5"), include_optimizer=False)
+    path.with_suffix(".tmp.h5").replace(path)
+    details_path.write_text(json.dumps(details, indent=2))
+    return pruned, details
+
+
+def _stage_key(ctx: VariantContext, fields: tuple[str, ...]) -> str:
+    config = to_dict(ctx.config)
+    text = json.dumps({"inputs": ctx.fingerprint, **{f: config[f] for f in fields}}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
