@@ -17,7 +17,7 @@ from dslite_tiny import __version__
 from dslite_tiny.errors import DeviceError, UserError
 
 
-_TENSORFLOW_COMMANDS = {"train", "evaluate", "predict", "demo", "import-dslite"}
+_TENSORFLOW_COMMANDS = {"train", "evaluate", "predict", "demo", "import-dslite", "compress"}
 
 
 class _Group(click.Group):
@@ -43,12 +43,27 @@ def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
     ctx.meta["debug"] = debug
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for handler in logging.getLogger().handlers:  # a library file log (compress.log) may lower its loggers' level
+        handler.setLevel(level)
+        handler.addFilter(_ConsoleFilter(level))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ log (a CPU-only cuInit "error"); failures raise in Python
     if ctx.invoked_subcommand in _TENSORFLOW_COMMANDS:
         from dslite_tiny.native import import_tensorflow_quietly
 
         import_tensorflow_quietly()  # its start-up lines would break one-line errors and tidy logs
+        logging.getLogger("tensorflow").setLevel(level if verbose >= 2 else logging.ERROR)
     warnings.showwarning = _show_warning
+
+
+class _ConsoleFilter(logging.Filter):
+    """Other libraries' chatter (TensorFlow retracing notes, TFMOT's root-logger warnings) only with -vv."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name.startswith("dslite_tiny") or self.level <= logging.DEBUG or record.levelno >= logging.ERROR
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -60,10 +75,10 @@ def main() -> None:
 
 
 def _register() -> None:
-    from dslite_tiny.cli import config, data, demo, evaluate, features, train
+    from dslite_tiny.cli import compress, config, data, demo, evaluate, features, train
 
-    for command in (config.config, data.data, demo.demo, evaluate.evaluate, evaluate.predict, features.features,
-                    train.import_dslite, train.train):
+    for command in (compress.compress, config.config, data.data, demo.demo, evaluate.evaluate, evaluate.predict,
+                    features.features, train.import_dslite, train.train):
         cli.add_command(command)
 
 

@@ -1,8 +1,8 @@
 """Magnitude pruning and weight clustering of the weight layers, as TFMOT wrappers plus their schedules.
 
-Only Conv2D, DepthwiseConv2D and Dense layers with at least ``min_weights`` kernel weights are wrapped:
-tiny kernels (the 3-channel stem conv, depthwise 3×3 filters of a narrow net) cost accuracy and save
-nothing. The returned ``layer_names`` say which layers the sparsity target applies to; the measurement
+Only Conv2D and Dense layers with at least ``min_weights`` kernel weights are wrapped: tiny kernels cost
+accuracy and save nothing, and TFMOT's registry prunes no depthwise kernels (a wrapped DepthwiseConv2D
+would silently stay dense and miss the target). The returned ``layer_names`` say which layers the sparsity target applies to; the measurement
 checks that target in the converted flatbuffer.
 """
 from __future__ import annotations
@@ -15,8 +15,7 @@ import dslite_tiny  # noqa: F401  (TF_USE_LEGACY_KERAS before tf_keras loads)
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 
-_WEIGHT_LAYERS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
-_KERNEL_ATTRIBUTES = ("depthwise_kernel", "kernel")
+_WEIGHT_LAYERS = (keras.layers.Conv2D, keras.layers.Dense)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +46,8 @@ def weight_layer_names(model: keras.Model, *, min_weights: int) -> list[str]:
     """The layers pruning and clustering act on."""
     names = []
     for layer in model.layers:
-        if isinstance(layer, _WEIGHT_LAYERS) and _kernel_size(layer) >= min_weights:
+        depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)  # a Conv2D subclass in Keras
+        if isinstance(layer, _WEIGHT_LAYERS) and not depthwise and _kernel_size(layer) >= min_weights:
             names.append(layer.name)
     return names
 
@@ -104,10 +104,7 @@ def _fresh_copy(model: keras.Model) -> keras.Model:
 
 
 def _kernel(layer) -> np.ndarray:
-    for attribute in _KERNEL_ATTRIBUTES:
-        if hasattr(layer, attribute):
-            return keras.backend.get_value(getattr(layer, attribute))
-    raise ValueError(f"layer {layer.name} has no kernel")
+    return keras.backend.get_value(layer.kernel)
 
 
 def _kernel_size(layer) -> int:

@@ -13,12 +13,16 @@ import time
 
 import numpy as np
 
+from dslite_tiny.native import capture_native_stderr
+
 
 def create_interpreter(data: bytes, *, num_threads: int = 1):
+    """A ready interpreter; LiteRT's C-level "Created XNNPACK delegate" line is kept off the console."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_content=data, num_threads=num_threads)
-    interpreter.allocate_tensors()
+    with capture_native_stderr():
+        interpreter = Interpreter(model_content=data, num_threads=num_threads)
+        interpreter.allocate_tensors()
     return interpreter
 
 

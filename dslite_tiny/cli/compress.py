@@ -1,0 +1,65 @@
+"""``dslite-tiny compress``: every compressed variant of a trained model, measured, with a closing table."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from dslite_tiny.cli.features import cache_options, make_cache
+from dslite_tiny.cli.options import data_options, progress_bar, resolve_data
+
+
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--data", "data_path", metavar="DATA",
+              help="Dataset folder or YAML (default: the dataset the model was trained on, from its sidecar).")
+@data_options
+@click.option("--config", "compress_config", default="default", show_default=True,
+              help="Compression preset name (configs/compress/) or YAML file.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override one compression key.")
+@click.option("--only", help="Comma-separated variants to build (default: the config's variants).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder (default: compressed/ next to MODEL).")
+@click.option("--force", is_flag=True, help="Rebuild variants whose results are up to date.")
+@cache_options
+def compress(model: Path, data_path: str | None, compress_config: str, overrides: tuple[str, ...],
+             only: str | None, out: Path | None, force: bool, cache_dir: Path | None, no_cache: bool,
+             **data_opts) -> None:
+    """Build, convert and measure the compressed variants of MODEL (.h5 with its sidecar)."""
+    from dslite_tiny.compress.pipeline import run_compress
+    from dslite_tiny.config import CompressConfig, load_config, parse_overrides
+
+    config = load_config(CompressConfig, compress_config, ("--set", parse_overrides(overrides)), stage="compress")
+    data = resolve_data(data_path, **data_opts) if data_path else None
+    out = out or model.parent / "compressed"
+    result = run_compress(model, config=config, out_dir=out, data=data, force=force,
+                          only=[v.strip() for v in only.split(",") if v.strip()] if only else None,
+                          cache=make_cache(cache_dir, no_cache), progress=progress_bar,
+                          on_variant=lambda row: click.echo(_variant_line(row)))
+    click.echo("")
+    click.echo(format_summary(result.rows, result.reference))
+    click.echo(f"\nwrote {out}/summary.csv, {out}/<variant>/model.tflite + metrics.json, {out}/compress.log")
+
+
+def _variant_line(row: dict) -> str:
+    if row["status"] != "ok":
+        return f"{row['variant']}: FAILED: {row['reason']}"
+    return f"{row['variant']}: UAR {row['uar']:.3f}, {row['tflite_bytes'] / 1024:.1f} KB, {row['latency_ms']:.2f} ms"
+
+
+def format_summary(rows: list[dict], reference: dict) -> str:
+    """The compact table the console ends with; float Keras first as the reference."""
+    float_uar = reference["accuracy"]["chunks"]["uar"]
+    header = (f"{'variant':<15}{'status':<8}{'UAR':>7}{'ΔUAR':>7}{'agree':>7}{'KB':>9}{'gzip KB':>9}"
+              f"{'sparsity':>9}{'ms':>8}{'arena KB':>10}")
+    lines = [header, "-" * len(header), f"{'keras float':<15}{'ref':<8}{float_uar:>7.3f}"]
+    for row in rows:
+        if row["status"] != "ok":
+            lines.append(f"{row['variant']:<15}{'failed':<8} {row['reason'][:70]}")
+            continue
+        arena = f"{row['arena_bytes'] / 1024:.1f}" if row["arena_bytes"] != "" else "-"
+        lines.append(f"{row['variant']:<15}{'ok':<8}{row['uar']:>7.3f}{(row['uar'] - float_uar) * 100:>+7.1f}"
+                     f"{row['agreement'] * 100:>6.0f}%{row['tflite_bytes'] / 1024:>9.1f}"
+                     f"{row['gzip_bytes'] / 1024:>9.1f}{row['sparsity'] * 100:>8.0f}%{row['latency_ms']:>8.2f}"
+                     f"{arena:>10}")
+    return "\n".join(lines)

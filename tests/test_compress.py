@@ -1,0 +1,217 @@
+"""Compression: every variant built, converted and measured on a tiny trained model; pruning, PQAT, QAT of
+DenseNet-style blocks and the AReLU head; the flatbuffer and TFLM measurements; resume and failure."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+import dslite_tiny  # noqa: F401
+import tensorflow_model_optimization as tfmot  # noqa: E402
+import tf_keras as keras  # noqa: E402
+
+from dslite_tiny.compress import variants  # noqa: E402
+from dslite_tiny.compress.convert import convert_model  # noqa: E402
+from dslite_tiny.compress.pipeline import SUMMARY_COLUMNS, run_compress  # noqa: E402
+from dslite_tiny.compress.prune import PruningSchedule, prune_model, strip_pruning, weight_layer_names  # noqa: E402
+from dslite_tiny.compress.quantize import foldable_batchnorms, quantize_model  # noqa: E402
+from dslite_tiny.config import VARIANTS, CompressConfig, DataConfig, TrainConfig, load_config  # noqa: E402
+from dslite_tiny.data.cache import FeatureCache  # noqa: E402
+from dslite_tiny.measure.flatbuffer import describe_tflite, pruned_sparsity  # noqa: E402
+from dslite_tiny.measure.tflm import ALIGNMENT, _fits, check_tflm  # noqa: E402
+from dslite_tiny.models.arelu import AReLU, fold_arelu  # noqa: E402
+from dslite_tiny.models.registry import BACKBONES, create_model, register_backbone  # noqa: E402
+from dslite_tiny.train.run import run_training  # noqa: E402
+
+FAST = {"prune_epochs": 2, "qat_epochs": 1, "cluster_epochs": 1, "latency_runs": 3, "latency_warmup": 1,
+        "min_weights": 256, "representative_chunks": 20}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, demo_data):
+    root = tmp_path_factory.mktemp("compress")
+    data = load_config(DataConfig, demo_data, stage="data")
+    config = load_config(TrainConfig, "mcu-dscnn", ("test", {"epochs": 12, "units": 32}), stage="train")
+    cache = FeatureCache(root / "cache")
+    result = run_training(data, config, out_dir=root / "model", cache=cache)
+    return result.path, cache
+
+
+def _config(**overrides) -> CompressConfig:
+    return load_config(CompressConfig, ("test", {**FAST, **overrides}), stage="compress")
+
+
+def test_every_variant_is_built_measured_and_resumed(trained, tmp_path):
+    model_path, cache = trained
+    out = tmp_path / "out"
+    rows = []
+    result = run_compress(model_path, config=_config(variants=list(VARIANTS)), out_dir=out, cache=cache,
+                          on_variant=rows.append)
+    assert [r["variant"] for r in result.rows] == list(VARIANTS)
+    assert all(r["status"] == "ok" for r in result.rows), [(r["variant"], r["reason"]) for r in result.rows]
+    for name in VARIANTS:
+        metrics = json.loads((out / name / "metrics.json").read_text())
+        assert (out / name / "model.tflite").stat().st_size == metrics["size"]["tflite_bytes"]
+        assert metrics["accuracy"]["chunks"]["n"] == result.reference["accuracy"]["chunks"]["n"] > 0
+        full_int8 = name.endswith("int8")
+        assert (metrics["input"]["dtype"], metrics["output"]["dtype"]) == (("int8", "int8") if full_int8
+                                                                           else ("float32", "float32"))
+        if full_int8:
+            assert metrics["tflm"]["ok"] and metrics["tflm"]["arena_bytes"] > 0 and not metrics["float_ops"]
+        if name in ("pruned-int8", "pqat-int8", "clustered-int8"):
+            assert abs(metrics["sparsity"]["pruned_layers"] - 0.5) <= 0.03, name
+    table = list(csv.DictReader((out / "summary.csv").open()))
+    assert tuple(table[0]) == SUMMARY_COLUMNS and len(table) == len(VARIANTS)
+    assert float(table[VARIANTS.index("int8")]["uar"]) >= float(table[0]["uar"]) - 0.15
+    assert (out / "compress.log").read_text().count("building") == len(VARIANTS)
+
+    before = {name: (out / name / "metrics.json").stat().st_mtime_ns for name in VARIANTS}
+    again = run_compress(model_path, config=_config(variants=list(VARIANTS)), out_dir=out, cache=cache)
+    assert [r["status"] for r in again.rows] == ["ok"] * len(VARIANTS)
+    assert before == {name: (out / name / "metrics.json").stat().st_mtime_ns for name in VARIANTS}
+    assert (out / "compress.log").read_text().count("skipped") == len(VARIANTS)
+
+
+def test_a_failing_variant_does_not_stop_the_others(trained, tmp_path, monkeypatch):
+    model_path, cache = trained
+
+    def broken(ctx):
+        raise RuntimeError("forced failure")
+
+    monkeypatch.setitem(variants.RECIPES, "float16", broken)
+    result = run_compress(model_path, config=_config(variants=["float16", "int8"]), out_dir=tmp_path, cache=cache)
+    status = {r["variant"]: (r["status"], r["reason"]) for r in result.rows}
+    assert status == {"float16": ("failed", "RuntimeError: forced failure"), "int8": ("ok", "")}
+    monkeypatch.undo()
+    rerun = run_compress(model_path, config=_config(variants=["float16", "int8"]), out_dir=tmp_path, cache=cache)
+    assert [r["status"] for r in rerun.rows] == ["ok", "ok"]  # a failed variant is retried, not skipped
+
+
+def _random_classifier(backbone: str = "dscnn", shape=(32, 32, 3)) -> keras.Model:
+    model = create_model(backbone, input_shape=shape, num_classes=3, units=32)
+    arelu = model.get_layer("head_arelu")
+    arelu.alpha.assign(0.3)
+    arelu.beta.assign(-0.5)
+    for name in ("head_dense", "head_predictions"):  # spread the random model's scores away from uniform
+        layer = model.get_layer(name)
+        layer.kernel.assign(layer.kernel * 100.0)
+    return model
+
+
+def _data(n: int = 96, shape=(32, 32, 3), seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(-1, 1, (n, *shape)).astype(np.float32), np.eye(3)[rng.integers(0, 3, n)]
+
+
+def test_fold_arelu_is_exact_and_leaves_one_leaky_relu():
+    model = _random_classifier()
+    folded = fold_arelu(model)
+    x, _ = _data(16)
+    error = np.abs(folded(x).numpy() - model(x).numpy()).max()
+    assert error <= 1e-5 and model(x).numpy().std(axis=1).max() > 1e-3  # scores that differ between classes
+    assert not any(isinstance(layer, AReLU) for layer in folded.layers)
+    assert isinstance(folded.get_layer("head_arelu"), keras.layers.LeakyReLU)
+    model.get_layer("head_arelu").beta.assign(3.0)  # the fold is a copy, frozen at the values it saw
+    assert np.abs(folded(x).numpy() - model(x).numpy()).max() > max(1e-4, 100 * error)
+
+
+def _prune(model, x, y, sparsity=0.5):
+    layers = weight_layer_names(model, min_weights=256)
+    schedule = PruningSchedule.fit(sparsity, 12)
+    wrapped = prune_model(model, layers, schedule)
+    wrapped.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
+    wrapped.fit(x, y, batch_size=32, epochs=4, verbose=0, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+    return strip_pruning(wrapped), layers
+
+
+def _qat_sparsity(pruned, layers, x, y, preserve: str) -> float:
+    qat = quantize_model(pruned, preserve=preserve)
+    qat.compile(optimizer=keras.optimizers.Adam(1e-2), loss="categorical_crossentropy")
+    qat.fit(x, y, batch_size=32, epochs=2, verbose=0)
+    described = describe_tflite(convert_model(qat, "int8", representative=x[:8]))
+    return pruned_sparsity(described["sparsity"]["layers"], layers)
+
+
+def test_pqat_keeps_the_sparsity_that_plain_qat_loses():
+    x, y = _data()
+    pruned, layers = _prune(fold_arelu(_random_classifier()), x, y)
+    pruned_int8 = describe_tflite(convert_model(pruned, "int8", representative=x[:8]))
+    assert abs(pruned_sparsity(pruned_int8["sparsity"]["layers"], layers) - 0.5) <= 0.03
+    assert _qat_sparsity(pruned, layers, x, y, "sparsity") >= 0.47
+    assert _qat_sparsity(pruned, layers, x, y, "none") < 0.3
+
+
+def test_pruning_schedule_fits_the_step_count():
+    schedule = PruningSchedule.fit(0.6, 100)
+    assert schedule.end_step % schedule.frequency == 0 and 60 <= schedule.end_step <= 75
+    assert PruningSchedule.fit(0.5, 2).frequency == 1
+    with pytest.raises(ValueError, match="at least 2"):
+        PruningSchedule.fit(0.5, 1)
+
+
+@pytest.fixture
+def tiny_densenet():
+    """A DenseNet-style backbone: BN → ReLU → Conv blocks joined by Concatenate, a transition with
+    average pooling — the patterns TFMOT cannot quantize without our configs."""
+    layers = keras.layers
+
+    @register_backbone("tiny_densenet", normalization="torch")
+    def build(inputs, alpha, weights):
+        x = layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(inputs)
+        x = layers.BatchNormalization(name="stem_bn")(x)
+        x = layers.Activation("relu", name="stem_relu")(x)
+        for block in range(2):
+            y = layers.BatchNormalization(name=f"block{block}_0_bn")(x)
+            y = layers.Activation("relu", name=f"block{block}_0_relu")(y)
+            y = layers.Conv2D(8, 1, use_bias=False, name=f"block{block}_1_conv")(y)
+            y = layers.BatchNormalization(name=f"block{block}_1_bn")(y)
+            y = layers.Activation("relu", name=f"block{block}_1_relu")(y)
+            y = layers.Conv2D(4, 3, padding="same", use_bias=False, name=f"block{block}_2_conv")(y)
+            x = layers.Concatenate(name=f"block{block}_concat")([x, y])
+        x = layers.BatchNormalization(name="pool_bn")(x)
+        x = layers.Activation("relu", name="pool_relu")(x)
+        x = layers.Conv2D(8, 1, use_bias=False, name="pool_conv")(x)
+        x = layers.AveragePooling2D(2, name="pool_pool")(x)
+        x = layers.BatchNormalization(name="bn")(x)
+        return layers.Activation("relu", name="relu")(x)
+
+    yield "tiny_densenet"
+    del BACKBONES["tiny_densenet"]
+
+
+def test_densenet_style_blocks_and_arelu_go_through_qat_into_tflm(tiny_densenet, tmp_path):
+    model = _random_classifier(tiny_densenet)
+    assert foldable_batchnorms(model) == {"stem_bn", "block0_1_bn", "block1_1_bn"}
+    x, y = _data()
+    qat = quantize_model(fold_arelu(model))
+    qat.compile(optimizer="adam", loss="categorical_crossentropy")
+    qat.fit(x, y, epochs=1, verbose=0)
+    data = convert_model(qat, "int8", representative=x[:8])
+    described = describe_tflite(data)
+    assert described["float_ops"] == [] and described["input"]["dtype"] == "int8"
+    assert {"CONCATENATION", "AVERAGE_POOL_2D", "LEAKY_RELU", "MUL", "ADD"} <= set(described["ops"])
+    path = tmp_path / "m.tflite"
+    path.write_bytes(data)
+    result = check_tflm(path, np.zeros((1, 32, 32, 3), np.int8))
+    assert result["output"].shape == (1, 3) and result["output"].dtype == np.int8
+    assert _fits(path, result["arena_bytes"]) and not _fits(path, result["arena_bytes"] - ALIGNMENT)
+
+
+def test_flatbuffer_sizes_macs_and_sparsity():
+    inputs = keras.Input((8, 8, 2))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)
+    x = keras.layers.Flatten()(x)
+    outputs = keras.layers.Dense(5, name="fc")(x)
+    model = keras.Model(inputs, outputs)
+    kernel = model.get_layer("conv").kernel.numpy()
+    kernel.reshape(-1)[::2] = 0  # half the conv weights are zero
+    model.get_layer("conv").kernel.assign(kernel)
+    model.get_layer("fc").bias.assign(np.ones(5))  # the converter drops an all-zero bias
+    described = describe_tflite(convert_model(model, "float32"))
+    assert described["macs"] == 8 * 8 * 4 * (3 * 3 * 2) + 5 * 256
+    assert described["params"] == 4 * 3 * 3 * 2 + 4 + 256 * 5 + 5 + 2  # + the reshape's shape constant
+    assert described["gzip_bytes"] < described["tflite_bytes"] and described["weight_bytes"] >= 4 * described["params"] - 8
+    assert pruned_sparsity(described["sparsity"]["layers"], ["conv"]) == 0.5
+    assert pruned_sparsity(described["sparsity"]["layers"], ["fc"]) == 0.0
