@@ -1,8 +1,9 @@
 """``dslite-tiny demo``: the whole product on built-in synthetic data, offline, in minutes on 2 cores.
 
 It generates the dataset, splits it speaker-independently, renders spectrogram plots through the feature
-cache, trains the MCU model (DS-CNN on 64×64 grey plots) and evaluates it on the held-out speaker.
-Compression, export and the device steps join as they land.
+cache, trains the MCU model (DS-CNN on 64×64 grey plots), evaluates it on the held-out speaker and
+compresses it into every default variant (shorter fine-tuning than the preset). Export and the device
+steps join as they land.
 """
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dslite_tiny.audio.frontend import Frontend
-from dslite_tiny.config import DataConfig, FrontendConfig, TrainConfig, load_config
+from dslite_tiny.compress.pipeline import CompressResult
+from dslite_tiny.config import CompressConfig, DataConfig, FrontendConfig, TrainConfig, load_config
 from dslite_tiny.data.cache import FeatureCache
 from dslite_tiny.data.features import featurize_dataset
 from dslite_tiny.data.layouts import Dataset, load_dataset
@@ -20,6 +22,7 @@ from dslite_tiny.data.synthetic import make_demo_dataset
 from dslite_tiny.progress import Progress, no_progress
 
 DEMO_TRAIN = "mcu-dscnn"
+DEMO_COMPRESS = ("default", ("demo", {"prune_epochs": 2, "qat_epochs": 1, "latency_runs": 20}))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,12 +35,14 @@ class DemoResult:
     model_path: Path
     best: dict
     evaluation: dict
+    compression: CompressResult
 
 
 def run_demo(out_dir: str | Path, *, clips_per_class: int = 40, epochs: int | None = None, seed: int = 0,
-             progress: Progress = no_progress,
-             on_epoch: Callable[[dict], None] | None = None) -> DemoResult:
+             progress: Progress = no_progress, on_epoch: Callable[[dict], None] | None = None,
+             on_variant: Callable[[dict], None] | None = None) -> DemoResult:
     """Everything is written under ``out_dir`` (data, feature cache, images, model), nothing is downloaded."""
+    from dslite_tiny.compress.pipeline import run_compress
     from dslite_tiny.models.trained import load_trained
     from dslite_tiny.train.evaluate import evaluate
     from dslite_tiny.train.run import run_training
@@ -58,4 +63,8 @@ def run_demo(out_dir: str | Path, *, clips_per_class: int = 40, epochs: int | No
                           on_epoch=on_epoch)
     evaluation = evaluate(load_trained(result.path), dataset, split="test", cache=cache)
     (out_dir / "model" / "evaluation_test.json").write_text(json.dumps(evaluation, indent=2))
-    return DemoResult(out_dir, dataset, spec, features_dir, manifest, result.path, result.best, evaluation)
+    compression = run_compress(result.path, config=load_config(CompressConfig, *DEMO_COMPRESS, stage="compress"),
+                               out_dir=out_dir / "compressed", data=data, cache=cache, progress=progress,
+                               on_variant=on_variant)
+    return DemoResult(out_dir, dataset, spec, features_dir, manifest, result.path, result.best, evaluation,
+                      compression)

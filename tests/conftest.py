@@ -32,6 +32,17 @@ def demo_data(tmp_path_factory) -> Path:
     return make_demo_dataset(tmp_path_factory.mktemp("demo"), clips_per_class=9, n_speakers=3, sr=8000, seed=1)
 
 
+@pytest.fixture(scope="session")
+def cli_model(tmp_path_factory, demo_data) -> Path:
+    """A model trained through the real command line (2 epochs); returns its model.h5."""
+    out = tmp_path_factory.mktemp("cli_model")
+    result = run_cli("train", "--data", str(demo_data), "--config", "mcu-dscnn", "--epochs", "2", "--set",
+                     "units=16", "--out", str(out), "--cache-dir", str(out / "cache"))
+    assert result.returncode == 0, result.stderr
+    assert "epoch   2 (train)" in result.stdout and "best devel UAR" in result.stdout
+    return out / "model.h5"
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
     """The real command line in a fresh process (as a user runs it)."""
     full_env = {**os.environ, "PYTHONWARNINGS": "ignore::DeprecationWarning", **(env or {})}

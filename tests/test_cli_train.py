@@ -6,20 +6,9 @@ import io
 import json
 import shutil
 
-import pytest
 
 from conftest import run_cli
 from test_cli import assert_user_error
-
-
-@pytest.fixture(scope="module")
-def cli_model(tmp_path_factory, demo_data):
-    out = tmp_path_factory.mktemp("cli_model")
-    result = run_cli("train", "--data", str(demo_data), "--config", "mcu-dscnn", "--epochs", "2", "--set",
-                     "units=16", "--out", str(out), "--cache-dir", str(out / "cache"))
-    assert result.returncode == 0, result.stderr
-    assert "epoch   2 (train)" in result.stdout and "best devel UAR" in result.stdout
-    return out / "model.h5"
 
 
 def test_train_evaluate_predict_end_to_end(cli_model, demo_data, tmp_path):

@@ -35,16 +35,17 @@ def compress(model: Path, data_path: str | None, compress_config: str, overrides
     result = run_compress(model, config=config, out_dir=out, data=data, force=force,
                           only=[v.strip() for v in only.split(",") if v.strip()] if only else None,
                           cache=make_cache(cache_dir, no_cache), progress=progress_bar,
-                          on_variant=lambda row: click.echo(_variant_line(row)))
+                          on_variant=lambda row: click.echo(variant_line(row)))
     click.echo("")
     click.echo(format_summary(result.rows, result.reference))
     click.echo(f"\nwrote {out}/summary.csv, {out}/<variant>/model.tflite + metrics.json, {out}/compress.log")
 
 
-def _variant_line(row: dict) -> str:
+def variant_line(row: dict) -> str:
     if row["status"] != "ok":
         return f"{row['variant']}: FAILED: {row['reason']}"
-    return f"{row['variant']}: UAR {row['uar']:.3f}, {row['tflite_bytes'] / 1024:.1f} KB, {row['latency_ms']:.2f} ms"
+    line = f"{row['variant']}: UAR {row['uar']:.3f}, {row['tflite_bytes'] / 1024:.1f} KB, {row['latency_ms']:.2f} ms"
+    return line + (" (unchanged: not rebuilt)" if row.get("skipped") else "")
 
 
 def format_summary(rows: list[dict], reference: dict) -> str:

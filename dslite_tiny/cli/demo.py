@@ -14,7 +14,8 @@ from dslite_tiny.cli.options import progress_bar
 @click.option("--clips-per-class", type=click.IntRange(5, 1000), default=40, show_default=True)
 @click.option("--epochs", type=click.IntRange(1), help="Training epochs (default: the mcu-dscnn preset's).")
 def demo(out: Path, clips_per_class: int, epochs: int | None) -> None:
-    """Generate the synthetic dataset, train the MCU model on it and evaluate it (offline, ~1 min on 2 cores)."""
+    """Generate the synthetic dataset, train the MCU model, evaluate and compress it (offline, ~1 min on 2 cores)."""
+    from dslite_tiny.cli.compress import format_summary, variant_line
     from dslite_tiny.cli.evaluate import format_report
     from dslite_tiny.demo import run_demo
 
@@ -22,7 +23,8 @@ def demo(out: Path, clips_per_class: int, epochs: int | None) -> None:
         if record["epoch"] % 5 == 0 or record["epoch"] == 1:
             click.echo(f"  epoch {record['epoch']:>3}: loss {record['loss']:.3f}  devel UAR {record['devel_uar']:.3f}")
 
-    result = run_demo(out, clips_per_class=clips_per_class, epochs=epochs, progress=progress_bar, on_epoch=show)
+    result = run_demo(out, clips_per_class=clips_per_class, epochs=epochs, progress=progress_bar, on_epoch=show,
+                      on_variant=lambda row: click.echo("  " + variant_line(row)))
     dataset, report = result.dataset, result.manifest["report"]
     click.echo(f"data      {result.data_spec}  ({len(dataset.clips)} clips, classes: {', '.join(dataset.classes)})")
     click.echo(f"          split by {dataset.split_method}")
@@ -33,3 +35,6 @@ def demo(out: Path, clips_per_class: int, epochs: int | None) -> None:
     click.echo(f"model     {result.model_path} (+ model.json): best devel UAR {result.best['devel_uar']:.3f} "
                f"at epoch {result.best['epoch']}")
     click.echo("evaluate  " + format_report(result.evaluation).replace("\n", "\n          "))
+    compressed = result.compression
+    click.echo(f"compress  {compressed.out_dir} (summary.csv, <variant>/model.tflite + metrics.json)")
+    click.echo("          " + format_summary(compressed.rows, compressed.reference).replace("\n", "\n          "))

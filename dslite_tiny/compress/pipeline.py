@@ -49,7 +49,7 @@ SUMMARY_COLUMNS = (
     "sparsity_target", "latency_ms", "latency_p90_ms", "latency_ms_all_threads", "latency_p90_ms_all_threads",
     "threads", "tflm_ok", "arena_bytes", "input_dtype", "ops", "build_seconds",
 )
-VariantCallback = Callable[[dict], None]
+VariantCallback = Callable[[dict], None]  # a summary row plus "skipped" (unchanged since the last run)
 
 
 @dataclasses.dataclass
@@ -83,12 +83,13 @@ def run_compress(model_path: str | Path, *, config: CompressConfig, out_dir: str
         for name in names:
             key = _variant_key(fingerprint, config, name)
             metrics = _previous(out_dir / name, key) if not force else None
-            if metrics is None:
-                metrics = _build_and_measure(name, key, context, eval_set, settings, out_dir, trained)
-            else:
+            skipped = metrics is not None
+            if skipped:
                 log.info("%s: unchanged since %s, skipped (--force rebuilds)", name, metrics["finished"])
+            else:
+                metrics = _build_and_measure(name, key, context, eval_set, settings, out_dir, trained)
             if on_variant:
-                on_variant(summary_row(metrics))
+                on_variant({**summary_row(metrics), "skipped": skipped})
         rows = write_summary(out_dir)
     finally:
         logger = logging.getLogger("dslite_tiny")
