@@ -1,0 +1,124 @@
+"""Every compressed variant of real models, measured the product's own way (``dslite-tiny compress``).
+
+Part ``mcu``: the FSDD models of ``train_fsdd.py`` (the DS-CNN and the ImageNet MobileNet v1 α = 0.25),
+speaker-independent test split, default compression preset: test UAR, sizes, latency, TFLM arena.
+
+Part ``densenet``: DenseNet121 at 224×224×3 with DeepSpectrumLite's head (the paper's model; its float
+TFLite is 30.0 MB and runs in 89.7 ms on a 4-thread laptop CPU): sizes of every variant and host latency
+float32 vs int8 in the same run. No ImageNet DenseNet121 weights are available offline, so the model is
+randomly initialised and its fine-tuning steps run on a 2-clips-per-speaker-and-digit FSDD subset: its
+accuracy figures mean nothing; its sizes, op lists, arena and latency are what this part measures.
+
+    python reports/benchmarks/compress_fsdd.py --part mcu|densenet [--out DIR]
+
+Results go to ``compress_fsdd.json`` (per model, written as each model finishes) and ``compress_fsdd.md``;
+the compress output folders resume, so a rerun only redoes what is missing.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from dslite_tiny.config import CompressConfig, DataConfig, FrontendConfig, load_config, to_dict
+from dslite_tiny.compress.pipeline import run_compress
+from dslite_tiny.data.cache import FeatureCache, default_cache_dir
+from dslite_tiny.native import import_tensorflow_quietly
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+FSDD = ROOT.parent / "shared" / "datasets" / "fsdd" / "recordings"
+MCU_RUNS = ("dscnn-aug", "imagenet-noaug")  # rows of train_fsdd.json
+DENSENET_OVERRIDES = {"prune_epochs": 2, "qat_epochs": 1, "representative_chunks": 50, "latency_runs": 50}
+
+
+def mcu_models() -> list[tuple[str, Path]]:
+    runs = {r["run"]: Path(r["model"]) for r in json.loads((HERE / "train_fsdd.json").read_text())["runs"]}
+    models = []
+    for name in MCU_RUNS:
+        if not runs.get(name, Path("/nonexistent")).is_file():
+            sys.exit(f"{name}: no trained model; run: python reports/benchmarks/train_fsdd.py --runs {name}")
+        models.append((name, runs[name]))
+    return models
+
+
+def densenet_model(out: Path) -> tuple[str, Path, DataConfig]:
+    """A random-init DenseNet121 + DSLite head saved as a dslite-tiny model, and the FSDD subset it uses."""
+    from dslite_tiny.models.registry import create_model
+    from dslite_tiny.models.trained import save_trained
+
+    subset = out / "fsdd-subset"
+    if not subset.is_dir():
+        subset.mkdir(parents=True)
+        for wav in sorted(FSDD.glob("*.wav")):
+            if int(wav.stem.split("_")[2]) < 2:  # takes 0 and 1 of every digit and speaker
+                os.symlink(wav, subset / wav.name)
+    data = load_config(DataConfig, ROOT / "configs" / "data" / "fsdd.yaml", ("subset", {"root": str(subset)}),
+                       stage="data")
+    path = out / "densenet121" / "model.h5"
+    if not path.is_file():
+        frontend = load_config(FrontendConfig, "fsdd", ("densenet", {"image_height": 224, "image_width": 224,
+                                                                     "normalization": "torch"}), stage="frontend")
+        model = create_model("densenet121", input_shape=frontend.image_shape, num_classes=10, units=512, dropout=0.25)
+        save_trained(model, path, {"classes": [str(d) for d in range(10)], "frontend": to_dict(frontend),
+                                   "backbone": "densenet121", "normalization": "torch",
+                                   "data": {"config": to_dict(data)}, "note": "random initialisation (benchmark)"})
+    return "densenet121-224", path, data
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=("mcu", "densenet"), required=True)
+    parser.add_argument("--out", type=Path, default=Path("/tmp/dslite-tiny-compress"))
+    args = parser.parse_args()
+    import_tensorflow_quietly()
+    results_path = HERE / "compress_fsdd.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {"models": {}}
+    cache = FeatureCache(default_cache_dir())
+    if args.part == "mcu":
+        jobs = [(name, path, None, load_config(CompressConfig, "default", stage="compress")) for name, path in mcu_models()]
+    else:
+        name, path, data = densenet_model(args.out)
+        jobs = [(name, path, data, load_config(CompressConfig, "phone", ("benchmark", DENSENET_OVERRIDES),
+                                               stage="compress"))]
+    for name, path, data, config in jobs:
+        print(f"== {name}: {path}", flush=True)
+        result = run_compress(path, config=config, out_dir=args.out / name, data=data, cache=cache,
+                              on_variant=lambda row: print(f"  {row['variant']}: {row['status']} {row['reason']}",
+                                                           flush=True))
+        results["models"][name] = {"part": args.part, "model": str(path), "config": to_dict(config),
+                                   "reference": result.reference["accuracy"]["chunks"]["uar"],
+                                   "reference_files": result.reference["accuracy"]["files"]["uar"],
+                                   "rows": result.rows, "command": f"python reports/benchmarks/compress_fsdd.py --part {args.part}"}
+        results_path.write_text(json.dumps(results, indent=2) + "\n")
+        (HERE / "compress_fsdd.md").write_text(markdown(results))
+    print(markdown(results))
+
+
+def markdown(results: dict) -> str:
+    lines = ["# Compressed variants, measured by `dslite-tiny compress` (2 CPU cores, LiteRT, TFLite Micro)", ""]
+    for name, entry in results["models"].items():
+        lines += [f"## {name}", "", f"Command: `{entry['command']}`; model `{entry['model']}`; "
+                  f"float Keras test UAR {entry['reference']:.3f} (chunks), {entry['reference_files']:.3f} (files).", "",
+                  "| variant | status | UAR | ΔUAR (pt) | agree | .tflite KB | gzip KB | weights KB | sparsity (pruned layers) "
+                  "| ms (1 thr) | ms (all) | arena KB |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in entry["rows"]:
+            if r["status"] != "ok":
+                lines.append(f"| {r['variant']} | failed: {r['reason']} |||||||||||")
+                continue
+            pruned = f" ({r['pruned_sparsity'] * 100:.1f} %)" if r["pruned_sparsity"] != "" else ""
+            arena = f"{r['arena_bytes'] / 1024:.1f}" if r["arena_bytes"] != "" else "–"
+            lines.append(
+                f"| {r['variant']} | ok | {r['uar']:.3f} | {(r['uar'] - entry['reference']) * 100:+.1f} | "
+                f"{r['agreement'] * 100:.1f} % | {r['tflite_bytes'] / 1024:.1f} | {r['gzip_bytes'] / 1024:.1f} | "
+                f"{r['weight_bytes'] / 1024:.1f} | {r['sparsity'] * 100:.1f} %{pruned} | {r['latency_ms']:.3f} | "
+                f"{r['latency_ms_all_threads']:.3f} | {arena} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
