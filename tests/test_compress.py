@@ -143,6 +143,20 @@ def test_pqat_keeps_the_sparsity_that_plain_qat_loses():
     assert _qat_sparsity(pruned, layers, x, y, "none") < 0.3
 
 
+def test_structured_pruning_leaves_two_zeros_in_every_four_weights():
+    x, y = _data()
+    model = fold_arelu(_random_classifier())
+    layers = weight_layer_names(model, min_weights=256, structured=True)
+    assert "dscnn_conv1" not in layers and "dscnn_pw1" in layers  # 3 input channels cannot group by 4
+    wrapped = prune_model(model, layers, PruningSchedule.fit(0.5, 12), structured=True)
+    wrapped.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
+    wrapped.fit(x, y, batch_size=32, epochs=4, verbose=0, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+    tensors = describe_tflite(convert_model(strip_pruning(wrapped), "int8", representative=x[:8]))["sparsity"]["layers"]
+    pruned = [t for t in tensors if any(f"/{name}/" in t["name"] for name in layers)]
+    assert len(pruned) == len(layers) and all(t["sparse_2_4"] for t in pruned)
+    assert not any(t["sparse_2_4"] for t in tensors if t not in pruned)
+
+
 def test_pruning_schedule_fits_the_step_count():
     schedule = PruningSchedule.fit(0.6, 100)
     assert schedule.end_step % schedule.frequency == 0 and 60 <= schedule.end_step <= 75

@@ -2,7 +2,8 @@
 
 A plain loop over ``train_on_batch`` drives the Keras callbacks by hand, so TFMOT's ``UpdatePruningStep``
 sees every batch (without it nothing is pruned). Images are rendered per batch as in training; there is no
-augmentation: these runs are a few epochs long and start from a converged model. The weights of the best
+augmentation: these runs are a few epochs long and start from a converged model. BatchNormalization stays
+in inference mode and every other layer trains (see ``set_finetunable``). The weights of the best
 eligible epoch by devel UAR are restored at the end; for pruning only epochs after the schedule reached its
 final sparsity are eligible, so the selected model always meets the target.
 """
@@ -45,6 +46,7 @@ def finetune(model, train: FeatureSet, devel: FeatureSet, frontend: Frontend, se
 
     keras.utils.set_random_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
+    set_finetunable(model)
     model.compile(optimizer=make_optimizer(settings.optimizer, settings.learning_rate),
                   loss="categorical_crossentropy")
     hooks = keras.callbacks.CallbackList(list(callbacks), model=model)
@@ -76,3 +78,20 @@ def finetune(model, train: FeatureSet, devel: FeatureSet, frontend: Frontend, se
         model.set_weights(best_weights)
         max((r for r in history if r["eligible"]), key=lambda r: r["devel_uar"])["selected"] = True
     return history
+
+
+def set_finetunable(model) -> None:
+    """Every layer trains, BatchNormalization (also inside TFMOT wrappers) stays in inference mode.
+
+    A trained model comes back from its .h5 with the trainable flags of its last phase (the first part of
+    an ImageNet backbone frozen): pruning a frozen layer zeroes weights the rest of that layer can never
+    compensate. BatchNorm statistics were frozen in that training too; batch statistics of a few small
+    batches would shift every activation at once. The wrappers' own variables (masks, quantizer ranges)
+    still update."""
+    import tf_keras as keras
+
+    for layer in model.layers:
+        inner = getattr(layer, "layer", layer)
+        layer.trainable = True
+        if isinstance(inner, keras.layers.BatchNormalization):
+            inner.trainable = False

@@ -241,7 +241,8 @@ def _build_and_measure(name: str, key: str, context: VariantContext, eval_set: E
         metrics["details"] = built.details
         model_path = variant_dir / "model.tflite"
         model_path.write_bytes(built.tflite)
-        metrics.update(measure_model(model_path, eval_set, settings, pruned_layers=built.pruned_layers))
+        metrics.update(measure_model(model_path, eval_set, settings, pruned_layers=built.pruned_layers,
+                                     progress=context.progress, desc=f"{name} on test (LiteRT)"))
         metrics["status"], metrics["reason"] = _verdict(name, metrics)
     except Exception as exc:  # a failing variant is recorded; the others go on
         log.error("%s failed:\n%s", name, traceback.format_exc())

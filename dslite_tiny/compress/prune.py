@@ -42,13 +42,17 @@ class PruningSchedule:
                                                      frequency=self.frequency)
 
 
-def weight_layer_names(model: keras.Model, *, min_weights: int) -> list[str]:
-    """The layers pruning and clustering act on."""
+def weight_layer_names(model: keras.Model, *, min_weights: int, structured: bool = False) -> list[str]:
+    """The layers pruning and clustering act on. 2:4 sparsity groups the input channels by four, so with
+    ``structured`` a layer whose input channels are not a multiple of 4 (an RGB stem conv) is left out."""
     names = []
     for layer in model.layers:
         depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)  # a Conv2D subclass in Keras
-        if isinstance(layer, _WEIGHT_LAYERS) and not depthwise and _kernel_size(layer) >= min_weights:
-            names.append(layer.name)
+        if not isinstance(layer, _WEIGHT_LAYERS) or depthwise or _kernel_size(layer) < min_weights:
+            continue
+        if structured and _kernel(layer).shape[-2] % 4:  # kernels are [..., in, out] in Keras
+            continue
+        names.append(layer.name)
     return names
 
 

@@ -155,7 +155,7 @@ def _load_or_prune(ctx: VariantContext) -> tuple[object, dict]:
     if path.is_file() and details_path.is_file():
         log.info("reusing the pruned model %s", path)
         return keras.models.load_model(path, compile=False), json.loads(details_path.read_text())
-    layers = weight_layer_names(ctx.model, min_weights=c.min_weights)
+    layers = weight_layer_names(ctx.model, min_weights=c.min_weights, structured=c.structured)
     if not layers:
         raise ValueError(f"no layer has {c.min_weights} or more kernel weights to prune (lower min_weights)")
     settings = ctx.settings(c.prune_epochs, c.prune_learning_rate)

@@ -12,6 +12,7 @@ import numpy as np
 from dslite_tiny.measure.flatbuffer import describe_tflite, pruned_sparsity
 from dslite_tiny.measure.litert import all_threads, create_interpreter, measure_latency, predict_tflite, quantize_input
 from dslite_tiny.measure.tflm import TFLMError, check_tflm
+from dslite_tiny.progress import Progress, no_progress
 from dslite_tiny.train.metrics import classification_report, file_votes
 
 log = logging.getLogger(__name__)
@@ -36,12 +37,13 @@ class MeasureSettings:
 
 
 def measure_model(path: Path, eval_set: EvalSet, settings: MeasureSettings, *,
-                  pruned_layers: list[str] | None = None) -> dict:
+                  pruned_layers: list[str] | None = None, progress: Progress = no_progress,
+                  desc: str = "LiteRT") -> dict:
     """Everything about one model file, as plain data for ``metrics.json``."""
     data = Path(path).read_bytes()
     described = describe_tflite(data)
     interpreter = create_interpreter(data)
-    scores = predict_tflite(interpreter, eval_set.images)
+    scores = predict_tflite(interpreter, eval_set.images, progress=progress, desc=desc)
     metrics = {
         "size": {key: described[key] for key in ("tflite_bytes", "gzip_bytes", "weight_bytes", "params", "macs")},
         "ops": described["ops"], "float_ops": described["float_ops"],

@@ -104,8 +104,19 @@ def _tensor_sparsity(model, graph, index: int) -> dict:
     dtype = _enum_names(_schema().TensorType)[tensor.type]
     values = _buffer(model, tensor).view(_DTYPES[dtype])
     zeros = int(np.count_nonzero(values == 0))
-    return {"name": _text(tensor.name), "dtype": dtype.lower(), "shape": [int(s) for s in tensor.shape],
-            "elements": int(values.size), "zeros": zeros, "sparsity": round(zeros / max(values.size, 1), 6)}
+    shape = [int(s) for s in tensor.shape]
+    return {"name": _text(tensor.name), "dtype": dtype.lower(), "shape": shape, "elements": int(values.size),
+            "zeros": zeros, "sparsity": round(zeros / max(values.size, 1), 6),
+            "sparse_2_4": _is_2_of_4(values.reshape(shape))}
+
+
+def _is_2_of_4(weights: np.ndarray) -> bool:
+    """Structured 2:4 sparsity as hardware wants it: at least two zeros in every four consecutive weights
+    along the input channels (the last axis in TFLite's conv and FC layouts)."""
+    if weights.ndim < 2 or weights.shape[-1] % 4:
+        return False
+    groups = weights.reshape(-1, 4)
+    return bool(np.all(np.count_nonzero(groups == 0, axis=1) >= 2))
 
 
 def _macs(graph, op_names: list[str]) -> int:

@@ -14,6 +14,7 @@ import time
 import numpy as np
 
 from dslite_tiny.native import capture_native_stderr
+from dslite_tiny.progress import Progress, no_progress
 
 
 def create_interpreter(data: bytes, *, num_threads: int = 1):
@@ -43,13 +44,14 @@ def dequantize_output(values: np.ndarray, detail: dict) -> np.ndarray:
     return ((values.astype(np.float32) - zero_point) * scale).astype(np.float32)
 
 
-def predict_tflite(interpreter, images: np.ndarray) -> np.ndarray:
+def predict_tflite(interpreter, images: np.ndarray, *, progress: Progress = no_progress,
+                   desc: str = "LiteRT") -> np.ndarray:
     """Scores (dequantized) of each image, one invoke per image."""
     input_detail = interpreter.get_input_details()[0]
     output_detail = interpreter.get_output_details()[0]
     quantized = quantize_input(images, input_detail)
     scores = []
-    for x in quantized:
+    for x in progress(quantized, desc=desc):
         interpreter.set_tensor(input_detail["index"], x[None])
         interpreter.invoke()
         scores.append(dequantize_output(interpreter.get_tensor(output_detail["index"])[0], output_detail))
