@@ -9,7 +9,6 @@ TFLM's missing DENSIFY op.
 """
 from __future__ import annotations
 
-import logging
 import warnings
 from collections.abc import Callable
 from typing import Literal
@@ -18,7 +17,6 @@ import numpy as np
 
 from dslite_tiny.native import capture_native_stderr
 
-log = logging.getLogger(__name__)
 Kind = Literal["float32", "float16", "dynamic", "int8"]
 
 

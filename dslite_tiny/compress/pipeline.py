@@ -40,7 +40,6 @@ from dslite_tiny.models.arelu import fold_arelu
 from dslite_tiny.models.trained import TrainedModel, load_trained, versions
 from dslite_tiny.progress import Progress, no_progress
 from dslite_tiny.train.evaluate import check_labels, model_labels
-from dslite_tiny.train.fit import predict
 
 log = logging.getLogger(__name__)
 SUMMARY_COLUMNS = (
@@ -72,10 +71,11 @@ def run_compress(model_path: str | Path, *, config: CompressConfig, out_dir: str
     handler, level = _log_to(out_dir / "compress.log")
     try:
         features, frontend = _features(trained, data, cache, progress)
-        fingerprint = _fingerprint(trained, features)
+        source = {"model": str(trained.path), "sha256": file_digest(trained.path)}
+        fingerprint = _fingerprint(source["sha256"], trained, features)
         folded = fold_arelu(trained.model)
         eval_set, scores = _eval_set(trained, folded, features["test"], frontend)
-        reference = _write_reference(out_dir, trained, eval_set, scores, features["test"])
+        reference = _write_reference(out_dir, source, eval_set, scores, features["test"])
         context = VariantContext(folded, fingerprint, features["train"], features["devel"], frontend,
                                  _representative(features["train"], frontend, config), config,
                                  out_dir / "stages", progress)
@@ -87,10 +87,10 @@ def run_compress(model_path: str | Path, *, config: CompressConfig, out_dir: str
             if skipped:
                 log.info("%s: unchanged since %s, skipped (--force rebuilds)", name, metrics["finished"])
             else:
-                metrics = _build_and_measure(name, key, context, eval_set, settings, out_dir, trained)
+                metrics = _build_and_measure(name, key, context, eval_set, settings, out_dir, source)
+            rows = write_summary(out_dir)  # after every variant: an interrupted run keeps a current table
             if on_variant:
                 on_variant({**summary_row(metrics), "skipped": skipped})
-        rows = write_summary(out_dir)
     finally:
         logger = logging.getLogger("dslite_tiny")
         logger.removeHandler(handler)
@@ -101,15 +101,15 @@ def run_compress(model_path: str | Path, *, config: CompressConfig, out_dir: str
 
 def summary_row(metrics: dict) -> dict:
     """One flat row of ``summary.csv`` from a variant's metrics (missing figures stay empty)."""
-    size, accuracy = metrics.get("size", {}), metrics.get("accuracy", {})
+    size, scores = metrics.get("size", {}), metrics.get("accuracy", {})
     sparsity, latency, tflm = metrics.get("sparsity", {}), metrics.get("latency", {}), metrics.get("tflm", {})
-    chunks, files = accuracy.get("chunks", {}), accuracy.get("files", {})
+    chunks, files = scores.get("chunks", {}), scores.get("files", {})
     one, every = latency.get("one_thread", {}), latency.get("all_threads", {})
     row = {
         "variant": metrics["variant"], "status": metrics["status"], "reason": metrics.get("reason", ""),
         **{k: size.get(k) for k in ("tflite_bytes", "gzip_bytes", "weight_bytes", "params", "macs")},
         "uar": chunks.get("uar"), "accuracy": chunks.get("accuracy"), "uar_files": files.get("uar"),
-        "accuracy_files": files.get("accuracy"), "agreement": accuracy.get("agreement"),
+        "accuracy_files": files.get("accuracy"), "agreement": scores.get("agreement"),
         "sparsity": sparsity.get("weights"), "pruned_sparsity": sparsity.get("pruned_layers"),
         "sparsity_target": metrics.get("details", {}).get("sparsity_target"),
         "latency_ms": one.get("median_ms"), "latency_p90_ms": one.get("p90_ms"),
@@ -172,8 +172,8 @@ def _features(trained: TrainedModel, data: DataConfig, cache: FeatureCache | Non
     return features, frontend
 
 
-def _fingerprint(trained: TrainedModel, features: dict[str, FeatureSet]) -> str:
-    digest = hashlib.sha256(file_digest(trained.path).encode())
+def _fingerprint(model_sha256: str, trained: TrainedModel, features: dict[str, FeatureSet]) -> str:
+    digest = hashlib.sha256(model_sha256.encode())
     digest.update(json.dumps(trained.sidecar["frontend"], sort_keys=True).encode())
     for split in ("train", "devel", "test"):
         table = features[split]
@@ -186,14 +186,14 @@ def _fingerprint(trained: TrainedModel, features: dict[str, FeatureSet]) -> str:
 def _eval_set(trained: TrainedModel, folded, test: FeatureSet, frontend: Frontend) -> tuple[EvalSet, np.ndarray]:
     """The test images and the float Keras model's scores on them (the reference for agreement)."""
     images = np.concatenate([frontend.model_input(test.mel_db[i:i + 256]) for i in range(0, len(test), 256)])
-    scores = predict(folded, test, frontend)
+    scores = np.concatenate([folded(images[i:i + 64], training=False).numpy() for i in range(0, len(images), 64)])
     return EvalSet(images.astype(np.float32), model_labels(trained, test), test.clip_index, trained.classes,
                    scores.argmax(axis=1)), scores
 
 
-def _write_reference(out_dir: Path, trained: TrainedModel, eval_set: EvalSet, scores: np.ndarray,
+def _write_reference(out_dir: Path, source: dict, eval_set: EvalSet, scores: np.ndarray,
                      test: FeatureSet) -> dict:
-    reference = {"model": str(trained.path), "sha256": file_digest(trained.path), "split": "test",
+    reference = {**source, "split": "test",
                  "features": test.report.describe(), "accuracy": accuracy(scores, eval_set)}
     (out_dir / "reference.json").write_text(json.dumps(reference, indent=2), encoding="utf-8")
     return reference
@@ -205,8 +205,6 @@ def _representative(train: FeatureSet, frontend: Frontend, config: CompressConfi
     classes = np.unique(train.labels)
     per_class = max(1, config.representative_chunks // len(classes))
     chosen = np.concatenate([rng.permutation(np.flatnonzero(train.labels == c))[:per_class] for c in classes])
-    if len(chosen) == 0:
-        raise DataError("the representative set is empty: the train split has no chunks")
     return frontend.model_input(train.mel_db[np.sort(chosen)]).astype(np.float32)
 
 
@@ -228,10 +226,10 @@ def _previous(variant_dir: Path, key: str) -> dict | None:
 
 
 def _build_and_measure(name: str, key: str, context: VariantContext, eval_set: EvalSet,
-                       settings: MeasureSettings, out_dir: Path, trained: TrainedModel) -> dict:
+                       settings: MeasureSettings, out_dir: Path, source: dict) -> dict:
     variant_dir = out_dir / name
     variant_dir.mkdir(parents=True, exist_ok=True)
-    metrics = {"variant": name, "key": key, "source": {"model": str(trained.path), "sha256": file_digest(trained.path)},
+    metrics = {"variant": name, "key": key, "source": source,
                "config": to_dict(context.config), "versions": versions()}
     start = time.perf_counter()
     log.info("%s: building", name)

@@ -2,8 +2,8 @@
 
 Only Conv2D and Dense layers with at least ``min_weights`` kernel weights are wrapped: tiny kernels cost
 accuracy and save nothing, and TFMOT's registry prunes no depthwise kernels (a wrapped DepthwiseConv2D
-would silently stay dense and miss the target). The returned ``layer_names`` say which layers the sparsity target applies to; the measurement
-checks that target in the converted flatbuffer.
+would silently stay dense and miss the target). ``weight_layer_names`` says which layers the sparsity
+target applies to; the measurement checks that target in the converted flatbuffer.
 """
 from __future__ import annotations
 
@@ -62,7 +62,6 @@ def prune_model(model: keras.Model, layer_names: list[str], schedule: PruningSch
     Train it with ``tfmot.sparsity.keras.UpdatePruningStep()`` among the callbacks."""
     prune = tfmot.sparsity.keras.prune_low_magnitude
     options = {"sparsity_m_by_n": (2, 4)} if structured else {}
-
     return _wrap_layers(model, layer_names, lambda layer: prune(layer, pruning_schedule=schedule.to_tfmot(),
                                                                 **options))
 
@@ -77,7 +76,6 @@ def cluster_model(model: keras.Model, layer_names: list[str], *, clusters: int,
     ``preserve_sparsity`` keeps pruned zeros at zero."""
     cluster = tfmot.clustering.keras.cluster_weights
     init = tfmot.clustering.keras.CentroidInitialization.KMEANS_PLUS_PLUS
-
     return _wrap_layers(model, layer_names, lambda layer: cluster(
         layer, number_of_clusters=clusters, cluster_centroids_init=init, preserve_sparsity=preserve_sparsity))
 

@@ -4,7 +4,8 @@ TFMOT's default 8-bit scheme refuses three things our models contain, so each ge
 
 - BatchNormalization that does not directly follow a Conv/Dense (DenseNet's BN after Concatenate and
   after ReLU) cannot be folded: its output is quantized and the converter turns it into int8 MUL + ADD.
-- The AReLU layer (ours, not in TFMOT's registry): its output is quantized like any activation.
+- The AReLU layer (ours, not in TFMOT's registry): compression folds it into LEAKY_RELU first
+  (``fold_arelu``); one that cannot be folded has its output quantized like any activation.
 - Average pooling keeps no output quantizer: an int8 AVERAGE_POOL_2D/MEAN must keep its input's scale,
   and a separate fake-quant there makes conversion fail with "same scale constraint".
 
