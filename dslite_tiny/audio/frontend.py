@@ -101,11 +101,17 @@ def mel_matrix(*, sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float) ->
     """
     freqs = _tf_linspace32(0.0, np.float32(sr) / np.float32(2.0), n_fft // 2 + 1)[1:]  # no DC weight (HTK)
     bins_mel = hz_to_mel(freqs)[:, None]
-    edges = _tf_linspace32(hz_to_mel(fmin)[0], hz_to_mel(fmax)[0], n_mels + 2)
+    edges = mel_band_edges(n_mels=n_mels, fmin=fmin, fmax=fmax)
     lower, center, upper = edges[:-2][None, :], edges[1:-1][None, :], edges[2:][None, :]
     weights = np.maximum(np.float32(0.0), np.minimum((bins_mel - lower) / (center - lower),
                                                      (upper - bins_mel) / (upper - center)))
     return np.vstack([np.zeros((1, n_mels), np.float32), weights]).astype(np.float32)
+
+
+def mel_band_edges(*, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    """The n_mels + 2 band edges on the HTK mel scale, in float32 exactly as the filterbank uses them
+    (exported to firmware so a C frontend builds the same triangles)."""
+    return _tf_linspace32(hz_to_mel(fmin)[0], hz_to_mel(fmax)[0], n_mels + 2)
 
 
 def _tf_linspace32(start: float, stop: float, num: int) -> np.ndarray:

@@ -5,7 +5,7 @@ Layout of ``OUT``::
     OUT/<variant>/model.tflite   the converted model
     OUT/<variant>/metrics.json   status, reason, sizes, accuracy, sparsity, latency, TFLM verdict, provenance
     OUT/summary.csv              one row per variant (columns: SUMMARY_COLUMNS)
-    OUT/reference.json           the float Keras model on the same test chunks
+    OUT/reference.json           the float Keras model on the same test chunks; the labels and frontend
     OUT/compress.log             the library log of every run
     OUT/stages/                  fine-tuned intermediate models shared by variants (pruned model)
 
@@ -75,7 +75,8 @@ def run_compress(model_path: str | Path, *, config: CompressConfig, out_dir: str
         fingerprint = _fingerprint(source["sha256"], trained, features)
         folded = fold_arelu(trained.model)
         eval_set, scores = _eval_set(trained, folded, features["test"], frontend)
-        reference = _write_reference(out_dir, source, eval_set, scores, features["test"])
+        reference = _write_reference(out_dir, source, eval_set, scores, features["test"],
+                                     trained.sidecar["frontend"])
         context = VariantContext(folded, fingerprint, features["train"], features["devel"], frontend,
                                  _representative(features["train"], frontend, config), config,
                                  out_dir / "stages", progress)
@@ -192,8 +193,10 @@ def _eval_set(trained: TrainedModel, folded, test: FeatureSet, frontend: Fronten
 
 
 def _write_reference(out_dir: Path, source: dict, eval_set: EvalSet, scores: np.ndarray,
-                     test: FeatureSet) -> dict:
-    reference = {**source, "split": "test",
+                     test: FeatureSet, frontend: dict) -> dict:
+    """The float model's scores, and the labels and frontend that export and report need (so they never
+    have to reopen the source model)."""
+    reference = {**source, "split": "test", "classes": list(eval_set.classes), "frontend": frontend,
                  "features": test.report.describe(), "accuracy": accuracy(scores, eval_set)}
     (out_dir / "reference.json").write_text(json.dumps(reference, indent=2), encoding="utf-8")
     return reference

@@ -45,7 +45,8 @@ def measure_model(path: Path, eval_set: EvalSet, settings: MeasureSettings, *,
     interpreter = create_interpreter(data)
     scores = predict_tflite(interpreter, eval_set.images, progress=progress, desc=desc)
     metrics = {
-        "size": {key: described[key] for key in ("tflite_bytes", "gzip_bytes", "weight_bytes", "params", "macs")},
+        "size": {key: described[key] for key in ("tflite_bytes", "gzip_bytes", "weight_bytes", "params", "macs",
+                                                      "activation_bytes")},
         "ops": described["ops"], "float_ops": described["float_ops"],
         "input": described["input"], "output": described["output"],
         "sparsity": {"weights": described["sparsity"]["weights"],

@@ -43,6 +43,7 @@ def describe_tflite(data: bytes) -> dict:
         "weight_bytes": sum(len(_buffer(model, graph.tensors[i])) for i in constants),
         "params": sum(int(np.prod(graph.tensors[i].shape)) for i in constants if graph.tensors[i].shape is not None),
         "macs": _macs(graph, op_names),
+        "activation_bytes": _activation_bytes(graph, constants),
         "ops": dict(sorted(Counter(op_names).items())),
         "float_ops": sorted({name for op, name in zip(graph.operators, op_names)
                              if _has_float_activation(graph, op, constants, schema)}),
@@ -127,6 +128,15 @@ def _macs(graph, op_names: list[str]) -> int:
             outputs = int(np.prod(graph.tensors[op.outputs[0]].shape))
             total += outputs * _MACS_PER_OUTPUT[name](weight_shape)
     return total
+
+
+def _activation_bytes(graph, constants: set[int]) -> int:
+    """Bytes of every non-constant tensor: the activation memory of a runtime that reuses none (an upper
+    bound where no TFLM arena was measured)."""
+    sizes = {name: np.dtype(dtype).itemsize for name, dtype in _DTYPES.items()}
+    names = _enum_names(_schema().TensorType)
+    return sum(int(np.prod(t.shape)) * sizes.get(names[t.type], 4)
+               for i, t in enumerate(graph.tensors) if i not in constants and t.shape is not None)
 
 
 def _has_float_activation(graph, op, constants: set[int], schema) -> bool:
