@@ -226,6 +226,32 @@ class CompressConfig:
             raise ConfigError("variants is empty; choose from: " + ", ".join(VARIANTS), key="variants")
 
 
+@dataclasses.dataclass(frozen=True)
+class BoardConfig:
+    """A deployment target for the fit check (``configs/boards/``). Sizes are KiB (1024 bytes), as datasheets
+    give them; ``system_*`` is what the board's SDK, RTOS and bootloader take before any model code."""
+
+    name: str = param("", "board name, as used by --board")
+    description: str = param("", "what the board is")
+    cpu: str = param("", "microcontroller or SoC and core")
+    clock_mhz: float = param(0.0, "core clock (MHz)", low=0.0)
+    runtime: Literal["tflm", "litert"] = param("tflm", "inference runtime: TFLite Micro (MCU) or LiteRT (phone)")
+    flash_kib: int = param(0, "program storage (KiB)", low=1)
+    ram_kib: int = param(0, "on-chip RAM (KiB)", low=1)
+    external_ram_kib: int = param(0, "external RAM such as PSRAM (KiB); the tensor arena may live there", low=0)
+    arena_max_kib: int = param(0, "largest contiguous RAM region for the tensor arena (KiB); 0 = all of ram_kib",
+                               low=0)
+    system_flash_kib: int = param(0, "flash taken by bootloader, SDK and RTOS (KiB, estimate)", low=0)
+    system_ram_kib: int = param(0, "RAM taken by stack, heap and SDK (KiB, estimate)", low=0)
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ConfigError("a board needs a name", key="name")
+        if self.system_flash_kib >= self.flash_kib:
+            raise ConfigError(f"system_flash_kib={self.system_flash_kib} leaves no flash of flash_kib="
+                              f"{self.flash_kib}", key="system_flash_kib")
+
+
 def samples(seconds: float, sr: int) -> int:
     """Seconds → samples, rounded (DSLite truncates with int(), which 0.29 * 100 turns into 28)."""
     return int(round(seconds * sr))

@@ -48,3 +48,19 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> sub
     full_env = {**os.environ, "PYTHONWARNINGS": "ignore::DeprecationWarning", **(env or {})}
     return subprocess.run([sys.executable, "-m", "dslite_tiny", *args], capture_output=True, text=True,
                           cwd=cwd, env=full_env, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def compressed(cli_model, tmp_path_factory) -> Path:
+    """A compress output of ``cli_model`` (float32, dynamic, int8, pruned-int8; short fine-tuning)."""
+    from dslite_tiny.compress.pipeline import run_compress
+    from dslite_tiny.config import CompressConfig, load_config
+    from dslite_tiny.data.cache import FeatureCache
+
+    out = tmp_path_factory.mktemp("compressed")
+    config = load_config(CompressConfig, ("test", {
+        "variants": ["float32", "dynamic", "int8", "pruned-int8"], "prune_epochs": 2, "latency_runs": 3,
+        "latency_warmup": 1, "min_weights": 256, "representative_chunks": 20}), stage="compress")
+    result = run_compress(cli_model, config=config, out_dir=out, cache=FeatureCache(cli_model.parent / "cache"))
+    assert [r["status"] for r in result.rows] == ["ok"] * 4, result.rows
+    return out

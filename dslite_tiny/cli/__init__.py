@@ -75,10 +75,11 @@ def main() -> None:
 
 
 def _register() -> None:
-    from dslite_tiny.cli import compress, config, data, demo, evaluate, features, train
+    from dslite_tiny.cli import compress, config, data, demo, evaluate, export, features, report, train
 
     for command in (compress.compress, config.config, data.data, demo.demo, evaluate.evaluate, evaluate.predict,
-                    features.features, train.import_dslite, train.train):
+                    export.boards, export.export, features.features, report.report, train.import_dslite,
+                    train.train):
         cli.add_command(command)
 
 

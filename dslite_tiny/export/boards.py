@@ -1,0 +1,124 @@
+"""Board profiles (``configs/boards/*.yaml``) and the flash/RAM fit check of a model on each.
+
+    flash = model bytes + runtime code (RUNTIME_CODE_BYTES) + the board's system flash
+    RAM   = tensor arena + frontend buffers + I/O buffers + the board's system RAM
+
+The runtime code constants are estimates, not measurements: TFLite Micro's interpreter is about 25 KB on
+a Cortex-M and each int8 kernel this toolkit's models use (conv, depthwise conv, fully connected, pooling,
+softmax, leaky ReLU, with CMSIS-NN) 3–15 KB; with the firmware core (serial protocol, frontend and its
+tables) that is about 128 KiB. LiteRT's Android arm64 library is about 4 MiB.
+
+Frontend buffers are what the firmware core holds per chunk: the int16 audio chunk, a complex float32 FFT
+buffer and its power spectrum, and the float32 mel spectrogram. The image is not counted again: the
+firmware writes each quantized pixel straight into the model's input tensor, which lives in the arena.
+A model exported without its frontend counts no frontend buffers. KB in verdicts is 1024 bytes.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from dslite_tiny.config import BoardConfig, FrontendConfig, list_presets, load_config
+
+KIB = 1024
+RUNTIME_CODE_BYTES = {"tflm": 128 * KIB, "litert": 4096 * KIB}
+IO_BYTES = 256  # the 80-character command buffer, a reply line and slack
+
+
+def list_boards() -> list[str]:
+    return list_presets("boards")
+
+
+def load_board(spec: str | Path) -> BoardConfig:
+    """A board profile by name (``configs/boards/<name>.yaml``) or from a YAML file."""
+    return load_config(BoardConfig, spec, stage="boards")
+
+
+@dataclasses.dataclass(frozen=True)
+class Footprint:
+    """What a model needs on any board, before the board's own system share."""
+
+    model_bytes: int
+    arena_bytes: int
+    frontend_bytes: int
+    io_bytes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Fit:
+    board: str
+    flash_needed: int
+    flash_available: int
+    ram_needed: int
+    ram_available: int
+    arena_in_external_ram: bool
+    ram_short: int  # bytes missing (0: fits), including a too-small contiguous region for the arena
+
+    @property
+    def flash_short(self) -> int:
+        return max(0, self.flash_needed - self.flash_available)
+
+    @property
+    def fits(self) -> bool:
+        return self.flash_short == 0 and self.ram_short == 0
+
+    @property
+    def flash_verdict(self) -> str:
+        return _verdict(self.flash_short)
+
+    @property
+    def ram_verdict(self) -> str:
+        return _verdict(self.ram_short) + (" (arena in external RAM)" if self.arena_in_external_ram else "")
+
+    def describe(self) -> str:
+        return (f"{self.board}: flash {format_bytes(self.flash_needed)} of {format_bytes(self.flash_available)}, "
+                f"{self.flash_verdict}; RAM {format_bytes(self.ram_needed)} of {format_bytes(self.ram_available)}, "
+                f"{self.ram_verdict}")
+
+
+def footprint(*, model_bytes: int, arena_bytes: int, frontend: FrontendConfig | None) -> Footprint:
+    return Footprint(model_bytes, arena_bytes, frontend_buffer_bytes(frontend), IO_BYTES)
+
+
+def arena_estimate(arena_bytes: int | None, description: dict) -> int:
+    """The measured TFLM arena, else every activation tensor's bytes (no reuse: an upper bound). Only a
+    LiteRT target goes without a TFLM measurement (a float16 model, say, has no TFLM kernels)."""
+    return arena_bytes if arena_bytes is not None else description["activation_bytes"]
+
+
+def frontend_buffer_bytes(frontend: FrontendConfig | None) -> int:
+    if frontend is None:
+        return 0
+    f = frontend
+    audio = 2 * f.chunk_length
+    fft = 2 * 4 * f.n_fft + 4 * (f.n_fft // 2 + 1)
+    mel = 4 * f.n_frames * f.n_mels
+    return audio + fft + mel
+
+
+def check_fit(need: Footprint, board: BoardConfig) -> Fit:
+    """Flash and RAM needed vs available. The arena goes to external RAM only when on-chip RAM is short."""
+    flash_needed = need.model_bytes + RUNTIME_CODE_BYTES[board.runtime] + board.system_flash_kib * KIB
+    internal = need.frontend_bytes + need.io_bytes + board.system_ram_kib * KIB
+    ram = board.ram_kib * KIB
+    region = (board.arena_max_kib or board.ram_kib) * KIB
+    external = board.external_ram_kib * KIB
+    on_chip_short = max(0, internal + need.arena_bytes - ram, need.arena_bytes - region)
+    use_external = on_chip_short > 0 and external > 0
+    if use_external:
+        short = max(0, internal - ram) + max(0, need.arena_bytes - external)
+    else:
+        short = on_chip_short
+    return Fit(board.name, flash_needed, board.flash_kib * KIB, internal + need.arena_bytes,
+               ram + (external if use_external else 0), use_external, short)
+
+
+def format_bytes(size: int) -> str:
+    """``50.0 KB``, ``6.67 MB`` (1 KB = 1024 bytes)."""
+    if size >= KIB * KIB:
+        return f"{size / KIB / KIB:.2f} MB"
+    return f"{size / KIB:.1f} KB"
+
+
+def _verdict(short: int) -> str:
+    return "fits" if short == 0 else f"short by {format_bytes(short)}"

@@ -1,0 +1,123 @@
+"""``<name>_model_settings.h``: every number a firmware needs around the model, as C macros.
+
+Macros (not ``static const`` variables) so that plain C and C++ include it without unused-variable
+warnings, and so that ``#if`` can select code paths (``<NAME>_COLOR_MAP_VIRIDIS``). Arrays are brace
+initialisers: ``static const char *const labels[] = KWS_LABELS;``.
+
+The recommended tensor arena is the TFLM minimum measured on the host plus ``ARENA_MARGIN_FRACTION`` and
+``ARENA_MARGIN_BYTES``: the host's TFLM build has 64-bit pointers and reference kernels, while a board's
+optimised kernels (CMSIS-NN, ESP-NN) ask for scratch buffers the reference kernels do not, and a board's
+arena must also absorb alignment of its start address.
+"""
+from __future__ import annotations
+
+from dslite_tiny.audio.frontend import mel_band_edges
+from dslite_tiny.config import FrontendConfig
+from dslite_tiny.export.c_source import banner, c_float, c_string, include_guard
+from dslite_tiny.export.variant import Variant
+
+ARENA_MARGIN_FRACTION = 0.10
+ARENA_MARGIN_BYTES = 1024
+_ARENA_ALIGN = 16
+
+
+def recommended_arena_bytes(measured: int) -> int:
+    """Measured TFLM minimum + 10 % + 1 KiB, rounded up to 16 bytes."""
+    padded = measured + int(measured * ARENA_MARGIN_FRACTION) + ARENA_MARGIN_BYTES
+    return -(-padded // _ARENA_ALIGN) * _ARENA_ALIGN
+
+
+def model_settings_file(variant: Variant, *, name: str, provenance: list[str]) -> dict[str, str]:
+    """``{file name: text}`` of the settings header (``variant.arena_bytes`` must be measured)."""
+    prefix = name.upper()
+    file_name = f"{name}_model_settings.h"
+    guard = include_guard(file_name)
+    sections = [_model_section(variant, prefix), _arena_section(variant, prefix),
+                _labels_section(variant, prefix), _frontend_section(variant.frontend, prefix)]
+    body = "\n\n".join(sections)
+    return {file_name: f"{banner(provenance)}\n#ifndef {guard}\n#define {guard}\n\n{body}\n\n#endif  // {guard}\n"}
+
+
+def _define(prefix: str, key: str, value: str, comment: str = "") -> str:
+    line = f"#define {prefix}_{key} {value}"
+    return f"{line}  // {comment}" if comment else line
+
+
+def _model_section(variant: Variant, p: str) -> str:
+    io_in, io_out = variant.description["input"], variant.description["output"]
+    shape = io_in["shape"]
+    lines = ["// Model tensors (batch 1).",
+             _define(p, "MODEL_VARIANT", c_string(variant.name)),
+             _define(p, "MODEL_SHA256", c_string(variant.sha256)),
+             _define(p, "INPUT_HEIGHT", str(shape[1])), _define(p, "INPUT_WIDTH", str(shape[2])),
+             _define(p, "INPUT_CHANNELS", str(shape[3])),
+             _define(p, "INPUT_ELEMENTS", str(shape[1] * shape[2] * shape[3])),
+             _define(p, "INPUT_DTYPE", c_string(io_in["dtype"])),
+             _define(p, f"INPUT_IS_{io_in['dtype'].upper()}", "1")]
+    lines += _quantization(p, "INPUT", io_in)
+    lines += [_define(p, "OUTPUT_DTYPE", c_string(io_out["dtype"])),
+              _define(p, f"OUTPUT_IS_{io_out['dtype'].upper()}", "1")]
+    lines += _quantization(p, "OUTPUT", io_out)
+    return "\n".join(lines)
+
+
+def _quantization(p: str, which: str, io: dict) -> list[str]:
+    """real = scale · (q − zero_point); a float tensor gets scale 0 (TFLite's 'not quantized')."""
+    scale = io.get("scale") or 0.0
+    return [_define(p, f"{which}_SCALE", c_float(scale), "real = scale * (q - zero_point)"),
+            _define(p, f"{which}_ZERO_POINT", str(int(io.get("zero_point") or 0)))]
+
+
+def _arena_section(variant: Variant, p: str) -> str:
+    measured = variant.arena_bytes
+    return "\n".join([
+        f"// Tensor arena: the TFLM minimum measured on the host ({measured} bytes) + "
+        f"{ARENA_MARGIN_FRACTION:.0%} + {ARENA_MARGIN_BYTES} bytes",
+        "// for optimised kernels' scratch buffers and alignment.",
+        _define(p, "TENSOR_ARENA_MIN_BYTES", str(measured)),
+        _define(p, "TENSOR_ARENA_SIZE", str(recommended_arena_bytes(measured)))])
+
+
+def _labels_section(variant: Variant, p: str) -> str:
+    note = "" if variant.labels_known else " (unknown: class indices stand in)"
+    labels = ", ".join(c_string(label) for label in variant.labels)
+    return "\n".join([f"// Classes in output order{note}.",
+                      _define(p, "NUM_CLASSES", str(variant.num_classes)),
+                      _define(p, "LABELS", "{" + labels + "}")])
+
+
+def _frontend_section(frontend: FrontendConfig | None, p: str) -> str:
+    if frontend is None:
+        return ("// Frontend: unknown (a bare .tflite without its compress reference.json).\n"
+                + _define(p, "HAS_FRONTEND", "0"))
+    f = frontend
+    edges = mel_band_edges(n_mels=f.n_mels, fmin=f.fmin, fmax=f.fmax)
+    lines = ["// Frontend (DeepSpectrumLite): chunk -> periodic-Hann STFT -> |X|^2 -> HTK mel -> dB -> min-max",
+             "// -> colour map -> resize (mel rows flipped: highest frequency on top) -> backbone normalisation.",
+             _define(p, "HAS_FRONTEND", "1"),
+             _define(p, "SAMPLE_RATE", str(f.sr), "Hz"),
+             _define(p, "CHUNK_SAMPLES", str(f.chunk_length)),
+             _define(p, "CHUNK_HOP_SAMPLES", str(f.chunk_hop_length)),
+             _define(p, "NORMALIZE_AUDIO", str(int(f.normalize_audio)), "peak-normalise each chunk to 0.7079"),
+             _define(p, "WINDOW_SAMPLES", str(f.win_length)),
+             _define(p, "HOP_SAMPLES", str(f.hop_length)),
+             _define(p, "FFT_SIZE", str(f.n_fft)),
+             _define(p, "FRAMES", str(f.n_frames), "STFT frames per chunk (no end padding)"),
+             _define(p, "MEL_BINS", str(f.n_mels)),
+             _define(p, "MEL_FMIN_HZ", c_float(f.fmin)),
+             _define(p, "MEL_FMAX_HZ", c_float(f.fmax)),
+             _define(p, "MEL_EDGES_MEL", "{" + ", ".join(c_float(float(e)) for e in edges) + "}",
+                     "MEL_BINS + 2 band edges, mel = 1127 ln(1 + f / 700)"),
+             _define(p, "HAS_TOP_DB", str(int(f.top_db is not None))),
+             _define(p, "TOP_DB", c_float(f.top_db or 0.0), "floor at (chunk max - TOP_DB) dB"),
+             _define(p, "COLOR_MAP", c_string(f.color_map)),
+             _define(p, f"COLOR_MAP_{f.color_map.upper()}", "1"),
+             _define(p, "IMAGE_HEIGHT", str(f.image_height)),
+             _define(p, "IMAGE_WIDTH", str(f.image_width)),
+             _define(p, "IMAGE_CHANNELS", str(f.channels)),
+             _define(p, "RESIZE", c_string(f.resize)),
+             _define(p, f"RESIZE_{f.resize.upper()}", "1"),
+             _define(p, "RESIZE_ANTIALIAS", str(int(f.antialias))),
+             _define(p, "NORMALIZATION", c_string(f.normalization)),
+             _define(p, f"NORMALIZATION_{f.normalization.upper()}", "1")]
+    return "\n".join(lines)

@@ -1,0 +1,101 @@
+"""``export``: a variant as C sources for TFLite Micro or as a phone bundle, checked against a board.
+
+    c      <name>_model_data.h/.cc, <name>_model_settings.h, <name>_op_resolver.h
+    phone  <name>.tflite, labels.txt, <name>.json
+
+With a board, a model that does not fit (flash or RAM) is refused unless ``force``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Literal
+
+from dslite_tiny.errors import UserError
+from dslite_tiny.export.boards import Fit, arena_estimate, check_fit, footprint, load_board
+from dslite_tiny.export.c_source import c_identifier, model_data_files, write_files
+from dslite_tiny.export.op_resolver import op_resolver_file
+from dslite_tiny.export.phone import phone_files
+from dslite_tiny.export.settings import model_settings_file
+from dslite_tiny.export.variant import Variant, load_variant, with_measured_arena
+
+TARGETS = ("c", "phone")
+Target = Literal["c", "phone"]
+
+
+@dataclasses.dataclass
+class ExportResult:
+    variant: Variant
+    out_dir: Path
+    files: list[Path]
+    fit: Fit | None
+
+
+def export_model(path: str | Path, *, target: Target, name: str | None = None, out_dir: str | Path | None = None,
+                 board: str | Path | None = None, force: bool = False) -> ExportResult:
+    """Write ``target``'s files for the variant folder or ``.tflite`` at ``path``."""
+    if target not in TARGETS:
+        raise UserError(f"unknown target '{target}'; targets: {', '.join(TARGETS)}")
+    variant = load_variant(path)
+    name = _name(name, variant)
+    profile = load_board(board) if board is not None else None
+    if target == "c" or (profile is not None and profile.runtime == "tflm"):
+        variant = with_measured_arena(variant)
+    _check_shapes(variant)
+    fit = _fit(variant, profile, force) if profile is not None else None
+    out = Path(out_dir) if out_dir is not None else _default_out(variant, target)
+    if target == "c":
+        files = write_files(c_files(variant, name=name), out)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        files = []
+        for file_name, content in phone_files(variant, name=name).items():
+            (out / file_name).write_bytes(content)
+            files.append(out / file_name)
+    return ExportResult(variant, out, files, fit)
+
+
+def c_files(variant: Variant, *, name: str) -> dict[str, str]:
+    """Every C source of the variant, ``{file name: text}`` (the arena must be measured)."""
+    provenance = provenance_lines(variant)
+    return {**model_data_files(variant.data, name=name, provenance=provenance),
+            **model_settings_file(variant, name=name, provenance=provenance),
+            **op_resolver_file(variant, name=name, provenance=provenance)}
+
+
+def provenance_lines(variant: Variant) -> list[str]:
+    converter = variant.converter.get("tensorflow", "unknown (no metrics.json beside the model)")
+    return [f"Source: {variant.path}", f"SHA-256: {variant.sha256}", f"Variant: {variant.name}",
+            f"TensorFlow (converter): {converter}"]
+
+
+def _name(name: str | None, variant: Variant) -> str:
+    try:
+        return c_identifier(name if name is not None else variant.name)
+    except ValueError:
+        raise UserError(f"--name {name!r} has no letters or digits for a C identifier") from None
+
+
+def _check_shapes(variant: Variant) -> None:
+    shape = variant.description["input"]["shape"]
+    if len(shape) != 4:
+        raise UserError(f"the model's input has shape {shape}; an image model takes (1, H, W, C)", path=variant.path)
+    f = variant.frontend
+    if f is not None and tuple(shape[1:]) != f.image_shape:
+        raise UserError(f"the model's input {tuple(shape[1:])} differs from its frontend's image {f.image_shape}",
+                        path=variant.path)
+
+
+def _fit(variant: Variant, board, force: bool) -> Fit:
+    arena = arena_estimate(variant.arena_bytes, variant.description)
+    need = footprint(model_bytes=len(variant.data), arena_bytes=arena, frontend=variant.frontend)
+    fit = check_fit(need, board)
+    if not fit.fits and not force:
+        raise UserError(f"the model does not fit {fit.describe()}; --force exports it anyway", path=variant.path)
+    return fit
+
+
+def _default_out(variant: Variant, target: str) -> Path:
+    if variant.path.name == "model.tflite":
+        return variant.path.parent / f"export-{target}"
+    return variant.path.with_name(f"{variant.path.stem}-{target}")

@@ -1,0 +1,121 @@
+"""One model to export: a compress variant folder (``OUT/<variant>``) or a bare ``.tflite``.
+
+A variant folder brings everything firmware needs: its ``metrics.json`` (status, measured TFLM arena,
+converter versions) and the run's ``reference.json`` (labels, frontend). A bare ``.tflite`` brings only its
+tensors; a ``metrics.json`` and ``reference.json`` beside it are used when present, otherwise the labels
+are the class indices, the frontend is unknown, and the arena is measured here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from dslite_tiny.config import FrontendConfig, from_mapping
+from dslite_tiny.errors import ConfigError, UserError
+from dslite_tiny.measure.flatbuffer import describe_tflite
+
+log = logging.getLogger(__name__)
+_TFLITE_IDENTIFIER = b"TFL3"  # bytes 4..8 of every TFLite flatbuffer
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """A converted model and what is known about it."""
+
+    path: Path  # the .tflite file
+    name: str  # variant name (folder name), or the file's stem
+    data: bytes
+    sha256: str
+    description: dict  # describe_tflite(): sizes, ops, input/output quantization
+    labels: tuple[str, ...]
+    labels_known: bool  # False: class indices stand in for the labels
+    frontend: FrontendConfig | None
+    arena_bytes: int | None  # measured TFLM minimum, None until measured
+    converter: dict  # versions that converted the model (metrics.json), {} if unknown
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.description["output"]["shape"][-1])
+
+
+def load_variant(path: str | Path) -> Variant:
+    """Read a variant folder or ``.tflite``; a failed variant or a file that is no TFLite model is refused."""
+    path = Path(path)
+    tflite, name = _tflite_path(path)
+    data = tflite.read_bytes()
+    if data[4:8] != _TFLITE_IDENTIFIER:
+        raise UserError("not a TensorFlow Lite model (no TFL3 identifier)", path=tflite)
+    metrics = _read_json(tflite.with_name("metrics.json"))
+    if metrics and metrics.get("status") != "ok":
+        raise UserError(f"variant {name} failed in compress ({metrics.get('reason', 'no reason recorded')}): "
+                        f"nothing to export", path=path)
+    reference = _read_json(tflite.parent.parent / "reference.json") if metrics else None
+    description = describe_tflite(data)
+    labels, frontend = _labels_and_frontend(reference, description, tflite)
+    arena = (metrics or {}).get("tflm", {}).get("arena_bytes")
+    return Variant(tflite, name, data, hashlib.sha256(data).hexdigest(), description, labels,
+                   reference is not None and "classes" in reference, frontend, arena,
+                   (metrics or {}).get("versions", {}))
+
+
+def with_measured_arena(variant: Variant) -> Variant:
+    """The variant with its TFLM minimum arena, bisected now if ``metrics.json`` did not record it."""
+    if variant.arena_bytes is not None:
+        return variant
+    from dslite_tiny.measure.tflm import TFLMError, check_tflm
+
+    io = variant.description["input"]
+    sample = np.zeros(io["shape"], dtype=np.dtype(io["dtype"]))
+    log.info("measuring the TFLM arena of %s", variant.path)
+    try:
+        arena = check_tflm(variant.path, sample)["arena_bytes"]
+    except TFLMError as exc:
+        raise UserError(f"TensorFlow Lite Micro cannot run this model: {exc}", path=variant.path) from None
+    return dataclasses.replace(variant, arena_bytes=arena)
+
+
+def _tflite_path(path: Path) -> tuple[Path, str]:
+    if path.is_dir():
+        tflite = path / "model.tflite"
+        if not tflite.is_file():
+            raise UserError("no model.tflite in this folder; pass a compress variant folder (OUT/<variant>) "
+                            "or a .tflite file", path=path)
+        return tflite, path.name
+    if not path.is_file():
+        raise UserError("no such file or folder", path=path)
+    if path.suffix != ".tflite":
+        raise UserError("expected a compress variant folder (OUT/<variant>) or a .tflite file", path=path)
+    return path, path.parent.name if path.name == "model.tflite" else path.stem
+
+
+def _read_json(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"not valid JSON ({exc.msg}, line {exc.lineno})", path=path) from None
+
+
+def _labels_and_frontend(reference: dict | None, description: dict,
+                         tflite: Path) -> tuple[tuple[str, ...], FrontendConfig | None]:
+    n = int(description["output"]["shape"][-1])
+    if not reference or "classes" not in reference:
+        log.warning("%s: no labels or frontend recorded beside it (a compress run's reference.json), so labels "
+                    "are class indices and the frontend is unknown", tflite)
+        return tuple(str(i) for i in range(n)), None
+    labels = tuple(reference["classes"])
+    if len(labels) != n:
+        raise UserError(f"reference.json names {len(labels)} classes but the model has {n} outputs",
+                        path=tflite.parent.parent / "reference.json")
+    try:
+        frontend = from_mapping(FrontendConfig, reference["frontend"], source="reference.json")
+    except (ConfigError, KeyError) as exc:
+        raise UserError(f"reference.json has no valid frontend ({exc})",
+                        path=tflite.parent.parent / "reference.json") from None
+    return labels, frontend

@@ -1,0 +1,136 @@
+"""``report``: the accuracy/size/latency trade-off of a compress run as ``report.md``, a self-contained
+``report.html``, PNG plots and ``variants.csv``, built only from the run's files (regenerate any time).
+
+    REPORT/report.md, report.html, variants.csv (the variant table), board_fit.csv (the fit matrix)
+    REPORT/plots/uar_vs_size.png, uar_vs_latency.png, sparsity.png, confusion.png, board_fit.png
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+from pathlib import Path
+
+from dslite_tiny.config import BoardConfig
+from dslite_tiny.errors import UserError
+from dslite_tiny.export.boards import IO_BYTES, RUNTIME_CODE_BYTES, list_boards, load_board
+from dslite_tiny.report import plots
+from dslite_tiny.report.render import to_html, to_markdown
+from dslite_tiny.report.results import Results, VariantResult, load_results
+from dslite_tiny.report.tables import board_fits, fit_table, kb, recommendations, variant_table
+
+DEFAULT_BOARD = "nano33ble"
+
+
+@dataclasses.dataclass
+class ReportResult:
+    report_dir: Path
+    markdown: Path
+    html: Path
+    plots: list[Path]
+    recommendations: list  # tables.Recommendation
+
+
+def build_report(out_dir: str | Path, *, report_dir: str | Path | None = None, board: str = DEFAULT_BOARD,
+                 boards: list[str] | None = None, tolerance_points: float = 1.0) -> ReportResult:
+    """Write the report of the compress output ``out_dir`` (default folder: ``out_dir/report``)."""
+    if not 0 <= tolerance_points <= 100:
+        raise UserError(f"--tolerance {tolerance_points} is out of range; allowed: 0 to 100 UAR points")
+    results = load_results(out_dir)
+    report_dir = Path(report_dir) if report_dir is not None else Path(out_dir) / "report"
+    profiles = [load_board(name) for name in (boards or list_boards())]
+    table_board = load_board(board)
+    if table_board.name not in [p.name for p in profiles]:
+        profiles.append(table_board)
+    fits = board_fits(results, profiles)
+    figures = _plots(results, profiles, fits, report_dir / "plots", tolerance_points)
+    advice = recommendations(results, profiles, fits, tolerance_points=tolerance_points)
+    blocks = _document(results, table_board, profiles, fits, figures, advice, tolerance_points)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    markdown = report_dir / "report.md"
+    markdown.write_text(to_markdown(blocks, base=report_dir), encoding="utf-8")
+    page = report_dir / "report.html"
+    page.write_text(to_html(blocks, title=f"dslite-tiny report: {results.out_dir.name}"), encoding="utf-8")
+    _write_csv(report_dir / "variants.csv", *variant_table(results, table_board, fits))
+    _write_csv(report_dir / "board_fit.csv", *fit_table(results, profiles, fits))
+    return ReportResult(report_dir, markdown, page, [p for p, _ in figures.values()], advice)
+
+
+def best_int8(results: Results) -> VariantResult | None:
+    """The most accurate ok int8 variant (ties: the smaller file)."""
+    int8 = [v for v in results.variants if v.ok and v.name.endswith("int8") and v.host and v.host.uar is not None]
+    return max(int8, key=lambda v: (v.host.uar, -v.size["tflite_bytes"]), default=None)
+
+
+def _plots(results: Results, boards: list[BoardConfig], fits, folder: Path,
+           tolerance_points: float) -> dict[str, tuple[Path, str]]:
+    """{key: (png, caption)} of every figure that has data."""
+    chosen = [v for v in (_variant(results, "float32"), best_int8(results)) if v is not None]
+    figures = {
+        "size": (plots.plot_uar_vs_size(results, folder / "uar_vs_size.png", tolerance_points=tolerance_points),
+                 "Test UAR against model size. Bold names and black rings: the Pareto frontier."),
+        "latency": (plots.plot_uar_vs_latency(results, folder / "uar_vs_latency.png",
+                                              tolerance_points=tolerance_points),
+                    "Test UAR against median inference latency."),
+        "sparsity": (plots.plot_sparsity(results, folder / "sparsity.png"),
+                     "Weight sparsity per layer of the pruned variants."),
+        "confusion": (plots.plot_confusion(results, folder / "confusion.png", chosen),
+                      "Confusion matrices of the float32 model and the most accurate int8 variant."),
+        "fit": (plots.plot_board_fit(results, boards, fits, folder / "board_fit.png"),
+                "Flash and RAM fit of every variant on every board profile."),
+    }
+    return {key: value for key, value in figures.items() if value[0] is not None}
+
+
+def _document(results: Results, board: BoardConfig, boards: list[BoardConfig], fits, figures, advice,
+              tolerance_points: float) -> list[tuple]:
+    ref = results.reference
+    ok = [v for v in results.variants if v.ok]
+    failed = [v for v in results.variants if not v.ok]
+    blocks: list[tuple] = [
+        ("h1", f"Compression report: {Path(ref.get('model', results.out_dir)).name}"),
+        ("p", f"Source model `{ref.get('model', '?')}` (SHA-256 `{ref.get('sha256', '?')[:16]}…`), "
+              f"{len(results.variants)} variants ({len(ok)} ok, {len(failed)} failed), scored on the "
+              f"{ref.get('split', 'test')} split: {ref.get('features', '')}. Float Keras UAR "
+              f"**{results.float_uar:.3f}**."),
+        ("h2", "Recommendation"),
+        ("p", f"The smallest variant within {tolerance_points:g} UAR point{'s' if tolerance_points != 1 else ''} "
+              f"of the float model that fits each board:"),
+        ("list", [f"`{r.board}`: {r.text}" for r in advice]),
+    ]
+    if "size" in figures:
+        blocks.append(("image", *figures["size"]))
+    blocks += [("h2", f"Variants (totals for `{board.name}`)"), ("table", variant_table(results, board, fits)),
+               ("p", _table_notes(board))]
+    if "fit" in figures:
+        blocks += [("h2", "Board fit"), ("image", *figures["fit"])]
+    blocks.append(("h2", "Latency"))
+    if "latency" in figures:
+        blocks.append(("image", *figures["latency"]))
+    blocks.append(("h2", "Sparsity"))
+    blocks.append(("image", *figures["sparsity"]) if "sparsity" in figures else
+                  ("p", "No pruned variant in this run."))
+    if "confusion" in figures:
+        blocks += [("h2", "Confusion"), ("image", *figures["confusion"])]
+    if failed:
+        blocks += [("h2", "Failed variants"), ("list", [f"`{v.name}`: {v.reason}" for v in failed])]
+    return blocks
+
+
+def _table_notes(board: BoardConfig) -> str:
+    return (f"Weights: the flatbuffer's constant buffers. Activations: the TensorFlow Lite Micro arena, the "
+            f"minimum found by bisection in the real TFLM interpreter (int8 variants only). Flash on "
+            f"{board.name} = model + {kb(RUNTIME_CODE_BYTES[board.runtime])} {board.runtime} runtime estimate + "
+            f"{kb(board.system_flash_kib * 1024)} system; RAM = arena + frontend buffers + {IO_BYTES} B I/O + "
+            f"{kb(board.system_ram_kib * 1024)} system. UAR, accuracy and agreement (same prediction as the "
+            f"float Keras model) are per chunk on the test split; host latency is LiteRT's median on one thread.")
+
+
+def _variant(results: Results, name: str) -> VariantResult | None:
+    return next((v for v in results.variants if v.name == name and v.ok), None)
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)

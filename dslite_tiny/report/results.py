@@ -1,0 +1,142 @@
+"""The report's data: a compress output folder read back from its files, never recomputed.
+
+    OUT/summary.csv                   which variants ran, in order, with status and reason
+    OUT/<variant>/metrics.json        sizes, sparsity, TFLM arena, host (LiteRT) accuracy and latency
+    OUT/<variant>/device-<name>.json  one device's accuracy and latency (written by the device harness)
+    OUT/reference.json                the float Keras model's accuracy, the labels and the frontend
+
+Accuracy and speed are ``Measurement``s, one per place the variant ran: the host first, then each device
+file. Tables and plots iterate over measurements, so device results join them without new code. A device
+file holds ``{"device": name, "accuracy": <as in metrics.json>, "latency": {"inference": {"median_ms",
+"p90_ms"}, "frontend": {...}}}``.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+from dslite_tiny.config import FrontendConfig, from_mapping
+from dslite_tiny.errors import ConfigError, UserError
+
+DEVICE_RESULTS_GLOB = "device-*.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Measurement:
+    """Accuracy and latency of one variant where it ran."""
+
+    source: str  # "host" or the device's name
+    uar: float | None
+    accuracy: float | None
+    agreement: float | None  # share of chunks predicted as the float model predicts them
+    latency_ms: float | None  # median inference time
+    latency_p90_ms: float | None
+    frontend_ms: float | None  # on-device feature computation (None on the host: features come precomputed)
+    confusion: list[list[int]] | None
+
+
+@dataclasses.dataclass(frozen=True)
+class VariantResult:
+    name: str
+    status: str
+    reason: str
+    metrics: dict
+    measurements: tuple[Measurement, ...]
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def host(self) -> Measurement | None:
+        return self.measurements[0] if self.measurements else None
+
+    @property
+    def size(self) -> dict:
+        return self.metrics.get("size", {})
+
+    @property
+    def arena_bytes(self) -> int | None:
+        return self.metrics.get("tflm", {}).get("arena_bytes")
+
+
+@dataclasses.dataclass(frozen=True)
+class Results:
+    out_dir: Path
+    reference: dict
+    classes: tuple[str, ...]
+    frontend: FrontendConfig | None
+    variants: tuple[VariantResult, ...]
+
+    @property
+    def float_uar(self) -> float:
+        return self.reference["accuracy"]["chunks"]["uar"]
+
+    @property
+    def sources(self) -> list[str]:
+        """Every measurement source, host first, in the order first seen."""
+        seen: list[str] = []
+        for variant in self.variants:
+            seen += [m.source for m in variant.measurements if m.source not in seen]
+        return seen
+
+
+def load_results(out_dir: str | Path) -> Results:
+    out_dir = Path(out_dir)
+    summary = out_dir / "summary.csv"
+    if not summary.is_file():
+        raise UserError("no summary.csv: pass the output folder of `dslite-tiny compress`", path=out_dir)
+    reference = _read_json(out_dir / "reference.json")
+    with summary.open(newline="", encoding="utf-8") as handle:
+        names = [row["variant"] for row in csv.DictReader(handle)]
+    if not names:
+        raise UserError("summary.csv lists no variants", path=summary)
+    variants = tuple(_variant(out_dir / name) for name in names)
+    return Results(out_dir, reference, tuple(reference.get("classes", ())), _frontend(reference, out_dir),
+                   variants)
+
+
+def _variant(folder: Path) -> VariantResult:
+    metrics = _read_json(folder / "metrics.json")
+    measurements = []
+    if metrics.get("status") == "ok":
+        measurements.append(_host(metrics))
+        measurements += [_device(_read_json(path)) for path in sorted(folder.glob(DEVICE_RESULTS_GLOB))]
+    return VariantResult(metrics["variant"], metrics["status"], metrics.get("reason", ""), metrics,
+                         tuple(measurements))
+
+
+def _host(metrics: dict) -> Measurement:
+    scores, one = metrics.get("accuracy", {}), metrics.get("latency", {}).get("one_thread", {})
+    chunks = scores.get("chunks", {})
+    return Measurement("host", chunks.get("uar"), chunks.get("accuracy"), scores.get("agreement"),
+                       one.get("median_ms"), one.get("p90_ms"), None, chunks.get("confusion_matrix"))
+
+
+def _device(data: dict) -> Measurement:
+    scores, latency = data.get("accuracy", {}), data.get("latency", {})
+    chunks = scores.get("chunks", {})
+    inference, frontend = latency.get("inference", {}), latency.get("frontend", {})
+    return Measurement(str(data.get("device", "device")), chunks.get("uar"), chunks.get("accuracy"),
+                       scores.get("agreement"), inference.get("median_ms"), inference.get("p90_ms"),
+                       frontend.get("median_ms"), chunks.get("confusion_matrix"))
+
+
+def _frontend(reference: dict, out_dir: Path) -> FrontendConfig | None:
+    if "frontend" not in reference:
+        return None
+    try:
+        return from_mapping(FrontendConfig, reference["frontend"], source="reference.json")
+    except ConfigError as exc:
+        raise UserError(f"reference.json: invalid frontend ({exc})", path=out_dir / "reference.json") from None
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise UserError("missing: is this a complete `dslite-tiny compress` output?", path=path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"not valid JSON ({exc.msg}, line {exc.lineno})", path=path) from None

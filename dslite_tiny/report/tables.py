@@ -1,0 +1,166 @@
+"""The report's tables as plain rows of strings (rendered to Markdown and HTML alike): the variant table in
+the style of STM32Cube.AI and Edge Impulse, the board-fit matrix and the recommendation per board."""
+from __future__ import annotations
+
+import dataclasses
+
+from dslite_tiny.config import BoardConfig
+from dslite_tiny.export.boards import Fit, arena_estimate, check_fit, footprint, format_bytes
+from dslite_tiny.report.results import Results, VariantResult
+
+Table = tuple[list[str], list[list[str]]]  # header, rows
+Fits = dict[str, dict[str, Fit | None]]  # variant → board → fit (None: not measurable there)
+
+
+def board_fits(results: Results, boards: list[BoardConfig]) -> Fits:
+    """Every ok variant on every board. On a TFLite Micro board only a variant TFLM ran (its arena measured)
+    gets a verdict; LiteRT falls back to the activation bytes (no reuse: an upper bound)."""
+    fits: Fits = {}
+    for variant in results.variants:
+        if variant.ok:
+            fits[variant.name] = {board.name: _fit(variant, board, results) for board in boards}
+    return fits
+
+
+def _fit(variant: VariantResult, board: BoardConfig, results: Results) -> Fit | None:
+    arena = variant.arena_bytes
+    if arena is None and board.runtime == "litert" and "activation_bytes" in variant.size:
+        arena = arena_estimate(None, variant.size)
+    if arena is None:
+        return None
+    need = footprint(model_bytes=variant.size["tflite_bytes"], arena_bytes=arena, frontend=results.frontend)
+    return check_fit(need, board)
+
+
+def variant_table(results: Results, board: BoardConfig, fits: Fits) -> Table:
+    sources = results.sources
+    header = ["variant", "status", "weights (flash)", "activations (arena)", f"flash on {board.name}",
+              f"RAM on {board.name}", "MACs"]
+    for source in sources:
+        where = "" if source == "host" else f" ({source})"
+        header += [f"UAR{where}", f"ΔUAR{where}", f"accuracy{where}", f"agreement{where}",
+                   "host latency (1 thread)" if source == "host" else f"latency ({source})"]
+        if source != "host":
+            header.append(f"frontend ({source})")
+    header += ["sparsity", "notes"]
+    rows = [_variant_row(variant, results, board, fits, sources) for variant in results.variants]
+    return header, rows
+
+
+def _variant_row(variant: VariantResult, results: Results, board: BoardConfig, fits: Fits,
+                 sources: list[str]) -> list[str]:
+    if not variant.ok:
+        blanks = len(sources) * 5 + sum(1 for s in sources if s != "host") + 6
+        return [variant.name, "failed", *[""] * blanks, variant.reason]
+    fit = fits.get(variant.name, {}).get(board.name)
+    row = [variant.name, "ok", kb(variant.size.get("weight_bytes")), kb(variant.arena_bytes),
+           _need(fit, "flash"), _need(fit, "ram"), count(variant.size.get("macs"))]
+    by_source = {m.source: m for m in variant.measurements}
+    for source in sources:
+        m = by_source.get(source)
+        if m is None:
+            row += ["—"] * (5 if source == "host" else 6)
+            continue
+        delta = None if m.uar is None else 100 * (m.uar - results.float_uar)
+        row += [num(m.uar, 3), signed(delta), num(m.accuracy, 3), percent(m.agreement), ms(m.latency_ms)]
+        if source != "host":
+            row.append(ms(m.frontend_ms))
+    sparsity = variant.metrics.get("sparsity", {})
+    pruned = sparsity.get("pruned_layers")
+    row += [percent(sparsity.get("weights")) + (f" ({percent(pruned)} pruned layers)" if pruned else ""),
+            "" if fit is None or fit.fits else f"does not fit {board.name}"]
+    return row
+
+
+def fit_table(results: Results, boards: list[BoardConfig], fits: Fits) -> Table:
+    header = ["variant", *[b.name for b in boards]]
+    rows = []
+    for variant in results.variants:
+        if variant.ok:
+            rows.append([variant.name, *[fit_cell(fits[variant.name][b.name]) for b in boards]])
+    return header, rows
+
+
+def fit_cell(fit: Fit | None) -> str:
+    if fit is None:
+        return "not run in TFLM"
+    if fit.fits:
+        return "fits" + (" (PSRAM)" if fit.arena_in_external_ram else "")
+    parts = [f"flash {fit.flash_verdict}" if fit.flash_short else "", f"RAM {fit.ram_verdict}" if fit.ram_short else ""]
+    return "; ".join(p for p in parts if p)
+
+
+@dataclasses.dataclass(frozen=True)
+class Recommendation:
+    board: str
+    variant: str | None
+    text: str
+
+
+def recommendations(results: Results, boards: list[BoardConfig], fits: Fits, *,
+                    tolerance_points: float) -> list[Recommendation]:
+    """Per board: the smallest variant (model bytes) that fits and whose host UAR is within
+    ``tolerance_points`` of the float Keras model's."""
+    floor = results.float_uar - tolerance_points / 100
+    out = []
+    for board in boards:
+        fitting = [v for v in results.variants if v.ok and fits[v.name][board.name] is not None
+                   and fits[v.name][board.name].fits]
+        good = sorted((v for v in fitting if v.host.uar is not None and v.host.uar >= floor - 1e-9),
+                      key=lambda v: (v.size["tflite_bytes"], -v.host.uar))
+        if good:
+            best = good[0]
+            fit = fits[best.name][board.name]
+            text = (f"**{best.name}**: {kb(best.size['tflite_bytes'])}, UAR {best.host.uar:.3f} "
+                    f"({signed(100 * (best.host.uar - results.float_uar))} points vs float), "
+                    f"flash {kb(fit.flash_needed)} of {kb(fit.flash_available)}, "
+                    f"RAM {kb(fit.ram_needed)} of {kb(fit.ram_available)}")
+            out.append(Recommendation(board.name, best.name, text))
+        elif fitting:
+            top = max(fitting, key=lambda v: v.host.uar or 0.0)
+            out.append(Recommendation(board.name, None,
+                                      f"none within {tolerance_points:g} points; the most accurate that fits is "
+                                      f"{top.name} (UAR {top.host.uar:.3f})"))
+        else:
+            out.append(Recommendation(board.name, None, "no variant fits"))
+    return out
+
+
+# --- cell formats ------------------------------------------------------------------------------------------
+
+def kb(size: int | None) -> str:
+    return "—" if size is None else format_bytes(size)
+
+
+def count(value: int | None) -> str:
+    if value is None:
+        return "—"
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.1f} {unit}"
+    return str(value)
+
+
+def num(value: float | None, digits: int) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def signed(value: float | None) -> str:
+    return "—" if value is None else f"{value:+.1f}"
+
+
+def percent(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f} %"
+
+
+def ms(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.3f} ms" if value < 1 else f"{value:.2f} ms"
+
+
+def _need(fit: Fit | None, which: str) -> str:
+    if fit is None:
+        return "—"
+    needed, short = (fit.flash_needed, fit.flash_short) if which == "flash" else (fit.ram_needed, fit.ram_short)
+    return kb(needed) + (" ✗" if short else " ✓")

@@ -1,0 +1,130 @@
+"""The report: every variant and every plot, well-formed self-contained HTML, failed variants with their
+reason, device measurements joining the tables, the Pareto frontier and the recommendation."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from html.parser import HTMLParser
+
+import pytest
+
+from conftest import run_cli
+from test_cli import assert_user_error
+
+from dslite_tiny.compress.pipeline import write_summary
+from dslite_tiny.report.build import build_report
+from dslite_tiny.report.plots import pareto_front
+from dslite_tiny.report.results import load_results
+
+PLOTS = ["board_fit.png", "confusion.png", "sparsity.png", "uar_vs_latency.png", "uar_vs_size.png"]
+VOID = {"meta", "img", "br", "hr", "link", "input"}
+
+
+class StrictParser(HTMLParser):
+    """Fails on a closing tag that does not close the innermost open element; counts images."""
+
+    def __init__(self):
+        super().__init__()
+        self.stack: list[str] = []
+        self.images: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.images.append(dict(attrs)["src"])
+        if tag not in VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        assert self.stack and self.stack[-1] == tag, f"</{tag}> closes {self.stack[-1:]}"
+        self.stack.pop()
+
+
+def _parse(html: str) -> StrictParser:
+    parser = StrictParser()
+    parser.feed(html)
+    parser.close()
+    assert parser.stack == []
+    return parser
+
+
+def test_report_has_every_variant_and_plot(compressed, tmp_path):
+    result = build_report(compressed, report_dir=tmp_path / "r")
+    assert sorted(p.name for p in result.plots) == PLOTS
+    for plot in result.plots:
+        assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
+    markdown = result.markdown.read_text()
+    for name in ("float32", "dynamic", "int8", "pruned-int8"):
+        assert f"| {name} | ok |" in markdown
+    for plot in PLOTS:
+        assert f"](plots/{plot})" in markdown
+    page = _parse(result.html.read_text())
+    assert len(page.images) == len(PLOTS) and all(src.startswith("data:image/png;base64,") for src in page.images)
+    table = list(csv.reader((tmp_path / "r" / "variants.csv").open()))
+    assert table[0][:4] == ["variant", "status", "weights (flash)", "activations (arena)"] and len(table) == 5
+    boards = {r.board for r in result.recommendations}
+    assert {"nano33ble", "esp32s3", "stm32h743", "rp2040", "mps2-an386", "phone"} <= boards
+
+
+def test_recommendation_is_the_smallest_fitting_variant_within_tolerance(compressed, tmp_path):
+    results = load_results(compressed)
+    float_uar = results.float_uar
+    loose = build_report(compressed, report_dir=tmp_path / "loose", tolerance_points=100, boards=["mps2-an386"],
+                         board="mps2-an386")
+    ok_int8 = [v for v in results.variants if v.ok and v.arena_bytes is not None]
+    smallest = min(ok_int8, key=lambda v: v.size["tflite_bytes"])
+    assert [(r.board, r.variant) for r in loose.recommendations] == [("mps2-an386", smallest.name)]
+    strict = build_report(compressed, report_dir=tmp_path / "strict", tolerance_points=0, boards=["mps2-an386"],
+                          board="mps2-an386")
+    chosen = strict.recommendations[0]
+    if chosen.variant is not None:
+        assert next(v for v in results.variants if v.name == chosen.variant).host.uar >= float_uar - 1e-9
+    else:
+        assert "none within 0 points" in chosen.text
+
+
+def test_failed_variants_and_device_measurements_join_the_tables(compressed, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(compressed, out)
+    metrics = json.loads((out / "pruned-int8" / "metrics.json").read_text())
+    (out / "pruned-int8" / "metrics.json").write_text(json.dumps(
+        {"variant": "pruned-int8", "status": "failed", "reason": "RuntimeError: forced", "source": metrics["source"]}))
+    write_summary(out)
+    device = {"device": "virtual", "accuracy": {"chunks": {"uar": 0.5, "accuracy": 0.6, "confusion_matrix": None},
+                                                "agreement": 0.9},
+              "latency": {"inference": {"median_ms": 12.5, "p90_ms": 13.0}, "frontend": {"median_ms": 3.25}}}
+    (out / "int8" / "device-virtual.json").write_text(json.dumps(device))
+    result = build_report(out, report_dir=tmp_path / "r", boards=["nano33ble"])
+    markdown = result.markdown.read_text()
+    assert "| pruned-int8 | failed |" in markdown and "`pruned-int8`: RuntimeError: forced" in markdown
+    assert "UAR (virtual)" in markdown and "frontend (virtual)" in markdown
+    int8_row = next(line for line in markdown.splitlines() if line.startswith("| int8 | ok |"))
+    assert "0.500" in int8_row and "12.50 ms" in int8_row and "3.25 ms" in int8_row
+    assert "sparsity.png" not in markdown and "No pruned variant" in markdown
+    _parse(result.html.read_text())
+
+
+def test_pareto_front():
+    points = [(10, 0.5, "a"), (20, 0.7, "b"), (15, 0.4, "c"), (30, 0.7, "d"), (40, 0.9, "e"), (10, 0.6, "f")]
+    assert [p[2] for p in pareto_front(points)] == ["f", "b", "e"]
+
+
+def test_report_cli_and_bad_input(compressed, tmp_path):
+    result = run_cli("report", str(compressed), "--out", str(tmp_path / "r"), "--boards", "nano33ble,rp2040")
+    assert result.returncode == 0, result.stderr
+    assert "nano33ble: " in result.stdout and f"report: {tmp_path / 'r' / 'report.html'}" in result.stdout
+    assert_user_error(run_cli("report", str(tmp_path)), "no summary.csv")
+    assert_user_error(run_cli("report", str(compressed), "--tolerance", "-1"), "--tolerance -1.0 is out of range")
+    assert_user_error(run_cli("report", str(compressed), "--board", "uno"), "unknown boards preset 'uno'")
+    broken = tmp_path / "broken"
+    shutil.copytree(compressed, broken)
+    (broken / "int8" / "metrics.json").write_text("{")
+    assert_user_error(run_cli("report", str(broken)), "metrics.json: not valid JSON")
+
+
+@pytest.mark.parametrize("missing", ["reference.json", "int8/metrics.json"])
+def test_report_names_a_missing_file(compressed, tmp_path, missing):
+    broken = tmp_path / "b"
+    shutil.copytree(compressed, broken)
+    (broken / missing).unlink()
+    assert_user_error(run_cli("report", str(broken)), missing.split("/")[-1], "missing")
