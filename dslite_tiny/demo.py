@@ -1,9 +1,10 @@
 """``dslite-tiny demo``: the whole product on built-in synthetic data, offline, in minutes on 2 cores.
 
 It generates the dataset, splits it speaker-independently, renders spectrogram plots through the feature
-cache, trains the MCU model (DS-CNN on 64×64 grey plots), evaluates it on the held-out speaker and
-compresses it into every default variant (shorter fine-tuning than the preset). Export and the device
-steps join as they land.
+cache, trains the MCU model (DS-CNN on 64×64 grey plots), evaluates it on the held-out speaker,
+compresses it into every default variant (shorter fine-tuning than the preset), exports the most accurate
+int8 variant as TFLite Micro C sources (fit-checked on the Nano 33 BLE) and as a phone bundle, and writes
+the trade-off report.
 """
 from __future__ import annotations
 
@@ -19,10 +20,14 @@ from dslite_tiny.data.cache import FeatureCache
 from dslite_tiny.data.features import featurize_dataset
 from dslite_tiny.data.layouts import Dataset, load_dataset
 from dslite_tiny.data.synthetic import make_demo_dataset
+from dslite_tiny.export.targets import ExportResult, export_model
+from dslite_tiny.report.build import ReportResult, best_int8, build_report
+from dslite_tiny.report.results import load_results
 from dslite_tiny.progress import Progress, no_progress
 
 DEMO_TRAIN = "mcu-dscnn"
 DEMO_COMPRESS = ("default", ("demo", {"prune_epochs": 2, "qat_epochs": 1, "latency_runs": 20}))
+DEMO_BOARD = "nano33ble"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +41,8 @@ class DemoResult:
     best: dict
     evaluation: dict
     compression: CompressResult
+    exports: list[ExportResult]
+    report: ReportResult
 
 
 def run_demo(out_dir: str | Path, *, clips_per_class: int = 40, epochs: int | None = None, seed: int = 0,
@@ -66,5 +73,18 @@ def run_demo(out_dir: str | Path, *, clips_per_class: int = 40, epochs: int | No
     compression = run_compress(result.path, config=load_config(CompressConfig, *DEMO_COMPRESS, stage="compress"),
                                out_dir=out_dir / "compressed", data=data, cache=cache, progress=progress,
                                on_variant=on_variant)
+    exports = _export_best(compression.out_dir)
+    report = build_report(compression.out_dir, report_dir=out_dir / "report", board=DEMO_BOARD)
     return DemoResult(out_dir, dataset, spec, features_dir, manifest, result.path, result.best, evaluation,
-                      compression)
+                      compression, exports, report)
+
+
+def _export_best(compressed: Path) -> list[ExportResult]:
+    """The most accurate int8 variant as C sources (fit-checked, exported even if it would not fit, so the
+    demo always shows the files) and as a phone bundle."""
+    best = best_int8(load_results(compressed))
+    if best is None:
+        return []
+    folder = compressed / best.name
+    return [export_model(folder, target="c", name="demo", board=DEMO_BOARD, force=True),
+            export_model(folder, target="phone", name="demo")]

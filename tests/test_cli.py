@@ -31,6 +31,11 @@ def test_demo_end_to_end(tmp_path):
     assert "compress  " in result.stdout and "pqat-int8      ok" in result.stdout
     summary = (tmp_path / "demo" / "compressed" / "summary.csv").read_text().splitlines()
     assert len(summary) == 8 and all(",ok," in row for row in summary[1:])
+    report = tmp_path / "demo" / "report" / "report.html"
+    assert result.stdout.strip().splitlines()[-1] == f"report    {report}" and report.is_file()
+    assert "export    " in result.stdout and "nano33ble: flash" in result.stdout
+    exported = list((tmp_path / "demo" / "compressed").glob("*/export-c/demo_model_data.cc"))
+    assert len(exported) == 1 and (exported[0].parent.parent / "export-phone" / "labels.txt").is_file()
     again = run_cli("demo", "--out", str(tmp_path / "demo"), "--clips-per-class", "6")
     assert again.returncode == 0, again.stderr
 

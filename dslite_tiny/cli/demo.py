@@ -14,7 +14,7 @@ from dslite_tiny.cli.options import progress_bar
 @click.option("--clips-per-class", type=click.IntRange(5, 1000), default=40, show_default=True)
 @click.option("--epochs", type=click.IntRange(1), help="Training epochs (default: the mcu-dscnn preset's).")
 def demo(out: Path, clips_per_class: int, epochs: int | None) -> None:
-    """Generate the synthetic dataset, train the MCU model, evaluate and compress it (offline, ~1 min on 2 cores)."""
+    """Synthetic data → train → evaluate → compress → export → report, offline (~1 min on 2 cores)."""
     from dslite_tiny.cli.compress import format_summary, variant_line
     from dslite_tiny.cli.evaluate import format_report
     from dslite_tiny.demo import run_demo
@@ -38,3 +38,11 @@ def demo(out: Path, clips_per_class: int, epochs: int | None) -> None:
     compressed = result.compression
     click.echo(f"compress  {compressed.out_dir} (summary.csv, <variant>/model.tflite + metrics.json)")
     click.echo("          " + format_summary(compressed.rows, compressed.reference).replace("\n", "\n          "))
+    for exported in result.exports:
+        click.echo(f"export    {exported.variant.name} → {exported.out_dir}: "
+                   + ", ".join(path.name for path in exported.files))
+        if exported.fit is not None:
+            click.echo(f"          {exported.fit.describe()}")
+    for advice in result.report.recommendations:
+        click.echo(f"recommend {advice.board}: {advice.text.replace('**', '')}")
+    click.echo(f"report    {result.report.html}")
