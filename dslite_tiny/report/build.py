@@ -87,7 +87,7 @@ def _document(results: Results, board: BoardConfig, boards: list[BoardConfig], f
     ok = [v for v in results.variants if v.ok]
     failed = [v for v in results.variants if not v.ok]
     blocks: list[tuple] = [
-        ("h1", f"Compression report: {Path(ref.get('model', results.out_dir)).name}"),
+        ("h1", f"Compression report: {results.out_dir.resolve().name}"),
         ("p", f"Source model `{ref.get('model', '?')}` (SHA-256 `{ref.get('sha256', '?')[:16]}…`), "
               f"{len(results.variants)} variants ({len(ok)} ok, {len(failed)} failed), scored on the "
               f"{ref.get('split', 'test')} split: {ref.get('features', '')}. Float Keras UAR "
