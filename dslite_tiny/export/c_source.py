@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import re
-from pathlib import Path
 
 from dslite_tiny import __version__
 
@@ -98,16 +97,6 @@ alignas({ALIGNMENT}) const unsigned char {array}[] = {{
 static_assert(sizeof({array}) == {size}, "model array and size constant disagree");
 """
     return {header_name: header, source_name: source}
-
-
-def write_files(files: dict[str, str], out_dir: Path) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for file_name, text in files.items():
-        path = out_dir / file_name
-        path.write_text(text, encoding="utf-8", newline="\n")
-        paths.append(path)
-    return paths
 
 
 def _hex_lines(data: bytes) -> str:

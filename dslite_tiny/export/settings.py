@@ -88,7 +88,7 @@ def _labels_section(variant: Variant, p: str) -> str:
 
 def _frontend_section(frontend: FrontendConfig | None, p: str) -> str:
     if frontend is None:
-        return ("// Frontend: unknown (a bare .tflite without its compress reference.json).\n"
+        return ("// Frontend: unknown (no compress reference.json was found with this model).\n"
                 + _define(p, "HAS_FRONTEND", "0"))
     f = frontend
     edges = mel_band_edges(n_mels=f.n_mels, fmin=f.fmin, fmax=f.fmax)

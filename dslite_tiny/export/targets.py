@@ -13,7 +13,7 @@ from typing import Literal
 
 from dslite_tiny.errors import UserError
 from dslite_tiny.export.boards import Fit, arena_estimate, check_fit, footprint, load_board
-from dslite_tiny.export.c_source import c_identifier, model_data_files, write_files
+from dslite_tiny.export.c_source import c_identifier, model_data_files
 from dslite_tiny.export.op_resolver import op_resolver_file
 from dslite_tiny.export.phone import phone_files
 from dslite_tiny.export.settings import model_settings_file
@@ -39,20 +39,13 @@ def export_model(path: str | Path, *, target: Target, name: str | None = None, o
     variant = load_variant(path)
     name = _name(name, variant)
     profile = load_board(board) if board is not None else None
+    _check_shapes(variant)
     if target == "c" or (profile is not None and profile.runtime == "tflm"):
         variant = with_measured_arena(variant)
-    _check_shapes(variant)
     fit = _fit(variant, profile, force) if profile is not None else None
     out = Path(out_dir) if out_dir is not None else _default_out(variant, target)
-    if target == "c":
-        files = write_files(c_files(variant, name=name), out)
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        files = []
-        for file_name, content in phone_files(variant, name=name).items():
-            (out / file_name).write_bytes(content)
-            files.append(out / file_name)
-    return ExportResult(variant, out, files, fit)
+    files = c_files(variant, name=name) if target == "c" else phone_files(variant, name=name)
+    return ExportResult(variant, out, _write(files, out), fit)
 
 
 def c_files(variant: Variant, *, name: str) -> dict[str, str]:
@@ -93,6 +86,19 @@ def _fit(variant: Variant, board, force: bool) -> Fit:
     if not fit.fits and not force:
         raise UserError(f"the model does not fit {fit.describe()}; --force exports it anyway", path=variant.path)
     return fit
+
+
+def _write(files: dict[str, str | bytes], out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for file_name, content in files.items():
+        path = out_dir / file_name
+        if isinstance(content, str):
+            path.write_text(content, encoding="utf-8", newline="\n")
+        else:
+            path.write_bytes(content)
+        paths.append(path)
+    return paths
 
 
 def _default_out(variant: Variant, target: str) -> Path:

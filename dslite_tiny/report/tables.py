@@ -43,15 +43,13 @@ def variant_table(results: Results, board: BoardConfig, fits: Fits) -> Table:
         if source != "host":
             header.append(f"frontend ({source})")
     header += ["sparsity", "notes"]
-    rows = [_variant_row(variant, results, board, fits, sources) for variant in results.variants]
+    rows = [_variant_row(variant, results, board, fits, sources) if variant.ok
+            else [variant.name, "failed", *[""] * (len(header) - 3), variant.reason] for variant in results.variants]
     return header, rows
 
 
 def _variant_row(variant: VariantResult, results: Results, board: BoardConfig, fits: Fits,
                  sources: list[str]) -> list[str]:
-    if not variant.ok:
-        blanks = len(sources) * 5 + sum(1 for s in sources if s != "host") + 6
-        return [variant.name, "failed", *[""] * blanks, variant.reason]
     fit = fits.get(variant.name, {}).get(board.name)
     row = [variant.name, "ok", kb(variant.size.get("weight_bytes")), kb(variant.arena_bytes),
            _need(fit, "flash"), _need(fit, "ram"), count(variant.size.get("macs"))]
