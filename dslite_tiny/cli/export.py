@@ -17,12 +17,13 @@ import click
 @click.option("--force", is_flag=True, help="Export even if the model does not fit --board.")
 def export(model: Path, target: str, name: str | None, out: Path | None, board: str | None, force: bool) -> None:
     """Export MODEL: a compress variant folder (OUT/<variant>) or a .tflite file."""
+    from dslite_tiny.export.boards import format_bytes
     from dslite_tiny.export.targets import export_model
 
     result = export_model(model, target=target, name=name, out_dir=out, board=board, force=force)
     arena = result.variant.arena_bytes
-    click.echo(f"{result.variant.name}: {len(result.variant.data) / 1024:.1f} KB model"
-               + (f", TFLM arena {arena / 1024:.1f} KB" if arena else ""))
+    click.echo(f"{result.variant.name}: {format_bytes(len(result.variant.data))} model"
+               + (f", TFLM arena {format_bytes(arena)}" if arena else ""))
     if result.fit is not None:
         click.echo(("" if result.fit.fits else "DOES NOT FIT (--force) ") + result.fit.describe())
     for path in result.files:

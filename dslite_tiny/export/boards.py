@@ -80,10 +80,11 @@ def footprint(*, model_bytes: int, arena_bytes: int, frontend: FrontendConfig | 
     return Footprint(model_bytes, arena_bytes, frontend_buffer_bytes(frontend), IO_BYTES)
 
 
-def arena_estimate(arena_bytes: int | None, description: dict) -> int:
-    """The measured TFLM arena, else every activation tensor's bytes (no reuse: an upper bound). Only a
-    LiteRT target goes without a TFLM measurement (a float16 model, say, has no TFLM kernels)."""
-    return arena_bytes if arena_bytes is not None else description["activation_bytes"]
+def arena_estimate(arena_bytes: int | None, description: dict) -> int | None:
+    """The measured TFLM arena, else every activation tensor's bytes (no reuse: an upper bound), else None
+    (metrics from before activation bytes were recorded). Only a LiteRT target goes without a TFLM
+    measurement (a float16 model, say, has no TFLM kernels)."""
+    return arena_bytes if arena_bytes is not None else description.get("activation_bytes")
 
 
 def frontend_buffer_bytes(frontend: FrontendConfig | None) -> int:

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
-from dslite_tiny.config import FrontendConfig, from_mapping
-from dslite_tiny.errors import ConfigError, UserError
+from dslite_tiny.compress.outputs import read_output_json, recorded_frontend
+from dslite_tiny.config import FrontendConfig
+from dslite_tiny.errors import UserError
 from dslite_tiny.measure.flatbuffer import describe_tflite
 
 log = logging.getLogger(__name__)
@@ -50,13 +50,14 @@ def load_variant(path: str | Path) -> Variant:
     data = tflite.read_bytes()
     if data[4:8] != _TFLITE_IDENTIFIER:
         raise UserError("not a TensorFlow Lite model (no TFL3 identifier)", path=tflite)
-    metrics = _read_json(tflite.with_name("metrics.json"))
+    metrics = _optional_json(tflite.with_name("metrics.json"))
     if metrics and metrics.get("status") != "ok":
         raise UserError(f"variant {name} failed in compress ({metrics.get('reason', 'no reason recorded')}): "
                         f"nothing to export", path=path)
-    reference = _read_json(tflite.parent.parent / "reference.json") if metrics else None
+    reference_path = tflite.parent.parent / "reference.json"
+    reference = _optional_json(reference_path) if metrics else None
     description = describe_tflite(data)
-    labels, frontend = _labels_and_frontend(reference, description, tflite)
+    labels, frontend = _labels_and_frontend(reference, reference_path, description, tflite)
     arena = (metrics or {}).get("tflm", {}).get("arena_bytes")
     return Variant(tflite, name, data, hashlib.sha256(data).hexdigest(), description, labels,
                    reference is not None and "classes" in reference, frontend, arena,
@@ -93,16 +94,11 @@ def _tflite_path(path: Path) -> tuple[Path, str]:
     return path, path.parent.name if path.name == "model.tflite" else path.stem
 
 
-def _read_json(path: Path) -> dict | None:
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"not valid JSON ({exc.msg}, line {exc.lineno})", path=path) from None
+def _optional_json(path: Path) -> dict | None:
+    return read_output_json(path) if path.is_file() else None
 
 
-def _labels_and_frontend(reference: dict | None, description: dict,
+def _labels_and_frontend(reference: dict | None, reference_path: Path, description: dict,
                          tflite: Path) -> tuple[tuple[str, ...], FrontendConfig | None]:
     n = int(description["output"]["shape"][-1])
     if not reference or "classes" not in reference:
@@ -112,10 +108,7 @@ def _labels_and_frontend(reference: dict | None, description: dict,
     labels = tuple(reference["classes"])
     if len(labels) != n:
         raise UserError(f"reference.json names {len(labels)} classes but the model has {n} outputs",
-                        path=tflite.parent.parent / "reference.json")
-    try:
-        frontend = from_mapping(FrontendConfig, reference["frontend"], source="reference.json")
-    except (ConfigError, KeyError) as exc:
-        raise UserError(f"reference.json has no valid frontend ({exc})",
-                        path=tflite.parent.parent / "reference.json") from None
-    return labels, frontend
+                        path=reference_path)
+    if "frontend" not in reference:
+        raise UserError("records the classes but no frontend", path=reference_path)
+    return labels, recorded_frontend(reference, reference_path)

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 from pathlib import Path
 
-from dslite_tiny.config import FrontendConfig, from_mapping
-from dslite_tiny.errors import ConfigError, UserError
+from dslite_tiny.compress.outputs import read_output_json, recorded_frontend
+from dslite_tiny.config import FrontendConfig
+from dslite_tiny.errors import UserError
 
 DEVICE_RESULTS_GLOB = "device-*.json"
 
@@ -88,22 +88,22 @@ def load_results(out_dir: str | Path) -> Results:
     summary = out_dir / "summary.csv"
     if not summary.is_file():
         raise UserError("no summary.csv: pass the output folder of `dslite-tiny compress`", path=out_dir)
-    reference = _read_json(out_dir / "reference.json")
+    reference = read_output_json(out_dir / "reference.json")
     with summary.open(newline="", encoding="utf-8") as handle:
         names = [row["variant"] for row in csv.DictReader(handle)]
     if not names:
         raise UserError("summary.csv lists no variants", path=summary)
     variants = tuple(_variant(out_dir / name) for name in names)
-    return Results(out_dir, reference, tuple(reference.get("classes", ())), _frontend(reference, out_dir),
-                   variants)
+    return Results(out_dir, reference, tuple(reference.get("classes", ())),
+                   recorded_frontend(reference, out_dir / "reference.json"), variants)
 
 
 def _variant(folder: Path) -> VariantResult:
-    metrics = _read_json(folder / "metrics.json")
+    metrics = read_output_json(folder / "metrics.json")
     measurements = []
     if metrics.get("status") == "ok":
         measurements.append(_host(metrics))
-        measurements += [_device(_read_json(path)) for path in sorted(folder.glob(DEVICE_RESULTS_GLOB))]
+        measurements += [_device(read_output_json(path)) for path in sorted(folder.glob(DEVICE_RESULTS_GLOB))]
     return VariantResult(metrics["variant"], metrics["status"], metrics.get("reason", ""), metrics,
                          tuple(measurements))
 
@@ -122,21 +122,3 @@ def _device(data: dict) -> Measurement:
     return Measurement(str(data.get("device", "device")), chunks.get("uar"), chunks.get("accuracy"),
                        scores.get("agreement"), inference.get("median_ms"), inference.get("p90_ms"),
                        frontend.get("median_ms"), chunks.get("confusion_matrix"))
-
-
-def _frontend(reference: dict, out_dir: Path) -> FrontendConfig | None:
-    if "frontend" not in reference:
-        return None
-    try:
-        return from_mapping(FrontendConfig, reference["frontend"], source="reference.json")
-    except ConfigError as exc:
-        raise UserError(f"reference.json: invalid frontend ({exc})", path=out_dir / "reference.json") from None
-
-
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise UserError("missing: is this a complete `dslite-tiny compress` output?", path=path)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"not valid JSON ({exc.msg}, line {exc.lineno})", path=path) from None

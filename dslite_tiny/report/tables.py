@@ -6,7 +6,7 @@ import dataclasses
 
 from dslite_tiny.config import BoardConfig
 from dslite_tiny.export.boards import Fit, arena_estimate, check_fit, footprint, format_bytes
-from dslite_tiny.report.results import Results, VariantResult
+from dslite_tiny.report.results import Measurement, Results, VariantResult
 
 Table = tuple[list[str], list[list[str]]]  # header, rows
 Fits = dict[str, dict[str, Fit | None]]  # variant → board → fit (None: not measurable there)
@@ -23,9 +23,7 @@ def board_fits(results: Results, boards: list[BoardConfig]) -> Fits:
 
 
 def _fit(variant: VariantResult, board: BoardConfig, results: Results) -> Fit | None:
-    arena = variant.arena_bytes
-    if arena is None and board.runtime == "litert" and "activation_bytes" in variant.size:
-        arena = arena_estimate(None, variant.size)
+    arena = variant.arena_bytes if board.runtime == "tflm" else arena_estimate(variant.arena_bytes, variant.size)
     if arena is None:
         return None
     need = footprint(model_bytes=variant.size["tflite_bytes"], arena_bytes=arena, frontend=results.frontend)
@@ -37,11 +35,7 @@ def variant_table(results: Results, board: BoardConfig, fits: Fits) -> Table:
     header = ["variant", "status", "weights (flash)", "activations (arena)", f"flash on {board.name}",
               f"RAM on {board.name}", "MACs"]
     for source in sources:
-        where = "" if source == "host" else f" ({source})"
-        header += [f"UAR{where}", f"ΔUAR{where}", f"accuracy{where}", f"agreement{where}",
-                   "host latency (1 thread)" if source == "host" else f"latency ({source})"]
-        if source != "host":
-            header.append(f"frontend ({source})")
+        header += _source_columns(source)
     header += ["sparsity", "notes"]
     rows = [_variant_row(variant, results, board, fits, sources) if variant.ok
             else [variant.name, "failed", *[""] * (len(header) - 3), variant.reason] for variant in results.variants]
@@ -56,18 +50,26 @@ def _variant_row(variant: VariantResult, results: Results, board: BoardConfig, f
     by_source = {m.source: m for m in variant.measurements}
     for source in sources:
         m = by_source.get(source)
-        if m is None:
-            row += ["—"] * (5 if source == "host" else 6)
-            continue
-        delta = None if m.uar is None else 100 * (m.uar - results.float_uar)
-        row += [num(m.uar, 3), signed(delta), num(m.accuracy, 3), percent(m.agreement), ms(m.latency_ms)]
-        if source != "host":
-            row.append(ms(m.frontend_ms))
+        row += ["—"] * len(_source_columns(source)) if m is None else _source_cells(m, results)
     sparsity = variant.metrics.get("sparsity", {})
     pruned = sparsity.get("pruned_layers")
     row += [percent(sparsity.get("weights")) + (f" ({percent(pruned)} pruned layers)" if pruned else ""),
             "" if fit is None or fit.fits else f"does not fit {board.name}"]
     return row
+
+
+def _source_columns(source: str) -> list[str]:
+    """The columns of one measurement source; a device adds its frontend time (the host gets features)."""
+    if source == "host":
+        return ["UAR", "ΔUAR", "accuracy", "agreement", "host latency (1 thread)"]
+    return [f"UAR ({source})", f"ΔUAR ({source})", f"accuracy ({source})", f"agreement ({source})",
+            f"latency ({source})", f"frontend ({source})"]
+
+
+def _source_cells(m: Measurement, results: Results) -> list[str]:
+    delta = None if m.uar is None else 100 * (m.uar - results.float_uar)
+    cells = [num(m.uar, 3), signed(delta), num(m.accuracy, 3), percent(m.agreement), ms(m.latency_ms)]
+    return cells if m.source == "host" else [*cells, ms(m.frontend_ms)]
 
 
 def fit_table(results: Results, boards: list[BoardConfig], fits: Fits) -> Table:
