@@ -11,7 +11,7 @@ arena must also absorb alignment of its start address.
 """
 from __future__ import annotations
 
-from dslite_tiny.audio.frontend import mel_band_edges
+from dslite_tiny.audio.frontend import colormap_lut, mel_band_edges
 from dslite_tiny.config import FrontendConfig
 from dslite_tiny.export.c_source import banner, c_float, c_string, include_guard
 from dslite_tiny.export.variant import Variant
@@ -59,6 +59,14 @@ def _model_section(variant: Variant, p: str) -> str:
               _define(p, f"OUTPUT_IS_{io_out['dtype'].upper()}", "1")]
     lines += _quantization(p, "OUTPUT", io_out)
     return "\n".join(lines)
+
+
+def _lut_define(color_map: str, p: str) -> list[str]:
+    """The colour map's 256 RGB nodes (the frontend interpolates between them); none for gray."""
+    if color_map == "gray":
+        return []
+    values = ", ".join(c_float(float(v)) for v in colormap_lut(color_map).ravel())
+    return [_define(p, "COLOR_MAP_LUT", "{" + values + "}", "256 x RGB in [0, 1], row-major")]
 
 
 def _quantization(p: str, which: str, io: dict) -> list[str]:
@@ -112,6 +120,7 @@ def _frontend_section(frontend: FrontendConfig | None, p: str) -> str:
              _define(p, "TOP_DB", c_float(f.top_db or 0.0), "floor at (chunk max - TOP_DB) dB"),
              _define(p, "COLOR_MAP", c_string(f.color_map)),
              _define(p, f"COLOR_MAP_{f.color_map.upper()}", "1"),
+             *_lut_define(f.color_map, p),
              _define(p, "IMAGE_HEIGHT", str(f.image_height)),
              _define(p, "IMAGE_WIDTH", str(f.image_width)),
              _define(p, "IMAGE_CHANNELS", str(f.channels)),
