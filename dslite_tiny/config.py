@@ -243,6 +243,14 @@ class BoardConfig:
                                low=0)
     system_flash_kib: int = param(0, "flash taken by bootloader, SDK and RTOS (KiB, estimate)", low=0)
     system_ram_kib: int = param(0, "RAM taken by stack, heap and SDK (KiB, estimate)", low=0)
+    usb_ids: list[str] = param([], "USB VID:PID pairs (hex) of the board's serial port, for device discovery")
+    project: Literal["none", "arduino", "platformio"] = param(
+        "none", "firmware project `device flash` generates: an Arduino sketch, a PlatformIO project, or none")
+    fqbn: str = param("", "Arduino fully qualified board name (project: arduino)")
+    platformio_options: list[str] = param([], "lines of the board's [env] in platformio.ini (project: platformio)")
+    build_commands: list[str] = param([], "commands that build the project; {project}, {fqbn}, {env} are filled in")
+    flash_commands: list[str] = param([], "alternative commands that flash the build, the first installed one "
+                                      "is used; {project}, {build}, {port}, {fqbn}, {env} are filled in")
 
     def __post_init__(self) -> None:
         if not self.name:

@@ -1,0 +1,56 @@
+// See dt_tflm.h. The model, its op resolver and its arena size come from the exported files that
+// dt_model.h names; the interpreter and the arena are static, allocated once.
+#include "dt_tflm.h"
+
+#include <stdint.h>
+
+#include "dt_config.h"
+#include DT_MODEL_DATA_HEADER
+#include DT_OP_RESOLVER_HEADER
+#include "tensorflow/lite/micro/micro_interpreter.h"
+#include "tensorflow/lite/schema/schema_generated.h"
+
+#ifdef DT_ARENA_ALLOCATE
+// Boards whose arena may exceed on-chip RAM (ESP32-S3) take it from external RAM once at start-up,
+// e.g. -DDT_ARENA_ALLOCATE=ps_malloc.
+#include <Arduino.h>
+#else
+alignas(16) static uint8_t g_arena[DT_SETTING(TENSOR_ARENA_SIZE)];
+#endif
+
+namespace {
+
+tflite::MicroInterpreter *g_interpreter = nullptr;
+
+int Invoke(void) { return g_interpreter->Invoke() == kTfLiteOk ? 0 : 1; }
+
+uint8_t *Arena(void) {
+#ifdef DT_ARENA_ALLOCATE
+  // 16 bytes over for alignment; never freed (the interpreter lives as long as the firmware).
+  uint8_t *raw = static_cast<uint8_t *>(DT_ARENA_ALLOCATE(DT_SETTING(TENSOR_ARENA_SIZE) + 16));
+  return raw ? reinterpret_cast<uint8_t *>((reinterpret_cast<uintptr_t>(raw) + 15) & ~uintptr_t{15}) : nullptr;
+#else
+  return g_arena;
+#endif
+}
+
+}  // namespace
+
+extern "C" const char *dt_tflm_setup(dt_platform *platform) {
+  const tflite::Model *model = tflite::GetModel(DT_MODEL_DATA);
+  if (model->version() != TFLITE_SCHEMA_VERSION) return "model schema version differs from the runtime's";
+  uint8_t *arena = Arena();
+  if (arena == nullptr) return "no memory for the tensor arena";
+  static auto resolver = DT_CREATE_OP_RESOLVER();
+  static tflite::MicroInterpreter interpreter(model, resolver, arena, DT_SETTING(TENSOR_ARENA_SIZE));
+  if (interpreter.AllocateTensors() != kTfLiteOk) return "tensor arena too small";
+  TfLiteTensor *input = interpreter.input(0);
+  TfLiteTensor *output = interpreter.output(0);
+  if (input->type != kTfLiteInt8 || input->bytes != DT_INPUT_ELEMENTS) return "input tensor is not as exported";
+  if (output->type != kTfLiteInt8 || output->bytes != DT_NUM_CLASSES) return "output tensor is not as exported";
+  g_interpreter = &interpreter;
+  platform->invoke = Invoke;
+  platform->input = input->data.int8;
+  platform->output = output->data.int8;
+  return nullptr;
+}
