@@ -17,7 +17,7 @@ from dslite_tiny.models.trained import load_trained  # noqa: E402
 from dslite_tiny.train.augment import AugmentSettings, cutmix, sap_lambdas, specaugment  # noqa: E402
 from dslite_tiny.train.evaluate import evaluate  # noqa: E402
 from dslite_tiny.train.fit import plan_phases, set_trainable  # noqa: E402
-from dslite_tiny.train.metrics import file_votes, uar  # noqa: E402
+from dslite_tiny.measure.metrics import file_votes, uar  # noqa: E402
 from dslite_tiny.train.run import run_training  # noqa: E402
 
 ALWAYS = AugmentSettings(prob_min=1.0, prob_max=1.0)

@@ -18,7 +18,7 @@ from dslite_tiny.audio.frontend import Frontend
 from dslite_tiny.data.features import FeatureSet
 from dslite_tiny.progress import Progress, no_progress
 from dslite_tiny.train.fit import epoch_batches, make_optimizer, predict
-from dslite_tiny.train.metrics import uar
+from dslite_tiny.measure.metrics import uar
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from dslite_tiny.measure.flatbuffer import describe_tflite, pruned_sparsity
 from dslite_tiny.measure.litert import all_threads, create_interpreter, measure_latency, predict_tflite, quantize_input
 from dslite_tiny.measure.tflm import TFLMError, check_tflm
 from dslite_tiny.progress import Progress, no_progress
-from dslite_tiny.train.metrics import classification_report, file_votes
+from dslite_tiny.measure.metrics import classification_report, file_votes
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from dslite_tiny.data.layouts import Dataset
 from dslite_tiny.errors import DataError
 from dslite_tiny.models.trained import TrainedModel
 from dslite_tiny.train.fit import predict
-from dslite_tiny.train.metrics import classification_report, file_votes
+from dslite_tiny.measure.metrics import classification_report, file_votes
 
 
 def evaluate(trained: TrainedModel, dataset: Dataset, *, split: str = "test", cache: FeatureCache | None = None,

@@ -23,7 +23,7 @@ from dslite_tiny.models.registry import backbone_layers, create_model
 from dslite_tiny.models.trained import load_trained, save_trained, sidecar_path
 from dslite_tiny.progress import Progress, no_progress
 from dslite_tiny.train.augment import AugmentSettings, augment_batch, sap_lambdas
-from dslite_tiny.train.metrics import uar
+from dslite_tiny.measure.metrics import uar
 
 log = logging.getLogger(__name__)
 EpochCallback = Callable[[dict], None]
