@@ -42,6 +42,8 @@ REPLIES: dict[str, re.Pattern[str]] = {name: re.compile(pattern) for name, patte
     "infer_start": r"^m-infer-start-(\d+)$",
     "infer_done": r"^m-infer-done$",
     "results": r"^m-results-\[([^\]]*)\]$",
+    "results_crc": r"^m-results-crc-([0-9a-f]{8})$",
+    "crc": r"^m-crc-([0-9a-f]{8})$",
     "frontend_us": r"^m-frontend-us-(\d+)$",
     "infer_us": r"^m-infer-us-(\d+)$",
     "class": r"^m-class-(\d+)$",

@@ -95,3 +95,15 @@ class Transport:
                 self._lines.put(rest[:MAX_LINE].decode("latin-1"))
                 rest = rest[MAX_LINE:]
             pending = bytearray(rest)
+
+
+def discover_ports(usb_ids: dict[str, str]) -> list[tuple[str, str, str | None]]:
+    """Serial ports as ``(device, description, board)``; ``board`` is the name whose ``VID:PID`` (lower-case
+    hex, from ``usb_ids``) matches, else None."""
+    from serial.tools import list_ports
+
+    found = []
+    for port in sorted(list_ports.comports(), key=lambda p: p.device):
+        key = f"{port.vid:04x}:{port.pid:04x}" if port.vid is not None and port.pid is not None else ""
+        found.append((port.device, port.description or "", usb_ids.get(key)))
+    return found

@@ -3,7 +3,9 @@ protocol on a pseudo-terminal, with the ``tflite-micro`` wheel's interpreter (th
 its inference interface. The frontend, parser, loaders and timings are the C a board runs; only the
 serial port and the clock are the host's. Inference timings include the ctypes call into Python (~10 µs).
 
-Fault injection for tests: ``fault_rate`` drops or replaces bytes in both directions; ``reset_after``
+Fault injection for tests: ``fault_rate`` is the probability that one transfer (a block the host wrote,
+as the pty delivers it, or one burst of replies) loses a byte or has one replaced, in both directions;
+``reset_after``
 reboots the core whenever it has handled that many commands since its last boot, losing that command's
 reply and everything loaded (as a watchdog reset would).
 """
@@ -108,17 +110,13 @@ class VirtualDevice:
             _write_all(self._master, data)
 
     def _corrupt(self, data: bytes) -> bytes:
-        """Each byte dropped or replaced with probability fault_rate / 2 each."""
-        if self.fault_rate > 0:
-            kept = bytearray()
-            for byte in data:
-                draw = self._random.random()
-                if draw >= self.fault_rate:
-                    kept.append(byte)
-                elif draw >= self.fault_rate / 2:
-                    kept.append(self._random.randrange(256))
-            data = bytes(kept)
-        return data
+        """With probability fault_rate, one random byte of ``data`` dropped or replaced (half each)."""
+        draw = self._random.random()
+        if not data or draw >= self.fault_rate:
+            return data
+        at = self._random.randrange(len(data))
+        replacement = b"" if draw < self.fault_rate / 2 else bytes([self._random.randrange(256)])
+        return data[:at] + replacement + data[at + 1:]
 
     def _on_write(self, text: int, length: int) -> None:
         self._pending += ctypes.string_at(text, length)

@@ -123,3 +123,8 @@ def format_bytes(size: int) -> str:
 
 def _verdict(short: int) -> str:
     return "fits" if short == 0 else f"short by {format_bytes(short)}"
+
+
+def known_usb_ids() -> dict[str, str]:
+    """``{"vid:pid": board}`` over every profile: how device discovery names a serial port's board."""
+    return {usb_id.lower(): name for name in list_boards() for usb_id in load_board(name).usb_ids}

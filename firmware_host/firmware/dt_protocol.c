@@ -365,7 +365,7 @@ static void dispatch(void) {
   } else if (argc == 0) {
     /* a lone '%': resynchronisation, answered by m-ready alone */
   } else if (strcmp(argv[0], "name") == 0) {
-    put("m-name-dut-[dslite-tiny]\r\n");
+    put("m-name-dut-[" DT_DEVICE_NAME "]\r\n");
   } else if (strcmp(argv[0], "profile") == 0) {
     put("m-profile-[" DT_FIRMWARE "]\r\nm-model-[" DT_MODEL_VARIANT "]\r\n");
   } else if (strcmp(argv[0], "model") == 0) {

@@ -1,0 +1,163 @@
+"""``dslite-tiny device``: serial ports, a device's identity, evaluation and MLPerf benchmark on a device,
+the virtual device, and flashing boards."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from dslite_tiny.cli.options import data_options, progress_bar, resolve_data
+
+_port = click.option("--port", help="Serial port or pyserial URL (socket://host:port, loop://); "
+                                    "default: the one connected board with a known USB id.")
+_model_dir = click.option("--model-dir", required=True, type=click.Path(path_type=Path),
+                          help="A compress variant folder (OUT/<variant>).")
+_timeout = click.option("--timeout", "timeout_s", type=click.FloatRange(0.1), default=10.0, show_default=True,
+                        help="Seconds to wait for one reply.")
+
+
+@click.group()
+def device() -> None:
+    """Run models on boards (or the virtual device) over the serial protocol (firmware_host/PROTOCOL.md)."""
+
+
+@device.command("list")
+def list_ports() -> None:
+    """Serial ports, with the board their USB id belongs to."""
+    from dslite_tiny.export.boards import known_usb_ids
+    from firmware_host.transport import discover_ports
+
+    ports = discover_ports(known_usb_ids())
+    for path, description, board in ports:
+        click.echo(f"{path:<20} {board or '-':<12} {description}")
+    if not ports:
+        click.echo("no serial ports")
+
+
+@device.command()
+@_port
+@_timeout
+def info(port: str | None, timeout_s: float) -> None:
+    """The device's name, firmware and model."""
+    from firmware_host.dut import connect
+
+    dut = connect(port, timeout_s=timeout_s)
+    dut.transport.close()
+    click.echo(f"device    {dut.info.name} on {dut.transport.url}")
+    click.echo(f"firmware  {dut.info.profile}")
+    for key, value in dut.info.model.items():
+        click.echo(f"model     {key} = {'|'.join(value) if isinstance(value, list) else value}")
+
+
+@device.command("eval")
+@_port
+@_model_dir
+@click.option("--data", "data_path", required=True, metavar="DATA", help="Dataset folder or dataset YAML.")
+@data_options
+@click.option("--mode", type=click.Choice(["audio", "tensor"]), default="audio", show_default=True,
+              help="audio: send PCM, the device computes features; tensor: send the host's int8 input (MLPerf).")
+@click.option("--transfer", type=click.Choice(["binary", "hex"]), default="binary", show_default=True,
+              help="binary: CRC-checked bulk; hex: db lines (MLPerf Tiny firmware).")
+@click.option("--limit", type=click.IntRange(1), help="At most N chunks, spread evenly over the test split.")
+@click.option("--warmup", type=click.IntRange(0), default=0, show_default=True,
+              help="Untimed inferences before each timed one.")
+@click.option("--name", "device_name", help="Name of the results (device-<name>.json); default: the device's.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run with the same settings.")
+@_timeout
+def eval_command(port: str | None, model_dir: Path, data_path: str, mode: str, transfer: str, limit: int | None,
+                 warmup: int, device_name: str | None, resume: bool, timeout_s: float, **data_opts) -> None:
+    """Stream the test split's chunks to a device: on-device UAR, agreement with the host and latency."""
+    from firmware_host.harness import EvalSettings, evaluate_on_device
+
+    settings = EvalSettings(mode=mode, binary=transfer == "binary", warmup=warmup, limit=limit)
+    try:
+        summary = evaluate_on_device(port, model_dir, resolve_data(data_path, **data_opts), settings,
+                                     device_name=device_name, resume=resume, timeout_s=timeout_s,
+                                     progress=progress_bar)
+    except KeyboardInterrupt:
+        click.echo("interrupted: finished chunks are saved; run again with --resume to continue", err=True)
+        raise SystemExit(130) from None
+    click.echo(format_summary(summary))
+
+
+def format_summary(summary: dict) -> str:
+    accuracy, latency = summary["accuracy"], summary["latency"]
+    lines = [f"{summary['device']}: {summary['variant']}, {summary['chunks']} chunks, {summary['mode']} mode, "
+             f"{summary['transfer']} transfer",
+             f"  UAR {accuracy['chunks']['uar']:.3f} (host {accuracy['host_uar']:.3f})  accuracy "
+             f"{accuracy['chunks']['accuracy']:.3f}  agreement with host {accuracy['agreement']:.1%}"]
+    for key in ("frontend", "inference", "transfer", "harness_overhead"):
+        if key in latency:
+            lines.append(f"  {key.replace('_', ' '):<17} median {latency[key]['median_ms']:.3f} ms  "
+                         f"p90 {latency[key]['p90_ms']:.3f} ms")
+    link = summary["link"]
+    lines.append(f"  link: {link['bytes_per_chunk']:.0f} bytes per chunk, {link['retried_chunks']} chunks retried, "
+                 f"{link['noise_lines']} noise lines skipped")
+    return "\n".join(lines)
+
+
+@device.command()
+@_port
+@_model_dir
+@click.option("--window-s", type=click.FloatRange(0.01), default=10.0, show_default=True,
+              help="Minimum seconds per timed window (MLPerf Tiny uses 10).")
+@click.option("--windows", type=click.IntRange(1), default=5, show_default=True)
+@click.option("--warmup", type=click.IntRange(0), default=10, show_default=True)
+@click.option("--name", "device_name", help="Name of the results (bench-<name>.json); default: the device's.")
+@_timeout
+def bench(port: str | None, model_dir: Path, window_s: float, windows: int, warmup: int, device_name: str | None,
+          timeout_s: float) -> None:
+    """MLPerf Tiny performance mode: median throughput over timed windows (a random int8 input)."""
+    from firmware_host.harness import benchmark_on_device
+
+    result, path = benchmark_on_device(port, model_dir, window_s=window_s, windows=windows, warmup=warmup,
+                                       device_name=device_name, timeout_s=timeout_s)
+    click.echo(f"{result['device']}: {result['median_inferences_per_s']:.2f} inferences/s, median latency "
+               f"{result['median_latency_ms']:.3f} ms ({result['windows']} windows of {result['runs_per_window']} runs)")
+    click.echo(f"wrote {path}")
+
+
+@device.command()
+@_model_dir
+@click.option("--port-link", type=click.Path(path_type=Path), help="Also reachable as this symlink to the pty.")
+@click.option("--fault-rate", type=click.FloatRange(0.0, 0.5), default=0.0, show_default=True,
+              help="Probability that a byte is dropped or replaced, each direction (tests).")
+@click.option("--reset-after", type=click.IntRange(1), help="Reboot after every N commands (tests).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fault injection.")
+def virtual(model_dir: Path, port_link: Path | None, fault_rate: float, reset_after: int | None, seed: int) -> None:
+    """Serve the protocol on a pseudo-terminal: the C firmware core and TFLite Micro, until Ctrl-C."""
+    from firmware_host.virtual import VirtualDevice
+
+    virtual_device = VirtualDevice(model_dir, fault_rate=fault_rate, reset_after=reset_after, seed=seed)
+    path = virtual_device.open(port_link)
+    click.echo(f"virtual device ({virtual_device.variant.name}) on {path}")
+    try:
+        virtual_device.serve()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        virtual_device.close()
+
+
+@device.command()
+@click.option("--board", required=True, help="Board profile (configs/boards/) with a firmware project.")
+@_model_dir
+@click.option("--port", help="Serial port of the board (for flashers that need one).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Project folder (default: firmware-<board>/ in the variant folder).")
+@click.option("--dry-run", is_flag=True, help="Write the project and print the commands without running them.")
+def flash(board: str, model_dir: Path, port: str | None, out: Path | None, dry_run: bool) -> None:
+    """Generate the board's firmware project (model, firmware core, TFLM backend) and build and flash it."""
+    import shlex
+
+    from dslite_tiny.export.boards import load_board
+    from dslite_tiny.export.variant import load_variant
+    from firmware_host.flash import flash as flash_board
+
+    variant = load_variant(model_dir)
+    profile = load_board(board)
+    plan = flash_board(variant, profile, out_dir=out or variant.path.parent / f"firmware-{profile.name}",
+                       port=port, dry_run=dry_run)
+    click.echo(f"project   {plan.project} ({len(plan.files)} files)")
+    for command in plan.commands:
+        click.echo(f"{'would run' if dry_run else 'ran':<9} {shlex.join(command)}")
