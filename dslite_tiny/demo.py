@@ -3,8 +3,9 @@
 It generates the dataset, splits it speaker-independently, renders spectrogram plots through the feature
 cache, trains the MCU model (DS-CNN on 64×64 grey plots), evaluates it on the held-out speaker,
 compresses it into every default variant (shorter fine-tuning than the preset), exports the most accurate
-int8 variant as TFLite Micro C sources (fit-checked on the Nano 33 BLE) and as a phone bundle, and writes
-the trade-off report.
+int8 variant as TFLite Micro C sources (fit-checked on the Nano 33 BLE) and as a phone bundle, evaluates it
+on the virtual device (the C firmware core and TFLite Micro, over a pseudo-terminal), and writes the
+trade-off report with the device's columns.
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ class DemoResult:
     evaluation: dict
     compression: CompressResult
     exports: list[ExportResult]
+    device: dict | None  # the virtual device's evaluation summary of the exported variant
     report: ReportResult
 
 
@@ -74,9 +76,19 @@ def run_demo(out_dir: str | Path, *, clips_per_class: int = 40, epochs: int | No
                                out_dir=out_dir / "compressed", data=data, cache=cache, progress=progress,
                                on_variant=on_variant)
     exports = _export_best(compression.out_dir)
+    device = _evaluate_on_virtual_device(exports[0].variant.path.parent, data, progress) if exports else None
     report = build_report(compression.out_dir, report_dir=out_dir / "report", board=DEMO_BOARD)
     return DemoResult(out_dir, dataset, spec, features_dir, manifest, result.path, result.best, evaluation,
-                      compression, exports, report)
+                      compression, exports, device, report)
+
+
+def _evaluate_on_virtual_device(variant_dir: Path, data: DataConfig, progress: Progress) -> dict:
+    """The test split streamed as audio to the virtual device, which computes the features itself."""
+    from firmware_host.harness import EvalSettings, evaluate_on_device
+    from firmware_host.virtual import serve_virtual
+
+    with serve_virtual(variant_dir) as port:
+        return evaluate_on_device(port, variant_dir, data, EvalSettings(mode="audio"), progress=progress)
 
 
 def _export_best(compressed: Path) -> list[ExportResult]:

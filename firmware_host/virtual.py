@@ -11,6 +11,7 @@ reply and everything loaded (as a watchdog reset would).
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -18,6 +19,7 @@ import random
 import select
 import threading
 import tty
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -144,3 +146,19 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
+
+
+@contextlib.contextmanager
+def serve_virtual(model_dir: str | Path, **options) -> Iterator[str]:
+    """A virtual device serving on a background thread for the duration of the block; yields its port."""
+    device = VirtualDevice(model_dir, **options)
+    port = device.open()
+    stop = threading.Event()
+    thread = threading.Thread(target=device.serve, args=(stop,), name="virtual device", daemon=True)
+    thread.start()
+    try:
+        yield port
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        device.close()

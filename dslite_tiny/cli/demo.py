@@ -16,6 +16,7 @@ from dslite_tiny.cli.options import progress_bar
 def demo(out: Path, clips_per_class: int, epochs: int | None) -> None:
     """Synthetic data → train → evaluate → compress → export → report, offline (~1 min on 2 cores)."""
     from dslite_tiny.cli.compress import format_summary, variant_line
+    from dslite_tiny.cli.device import format_summary as format_device
     from dslite_tiny.cli.evaluate import format_report
     from dslite_tiny.demo import run_demo
 
@@ -43,6 +44,8 @@ def demo(out: Path, clips_per_class: int, epochs: int | None) -> None:
                    + ", ".join(path.name for path in exported.files))
         if exported.fit is not None:
             click.echo(f"          {exported.fit.describe()}")
+    if result.device is not None:
+        click.echo("device    " + format_device(result.device).replace("\n  ", "\n          "))
     for advice in result.report.recommendations:
         click.echo(f"recommend {advice.board}: {advice.text.replace('**', '')}")
     click.echo(f"report    {result.report.html}")
