@@ -87,14 +87,21 @@ def arena_estimate(arena_bytes: int | None, description: dict) -> int | None:
     return arena_bytes if arena_bytes is not None else description.get("activation_bytes")
 
 
+_TAP_BYTES = 16  # one output pixel's resize taps in the C frontend (2 indices, 2 weights, a count, padding)
+
+
 def frontend_buffer_bytes(frontend: FrontendConfig | None) -> int:
+    """Static RAM of the firmware core's frontend (``dt_frontend.c``) and its int16 chunk buffer: tests hold
+    this equal to what the compiled C reports for a bilinear resize (anti-aliasing needs a few more taps)."""
     if frontend is None:
         return 0
     f = frontend
     audio = 2 * f.chunk_length
-    fft = 2 * 4 * f.n_fft + 4 * (f.n_fft // 2 + 1)
-    mel = 4 * f.n_frames * f.n_mels
-    return audio + fft + mel
+    window = 4 * f.win_length
+    fft = 2 * 4 * f.n_fft * (2 if f.n_fft & (f.n_fft - 1) == 0 else 3)  # twiddles, work (and DFT output) buffer
+    mel = 4 * (f.n_fft // 2 + 1) + 4 * f.n_frames * f.n_mels  # bin positions, the chunk's mel spectrogram
+    resize = _TAP_BYTES * (f.image_width + f.image_height) + 2 * 4 * f.image_width
+    return audio + window + fft + mel + resize
 
 
 def check_fit(need: Footprint, board: BoardConfig) -> Fit:

@@ -43,10 +43,18 @@ static float g_mel[DT_FRAMES * DT_MEL_BINS]; /* (frames, mels): power, then dB, 
 static dt_taps g_time_taps[DT_IMAGE_WIDTH];
 static dt_taps g_mel_taps[DT_IMAGE_HEIGHT]; /* already flipped: row 0 is the highest frequency */
 static float g_rows[DT_MEL_TAPS][DT_IMAGE_WIDTH];
+#if (DT_FFT_SIZE & (DT_FFT_SIZE - 1)) != 0
+#define DT_DIRECT_DFT 1 /* not a power of two: the direct sum, which needs an output buffer */
+static float g_dft[2 * DT_FFT_SIZE];
+#endif
 
 size_t dt_frontend_static_bytes(void) {
   return sizeof(g_window) + sizeof(g_twiddle) + sizeof(g_fft) + sizeof(g_bin_mel) + sizeof(g_mel) +
-         sizeof(g_time_taps) + sizeof(g_mel_taps) + sizeof(g_rows);
+         sizeof(g_time_taps) + sizeof(g_mel_taps) + sizeof(g_rows)
+#if DT_DIRECT_DFT
+         + sizeof(g_dft)
+#endif
+      ;
 }
 
 /* resize_matrix + resize_taps for one output position: tf.image.resize with half-pixel centres. */
@@ -123,9 +131,10 @@ void dt_frontend_init(void) {
 /* In-place complex DFT of g_fft: radix-2 when the size is a power of two, else the direct sum. */
 static void fft(void) {
   const int n = DT_FFT_SIZE;
-  int i, j, len;
-  if ((n & (n - 1)) != 0) {
-    static float out[2 * DT_FFT_SIZE];
+  int i, j;
+#if DT_DIRECT_DFT
+  {
+    float *out = g_dft;
     for (i = 0; i < n; ++i) {
       float re = 0.0f, im = 0.0f;
       for (j = 0; j < n; ++j) {
@@ -137,8 +146,9 @@ static void fft(void) {
       out[2 * i + 1] = im;
     }
     for (i = 0; i < 2 * n; ++i) g_fft[i] = out[i];
-    return;
   }
+#else
+  int len;
   for (i = 1, j = 0; i < n; ++i) { /* bit-reversal permutation */
     int bit = n >> 1;
     for (; j & bit; bit >>= 1) j ^= bit;
@@ -160,6 +170,7 @@ static void fft(void) {
       }
     }
   }
+#endif
 }
 
 static float sample(const uint8_t *pcm_le, int i) {

@@ -1,0 +1,193 @@
+"""The C firmware core, compiled with the host compiler: its frontend against the Python frontend, its
+protocol parser on valid, invalid and random input, its static RAM against the board fit check, and a
+cross-compile for a Cortex-M4F when the ARM toolchain is installed."""
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import re
+import shutil
+import subprocess
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import dslite_tiny  # noqa: F401
+from dslite_tiny.audio.frontend import Frontend
+from dslite_tiny.config import FrontendConfig
+from dslite_tiny.export.boards import frontend_buffer_bytes
+from dslite_tiny.export.variant import load_variant
+from dslite_tiny.measure.litert import quantize_input
+from firmware_host.build import CORE_SOURCES, core_files, host_library, model_files
+
+# Frontends unlike the test model's own (64×64 gray, tf): colour maps, torch/caffe normalisation,
+# anti-aliasing, top_db, peak normalisation, nearest resize and an FFT size that is no power of two.
+FRONTENDS = {
+    "model": {},
+    "viridis-torch": dict(sr=8000, fmax=4000.0, chunk_s=1.0, window_s=0.032, hop_s=0.016, fft_s=0.032,
+                          n_mels=40, color_map="viridis", image_height=96, image_width=96, channels=3,
+                          normalization="torch"),
+    "magma-caffe-antialias": dict(sr=16000, chunk_s=1.0, window_s=0.025, hop_s=0.010, fft_s=0.030, n_mels=64,
+                                  color_map="magma", image_height=32, image_width=48, channels=3,
+                                  normalization="caffe", antialias=True, top_db=80.0, normalize_audio=True),
+    "gray3-nearest": dict(sr=16000, chunk_s=0.5, window_s=0.032, hop_s=0.016, fft_s=0.064, n_mels=32,
+                          color_map="gray", image_height=50, image_width=20, channels=3, resize="nearest"),
+}
+
+
+def signal(kind: str, n: int, sr: int) -> np.ndarray:
+    """Speech-like (a gliding, amplitude-modulated harmonic voice with breath noise), silence, or clipping."""
+    rng = np.random.default_rng(1)
+    t = np.arange(n) / sr
+    if kind == "silent":
+        return np.zeros(n)
+    if kind == "clipped":
+        return np.clip(3.0 * np.sin(2 * np.pi * 440 * t) + 0.5 * rng.standard_normal(n), -1.0, 1.0)
+    pitch = 2 * np.pi * np.cumsum(120 + 40 * np.sin(2 * np.pi * 2 * t)) / sr
+    voice = sum(np.sin(k * pitch) / k for k in range(1, 8)) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t))
+    return 0.25 * voice + 0.01 * rng.standard_normal(n)
+
+
+@pytest.fixture(scope="module")
+def variant(compressed):
+    return load_variant(compressed / "int8")
+
+
+def load_core(variant, frontend: dict, cache: Path) -> ctypes.CDLL:
+    config = dataclasses.replace(variant.frontend, **frontend) if frontend else variant.frontend
+    FrontendConfig(**dataclasses.asdict(config))  # validated like a user's config
+    core = ctypes.CDLL(str(host_library(dataclasses.replace(variant, frontend=config), cache_dir=cache)))
+    core.dt_frontend_static_bytes.restype = ctypes.c_size_t
+    core.dt_protocol_commands.restype = ctypes.c_uint32
+    return core
+
+
+@pytest.mark.parametrize("name", FRONTENDS)
+def test_c_frontend_equals_python_frontend(variant, name, tmp_path_factory):
+    frontend = dataclasses.replace(variant.frontend, **FRONTENDS[name])
+    core = load_core(variant, FRONTENDS[name], tmp_path_factory.getbasetemp() / "firmware")
+    core.dt_frontend_init()
+    detail = {"dtype": np.int8, "quantization": (variant.description["input"]["scale"],
+                                                 variant.description["input"]["zero_point"])}
+    for kind in ("speech", "silent", "clipped"):
+        pcm = np.clip(np.round(signal(kind, frontend.chunk_length, frontend.sr) * 32768), -32768, 32767)
+        pcm = pcm.astype("<i2")
+        expected = quantize_input(Frontend(frontend)(pcm.astype(np.float32) / np.float32(32768)), detail)[0]
+        got = np.zeros(expected.size, np.int8)
+        core.dt_frontend_run(pcm.ctypes.data_as(ctypes.c_void_p), got.ctypes.data_as(ctypes.c_void_p))
+        difference = np.abs(got.astype(int) - expected.ravel().astype(int))
+        assert difference.max() <= 1, (name, kind)
+        assert np.mean(difference == 0) >= 0.999, (name, kind, np.mean(difference == 0))
+    if not frontend.antialias:  # the fit check budgets exactly the C's static buffers
+        assert core.dt_frontend_static_bytes() == frontend_buffer_bytes(frontend) - 2 * frontend.chunk_length
+
+
+class Core:
+    """The compiled core behind Python callbacks, without a pty: bytes in, reply lines out."""
+
+    def __init__(self, library: ctypes.CDLL, variant) -> None:
+        self.library, self.output = library, bytearray()
+        self.invokes = 0
+        self._write = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_size_t)(
+            lambda text, length: self.output.extend(ctypes.string_at(text, length)))
+        self._invoke = ctypes.CFUNCTYPE(ctypes.c_int)(self._on_invoke)
+        self.input = (ctypes.c_int8 * int(np.prod(variant.description["input"]["shape"])))()
+        self.scores = (ctypes.c_int8 * variant.num_classes)(*range(-3, variant.num_classes - 3))
+        library.dt_host_boot(self._write, self._invoke, self.input, self.scores)
+
+    def _on_invoke(self) -> int:
+        self.invokes += 1
+        return 0
+
+    def send(self, data: bytes) -> list[str]:
+        self.output.clear()
+        self.library.dt_protocol_feed(data, len(data))
+        return self.output.decode("latin-1").split("\r\n")[:-1]
+
+
+@pytest.fixture
+def core(variant, tmp_path_factory) -> Core:
+    core = Core(load_core(variant, {}, tmp_path_factory.getbasetemp() / "firmware"), variant)
+    core.send(b"%")
+    return core
+
+
+def test_protocol_commands(core, variant):
+    assert core.send(b"name%") == ["m-name-dut-[virtual]", "m-ready"]
+    assert core.send(b"%") == ["m-ready"]
+    model = core.send(b"model%")[0]
+    assert model == (f"m-model-[sha256={variant.sha256},variant=int8,classes={variant.num_classes},"
+                     f"labels={'|'.join(variant.labels)}]")
+    elements = len(core.input)
+    data = bytes(range(256)) * (elements // 256) + bytes(elements % 256)
+    assert core.send(f"db load {elements}%".encode()) == [f"m-[Expecting {elements} bytes]", "m-ready"]
+    for start in range(0, elements, 38):
+        reply = core.send(f"db {data[start:start + 38].hex()}%".encode())
+    assert reply == ["m-load-done", "m-ready"]
+    assert core.send(b"crc%") == [f"m-crc-{zlib.crc32(data):08x}", "m-ready"]
+    lines = core.send(b"infer 3 2%")
+    assert lines[:3] == ["m-warmup-start-2", "m-warmup-done", "m-infer-start-3"] and core.invokes == 5
+    assert bytes(core.input) == data  # infer copies the loaded buffer into the input tensor
+    results = re.fullmatch(r"m-results-\[(.*)\]", lines[-3]).group(1)
+    assert lines[-2] == f"m-results-crc-{zlib.crc32(results.encode()):08x}" and lines[-1] == "m-ready"
+    scale, zero = variant.description["output"]["scale"], variant.description["output"]["zero_point"]
+    assert [float(s) for s in results.split(",")] == pytest.approx(
+        [scale * (q - zero) for q in core.scores], abs=1e-6)
+
+
+def test_protocol_binary_audio_and_classify(core, variant):
+    samples = variant.frontend.chunk_length
+    pcm = (np.arange(samples) % 200 - 100).astype("<i2").tobytes()
+    assert core.send(f"audio load {samples}%".encode())[0] == f"m-[Expecting {2 * samples} bytes]"
+    bad = core.send(f"bulk {len(pcm)} {zlib.crc32(pcm) ^ 1:08x}%".encode() + pcm)
+    assert bad[0].startswith("e-[bulk crc ") and bad[-1] == "m-ready"
+    assert core.send(f"bulk {len(pcm)} {zlib.crc32(pcm):08x}%".encode() + pcm) == [
+        f"m-bulk-ok-{len(pcm)}", "m-load-done", "m-ready"]
+    lines = core.send(b"classify 0%")
+    assert lines[0].startswith("m-frontend-us-") and lines[1].startswith("m-infer-us-")
+    assert lines[-2] == f"m-class-{int(np.argmax(list(core.scores)))}"
+
+
+@pytest.mark.parametrize("command, error", [
+    (b"bogus%", "e-[unknown command bogus]"),
+    (b"x" * 100 + b"%", "e-[command too long]"),
+    (b"db 0g%", "e-[db: no load open]"),
+    (b"db load 3%", "e-[db load: the model input takes"),
+    (b"audio load 5%", "e-[audio load: a chunk is"),
+    (b"infer 1 0%", "e-[infer: load the input with db load first]"),
+    (b"classify 0%", "e-[classify: load a chunk with audio load first]"),
+    (b"bulk 4 zzzzzzzz%", "e-[bulk: no room: open a load first]"),
+    (b"results%", "e-[results: no inference yet]"),
+    (b"infer 1 2 3 4 5%", "e-[command: too many arguments]"),
+])
+def test_protocol_rejects_invalid_commands(core, command, error):
+    lines = core.send(command)
+    assert lines[0].startswith(error) and lines[-1] == "m-ready", lines
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=600))
+def test_protocol_survives_random_bytes(core, noise):
+    """No crash and bounded replies on any input; a lone % afterwards always brings m-ready."""
+    lines = core.send(noise)
+    assert len(core.output) <= 4000 + 200 * noise.count(b"%")
+    assert all(re.match(r"^(m|e)-", line) for line in lines), lines
+    core.library.dt_protocol_poll()
+    recovered = core.send(b"%")
+    assert recovered[-1:] == ["m-ready"] or core.send(bytes(70000) + b"%")[-1] == "m-ready"
+
+
+def test_firmware_project_sources_build_for_cortex_m4(variant, tmp_path):
+    """Portable C99: the core and frontend compile for a Cortex-M4F with the board toolchain."""
+    compiler = shutil.which("arm-none-eabi-gcc")
+    if compiler is None:
+        pytest.skip("arm-none-eabi-gcc is not installed (.ci/run installs it)")
+    for name, text in {**core_files(tflm=False), **model_files(variant, name="kws", device="test")}.items():
+        (tmp_path / name).write_text(text)
+    for source in CORE_SOURCES:
+        subprocess.run([compiler, "-std=c99", "-pedantic", "-Wall", "-Wextra", "-Werror", "-Os", "-mcpu=cortex-m4",
+                        "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16", f"-I{tmp_path}", "-c",
+                        str(tmp_path / source), "-o", str(tmp_path / f"{source}.o")], check=True)
