@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from dslite_tiny.config import DataConfig
-from dslite_tiny.errors import DeviceError, UserError
+from dslite_tiny.errors import UserError
 from dslite_tiny.export.variant import Variant
 from dslite_tiny.measure.metrics import classification_report, file_votes
 from dslite_tiny.progress import Progress, no_progress

@@ -1,0 +1,178 @@
+"""The device side end to end: the virtual device (C core + TFLite Micro) on a real pseudo-terminal, driven
+by the harness and the CLI, with and without link faults; resume after a kill; flashing projects."""
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from test_cli import assert_user_error
+
+import dslite_tiny  # noqa: F401
+from dslite_tiny.export.boards import list_boards, load_board
+from dslite_tiny.export.variant import load_variant
+from firmware_host.flash import write_project, plan_flash
+
+
+@pytest.fixture(scope="module")
+def model_dir(compressed) -> Path:
+    return compressed / "int8"
+
+
+class VirtualProcess:
+    """``dslite-tiny device virtual`` in its own process, as a user starts it."""
+
+    def __init__(self, model_dir: Path, link: Path, *options: str) -> None:
+        self.process = subprocess.Popen([sys.executable, "-m", "dslite_tiny", "device", "virtual", "--model-dir",
+                                         str(model_dir), "--port-link", str(link), *options],
+                                        stdout=subprocess.PIPE, text=True)
+        first = self.process.stdout.readline()
+        assert first.startswith("virtual device") and first.strip().endswith(str(link)), first
+        self.port = str(link)
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGINT)
+        self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def virtual_port(model_dir, tmp_path):
+    device = VirtualProcess(model_dir, tmp_path / "clean")
+    yield device.port
+    device.stop()
+
+
+def device_eval(port: str, model_dir: Path, data: Path, *options: str) -> subprocess.CompletedProcess:
+    return run_cli("device", "eval", "--port", port, "--model-dir", str(model_dir), "--data", str(data),
+                   "--timeout", "2", *options)
+
+
+def records(path: Path) -> dict[int, dict]:
+    lines = path.read_text().splitlines()
+    return {r["index"]: r for r in map(json.loads, lines[1:])}
+
+
+def test_device_eval_over_a_pty_matches_host_litert(virtual_port, model_dir, demo_data):
+    info = run_cli("device", "info", "--port", virtual_port)
+    assert info.returncode == 0 and "device    virtual" in info.stdout and "sha256" in info.stdout, info.stderr
+    for mode in ("audio", "tensor"):
+        result = device_eval(virtual_port, model_dir, demo_data, "--mode", mode, "--name", f"clean-{mode}")
+        assert result.returncode == 0, result.stderr
+        summary = json.loads((model_dir / f"device-clean-{mode}.json").read_text())
+        assert summary["chunks"] >= 10 and summary["accuracy"]["agreement"] >= 0.99
+        assert summary["latency"]["inference"]["median_ms"] > 0
+        assert ("frontend" in summary["latency"]) == (mode == "audio")
+    hex_run = device_eval(virtual_port, model_dir, demo_data, "--mode", "tensor", "--transfer", "hex",
+                          "--limit", "5", "--name", "hex")
+    assert hex_run.returncode == 0, hex_run.stderr
+    tensor = records(model_dir / "device-clean-tensor.jsonl")
+    hexed = records(model_dir / "device-hex.jsonl")
+    assert all(hexed[i]["scores"] == tensor[i]["scores"] for i in hexed)
+    assert max(r["bytes_sent"] for r in hexed.values()) > 2 * max(r["bytes_sent"] for r in tensor.values())
+
+
+def test_faults_and_resets_do_not_change_the_results(model_dir, demo_data, tmp_path, virtual_port):
+    clean = device_eval(virtual_port, model_dir, demo_data, "--name", "reference")
+    assert clean.returncode == 0, clean.stderr
+    faulty = VirtualProcess(model_dir, tmp_path / "faulty", "--fault-rate", "0.01", "--reset-after", "7",
+                            "--seed", "3")
+    try:
+        result = device_eval(faulty.port, model_dir, demo_data, "--name", "faulty")
+    finally:
+        faulty.stop()
+    assert result.returncode == 0, result.stderr
+    reference, noisy = records(model_dir / "device-reference.jsonl"), records(model_dir / "device-faulty.jsonl")
+    assert sorted(noisy) == sorted(reference)
+    assert all(noisy[i]["scores"] == reference[i]["scores"] for i in reference)
+    assert sum(r["attempts"] > 1 for r in noisy.values()) >= 3  # the faults did happen
+
+
+def test_resume_after_a_killed_run(virtual_port, model_dir, demo_data):
+    log = model_dir / "device-killed.jsonl"
+    log.unlink(missing_ok=True)
+    command = [sys.executable, "-m", "dslite_tiny", "device", "eval", "--port", virtual_port, "--model-dir",
+               str(model_dir), "--data", str(demo_data), "--name", "killed", "--warmup", "3"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not log.is_file() or len(log.read_text().splitlines()) < 6):
+        time.sleep(0.02)
+    process.kill()
+    process.wait()
+    done_before = records(log)
+    assert 5 <= len(done_before)
+    with open(log, "a") as cut:  # as if the kill had landed mid-line
+        cut.write('{"index": 99')
+    resumed = device_eval(virtual_port, model_dir, demo_data, "--name", "killed", "--warmup", "3", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    lines = log.read_text().splitlines()[1:]
+    indices = [json.loads(line)["index"] for line in lines]
+    assert len(indices) == len(set(indices)) == json.loads((model_dir / "device-killed.json").read_text())["chunks"]
+    assert all(records(log)[i] == record for i, record in done_before.items())
+    changed = device_eval(virtual_port, model_dir, demo_data, "--name", "killed", "--resume", "--mode", "tensor")
+    assert_user_error(changed, "cannot resume", "mode")
+
+
+def test_device_user_errors(virtual_port, compressed, demo_data, tmp_path):
+    other = device_eval(virtual_port, compressed / "pruned-int8", demo_data)
+    assert_user_error(other, "the device runs model int8")
+    float_model = run_cli("device", "virtual", "--model-dir", str(compressed / "float32"))
+    assert_user_error(float_model, "not full-integer", "int8 variants")
+    no_project = run_cli("device", "flash", "--board", "phone", "--model-dir", str(compressed / "int8"))
+    assert_user_error(no_project, "phone", "no firmware project")
+    missing = run_cli("device", "eval", "--port", str(tmp_path / "nothing"), "--model-dir",
+                      str(compressed / "int8"), "--data", str(demo_data))
+    assert missing.returncode == 1 and "cannot open the port" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_benchmark_performance_mode(virtual_port, model_dir):
+    result = run_cli("device", "bench", "--port", virtual_port, "--model-dir", str(model_dir), "--window-s", "0.2",
+                     "--windows", "5", "--warmup", "2")
+    assert result.returncode == 0, result.stderr
+    bench = json.loads((model_dir / "bench-virtual.json").read_text())
+    assert len(bench["window_latency_ms"]) == 5 and bench["runs_per_window"] >= 1
+    assert bench["median_inferences_per_s"] == pytest.approx(1000 / bench["median_latency_ms"], rel=0.05)
+
+
+@pytest.mark.parametrize("board", [b for b in list_boards() if load_board(b).project != "none"])
+def test_flash_dry_run_writes_a_complete_project(board, model_dir, tmp_path):
+    result = run_cli("device", "flash", "--board", board, "--model-dir", str(model_dir), "--port", "/dev/ttyACM0",
+                     "--out", str(tmp_path / board), "--dry-run")
+    assert result.returncode == 0, result.stderr
+    profile = load_board(board)
+    source = tmp_path / board / ("dslite_tiny" if profile.project == "arduino" else "src")
+    main = source / ("dslite_tiny.ino" if profile.project == "arduino" else "main.cpp")
+    for name in (main.name, "model_model_data.cc", "model_model_settings.h", "model_op_resolver.h", "dt_model.h",
+                 "dt_protocol.c", "dt_frontend.c", "dt_tflm.cc"):
+        assert (source / name).is_file(), name
+    assert f'#define DT_DEVICE_NAME "{board}"' in (source / "dt_model.h").read_text()
+    if profile.project == "platformio":
+        ini = (tmp_path / board / "platformio.ini").read_text()
+        assert f"[env:{board}]" in ini and all(option in ini for option in profile.platformio_options)
+    commands = plan_flash(profile, tmp_path / board, port="/dev/ttyACM0")
+    printed = [line.split(None, 2)[2] for line in result.stdout.splitlines() if line.startswith("would run")]
+    assert printed == [shlex.join(c) for c in commands]
+    assert len(printed) == len(profile.build_commands) + 1 and printed[0].split()[0] in ("arduino-cli", "pio")
+
+
+def test_flash_without_the_tool_names_how_to_install_it(model_dir, tmp_path):
+    if shutil.which("arduino-cli"):
+        pytest.skip("arduino-cli is installed here")
+    result = run_cli("device", "flash", "--board", "nano33ble", "--model-dir", str(model_dir), "--port",
+                     "/dev/ttyACM0", "--out", str(tmp_path / "nano"))
+    assert_user_error(result, "arduino-cli is not installed", "install arduino-cli")
+    assert (tmp_path / "nano" / "dslite_tiny" / "dslite_tiny.ino").is_file()
+
+
+def test_project_refuses_a_float_variant(compressed, tmp_path):
+    from dslite_tiny.errors import UserError
+
+    with pytest.raises(UserError, match="not full-integer"):
+        write_project(load_variant(compressed / "float32"), load_board("rp2040"), tmp_path)
