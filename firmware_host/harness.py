@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from dslite_tiny.config import DataConfig
-from dslite_tiny.errors import UserError
+from dslite_tiny.errors import AudioError, UserError
 from dslite_tiny.export.variant import Variant
 from dslite_tiny.measure.metrics import classification_report, file_votes
 from dslite_tiny.progress import Progress, no_progress
@@ -76,12 +76,20 @@ def prepare_chunks(variant: Variant, data: DataConfig, *, limit: int | None = No
     class_index = _class_index(dataset.classes, variant)
     pcm, labels, owners, clips = [], [], [], []
     for clip in progress(dataset.split("test"), desc="test chunks"):
-        chunks = frontend.chunk(load_audio(clip.path, sr=frontend.config.sr)).data
+        try:
+            chunks = frontend.chunk(load_audio(clip.path, sr=frontend.config.sr)).data
+        except AudioError as exc:  # as compress does: a bad file is skipped unless strict
+            if data.strict:
+                raise
+            log.warning("skipping %s", exc)
+            continue
         pcm.append(np.clip(np.round(chunks * 32768.0), -32768, 32767).astype(np.int16))
         labels += [class_index[clip.label]] * len(chunks)
         owners += [len(clips)] * len(chunks)
         clips.append(str(clip.path))
-    pcm_all = np.concatenate(pcm) if pcm else np.zeros((0, frontend.config.chunk_length), np.int16)
+    if not labels:
+        raise UserError("the test split yields no chunks", path=data.root)
+    pcm_all = np.concatenate(pcm)
     keep = _spread(len(pcm_all), limit)
     pcm_all = pcm_all[keep]
     images = frontend.model_input(frontend.spectrogram(pcm_all.astype(np.float32) / np.float32(32768.0)))

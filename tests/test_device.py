@@ -23,8 +23,12 @@ from firmware_host.flash import write_project, plan_flash
 
 
 @pytest.fixture(scope="module")
-def model_dir(compressed) -> Path:
-    return compressed / "int8"
+def model_dir(compressed, tmp_path_factory) -> Path:
+    """A copy of the int8 variant folder (and the run's reference.json): device results are written next to
+    the variant, and the session's compress output stays as other tests expect it."""
+    out = tmp_path_factory.mktemp("device-run")
+    shutil.copy(compressed / "reference.json", out / "reference.json")
+    return Path(shutil.copytree(compressed / "int8", out / "int8"))
 
 
 class VirtualProcess:

@@ -70,11 +70,14 @@ def plot_uar_vs_size(results: Results, path: Path, *, tolerance_points: float) -
     return _save(fig, path)
 
 
+_MARKERS = "os^Dv<>ph*"  # one per measurement source (host, then devices); repeats beyond ten
+
+
 def plot_uar_vs_latency(results: Results, path: Path, *, tolerance_points: float) -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.4), layout="constrained")
     _reference_band(ax, results, tolerance_points)
-    markers = dict(zip(results.sources, "os^Dv<>"))
+    markers = {source: _MARKERS[i % len(_MARKERS)] for i, source in enumerate(results.sources)}
     labelled = []
     for variant in _measured(results):
         for m in variant.measurements:
