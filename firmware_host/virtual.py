@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dslite_tiny.data.cache import default_cache_dir
 from dslite_tiny.export.settings import recommended_arena_bytes
 from dslite_tiny.export.variant import Variant, load_variant, with_measured_arena
 from dslite_tiny.native import capture_native_stderr
@@ -36,16 +37,13 @@ _INVOKE = ctypes.CFUNCTYPE(ctypes.c_int)
 _POLL_S = 0.05
 
 
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dslite-tiny" / "firmware"
-
-
 class VirtualDevice:
     def __init__(self, model_dir: str | Path, *, fault_rate: float = 0.0, reset_after: int | None = None,
                  seed: int = 0, cache_dir: Path | None = None) -> None:
         variant = with_measured_arena(load_variant(model_dir))
         self.variant = variant
-        self._core = ctypes.CDLL(str(host_library(variant, cache_dir=cache_dir or default_cache_dir())))
+        cache_dir = cache_dir or default_cache_dir() / "firmware"  # the project's cache root, as features use
+        self._core = ctypes.CDLL(str(host_library(variant, cache_dir=cache_dir)))
         self._core.dt_protocol_commands.restype = ctypes.c_uint32
         self._interpreter = _tflm_interpreter(variant)
         self._input_shape = tuple(variant.description["input"]["shape"])
