@@ -64,6 +64,12 @@ class Dut:
         self.noise_lines = 0
         self.info: DeviceInfo | None = None
 
+    def __enter__(self) -> Dut:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.transport.close()
+
     # --- one command ----------------------------------------------------------------------------------
 
     def send(self, raw: bytes, *, payload: bytes = b"", timeout_s: float | None = None) -> list[Reply]:
@@ -212,7 +218,7 @@ def find_port() -> str:
 
 
 def connect(port: str | None, *, baudrate: int = 115200, timeout_s: float = 10.0) -> Dut:
-    """A ``Dut`` on ``port`` (discovered when None), identified and in sync."""
+    """A ``Dut`` on ``port`` (discovered when None), identified and in sync; ``with`` closes its port."""
     dut = Dut(Transport(port or find_port(), baudrate=baudrate), timeout_s=timeout_s)
     try:
         dut.resync()

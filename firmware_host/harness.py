@@ -299,12 +299,9 @@ def evaluate_on_device(port: str | None, model_dir: str | Path, data: DataConfig
 
     variant = load_variant(model_dir)
     chunks = prepare_chunks(variant, data, limit=settings.limit, progress=progress)
-    dut = connect(port, timeout_s=timeout_s)
-    try:
+    with connect(port, timeout_s=timeout_s) as dut:
         return evaluate(dut, variant, chunks, settings, results_dir=variant.path.parent, device_name=device_name,
                         resume=resume, progress=progress)
-    finally:
-        dut.transport.close()
 
 
 def benchmark_on_device(port: str | None, model_dir: str | Path, *, window_s: float = 10.0, windows: int = 5,
@@ -317,12 +314,9 @@ def benchmark_on_device(port: str | None, model_dir: str | Path, *, window_s: fl
     variant = load_variant(model_dir)
     size = int(np.prod(variant.description["input"]["shape"]))
     data = np.random.default_rng(0).integers(-128, 128, size, dtype=np.int8).tobytes()
-    dut = connect(port, timeout_s=timeout_s)
-    try:
+    with connect(port, timeout_s=timeout_s) as dut:
         result = {**benchmark(dut, data, window_s=window_s, windows=windows, warmup=warmup),
                   "variant": variant.name, "model_sha256": variant.sha256}
-    finally:
-        dut.transport.close()
     path = variant.path.parent / f"bench-{_safe_name(device_name or result['device'])}.json"
     _write_json(path, result)
     return result, path

@@ -41,11 +41,12 @@ def info(port: str | None, timeout_s: float) -> None:
     """The device's name, firmware and model."""
     from firmware_host.dut import connect
 
-    dut = connect(port, timeout_s=timeout_s)
-    dut.transport.close()
-    click.echo(f"device    {dut.info.name} on {dut.transport.url}")
-    click.echo(f"firmware  {dut.info.profile}")
-    for key, value in dut.info.model.items():
+    with connect(port, timeout_s=timeout_s) as dut:
+        identity = dut.info  # identified on connecting
+        url = dut.transport.url
+    click.echo(f"device    {identity.name} on {url}")
+    click.echo(f"firmware  {identity.profile}")
+    for key, value in identity.model.items():
         click.echo(f"model     {key} = {'|'.join(value) if isinstance(value, list) else value}")
 
 
