@@ -24,6 +24,7 @@ from dslite_tiny.compress.prune import (PruningSchedule, cluster_model, kernel_s
 from dslite_tiny.compress.quantize import quantize_model
 from dslite_tiny.config import VARIANTS, CompressConfig, to_dict
 from dslite_tiny.data.features import FeatureSet
+from dslite_tiny.models.trained import load_keras_model
 from dslite_tiny.progress import Progress, no_progress
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,6 @@ def _quantization_aware(ctx: VariantContext, model, *, preserve: str) -> tuple[o
 
 def _load_or_prune(ctx: VariantContext) -> tuple[object, dict]:
     import tensorflow_model_optimization as tfmot
-    import tf_keras as keras
 
     c = ctx.config
     key = _stage_key(ctx, ("sparsity", "structured", "min_weights", "prune_epochs", "prune_learning_rate",
@@ -154,7 +154,7 @@ def _load_or_prune(ctx: VariantContext) -> tuple[object, dict]:
     details_path = path.with_suffix(".json")
     if path.is_file() and details_path.is_file():
         log.info("reusing the pruned model %s", path)
-        return keras.models.load_model(path, compile=False), json.loads(details_path.read_text())
+        return load_keras_model(path), json.loads(details_path.read_text())
     layers = weight_layer_names(ctx.model, min_weights=c.min_weights, structured=c.structured)
     if not layers:
         raise ValueError(f"no layer has {c.min_weights} or more kernel weights to prune (lower min_weights)")

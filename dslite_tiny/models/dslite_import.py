@@ -23,7 +23,7 @@ from dslite_tiny.config import FrontendConfig, load_config, to_dict
 from dslite_tiny.data.dslite import hp_config_to_frontend, read_class_config, read_hp_config
 from dslite_tiny.errors import UserError
 from dslite_tiny.models.registry import create_model
-from dslite_tiny.models.trained import read_model_config, save_trained
+from dslite_tiny.models.trained import check_no_code, read_model_config, save_trained
 
 log = logging.getLogger(__name__)
 SUPPORTED = ("densenet121", "mobilenet", "mobilenet_v2")
@@ -96,6 +96,7 @@ def load_dslite_model(path: Path):
         raise UserError(f"the file holds no layer graph (its {config.get('class_name', 'model')} config has only "
                         f"{', '.join(config.get('config', {})) or 'nothing'}): it was not saved by DeepSpectrumLite's "
                         f"Keras, which stored the whole functional graph", path=path)
+    check_no_code(config, path=path)
     config, flipped = _inference_mode(_function_names(config))
     if flipped:
         warnings.warn(f"{path}: DeepSpectrumLite called the backbone with training=True (hp_config weights ''), so "

@@ -19,6 +19,8 @@ from dslite_tiny.errors import UserError
 
 SIDECAR_FORMAT = "dslite-tiny model"
 SIDECAR_VERSION = 1
+# The only top-level packages a stored architecture may name (Keras resolves and imports them on load).
+SAFE_MODULES = ("keras", "tf_keras", "builtins", "dslite_tiny")
 
 
 @dataclasses.dataclass
@@ -89,10 +91,6 @@ def read_model_config(path: Path) -> dict[str, Any]:
 
 def load_trained(path: str | Path) -> TrainedModel:
     """The model and its sidecar; one-line errors for a missing, non-Keras or DeepSpectrumLite file."""
-    import tf_keras as keras
-
-    import dslite_tiny.models.arelu  # noqa: F401  (registers AReLU for deserialisation)
-
     path = Path(path)
     config = read_model_config(path)
     side = sidecar_path(path)
@@ -106,8 +104,49 @@ def load_trained(path: str | Path) -> TrainedModel:
     sidecar = json.loads(side.read_text(encoding="utf-8"))
     if sidecar.get("format") != SIDECAR_FORMAT:
         raise UserError("not a dslite-tiny sidecar", path=side)
+    return TrainedModel(load_keras_model(path, config=config), sidecar, path)
+
+
+def load_keras_model(path: str | Path, *, config: dict[str, Any] | None = None):
+    """A tf_keras model from an .h5 file, after ``check_no_code`` passed on its stored architecture.
+
+    Keras runs a Lambda layer's marshalled bytecode when it loads a legacy .h5 (its ``safe_mode`` argument
+    only guards the .keras format), so the architecture is checked first, and the load itself also runs in
+    Keras's safe-mode scope."""
+    import tf_keras as keras
+    from tf_keras.src.saving.serialization_lib import SafeModeScope
+
+    import dslite_tiny.models.arelu  # noqa: F401  (registers AReLU for deserialisation)
+
+    path = Path(path)
+    check_no_code(read_model_config(path) if config is None else config, path=path)
     try:
-        model = keras.models.load_model(path, compile=False)
+        with SafeModeScope(True):
+            return keras.models.load_model(path, compile=False)
     except (ValueError, TypeError, KeyError) as exc:
         raise UserError(f"cannot load the Keras model ({exc})", path=path) from None
-    return TrainedModel(model, sidecar, path)
+
+
+def check_no_code(config: Any, *, path: Path) -> None:
+    """Refuse an architecture whose deserialisation could run code: a Lambda layer (its function is stored
+    as Python bytecode or looked up by name), or a reference to a module other than Keras, builtins and
+    dslite_tiny (Keras's newer deserialiser imports such a module and calls what it finds; the legacy .h5
+    path ignores it today, and a model file must not depend on which path Keras takes)."""
+    if isinstance(config, list):
+        for item in config:
+            check_no_code(item, path=path)
+        return
+    if not isinstance(config, dict):
+        return
+    if config.get("class_name") == "Lambda" or "function_type" in config:
+        name = (config.get("config") or {}).get("name") or config.get("name") or "?"
+        raise UserError(f"the model has a Lambda layer '{name}': loading it would run Python code stored in the "
+                        f"file, which dslite-tiny never does; build the model from registered layers instead",
+                        path=path)
+    module = config.get("module")
+    if isinstance(module, str) and module.split(".")[0] not in SAFE_MODULES:
+        raise UserError(f"the model's architecture names the Python module '{module}' "
+                        f"({config.get('class_name', '?')}): loading it would import and run that code, which "
+                        f"dslite-tiny never does (allowed: {', '.join(SAFE_MODULES)})", path=path)
+    for value in config.values():
+        check_no_code(value, path=path)
