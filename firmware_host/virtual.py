@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from dslite_tiny.data.cache import default_cache_dir
+from dslite_tiny.errors import UserError
 from dslite_tiny.export.settings import recommended_arena_bytes
 from dslite_tiny.export.variant import Variant, load_variant, with_measured_arena
 from dslite_tiny.native import capture_native_stderr
@@ -60,14 +61,13 @@ class VirtualDevice:
     def open(self, link: str | Path | None = None) -> str:
         """Opens the pseudo-terminal (raw: no echo, no line-end translation) and boots the core; returns
         the port path a host opens (``link``, a symlink to it, when given)."""
+        if link is not None:
+            check_port_link(Path(link))
         self._master, self._slave = os.openpty()
         tty.setraw(self._slave)
         path = os.ttyname(self._slave)
         if link is not None:
-            link = Path(link)
-            if link.is_symlink() or link.exists():
-                link.unlink()
-            link.symlink_to(path)
+            replace_symlink(Path(link), path)
             path = str(link)
         self._boot()
         return path
@@ -160,3 +160,22 @@ def serve_virtual(model_dir: str | Path, **options) -> Iterator[str]:
         stop.set()
         thread.join(timeout=5)
         device.close()
+
+
+def check_port_link(link: Path) -> None:
+    """A port link may only replace a symlink: the path a user names could be a file, a folder or a real
+    serial port (as root, /dev/ttyACM0), none of which is ours to remove."""
+    if os.path.lexists(link) and not link.is_symlink():
+        kind = "a folder" if link.is_dir() else "a file or device"
+        raise UserError(f"--port-link: {link} is {kind}, not a symlink; name a new path (only an old symlink is "
+                        f"replaced)")
+    if not link.parent.is_dir():
+        raise UserError(f"--port-link: the folder {link.parent} does not exist")
+
+
+def replace_symlink(link: Path, target: str) -> None:
+    """Point ``link`` at ``target`` atomically (a new symlink renamed over the old one)."""
+    tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(target)
+    os.replace(tmp, link)

@@ -3,6 +3,7 @@ by the harness and the CLI, with and without link faults; resume after a kill; f
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 import signal
@@ -134,6 +135,22 @@ def test_device_user_errors(virtual_port, compressed, demo_data, tmp_path):
     missing = run_cli("device", "eval", "--port", str(tmp_path / "nothing"), "--model-dir",
                       str(compressed / "int8"), "--data", str(demo_data))
     assert missing.returncode == 1 and "cannot open the port" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_port_link_only_ever_replaces_a_symlink(model_dir, tmp_path):
+    precious = tmp_path / "ttyACM0"
+    precious.write_text("not ours")
+    for path, kind in ((precious, "a file or device"), (tmp_path, "a folder")):
+        result = run_cli("device", "virtual", "--model-dir", str(model_dir), "--port-link", str(path))
+        assert_user_error(result, f"--port-link: {path} is {kind}, not a symlink")
+    assert precious.read_text() == "not ours"
+    stale = tmp_path / "stale"
+    stale.symlink_to(precious)
+    device = VirtualProcess(model_dir, stale)
+    try:
+        assert os.readlink(stale).startswith("/dev/pts/") and precious.read_text() == "not ours"
+    finally:
+        device.stop()
 
 
 def test_benchmark_performance_mode(virtual_port, model_dir):
