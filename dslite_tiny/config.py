@@ -190,7 +190,8 @@ class TrainConfig:
 @dataclasses.dataclass(frozen=True)
 class CompressConfig:
     """Which compressed variants to build and how. Fine-tuning (pruning, QAT, clustering) uses the train
-    split, selects by devel UAR and calibrates full-int8 conversion on ``representative_chunks`` train
+    split with the float model as teacher, keeps the epoch with the best mean of devel UAR and devel
+    agreement with the float model, and calibrates full-int8 conversion on ``representative_chunks`` train
     chunks; every variant is measured on the test split."""
 
     variants: list[str] = param(list(VARIANTS[:-1]), f"variants to build, of: {', '.join(VARIANTS)}")
@@ -211,11 +212,17 @@ class CompressConfig:
     clusters: int = param(16, "weight clusters per layer (clustered-int8)", low=2, high=256)
     cluster_epochs: int = param(2, "fine-tuning epochs of clustering", low=1, high=1000)
     cluster_learning_rate: float = param(1e-5, "learning rate while clustering", low=0.0, low_open=True, high=1.0)
+    distill_weight: float = param(0.8, "share of every fine-tuning loss on the float model's soft targets "
+                                       "(distillation; the rest is the labels, 0 = labels only)", low=0.0, high=1.0)
+    distill_temperature: float = param(2.0, "temperature of the float model's soft targets", low=0.0,
+                                       low_open=True, high=100.0)
     optimizer: Literal["adam", "adadelta"] = param("adam", "optimizer of every fine-tuning")
     batch_size: int = param(32, "batch size of every fine-tuning", low=1, high=4096)
     latency_runs: int = param(50, "timed LiteRT invokes per latency figure (after the warm-up)", low=1, high=100000)
     latency_warmup: int = param(5, "untimed LiteRT invokes before timing", low=0, high=10000)
     tflm: bool = param(True, "run every int8 model in the TFLite Micro interpreter and bisect its minimum arena")
+    layer_error_chunks: int = param(100, "test chunks on which every int8 tensor is compared with the float "
+                                         "model (the per-layer error record); 0 skips it", low=0, high=100000)
     seed: int = param(0, "seed of representative-set sampling and fine-tuning", low=0)
 
     def __post_init__(self) -> None:

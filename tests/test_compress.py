@@ -16,10 +16,12 @@ from dslite_tiny.compress import variants  # noqa: E402
 from dslite_tiny.compress.convert import convert_model  # noqa: E402
 from dslite_tiny.compress.pipeline import SUMMARY_COLUMNS, run_compress  # noqa: E402
 from dslite_tiny.compress.prune import PruningSchedule, prune_model, strip_pruning, weight_layer_names  # noqa: E402
-from dslite_tiny.compress.quantize import foldable_batchnorms, quantize_model  # noqa: E402
+from dslite_tiny.compress.finetune import distillation_loss, soft_targets  # noqa: E402
+from dslite_tiny.compress.quantize import calibrate_ranges, foldable_batchnorms, quantize_model  # noqa: E402
 from dslite_tiny.config import VARIANTS, CompressConfig, DataConfig, TrainConfig, load_config  # noqa: E402
 from dslite_tiny.data.cache import FeatureCache  # noqa: E402
 from dslite_tiny.measure.flatbuffer import describe_tflite, pruned_sparsity  # noqa: E402
+from dslite_tiny.measure.layer_error import layer_errors  # noqa: E402
 from dslite_tiny.measure.tflm import ALIGNMENT, _fits, check_tflm  # noqa: E402
 from dslite_tiny.models.arelu import AReLU, fold_arelu  # noqa: E402
 from dslite_tiny.models.registry import BACKBONES, create_model, register_backbone  # noqa: E402
@@ -60,6 +62,12 @@ def test_every_variant_is_built_measured_and_resumed(trained, tmp_path):
                                                                            else ("float32", "float32"))
         if full_int8:
             assert metrics["tflm"]["ok"] and metrics["tflm"]["arena_bytes"] > 0 and not metrics["float_ops"]
+            record = metrics["layer_error"]
+            assert record["chunks"] > 0 and len(record["tensors"]) >= 10 and len(record["worst"]) == 3, name
+            assert record["tensors"][-1]["layer"] == "head_predictions" and record["tensors"][-1]["sqnr_db"] > 10
+        for key in ("prune_history", "qat_history", "cluster_history"):
+            for epoch in metrics.get("details", {}).get(key, []):  # distilled from the float model
+                assert 0 <= epoch["devel_agreement"] <= 1 and epoch["score"] is not None, (name, key)
         if name in ("pruned-int8", "pqat-int8", "clustered-int8"):
             assert abs(metrics["sparsity"]["pruned_layers"] - 0.5) <= 0.03, name
     table = list(csv.DictReader((out / "summary.csv").open()))
@@ -103,6 +111,52 @@ def _random_classifier(backbone: str = "dscnn", shape=(32, 32, 3)) -> keras.Mode
 def _data(n: int = 96, shape=(32, 32, 3), seed: int = 0):
     rng = np.random.default_rng(seed)
     return rng.uniform(-1, 1, (n, *shape)).astype(np.float32), np.eye(3)[rng.integers(0, 3, n)]
+
+
+def test_calibrated_qat_starts_where_post_training_quantization_is():
+    """TFMOT's initial [-6, 6] ranges make an untrained QAT model's int8 activations mostly zero; calibrated
+    ranges give the PTQ model's accuracy before the first step (depthwise kernels stay per-tensor in QAT)."""
+    folded = fold_arelu(_random_classifier())
+    x, _ = _data()
+    ptq = layer_errors(convert_model(folded, "int8", representative=x), folded, x[:32])
+    raw = quantize_model(folded)
+    calibrated = quantize_model(folded)
+    assert calibrate_ranges(calibrated, folded, x) > 10
+    errors = {name: layer_errors(convert_model(model, "int8", representative=x), folded, x[:32])
+              for name, model in (("raw", raw), ("calibrated", calibrated))}
+    output_sqnr = {name: record["tensors"][-1]["sqnr_db"] for name, record in errors.items()}
+    assert output_sqnr["calibrated"] >= ptq["tensors"][-1]["sqnr_db"] - 3
+    assert output_sqnr["raw"] < output_sqnr["calibrated"] - 10
+    for mine, reference in zip(errors["calibrated"]["tensors"], ptq["tensors"]):
+        assert mine["layer"] == reference["layer"]
+        if mine["op"] != "DEPTHWISE_CONV_2D":
+            assert mine["sqnr_db"] >= reference["sqnr_db"] - 3, mine
+
+
+def test_layer_error_record_names_where_quantization_hurts():
+    folded = fold_arelu(_random_classifier())
+    x, _ = _data()
+    good = layer_errors(convert_model(folded, "int8", representative=x), folded, x[:32])
+    relus = [layer.name for layer in folded.layers if layer.name.endswith("_relu")]
+    assert [t["layer"] for t in good["tensors"] if t["layer"] in relus] == relus  # every block, in order
+    assert all(0.1 < t["rmse_scale"] < 2.0 and t["sqnr_db"] > 20 for t in good["tensors"]), good["tensors"]
+    wide = layer_errors(convert_model(folded, "int8", representative=x * 40), folded, x[:32])  # ranges 40× too wide
+    assert wide["tensors"][0]["sqnr_db"] < good["tensors"][0]["sqnr_db"] - 15
+    assert set(good["worst"]) <= {t["layer"] for t in good["tensors"]} and len(good["worst"]) == 3
+
+
+def test_distillation_targets_and_loss():
+    teacher = np.array([[0.7, 0.2, 0.1], [0.05, 0.05, 0.9]], np.float32)
+    np.testing.assert_allclose(soft_targets(teacher, 1.0), teacher, rtol=1e-5)
+    hot = soft_targets(teacher, 50.0)
+    assert np.all(hot.max(axis=1) - hot.min(axis=1) < 0.1)  # a high temperature flattens towards uniform
+    labels = np.eye(3, dtype=np.float32)[[1, 2]]
+    targets = np.concatenate([labels, soft_targets(teacher, 2.0)], axis=1)
+    hard_only = distillation_loss(3, 0.0, 2.0)(targets, teacher).numpy()
+    np.testing.assert_allclose(hard_only, -np.log([0.2, 0.9]), rtol=1e-5)
+    soft_only = distillation_loss(3, 1.0, 2.0)
+    student = np.array([[0.1, 0.2, 0.7], [0.3, 0.3, 0.4]], np.float32)
+    assert np.all(soft_only(targets, teacher).numpy() < soft_only(targets, student).numpy())  # the teacher is the optimum
 
 
 def test_fold_arelu_is_exact_and_leaves_one_leaky_relu():
@@ -159,7 +213,8 @@ def test_structured_pruning_leaves_two_zeros_in_every_four_weights():
 
 def test_pruning_schedule_fits_the_step_count():
     schedule = PruningSchedule.fit(0.6, 100)
-    assert schedule.end_step % schedule.frequency == 0 and 60 <= schedule.end_step <= 75
+    assert (schedule.end_step - schedule.begin_step) % schedule.frequency == 0 and 60 <= schedule.end_step <= 75
+    assert schedule.begin_step == 10  # a settling phase before the first weight is removed
     assert PruningSchedule.fit(0.5, 2).frequency == 1
     with pytest.raises(ValueError, match="at least 2"):
         PruningSchedule.fit(0.5, 1)

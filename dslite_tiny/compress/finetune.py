@@ -1,11 +1,17 @@
-"""Short fine-tuning of a wrapped (pruning, clustering or QAT) model, selected by devel UAR.
+"""Short fine-tuning of a wrapped (pruning, clustering or QAT) model that stays a copy of the float model.
+
+A compressed variant is only worth having if it still makes the float model's decisions, so the float
+model is the teacher: the loss mixes the labels with the teacher's soft targets at a temperature
+(knowledge distillation, Hinton et al. 2015; ``distill_weight`` 0 trains on labels alone), and the epoch
+kept is the one with the best mean of devel UAR and devel agreement with the teacher. The learning rate
+warms up linearly over the first epoch, then follows a cosine decay to zero, so the first steps (with
+pruning masks or fake quantization newly in place) cannot throw the model off its trained optimum.
 
 A plain loop over ``train_on_batch`` drives the Keras callbacks by hand, so TFMOT's ``UpdatePruningStep``
 sees every batch (without it nothing is pruned). Images are rendered per batch as in training; there is no
 augmentation: these runs are a few epochs long and start from a converged model. BatchNormalization stays
-in inference mode and every other layer trains (see ``set_finetunable``). The weights of the best
-eligible epoch by devel UAR are restored at the end; for pruning only epochs after the schedule reached its
-final sparsity are eligible, so the selected model always meets the target.
+in inference mode and every other layer trains (see ``set_finetunable``). For pruning only epochs after the
+schedule reached its final sparsity are eligible, so the selected model always meets the target.
 """
 from __future__ import annotations
 
@@ -31,6 +37,8 @@ class FinetuneSettings:
     optimizer: str = "adam"
     balance: str = "oversample"
     seed: int = 0
+    distill_weight: float = 0.0  # share of the loss on the teacher's soft targets (the rest: the labels)
+    temperature: float = 1.0
 
 
 def steps_per_epoch(train: FeatureSet, settings: FinetuneSettings) -> int:
@@ -39,19 +47,23 @@ def steps_per_epoch(train: FeatureSet, settings: FinetuneSettings) -> int:
 
 
 def finetune(model, train: FeatureSet, devel: FeatureSet, frontend: Frontend, settings: FinetuneSettings, *,
-             callbacks: tuple = (), eligible_from_step: int = 0, progress: Progress = no_progress,
+             teacher=None, callbacks: tuple = (), eligible_from_step: int = 0, progress: Progress = no_progress,
              desc: str = "fine-tune") -> list[dict]:
-    """Train ``model`` in place; returns the per-epoch history (loss, devel UAR, selected)."""
+    """Train ``model`` in place (distilled from ``teacher`` when given); returns the per-epoch history
+    (loss, devel UAR, devel agreement with the teacher, selected)."""
     import tf_keras as keras
 
     keras.utils.set_random_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
+    num_classes = model.output_shape[-1]
+    distill = teacher is not None and settings.distill_weight > 0
     set_finetunable(model)
-    model.compile(optimizer=make_optimizer(settings.optimizer, settings.learning_rate),
-                  loss="categorical_crossentropy")
+    model.compile(optimizer=make_optimizer(settings.optimizer, _schedule(settings, steps_per_epoch(train, settings))),
+                  loss=distillation_loss(num_classes, settings.distill_weight, settings.temperature) if distill
+                  else "categorical_crossentropy")
     hooks = keras.callbacks.CallbackList(list(callbacks), model=model)
     hooks.on_train_begin()
-    num_classes = model.output_shape[-1]
+    teacher_devel = None if teacher is None else predict(teacher, devel, frontend).argmax(axis=1)
     history, best, best_weights, step = [], -1.0, None, 0
     for epoch in range(settings.epochs):
         losses = []
@@ -61,23 +73,73 @@ def finetune(model, train: FeatureSet, devel: FeatureSet, frontend: Frontend, se
             hooks.on_train_batch_begin(i)
             x = frontend.model_input(train.mel_db[batch])
             y = np.eye(num_classes, dtype=np.float32)[train.labels[batch]]
+            if distill:
+                y = np.concatenate([y, soft_targets(teacher(x, training=False).numpy(), settings.temperature)], 1)
             losses.append(float(model.train_on_batch(x, y)))
             hooks.on_train_batch_end(i)
             step += 1
         hooks.on_epoch_end(epoch)
-        devel_uar = uar(devel.labels, predict(model, devel, frontend).argmax(axis=1), num_classes)
-        eligible = step > eligible_from_step
-        record = {"epoch": epoch + 1, "loss": round(float(np.mean(losses)), 6), "devel_uar": devel_uar,
-                  "eligible": eligible, "selected": False}
-        if eligible and devel_uar > best:
-            best, best_weights = devel_uar, model.get_weights()
+        record = _evaluate_epoch(model, devel, frontend, teacher_devel, num_classes)
+        record = {"epoch": epoch + 1, "loss": round(float(np.mean(losses)), 6), **record,
+                  "eligible": step > eligible_from_step, "selected": False}
+        if record["eligible"] and record["score"] > best:
+            best, best_weights = record["score"], model.get_weights()
         history.append(record)
-        log.info("%s epoch %d: loss %.4f, devel UAR %.4f", desc, epoch + 1, record["loss"], devel_uar)
+        log.info("%s epoch %d: loss %.4f, devel UAR %.4f, agreement %s", desc, epoch + 1, record["loss"],
+                 record["devel_uar"], record["devel_agreement"])
     hooks.on_train_end()
     if best_weights is not None:
         model.set_weights(best_weights)
-        max((r for r in history if r["eligible"]), key=lambda r: r["devel_uar"])["selected"] = True
+        max((r for r in history if r["eligible"]), key=lambda r: r["score"])["selected"] = True
     return history
+
+
+def _evaluate_epoch(model, devel: FeatureSet, frontend: Frontend, teacher_devel: np.ndarray | None,
+                    num_classes: int) -> dict:
+    """Devel UAR, agreement with the teacher's devel decisions, and the selection score (their mean)."""
+    predicted = predict(model, devel, frontend).argmax(axis=1)
+    devel_uar = uar(devel.labels, predicted, num_classes)
+    if teacher_devel is None:
+        return {"devel_uar": devel_uar, "devel_agreement": None, "score": devel_uar}
+    agreement = round(float(np.mean(predicted == teacher_devel)), 6)
+    return {"devel_uar": devel_uar, "devel_agreement": agreement, "score": (devel_uar + agreement) / 2}
+
+
+def _schedule(settings: FinetuneSettings, epoch_steps: int):
+    """Linear warm-up over the first epoch (at most a third of the run), then cosine decay to zero."""
+    import tf_keras as keras
+
+    total = max(1, settings.epochs * epoch_steps)
+    warmup = min(epoch_steps, total // 3)
+    return keras.optimizers.schedules.CosineDecay(0.0 if warmup else settings.learning_rate,
+                                                  decay_steps=max(1, total - warmup), alpha=0.0,
+                                                  warmup_target=settings.learning_rate if warmup else None,
+                                                  warmup_steps=warmup)
+
+
+def soft_targets(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """The teacher's probabilities softened at ``temperature``: softmax(log p / T), i.e. p^(1/T) renormalised
+    (the same as softening its logits, without needing them)."""
+    logits = np.log(np.clip(probabilities, 1e-7, 1.0)) / temperature
+    logits -= logits.max(axis=1, keepdims=True)
+    soft = np.exp(logits)
+    return (soft / soft.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def distillation_loss(num_classes: int, weight: float, temperature: float):
+    """A Keras loss over targets ``[one-hot labels | teacher soft targets]`` and the student's probabilities:
+    (1 − w)·CE(labels, p) + w·T²·CE(teacher_T, softmax(log p / T)). T² keeps the soft term's gradient on
+    the scale of the hard one (Hinton et al.)."""
+    import tensorflow as tf
+
+    def loss(y_true, y_pred):
+        labels, teacher = y_true[:, :num_classes], y_true[:, num_classes:]
+        log_p = tf.math.log(tf.clip_by_value(y_pred, 1e-7, 1.0))
+        hard = -tf.reduce_sum(labels * log_p, axis=-1)
+        soft = -tf.reduce_sum(teacher * tf.nn.log_softmax(log_p / temperature, axis=-1), axis=-1)
+        return (1.0 - weight) * hard + weight * temperature ** 2 * soft
+
+    return loss
 
 
 def set_finetunable(model) -> None:

@@ -36,6 +36,7 @@ from dslite_tiny.data.features import FeatureSet, compute_features
 from dslite_tiny.data.layouts import load_dataset
 from dslite_tiny.errors import ConfigError, DataError, UserError
 from dslite_tiny.measure.evaluate import EvalSet, MeasureSettings, accuracy, measure_model
+from dslite_tiny.measure.layer_error import layer_errors
 from dslite_tiny.models.arelu import fold_arelu
 from dslite_tiny.models.trained import TrainedModel, load_trained, versions
 from dslite_tiny.progress import Progress, no_progress
@@ -244,6 +245,9 @@ def _build_and_measure(name: str, key: str, context: VariantContext, eval_set: E
         model_path.write_bytes(built.tflite)
         metrics.update(measure_model(model_path, eval_set, settings, pruned_layers=built.pruned_layers,
                                      progress=context.progress, desc=f"{name} on test (LiteRT)"))
+        if name.endswith("int8") and context.config.layer_error_chunks:
+            metrics["layer_error"] = layer_errors(built.tflite, context.model,
+                                                  eval_set.images[:context.config.layer_error_chunks])
         metrics["status"], metrics["reason"] = _verdict(name, metrics)
     except Exception as exc:  # a failing variant is recorded; the others go on
         log.error("%s failed:\n%s", name, traceback.format_exc())

@@ -20,25 +20,29 @@ _WEIGHT_LAYERS = (keras.layers.Conv2D, keras.layers.Dense)
 
 @dataclasses.dataclass(frozen=True)
 class PruningSchedule:
-    """PolynomialDecay from 0 to ``sparsity`` over the first ~75 % of the steps, updating every ``frequency``
-    steps, so the last quarter fine-tunes at the final sparsity. ``end_step`` is a multiple of
-    ``frequency``: otherwise the last update falls short of it and the target is never reached."""
+    """PolynomialDecay from 0 to ``sparsity`` between ``begin_step`` (~10 % of the steps: the fine-tune
+    settles, its learning rate warms up, before any weight is removed) and ``end_step`` (~75 %), updating
+    every ``frequency`` steps, so the last quarter fine-tunes at the final sparsity. ``end_step`` is
+    ``begin_step`` plus a multiple of ``frequency``: otherwise the last update falls short of it and the
+    target is never reached."""
 
     sparsity: float
     end_step: int
     frequency: int
+    begin_step: int = 0
 
     @classmethod
     def fit(cls, sparsity: float, total_steps: int) -> PruningSchedule:
         if total_steps < 2:
             raise ValueError(f"pruning needs at least 2 fine-tuning steps, got {total_steps}")
-        ramp = max(1, int(total_steps * 0.75))
+        begin = int(total_steps * 0.1)
+        ramp = max(1, int(total_steps * 0.75) - begin)
         frequency = max(1, ramp // 20)
-        return cls(sparsity, frequency * (ramp // frequency), frequency)
+        return cls(sparsity, begin + frequency * (ramp // frequency), frequency, begin)
 
     def to_tfmot(self):
         return tfmot.sparsity.keras.PolynomialDecay(initial_sparsity=0.0, final_sparsity=self.sparsity,
-                                                     begin_step=0, end_step=self.end_step,
+                                                     begin_step=self.begin_step, end_step=self.end_step,
                                                      frequency=self.frequency)
 
 

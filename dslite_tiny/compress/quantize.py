@@ -10,10 +10,18 @@ TFMOT's default 8-bit scheme refuses three things our models contain, so each ge
   and a separate fake-quant there makes conversion fail with "same scale constraint".
 
 Everything else goes through TFMOT's registry (Conv+BN folding, Concatenate, ReLU, Dense, ...).
+
+TFMOT starts every activation range at [-6, 6] and moves it by an EMA with decay 0.999 per training step:
+after the few hundred steps of a fine-tune the ranges are still mostly the initial ones, far wider than
+the real activations (an FSDD DS-CNN's are ~100× smaller), so QAT would start from a model whose int8
+activations are mostly zero. ``calibrate_ranges`` sets them to the float model's min/max on the
+representative images first, as post-training quantization would.
 """
 from __future__ import annotations
 
 from typing import Literal
+
+import numpy as np
 
 import dslite_tiny  # noqa: F401  (TF_USE_LEGACY_KERAS before tf_keras loads)
 import tensorflow_model_optimization as tfmot
@@ -114,3 +122,79 @@ def _inbound_names(layer_config: dict) -> list[str]:
         for inbound in node:
             names.append(inbound[0])
     return names
+
+
+# The activation-range variables of TFMOT's wrappers, by the tensor they quantize.
+_RANGE_OF = {"output": "output", "post_activation": "output", "pre_activation": "pre_activation"}
+
+
+def calibrate_ranges(qat: keras.Model, float_model: keras.Model, images: np.ndarray, *,
+                     batch_size: int = 64) -> int:
+    """Set every activation range of ``qat`` to the min/max (widened to include 0, as TFLite needs) that
+    the matching layer of ``float_model`` reaches on ``images``, and every weight range to ±max|w| (per
+    channel where TFMOT quantizes per channel); returns how many ranges were set. TFMOT refreshes weight
+    ranges at every training step, but not before the first: without this a QAT model converted before
+    any step would quantize its weights over [-6, 6]."""
+    count = _calibrate_weight_ranges(qat)
+    targets = []  # (min variable, max variable, float layer name or None for the input, which value)
+    for layer in qat.layers:
+        ranges = {v.name.split("/")[-1].split(":")[0]: v for v in layer.weights}
+        if f"{layer.name}_min" in ranges:  # TFMOT's QuantizeLayer at the model input (not a public class)
+            targets.append((ranges[f"{layer.name}_min"], ranges[f"{layer.name}_max"], None, "output"))
+            continue
+        inner = getattr(layer, "layer", None)
+        for prefix, value in _RANGE_OF.items():
+            if inner is not None and f"{prefix}_min" in ranges:
+                targets.append((ranges[f"{prefix}_min"], ranges[f"{prefix}_max"], inner.name, value))
+    probe = _range_probe(float_model, [(name, value) for _, _, name, value in targets if name is not None])
+    low, high = _observed_ranges(probe, images, batch_size)
+    observed = iter(zip(low, high))
+    for min_var, max_var, name, _ in targets:
+        lowest, highest = (float(images.min()), float(images.max())) if name is None else next(observed)
+        min_var.assign(np.full(min_var.shape, min(lowest, 0.0), np.float32))
+        max_var.assign(np.full(max_var.shape, max(highest, 0.0), np.float32))
+    return count + len(targets)
+
+
+def _calibrate_weight_ranges(qat: keras.Model) -> int:
+    """The wrapper holds the float weight (``conv/kernel``) beside its range (``quant_conv/kernel_min``)."""
+    count = 0
+    for layer in qat.layers:
+        ranges = {v.name.split("/")[-1].split(":")[0]: v for v in layer.weights}
+        for weight in layer.weights:
+            attribute = weight.name.split("/")[-1].split(":")[0]
+            if weight.name.startswith(f"{layer.name}/") or f"{attribute}_min" not in ranges:
+                continue
+            values = np.abs(keras.backend.get_value(weight))
+            per_channel = ranges[f"{attribute}_max"].shape.num_elements() > 1
+            bound = values.reshape(-1, values.shape[-1]).max(axis=0) if per_channel else values.max()
+            ranges[f"{attribute}_min"].assign(np.broadcast_to(-bound, ranges[f"{attribute}_min"].shape))
+            ranges[f"{attribute}_max"].assign(np.broadcast_to(bound, ranges[f"{attribute}_max"].shape))
+            count += 1
+    return count
+
+
+def _range_probe(model: keras.Model, wanted: list[tuple[str, str]]) -> keras.Model:
+    """A model with one output per (layer, value): the layer's output, or its value before its activation."""
+    outputs = []
+    for name, value in wanted:
+        layer = model.get_layer(name)
+        if value == "output":
+            outputs.append(layer.output)
+            continue
+        linear = layer.__class__.from_config({**layer.get_config(), "activation": "linear",
+                                              "name": f"{name}_pre_activation"})
+        outputs.append(linear(layer.input))
+        linear.set_weights(layer.get_weights())
+    return keras.Model(model.inputs, outputs)
+
+
+def _observed_ranges(probe: keras.Model, images: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    count = len(probe.outputs)
+    low, high = np.full(count, np.inf), np.full(count, -np.inf)
+    for start in range(0, len(images), batch_size):
+        values = probe(images[start:start + batch_size], training=False)
+        values = values if isinstance(values, (list, tuple)) else [values]
+        low = np.minimum(low, [float(np.min(v)) for v in values])
+        high = np.maximum(high, [float(np.max(v)) for v in values])
+    return low, high

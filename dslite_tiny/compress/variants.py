@@ -2,7 +2,9 @@
 
 Recipes share work through ``VariantContext``: the pruned model is fine-tuned once per run (and kept under
 ``OUT/stages/`` so a resumed run need not prune again) for ``pruned-int8``, ``pqat-int8`` and
-``clustered-int8``. Every recipe starts from the AReLU-folded float model and never trains it in place.
+``clustered-int8``. Every recipe starts from the AReLU-folded float model and never trains it in place;
+every fine-tune learns from it as the teacher (``finetune``), and every QAT model starts from calibrated
+ranges (``calibrate_ranges``).
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from dslite_tiny.compress.convert import convert_model
 from dslite_tiny.compress.finetune import FinetuneSettings, finetune, steps_per_epoch
 from dslite_tiny.compress.prune import (PruningSchedule, cluster_model, kernel_sparsity, prune_model,
                                         strip_clustering, strip_pruning, weight_layer_names)
-from dslite_tiny.compress.quantize import quantize_model
+from dslite_tiny.compress.quantize import calibrate_ranges, quantize_model
 from dslite_tiny.config import VARIANTS, CompressConfig, to_dict
 from dslite_tiny.data.features import FeatureSet
 from dslite_tiny.models.trained import load_keras_model
@@ -54,7 +56,8 @@ class VariantContext:
 
     def settings(self, epochs: int, learning_rate: float) -> FinetuneSettings:
         c = self.config
-        return FinetuneSettings(epochs, learning_rate, c.batch_size, c.optimizer, seed=c.seed)
+        return FinetuneSettings(epochs, learning_rate, c.batch_size, c.optimizer, seed=c.seed,
+                                distill_weight=c.distill_weight, temperature=c.distill_temperature)
 
     def pruned(self) -> tuple[object, dict]:
         """The pruned, fine-tuned and stripped float model with its details; built once, then reused."""
@@ -125,8 +128,8 @@ def _clustered_int8(ctx: VariantContext) -> Built:
     c = ctx.config
     clustered = cluster_model(pruned, details["layers"], clusters=c.clusters, preserve_sparsity=True)
     cluster_history = finetune(clustered, ctx.train, ctx.devel, ctx.frontend,
-                               ctx.settings(c.cluster_epochs, c.cluster_learning_rate), progress=ctx.progress,
-                               desc="cluster")
+                               ctx.settings(c.cluster_epochs, c.cluster_learning_rate), teacher=ctx.model,
+                               progress=ctx.progress, desc="cluster")
     clustered = strip_clustering(clustered)
     qat, history = _quantization_aware(ctx, clustered, preserve="clusters")
     return Built(convert_model(qat, "int8", representative=ctx.representative),
@@ -135,11 +138,13 @@ def _clustered_int8(ctx: VariantContext) -> Built:
 
 
 def _quantization_aware(ctx: VariantContext, model, *, preserve: str) -> tuple[object, list[dict]]:
+    """A QAT copy of ``model`` with ranges calibrated on the representative images, then fine-tuned."""
     qat = quantize_model(model, preserve=preserve)
+    calibrate_ranges(qat, model, ctx.representative)
     if ctx.config.qat_epochs == 0:
         return qat, []
     history = finetune(qat, ctx.train, ctx.devel, ctx.frontend,
-                       ctx.settings(ctx.config.qat_epochs, ctx.config.qat_learning_rate),
+                       ctx.settings(ctx.config.qat_epochs, ctx.config.qat_learning_rate), teacher=ctx.model,
                        progress=ctx.progress, desc=f"QAT ({preserve})" if preserve != "none" else "QAT")
     return qat, history
 
@@ -162,7 +167,7 @@ def _load_or_prune(ctx: VariantContext) -> tuple[object, dict]:
     steps = c.prune_epochs * steps_per_epoch(ctx.train, settings)
     schedule = PruningSchedule.fit(0.5 if c.structured else c.sparsity, steps)
     wrapped = prune_model(ctx.model, layers, schedule, structured=c.structured)
-    history = finetune(wrapped, ctx.train, ctx.devel, ctx.frontend, settings,
+    history = finetune(wrapped, ctx.train, ctx.devel, ctx.frontend, settings, teacher=ctx.model,
                        callbacks=(tfmot.sparsity.keras.UpdatePruningStep(),),
                        eligible_from_step=schedule.end_step, progress=ctx.progress, desc="prune")
     pruned = strip_pruning(wrapped)

@@ -17,17 +17,20 @@ from dslite_tiny.native import capture_native_stderr
 from dslite_tiny.progress import Progress, no_progress
 
 
-def create_interpreter(data: bytes, *, num_threads: int = 1, reference_kernels: bool = False):
+def create_interpreter(data: bytes, *, num_threads: int = 1, reference_kernels: bool = False,
+                       preserve_all_tensors: bool = False):
     """A ready interpreter; LiteRT's C-level "Created XNNPACK delegate" line is kept off the console.
 
     ``reference_kernels`` runs LiteRT's reference kernels, the arithmetic TFLite Micro's kernels share: the
-    optimised int8 kernels round differently and can move an int8 score by several steps."""
+    optimised int8 kernels round differently and can move an int8 score by several steps.
+    ``preserve_all_tensors`` keeps every intermediate tensor readable after ``invoke`` (no buffer reuse)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     resolver = OpResolverType.BUILTIN_REF if reference_kernels else OpResolverType.AUTO
     with capture_native_stderr():
         interpreter = Interpreter(model_content=data, num_threads=num_threads,
-                                  experimental_op_resolver_type=resolver)
+                                  experimental_op_resolver_type=resolver,
+                                  experimental_preserve_all_tensors=preserve_all_tensors)
         interpreter.allocate_tensors()
     return interpreter
 
