@@ -21,7 +21,8 @@ from dslite_tiny.errors import ConfigError
 COLOR_MAPS = ("viridis", "cividis", "inferno", "magma", "plasma", "gray")
 NORMALIZATIONS = ("torch", "tf", "caffe", "none")
 DATA_LAYOUTS = ("auto", "folder", "flat", "dslite")
-VARIANTS = ("float32", "float16", "dynamic", "int8", "pruned-int8", "qat-int8", "pqat-int8", "clustered-int8")
+VARIANTS = ("float32", "float16", "dynamic", "int8", "int16x8", "pruned-int8", "qat-int8", "pqat-int8",
+            "clustered-int8")
 
 C = TypeVar("C")
 
@@ -197,6 +198,8 @@ class CompressConfig:
     variants: list[str] = param(list(VARIANTS[:-1]), f"variants to build, of: {', '.join(VARIANTS)}")
     representative_chunks: int = param(200, "train chunks (stratified by class) calibrating full-int8 conversion",
                                        low=1, high=100000)
+    bias_correction: bool = param(True, "before post-training quantization (int8, int16x8, pruned-int8), remove "
+                                        "the mean output shift that int8 weight rounding causes (compress.ptq)")
     sparsity: float = param(0.5, "target weight sparsity of the pruned layers", low=0.0, low_open=True,
                             high=1.0, high_open=True)
     structured: bool = param(False, "2:4 structured sparsity (two of every four weights zero) instead of "

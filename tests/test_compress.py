@@ -17,6 +17,7 @@ from dslite_tiny.compress.convert import convert_model  # noqa: E402
 from dslite_tiny.compress.pipeline import SUMMARY_COLUMNS, run_compress  # noqa: E402
 from dslite_tiny.compress.prune import PruningSchedule, prune_model, strip_pruning, weight_layer_names  # noqa: E402
 from dslite_tiny.compress.finetune import distillation_loss, soft_targets  # noqa: E402
+from dslite_tiny.compress.ptq import correct_bias, int8_rounding_error  # noqa: E402
 from dslite_tiny.compress.quantize import calibrate_ranges, foldable_batchnorms, quantize_model  # noqa: E402
 from dslite_tiny.config import VARIANTS, CompressConfig, DataConfig, TrainConfig, load_config  # noqa: E402
 from dslite_tiny.data.cache import FeatureCache  # noqa: E402
@@ -57,10 +58,9 @@ def test_every_variant_is_built_measured_and_resumed(trained, tmp_path):
         metrics = json.loads((out / name / "metrics.json").read_text())
         assert (out / name / "model.tflite").stat().st_size == metrics["size"]["tflite_bytes"]
         assert metrics["accuracy"]["chunks"]["n"] == result.reference["accuracy"]["chunks"]["n"] > 0
-        full_int8 = name.endswith("int8")
-        assert (metrics["input"]["dtype"], metrics["output"]["dtype"]) == (("int8", "int8") if full_int8
-                                                                           else ("float32", "float32"))
-        if full_int8:
+        dtype = variants.integer_dtype(name) or "float32"
+        assert (metrics["input"]["dtype"], metrics["output"]["dtype"]) == (dtype, dtype)
+        if dtype != "float32":  # int16x8 too: TFLM has int16 kernels for every op of these models
             assert metrics["tflm"]["ok"] and metrics["tflm"]["arena_bytes"] > 0 and not metrics["float_ops"]
             record = metrics["layer_error"]
             assert record["chunks"] > 0 and len(record["tensors"]) >= 10 and len(record["worst"]) == 3, name
@@ -70,6 +70,9 @@ def test_every_variant_is_built_measured_and_resumed(trained, tmp_path):
                 assert 0 <= epoch["devel_agreement"] <= 1 and epoch["score"] is not None, (name, key)
         if name in ("pruned-int8", "pqat-int8", "clustered-int8"):
             assert abs(metrics["sparsity"]["pruned_layers"] - 0.5) <= 0.03, name
+    sqnr = {name: np.mean([t["sqnr_db"] for t in json.loads((out / name / "metrics.json").read_text())
+                           ["layer_error"]["tensors"]]) for name in ("int8", "int16x8")}
+    assert sqnr["int16x8"] > sqnr["int8"] + 6, sqnr  # 16-bit activations: far less error in every tensor
     table = list(csv.DictReader((out / "summary.csv").open()))
     assert tuple(table[0]) == SUMMARY_COLUMNS and len(table) == len(VARIANTS)
     assert float(table[VARIANTS.index("int8")]["uar"]) >= float(table[0]["uar"]) - 0.15
@@ -98,6 +101,7 @@ def test_a_failing_variant_does_not_stop_the_others(trained, tmp_path, monkeypat
 
 
 def _random_classifier(backbone: str = "dscnn", shape=(32, 32, 3)) -> keras.Model:
+    keras.utils.set_random_seed(0)  # the same model in every run: thresholds on its errors must not flake
     model = create_model(backbone, input_shape=shape, num_classes=3, units=32)
     arelu = model.get_layer("head_arelu")
     arelu.alpha.assign(0.3)
@@ -115,7 +119,8 @@ def _data(n: int = 96, shape=(32, 32, 3), seed: int = 0):
 
 def test_calibrated_qat_starts_where_post_training_quantization_is():
     """TFMOT's initial [-6, 6] ranges make an untrained QAT model's int8 activations mostly zero; calibrated
-    ranges give the PTQ model's accuracy before the first step (depthwise kernels stay per-tensor in QAT)."""
+    ranges give the PTQ model's accuracy before the first step (depthwise kernels stay per-tensor in QAT, and
+    their extra error carries into every later tensor of this end-to-end measure)."""
     folded = fold_arelu(_random_classifier())
     x, _ = _data()
     ptq = layer_errors(convert_model(folded, "int8", representative=x), folded, x[:32])
@@ -130,7 +135,50 @@ def test_calibrated_qat_starts_where_post_training_quantization_is():
     for mine, reference in zip(errors["calibrated"]["tensors"], ptq["tensors"]):
         assert mine["layer"] == reference["layer"]
         if mine["op"] != "DEPTHWISE_CONV_2D":
-            assert mine["sqnr_db"] >= reference["sqnr_db"] - 3, mine
+            assert mine["sqnr_db"] >= reference["sqnr_db"] - 6, mine
+
+
+def _with_int8_kernels(model):
+    """A copy whose kernels are rounded to the int8 grid the converter uses (float activations)."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    for layer in copy.layers:
+        depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
+        if depthwise or isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+            kernel = layer.depthwise_kernel if depthwise else layer.kernel
+            kernel.assign(kernel + int8_rounding_error(kernel.numpy(), 2 if depthwise else -1))
+    return copy
+
+
+def test_int8_rounding_error_is_the_converters_per_channel_grid():
+    kernel = np.random.default_rng(0).normal(size=(3, 3, 4, 5)).astype(np.float32)
+    error = int8_rounding_error(kernel, -1)
+    scale = np.abs(kernel).reshape(-1, 5).max(axis=0) / 127
+    steps = (kernel + error) / scale
+    np.testing.assert_allclose(steps, np.round(steps), atol=1e-4)  # every weight on its channel's grid
+    assert np.all(np.abs(error) <= scale / 2 + 1e-7)
+    assert not np.any(int8_rounding_error(np.round(steps) * scale, -1) > 1e-6)  # on the grid: no error
+
+
+def test_bias_correction_removes_the_mean_shift_of_int8_weights():
+    folded = fold_arelu(_random_classifier())
+    x, _ = _data()
+    before = folded.get_weights()
+    corrected, record = correct_bias(folded, x)
+    assert "dscnn_pw1" in record["layers"] and "head_dense" in record["layers"] and not record["not_correctable"]
+    assert all(np.array_equal(a, b) for a, b in zip(before, folded.get_weights()))  # the source is untouched
+    assert not all(np.array_equal(a, b) for a, b in zip(before, corrected.get_weights()))
+
+    def shift(model, layer="dscnn_pw2_bn"):
+        probe = keras.Model(model.inputs, model.get_layer(layer).output)
+        return float(np.abs((probe(x).numpy() - keras.Model(folded.inputs, folded.get_layer(layer).output)(x)
+                             .numpy()).mean(axis=(0, 1, 2))).mean())
+    plain, repaired = shift(_with_int8_kernels(folded)), shift(_with_int8_kernels(corrected))
+    assert repaired < plain / 3, (plain, repaired)
+    errors = {name: np.mean([t["sqnr_db"] for t in layer_errors(
+        convert_model(model, "int8", representative=x), folded, x[:32])["tensors"]])
+        for name, model in (("plain", folded), ("corrected", corrected))}
+    assert errors["corrected"] > errors["plain"], errors
 
 
 def test_layer_error_record_names_where_quantization_hurts():
@@ -156,7 +204,8 @@ def test_distillation_targets_and_loss():
     np.testing.assert_allclose(hard_only, -np.log([0.2, 0.9]), rtol=1e-5)
     soft_only = distillation_loss(3, 1.0, 2.0)
     student = np.array([[0.1, 0.2, 0.7], [0.3, 0.3, 0.4]], np.float32)
-    assert np.all(soft_only(targets, teacher).numpy() < soft_only(targets, student).numpy())  # the teacher is the optimum
+    # the teacher's own probabilities are the optimum of the soft term
+    assert np.all(soft_only(targets, teacher).numpy() < soft_only(targets, student).numpy())
 
 
 def test_fold_arelu_is_exact_and_leaves_one_leaky_relu():

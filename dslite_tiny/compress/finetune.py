@@ -4,8 +4,8 @@ A compressed variant is only worth having if it still makes the float model's de
 model is the teacher: the loss mixes the labels with the teacher's soft targets at a temperature
 (knowledge distillation, Hinton et al. 2015; ``distill_weight`` 0 trains on labels alone), and the epoch
 kept is the one with the best mean of devel UAR and devel agreement with the teacher. The learning rate
-warms up linearly over the first epoch, then follows a cosine decay to zero, so the first steps (with
-pruning masks or fake quantization newly in place) cannot throw the model off its trained optimum.
+warms up linearly over the first epoch (from a tenth of its value), so the first steps, with pruning
+masks or fake quantization newly in place, cannot throw the model off its trained optimum.
 
 A plain loop over ``train_on_batch`` drives the Keras callbacks by hand, so TFMOT's ``UpdatePruningStep``
 sees every batch (without it nothing is pruned). Images are rendered per batch as in training; there is no
@@ -106,15 +106,15 @@ def _evaluate_epoch(model, devel: FeatureSet, frontend: Frontend, teacher_devel:
 
 
 def _schedule(settings: FinetuneSettings, epoch_steps: int):
-    """Linear warm-up over the first epoch (at most a third of the run), then cosine decay to zero."""
+    """Linear warm-up over the first epoch (at most a third of the run), then the constant rate. Not a
+    decay: pruning reaches its final sparsity at 75 % of the steps and needs a real learning rate after
+    that to recover (a cosine decay to zero cost 11–14 UAR points of pruned-int8 on FSDD MobileNet)."""
     import tf_keras as keras
 
-    total = max(1, settings.epochs * epoch_steps)
-    warmup = min(epoch_steps, total // 3)
-    return keras.optimizers.schedules.CosineDecay(0.0 if warmup else settings.learning_rate,
-                                                  decay_steps=max(1, total - warmup), alpha=0.0,
-                                                  warmup_target=settings.learning_rate if warmup else None,
-                                                  warmup_steps=warmup)
+    rate = settings.learning_rate
+    warmup = min(epoch_steps, max(1, settings.epochs * epoch_steps) // 3)
+    return keras.optimizers.schedules.PolynomialDecay(rate / 10 if warmup else rate, decay_steps=max(1, warmup),
+                                                      end_learning_rate=rate, power=1.0)
 
 
 def soft_targets(probabilities: np.ndarray, temperature: float) -> np.ndarray:

@@ -3,7 +3,8 @@
 Layout of ``OUT``::
 
     OUT/<variant>/model.tflite   the converted model
-    OUT/<variant>/metrics.json   status, reason, sizes, accuracy, sparsity, latency, TFLM verdict, provenance
+    OUT/<variant>/metrics.json   status, reason, sizes, accuracy, sparsity, latency, TFLM verdict,
+                                 per-layer error (integer variants), provenance
     OUT/summary.csv              one row per variant (columns: SUMMARY_COLUMNS)
     OUT/reference.json           the float Keras model on the same test chunks; the labels and frontend
     OUT/compress.log             the library log of every run
@@ -29,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from dslite_tiny.audio.frontend import Frontend
-from dslite_tiny.compress.variants import RECIPES, VariantContext
+from dslite_tiny.compress.variants import RECIPES, VariantContext, integer_dtype
 from dslite_tiny.config import VARIANTS, CompressConfig, DataConfig, from_mapping, to_dict
 from dslite_tiny.data.cache import FeatureCache, file_digest
 from dslite_tiny.data.features import FeatureSet, compute_features
@@ -245,9 +246,9 @@ def _build_and_measure(name: str, key: str, context: VariantContext, eval_set: E
         model_path.write_bytes(built.tflite)
         metrics.update(measure_model(model_path, eval_set, settings, pruned_layers=built.pruned_layers,
                                      progress=context.progress, desc=f"{name} on test (LiteRT)"))
-        if name.endswith("int8") and context.config.layer_error_chunks:
-            metrics["layer_error"] = layer_errors(built.tflite, context.model,
-                                                  eval_set.images[:context.config.layer_error_chunks])
+        if integer_dtype(name) and context.config.layer_error_chunks:
+            spread = np.unique(np.linspace(0, len(eval_set.images) - 1, context.config.layer_error_chunks).astype(int))
+            metrics["layer_error"] = layer_errors(built.tflite, context.model, eval_set.images[spread])
         metrics["status"], metrics["reason"] = _verdict(name, metrics)
     except Exception as exc:  # a failing variant is recorded; the others go on
         log.error("%s failed:\n%s", name, traceback.format_exc())
@@ -262,11 +263,13 @@ def _build_and_measure(name: str, key: str, context: VariantContext, eval_set: E
 
 
 def _verdict(name: str, metrics: dict) -> tuple[str, str]:
-    """An int8 variant must be int8 end to end and run in TFLM; anything else is a failure, said plainly."""
-    if not name.endswith("int8"):
+    """A full-integer variant must be integer end to end and run in TFLM; anything else is a failure, said
+    plainly."""
+    dtype = integer_dtype(name)
+    if dtype is None:
         return "ok", ""
-    if metrics["input"]["dtype"] != "int8" or metrics["output"]["dtype"] != "int8":
-        return "failed", f"input/output are {metrics['input']['dtype']}/{metrics['output']['dtype']}, not int8"
+    if metrics["input"]["dtype"] != dtype or metrics["output"]["dtype"] != dtype:
+        return "failed", f"input/output are {metrics['input']['dtype']}/{metrics['output']['dtype']}, not {dtype}"
     if metrics["float_ops"]:
         return "failed", f"float ops remain: {', '.join(metrics['float_ops'])}"
     tflm = metrics.get("tflm")

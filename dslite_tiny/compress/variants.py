@@ -23,6 +23,7 @@ from dslite_tiny.compress.convert import convert_model
 from dslite_tiny.compress.finetune import FinetuneSettings, finetune, steps_per_epoch
 from dslite_tiny.compress.prune import (PruningSchedule, cluster_model, kernel_sparsity, prune_model,
                                         strip_clustering, strip_pruning, weight_layer_names)
+from dslite_tiny.compress.ptq import correct_bias
 from dslite_tiny.compress.quantize import calibrate_ranges, quantize_model
 from dslite_tiny.config import VARIANTS, CompressConfig, to_dict
 from dslite_tiny.data.features import FeatureSet
@@ -66,6 +67,11 @@ class VariantContext:
         return self._pruned
 
 
+def integer_dtype(name: str) -> str | None:
+    """The input, output and activation type of a full-integer variant (None for a float one)."""
+    return "int16" if name == "int16x8" else "int8" if name.endswith("int8") else None
+
+
 Recipe = Callable[[VariantContext], Built]
 RECIPES: dict[str, Recipe] = {}
 
@@ -97,14 +103,27 @@ def _dynamic(ctx: VariantContext) -> Built:
 
 @register_variant("int8")
 def _int8(ctx: VariantContext) -> Built:
-    return Built(convert_model(ctx.model, "int8", representative=ctx.representative))
+    return _post_training(ctx, ctx.model, "int8")
+
+
+@register_variant("int16x8")
+def _int16x8(ctx: VariantContext) -> Built:
+    return _post_training(ctx, ctx.model, "int16x8")
 
 
 @register_variant("pruned-int8")
 def _pruned_int8(ctx: VariantContext) -> Built:
     pruned, details = ctx.pruned()
-    return Built(convert_model(pruned, "int8", representative=ctx.representative), dict(details),
-                 details["layers"])
+    return _post_training(ctx, pruned, "int8", details=details, pruned_layers=details["layers"])
+
+
+def _post_training(ctx: VariantContext, model, kind: str, *, details: dict | None = None,
+                   pruned_layers: list[str] | None = None) -> Built:
+    """Post-training quantization, after the configured repairs of the float model (``compress.ptq``)."""
+    details = dict(details or {})
+    if ctx.config.bias_correction:
+        model, details["bias_correction"] = correct_bias(model, ctx.representative)
+    return Built(convert_model(model, kind, representative=ctx.representative), details, pruned_layers or [])
 
 
 @register_variant("qat-int8")

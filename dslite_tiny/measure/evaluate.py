@@ -58,7 +58,7 @@ def measure_model(path: Path, eval_set: EvalSet, settings: MeasureSettings, *,
                     "all_threads": measure_latency(data, eval_set.images[0], runs=settings.latency_runs,
                                                    warmup=settings.latency_warmup, num_threads=all_threads())},
     }
-    if settings.tflm and described["input"]["dtype"] == "int8":
+    if settings.tflm and described["input"]["dtype"] in ("int8", "int16"):
         metrics["tflm"] = tflm_verdict(path, interpreter, eval_set.images[0])
     return metrics
 
