@@ -17,7 +17,8 @@ from dslite_tiny.report.build import build_report
 from dslite_tiny.report.plots import pareto_front
 from dslite_tiny.report.results import load_results
 
-PLOTS = ["board_fit.png", "confusion.png", "sparsity.png", "uar_vs_latency.png", "uar_vs_size.png"]
+PLOTS = ["board_fit.png", "confusion.png", "layer_error.png", "sparsity.png", "uar_vs_latency.png",
+         "uar_vs_size.png"]
 VOID = {"meta", "img", "br", "hr", "link", "input"}
 
 
@@ -69,8 +70,8 @@ def test_report_has_every_variant_and_plot(compressed, tmp_path):
 def test_recommendation_is_the_smallest_fitting_variant_within_tolerance(compressed, tmp_path):
     results = load_results(compressed)
     float_uar = results.float_uar
-    loose = build_report(compressed, report_dir=tmp_path / "loose", tolerance_points=100, boards=["mps2-an386"],
-                         board="mps2-an386")
+    loose = build_report(compressed, report_dir=tmp_path / "loose", tolerance_points=100, min_agreement=0,
+                         boards=["mps2-an386"], board="mps2-an386")
     ok_int8 = [v for v in results.variants if v.ok and v.arena_bytes is not None]
     smallest = min(ok_int8, key=lambda v: v.size["tflite_bytes"])
     assert [(r.board, r.variant) for r in loose.recommendations] == [("mps2-an386", smallest.name)]
@@ -78,9 +79,15 @@ def test_recommendation_is_the_smallest_fitting_variant_within_tolerance(compres
                           board="mps2-an386")
     chosen = strict.recommendations[0]
     if chosen.variant is not None:
-        assert next(v for v in results.variants if v.name == chosen.variant).host.uar >= float_uar - 1e-9
+        picked = next(v for v in results.variants if v.name == chosen.variant).host
+        assert picked.uar >= float_uar - 1e-9 and picked.agreement >= 0.95
     else:
-        assert "none within 0 points" in chosen.text
+        assert "none within 0 points and 95.0 % agreement" in chosen.text
+    flipping = [v for v in ok_int8 if v.host.agreement < 1.0]  # a variant that flips any prediction ...
+    if flipping:
+        exact = build_report(compressed, report_dir=tmp_path / "exact", tolerance_points=100, min_agreement=1.0,
+                             boards=["mps2-an386"], board="mps2-an386")
+        assert exact.recommendations[0].variant not in {v.name for v in flipping}  # ... is never recommended
 
 
 def test_failed_variants_and_device_measurements_join_the_tables(compressed, tmp_path):

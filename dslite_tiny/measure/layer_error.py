@@ -23,7 +23,7 @@ import numpy as np
 
 from dslite_tiny.measure.litert import create_interpreter, dequantize_output, quantize_input
 
-WORST = 3  # layers named in the summary
+WORST = 3  # layers named as the largest SQNR drops
 _WRAPPER_PREFIX = "quant_"
 # Activations an int8 tensor of a layer's own op can hold; a softmax is a separate op after the layer.
 _STORABLE = ("linear", "relu", "relu6")
@@ -52,8 +52,17 @@ def layer_errors(tflite: bytes, float_model, images: np.ndarray) -> dict:
     for tensor, total in zip(tensors, sums):
         k = int(np.argmin(total[:, 1]))
         records.append(_record(tensor, tensor["candidates"][k], *total[k], tensor["elements"] * len(images)))
-    worst = sorted(records, key=lambda r: -r["rmse_scale"])[:WORST]
-    return {"chunks": int(len(images)), "tensors": records, "worst": [r["layer"] for r in worst]}
+    return {"chunks": int(len(images)), "tensors": records, "worst": _largest_drops(records)}
+
+
+def _largest_drops(records: list[dict]) -> list[str]:
+    """The layers whose SQNR falls most below the tensor before them: where the model is lost (the
+    end-to-end error of a layer alone carries all its predecessors'; rmse_scale is in each tensor's own
+    steps, which are not comparable between int8 and int16)."""
+    known = [r for r in records if r["sqnr_db"] is not None]
+    drops = sorted(((before["sqnr_db"] - after["sqnr_db"], after["layer"]) for before, after in zip(known, known[1:])),
+                   reverse=True)
+    return [layer for _, layer in drops[:WORST]]
 
 
 def _record(tensor: dict, layer: str, signal: float, noise: float, count: float) -> dict:

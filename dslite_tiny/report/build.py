@@ -2,7 +2,8 @@
 ``report.html``, PNG plots and ``variants.csv``, built only from the run's files (regenerate any time).
 
     REPORT/report.md, report.html, variants.csv (the variant table), board_fit.csv (the fit matrix)
-    REPORT/plots/uar_vs_size.png, uar_vs_latency.png, sparsity.png, confusion.png, board_fit.png
+    REPORT/plots/uar_vs_size.png, uar_vs_latency.png, sparsity.png, confusion.png, board_fit.png,
+                 layer_error.png
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from dslite_tiny.export.boards import IO_BYTES, RUNTIME_CODE_BYTES, list_boards,
 from dslite_tiny.report import plots
 from dslite_tiny.report.render import to_html, to_markdown
 from dslite_tiny.report.results import Results, VariantResult, load_results
-from dslite_tiny.report.tables import board_fits, fit_table, kb, recommendations, variant_table
+from dslite_tiny.report.tables import (MIN_AGREEMENT, board_fits, fit_table, kb, layer_error_table, percent,
+                                      recommendations, variant_table)
 
 DEFAULT_BOARD = "nano33ble"
 
@@ -31,10 +33,13 @@ class ReportResult:
 
 
 def build_report(out_dir: str | Path, *, report_dir: str | Path | None = None, board: str = DEFAULT_BOARD,
-                 boards: list[str] | None = None, tolerance_points: float = 1.0) -> ReportResult:
+                 boards: list[str] | None = None, tolerance_points: float = 1.0,
+                 min_agreement: float = MIN_AGREEMENT) -> ReportResult:
     """Write the report of the compress output ``out_dir`` (default folder: ``out_dir/report``)."""
     if not 0 <= tolerance_points <= 100:
         raise UserError(f"--tolerance {tolerance_points} is out of range; allowed: 0 to 100 UAR points")
+    if not 0 <= min_agreement <= 1:
+        raise UserError(f"--min-agreement {min_agreement} is out of range; allowed: 0 to 1")
     results = load_results(out_dir)
     report_dir = Path(report_dir) if report_dir is not None else Path(out_dir) / "report"
     profiles = [load_board(name) for name in (boards or list_boards())]
@@ -43,8 +48,8 @@ def build_report(out_dir: str | Path, *, report_dir: str | Path | None = None, b
         profiles.append(table_board)
     fits = board_fits(results, profiles)
     figures = _plots(results, profiles, fits, report_dir / "plots", tolerance_points)
-    advice = recommendations(results, profiles, fits, tolerance_points=tolerance_points)
-    blocks = _document(results, table_board, profiles, fits, figures, advice, tolerance_points)
+    advice = recommendations(results, profiles, fits, tolerance_points=tolerance_points, min_agreement=min_agreement)
+    blocks = _document(results, table_board, profiles, fits, figures, advice, tolerance_points, min_agreement)
     report_dir.mkdir(parents=True, exist_ok=True)
     markdown = report_dir / "report.md"
     markdown.write_text(to_markdown(blocks, base=report_dir), encoding="utf-8")
@@ -77,12 +82,15 @@ def _plots(results: Results, boards: list[BoardConfig], fits, folder: Path,
                       "Confusion matrices of the float32 model and the most accurate int8 variant."),
         "fit": (plots.plot_board_fit(results, boards, fits, folder / "board_fit.png"),
                 "Flash and RAM fit of every variant on every board profile."),
+        "layers": (plots.plot_layer_error(results, folder / "layer_error.png"),
+                   "SQNR of every quantized tensor against the float model on the test chunks (the record in "
+                   "each variant's metrics.json). A drop marks the layer where a variant departs from the model."),
     }
     return {key: value for key, value in figures.items() if value[0] is not None}
 
 
 def _document(results: Results, board: BoardConfig, boards: list[BoardConfig], fits, figures, advice,
-              tolerance_points: float) -> list[tuple]:
+              tolerance_points: float, min_agreement: float) -> list[tuple]:
     ref = results.reference
     ok = [v for v in results.variants if v.ok]
     failed = [v for v in results.variants if not v.ok]
@@ -94,7 +102,8 @@ def _document(results: Results, board: BoardConfig, boards: list[BoardConfig], f
               f"**{results.float_uar:.3f}**."),
         ("h2", "Recommendation"),
         ("p", f"The smallest variant within {tolerance_points:g} UAR point{'s' if tolerance_points != 1 else ''} "
-              f"of the float model that fits each board:"),
+              f"of the float model, agreeing with its prediction on at least {percent(min_agreement)} of the "
+              f"chunks, that fits each board:"),
         ("list", [f"`{r.board}`: {r.text}" for r in advice]),
     ]
     if "size" in figures:
@@ -109,6 +118,11 @@ def _document(results: Results, board: BoardConfig, boards: list[BoardConfig], f
     blocks.append(("h2", "Sparsity"))
     blocks.append(("image", *figures["sparsity"]) if "sparsity" in figures else
                   ("p", "No pruned variant in this run."))
+    errors = layer_error_table(results)
+    if errors[1]:
+        blocks += [("h2", "Where the accuracy goes"), ("table", errors)]
+        if "layers" in figures:
+            blocks.append(("image", *figures["layers"]))
     if "confusion" in figures:
         blocks += [("h2", "Confusion"), ("image", *figures["confusion"])]
     if failed:

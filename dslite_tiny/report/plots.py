@@ -13,8 +13,8 @@ from dslite_tiny.report.results import Results, VariantResult
 from dslite_tiny.report.tables import Fits, fit_cell
 
 DPI = 150
-_COLOURS = dict(zip(VARIANTS, ("#6b6b6b", "#9c7bb5", "#4f9fd6", "#1f5fa8", "#2ca25f", "#e6820e", "#c0392b",
-                               "#8c564b")))
+_COLOURS = dict(zip(VARIANTS, ("#6b6b6b", "#9c7bb5", "#4f9fd6", "#1f5fa8", "#17becf", "#2ca25f", "#e6820e",
+                               "#c0392b", "#8c564b"), strict=True))
 _FIT_COLOURS = {"fits": "#cfe8d5", "short": "#f4c7c3", "none": "#eeeeee", "psram": "#fbe7b5"}
 
 
@@ -123,6 +123,29 @@ def plot_sparsity(results: Results, path: Path) -> Path | None:
     ax.set_ylabel("zeros in the int8 weights")
     ax.legend(fontsize=8, loc="upper left")
     ax.set_title("Sparsity per layer, read from the .tflite (layers below min_weights are not pruned)")
+    return _save(fig, path)
+
+
+def plot_layer_error(results: Results, path: Path) -> Path | None:
+    """SQNR of every quantized tensor against the float model, in execution order, one line per integer
+    variant; None if no variant has the record. Where a line drops is where that variant loses the model."""
+    recorded = [v for v in results.variants if v.ok and v.metrics.get("layer_error", {}).get("tensors")]
+    if not recorded:
+        return None
+    plt = _pyplot()
+    layers = [t["layer"] for t in recorded[0].metrics["layer_error"]["tensors"]]
+    fig, ax = plt.subplots(figsize=(max(7.5, 0.18 * len(layers) + 3), 4.2), layout="constrained")
+    for variant in recorded:
+        values = [t["sqnr_db"] for t in variant.metrics["layer_error"]["tensors"]]
+        ax.plot(range(len(values)), [np.nan if v is None else v for v in values], marker="o", ms=3, lw=1.4,
+                color=colour(variant.name), label=variant.name)
+    if len(layers) <= 40 and all(len(v.metrics["layer_error"]["tensors"]) == len(layers) for v in recorded):
+        ax.set_xticks(range(len(layers)), layers, rotation=60, ha="right", fontsize=7)
+    else:
+        ax.set_xlabel("quantized tensor (execution order)")
+    ax.set_ylabel("SQNR against the float model (dB)")
+    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title("Where the accuracy goes: error of every quantized tensor, end to end (higher is better)")
     return _save(fig, path)
 
 

@@ -28,7 +28,8 @@ class Measurement:
     """Accuracy and latency of one variant where it ran."""
 
     source: str  # "host" or the device's name
-    uar: float | None
+    uar: float | None  # per chunk
+    uar_files: float | None  # per file (mean-score vote over its chunks)
     accuracy: float | None
     agreement: float | None  # share of chunks predicted as the float model predicts them
     latency_ms: float | None  # median inference time
@@ -111,14 +112,15 @@ def _variant(folder: Path) -> VariantResult:
 def _host(metrics: dict) -> Measurement:
     scores, one = metrics.get("accuracy", {}), metrics.get("latency", {}).get("one_thread", {})
     chunks = scores.get("chunks", {})
-    return Measurement("host", chunks.get("uar"), chunks.get("accuracy"), scores.get("agreement"),
-                       one.get("median_ms"), one.get("p90_ms"), None, chunks.get("confusion_matrix"))
+    return Measurement("host", chunks.get("uar"), scores.get("files", {}).get("uar"), chunks.get("accuracy"),
+                       scores.get("agreement"), one.get("median_ms"), one.get("p90_ms"), None,
+                       chunks.get("confusion_matrix"))
 
 
 def _device(data: dict) -> Measurement:
     scores, latency = data.get("accuracy", {}), data.get("latency", {})
     chunks = scores.get("chunks", {})
     inference, frontend = latency.get("inference", {}), latency.get("frontend", {})
-    return Measurement(str(data.get("device", "device")), chunks.get("uar"), chunks.get("accuracy"),
-                       scores.get("agreement"), inference.get("median_ms"), inference.get("p90_ms"),
-                       frontend.get("median_ms"), chunks.get("confusion_matrix"))
+    return Measurement(str(data.get("device", "device")), chunks.get("uar"), scores.get("files", {}).get("uar"),
+                       chunks.get("accuracy"), scores.get("agreement"), inference.get("median_ms"),
+                       inference.get("p90_ms"), frontend.get("median_ms"), chunks.get("confusion_matrix"))

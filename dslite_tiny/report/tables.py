@@ -9,6 +9,7 @@ from dslite_tiny.export.boards import Fit, arena_estimate, check_fit, footprint,
 from dslite_tiny.report.results import Measurement, Results, VariantResult
 
 Table = tuple[list[str], list[list[str]]]  # header, rows
+MIN_AGREEMENT = 0.95  # a recommended variant flips at most 5 % of the float model's predictions
 Fits = dict[str, dict[str, Fit | None]]  # variant → board → fit (None: not measurable there)
 
 
@@ -61,14 +62,15 @@ def _variant_row(variant: VariantResult, results: Results, board: BoardConfig, f
 def _source_columns(source: str) -> list[str]:
     """The columns of one measurement source; a device adds its frontend time (the host gets features)."""
     if source == "host":
-        return ["UAR", "ΔUAR", "accuracy", "agreement", "host latency (1 thread)"]
-    return [f"UAR ({source})", f"ΔUAR ({source})", f"accuracy ({source})", f"agreement ({source})",
-            f"latency ({source})", f"frontend ({source})"]
+        return ["UAR", "ΔUAR", "UAR (files)", "accuracy", "agreement", "host latency (1 thread)"]
+    return [f"UAR ({source})", f"ΔUAR ({source})", f"UAR files ({source})", f"accuracy ({source})",
+            f"agreement ({source})", f"latency ({source})", f"frontend ({source})"]
 
 
 def _source_cells(m: Measurement, results: Results) -> list[str]:
     delta = None if m.uar is None else 100 * (m.uar - results.float_uar)
-    cells = [num(m.uar, 3), signed(delta), num(m.accuracy, 3), percent(m.agreement), ms(m.latency_ms)]
+    cells = [num(m.uar, 3), signed(delta), num(m.uar_files, 3), num(m.accuracy, 3), percent(m.agreement),
+             ms(m.latency_ms)]
     return cells if m.source == "host" else [*cells, ms(m.frontend_ms)]
 
 
@@ -97,33 +99,56 @@ class Recommendation:
     text: str
 
 
-def recommendations(results: Results, boards: list[BoardConfig], fits: Fits, *,
-                    tolerance_points: float) -> list[Recommendation]:
-    """Per board: the smallest variant (model bytes) that fits and whose host UAR is within
-    ``tolerance_points`` of the float Keras model's."""
+def recommendations(results: Results, boards: list[BoardConfig], fits: Fits, *, tolerance_points: float,
+                    min_agreement: float = MIN_AGREEMENT) -> list[Recommendation]:
+    """Per board: the smallest variant (model bytes) that fits, whose host UAR is within ``tolerance_points``
+    of the float Keras model's and which makes the float model's decision on at least ``min_agreement`` of
+    the chunks: a variant that flips many predictions is another model, whatever its UAR."""
     floor = results.float_uar - tolerance_points / 100
     out = []
     for board in boards:
         fitting = [v for v in results.variants if v.ok and fits[v.name][board.name] is not None
                    and fits[v.name][board.name].fits]
-        good = sorted((v for v in fitting if v.host.uar is not None and v.host.uar >= floor - 1e-9),
+        good = sorted((v for v in fitting if v.host.uar is not None and v.host.uar >= floor - 1e-9
+                       and (v.host.agreement or 0.0) >= min_agreement - 1e-9),
                       key=lambda v: (v.size["tflite_bytes"], -v.host.uar))
         if good:
             best = good[0]
             fit = fits[best.name][board.name]
             text = (f"**{best.name}**: {kb(best.size['tflite_bytes'])}, UAR {best.host.uar:.3f} "
-                    f"({signed(100 * (best.host.uar - results.float_uar))} points vs float), "
+                    f"({signed(100 * (best.host.uar - results.float_uar))} points vs float, "
+                    f"{percent(best.host.agreement)} agreement), "
                     f"flash {kb(fit.flash_needed)} of {kb(fit.flash_available)}, "
                     f"RAM {kb(fit.ram_needed)} of {kb(fit.ram_available)}")
             out.append(Recommendation(board.name, best.name, text))
         elif fitting:
             top = max(fitting, key=lambda v: v.host.uar or 0.0)
             out.append(Recommendation(board.name, None,
-                                      f"none within {tolerance_points:g} points; the most accurate that fits is "
-                                      f"{top.name} (UAR {top.host.uar:.3f})"))
+                                      f"none within {tolerance_points:g} points and {percent(min_agreement)} "
+                                      f"agreement; the most accurate that fits is {top.name} (UAR "
+                                      f"{top.host.uar:.3f}, {percent(top.host.agreement)} agreement)"))
         else:
             out.append(Recommendation(board.name, None, "no variant fits"))
     return out
+
+
+def layer_error_table(results: Results) -> Table:
+    """Per integer variant: the output's SQNR against the float model and the tensors where it drops most
+    from the tensor before (metrics.json's ``layer_error`` record): where that variant departs from the
+    model, comparable across int8 and int16 variants."""
+    header = ["variant", "output SQNR", "lowest SQNR", "largest drops"]
+    rows = []
+    for variant in results.variants:
+        record = variant.metrics.get("layer_error") if variant.ok else None
+        tensors = [t for t in (record or {}).get("tensors", []) if t["sqnr_db"] is not None]
+        if not tensors:
+            continue
+        lowest = min(tensors, key=lambda t: t["sqnr_db"])
+        drops = sorted(((before["sqnr_db"] - after["sqnr_db"], after["layer"])
+                        for before, after in zip(tensors, tensors[1:])), reverse=True)[:3]
+        rows.append([variant.name, db(tensors[-1]["sqnr_db"]), f"{db(lowest['sqnr_db'])} ({lowest['layer']})",
+                     ", ".join(f"{layer} −{drop:.1f} dB" for drop, layer in drops if drop > 0) or "none"])
+    return header, rows
 
 
 # --- cell formats ------------------------------------------------------------------------------------------
@@ -151,6 +176,10 @@ def signed(value: float | None) -> str:
 
 def percent(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.1f} %"
+
+
+def db(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f} dB"
 
 
 def ms(value: float | None) -> str:
