@@ -18,6 +18,8 @@ import numpy as np
 import dslite_tiny  # noqa: F401  (TF_USE_LEGACY_KERAS before tf_keras loads)
 import tf_keras as keras
 
+from dslite_tiny.models.probe import probe_batches
+
 _INT8_MAX = 127
 
 
@@ -58,16 +60,12 @@ def _kernel_axis(layer) -> int | None:
 
 
 def _input_means(model: keras.Model, layers: list, images: np.ndarray, batch_size: int) -> list[np.ndarray]:
-    """Each layer's mean input per channel over the images (and positions)."""
-    probe = keras.Model(model.inputs, [layer.input for layer in layers])
-    sums = [np.zeros(layer.input_shape[-1]) for layer in layers]
-    count = 0
-    for start in range(0, len(images), batch_size):
-        values = probe(images[start:start + batch_size], training=False)
-        values = values if isinstance(values, (list, tuple)) else [values]
+    """Each layer's mean input per channel over the images and positions."""
+    sums, count = [np.zeros(layer.input_shape[-1]) for layer in layers], 0
+    for values in probe_batches(model, [layer.input for layer in layers], images, batch_size=batch_size):
         for total, value in zip(sums, values):
-            total += np.asarray(value, np.float64).reshape(-1, value.shape[-1]).sum(axis=0)
-        count += len(images[start:start + batch_size])
+            total += value.astype(np.float64).reshape(-1, value.shape[-1]).sum(axis=0)
+        count += len(values[0])
     return [total / (count * int(np.prod(layer.input_shape[1:-1]) or 1)) for total, layer in zip(sums, layers)]
 
 

@@ -28,6 +28,7 @@ import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 
 from dslite_tiny.models.arelu import AReLU
+from dslite_tiny.models.probe import probe_batches
 
 _quantizers = tfmot.quantization.keras.quantizers
 _FOLDABLE_BEFORE_BN = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
@@ -146,8 +147,8 @@ def calibrate_ranges(qat: keras.Model, float_model: keras.Model, images: np.ndar
         for prefix, value in _RANGE_OF.items():
             if inner is not None and f"{prefix}_min" in ranges:
                 targets.append((ranges[f"{prefix}_min"], ranges[f"{prefix}_max"], inner.name, value))
-    probe = _range_probe(float_model, [(name, value) for _, _, name, value in targets if name is not None])
-    low, high = _observed_ranges(probe, images, batch_size)
+    tensors = _range_tensors(float_model, [(name, value) for _, _, name, value in targets if name is not None])
+    low, high = _observed_ranges(float_model, tensors, images, batch_size)
     observed = iter(zip(low, high))
     for min_var, max_var, name, _ in targets:
         lowest, highest = (float(images.min()), float(images.max())) if name is None else next(observed)
@@ -174,27 +175,25 @@ def _calibrate_weight_ranges(qat: keras.Model) -> int:
     return count
 
 
-def _range_probe(model: keras.Model, wanted: list[tuple[str, str]]) -> keras.Model:
-    """A model with one output per (layer, value): the layer's output, or its value before its activation."""
-    outputs = []
+def _range_tensors(model: keras.Model, wanted: list[tuple[str, str]]) -> list:
+    """One tensor per (layer, value): the layer's output, or its value before its activation."""
+    tensors = []
     for name, value in wanted:
         layer = model.get_layer(name)
         if value == "output":
-            outputs.append(layer.output)
+            tensors.append(layer.output)
             continue
         linear = layer.__class__.from_config({**layer.get_config(), "activation": "linear",
                                               "name": f"{name}_pre_activation"})
-        outputs.append(linear(layer.input))
+        tensors.append(linear(layer.input))
         linear.set_weights(layer.get_weights())
-    return keras.Model(model.inputs, outputs)
+    return tensors
 
 
-def _observed_ranges(probe: keras.Model, images: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    count = len(probe.outputs)
-    low, high = np.full(count, np.inf), np.full(count, -np.inf)
-    for start in range(0, len(images), batch_size):
-        values = probe(images[start:start + batch_size], training=False)
-        values = values if isinstance(values, (list, tuple)) else [values]
+def _observed_ranges(model: keras.Model, tensors: list, images: np.ndarray,
+                     batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    low, high = np.full(len(tensors), np.inf), np.full(len(tensors), -np.inf)
+    for values in probe_batches(model, tensors, images, batch_size=batch_size):
         low = np.minimum(low, [float(np.min(v)) for v in values])
         high = np.maximum(high, [float(np.max(v)) for v in values])
     return low, high

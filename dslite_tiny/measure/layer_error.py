@@ -22,6 +22,7 @@ import math
 import numpy as np
 
 from dslite_tiny.measure.litert import create_interpreter, dequantize_output, quantize_input
+from dslite_tiny.models.probe import probe_batches
 
 WORST = 3  # layers named as the largest SQNR drops
 _WRAPPER_PREFIX = "quant_"
@@ -52,17 +53,17 @@ def layer_errors(tflite: bytes, float_model, images: np.ndarray) -> dict:
     for tensor, total in zip(tensors, sums):
         k = int(np.argmin(total[:, 1]))
         records.append(_record(tensor, tensor["candidates"][k], *total[k], tensor["elements"] * len(images)))
-    return {"chunks": int(len(images)), "tensors": records, "worst": _largest_drops(records)}
+    return {"chunks": int(len(images)), "tensors": records, "worst": [name for name, _ in largest_drops(records)]}
 
 
-def _largest_drops(records: list[dict]) -> list[str]:
-    """The layers whose SQNR falls most below the tensor before them: where the model is lost (the
-    end-to-end error of a layer alone carries all its predecessors'; rmse_scale is in each tensor's own
+def largest_drops(records: list[dict], *, count: int = WORST) -> list[tuple[str, float]]:
+    """(layer, dB) of the tensors whose SQNR falls most below the tensor before them: where the model is
+    lost (a tensor's end-to-end error carries all its predecessors'; rmse_scale is in each tensor's own
     steps, which are not comparable between int8 and int16)."""
     known = [r for r in records if r["sqnr_db"] is not None]
     drops = sorted(((before["sqnr_db"] - after["sqnr_db"], after["layer"]) for before, after in zip(known, known[1:])),
                    reverse=True)
-    return [layer for _, layer in drops[:WORST]]
+    return [(layer, drop) for drop, layer in drops[:count] if drop > 0]
 
 
 def _record(tensor: dict, layer: str, signal: float, noise: float, count: float) -> dict:
@@ -122,15 +123,6 @@ def _weightless_successor(layer):
     return None if hasattr(successor, "kernel") or hasattr(successor, "depthwise_kernel") else successor
 
 
-def _float_outputs(float_model, layers: list[str], images: np.ndarray, *,
-                   batch_size: int = 64) -> dict[str, np.ndarray]:
-    import tf_keras as keras
-
-    probe = keras.Model(float_model.inputs, [float_model.get_layer(name).output for name in layers])
-    outputs = [[] for _ in layers]
-    for start in range(0, len(images), batch_size):
-        values = probe(images[start:start + batch_size], training=False)
-        values = values if isinstance(values, (list, tuple)) else [values]
-        for collected, value in zip(outputs, values):
-            collected.append(np.asarray(value))
-    return {name: np.concatenate(collected) for name, collected in zip(layers, outputs)}
+def _float_outputs(float_model, layers: list[str], images: np.ndarray) -> dict[str, np.ndarray]:
+    batches = list(probe_batches(float_model, [float_model.get_layer(name).output for name in layers], images))
+    return {name: np.concatenate([batch[i] for batch in batches]) for i, name in enumerate(layers)}

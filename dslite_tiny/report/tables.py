@@ -6,6 +6,7 @@ import dataclasses
 
 from dslite_tiny.config import BoardConfig
 from dslite_tiny.export.boards import Fit, arena_estimate, check_fit, footprint, format_bytes
+from dslite_tiny.measure.layer_error import largest_drops
 from dslite_tiny.report.results import Measurement, Results, VariantResult
 
 Table = tuple[list[str], list[list[str]]]  # header, rows
@@ -144,10 +145,8 @@ def layer_error_table(results: Results) -> Table:
         if not tensors:
             continue
         lowest = min(tensors, key=lambda t: t["sqnr_db"])
-        drops = sorted(((before["sqnr_db"] - after["sqnr_db"], after["layer"])
-                        for before, after in zip(tensors, tensors[1:])), reverse=True)[:3]
         rows.append([variant.name, db(tensors[-1]["sqnr_db"]), f"{db(lowest['sqnr_db'])} ({lowest['layer']})",
-                     ", ".join(f"{layer} −{drop:.1f} dB" for drop, layer in drops if drop > 0) or "none"])
+                     ", ".join(f"{layer} −{drop:.1f} dB" for layer, drop in largest_drops(tensors)) or "none"])
     return header, rows
 
 
