@@ -3,13 +3,18 @@
 Part ``mcu``: the FSDD models of ``train_fsdd.py`` (the DS-CNN and the ImageNet MobileNet v1 α = 0.25),
 speaker-independent test split, default compression preset: test UAR, sizes, latency, TFLM arena.
 
+Part ``ptq``: what each post-training repair does, measured on its own. MobileNet v1 α = 0.25
+(``mcu-mobilenet``, ImageNet weights) trained with two seeds on the split test theo, devel jackson; each
+model's int8 and int16x8 variants built with ``bias_correction`` off and on (same code, same models),
+scored per chunk and per file and by agreement with the float model.
+
 Part ``densenet``: DenseNet121 at 224×224×3 with DeepSpectrumLite's head (the paper's model; its float
 TFLite is 30.0 MB and runs in 89.7 ms on a 4-thread laptop CPU): sizes of every variant and host latency
 float32 vs int8 in the same run. No ImageNet DenseNet121 weights are available offline, so the model is
 randomly initialised and its fine-tuning steps run on a 2-clips-per-speaker-and-digit FSDD subset: its
 accuracy figures mean nothing; its sizes, op lists, arena and latency are what this part measures.
 
-    python reports/benchmarks/compress_fsdd.py --part mcu|densenet [--out DIR]
+    python reports/benchmarks/compress_fsdd.py --part mcu|ptq|densenet [--out DIR]
 
 Results go to ``compress_fsdd.json`` (per model, written as each model finishes) and ``compress_fsdd.md``;
 the compress output folders resume, so a rerun only redoes what is missing.
@@ -22,10 +27,11 @@ import os
 import sys
 from pathlib import Path
 
-from dslite_tiny.config import CompressConfig, DataConfig, FrontendConfig, load_config, to_dict
+from dslite_tiny.config import CompressConfig, DataConfig, FrontendConfig, TrainConfig, load_config, to_dict
 from dslite_tiny.compress.pipeline import run_compress
 from dslite_tiny.data.cache import FeatureCache, default_cache_dir
 from dslite_tiny.native import import_tensorflow_quietly
+from dslite_tiny.train.run import run_training
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -33,6 +39,10 @@ FSDD = ROOT.parent / "shared" / "datasets" / "fsdd" / "recordings"
 MCU_RUNS = ("dscnn-aug", "imagenet-noaug")  # rows of train_fsdd.json
 DENSENET_NOTE = ("Random initialisation and a 2-clips-per-digit-and-speaker FSDD subset: UAR and agreement mean "
                  "nothing here (chance is 0.100); sizes, arena and latency are the figures. KB = 1024 bytes.")
+WEIGHTS = ROOT.parent / "shared" / "weights" / "mobilenet_2_5_224_tf_no_top.h5"
+THEO_SPLIT = {"test_speakers": ["theo"], "devel_speakers": ["jackson"]}  # the split of issue 12's figures
+PTQ_SEEDS = (0, 1)
+PTQ_REPAIRS = ("bias_correction",)  # each built off and on, the others at their defaults
 DENSENET_OVERRIDES = {"prune_epochs": 2, "qat_epochs": 1, "representative_chunks": 50, "latency_runs": 50}
 
 
@@ -44,6 +54,28 @@ def mcu_models() -> list[tuple[str, Path]]:
             sys.exit(f"{name}: no trained model; run: python reports/benchmarks/train_fsdd.py --runs {name}")
         models.append((name, runs[name]))
     return models
+
+
+def theo_models(out: Path, cache: FeatureCache) -> tuple[list[tuple[str, Path]], DataConfig]:
+    """The MobileNet trained with each seed of PTQ_SEEDS on THEO_SPLIT (trained here when missing)."""
+    data = load_config(DataConfig, ROOT / "configs" / "data" / "fsdd.yaml", ("theo", THEO_SPLIT), stage="data")
+    models = []
+    for seed in PTQ_SEEDS:
+        path = out / f"mobilenet-theo-s{seed}" / "model.h5"
+        if not path.is_file():
+            config = load_config(TrainConfig, "mcu-mobilenet", ("ptq", {"seed": seed, "weights": str(WEIGHTS)}),
+                                 stage="train")
+            run_training(data, config, out_dir=path.parent, cache=cache)
+        models.append((f"mobilenet-theo-s{seed}", path))
+    return models, data
+
+
+def ptq_jobs(out: Path, cache: FeatureCache) -> list[tuple[str, Path, DataConfig, CompressConfig]]:
+    models, data = theo_models(out, cache)
+    return [(f"{name} {repair}={on}", path, data,
+             load_config(CompressConfig, "default", ("ptq", {"variants": ["int8", "int16x8"], repair: on}),
+                         stage="compress"))
+            for name, path in models for repair in PTQ_REPAIRS for on in (False, True)]
 
 
 def densenet_model(out: Path) -> tuple[str, Path, DataConfig]:
@@ -72,7 +104,7 @@ def densenet_model(out: Path) -> tuple[str, Path, DataConfig]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("mcu", "densenet"), required=True)
+    parser.add_argument("--part", choices=("mcu", "ptq", "densenet"), required=True)
     parser.add_argument("--out", type=Path, default=Path("/tmp/dslite-tiny-compress"))
     args = parser.parse_args()
     import_tensorflow_quietly()
@@ -81,13 +113,15 @@ def main() -> None:
     cache = FeatureCache(default_cache_dir())
     if args.part == "mcu":
         jobs = [(name, path, None, load_config(CompressConfig, "default", stage="compress")) for name, path in mcu_models()]
+    elif args.part == "ptq":
+        jobs = ptq_jobs(args.out, cache)
     else:
         name, path, data = densenet_model(args.out)
         jobs = [(name, path, data, load_config(CompressConfig, "phone", ("benchmark", DENSENET_OVERRIDES),
                                                stage="compress"))]
     for name, path, data, config in jobs:
         print(f"== {name}: {path}", flush=True)
-        result = run_compress(path, config=config, out_dir=args.out / name, data=data, cache=cache,
+        result = run_compress(path, config=config, out_dir=args.out / name.replace(" ", "-"), data=data, cache=cache,
                               on_variant=lambda row: print(f"  {row['variant']}: {row['status']} {row['reason']}",
                                                            flush=True))
         results["models"][name] = {"part": args.part, "model": str(path), "config": to_dict(config),
@@ -101,7 +135,10 @@ def main() -> None:
 
 def markdown(results: dict) -> str:
     lines = ["# Compressed variants, measured by `dslite-tiny compress` (2 CPU cores, LiteRT, TFLite Micro)", ""]
+    lines += ptq_markdown({name: e for name, e in results["models"].items() if e["part"] == "ptq"})
     for name, entry in results["models"].items():
+        if entry["part"] == "ptq":
+            continue
         lines += [f"## {name}", "", f"Command: `{entry['command']}`; model `{entry['model']}`; "
                   f"float Keras test UAR {entry['reference']:.3f} (chunks), {entry['reference_files']:.3f} (files).", "",
                   *([DENSENET_NOTE, ""] if entry["part"] == "densenet" else []),
@@ -121,6 +158,30 @@ def markdown(results: dict) -> str:
                 f"{r['latency_ms_all_threads']:.3f} | {arena} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def ptq_markdown(entries: dict) -> list[str]:
+    """One row per model and repair setting: ΔUAR (chunks, files) and agreement of int8 and int16x8."""
+    if not entries:
+        return []
+    lines = ["## Post-training repairs, each on its own (MobileNet v1 α = 0.25, test theo, devel jackson)", "",
+             "Command: `python reports/benchmarks/compress_fsdd.py --part ptq`. ΔUAR in points against the float "
+             "Keras model (per chunk / per file); agreement: share of chunks predicted as the float model does.", "",
+             "| model | setting | float UAR | int8 ΔUAR | int8 agree | int16x8 ΔUAR | int16x8 agree |",
+             "|---|---|---|---|---|---|---|"]
+    for name, entry in entries.items():
+        model, setting = name.split(" ", 1)
+        rows = {r["variant"]: r for r in entry["rows"] if r["status"] == "ok"}
+        cells = []
+        for variant in ("int8", "int16x8"):
+            r = rows.get(variant)
+            if r is None:
+                cells += ["failed", "–"]
+                continue
+            chunks, files = r["uar"] - entry["reference"], r["uar_files"] - entry["reference_files"]
+            cells += [f"{chunks * 100:+.1f} / {files * 100:+.1f}", f"{r['agreement'] * 100:.1f} %"]
+        lines.append(f"| {model} | {setting} | {entry['reference']:.3f} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 if __name__ == "__main__":
