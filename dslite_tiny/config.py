@@ -8,6 +8,7 @@ resolved config (``to_dict``) next to it.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -428,6 +429,8 @@ def _construct(cls: type[C], values: dict[str, Any], origins: dict[str, str]) ->
 
 def _check_value(key: str, value: Any, hint: Any, meta: Mapping[str, Any], source: str) -> Any:
     value = _check_type(key, value, hint, source)
+    if isinstance(value, float) and not math.isfinite(value):  # NaN passes every range comparison
+        raise ConfigError(f"{key}={value!r} is not a finite number", path=source)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         low, high = meta.get("low"), meta.get("high")
         too_low = low is not None and (value <= low if meta.get("low_open") else value < low)

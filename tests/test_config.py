@@ -44,6 +44,9 @@ def test_layers_apply_in_order(tmp_path):
     ("channels: 1\n", r"channels=1 needs color_map=gray"),
     ("- a\n- b\n", r"expected a mapping"),
     ("n_mels: [\n", r"not valid YAML at line"),
+    ("hop_s: .nan\n", r"c.yaml: hop_s=nan is not a finite number"),
+    ("top_db: .nan\n", r"top_db=nan is not a finite number"),
+    ("fmin: -.inf\n", r"fmin=-inf is not a finite number"),
 ])
 def test_invalid_values_name_the_file(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):
