@@ -81,3 +81,40 @@ def test_no_module_loads_keras_models_around_the_check():
     pattern = re.compile(r"\b(load_model|model_from_json|model_from_config|model_from_yaml)\(")
     found = {str(p.relative_to(PACKAGE)): len(pattern.findall(p.read_text())) for p in PACKAGE.rglob("*.py")}
     assert {k: v for k, v in found.items() if v} == allowed
+
+
+def _copy_with_sidecar(cli_model: Path, folder: Path, edit) -> Path:
+    """``cli_model`` and its sidecar in ``folder``, the sidecar's JSON changed by ``edit`` (text → text)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(cli_model, folder / "model.h5")
+    (folder / "model.json").write_text(edit(cli_model.with_suffix(".json").read_text()))
+    return folder / "model.h5"
+
+
+def _edit_json(change):
+    def edit(text: str) -> str:
+        data = json.loads(text)
+        change(data)
+        return json.dumps(data)
+    return edit
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda text: text[: len(text) // 2], r"model.json: not valid JSON"),
+    (_edit_json(lambda d: d.pop("classes")), r"'classes' must list two or more class names, got None"),
+    (_edit_json(lambda d: d["classes"].append("extra")), r"lists 6 classes but the model has 5 outputs"),
+    (_edit_json(lambda d: d["frontend"].update(image_height=32)), r"frontend makes \(32, 64, 1\) images but the "
+                                                                  r"model takes \(64, 64, 1\)"),
+    (_edit_json(lambda d: d.pop("frontend")), r"'frontend' .* is missing"),
+])
+def test_a_sidecar_that_does_not_describe_the_model_is_one_line(tmp_path, cli_model, edit, message):
+    path = _copy_with_sidecar(cli_model, tmp_path / "m", edit)
+    with pytest.raises(UserError, match=message):
+        load_trained(path)
+
+
+def test_a_broken_sidecar_is_one_line_on_the_command_line(tmp_path, cli_model, demo_data):
+    path = _copy_with_sidecar(cli_model, tmp_path / "m", lambda text: "{not json")
+    result = run_cli("evaluate", str(path), "--data", str(demo_data))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "model.json: not valid JSON" in lines[0], result.stderr

@@ -247,8 +247,8 @@ def _build_and_measure(name: str, key: str, context: VariantContext, eval_set: E
         metrics.update(measure_model(model_path, eval_set, settings, pruned_layers=built.pruned_layers,
                                      progress=context.progress, desc=f"{name} on test (LiteRT)"))
         if integer_dtype(name) and context.config.layer_error_chunks:
-            spread = np.unique(np.linspace(0, len(eval_set.images) - 1, context.config.layer_error_chunks).astype(int))
-            metrics["layer_error"] = layer_errors(built.tflite, context.model, eval_set.images[spread])
+            chunks = np.linspace(0, len(eval_set.images) - 1, context.config.layer_error_chunks).astype(int)
+            metrics["layer_error"] = layer_errors(built.tflite, context.model, eval_set.images[np.unique(chunks)])
         metrics["status"], metrics["reason"] = _verdict(name, metrics)
     except Exception as exc:  # a failing variant is recorded; the others go on
         log.error("%s failed:\n%s", name, traceback.format_exc())

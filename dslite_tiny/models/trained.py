@@ -101,10 +101,39 @@ def load_trained(path: str | Path) -> TrainedModel:
                             path=path)
         raise UserError(f"no sidecar {side.name} next to the model: dslite-tiny needs the labels and frontend "
                         f"settings it saves at training time", path=path)
-    sidecar = json.loads(side.read_text(encoding="utf-8"))
-    if sidecar.get("format") != SIDECAR_FORMAT:
+    trained = TrainedModel(load_keras_model(path, config=config), read_sidecar(side), path)
+    check_consistency(trained)
+    return trained
+
+
+def read_sidecar(side: Path) -> dict[str, Any]:
+    """The sidecar's JSON with its format and the keys every stage needs checked (one-line errors)."""
+    try:
+        sidecar = json.loads(side.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"not valid JSON ({exc})", path=side) from None
+    if not isinstance(sidecar, dict) or sidecar.get("format") != SIDECAR_FORMAT:
         raise UserError("not a dslite-tiny sidecar", path=side)
-    return TrainedModel(load_keras_model(path, config=config), sidecar, path)
+    classes = sidecar.get("classes")
+    if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) and c for c in classes):
+        raise UserError(f"'classes' must list two or more class names, got {classes!r}", path=side)
+    if not isinstance(sidecar.get("frontend"), dict):
+        raise UserError("'frontend' (the frontend settings the model was trained with) is missing", path=side)
+    return sidecar
+
+
+def check_consistency(trained: TrainedModel) -> None:
+    """The sidecar describes this model: one label per output, and frontend images of the input's shape
+    (a mismatch would misalign every score column or fail deep inside a later stage)."""
+    side = sidecar_path(trained.path)
+    outputs = trained.model.output_shape[-1]
+    if outputs != len(trained.classes):
+        raise UserError(f"the sidecar lists {len(trained.classes)} classes but the model has {outputs} outputs",
+                        path=side)
+    image = tuple(trained.frontend_config.image_shape)
+    expected = tuple(trained.model.input_shape[1:])
+    if image != expected:
+        raise UserError(f"the sidecar's frontend makes {image} images but the model takes {expected}", path=side)
 
 
 def load_keras_model(path: str | Path, *, config: dict[str, Any] | None = None):
