@@ -101,7 +101,8 @@ def load_trained(path: str | Path) -> TrainedModel:
                             path=path)
         raise UserError(f"no sidecar {side.name} next to the model: dslite-tiny needs the labels and frontend "
                         f"settings it saves at training time", path=path)
-    trained = TrainedModel(load_keras_model(path, config=config), read_sidecar(side), path)
+    sidecar = read_sidecar(side)  # before the (slow) model load: a bad sidecar fails at once
+    trained = TrainedModel(load_keras_model(path, config=config), sidecar, path)
     check_consistency(trained)
     return trained
 
