@@ -44,6 +44,14 @@ def test_demo_end_to_end(tmp_path):
     assert evaluation(again.stdout) == evaluation(result.stdout)
 
 
+def test_features_of_a_folder_without_audio_is_an_error(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "notes.txt").write_text("no audio here")
+    result = run_cli("features", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--no-cache")
+    assert_user_error(result, "no audio files (.wav, .flac, .ogg) in", str(tmp_path / "in"))
+    assert not (tmp_path / "out" / "features.json").exists()
+
+
 def test_features_of_files_png_and_npy(tmp_path):
     audio = write_wav(tmp_path / "in" / "sweep.wav", tone(500, 9.0, 16000), 16000)
     out = tmp_path / "out"

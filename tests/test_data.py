@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -46,6 +47,15 @@ def test_folder_layout_with_splits_csv(tmp_path):
     assert dataset.classes == ("cat", "dog") and dataset.split_method == "splits.csv"
     assert {c.path.name: c.split for c in dataset.clips}["train_dog.wav"] == "train"
     assert dataset.counts().loc["total", "total"] == 6
+
+
+@pytest.mark.parametrize("bad", ["two\nlines", "tab\there", " "])
+def test_class_names_that_would_corrupt_labels_files_are_refused(tmp_path, bad):
+    for label in ("dog", bad):
+        for k in range(3):
+            write_wav(tmp_path / label / f"{k}.wav", tone(440, 0.2, SR), SR)
+    with pytest.raises(DataError, match=re.escape(f"class name {bad!r} is empty or holds a line break")):
+        load_dataset(data_config(root=str(tmp_path)), require=())
 
 
 def test_splits_csv_errors(tmp_path):

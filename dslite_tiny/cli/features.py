@@ -57,6 +57,8 @@ def features(audio: tuple[Path, ...], data_path: str | None, frontend_config: st
             progress=progress_bar)
     else:
         paths = [p for a in audio for p in (sorted(x for x in a.rglob("*") if is_audio_file(x)) if a.is_dir() else [a])]
+        if not paths:
+            raise UserError(f"no audio files (.wav, .flac, .ogg) in {', '.join(map(str, audio))}")
         manifest = featurize_files(paths, frontend, out, formats=chosen, cache=cache)
     report = manifest["report"]
     click.echo(f"{report['files']} files → {report['chunks']} chunks ({report['padded']} short clips padded, "

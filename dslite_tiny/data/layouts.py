@@ -83,8 +83,18 @@ def load_dataset(config: DataConfig, *, require: Iterable[str] = SPLITS) -> Data
         labelled = _folder_files(root) if layout == "folder" else _flat_files(root, config.label_regex)
         given = _read_splits_csv(root, [p for p, _ in labelled])
         dataset = splits.split_dataset(str(root), labelled, given=given, config=config)
+    _check_class_names(dataset)
     dataset.require_splits(require)
     return dataset
+
+
+def _check_class_names(dataset: Dataset) -> None:
+    """Class names end up one per line in labels.txt, in C string literals and in CSV rows: a line break,
+    tab or other control character (a folder name can hold one) would corrupt all three."""
+    for name in dataset.classes:
+        if not name.strip() or not name.isprintable():
+            raise DataError(f"class name {name!r} is empty or holds a line break or other control character; "
+                            f"rename that class", path=dataset.source)
 
 
 def natural_key(text: str) -> list[object]:
