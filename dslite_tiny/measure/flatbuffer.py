@@ -21,7 +21,7 @@ _MACS_PER_OUTPUT = {
     "DEPTHWISE_CONV_2D": lambda shape: int(shape[1] * shape[2]),
     "FULLY_CONNECTED": lambda shape: int(shape[-1]),
 }
-_WRAPPER_PREFIX = "quant_"  # TFMOT's QuantizeWrapper; pruning and clustering wrappers are stripped first
+WRAPPER_PREFIX = "quant_"  # TFMOT's QuantizeWrapper; pruning and clustering wrappers are stripped first
 _DTYPES = {"FLOAT32": np.float32, "FLOAT16": np.float16, "INT8": np.int8, "UINT8": np.uint8,
            "INT16": np.int16, "INT32": np.int32, "INT64": np.int64, "BOOL": np.bool_}
 
@@ -159,7 +159,7 @@ def _names_layer(tensor_name: str, layer_name: str) -> bool:
     """TFLite names weight tensors after the Keras layer path, e.g. 'model/dscnn_pw1/Conv2D' or, from a
     QAT model, 'model/quant_dscnn_pw1/Conv2D;...'."""
     parts = re.split(r"[/;]", tensor_name)
-    return any(part.removeprefix(_WRAPPER_PREFIX) == layer_name for part in parts)
+    return any(part.removeprefix(WRAPPER_PREFIX) == layer_name for part in parts)
 
 
 def _text(value) -> str:

@@ -21,11 +21,11 @@ import math
 
 import numpy as np
 
+from dslite_tiny.measure.flatbuffer import WRAPPER_PREFIX
 from dslite_tiny.measure.litert import create_interpreter, dequantize_output, quantize_input
 from dslite_tiny.models.probe import probe_batches
 
 WORST = 3  # layers named as the largest SQNR drops
-_WRAPPER_PREFIX = "quant_"
 # Activations an int8 tensor of a layer's own op can hold; a softmax is a separate op after the layer.
 _STORABLE = ("linear", "relu", "relu6")
 
@@ -98,7 +98,7 @@ def _candidates(tensor_name: str, float_model, elements: int) -> list[str]:
     """The layers a converted tensor may hold: those its name mentions, and the weightless layers that
     follow them one after another, of ``elements`` values and with an activation int8 can hold."""
     names = {layer.name for layer in float_model.layers}
-    mentioned = {token.removeprefix(_WRAPPER_PREFIX) for part in tensor_name.split(";") for token in part.split("/")}
+    mentioned = {token.removeprefix(WRAPPER_PREFIX) for part in tensor_name.split(";") for token in part.split("/")}
     chosen = []
     for name in sorted(mentioned & names):
         layer = float_model.get_layer(name)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from dslite_tiny.config import VARIANTS, BoardConfig
+from dslite_tiny.measure.flatbuffer import WRAPPER_PREFIX
 from dslite_tiny.report.results import Results, VariantResult
 from dslite_tiny.report.tables import Fits, fit_cell
 
@@ -253,7 +254,7 @@ def _short_layer(name: str) -> str:
     .../dscnn_dw1/depthwise' → 'dscnn_dw1')."""
     last = name.split(";")[-1]
     parts = [p for p in last.split("/") if p]
-    return (parts[-2] if len(parts) >= 2 else last).removeprefix("quant_")
+    return (parts[-2] if len(parts) >= 2 else last).removeprefix(WRAPPER_PREFIX)
 
 
 def _pct(value: float) -> str:
