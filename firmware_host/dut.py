@@ -3,13 +3,24 @@ binary bulk), run ``infer`` or ``classify``, and check every reply before trusti
 
 A command's reply is the lines up to ``m-ready``. Noise is logged and skipped; ``m-init-done`` means the
 device rebooted (``DeviceReset``); ``e-[...]`` is ``CommandFailed``; a reply missing a line, or whose scores
-fail their CRC, is ``ReplyInvalid``. The harness retries a chunk on any of them, after ``resync``.
+fail their CRC, is ``ReplyInvalid``.
+
+Recovery is as local as the device's state allows, so one lost byte costs one command, not a chunk: a
+failed ``classify``/``infer`` is repeated on the input already loaded; a failed bulk reloads that input;
+after a doubtful ``db`` line the dslite-tiny firmware's ``crc`` says how many bytes it holds (the CRC of
+exactly one prefix of the data matches) and the load continues from there. Only a reset, or a device that
+says its input is gone (``StateLost``), sends the caller back to reload. Reply timeouts are learned per
+command (``TIMEOUT_FACTOR`` times the slowest reply seen, at least ``MIN_TIMEOUT_S``, plus the payload's
+time on the wire), so a lost ``m-ready`` costs about a second, not the configured timeout; a port that has
+sent nothing at all is not retried.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import time
+import zlib
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -20,6 +31,10 @@ from firmware_host.transport import DeviceTimeout, Transport
 
 log = logging.getLogger(__name__)
 RESYNC_TIMEOUT_S = 2.5  # longer than the firmware's 1 s bulk timeout, so a stalled bulk ends first
+MIN_TIMEOUT_S = 0.5  # the shortest learned reply timeout (a loaded host can stall a process that long)
+TIMEOUT_FACTOR = 4  # a learned timeout is this many times the slowest reply seen for the command
+BITS_PER_BYTE = 10  # 8N1 on a UART: a payload's time on the wire is bytes * 10 / baud rate
+_STATE_LOST = re.compile(r"load .*first|no load open")  # the firmware's words for "nothing is loaded"
 
 
 class CommandFailed(DeviceError):
@@ -28,6 +43,10 @@ class CommandFailed(DeviceError):
 
 class DeviceReset(DeviceError):
     """``m-init-done`` arrived in the middle of a command: the device rebooted and lost its state."""
+
+
+class StateLost(DeviceReset):
+    """The device answered that nothing is loaded: it rebooted and its ``m-init-done`` was lost."""
 
 
 class ReplyInvalid(DeviceError):
@@ -58,11 +77,14 @@ class Inference:
 
 
 class Dut:
-    def __init__(self, transport: Transport, *, timeout_s: float = 10.0) -> None:
+    def __init__(self, transport: Transport, *, timeout_s: float = 10.0, attempts: int = 8) -> None:
         self.transport = transport
-        self.timeout_s = timeout_s
+        self.timeout_s = timeout_s  # the longest a reply may take; learned timeouts never exceed it
+        self.attempts = attempts  # tries of one recoverable step (a command, a load) before giving up
         self.noise_lines = 0
+        self.recoveries = 0  # commands or loads redone after a fault, over the session
         self.info: DeviceInfo | None = None
+        self._slowest: dict[str, float] = {}  # seconds from the end of a write to m-ready, per command
 
     def __enter__(self) -> Dut:
         return self
@@ -72,15 +94,38 @@ class Dut:
 
     # --- one command ----------------------------------------------------------------------------------
 
-    def send(self, raw: bytes, *, payload: bytes = b"", timeout_s: float | None = None) -> list[Reply]:
-        """Write a command (and raw payload) and return its reply lines before ``m-ready``."""
+    def send(self, raw: bytes, *, payload: bytes = b"", timeout_s: float | None = None,
+             work: int = 1) -> list[Reply]:
+        """Write a command (and raw payload) and return its reply lines before ``m-ready``. Without
+        ``timeout_s`` the timeout is learned; until then it is ``work`` (inferences the command runs)
+        times the configured one."""
+        key = _timing_key(raw)
+        timeout = timeout_s or self._learned_timeout(key, len(raw) + len(payload), work)
         self.transport.write(raw + payload)
-        deadline = time.monotonic() + (timeout_s or self.timeout_s)
+        start = time.monotonic()
+        try:
+            replies = self._read_reply(raw, start + timeout)
+        except DeviceTimeout:
+            self._slowest.pop(key, None)  # perhaps a slow reply, not a lost one: the full timeout next time
+            raise
+        if timeout_s is None:
+            self._slowest[key] = max(self._slowest.get(key, 0.0), time.monotonic() - start)
+        errors = [r for r in replies if r.kind == "error"]
+        if errors:
+            reason = errors[0].values[0]
+            lost = StateLost if _STATE_LOST.search(reason) else CommandFailed
+            raise lost(f"{raw.decode('latin-1')[:30]!r}: {reason}")
+        return replies
+
+    def command(self, *tokens: str | int, timeout_s: float | None = None, work: int = 1) -> list[Reply]:
+        return self.send(command(*tokens), timeout_s=timeout_s, work=work)
+
+    def _read_reply(self, raw: bytes, deadline: float) -> list[Reply]:
         replies: list[Reply] = []
         while True:
             reply = parse_line(self.transport.read_line(max(0.0, deadline - time.monotonic())))
             if reply.kind == "ready":
-                break
+                return replies
             if reply.kind == "init_done":
                 raise DeviceReset(f"{self.transport.url}: the device reset during {raw[:20]!r}")
             if reply.kind == "noise":
@@ -88,13 +133,13 @@ class Dut:
                 log.debug("skipping noise %r", reply.line[:80])
                 continue
             replies.append(reply)
-        errors = [r for r in replies if r.kind == "error"]
-        if errors:
-            raise CommandFailed(f"{raw.decode('latin-1')[:30]!r}: {errors[0].values[0]}")
-        return replies
 
-    def command(self, *tokens: str | int, payload: bytes = b"", timeout_s: float | None = None) -> list[Reply]:
-        return self.send(command(*tokens), payload=payload, timeout_s=timeout_s)
+    def _learned_timeout(self, key: str, sent_bytes: int, work: int) -> float:
+        wire_s = sent_bytes * BITS_PER_BYTE / self.transport.baudrate
+        slowest = self._slowest.get(key)
+        if slowest is None:
+            return self.timeout_s * work + wire_s
+        return min(self.timeout_s, max(MIN_TIMEOUT_S, TIMEOUT_FACTOR * slowest)) + wire_s
 
     def resync(self) -> None:
         """Back to a known state after garbage: drop what is queued, end any half command with a lone
@@ -110,18 +155,30 @@ class Dut:
                 break
         self.transport.drain(0.1)
 
-    def retry(self, action: Callable[[], T], *, attempts: int = 8) -> T:
+    def retry(self, action: Callable[[], T], *, attempts: int | None = None,
+              keep: tuple[type[Exception], ...] = ()) -> T:
         """``action()`` until it gets through: after a lost or corrupted reply or a reset, resync and repeat.
-        ``action`` must start from scratch (reload what it needs). A dead link is not retried."""
+        ``action`` must start from scratch (reload what it needs) unless the failures it can meet are
+        listed in ``keep``, which go to the caller at once. A dead or silent link is not retried."""
+        attempts = attempts or self.attempts
         failures = []
         for attempt in range(1, attempts + 1):
             try:
                 return action()
+            except keep:
+                raise
             except RETRYABLE as exc:
+                self._check_heard(exc)
                 failures.append(f"{type(exc).__name__}: {exc}")
                 log.info("attempt %d failed: %s", attempt, failures[-1])
+                self.recoveries += 1
                 self.resync()
         raise DeviceError(f"{self.transport.url}: failed {attempts} times; last: {failures[-1]}")
+
+    def _check_heard(self, exc: Exception) -> None:
+        if isinstance(exc, DeviceTimeout) and self.transport.bytes_read == 0:
+            raise DeviceError(f"{self.transport.url}: not one byte from the device ({exc}): is the firmware "
+                              f"running, and the baud rate {self.transport.baudrate}?") from None
 
     # --- identity, loading, inference -----------------------------------------------------------------
 
@@ -138,35 +195,74 @@ class Dut:
         return self.info
 
     def load(self, data: bytes, *, audio: bool, binary: bool) -> None:
-        """Fill the device's input buffer: int16 PCM (``audio load``) or the int8 tensor (``db load``)."""
+        """Fill the device's input buffer: int16 PCM (``audio load``) or the int8 tensor (``db load``), as
+        one CRC-checked bulk or hex ``db`` lines; retried until the device holds exactly ``data``."""
         header = ("audio", "load", len(data) // 2) if audio else ("db", "load", len(data))
-        expecting = _one(self.command(*header), "expecting")
-        if int(expecting.values[0]) != len(data):
-            raise ReplyInvalid(f"the device expects {expecting.values[0]} bytes, not {len(data)}")
         if binary:
-            replies = self.send(bulk_command(data), payload=data)
-            if int(_one(replies, "bulk_ok").values[0]) != len(data):
-                raise ReplyInvalid("bulk acknowledged with another length")
+            self.retry(lambda: self._load_bulk(data, header))
         else:
-            for start in range(0, len(data), DB_BYTES_PER_LINE):
-                replies = self.command("db", data[start:start + DB_BYTES_PER_LINE].hex())
-            if self.info is not None and self.info.dslite:  # hex has no checksum of its own
-                got = _one(self.command("crc"), "crc").values[0]
-                if int(got, 16) != crc32(data):
-                    raise ReplyInvalid(f"loaded data CRC {got} != {crc32(data):08x}")
+            self.retry(lambda: self._load_hex(data, header))
+
+    def _open(self, header: tuple, size: int) -> None:
+        expecting = _one(self.command(*header), "expecting")
+        if int(expecting.values[0]) != size:
+            raise ReplyInvalid(f"the device expects {expecting.values[0]} bytes, not {size}")
+
+    def _load_bulk(self, data: bytes, header: tuple) -> None:
+        self._open(header, len(data))
+        replies = self.send(bulk_command(data), payload=data)
+        if int(_one(replies, "bulk_ok").values[0]) != len(data):
+            raise ReplyInvalid("bulk acknowledged with another length")
         _one(replies, "load_done")
 
+    def _load_hex(self, data: bytes, header: tuple) -> None:
+        """``db`` lines; after a doubtful one, the dslite-tiny firmware's CRC says where to go on (other
+        firmware cannot say, so the load starts over). The CRC of the whole input proves the load."""
+        checked = self.info is not None and self.info.dslite
+        self._open(header, len(data))
+        at, misses, prefixes, replies = 0, 0, _PrefixCrcs(data), []
+        while at < len(data):
+            line = data[at:at + DB_BYTES_PER_LINE]
+            try:
+                replies = self.command("db", line.hex())
+                at, misses = at + len(line), 0
+            except DeviceReset:
+                raise
+            except RETRYABLE as exc:
+                misses += 1
+                if not checked or misses >= self.attempts:
+                    raise
+                log.info("db line at byte %d: %s", at, exc)
+                self.recoveries += 1
+                self.resync()
+                at = prefixes.length(self._loaded_crc())
+        if not checked:
+            _one(replies, "load_done")
+        elif self._loaded_crc() != crc32(data):
+            raise ReplyInvalid(f"the loaded data's CRC differs from {crc32(data):08x}")
+
+    def _loaded_crc(self) -> int:
+        replies = self.retry(lambda: self.command("crc"), keep=(DeviceReset,))
+        return int(_one(replies, "crc").values[0], 16)
+
     def infer(self, *, runs: int = 1, warmup: int = 0, timeout_s: float | None = None) -> Inference:
-        """MLPerf ``infer N W``: the mean time of ``runs`` timed inferences between the two laps."""
-        replies = self.command("infer", runs, warmup, timeout_s=timeout_s or self.timeout_s * (1 + runs + warmup))
+        """MLPerf ``infer N W``: the mean time of ``runs`` timed inferences between the two laps; repeated
+        on the loaded input after a fault (a reset goes to the caller, which must reload)."""
+        return self.retry(lambda: self._infer(runs, warmup, timeout_s), keep=(DeviceReset,))
+
+    def _infer(self, runs: int, warmup: int, timeout_s: float | None) -> Inference:
+        replies = self.command("infer", runs, warmup, timeout_s=timeout_s, work=1 + runs + warmup)
         laps = [int(r.values[0]) for r in replies if r.kind == "lap"]
         if len(laps) != 2:
             raise ReplyInvalid(f"infer: {len(laps)} lap lines instead of 2")
         return Inference(self._scores(replies), ((laps[1] - laps[0]) % 2**32) / runs)
 
     def classify(self, *, warmup: int = 0) -> Inference:
-        """The on-device frontend on the loaded audio, then the model."""
-        replies = self.command("classify", warmup, timeout_s=self.timeout_s * (2 + warmup))
+        """The on-device frontend on the loaded audio, then the model; repeated as ``infer`` is."""
+        return self.retry(lambda: self._classify(warmup), keep=(DeviceReset,))
+
+    def _classify(self, warmup: int) -> Inference:
+        replies = self.command("classify", warmup, work=2 + warmup)
         scores = self._scores(replies)
         predicted = int(_one(replies, "class").values[0])
         if predicted != max(range(len(scores)), key=scores.__getitem__):
@@ -189,6 +285,32 @@ class Dut:
         if classes is not None and len(scores) != int(classes):
             raise ReplyInvalid(f"{len(scores)} scores for {classes} classes")
         return scores
+
+
+class _PrefixCrcs:
+    """Which prefix of ``data`` a device holds, from the CRC-32 it reports (computed once, on demand)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._lengths: dict[int, int] | None = None
+
+    def length(self, crc: int) -> int:
+        if self._lengths is None:
+            running, self._lengths = 0, {0: 0}
+            for end in range(1, len(self._data) + 1):
+                running = zlib.crc32(self._data[end - 1:end], running)
+                self._lengths.setdefault(running, end)
+        if crc not in self._lengths:
+            raise ReplyInvalid(f"the device holds data that is no prefix of the input (CRC {crc:08x})")
+        return self._lengths[crc]
+
+
+def _timing_key(raw: bytes) -> str:
+    """What a reply's time depends on: the command without its data (``db`` lines, a bulk's CRC)."""
+    tokens = raw.decode("latin-1").rstrip("%").split(" ")
+    if tokens[0] == "db" and len(tokens) == 2 and tokens[1] != "print":
+        return "db HEX"
+    return " ".join(tokens[:2]) if tokens[0] == "bulk" else " ".join(tokens)
 
 
 def _find(replies: list[Reply], kind: str) -> Reply | None:
@@ -217,9 +339,9 @@ def find_port() -> str:
     raise UserError(f"give --port: {'several' if boards else 'no'} known boards found; serial ports: {seen}")
 
 
-def connect(port: str | None, *, baudrate: int = 115200, timeout_s: float = 10.0) -> Dut:
+def connect(port: str | None, *, baudrate: int = 115200, timeout_s: float = 10.0, attempts: int = 8) -> Dut:
     """A ``Dut`` on ``port`` (discovered when None), identified and in sync; ``with`` closes its port."""
-    dut = Dut(Transport(port or find_port(), baudrate=baudrate), timeout_s=timeout_s)
+    dut = Dut(Transport(port or find_port(), baudrate=baudrate), timeout_s=timeout_s, attempts=attempts)
     try:
         dut.resync()
         dut.retry(dut.identify)

@@ -8,8 +8,8 @@ scored) is reported beside it, since those round differently.
 Every chunk's result is appended to ``device-<name>.jsonl`` in the variant folder the moment it arrives
 (one ``write`` per line, flushed and synced), so a crash or Ctrl-C loses at most the chunk in flight and
 ``resume`` continues. When all chunks are done, ``device-<name>.json`` summarises them in the schema the
-report reads. A chunk is retried (after ``Dut.resync``) when the link or the device misbehaves, so its
-result is recorded once, from a reply that passed every check.
+report reads. The ``Dut`` redoes what a fault spoiled (a command, a load); after a device reset the chunk
+starts over. A result is recorded once, from a reply that passed every check, with the steps redone.
 """
 from __future__ import annotations
 
@@ -123,7 +123,7 @@ def evaluate(dut: Dut, variant: Variant, chunks: EvalChunks, settings: EvalSetti
 def _run_chunk(dut: Dut, chunks: EvalChunks, index: int, settings: EvalSettings) -> dict:
     audio = settings.mode == "audio"
     data = (chunks.pcm[index].astype("<i2") if audio else chunks.tensors[index]).tobytes()
-    attempts = 0
+    attempts, recoveries = 0, dut.recoveries
 
     def attempt() -> tuple[Inference, float, float, int]:
         nonlocal attempts
@@ -139,7 +139,7 @@ def _run_chunk(dut: Dut, chunks: EvalChunks, index: int, settings: EvalSettings)
             "host": int(np.argmax(chunks.host_scores[index])), "predicted": int(np.argmax(result.scores)),
             "scores": result.scores, "frontend_us": result.frontend_us, "infer_us": result.infer_us,
             "transfer_ms": round(transfer_s * 1e3, 3), "total_ms": round(total_s * 1e3, 3), "bytes_sent": sent,
-            "attempts": attempts}
+            "attempts": attempts, "recoveries": dut.recoveries - recoveries}
 
 
 def summarize(run: dict, records: list[dict], chunks: EvalChunks, info: DeviceInfo, dut: Dut) -> dict:
@@ -164,7 +164,8 @@ def summarize(run: dict, records: list[dict], chunks: EvalChunks, info: DeviceIn
             "latency": latency,
             "link": {"bytes_sent": int(sum(r["bytes_sent"] for r in records)),
                      "bytes_per_chunk": round(float(np.mean([r["bytes_sent"] for r in records])), 1),
-                     "retried_chunks": sum(r["attempts"] > 1 for r in records),
+                     "retried_chunks": sum(r["recoveries"] > 0 for r in records),
+                     "recoveries": sum(r["recoveries"] for r in records),
                      "noise_lines": dut.noise_lines}}
 
 

@@ -30,7 +30,9 @@ class Transport:
         except (serial.SerialException, ValueError) as exc:
             raise DeviceError(f"{url}: cannot open the port ({exc})") from None
         self.url = url
+        self.baudrate = baudrate
         self.bytes_written = 0
+        self.bytes_read = 0  # zero after a timeout: the port is silent, not merely slow or noisy
         self._lines: queue.Queue[str] = queue.Queue()
         self._stop = threading.Event()
         self._error: Exception | None = None
@@ -87,6 +89,7 @@ class Transport:
             except Exception as exc:  # the port vanished (unplugged board, closed pty): reported by read_line
                 self._error = exc
                 return
+            self.bytes_read += len(chunk)
             pending += chunk
             *lines, rest = pending.split(b"\n")
             for line in lines:

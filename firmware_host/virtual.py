@@ -7,7 +7,8 @@ Fault injection for tests: ``fault_rate`` is the probability that one transfer (
 as the pty delivers it, or one burst of replies) loses a byte or has one replaced, in both directions;
 ``reset_after``
 reboots the core whenever it has handled that many commands since its last boot, losing that command's
-reply and everything loaded (as a watchdog reset would).
+reply and everything loaded (as a watchdog reset would). A reboot takes ``BOOT_S``, during which what the
+host sends is lost (a board's UART is down while it boots); ``m-init-done`` follows.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import os
 import random
 import select
 import threading
+import time
 import tty
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 _WRITE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_size_t)
 _INVOKE = ctypes.CFUNCTYPE(ctypes.c_int)
 _POLL_S = 0.05
+BOOT_S = 0.2
 
 
 class VirtualDevice:
@@ -55,6 +58,7 @@ class VirtualDevice:
         self.fault_rate, self.reset_after = fault_rate, reset_after
         self._random = random.Random(seed)
         self.resets = 0
+        self._booting_until: float | None = None
         self._master: int | None = None
         self._slave: int | None = None
 
@@ -77,6 +81,9 @@ class VirtualDevice:
         stop = stop or threading.Event()
         while not stop.is_set():
             readable, _, _ = select.select([self._master], [], [], _POLL_S)
+            if self._booting_until is not None and time.monotonic() >= self._booting_until:
+                self._booting_until = None
+                self._boot()
             if readable:
                 self._handle(os.read(self._master, 4096))
             else:
@@ -90,13 +97,15 @@ class VirtualDevice:
         self._master = self._slave = None
 
     def _handle(self, data: bytes) -> None:
+        if self._booting_until is not None:
+            return  # lost: the device is booting
         data = self._corrupt(data)
         self._core.dt_protocol_feed(data, len(data))
         if self.reset_after and self._core.dt_protocol_commands() >= self.reset_after:
             self._pending.clear()  # the reply dies with the device
             self.resets += 1
             log.info("virtual device: simulated reset %d", self.resets)
-            self._boot()
+            self._booting_until = time.monotonic() + BOOT_S
         self._flush()
 
     def _boot(self) -> None:

@@ -84,20 +84,37 @@ def test_device_eval_over_a_pty_matches_host_litert(virtual_port, model_dir, dem
     assert max(r["bytes_sent"] for r in hexed.values()) > 2 * max(r["bytes_sent"] for r in tensor.values())
 
 
-def test_faults_and_resets_do_not_change_the_results(model_dir, demo_data, tmp_path, virtual_port):
-    clean = device_eval(virtual_port, model_dir, demo_data, "--name", "reference")
+@pytest.mark.parametrize("mode, transfer, faults", [
+    ("audio", "binary", ("--fault-rate", "0.01", "--reset-after", "7", "--seed", "3")),
+    ("tensor", "hex", ("--fault-rate", "0.02", "--seed", "1")),  # ~110 db lines per chunk: recovered line by line
+])
+def test_faults_and_resets_do_not_change_the_results(mode, transfer, faults, model_dir, demo_data, tmp_path,
+                                                     virtual_port):
+    options = ("--mode", mode, "--transfer", transfer, "--limit", "12")
+    clean = device_eval(virtual_port, model_dir, demo_data, *options, "--name", f"reference-{transfer}")
     assert clean.returncode == 0, clean.stderr
-    faulty = VirtualProcess(model_dir, tmp_path / "faulty", "--fault-rate", "0.01", "--reset-after", "7",
-                            "--seed", "3")
+    faulty = VirtualProcess(model_dir, tmp_path / "faulty", *faults)
     try:
-        result = device_eval(faulty.port, model_dir, demo_data, "--name", "faulty")
+        result = device_eval(faulty.port, model_dir, demo_data, *options, "--name", f"faulty-{transfer}")
     finally:
         faulty.stop()
     assert result.returncode == 0, result.stderr
-    reference, noisy = records(model_dir / "device-reference.jsonl"), records(model_dir / "device-faulty.jsonl")
+    reference = records(model_dir / f"device-reference-{transfer}.jsonl")
+    noisy = records(model_dir / f"device-faulty-{transfer}.jsonl")
     assert sorted(noisy) == sorted(reference)
     assert all(noisy[i]["scores"] == reference[i]["scores"] for i in reference)
-    assert sum(r["attempts"] > 1 for r in noisy.values()) >= 3  # the faults did happen
+    assert sum(r["recoveries"] > 0 for r in noisy.values()) >= 3  # the faults did happen
+
+
+def test_a_silent_port_is_one_line_without_retries(model_dir, demo_data):
+    master, slave = os.openpty()  # a port nobody answers on
+    try:
+        result = device_eval(os.ttyname(slave), model_dir, demo_data)
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "not one byte from the device" in result.stderr and "failed 8 times" not in result.stderr
 
 
 def test_resume_after_a_killed_run(virtual_port, model_dir, demo_data):
