@@ -28,6 +28,12 @@ VARIANTS = ("float32", "float16", "dynamic", "int8", "int16x8", "pruned-int8", "
 C = TypeVar("C")
 
 
+def unknown_variant(names: Sequence[str]) -> str | None:
+    """The first of ``names`` that is no variant, as the error text naming the choices; None if all are."""
+    unknown = [name for name in names if name not in VARIANTS]
+    return f"unknown variant '{unknown[0]}'; variants: {', '.join(VARIANTS)}" if unknown else None
+
+
 def param(default: Any, help: str, *, low: float | None = None, high: float | None = None,
           low_open: bool = False, high_open: bool = False) -> Any:
     """A dataclass field with its help text and inclusive range (``low_open``/``high_open`` exclude the end)."""
@@ -230,9 +236,8 @@ class CompressConfig:
     seed: int = param(0, "seed of representative-set sampling and fine-tuning", low=0)
 
     def __post_init__(self) -> None:
-        unknown = [v for v in self.variants if v not in VARIANTS]
-        if unknown:
-            raise ConfigError(f"unknown variant '{unknown[0]}'; variants: {', '.join(VARIANTS)}", key="variants")
+        if unknown_variant(self.variants):
+            raise ConfigError(unknown_variant(self.variants), key="variants")
         if not self.variants:
             raise ConfigError("variants is empty; choose from: " + ", ".join(VARIANTS), key="variants")
 

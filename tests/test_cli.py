@@ -166,3 +166,15 @@ def test_invalid_config_file(tmp_path):
     audio = write_wav(tmp_path / "a.wav", tone(440, 0.5, 16000), 16000)
     assert_user_error(run_cli("features", str(audio), "--out", str(tmp_path / "o"), "--config", str(config)),
                       str(config), "fmax=20000.0 must be at most sr/2=8000.0")
+
+
+@pytest.mark.parametrize("args", [("evaluate", "--help"), ("train",), ("predict",), ("compress", "--only", "int9", "m.h5"),
+                                  ("demo", "--epochs", "0")])
+def test_argument_errors_answer_before_tensorflow_is_imported(args):
+    import subprocess
+    import sys
+
+    probe = ("import sys\nfrom dslite_tiny.cli import cli\ntry:\n    cli(sys.argv[1:], prog_name='dslite-tiny')\n"
+             "except SystemExit as exit:\n    print('exit', exit.code, 'tensorflow' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip().splitlines()[-1] in ("exit 0 False", "exit 2 False"), result.stdout + result.stderr

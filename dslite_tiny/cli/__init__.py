@@ -17,8 +17,6 @@ from dslite_tiny import __version__
 from dslite_tiny.errors import DeviceError, UserError
 
 
-_TENSORFLOW_COMMANDS = {"train", "evaluate", "predict", "demo", "import-dslite", "compress"}
-
 
 class _Group(click.Group):
     """Turns the library's user-facing errors into one line and an exit code."""
@@ -47,11 +45,6 @@ def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
         handler.setLevel(level)
         handler.addFilter(_ConsoleFilter(level))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ log (a CPU-only cuInit "error"); failures raise in Python
-    if ctx.invoked_subcommand in _TENSORFLOW_COMMANDS:
-        from dslite_tiny.native import import_tensorflow_quietly
-
-        import_tensorflow_quietly()  # its start-up lines would break one-line errors and tidy logs
-        logging.getLogger("tensorflow").setLevel(level if verbose >= 2 else logging.ERROR)
     warnings.showwarning = _show_warning
 
 

@@ -6,10 +6,10 @@ from pathlib import Path
 import click
 
 from dslite_tiny.cli.features import cache_options, make_cache
-from dslite_tiny.cli.options import data_options, progress_bar, resolve_data
+from dslite_tiny.cli.options import TensorFlowCommand, data_options, progress_bar, resolve_data
 
 
-@click.command()
+@click.command(cls=TensorFlowCommand)
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--data", "data_path", metavar="DATA",
               help="Dataset folder or YAML (default: the dataset the model was trained on, from its sidecar).")
@@ -17,13 +17,14 @@ from dslite_tiny.cli.options import data_options, progress_bar, resolve_data
 @click.option("--config", "compress_config", default="default", show_default=True,
               help="Compression preset name (configs/compress/) or YAML file.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override one compression key.")
-@click.option("--only", help="Comma-separated variants to build (default: the config's variants).")
+@click.option("--only", callback=lambda ctx, param, value: _variant_list(value),
+              help="Comma-separated variants to build (default: the config's variants).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Output folder (default: compressed/ next to MODEL).")
 @click.option("--force", is_flag=True, help="Rebuild variants whose results are up to date.")
 @cache_options
 def compress(model: Path, data_path: str | None, compress_config: str, overrides: tuple[str, ...],
-             only: str | None, out: Path | None, force: bool, cache_dir: Path | None, no_cache: bool,
+             only: list[str] | None, out: Path | None, force: bool, cache_dir: Path | None, no_cache: bool,
              **data_opts) -> None:
     """Build, convert and measure the compressed variants of MODEL (.h5 with its sidecar)."""
     from dslite_tiny.compress.pipeline import run_compress
@@ -33,12 +34,23 @@ def compress(model: Path, data_path: str | None, compress_config: str, overrides
     data = resolve_data(data_path, **data_opts) if data_path else None
     out = out or model.parent / "compressed"
     result = run_compress(model, config=config, out_dir=out, data=data, force=force,
-                          only=[v.strip() for v in only.split(",") if v.strip()] if only else None,
+                          only=only,
                           cache=make_cache(cache_dir, no_cache), progress=progress_bar,
                           on_variant=lambda row: click.echo(variant_line(row)))
     click.echo("")
     click.echo(format_summary(result.rows, result.reference))
     click.echo(f"\nwrote {out}/summary.csv, {out}/<variant>/model.tflite + metrics.json, {out}/compress.log")
+
+
+def _variant_list(value: str | None) -> list[str] | None:
+    """``--only a,b`` checked while the arguments parse, before TensorFlow is imported."""
+    from dslite_tiny.config import unknown_variant
+    from dslite_tiny.errors import ConfigError
+
+    names = [v.strip() for v in value.split(",") if v.strip()] if value else None
+    if names and unknown_variant(names):
+        raise ConfigError(f"--only: {unknown_variant(names)}")
+    return names
 
 
 def variant_line(row: dict) -> str:

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import click
 
-from dslite_tiny.cli.options import progress_bar
+from dslite_tiny.cli.options import TensorFlowCommand, progress_bar
 
 
-@click.command()
+@click.command(cls=TensorFlowCommand)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo_out"),
               show_default=True, help="Everything the demo makes goes here.")
 @click.option("--clips-per-class", type=click.IntRange(5, 1000), default=40, show_default=True)

@@ -9,10 +9,10 @@ from pathlib import Path
 import click
 
 from dslite_tiny.cli.features import cache_options, make_cache
-from dslite_tiny.cli.options import data_options, resolve_data
+from dslite_tiny.cli.options import TensorFlowCommand, data_options, resolve_data
 
 
-@click.command()
+@click.command(cls=TensorFlowCommand)
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--data", "data_path", required=True, metavar="DATA", help="Dataset folder or dataset YAML.")
 @data_options
@@ -54,7 +54,7 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-@click.command()
+@click.command(cls=TensorFlowCommand)
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("audio", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)

@@ -12,6 +12,21 @@ from dslite_tiny.config import DataConfig, FrontendConfig, load_config, parse_ov
 DEFAULT_FRONTEND = "dslite-code"
 
 
+class TensorFlowCommand(click.Command):
+    """A command that needs TensorFlow, imported only once its arguments have parsed: ``--help`` and a wrong
+    option answer at once instead of after TensorFlow's 5-20 s import."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        import logging
+
+        from dslite_tiny.native import import_tensorflow_quietly
+
+        import_tensorflow_quietly()  # its start-up lines would break one-line errors and tidy logs
+        verbose = ctx.find_root().params.get("verbose", 0)
+        logging.getLogger("tensorflow").setLevel(logging.getLogger().level if verbose >= 2 else logging.ERROR)
+        return super().invoke(ctx)
+
+
 def frontend_options(command: Callable) -> Callable:
     """--config PRESET|YAML, --hp-config/--config-index (DeepSpectrumLite grids), --set KEY=VALUE."""
     options = [

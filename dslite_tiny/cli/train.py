@@ -6,10 +6,10 @@ from pathlib import Path
 import click
 
 from dslite_tiny.cli.features import cache_options, make_cache
-from dslite_tiny.cli.options import data_options, progress_bar, resolve_data
+from dslite_tiny.cli.options import TensorFlowCommand, data_options, progress_bar, resolve_data
 
 
-@click.command()
+@click.command(cls=TensorFlowCommand)
 @click.option("--data", "data_path", required=True, metavar="DATA", help="Dataset folder or dataset YAML.")
 @data_options
 @click.option("--config", "train_config", default="mcu-dscnn", show_default=True,
@@ -40,7 +40,7 @@ def train(data_path: str, train_config: str, overrides: tuple[str, ...], weights
                f"(+ {result.path.with_suffix('.json').name})")
 
 
-@click.command("import-dslite")
+@click.command("import-dslite", cls=TensorFlowCommand)
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--hp-config", type=click.Path(path_type=Path), required=True, help="The run's hp_config.json.")
 @click.option("--config-index", type=int, default=0, show_default=True, help="Which grid combination it was.")

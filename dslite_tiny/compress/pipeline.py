@@ -31,7 +31,7 @@ import numpy as np
 
 from dslite_tiny.audio.frontend import Frontend
 from dslite_tiny.compress.variants import RECIPES, VariantContext, integer_dtype
-from dslite_tiny.config import VARIANTS, CompressConfig, DataConfig, from_mapping, to_dict
+from dslite_tiny.config import VARIANTS, CompressConfig, DataConfig, from_mapping, to_dict, unknown_variant
 from dslite_tiny.data.cache import FeatureCache, file_digest
 from dslite_tiny.data.features import FeatureSet, compute_features
 from dslite_tiny.data.layouts import load_dataset
@@ -145,9 +145,8 @@ def write_summary(out_dir: Path) -> list[dict]:
 def _variant_names(config: CompressConfig, only: Sequence[str] | None) -> list[str]:
     if not only:
         return list(config.variants)
-    unknown = [name for name in only if name not in VARIANTS]
-    if unknown:
-        raise ConfigError(f"--only: unknown variant '{unknown[0]}'; variants: {', '.join(VARIANTS)}")
+    if unknown_variant(only):
+        raise ConfigError(f"--only: {unknown_variant(only)}")
     return list(only)
 
 
