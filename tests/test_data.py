@@ -180,6 +180,27 @@ def test_cache_reuses_entries_by_content(tmp_path, monkeypatch):
     assert image_only.spectrogram_key == frontend.spectrogram_key  # image settings reuse the cache
 
 
+@pytest.mark.parametrize("damage", ["truncated", "nan", "shape", "flags"])
+def test_a_damaged_cache_entry_is_recomputed_not_used(damage, tmp_path, caplog):
+    path = write_wav(tmp_path / "a.wav", tone(440, 2.2, SR), SR)
+    frontend = small_frontend()
+    cache = FeatureCache(tmp_path / "cache")
+    good = cache.clip_features(path, frontend)
+    entry = next((tmp_path / "cache").rglob("*.npz"))
+    if damage == "truncated":
+        entry.write_bytes(entry.read_bytes()[:200])
+    else:
+        bad = {"nan": np.where(np.arange(good.mel_db.size).reshape(good.mel_db.shape) == 7, np.nan, good.mel_db),
+               "shape": good.mel_db[:, :, :10], "flags": good.mel_db}[damage].astype(np.float32)
+        flags = np.array([True, False]) if damage == "flags" else np.array(False)
+        with entry.open("wb") as out:
+            np.savez(out, mel_db=bad, padded=flags, dropped=np.array(False))
+    again = cache.clip_features(path, frontend)
+    assert np.array_equal(again.mel_db, good.mel_db)
+    assert "damaged feature-cache entry" in caplog.text and "recomputing" in caplog.text
+    assert np.array_equal(cache.clip_features(path, frontend).mel_db, good.mel_db)  # and replaced
+
+
 def test_synthetic_dataset_is_deterministic_and_speaker_split(tmp_path):
     first = make_demo_dataset(tmp_path / "a", clips_per_class=6, n_speakers=3, sr=SR, seed=7)
     second = make_demo_dataset(tmp_path / "b", clips_per_class=6, n_speakers=3, sr=SR, seed=7)

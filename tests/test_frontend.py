@@ -167,3 +167,16 @@ def test_top_db_floors_each_chunk_below_its_maximum():
     mel = Frontend(padded).spectrogram(y[None])
     assert mel.min() == pytest.approx(mel.max() - 80.0, abs=1e-3)
     assert Frontend(padded).spectrogram_key != Frontend(preset("mcu-64")).spectrogram_key
+
+
+def test_float_audio_far_beyond_full_scale_is_loud_not_silent():
+    frontend = Frontend(load_config(FrontendConfig, "dslite-code", stage="frontend"))
+    t = np.arange(frontend.config.chunk_length) / frontend.config.sr
+    chunk = (0.5 * np.sin(2 * np.pi * 440 * t) + 0.01 * np.random.default_rng(0).standard_normal(t.size))
+    chunk = chunk.astype(np.float32)
+    both = frontend.spectrogram(np.stack([chunk, chunk * np.float32(2e30)]))  # float32 power would overflow
+    quiet = frontend.spectrogram(chunk[None])[0]
+    assert np.array_equal(both[0], quiet)  # a normal chunk beside a loud one is computed as always
+    assert np.isfinite(both[1]).all()
+    np.testing.assert_allclose(both[1] - quiet, 20 * np.log10(2e30), atol=0.01)
+    np.testing.assert_allclose(frontend.plot(both[1:]), frontend.plot(quiet[None]), atol=0.01)

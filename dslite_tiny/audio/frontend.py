@@ -30,6 +30,9 @@ SPECTROGRAM_VERSION = 1
 SPECTROGRAM_KEYS = ("sr", "normalize_audio", "chunk_s", "chunk_hop_s", "short_clips", "pad_mode",
                     "window_s", "hop_s", "fft_s", "n_mels", "fmin", "fmax", "top_db")
 DB_AMIN = 1e-16
+# A chunk louder than this could overflow float32 power (|STFT| ≤ peak · window length / 2): it is scaled
+# by an exact power of two first and its dB computed in float64, so 1e30 is as loud as it says, not silence.
+LOUD_PEAK = 2.0 ** 32
 PEAK_LEVEL = 0.7079  # DSLite's normalize_audio target (-3 dBFS)
 IMAGENET_MEAN_RGB = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD_RGB = np.array([0.229, 0.224, 0.225], np.float32)
@@ -153,7 +156,7 @@ def _polevl32(x: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
 def power_to_db(power: np.ndarray, *, top_db: float | None = None) -> np.ndarray:
     """10 · log10(max(1e-16, S)) relative to 1.0, as DSLite's power_to_db(top_db=None); with ``top_db``,
     each chunk is floored at its maximum − top_db (librosa's convention, per chunk)."""
-    db = (10.0 * np.log10(np.maximum(power, np.float32(DB_AMIN)))).astype(np.float32)
+    db = (10.0 * np.log10(np.maximum(power, power.dtype.type(DB_AMIN)))).astype(np.float32)
     if top_db is not None:
         floor = db.max(axis=tuple(range(1, db.ndim)), keepdims=True) - np.float32(top_db)
         db = np.maximum(db, floor)
@@ -287,8 +290,27 @@ class Frontend:
             batch = chunks[start:start + _BATCH]
             if c.normalize_audio:
                 batch = peak_normalize(batch)
-            power = stft_power(batch, n_fft=c.n_fft, win_length=c.win_length, hop_length=c.hop_length)
-            out[start:start + _BATCH] = power_to_db(power @ self.mel_weights, top_db=c.top_db)
+            loud = np.abs(batch).max(axis=-1) > LOUD_PEAK
+            if loud.any():
+                out[start:start + _BATCH] = self._loud_mel_db(batch, loud)
+            else:
+                out[start:start + _BATCH] = power_to_db(self._mel_power(batch), top_db=c.top_db)
+        return out
+
+    def _mel_power(self, chunks: np.ndarray) -> np.ndarray:
+        c = self.config
+        return stft_power(chunks, n_fft=c.n_fft, win_length=c.win_length, hop_length=c.hop_length) @ self.mel_weights
+
+    def _loud_mel_db(self, chunks: np.ndarray, loud: np.ndarray) -> np.ndarray:
+        """Loud chunks scaled by 2^-k to a peak ≤ 1 (exact: the float32 arithmetic rounds the same), their
+        power scaled back by 4^k in float64; the other chunks exactly as usual."""
+        out = np.empty((chunks.shape[0], self.config.n_frames, self.config.n_mels), np.float32)
+        if not loud.all():
+            out[~loud] = power_to_db(self._mel_power(chunks[~loud]), top_db=self.config.top_db)
+        exponent = np.ceil(np.log2(np.abs(chunks[loud]).max(axis=-1).astype(np.float64)))
+        scaled = np.ldexp(chunks[loud], -exponent[:, None].astype(np.int32)).astype(np.float32)
+        power = self._mel_power(scaled).astype(np.float64) * np.exp2(2.0 * exponent)[:, None, None]
+        out[loud] = power_to_db(power, top_db=self.config.top_db)
         return out
 
     def plot(self, mel_db: np.ndarray) -> np.ndarray:

@@ -4,14 +4,17 @@ A 3000-clip dataset is decoded, resampled and transformed once; later runs (anot
 size, model, or a resumed job) read ``(chunks, frames, n_mels)`` float32 arrays back in milliseconds.
 The key is the SHA-256 of the file's bytes (renaming or moving a file keeps its entry; editing it does
 not) plus ``Frontend.spectrogram_key``. Entries are written atomically, so a killed run leaves no
-half-written file behind.
+half-written file behind; an entry that is damaged anyway (truncated, another shape or type, NaN or
+infinite values) is recomputed and replaced, with a warning: the cache may save time, never change a result.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +24,7 @@ from dslite_tiny.audio.io import load_audio
 from dslite_tiny.errors import AudioError
 
 CACHE_ENV = "DSLITE_TINY_CACHE"
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +69,7 @@ class FeatureCache:
         if self.root is None:
             return compute_clip_features(path, frontend)
         entry = self._entry(file_digest(path), frontend.spectrogram_key)
-        cached = self._read(entry)
+        cached = _read(entry, frontend)
         if cached is not None:
             return cached
         features = compute_clip_features(path, frontend)
@@ -74,14 +78,6 @@ class FeatureCache:
 
     def _entry(self, digest: str, key: str) -> Path:
         return self.root / "features" / key / digest[:2] / f"{digest}.npz"
-
-    @staticmethod
-    def _read(entry: Path) -> ClipFeatures | None:
-        try:
-            with np.load(entry) as data:
-                return ClipFeatures(data["mel_db"], bool(data["padded"]), bool(data["dropped"]))
-        except (OSError, KeyError, ValueError, EOFError):
-            return None  # absent or damaged: recompute
 
     @staticmethod
     def _write(entry: Path, features: ClipFeatures) -> None:
@@ -94,6 +90,30 @@ class FeatureCache:
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+
+
+def _read(entry: Path, frontend: Frontend) -> ClipFeatures | None:
+    """The entry if it is there and sound; None means compute it (again)."""
+    try:
+        with np.load(entry, allow_pickle=False) as data:
+            mel_db, padded, dropped = data["mel_db"], data["padded"], data["dropped"]
+    except FileNotFoundError:
+        return None
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        return _damaged(entry, f"unreadable ({exc})")
+    shape = (frontend.config.n_frames, frontend.config.n_mels)
+    if mel_db.dtype != np.float32 or mel_db.ndim != 3 or mel_db.shape[1:] != shape:
+        return _damaged(entry, f"{mel_db.dtype} {mel_db.shape} instead of float32 (chunks, {shape[0]}, {shape[1]})")
+    if padded.shape or dropped.shape or (not mel_db.shape[0] and not bool(dropped)):
+        return _damaged(entry, "inconsistent chunk flags")
+    if not np.isfinite(mel_db).all():
+        return _damaged(entry, "NaN or infinite values")
+    return ClipFeatures(mel_db, bool(padded), bool(dropped))
+
+
+def _damaged(entry: Path, problem: str) -> None:
+    log.warning("%s: damaged feature-cache entry (%s); recomputing it", entry, problem)
+    return None
 
 
 def compute_clip_features(path: str | Path, frontend: Frontend) -> ClipFeatures:
