@@ -37,6 +37,15 @@ def test_unknown_backbone_and_small_image(demo_data, tmp_path):
                       "image 24×24 is too small for mobilenet (needs at least 32×32)")
 
 
+def test_a_one_class_dataset_is_refused(demo_data, tmp_path):
+    root = tmp_path / "one"
+    shutil.copytree(demo_data.parent, root)
+    for folder in [p for p in root.iterdir() if p.is_dir() and p.name != "chirp_up"]:
+        shutil.rmtree(folder)
+    result = run_cli("train", "--data", str(root / "dataset.yaml"), "--out", str(tmp_path / "o"))
+    assert_user_error(result, "split 'train' holds 1 class (chirp_up); a classifier needs at least two")
+
+
 def test_weights_of_another_architecture(demo_data, tmp_path, cli_model):
     result = run_cli("train", "--data", str(demo_data), "--weights", str(cli_model), "--set", "backbone=mobilenet",
                      "--set", "frontend=fsdd", "--set", "alpha=0.25", "--out", str(tmp_path))

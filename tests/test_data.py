@@ -85,6 +85,22 @@ def test_flat_folder_speaker_independent_split(tmp_path):
     assert forced.speakers("test") == ["eve"] and forced.speakers("devel") == ["ann", "bob"]
 
 
+def test_unreadable_files_do_not_count_in_the_split_fractions(tmp_path, caplog):
+    root = make_fsdd_like(tmp_path)
+    config = data_config(root=str(root), label_regex=r"^(\d+)_", speaker_regex=r"^\d+_([a-z]+)_",
+                         test_fraction=0.2, devel_fraction=0.2, split_seed=3)
+    clean = load_dataset(config)
+    for k in range(4):  # 4 corrupt files of one speaker moved whole speakers between splits
+        (root / f"1_ann_{9 + k}.wav").write_bytes(b"garbage")
+    damaged = load_dataset(config)
+    assert all(damaged.speakers(s) == clean.speakers(s) for s in ("train", "devel", "test"))
+    assert len(damaged.clips) == len(clean.clips) + 4  # still listed, so the feature step reports them
+    assert "4 unreadable file(s) left out of the split fractions" in caplog.text
+    stratified = data_config(root=str(root), label_regex=r"^(\d+)_", test_fraction=0.2, devel_fraction=0.2)
+    counts = load_dataset(stratified).counts()
+    assert list(counts.loc["1", ["train", "devel", "test"]]) == [12 + 4, 4, 4]  # 20 readable: 12, 4, 4
+
+
 def test_stratified_split_without_speakers(tmp_path):
     root = make_fsdd_like(tmp_path, takes=5)
     dataset = load_dataset(data_config(root=str(root), label_regex=r"^(?P<label>\d+)_"))

@@ -26,6 +26,23 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     import soundfile as sf
 
     path = Path(path)
+    check_header(path)
+    try:
+        data, file_sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        raise AudioError(f"corrupt audio data ({_clean(exc)})", path=path) from None
+    if data.shape[0] == 0:
+        raise AudioError("contains no samples (zero-length audio)", path=path)
+    if not np.isfinite(data).all():
+        raise AudioError("contains NaN or infinite samples", path=path)
+    return data, int(file_sr)
+
+
+def check_header(path: Path) -> None:
+    """What can be known without decoding: the file exists, its header is sound and announces samples
+    (an ``AudioError`` otherwise). Cheap enough to run on every file of a dataset before splitting it."""
+    import soundfile as sf
+
     if not path.is_file():
         raise AudioError("no such file" if not path.exists() else "not a file", path=path)
     _check_wav_header(path)
@@ -37,15 +54,6 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
         raise AudioError(f"not a readable audio file ({exc})", path=path) from None
     if info.frames == 0:
         raise AudioError("contains no samples (zero-length audio)", path=path)
-    try:
-        data, file_sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError) as exc:
-        raise AudioError(f"corrupt audio data ({_clean(exc)})", path=path) from None
-    if data.shape[0] == 0:
-        raise AudioError("contains no samples (zero-length audio)", path=path)
-    if not np.isfinite(data).all():
-        raise AudioError("contains NaN or infinite samples", path=path)
-    return data, int(file_sr)
 
 
 def resample(y: np.ndarray, *, orig_sr: int, target_sr: int) -> np.ndarray:

@@ -67,6 +67,13 @@ class Dataset:
                 raise DataError(f"split '{name}' is empty ({detail} files; splits by {self.split_method})",
                                 path=self.source)
 
+    def require_classes(self, split: str = "train") -> None:
+        """A classifier learns from two classes or more: trained on one, it scores a perfect, empty UAR."""
+        present = sorted({clip.label for clip in self.split(split)}, key=natural_key)
+        if len(present) < 2:
+            raise DataError(f"split '{split}' holds {len(present)} class{'' if len(present) == 1 else 'es'} "
+                            f"({', '.join(present) or 'none'}); a classifier needs at least two", path=self.source)
+
 
 def load_dataset(config: DataConfig, *, require: Iterable[str] = SPLITS) -> Dataset:
     """Read the layout ``config`` describes; ``require`` names the splits that must not be empty."""

@@ -2,17 +2,25 @@
 
 A model evaluated on a speaker it was trained on looks better than it is; in paralinguistics and keyword
 spotting the held-out speaker is the real test. Without speakers, files are split per class (stratified).
+
+The fractions count only files whose header reads (``check_header``): a few corrupt files of one speaker
+must not move another speaker between splits. Unreadable files keep a split (their speaker's, else train)
+so that the feature step reports them as skipped, or fails on them when strict.
 """
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
+from dslite_tiny.audio.io import check_header
 from dslite_tiny.config import DataConfig
 from dslite_tiny.data.layouts import Clip, Dataset, compile_regex, natural_key, regex_group
-from dslite_tiny.errors import DataError
+from dslite_tiny.errors import AudioError, DataError
+
+log = logging.getLogger(__name__)
 
 
 def split_dataset(source: str, labelled: list[tuple[Path, str]], *, given: dict[Path, str] | None,
@@ -22,22 +30,26 @@ def split_dataset(source: str, labelled: list[tuple[Path, str]], *, given: dict[
     if given is not None:
         assigned, method = given, "splits.csv"
     elif config.speaker_regex:
-        assigned = assign_by_speaker(speakers, config=config)
+        assigned = assign_by_speaker(speakers, config=config, readable=_readable(speakers))
         method = f"speaker (regex '{config.speaker_regex}', seed {config.split_seed})"
     else:
-        assigned = assign_stratified(labelled, config=config)
+        assigned = assign_stratified(labelled, config=config, readable=_readable([p for p, _ in labelled]))
         method = f"stratified random files (seed {config.split_seed}; not speaker-independent)"
     classes = tuple(sorted({label for _, label in labelled}, key=natural_key))
     clips = tuple(Clip(p, label, assigned[p], speakers.get(p)) for p, label in labelled)
     return Dataset(source=source, classes=classes, clips=clips, split_method=method)
 
 
-def assign_by_speaker(speakers: dict[Path, str], *, config: DataConfig) -> dict[Path, str]:
+def assign_by_speaker(speakers: dict[Path, str], *, config: DataConfig,
+                      readable: set[Path]) -> dict[Path, str]:
     """Forced speakers first, then the rest in a seeded order: test, then devel, each until it holds its
-    share of files; every remaining speaker trains."""
+    share of the readable files; every remaining speaker trains."""
     files_of: dict[str, list[Path]] = defaultdict(list)
     for path, speaker in speakers.items():
-        files_of[speaker].append(path)
+        if path in readable:
+            files_of[speaker].append(path)
+        else:
+            files_of.setdefault(speaker, [])
     known = set(files_of)
     for option, names in (("test_speakers", config.test_speakers), ("devel_speakers", config.devel_speakers)):
         unknown = sorted(set(names) - known)
@@ -47,7 +59,7 @@ def assign_by_speaker(speakers: dict[Path, str], *, config: DataConfig) -> dict[
     split_of = {s: "test" for s in config.test_speakers} | {s: "devel" for s in config.devel_speakers}
     free = [s for s in sorted(known) if s not in split_of]
     order = [free[i] for i in np.random.default_rng(config.split_seed).permutation(len(free))]
-    total = len(speakers)
+    total = sum(len(files) for files in files_of.values())
     for split, fraction, forced in (("test", config.test_fraction, config.test_speakers),
                                     ("devel", config.devel_fraction, config.devel_speakers)):
         held = sum(len(files_of[s]) for s in forced)
@@ -60,13 +72,18 @@ def assign_by_speaker(speakers: dict[Path, str], *, config: DataConfig) -> dict[
     return {path: split_of[speaker] for path, speaker in speakers.items()}
 
 
-def assign_stratified(labelled: list[tuple[Path, str]], *, config: DataConfig) -> dict[Path, str]:
-    """Per class, a seeded shuffle: the first share to test, the next to devel, the rest to train."""
+def assign_stratified(labelled: list[tuple[Path, str]], *, config: DataConfig,
+                      readable: set[Path]) -> dict[Path, str]:
+    """Per class, a seeded shuffle of the readable files: the first share to test, the next to devel, the
+    rest (and every unreadable file) to train."""
     rng = np.random.default_rng(config.split_seed)
     by_class: dict[str, list[Path]] = defaultdict(list)
-    for path, label in labelled:
-        by_class[label].append(path)
     assigned = {}
+    for path, label in labelled:
+        if path in readable:
+            by_class[label].append(path)
+        else:
+            assigned[path] = "train"
     for label in sorted(by_class, key=natural_key):
         paths = [by_class[label][i] for i in rng.permutation(len(by_class[label]))]
         n_test = int(round(config.test_fraction * len(paths)))
@@ -74,6 +91,19 @@ def assign_stratified(labelled: list[tuple[Path, str]], *, config: DataConfig) -
         for i, path in enumerate(paths):
             assigned[path] = "test" if i < n_test else "devel" if i < n_test + n_devel else "train"
     return assigned
+
+
+def _readable(paths) -> set[Path]:
+    readable, bad = set(), []
+    for path in paths:
+        try:
+            check_header(path)
+            readable.add(path)
+        except AudioError as exc:
+            bad.append(str(exc))
+    if bad:
+        log.warning("%d unreadable file(s) left out of the split fractions, e.g. %s", len(bad), bad[0])
+    return readable
 
 
 def _speakers(source: str, paths: list[Path], speaker_regex: str | None) -> dict[Path, str]:

@@ -30,6 +30,7 @@ def run_training(data: DataConfig, config: TrainConfig, *, out_dir: str | Path, 
         warnings.warn(f"{config.backbone}'s pretrained weights expect '{spec.normalization}' input normalisation, "
                       f"the frontend uses '{frontend.config.normalization}'", stacklevel=2)
     dataset = load_dataset(data, require=("train", "devel"))
+    dataset.require_classes("train")
     features = {split: compute_features(dataset, frontend, splits=[split], cache=cache, strict=data.strict,
                                         progress=progress)
                 for split in ("train", "devel")}
