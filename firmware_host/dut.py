@@ -6,9 +6,9 @@ device rebooted (``DeviceReset``); ``e-[...]`` is ``CommandFailed``; a reply mis
 fail their CRC, is ``ReplyInvalid``.
 
 Recovery is as local as the device's state allows, so one lost byte costs one command, not a chunk: a
-failed ``classify``/``infer`` is repeated on the input already loaded; a failed bulk reloads that input;
-after a doubtful ``db`` line the dslite-tiny firmware's ``crc`` says how many bytes it holds (the CRC of
-exactly one prefix of the data matches) and the load continues from there. Only a reset, or a device that
+failed ``classify``/``infer`` is repeated on the input already loaded; an input goes in blocks (bulks of
+``BULK_BLOCK`` bytes or ``db`` lines), and after a doubtful block the dslite-tiny firmware's ``crc`` says
+how many bytes it holds (the CRC of exactly one prefix of the data matches), so the load continues there. Only a reset, or a device that
 says its input is gone (``StateLost``), sends the caller back to reload. Reply timeouts are learned per
 command (``TIMEOUT_FACTOR`` times the slowest reply seen, at least ``MIN_TIMEOUT_S``, plus the payload's
 time on the wire), so a lost ``m-ready`` costs about a second, not the configured timeout; a port that has
@@ -34,6 +34,7 @@ RESYNC_TIMEOUT_S = 2.5  # longer than the firmware's 1 s bulk timeout, so a stal
 MIN_TIMEOUT_S = 0.5  # the shortest learned reply timeout (a loaded host can stall a process that long)
 TIMEOUT_FACTOR = 4  # a learned timeout is this many times the slowest reply seen for the command
 BITS_PER_BYTE = 10  # 8N1 on a UART: a payload's time on the wire is bytes * 10 / baud rate
+BULK_BLOCK = 4096  # bytes per bulk command: a fault on the link costs one block, not the whole input
 _STATE_LOST = re.compile(r"load .*first|no load open")  # the firmware's words for "nothing is loaded"
 
 
@@ -195,51 +196,52 @@ class Dut:
         return self.info
 
     def load(self, data: bytes, *, audio: bool, binary: bool) -> None:
-        """Fill the device's input buffer: int16 PCM (``audio load``) or the int8 tensor (``db load``), as
-        one CRC-checked bulk or hex ``db`` lines; retried until the device holds exactly ``data``."""
+        """Fill the device's input buffer: int16 PCM (``audio load``) or the int8 tensor (``db load``), in
+        CRC-checked bulk blocks or hex ``db`` lines; retried until the device holds exactly ``data``."""
         header = ("audio", "load", len(data) // 2) if audio else ("db", "load", len(data))
-        if binary:
-            self.retry(lambda: self._load_bulk(data, header))
-        else:
-            self.retry(lambda: self._load_hex(data, header))
+        self.retry(lambda: self._load(data, header, binary))
 
     def _open(self, header: tuple, size: int) -> None:
         expecting = _one(self.command(*header), "expecting")
         if int(expecting.values[0]) != size:
             raise ReplyInvalid(f"the device expects {expecting.values[0]} bytes, not {size}")
 
-    def _load_bulk(self, data: bytes, header: tuple) -> None:
-        self._open(header, len(data))
-        replies = self.send(bulk_command(data), payload=data)
-        if int(_one(replies, "bulk_ok").values[0]) != len(data):
-            raise ReplyInvalid("bulk acknowledged with another length")
-        _one(replies, "load_done")
-
-    def _load_hex(self, data: bytes, header: tuple) -> None:
-        """``db`` lines; after a doubtful one, the dslite-tiny firmware's CRC says where to go on (other
-        firmware cannot say, so the load starts over). The CRC of the whole input proves the load."""
+    def _load(self, data: bytes, header: tuple, binary: bool) -> None:
+        """Block by block; after a doubtful block the dslite-tiny firmware's CRC says where to go on (other
+        firmware cannot say, so the load starts over). The CRC of the whole input proves a hex load, or
+        one that needed a recovery; a clean binary load is proven by its blocks' CRCs."""
         checked = self.info is not None and self.info.dslite
         self._open(header, len(data))
-        at, misses, prefixes, replies = 0, 0, _PrefixCrcs(data), []
+        step = BULK_BLOCK if binary else DB_BYTES_PER_LINE
+        at, misses, recovered, prefixes, replies = 0, 0, False, _PrefixCrcs(data), []
         while at < len(data):
-            line = data[at:at + DB_BYTES_PER_LINE]
+            block = data[at:at + step]
             try:
-                replies = self.command("db", line.hex())
-                at, misses = at + len(line), 0
+                replies = self._send_block(block, binary)
+                at, misses = at + len(block), 0
             except DeviceReset:
                 raise
             except RETRYABLE as exc:
                 misses += 1
                 if not checked or misses >= self.attempts:
                     raise
-                log.info("db line at byte %d: %s", at, exc)
+                log.info("block at byte %d: %s", at, exc)
                 self.recoveries += 1
+                recovered = True
                 self.resync()
                 at = prefixes.length(self._loaded_crc())
         if not checked:
             _one(replies, "load_done")
-        elif self._loaded_crc() != crc32(data):
+        elif (recovered or not binary) and self._loaded_crc() != crc32(data):
             raise ReplyInvalid(f"the loaded data's CRC differs from {crc32(data):08x}")
+
+    def _send_block(self, block: bytes, binary: bool) -> list[Reply]:
+        if not binary:
+            return self.command("db", block.hex())
+        replies = self.send(bulk_command(block), payload=block)
+        if int(_one(replies, "bulk_ok").values[0]) != len(block):
+            raise ReplyInvalid("bulk acknowledged with another length")
+        return replies
 
     def _loaded_crc(self) -> int:
         replies = self.retry(lambda: self.command("crc"), keep=(DeviceReset,))

@@ -85,7 +85,7 @@ def test_device_eval_over_a_pty_matches_host_litert(virtual_port, model_dir, dem
 
 
 @pytest.mark.parametrize("mode, transfer, faults", [
-    ("audio", "binary", ("--fault-rate", "0.01", "--reset-after", "7", "--seed", "3")),
+    ("audio", "binary", ("--fault-rate", "0.01", "--reset-after", "25", "--seed", "3")),  # 10 commands a chunk
     ("tensor", "hex", ("--fault-rate", "0.02", "--seed", "1")),  # ~110 db lines per chunk: recovered line by line
 ])
 def test_faults_and_resets_do_not_change_the_results(mode, transfer, faults, model_dir, demo_data, tmp_path,

@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 ROWS = (  # mode, binary, fault rate, reset after
     ("tensor", False, 0.01, None),
     ("audio", True, 0.05, None),
-    ("audio", True, 0.01, 7),
+    ("audio", True, 0.01, 25),  # a chunk is 10 commands (open, 8 bulk blocks, classify)
 )
 
 
