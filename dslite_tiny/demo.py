@@ -10,10 +10,10 @@ trade-off report with the device's columns.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable
 from pathlib import Path
 
+from dslite_tiny.artifacts import write_json
 from dslite_tiny.audio.frontend import Frontend
 from dslite_tiny.compress.pipeline import CompressResult
 from dslite_tiny.config import CompressConfig, DataConfig, FrontendConfig, TrainConfig, load_config
@@ -71,7 +71,7 @@ def run_demo(out_dir: str | Path, *, clips_per_class: int = 40, epochs: int | No
     result = run_training(data, train_config, out_dir=out_dir / "model", cache=cache, progress=progress,
                           on_epoch=on_epoch)
     evaluation = evaluate(load_trained(result.path), dataset, split="test", cache=cache)
-    (out_dir / "model" / "evaluation_test.json").write_text(json.dumps(evaluation, indent=2))
+    write_json(out_dir / "model" / "evaluation_test.json", evaluation, sort_keys=False)
     compression = run_compress(result.path, config=load_config(CompressConfig, *DEMO_COMPRESS, stage="compress"),
                                out_dir=out_dir / "compressed", data=data, cache=cache, progress=progress,
                                on_variant=on_variant)

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from dslite_tiny.artifacts import atomic_path
 from dslite_tiny.errors import UserError
 from dslite_tiny.export.targets import c_files
 from dslite_tiny.export.variant import Variant, with_measured_arena
@@ -79,9 +80,8 @@ def compile_c(sources: list[Path], output: Path, *, include: Path, flags: tuple[
     compiler = compiler or os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         raise UserError("no C compiler found: install gcc (apt-get install gcc) or set CC")
-    partial = output.with_suffix(".partial")
-    command = [compiler, *flags, f"-I{include}", *map(str, sources), "-o", str(partial), "-lm"]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"compiling the firmware core failed:\n{' '.join(command)}\n{result.stderr}")
-    os.replace(partial, output)
+    with atomic_path(output) as partial:
+        command = [compiler, *flags, f"-I{include}", *map(str, sources), "-o", str(partial), "-lm"]
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"compiling the firmware core failed:\n{' '.join(command)}\n{result.stderr}")

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dslite_tiny.artifacts import write_json
 from dslite_tiny.config import DataConfig
 from dslite_tiny.errors import AudioError, UserError
 from dslite_tiny.export.variant import Variant
@@ -116,7 +117,7 @@ def evaluate(dut: Dut, variant: Variant, chunks: EvalChunks, settings: EvalSetti
             done[index] = _run_chunk(dut, chunks, index, settings)
             results.append(done[index])
     summary = summarize(run, [done[i] for i in range(len(chunks.labels))], chunks, info, dut)
-    _write_json(Path(results_dir) / f"device-{name}.json", summary)
+    write_json(Path(results_dir) / f"device-{name}.json", summary)
     return summary
 
 
@@ -285,12 +286,6 @@ class _ResultLog:
         self._file.close()
 
 
-def _write_json(path: Path, data: dict) -> None:
-    partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(partial, path)
-
-
 def evaluate_on_device(port: str | None, model_dir: str | Path, data: DataConfig, settings: EvalSettings, *,
                        device_name: str | None = None, resume: bool = False, timeout_s: float = 10.0,
                        progress: Progress = no_progress) -> dict:
@@ -319,5 +314,5 @@ def benchmark_on_device(port: str | None, model_dir: str | Path, *, window_s: fl
         result = {**benchmark(dut, data, window_s=window_s, windows=windows, warmup=warmup),
                   "variant": variant.name, "model_sha256": variant.sha256}
     path = variant.path.parent / f"bench-{_safe_name(device_name or result['device'])}.json"
-    _write_json(path, result)
+    write_json(path, result)
     return result, path

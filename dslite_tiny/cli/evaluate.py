@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from dslite_tiny.artifacts import write_json
 from dslite_tiny.cli.features import cache_options, make_cache
 from dslite_tiny.cli.options import TensorFlowCommand, data_options, resolve_data
 
@@ -32,7 +33,7 @@ def evaluate(model: Path, data_path: str, split: str, out: Path | None, cache_di
     report = run_evaluation(trained, load_dataset(config, require=(split,)), split=split,
                             cache=make_cache(cache_dir, no_cache), strict=config.strict)
     out = out or model.with_name(f"evaluation_{split}.json")
-    out.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    write_json(out, report, sort_keys=False)
     click.echo(format_report(report))
     click.echo(f"wrote {out}")
 

@@ -12,7 +12,8 @@ Layout of ``OUT``::
 
 A variant whose ``metrics.json`` says ``ok`` with the same key (a hash of the source model, the data, the
 frontend and the config) is not rebuilt; ``force`` rebuilds. A failing variant is recorded with its reason
-and the others go on.
+and the others go on. Every file is written atomically and ``OUT`` is locked for the run
+(``dslite_tiny.artifacts``): a second run into it stops with a one-line error.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dslite_tiny.artifacts import atomic_path, folder_lock, write_json
 from dslite_tiny.audio.frontend import Frontend
 from dslite_tiny.compress.variants import RECIPES, VariantContext, integer_dtype
 from dslite_tiny.config import VARIANTS, CompressConfig, DataConfig, from_mapping, to_dict, unknown_variant
@@ -69,7 +71,13 @@ def run_compress(model_path: str | Path, *, config: CompressConfig, out_dir: str
     names = _variant_names(config, only)
     trained = load_trained(model_path)
     data = data or _sidecar_data(trained)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out_dir):
+        return _compress_into(out_dir, trained, data, names, config, force, cache, progress, on_variant)
+
+
+def _compress_into(out_dir: Path, trained: TrainedModel, data: DataConfig, names: list[str],
+                   config: CompressConfig, force: bool, cache: FeatureCache | None, progress: Progress,
+                   on_variant: VariantCallback | None) -> CompressResult:
     handler, level = _log_to(out_dir / "compress.log")
     try:
         features, frontend = _features(trained, data, cache, progress)
@@ -131,12 +139,10 @@ def write_summary(out_dir: Path) -> list[dict]:
         path = out_dir / name / "metrics.json"
         if path.is_file():
             rows.append(summary_row(json.loads(path.read_text(encoding="utf-8"))))
-    tmp = out_dir / "summary.csv.tmp"
-    with tmp.open("w", newline="", encoding="utf-8") as handle:
+    with atomic_path(out_dir / "summary.csv") as tmp, tmp.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=SUMMARY_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    tmp.replace(out_dir / "summary.csv")
     return rows
 
 
@@ -199,7 +205,7 @@ def _write_reference(out_dir: Path, source: dict, eval_set: EvalSet, scores: np.
     have to reopen the source model)."""
     reference = {**source, "split": "test", "classes": list(eval_set.classes), "frontend": frontend,
                  "features": test.report.describe(), "accuracy": accuracy(scores, eval_set)}
-    (out_dir / "reference.json").write_text(json.dumps(reference, indent=2), encoding="utf-8")
+    write_json(out_dir / "reference.json", reference, sort_keys=False)
     return reference
 
 
@@ -254,9 +260,7 @@ def _build_and_measure(name: str, key: str, context: VariantContext, eval_set: E
         metrics.update(status="failed", reason=f"{type(exc).__name__}: {exc}".splitlines()[0][:400],
                        build_seconds=round(time.perf_counter() - start, 2))
     metrics["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    tmp = variant_dir / "metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True), encoding="utf-8")
-    tmp.replace(variant_dir / "metrics.json")
+    write_json(variant_dir / "metrics.json", metrics)
     log.info("%s: %s %s", name, metrics["status"], metrics.get("reason", ""))
     return metrics
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from dslite_tiny.audio.frontend import Frontend
+from dslite_tiny.artifacts import atomic_path, write_json
 from dslite_tiny.compress.convert import convert_model
 from dslite_tiny.compress.finetune import FinetuneSettings, finetune, steps_per_epoch
 from dslite_tiny.compress.prune import (PruningSchedule, cluster_model, kernel_sparsity, prune_model,
@@ -194,11 +195,10 @@ def _load_or_prune(ctx: VariantContext) -> tuple[object, dict]:
                "schedule": dataclasses.asdict(schedule), "keras_sparsity": round(kernel_sparsity(pruned, layers), 6),
                "prune_history": history}
     ctx.stages_dir.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), atomic_path(path, suffix=".h5") as tmp:
         warnings.filterwarnings("ignore", message=".*HDF5 file.*")
-        pruned.save(path.with_suffix(".tmp.h5"), include_optimizer=False)
-    path.with_suffix(".tmp.h5").replace(path)
-    details_path.write_text(json.dumps(details, indent=2))
+        pruned.save(tmp, include_optimizer=False)
+    write_json(details_path, details)
     return pruned, details
 
 

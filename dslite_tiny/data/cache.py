@@ -13,12 +13,12 @@ import dataclasses
 import hashlib
 import logging
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from dslite_tiny.artifacts import atomic_path
 from dslite_tiny.audio.frontend import Frontend
 from dslite_tiny.audio.io import load_audio
 from dslite_tiny.errors import AudioError
@@ -81,15 +81,8 @@ class FeatureCache:
 
     @staticmethod
     def _write(entry: Path, features: ClipFeatures) -> None:
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(dir=entry.parent, suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as out:
-                np.savez(out, mel_db=features.mel_db, padded=features.padded, dropped=features.dropped)
-            os.replace(tmp, entry)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_path(entry) as tmp, open(tmp, "wb") as out:
+            np.savez(out, mel_db=features.mel_db, padded=features.padded, dropped=features.dropped)
 
 
 def _read(entry: Path, frontend: Frontend) -> ClipFeatures | None:

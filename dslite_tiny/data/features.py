@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from dslite_tiny.artifacts import write_json
 from dslite_tiny.audio.frontend import Frontend, normalize_image
 from dslite_tiny.data.cache import FeatureCache
 from dslite_tiny.data.layouts import Clip, Dataset
@@ -158,8 +159,6 @@ def _unique(stem: str, taken: set[str]) -> str:
 def _write_manifest(out_dir: Path, frontend: Frontend, report: FeatureReport, entries: list[dict], *,
                     dataset: Dataset | None = None) -> dict:
     """``features.json``: the resolved config, versions and what was written, for provenance."""
-    import json
-
     from dslite_tiny import __version__
     from dslite_tiny.config import to_dict
 
@@ -173,5 +172,5 @@ def _write_manifest(out_dir: Path, frontend: Frontend, report: FeatureReport, en
         "files": entries,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "features.json").write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
+    write_json(out_dir / "features.json", manifest)
     return manifest

@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from dslite_tiny.artifacts import atomic_path
 from dslite_tiny.config import FrontendConfig, from_mapping
 from dslite_tiny.errors import UserError
 
@@ -57,18 +58,16 @@ def save_trained(model, path: str | Path, sidecar: dict[str, Any]) -> Path:
     """Write ``path`` (.h5) and its sidecar; both via temporary files so a crash leaves the old pair."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.h5")
-    with warnings.catch_warnings():  # HDF5 is "legacy" to Keras, and the format the whole toolchain expects
-        warnings.filterwarnings("ignore", message=".*HDF5 file.*")
-        model.save(tmp, include_optimizer=False)
     full = {"format": SIDECAR_FORMAT, "version": SIDECAR_VERSION, "model_file": path.name,
             "input": {"shape": list(model.input_shape[1:]), "dtype": "float32"},
             "saved": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "versions": versions(), **sidecar}
-    side_tmp = sidecar_path(tmp)
-    side_tmp.write_text(json.dumps(full, indent=2, sort_keys=True), encoding="utf-8")
-    tmp.replace(path)
-    side_tmp.replace(sidecar_path(path))
+    # the model is renamed into place first, then its sidecar (the inner block ends first)
+    with atomic_path(sidecar_path(path)) as side_tmp, atomic_path(path, suffix=".h5") as tmp:
+        with warnings.catch_warnings():  # HDF5 is "legacy" to Keras, and the format the whole toolchain expects
+            warnings.filterwarnings("ignore", message=".*HDF5 file.*")
+            model.save(tmp, include_optimizer=False)
+        side_tmp.write_text(json.dumps(full, indent=2, sort_keys=True), encoding="utf-8")
     return path
 
 

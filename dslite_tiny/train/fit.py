@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dslite_tiny.artifacts import write_json
 from dslite_tiny.audio.frontend import Frontend
 from dslite_tiny.config import TrainConfig, to_dict
 from dslite_tiny.data.features import FeatureSet
@@ -163,7 +164,7 @@ def _write_full_history(path: Path, history: list[dict]) -> None:
     side = sidecar_path(path)
     data = json.loads(side.read_text(encoding="utf-8"))
     data["history"] = history
-    side.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
+    write_json(side, data)
 
 
 def _class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
