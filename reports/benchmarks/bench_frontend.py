@@ -3,7 +3,9 @@ end (audio → normalised 224×224×3 image), for the DeepSpectrumLite presets.
 
 Targets (issue 2): ≤ 1 ms per second of audio to the dB mel spectrogram, ≤ 2 ms per 3 s chunk end to end
 (the paper's anchor: 7.1 ms per chunk on a 2.3 GHz laptop CPU). Also measured: file decode + resample of
-the real FSDD recordings when ``../shared`` is present.
+the real FSDD recordings when ``../shared`` is present; and (issue 14) one 4 s chunk on all cores with the
+BLAS threads as the library leaves them, idle and beside one busy process per core (target: within 2× of
+idle), against the same with numpy's default BLAS threads.
 
     python reports/benchmarks/bench_frontend.py [--repeats 7] [--batch 64]
 
@@ -12,16 +14,20 @@ Writes ``reports/benchmarks/frontend.json`` and ``frontend.md`` next to this scr
 from __future__ import annotations
 
 import os
+import sys
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # one core, before numpy loads
-    os.environ[_var] = "1"
+_LOAD_CHILD = "--under-load-child"  # the load part runs in a child with the environment a user has
+if _LOAD_CHILD not in sys.argv:
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # one core, before numpy loads
+        os.environ[_var] = "1"
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import subprocess  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import shlex  # noqa: E402
 import statistics  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -80,11 +86,46 @@ def bench_loading(repeats: int) -> dict | None:
             "decode_resample_8k_to_16k_ms_per_audio_second": 1e3 * resampled / seconds}
 
 
+def bench_under_load(repeats: int) -> dict:
+    """One 4 s chunk (audio → model input), median ms, idle and beside one busy process per core; with the
+    library's one BLAS thread and with numpy's default threads (the frontend's limit switched off)."""
+    from dslite_tiny.audio import frontend as module
+
+    frontend = Frontend(load_config(FrontendConfig, "dslite-code", ("benchmark", {"chunk_s": 4.0}), stage="frontend"))
+    chunk = (0.1 * np.random.default_rng(0).standard_normal(frontend.config.chunk_length)).astype(np.float32)
+    limited = module.one_blas_thread
+
+    def measure() -> float:
+        return 1e3 * median_seconds(lambda: frontend(chunk), repeats)
+
+    result = {"cores": os.cpu_count(), "chunk_s": 4.0}
+    for mode, limit in (("one_blas_thread", limited), ("default_blas_threads", contextlib.nullcontext)):
+        module.one_blas_thread = limit
+        idle = measure()
+        load = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
+        try:
+            time.sleep(0.5)
+            busy = measure()
+        finally:
+            for process in load:
+                process.kill()
+        result[mode] = {"idle_ms": round(idle, 3), "busy_ms": round(busy, 3), "ratio": round(busy / idle, 2)}
+    module.one_blas_thread = limited
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument(_LOAD_CHILD, action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.under_load_child:
+        print(json.dumps(bench_under_load(args.repeats * 5)))
+        return
+    child = subprocess.run([sys.executable, __file__, _LOAD_CHILD, "--repeats", str(args.repeats)],
+                           capture_output=True, text=True, check=True)
+    under_load = json.loads(child.stdout.strip().splitlines()[-1])
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
     results = {
@@ -94,6 +135,7 @@ def main() -> None:
         "targets": {"mel_db_ms_per_audio_second": 1.0, "end_to_end_ms_per_chunk": 2.0, "paper_ms_per_chunk": 7.1},
         "presets": [bench_preset(name, batch=args.batch, repeats=args.repeats) for name in ("dslite-code", "dslite-paper")],
         "loading_fsdd": bench_loading(args.repeats),
+        "under_load": under_load,
     }
     (HERE / "frontend.json").write_text(json.dumps(results, indent=2) + "\n")
     (HERE / "frontend.md").write_text(_markdown(results))
@@ -113,6 +155,12 @@ def _markdown(r: dict) -> str:
         lines += ["", f"Decoding {load['files']} FSDD files ({load['audio_seconds']:.1f} s of audio): "
                   f"{load['decode_ms_per_audio_second']:.3f} ms per s of audio; with resampling 8 → 16 kHz "
                   f"{load['decode_resample_8k_to_16k_ms_per_audio_second']:.3f} ms per s."]
+    load = r["under_load"]
+    lines += ["", f"## Under load ({load['cores']} cores, one 4 s chunk, audio → model input, median ms)", "",
+              "| BLAS threads | idle | one busy process per core | busy / idle (≤ 2) |", "|---|---:|---:|---:|"]
+    for mode, label in (("one_blas_thread", "one (the frontend's limit, as shipped)"),
+                        ("default_blas_threads", "numpy's default (limit off)")):
+        lines.append(f"| {label} | {load[mode]['idle_ms']:.2f} | {load[mode]['busy_ms']:.2f} | {load[mode]['ratio']:.1f}× |")
     lines += ["", "Paper anchor: 7.1 ms per chunk (2.3 GHz laptop CPU, TensorFlow)."]
     return "\n".join(lines) + "\n"
 
