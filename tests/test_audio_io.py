@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import tone, write_wav
-from dslite_tiny.audio.io import load_audio
+from dslite_tiny.audio.io import load_audio, stream_audio
 from dslite_tiny.errors import AudioError
 
 
@@ -75,6 +75,23 @@ def bad_files(tmp_path):
             write_wav(path, np.zeros(0, np.float32), 8000)
         paths[name] = (path, phrase)
     return paths
+
+
+@pytest.mark.parametrize("file_sr, sr, channels", [(8000, 16000, 1), (44100, 16000, 2), (16000, 16000, 2)])
+def test_streamed_blocks_join_to_the_one_shot_read(tmp_path, file_sr, sr, channels):
+    import soundfile as sf
+    import soxr
+
+    rng = np.random.default_rng(0)
+    audio = (0.3 * rng.standard_normal((int(2.3 * file_sr), channels))).astype(np.float32)
+    path = tmp_path / "a.wav"
+    sf.write(path, audio, file_sr, subtype="FLOAT")
+    data, _ = sf.read(path, dtype="float32", always_2d=True)
+    mono = data.mean(axis=1, dtype=np.float64).astype(np.float32) if channels > 1 else data[:, 0]
+    one_shot = mono if file_sr == sr else soxr.resample(mono, file_sr, sr, quality="HQ")
+    blocks = list(stream_audio(path, sr=sr, block_s=0.37))
+    assert len(blocks) > 5 and np.array_equal(np.concatenate(blocks), one_shot)
+    assert np.array_equal(load_audio(path, sr=sr), one_shot)
 
 
 def test_every_bad_file_is_an_audio_error_naming_it(tmp_path):

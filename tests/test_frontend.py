@@ -180,3 +180,15 @@ def test_float_audio_far_beyond_full_scale_is_loud_not_silent():
     assert np.isfinite(both[1]).all()
     np.testing.assert_allclose(both[1] - quiet, 20 * np.log10(2e30), atol=0.01)
     np.testing.assert_allclose(frontend.plot(both[1:]), frontend.plot(quiet[None]), atol=0.01)
+
+
+@pytest.mark.parametrize("overrides", [{}, {"chunk_hop_s": 1.5}, {"short_clips": "drop"}, {"pad_mode": "repeat"}])
+@pytest.mark.parametrize("seconds", [0.3, 1.0, 7.3])
+def test_streamed_chunks_equal_the_chunks_of_the_whole(overrides, seconds):
+    frontend = Frontend(preset("mcu-64", **{"chunk_s": 1.0, "chunk_hop_s": 0.5, **overrides}))
+    audio = np.random.default_rng(0).standard_normal(int(seconds * frontend.config.sr)).astype(np.float32)
+    whole = frontend.chunk(audio)
+    for block in (1000, 4097, 50000):
+        parts = list(frontend.stream_chunks((audio[i:i + block] for i in range(0, audio.size, block)), batch=5))
+        assert np.array_equal(np.concatenate([p.data for p in parts]), whole.data)
+        assert any(p.padded for p in parts) == whole.padded and any(p.dropped for p in parts) == whole.dropped

@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import json
 import math
+from collections.abc import Iterable, Iterator
 from functools import lru_cache
 
 import numpy as np
@@ -294,6 +295,26 @@ class Frontend:
         c = self.config
         return chunk_audio(y, chunk_length=c.chunk_length, hop_length=c.chunk_hop_length,
                            short_clips=c.short_clips, pad_mode=c.pad_mode)
+
+    def stream_chunks(self, blocks: Iterable[np.ndarray], *, batch: int = _BATCH) -> Iterator[Chunks]:
+        """``chunk`` over audio arriving in blocks (``io.stream_audio``): batches of at most ``batch``
+        chunks that join to ``chunk`` of the whole audio, while holding at most a chunk and a block."""
+        length, hop = self.config.chunk_length, self.config.chunk_hop_length
+        pending, offset, start, ready = np.zeros(0, np.float32), 0, 0, []
+        for block in blocks:
+            pending = np.concatenate([pending, block])
+            while start + length <= offset + len(pending):
+                ready.append(pending[start - offset:start - offset + length])
+                start += hop
+                if len(ready) == batch:
+                    yield Chunks(np.stack(ready))
+                    ready = []
+            keep_from = min(start - offset, len(pending))
+            pending, offset = pending[keep_from:], offset + keep_from
+        if ready:
+            yield Chunks(np.stack(ready))
+        elif start == 0:  # shorter than one chunk: padded or dropped as ``chunk`` does
+            yield self.chunk(pending)
 
     def spectrogram(self, chunks: np.ndarray) -> np.ndarray:
         """(n, chunk_length) audio → (n, frames, n_mels) mel power in dB."""

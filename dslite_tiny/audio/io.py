@@ -5,6 +5,7 @@ skip it and the CLI can print it on one line.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,33 +15,60 @@ from dslite_tiny.errors import AudioError
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 
 
+STREAM_BLOCK_S = 30.0  # seconds decoded at a time: a long recording never sits in memory whole
+
+
 def load_audio(path: str | Path, *, sr: int) -> np.ndarray:
     """Mono float32 samples in [-1, 1] at ``sr`` Hz (int16 PCM scaled by 1/32768, like tf.audio.decode_wav)."""
-    data, file_sr = read_audio(path)
-    mono = data.mean(axis=1, dtype=np.float64).astype(np.float32) if data.shape[1] > 1 else data[:, 0]
-    return resample(mono, orig_sr=file_sr, target_sr=sr)
+    return np.concatenate(list(stream_audio(path, sr=sr)))
 
 
-def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
-    """All channels as float32 (frames, channels) and the file's sample rate, checked for use."""
+def stream_audio(path: str | Path, *, sr: int, block_s: float = STREAM_BLOCK_S) -> Iterator[np.ndarray]:
+    """``load_audio`` in blocks of about ``block_s`` seconds, for bounded memory on long recordings. The
+    blocks join to exactly what one read would give: soxr's streaming resampler matches its one-shot result
+    bit for bit, and the mono mix is per frame."""
     import soundfile as sf
 
     path = Path(path)
     check_header(path)
     try:
-        data, file_sr = sf.read(str(path), dtype="float32", always_2d=True)
+        with sf.SoundFile(str(path)) as handle:
+            resampler = _Resampler(handle.samplerate, sr)
+            frames, total = max(1, int(block_s * handle.samplerate)), 0
+            while True:
+                data = handle.read(frames, dtype="float32", always_2d=True)
+                last, total = len(data) < frames, total + len(data)
+                if last and total == 0:
+                    raise AudioError("contains no samples (zero-length audio)", path=path)
+                if not np.isfinite(data).all():
+                    raise AudioError("contains NaN or infinite samples", path=path)
+                mono = data.mean(axis=1, dtype=np.float64).astype(np.float32) if data.shape[1] > 1 else data[:, 0]
+                yield resampler(mono, last=last)
+                if last:
+                    return
     except (sf.LibsndfileError, RuntimeError) as exc:
         raise AudioError(f"corrupt audio data ({_clean(exc)})", path=path) from None
-    if data.shape[0] == 0:
-        raise AudioError("contains no samples (zero-length audio)", path=path)
-    if not np.isfinite(data).all():
-        raise AudioError("contains NaN or infinite samples", path=path)
-    return data, int(file_sr)
 
 
-def check_header(path: Path) -> None:
+class _Resampler:
+    """soxr's band-limited resampler (high quality) fed block by block; a no-op at the same rate."""
+
+    def __init__(self, orig_sr: int, target_sr: int) -> None:
+        import soxr
+
+        self._stream = None if orig_sr == target_sr else soxr.ResampleStream(orig_sr, target_sr, 1, dtype="float32",
+                                                                            quality="HQ")
+
+    def __call__(self, block: np.ndarray, *, last: bool) -> np.ndarray:
+        if self._stream is None:
+            return np.ascontiguousarray(block, dtype=np.float32)
+        return self._stream.resample_chunk(np.ascontiguousarray(block, dtype=np.float32), last=last)
+
+
+def check_header(path: Path):
     """What can be known without decoding: the file exists, its header is sound and announces samples
-    (an ``AudioError`` otherwise). Cheap enough to run on every file of a dataset before splitting it."""
+    (an ``AudioError`` otherwise); returns soundfile's info (frames, sample rate). Cheap enough to run on
+    every file of a dataset before splitting it."""
     import soundfile as sf
 
     if not path.is_file():
@@ -54,15 +82,7 @@ def check_header(path: Path) -> None:
         raise AudioError(f"not a readable audio file ({exc})", path=path) from None
     if info.frames == 0:
         raise AudioError("contains no samples (zero-length audio)", path=path)
-
-
-def resample(y: np.ndarray, *, orig_sr: int, target_sr: int) -> np.ndarray:
-    """Band-limited resampling with soxr (high quality); a no-op at the same rate."""
-    if orig_sr == target_sr:
-        return np.ascontiguousarray(y, dtype=np.float32)
-    import soxr
-
-    return soxr.resample(y.astype(np.float32), orig_sr, target_sr, quality="HQ").astype(np.float32)
+    return info
 
 
 def is_audio_file(path: Path) -> bool:

@@ -66,7 +66,7 @@ def predict(model: Path, audio: tuple[Path, ...], fmt: str, chunks: bool) -> Non
     from dslite_tiny.train.evaluate import predict_files
 
     trained = load_trained(model)
-    results = predict_files(trained, list(audio), cache=make_cache(None, True))
+    results = predict_files(trained, list(audio))
     if fmt == "json":
         click.echo(json.dumps({"classes": list(trained.classes), "files": results}, indent=2))
         return

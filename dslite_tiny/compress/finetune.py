@@ -23,7 +23,8 @@ import numpy as np
 from dslite_tiny.audio.frontend import Frontend
 from dslite_tiny.data.features import FeatureSet
 from dslite_tiny.progress import Progress, no_progress
-from dslite_tiny.train.fit import epoch_batches, make_optimizer, predict
+from dslite_tiny.models.inference import predict_mel
+from dslite_tiny.train.fit import epoch_batches, make_optimizer
 from dslite_tiny.measure.metrics import uar
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ def finetune(model, train: FeatureSet, devel: FeatureSet, frontend: Frontend, se
                   else "categorical_crossentropy")
     hooks = keras.callbacks.CallbackList(list(callbacks), model=model)
     hooks.on_train_begin()
-    teacher_devel = None if teacher is None else predict(teacher, devel, frontend).argmax(axis=1)
+    teacher_devel = None if teacher is None else predict_mel(teacher, devel.mel_db, frontend).argmax(axis=1)
     history, best, best_weights, step = [], -1.0, None, 0
     for epoch in range(settings.epochs):
         losses = []
@@ -97,7 +98,7 @@ def finetune(model, train: FeatureSet, devel: FeatureSet, frontend: Frontend, se
 def _evaluate_epoch(model, devel: FeatureSet, frontend: Frontend, teacher_devel: np.ndarray | None,
                     num_classes: int) -> dict:
     """Devel UAR, agreement with the teacher's devel decisions, and the selection score (their mean)."""
-    predicted = predict(model, devel, frontend).argmax(axis=1)
+    predicted = predict_mel(model, devel.mel_db, frontend).argmax(axis=1)
     devel_uar = uar(devel.labels, predicted, num_classes)
     if teacher_devel is None:
         return {"devel_uar": devel_uar, "devel_agreement": None, "score": devel_uar}

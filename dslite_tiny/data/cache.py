@@ -20,7 +20,7 @@ import numpy as np
 
 from dslite_tiny.artifacts import atomic_path
 from dslite_tiny.audio.frontend import Frontend
-from dslite_tiny.audio.io import load_audio
+from dslite_tiny.audio.io import check_header, stream_audio
 from dslite_tiny.errors import AudioError
 
 CACHE_ENV = "DSLITE_TINY_CACHE"
@@ -110,5 +110,23 @@ def _damaged(entry: Path, problem: str) -> None:
 
 
 def compute_clip_features(path: str | Path, frontend: Frontend) -> ClipFeatures:
-    chunks = frontend.chunk(load_audio(path, sr=frontend.config.sr))
-    return ClipFeatures(frontend.spectrogram(chunks.data), chunks.padded, chunks.dropped)
+    """Decoded and transformed block by block into an array sized from the header: a long recording
+    costs its spectrograms once, not its samples (a 2-hour file: 0.2 GB of spectrograms, not 8 GB)."""
+    c = frontend.config
+    out = np.empty((_chunks_upper_bound(Path(path), frontend), c.n_frames, c.n_mels), np.float32)
+    n, padded, dropped = 0, False, False
+    for chunks in frontend.stream_chunks(stream_audio(path, sr=c.sr)):
+        mel = frontend.spectrogram(chunks.data)
+        if n + len(mel) > len(out):  # the header undercounted: grow (never seen; kept for safety)
+            out = np.concatenate([out[:n], np.empty((len(mel), *out.shape[1:]), np.float32)])
+        out[n:n + len(mel)] = mel
+        n, padded, dropped = n + len(mel), padded or chunks.padded, dropped or chunks.dropped
+    return ClipFeatures(out[:n], padded, dropped)
+
+
+def _chunks_upper_bound(path: Path, frontend: Frontend) -> int:
+    """Chunks of the file by its header (resampling rounds by at most a sample), plus one."""
+    info = check_header(path)
+    c = frontend.config
+    samples = int(np.ceil(info.frames * c.sr / info.samplerate)) + 1
+    return max(1, (samples - c.chunk_length) // c.chunk_hop_length + 1) + 1 if samples >= c.chunk_length else 1

@@ -7,12 +7,13 @@ from pathlib import Path
 import numpy as np
 
 from dslite_tiny.audio.frontend import Frontend
+from dslite_tiny.audio.io import stream_audio
 from dslite_tiny.data.cache import FeatureCache
 from dslite_tiny.data.features import FeatureSet, compute_features
 from dslite_tiny.data.layouts import Dataset
 from dslite_tiny.errors import DataError
+from dslite_tiny.models.inference import predict_mel
 from dslite_tiny.models.trained import TrainedModel
-from dslite_tiny.train.fit import predict
 from dslite_tiny.measure.metrics import classification_report, file_votes
 
 
@@ -25,7 +26,7 @@ def evaluate(trained: TrainedModel, dataset: Dataset, *, split: str = "test", ca
     if len(features) == 0:
         raise DataError(f"split '{split}' yields no chunks ({features.report.describe()})", path=dataset.source)
     labels = model_labels(trained, features)
-    probabilities = predict(trained.model, features, frontend)
+    probabilities = predict_mel(trained.model, features.mel_db, frontend)
     files, file_probabilities = file_votes(probabilities, features.clip_index)
     file_labels = labels[np.searchsorted(features.clip_index, files)]
     return {
@@ -39,23 +40,26 @@ def evaluate(trained: TrainedModel, dataset: Dataset, *, split: str = "test", ca
     }
 
 
-def predict_files(trained: TrainedModel, paths: Sequence[Path], *, cache: FeatureCache | None = None) -> list[dict]:
-    """Per-chunk and per-file class probabilities of audio files."""
+def predict_files(trained: TrainedModel, paths: Sequence[Path]) -> list[dict]:
+    """Per-chunk and per-file class probabilities of audio files, each decoded and classified batch by
+    batch: memory stays bounded however long a recording is."""
     frontend = Frontend(trained.frontend_config)
-    cache = cache or FeatureCache(None)
-    results = []
-    for path in paths:
-        features = cache.clip_features(path, frontend)
-        if len(features.mel_db) == 0:  # dropped: shorter than a chunk with short_clips=drop
-            results.append({"file": str(path), "predicted": None, "probabilities": None, "chunks": [],
-                            "padded": False, "dropped": True})
-            continue
-        chunks = np.asarray(trained.model(frontend.model_input(features.mel_db), training=False))
-        mean = chunks.mean(axis=0)
-        results.append({"file": str(path), "predicted": trained.classes[int(mean.argmax())],
-                        "probabilities": _rounded(mean), "chunks": [_rounded(p) for p in chunks],
-                        "padded": features.padded, "dropped": False})
-    return results
+    return [_predict_file(trained, frontend, Path(path)) for path in paths]
+
+
+def _predict_file(trained: TrainedModel, frontend: Frontend, path: Path) -> dict:
+    scores, padded, dropped = [], False, False
+    for chunks in frontend.stream_chunks(stream_audio(path, sr=frontend.config.sr)):
+        padded, dropped = padded or chunks.padded, dropped or chunks.dropped
+        if len(chunks.data):
+            scores.append(predict_mel(trained.model, frontend.spectrogram(chunks.data), frontend))
+    if not scores:  # dropped: shorter than a chunk with short_clips=drop
+        return {"file": str(path), "predicted": None, "probabilities": None, "chunks": [], "padded": False,
+                "dropped": True}
+    chunks = np.concatenate(scores)
+    mean = chunks.mean(axis=0)
+    return {"file": str(path), "predicted": trained.classes[int(mean.argmax())], "probabilities": _rounded(mean),
+            "chunks": [_rounded(p) for p in chunks], "padded": padded, "dropped": False}
 
 
 def check_labels(trained: TrainedModel, dataset: Dataset) -> None:

@@ -20,6 +20,7 @@ from dslite_tiny.audio.frontend import Frontend
 from dslite_tiny.config import TrainConfig, to_dict
 from dslite_tiny.data.features import FeatureSet
 from dslite_tiny.errors import UserError
+from dslite_tiny.models.inference import predict_mel
 from dslite_tiny.models.registry import backbone_layers, create_model
 from dslite_tiny.models.trained import load_trained, save_trained, sidecar_path
 from dslite_tiny.progress import Progress, no_progress
@@ -104,7 +105,7 @@ def train_model(train: FeatureSet, devel: FeatureSet, frontend: Frontend, config
                                     balance=config.balance, rng=rng)
             losses = [_train_step(model, train, frontend, batch, settings, weights, rng)
                       for batch in progress(batches, desc=f"epoch {epoch} ({phase.name})")]
-            devel_uar = uar(devel.labels, predict(model, devel, frontend).argmax(axis=1), len(classes))
+            devel_uar = uar(devel.labels, predict_mel(model, devel.mel_db, frontend).argmax(axis=1), len(classes))
             record = {"epoch": epoch, "phase": phase.name, "loss": float(np.mean(losses)), "devel_uar": devel_uar,
                       "seconds": round(time.perf_counter() - start, 2)}
             history.append(record)
@@ -120,15 +121,6 @@ def train_model(train: FeatureSet, devel: FeatureSet, frontend: Frontend, config
                 break
     _write_full_history(path, history)  # the sidecar of the best epoch also learns what came after it
     return TrainResult(load_trained(path).model, path, history, best)
-
-
-def predict(model, features: FeatureSet, frontend: Frontend, *, batch_size: int = 64) -> np.ndarray:
-    """Class probabilities of every chunk (images rendered batch by batch)."""
-    out = np.zeros((len(features), model.output_shape[-1]), np.float32)
-    for start in range(0, len(features), batch_size):
-        x = frontend.model_input(features.mel_db[start:start + batch_size])
-        out[start:start + batch_size] = model(x, training=False).numpy()
-    return out
 
 
 def _train_step(model, train: FeatureSet, frontend: Frontend, batch: np.ndarray, settings: AugmentSettings,
