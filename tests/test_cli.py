@@ -178,3 +178,10 @@ def test_argument_errors_answer_before_tensorflow_is_imported(args):
              "except SystemExit as exit:\n    print('exit', exit.code, 'tensorflow' in sys.modules)\n")
     result = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip().splitlines()[-1] in ("exit 0 False", "exit 2 False"), result.stdout + result.stderr
+
+
+def test_a_non_numeric_hp_config_chunk_size_is_one_line(tmp_path):
+    audio = write_wav(tmp_path / "a.wav", tone(440, 0.5, 16000), 16000)
+    (tmp_path / "hp.json").write_text(json.dumps({"chunk_size": ["abc"], "sample_rate": [16000]}))
+    result = run_cli("features", str(audio), "--hp-config", str(tmp_path / "hp.json"), "--out", str(tmp_path / "o"))
+    assert_user_error(result, "hp.json", "chunk_size='abc' is not a number of seconds")

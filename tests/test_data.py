@@ -86,6 +86,7 @@ def test_flat_folder_speaker_independent_split(tmp_path):
 
 
 def test_unreadable_files_do_not_count_in_the_split_fractions(tmp_path, caplog):
+    caplog.set_level("INFO")
     root = make_fsdd_like(tmp_path)
     config = data_config(root=str(root), label_regex=r"^(\d+)_", speaker_regex=r"^\d+_([a-z]+)_",
                          test_fraction=0.2, devel_fraction=0.2, split_seed=3)
@@ -96,6 +97,9 @@ def test_unreadable_files_do_not_count_in_the_split_fractions(tmp_path, caplog):
     assert all(damaged.speakers(s) == clean.speakers(s) for s in ("train", "devel", "test"))
     assert len(damaged.clips) == len(clean.clips) + 4  # still listed, so the feature step reports them
     assert "4 unreadable file(s) left out of the split fractions" in caplog.text
+    strict = data_config(root=str(root), label_regex=r"^(\d+)_", speaker_regex=r"^\d+_([a-z]+)_", strict=True)
+    with pytest.raises(AudioError, match="1_ann_1[0-2].wav: not an audio file|1_ann_9.wav: not an audio file"):
+        load_dataset(strict)
     stratified = data_config(root=str(root), label_regex=r"^(\d+)_", test_fraction=0.2, devel_fraction=0.2)
     counts = load_dataset(stratified).counts()
     assert list(counts.loc["1", ["train", "devel", "test"]]) == [12 + 4, 4, 4]  # 20 readable: 12, 4, 4

@@ -262,6 +262,14 @@ def test_export_cli_bad_input(compressed, tmp_path):
     assert_user_error(run_cli("export", str(tmp_path)), "no model.tflite in this folder")
     (tmp_path / "fake.tflite").write_bytes(b"not a model at all")
     assert_user_error(run_cli("export", str(tmp_path / "fake.tflite")), "not a TensorFlow Lite model")
+    data = bytearray((compressed / "int8" / "model.tflite").read_bytes())
+    (tmp_path / "truncated.tflite").write_bytes(data[:3000])
+    flipped = bytearray(data)
+    flipped[100::97] = bytes(b ^ 0xFF for b in flipped[100::97])
+    (tmp_path / "flipped.tflite").write_bytes(flipped)
+    for name in ("truncated", "flipped"):
+        assert_user_error(run_cli("export", str(tmp_path / f"{name}.tflite")), f"{name}.tflite",
+                          "a corrupt or truncated TensorFlow Lite model")
     failed = tmp_path / "out" / "int8"
     shutil.copytree(compressed / "int8", failed)
     metrics = json.loads((failed / "metrics.json").read_text())

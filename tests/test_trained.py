@@ -118,3 +118,15 @@ def test_a_broken_sidecar_is_one_line_on_the_command_line(tmp_path, cli_model, d
     result = run_cli("evaluate", str(path), "--data", str(demo_data))
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and "model.json: not valid JSON" in lines[0], result.stderr
+
+
+@pytest.mark.parametrize("config, message", [('{"class_name": "Functional", broken', "model_config is not valid JSON"),
+                                             ("[1, 2]", "model_config is not a JSON object")])
+def test_a_model_config_that_is_not_json_is_one_line(tmp_path, cli_model, config, message):
+    import h5py
+
+    path = _copy_with_sidecar(cli_model, tmp_path / "m", lambda text: text)
+    with h5py.File(path, "r+") as handle:
+        handle.attrs["model_config"] = config
+    with pytest.raises(UserError, match=message):
+        load_trained(path)

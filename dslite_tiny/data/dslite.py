@@ -96,7 +96,10 @@ def hp_config_to_frontend(hparams: dict[str, Any], *, source: str) -> dict[str, 
         if key in hparams and hparams[key] != needed:
             raise ConfigError(f"{key}={hparams[key]!r} is not supported: dslite-tiny reproduces DSLite's mel "
                               f"spectrogram plots ({key}={needed!r})", path=source)
-    if "chunk_size" in hparams and float(hparams["chunk_size"]) <= 0:
+    chunk = hparams.get("chunk_size", 1.0)
+    if isinstance(chunk, bool) or not isinstance(chunk, (int, float)):
+        raise ConfigError(f"chunk_size={chunk!r} is not a number of seconds", path=source)
+    if chunk <= 0:
         raise ConfigError("chunk_size <= 0 (whole files as one variable-length input) is not supported; "
                           "give a chunk length in seconds", path=source)
     frontend = {ours: hparams[theirs] for theirs, ours in _FRONTEND_KEYS.items() if theirs in hparams}

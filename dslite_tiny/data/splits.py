@@ -30,10 +30,10 @@ def split_dataset(source: str, labelled: list[tuple[Path, str]], *, given: dict[
     if given is not None:
         assigned, method = given, "splits.csv"
     elif config.speaker_regex:
-        assigned = assign_by_speaker(speakers, config=config, readable=_readable(speakers))
+        assigned = assign_by_speaker(speakers, config=config, readable=_readable(speakers, config.strict))
         method = f"speaker (regex '{config.speaker_regex}', seed {config.split_seed})"
     else:
-        assigned = assign_stratified(labelled, config=config, readable=_readable([p for p, _ in labelled]))
+        assigned = assign_stratified(labelled, config=config, readable=_readable([p for p, _ in labelled], config.strict))
         method = f"stratified random files (seed {config.split_seed}; not speaker-independent)"
     classes = tuple(sorted({label for _, label in labelled}, key=natural_key))
     clips = tuple(Clip(p, label, assigned[p], speakers.get(p)) for p, label in labelled)
@@ -93,16 +93,19 @@ def assign_stratified(labelled: list[tuple[Path, str]], *, config: DataConfig,
     return assigned
 
 
-def _readable(paths) -> set[Path]:
+def _readable(paths, strict: bool) -> set[Path]:
+    """The files whose header reads; strict stops at the first that does not (the feature step would)."""
     readable, bad = set(), []
     for path in paths:
         try:
             check_header(path)
             readable.add(path)
         except AudioError as exc:
+            if strict:
+                raise
             bad.append(str(exc))
-    if bad:
-        log.warning("%d unreadable file(s) left out of the split fractions, e.g. %s", len(bad), bad[0])
+    if bad:  # the feature step reports each one as skipped
+        log.info("%d unreadable file(s) left out of the split fractions, e.g. %s", len(bad), bad[0])
     return readable
 
 

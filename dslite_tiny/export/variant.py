@@ -17,10 +17,9 @@ import numpy as np
 from dslite_tiny.compress.outputs import read_output_json, recorded_frontend
 from dslite_tiny.config import FrontendConfig
 from dslite_tiny.errors import UserError
-from dslite_tiny.measure.flatbuffer import describe_tflite
+from dslite_tiny.measure.flatbuffer import check_tflite, describe_tflite
 
 log = logging.getLogger(__name__)
-_TFLITE_IDENTIFIER = b"TFL3"  # bytes 4..8 of every TFLite flatbuffer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,8 +47,7 @@ def load_variant(path: str | Path) -> Variant:
     path = Path(path)
     tflite, name = _tflite_path(path)
     data = tflite.read_bytes()
-    if data[4:8] != _TFLITE_IDENTIFIER:
-        raise UserError("not a TensorFlow Lite model (no TFL3 identifier)", path=tflite)
+    check_tflite(data, tflite)
     metrics = _optional_json(tflite.with_name("metrics.json"))
     if metrics and metrics.get("status") != "ok":
         raise UserError(f"variant {name} failed in compress ({metrics.get('reason', 'no reason recorded')}): "

@@ -21,9 +21,26 @@ _MACS_PER_OUTPUT = {
     "DEPTHWISE_CONV_2D": lambda shape: int(shape[1] * shape[2]),
     "FULLY_CONNECTED": lambda shape: int(shape[-1]),
 }
+TFLITE_IDENTIFIER = b"TFL3"  # bytes 4..8 of every TFLite flatbuffer
 WRAPPER_PREFIX = "quant_"  # TFMOT's QuantizeWrapper; pruning and clustering wrappers are stripped first
 _DTYPES = {"FLOAT32": np.float32, "FLOAT16": np.float16, "INT8": np.int8, "UINT8": np.uint8,
            "INT16": np.int16, "INT32": np.int32, "INT64": np.int64, "BOOL": np.bool_}
+
+
+def check_tflite(data: bytes, path) -> None:
+    """A one-line ``UserError`` naming ``path`` unless ``data`` is a TFLite flatbuffer that LiteRT's
+    verifier accepts: a truncated or corrupted file made the readers below fail with tracebacks."""
+    from dslite_tiny.errors import UserError
+
+    if data[4:8] != TFLITE_IDENTIFIER:
+        raise UserError("not a TensorFlow Lite model (no TFL3 identifier)", path=path)
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        Interpreter(model_content=data)
+    except (ValueError, RuntimeError) as exc:
+        raise UserError(f"a corrupt or truncated TensorFlow Lite model ({str(exc).splitlines()[0]})",
+                        path=path) from None
 
 
 def describe_tflite(data: bytes) -> dict:

@@ -85,7 +85,13 @@ def read_model_config(path: Path) -> dict[str, Any]:
         raise UserError("not a Keras model: not an HDF5 (.h5) file", path=path) from None
     if config is None:
         raise UserError("not a Keras model: an HDF5 file without a model config (a weights-only file?)", path=path)
-    return json.loads(config)
+    try:
+        parsed = json.loads(config)
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as exc:
+        raise UserError(f"not a Keras model: its model_config is not valid JSON ({exc})", path=path) from None
+    if not isinstance(parsed, dict):
+        raise UserError("not a Keras model: its model_config is not a JSON object", path=path)
+    return parsed
 
 
 def load_trained(path: str | Path) -> TrainedModel:
