@@ -21,10 +21,10 @@ import logging
 import numpy as np
 
 from dslite_tiny.audio.frontend import Frontend
-from dslite_tiny.data.features import FeatureSet
+from dslite_tiny.data.features import FeatureSet, epoch_batches
 from dslite_tiny.progress import Progress, no_progress
 from dslite_tiny.models.inference import predict_mel
-from dslite_tiny.train.fit import epoch_batches, make_optimizer
+from dslite_tiny.models.registry import make_optimizer
 from dslite_tiny.measure.metrics import uar
 
 log = logging.getLogger(__name__)

@@ -43,7 +43,6 @@ from dslite_tiny.measure.layer_error import layer_errors
 from dslite_tiny.models.arelu import fold_arelu
 from dslite_tiny.models.trained import TrainedModel, load_trained, versions
 from dslite_tiny.progress import Progress, no_progress
-from dslite_tiny.train.evaluate import check_labels, model_labels
 
 log = logging.getLogger(__name__)
 SUMMARY_COLUMNS = (
@@ -166,7 +165,7 @@ def _sidecar_data(trained: TrainedModel) -> DataConfig:
 def _features(trained: TrainedModel, data: DataConfig, cache: FeatureCache | None,
               progress: Progress) -> tuple[dict[str, FeatureSet], Frontend]:
     dataset = load_dataset(data, require=("train", "devel", "test"))
-    check_labels(trained, dataset)
+    trained.check_labels(dataset)
     if tuple(dataset.classes) != trained.classes:
         missing = sorted(set(trained.classes) - set(dataset.classes))
         raise DataError(f"the data lacks the model's classes {', '.join(missing)}: compressing needs every class "
@@ -195,7 +194,7 @@ def _eval_set(trained: TrainedModel, folded, test: FeatureSet, frontend: Fronten
     """The test images and the float Keras model's scores on them (the reference for agreement)."""
     images = np.concatenate([frontend.model_input(test.mel_db[i:i + 256]) for i in range(0, len(test), 256)])
     scores = np.concatenate([folded(images[i:i + 64], training=False).numpy() for i in range(0, len(images), 64)])
-    return EvalSet(images.astype(np.float32), model_labels(trained, test), test.clip_index, trained.classes,
+    return EvalSet(images.astype(np.float32), trained.labels_of(test), test.clip_index, trained.classes,
                    scores.argmax(axis=1)), scores
 
 

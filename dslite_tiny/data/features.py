@@ -86,6 +86,19 @@ def compute_features(dataset: Dataset, frontend: Frontend, *, splits: Sequence[s
                       dataset.classes, report)
 
 
+def epoch_batches(labels: np.ndarray, num_classes: int, *, batch_size: int, balance: str,
+                  rng: np.random.Generator) -> list[np.ndarray]:
+    """One epoch of index batches; ``oversample`` draws every class as often as the largest one."""
+    if balance == "oversample":
+        per_class = [np.flatnonzero(labels == c) for c in range(num_classes)]
+        target = max(len(p) for p in per_class)
+        order = np.concatenate([np.concatenate([p, rng.choice(p, target - len(p))]) for p in per_class if len(p)])
+        order = rng.permutation(order)
+    else:
+        order = rng.permutation(len(labels))
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
 FORMATS = ("png", "npy")
 
 

@@ -127,3 +127,8 @@ def _build_backbone(spec: BackboneSpec, inputs, alpha: float, weights: str | Non
             raise
         raise UserError(f"could not download the ImageNet weights of {spec.name} ({type(exc).__name__}: {exc}); "
                         f"offline, pass a local no-top weight file: --weights PATH.h5") from None
+
+
+def make_optimizer(name: str, learning_rate: float):
+    """A Keras optimizer by its config name (training and compression fine-tuning share the choice)."""
+    return {"adadelta": keras.optimizers.Adadelta, "adam": keras.optimizers.Adam}[name](learning_rate=learning_rate)

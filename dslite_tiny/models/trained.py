@@ -12,11 +12,17 @@ import json
 import platform
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from dslite_tiny.artifacts import atomic_path
 from dslite_tiny.config import FrontendConfig, from_mapping
-from dslite_tiny.errors import UserError
+from dslite_tiny.errors import DataError, UserError
+
+if TYPE_CHECKING:
+    from dslite_tiny.data.features import FeatureSet
+    from dslite_tiny.data.layouts import Dataset
 
 SIDECAR_FORMAT = "dslite-tiny model"
 SIDECAR_VERSION = 1
@@ -37,6 +43,18 @@ class TrainedModel:
     @property
     def frontend_config(self) -> FrontendConfig:
         return from_mapping(FrontendConfig, self.sidecar["frontend"], source=str(sidecar_path(self.path)))
+
+    def check_labels(self, dataset: Dataset) -> None:
+        """Every class of ``dataset`` must be one of the model's (a dataset may hold fewer)."""
+        unknown = sorted(set(dataset.classes) - set(self.classes))
+        if unknown:
+            raise DataError(f"labels {', '.join(unknown[:5])} are not classes of the model {self.path.name} "
+                            f"(its classes: {', '.join(self.classes)})", path=dataset.source)
+
+    def labels_of(self, features: FeatureSet) -> np.ndarray:
+        """The chunks' dataset class indices as the model's output indices."""
+        mapping = np.array([self.classes.index(c) for c in features.classes])
+        return mapping[features.labels]
 
 
 def sidecar_path(model_path: str | Path) -> Path:

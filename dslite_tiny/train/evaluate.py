@@ -9,7 +9,7 @@ import numpy as np
 from dslite_tiny.audio.frontend import Frontend
 from dslite_tiny.audio.io import stream_audio
 from dslite_tiny.data.cache import FeatureCache
-from dslite_tiny.data.features import FeatureSet, compute_features
+from dslite_tiny.data.features import compute_features
 from dslite_tiny.data.layouts import Dataset
 from dslite_tiny.errors import DataError
 from dslite_tiny.models.inference import predict_mel
@@ -20,12 +20,12 @@ from dslite_tiny.measure.metrics import classification_report, file_votes
 def evaluate(trained: TrainedModel, dataset: Dataset, *, split: str = "test", cache: FeatureCache | None = None,
              strict: bool = False) -> dict:
     """UAR, accuracy, per-class recall and confusion matrices, per chunk and per file, on ``split``."""
-    check_labels(trained, dataset)
+    trained.check_labels(dataset)
     frontend = Frontend(trained.frontend_config)
     features = compute_features(dataset, frontend, splits=[split], cache=cache, strict=strict)
     if len(features) == 0:
         raise DataError(f"split '{split}' yields no chunks ({features.report.describe()})", path=dataset.source)
-    labels = model_labels(trained, features)
+    labels = trained.labels_of(features)
     probabilities = predict_mel(trained.model, features.mel_db, frontend)
     files, file_probabilities = file_votes(probabilities, features.clip_index)
     file_labels = labels[np.searchsorted(features.clip_index, files)]
@@ -60,19 +60,6 @@ def _predict_file(trained: TrainedModel, frontend: Frontend, path: Path) -> dict
     mean = chunks.mean(axis=0)
     return {"file": str(path), "predicted": trained.classes[int(mean.argmax())], "probabilities": _rounded(mean),
             "chunks": [_rounded(p) for p in chunks], "padded": padded, "dropped": False}
-
-
-def check_labels(trained: TrainedModel, dataset: Dataset) -> None:
-    unknown = sorted(set(dataset.classes) - set(trained.classes))
-    if unknown:
-        raise DataError(f"labels {', '.join(unknown[:5])} are not classes of the model {trained.path.name} "
-                        f"(its classes: {', '.join(trained.classes)})", path=dataset.source)
-
-
-def model_labels(trained: TrainedModel, features: FeatureSet) -> np.ndarray:
-    """Dataset class indices → model class indices (a dataset may hold a subset of the classes)."""
-    mapping = np.array([trained.classes.index(c) for c in features.classes])
-    return mapping[features.labels]
 
 
 def _rounded(p: np.ndarray) -> list[float]:

@@ -18,10 +18,10 @@ import numpy as np
 from dslite_tiny.artifacts import write_json
 from dslite_tiny.audio.frontend import Frontend
 from dslite_tiny.config import TrainConfig, to_dict
-from dslite_tiny.data.features import FeatureSet
+from dslite_tiny.data.features import FeatureSet, epoch_batches
 from dslite_tiny.errors import UserError
 from dslite_tiny.models.inference import predict_mel
-from dslite_tiny.models.registry import backbone_layers, create_model
+from dslite_tiny.models.registry import backbone_layers, create_model, make_optimizer
 from dslite_tiny.models.trained import load_trained, save_trained, sidecar_path
 from dslite_tiny.progress import Progress, no_progress
 from dslite_tiny.train.augment import AugmentSettings, augment_batch, sap_lambdas
@@ -139,19 +139,6 @@ def _train_step(model, train: FeatureSet, frontend: Frontend, batch: np.ndarray,
     return float(model.train_on_batch(x, y, sample_weight=sample_weight))
 
 
-def epoch_batches(labels: np.ndarray, num_classes: int, *, batch_size: int, balance: str,
-                  rng: np.random.Generator) -> list[np.ndarray]:
-    """One epoch of index batches; ``oversample`` draws every class as often as the largest one."""
-    if balance == "oversample":
-        per_class = [np.flatnonzero(labels == c) for c in range(num_classes)]
-        target = max(len(p) for p in per_class)
-        order = np.concatenate([np.concatenate([p, rng.choice(p, target - len(p))]) for p in per_class if len(p)])
-        order = rng.permutation(order)
-    else:
-        order = rng.permutation(len(labels))
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-
-
 def _write_full_history(path: Path, history: list[dict]) -> None:
     side = sidecar_path(path)
     data = json.loads(side.read_text(encoding="utf-8"))
@@ -162,12 +149,6 @@ def _write_full_history(path: Path, history: list[dict]) -> None:
 def _class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
     counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
     return np.where(counts > 0, len(labels) / (num_classes * np.maximum(counts, 1)), 0.0).astype(np.float32)
-
-
-def make_optimizer(name: str, learning_rate: float):
-    import tf_keras as keras
-
-    return {"adadelta": keras.optimizers.Adadelta, "adam": keras.optimizers.Adam}[name](learning_rate=learning_rate)
 
 
 def _tensorboard_writer(out_dir: Path):
