@@ -57,7 +57,7 @@ def test_every_variant_is_built_measured_and_resumed(trained, tmp_path):
     for name in VARIANTS:
         metrics = json.loads((out / name / "metrics.json").read_text())
         assert (out / name / "model.tflite").stat().st_size == metrics["size"]["tflite_bytes"]
-        assert metrics["accuracy"]["chunks"]["n"] == result.reference["accuracy"]["chunks"]["n"] > 0
+        assert metrics["accuracy"]["chunks"]["n"] == result.reference.accuracy["chunks"]["n"] > 0
         dtype = variants.integer_dtype(name) or "float32"
         assert (metrics["input"]["dtype"], metrics["output"]["dtype"]) == (dtype, dtype)
         if dtype != "float32":  # int16x8 too: TFLM has int16 kernels for every op of these models

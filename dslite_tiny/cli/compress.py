@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from dslite_tiny.cli.features import cache_options, make_cache
 from dslite_tiny.cli.options import TensorFlowCommand, data_options, progress_bar, resolve_data
+
+if TYPE_CHECKING:
+    from dslite_tiny.records import Reference
 
 
 @click.command(cls=TensorFlowCommand)
@@ -60,9 +64,9 @@ def variant_line(row: dict) -> str:
     return line + (" (unchanged: not rebuilt)" if row.get("skipped") else "")
 
 
-def format_summary(rows: list[dict], reference: dict) -> str:
+def format_summary(rows: list[dict], reference: Reference) -> str:
     """The compact table the console ends with; float Keras first as the reference."""
-    float_uar = reference["accuracy"]["chunks"]["uar"]
+    float_uar = reference.float_uar
     header = (f"{'variant':<15}{'status':<8}{'UAR':>7}{'ΔUAR':>7}{'agree':>7}{'KB':>9}{'gzip KB':>9}"
               f"{'sparsity':>9}{'ms':>8}{'arena KB':>10}")
     lines = [header, "-" * len(header), f"{'keras float':<15}{'ref':<8}{float_uar:>7.3f}"]

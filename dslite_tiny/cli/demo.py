@@ -1,11 +1,31 @@
-"""``dslite-tiny demo``: the README's main job, on built-in synthetic data."""
+"""``dslite-tiny demo``: the whole product on built-in synthetic data, offline, in minutes on 2 cores.
+
+It generates the dataset, splits it speaker-independently, renders spectrogram plots through the feature
+cache, trains the MCU model (DS-CNN on 64×64 grey plots), evaluates it on the held-out speaker,
+compresses it into every default variant (shorter fine-tuning than the preset), exports the most accurate
+int8 variant as TFLite Micro C sources (fit-checked on the Nano 33 BLE) and as a phone bundle, evaluates it
+on the virtual device (the C firmware core and TFLite Micro, over a pseudo-terminal), and writes the
+trade-off report with the device's columns. It lives with the commands because it drives all of them,
+the device side included; the libraries it calls are imported when it runs, so ``--help`` stays instant.
+"""
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from dslite_tiny.cli.options import TensorFlowCommand, progress_bar
+from dslite_tiny.progress import Progress, no_progress
+
+if TYPE_CHECKING:
+    from dslite_tiny.compress.pipeline import CompressResult
+    from dslite_tiny.config import DataConfig
+    from dslite_tiny.data.layouts import Dataset
+    from dslite_tiny.export.targets import ExportResult
+    from dslite_tiny.report.build import ReportResult
 
 
 @click.command(cls=TensorFlowCommand)
@@ -14,11 +34,10 @@ from dslite_tiny.cli.options import TensorFlowCommand, progress_bar
 @click.option("--clips-per-class", type=click.IntRange(5, 1000), default=40, show_default=True)
 @click.option("--epochs", type=click.IntRange(1), help="Training epochs (default: the mcu-dscnn preset's).")
 def demo(out: Path, clips_per_class: int, epochs: int | None) -> None:
-    """Synthetic data → train → evaluate → compress → export → report, offline (~1 min on 2 cores)."""
+    """Synthetic data → train → evaluate → compress → export → report, offline (~2 min on 2 cores)."""
     from dslite_tiny.cli.compress import format_summary, variant_line
     from dslite_tiny.cli.device import format_summary as format_device
     from dslite_tiny.cli.evaluate import format_report
-    from dslite_tiny.demo import run_demo
 
     def show(record: dict) -> None:
         if record["epoch"] % 5 == 0 or record["epoch"] == 1:
@@ -49,3 +68,91 @@ def demo(out: Path, clips_per_class: int, epochs: int | None) -> None:
     for advice in result.report.recommendations:
         click.echo(f"recommend {advice.board}: {advice.text.replace('**', '')}")
     click.echo(f"report    {result.report.html}")
+
+
+DEMO_TRAIN = "mcu-dscnn"
+DEMO_COMPRESS = ("default", ("demo", {"prune_epochs": 2, "qat_epochs": 1, "latency_runs": 20}))
+DEMO_BOARD = "nano33ble"
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoResult:
+    out_dir: Path
+    dataset: Dataset
+    data_spec: Path
+    features_dir: Path
+    manifest: dict
+    model_path: Path
+    best: dict
+    evaluation: dict
+    compression: CompressResult
+    exports: list[ExportResult]
+    device: dict | None  # the virtual device's evaluation summary of the exported variant
+    report: ReportResult
+
+
+def run_demo(out_dir: str | Path, *, clips_per_class: int = 40, epochs: int | None = None, seed: int = 0,
+             progress: Progress = no_progress, on_epoch: Callable[[dict], None] | None = None,
+             on_variant: Callable[[dict], None] | None = None) -> DemoResult:
+    """Everything is written under ``out_dir`` (data, feature cache, images, model), nothing is downloaded."""
+    from dslite_tiny.artifacts import write_json
+    from dslite_tiny.audio.frontend import Frontend
+    from dslite_tiny.compress.pipeline import run_compress
+    from dslite_tiny.config import CompressConfig, DataConfig, FrontendConfig, TrainConfig, load_config
+    from dslite_tiny.data.cache import FeatureCache
+    from dslite_tiny.data.features import featurize_dataset
+    from dslite_tiny.data.layouts import load_dataset
+    from dslite_tiny.data.synthetic import make_demo_dataset
+    from dslite_tiny.models.trained import load_trained
+    from dslite_tiny.report.build import build_report
+    from dslite_tiny.train.evaluate import evaluate
+    from dslite_tiny.train.run import run_training
+
+    out_dir = Path(out_dir)
+    spec = out_dir / "data" / "dataset.yaml"
+    if not spec.is_file():  # reruns reuse the data (and so the cache)
+        spec = make_demo_dataset(out_dir / "data", clips_per_class=clips_per_class, seed=seed)
+    data = load_config(DataConfig, spec, stage="data")
+    dataset = load_dataset(data)
+    train_config = load_config(TrainConfig, DEMO_TRAIN, ("demo", {"epochs": epochs} if epochs else {}), stage="train")
+    frontend = Frontend(load_config(FrontendConfig, train_config.frontend, stage="frontend"))
+    cache = FeatureCache(out_dir / "cache")
+    features_dir = out_dir / "features"
+    manifest = featurize_dataset(dataset, frontend, features_dir, cache=cache, per_class=2,
+                                 progress=progress)
+    result = run_training(data, train_config, out_dir=out_dir / "model", cache=cache, progress=progress,
+                          on_epoch=on_epoch)
+    evaluation = evaluate(load_trained(result.path), dataset, split="test", cache=cache)
+    write_json(out_dir / "model" / "evaluation_test.json", evaluation, sort_keys=False)
+    compression = run_compress(result.path, config=load_config(CompressConfig, *DEMO_COMPRESS, stage="compress"),
+                               out_dir=out_dir / "compressed", data=data, cache=cache, progress=progress,
+                               on_variant=on_variant)
+    exports = _export_best(compression.out_dir)
+    device = _evaluate_on_virtual_device(exports[0].variant.path.parent, data, progress) if exports else None
+    report = build_report(compression.out_dir, report_dir=out_dir / "report", board=DEMO_BOARD)
+    return DemoResult(out_dir, dataset, spec, features_dir, manifest, result.path, result.best, evaluation,
+                      compression, exports, device, report)
+
+
+def _evaluate_on_virtual_device(variant_dir: Path, data: DataConfig, progress: Progress) -> dict:
+    """The test split streamed as audio to the virtual device, which computes the features itself."""
+    from firmware_host.harness import EvalSettings, evaluate_on_device
+    from firmware_host.virtual import serve_virtual
+
+    with serve_virtual(variant_dir) as port:
+        return evaluate_on_device(port, variant_dir, data, EvalSettings(mode="audio"), progress=progress)
+
+
+def _export_best(compressed: Path) -> list[ExportResult]:
+    """The most accurate int8 variant as C sources (fit-checked, exported even if it would not fit, so the
+    demo always shows the files) and as a phone bundle."""
+    from dslite_tiny.export.targets import export_model
+    from dslite_tiny.report.build import best_int8
+    from dslite_tiny.report.results import load_results
+
+    best = best_int8(load_results(compressed))
+    if best is None:
+        return []
+    folder = compressed / best.name
+    return [export_model(folder, target="c", name="demo", board=DEMO_BOARD, force=True),
+            export_model(folder, target="phone", name="demo")]

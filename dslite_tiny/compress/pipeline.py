@@ -33,7 +33,8 @@ import numpy as np
 from dslite_tiny.artifacts import atomic_path, folder_lock, write_json
 from dslite_tiny.audio.frontend import Frontend
 from dslite_tiny.compress.variants import RECIPES, VariantContext, integer_dtype
-from dslite_tiny.config import VARIANTS, CompressConfig, DataConfig, from_mapping, to_dict, unknown_variant
+from dslite_tiny.config import (VARIANTS, CompressConfig, DataConfig, FrontendConfig, from_mapping, to_dict,
+                                unknown_variant)
 from dslite_tiny.data.cache import FeatureCache, file_digest
 from dslite_tiny.data.features import FeatureSet, compute_features
 from dslite_tiny.data.layouts import load_dataset
@@ -43,6 +44,7 @@ from dslite_tiny.measure.layer_error import layer_errors
 from dslite_tiny.models.arelu import fold_arelu
 from dslite_tiny.models.trained import TrainedModel, load_trained, versions
 from dslite_tiny.progress import Progress, no_progress
+from dslite_tiny.records import Reference, write_reference
 
 log = logging.getLogger(__name__)
 SUMMARY_COLUMNS = (
@@ -58,7 +60,7 @@ VariantCallback = Callable[[dict], None]  # a summary row plus "skipped" (unchan
 class CompressResult:
     out_dir: Path
     rows: list[dict]
-    reference: dict
+    reference: Reference
 
 
 def run_compress(model_path: str | Path, *, config: CompressConfig, out_dir: str | Path,
@@ -84,8 +86,7 @@ def _compress_into(out_dir: Path, trained: TrainedModel, data: DataConfig, names
         fingerprint = _fingerprint(source["sha256"], trained, features)
         folded = fold_arelu(trained.model)
         eval_set, scores = _eval_set(trained, folded, features["test"], frontend)
-        reference = _write_reference(out_dir, source, eval_set, scores, features["test"],
-                                     trained.sidecar["frontend"])
+        reference = _write_reference(out_dir, source, eval_set, scores, features["test"], trained.frontend_config)
         context = VariantContext(folded, fingerprint, features["train"], features["devel"], frontend,
                                  _representative(features["train"], frontend, config), config,
                                  out_dir / "stages", progress)
@@ -199,12 +200,12 @@ def _eval_set(trained: TrainedModel, folded, test: FeatureSet, frontend: Fronten
 
 
 def _write_reference(out_dir: Path, source: dict, eval_set: EvalSet, scores: np.ndarray,
-                     test: FeatureSet, frontend: dict) -> dict:
+                     test: FeatureSet, frontend: FrontendConfig) -> Reference:
     """The float model's scores, and the labels and frontend that export and report need (so they never
     have to reopen the source model)."""
-    reference = {**source, "split": "test", "classes": list(eval_set.classes), "frontend": frontend,
-                 "features": test.report.describe(), "accuracy": accuracy(scores, eval_set)}
-    write_json(out_dir / "reference.json", reference, sort_keys=False)
+    reference = Reference(source["model"], source["sha256"], "test", tuple(eval_set.classes), frontend,
+                          test.report.describe(), accuracy(scores, eval_set))
+    write_reference(out_dir / "reference.json", reference)
     return reference
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dslite_tiny.compress.outputs import read_output_json, recorded_frontend
+from dslite_tiny.records import Reference, read_json_object, read_reference
 from dslite_tiny.config import FrontendConfig
 from dslite_tiny.errors import UserError
 from dslite_tiny.measure.flatbuffer import check_tflite, describe_tflite
@@ -53,12 +53,12 @@ def load_variant(path: str | Path) -> Variant:
         raise UserError(f"variant {name} failed in compress ({metrics.get('reason', 'no reason recorded')}): "
                         f"nothing to export", path=path)
     reference_path = tflite.parent.parent / "reference.json"
-    reference = _optional_json(reference_path) if metrics else None
+    reference = read_reference(reference_path) if metrics and reference_path.is_file() else None
     description = describe_tflite(data)
     labels, frontend = _labels_and_frontend(reference, reference_path, description, tflite)
     arena = (metrics or {}).get("tflm", {}).get("arena_bytes")
     return Variant(tflite, name, data, hashlib.sha256(data).hexdigest(), description, labels,
-                   reference is not None and "classes" in reference, frontend, arena,
+                   reference is not None, frontend, arena,
                    (metrics or {}).get("versions", {}))
 
 
@@ -93,20 +93,17 @@ def _tflite_path(path: Path) -> tuple[Path, str]:
 
 
 def _optional_json(path: Path) -> dict | None:
-    return read_output_json(path) if path.is_file() else None
+    return read_json_object(path, "") if path.is_file() else None
 
 
-def _labels_and_frontend(reference: dict | None, reference_path: Path, description: dict,
+def _labels_and_frontend(reference: Reference | None, reference_path: Path, description: dict,
                          tflite: Path) -> tuple[tuple[str, ...], FrontendConfig | None]:
     n = int(description["output"]["shape"][-1])
-    if not reference or "classes" not in reference:
+    if reference is None:
         log.warning("%s: no labels or frontend recorded beside it (a compress run's reference.json), so labels "
                     "are class indices and the frontend is unknown", tflite)
         return tuple(str(i) for i in range(n)), None
-    labels = tuple(reference["classes"])
-    if len(labels) != n:
-        raise UserError(f"reference.json names {len(labels)} classes but the model has {n} outputs",
+    if len(reference.classes) != n:
+        raise UserError(f"reference.json names {len(reference.classes)} classes but the model has {n} outputs",
                         path=reference_path)
-    if "frontend" not in reference:
-        raise UserError("records the classes but no frontend", path=reference_path)
-    return labels, recorded_frontend(reference, reference_path)
+    return reference.classes, reference.frontend

@@ -96,9 +96,9 @@ def _document(results: Results, board: BoardConfig, boards: list[BoardConfig], f
     failed = [v for v in results.variants if not v.ok]
     blocks: list[tuple] = [
         ("h1", f"Compression report: {results.out_dir.resolve().name}"),
-        ("p", f"Source model `{ref.get('model', '?')}` (SHA-256 `{ref.get('sha256', '?')[:16]}…`), "
+        ("p", f"Source model `{ref.model}` (SHA-256 `{ref.sha256[:16]}…`), "
               f"{len(results.variants)} variants ({len(ok)} ok, {len(failed)} failed), scored on the "
-              f"{ref.get('split', 'test')} split: {ref.get('features', '')}. Float Keras UAR "
+              f"{ref.split} split: {ref.features}. Float Keras UAR "
               f"**{results.float_uar:.3f}**."),
         ("h2", "Recommendation"),
         ("p", f"The smallest variant within {tolerance_points:g} UAR point{'s' if tolerance_points != 1 else ''} "

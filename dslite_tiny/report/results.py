@@ -16,7 +16,7 @@ import csv
 import dataclasses
 from pathlib import Path
 
-from dslite_tiny.compress.outputs import read_output_json, recorded_frontend
+from dslite_tiny.records import Reference, read_json_object, read_reference
 from dslite_tiny.config import FrontendConfig
 from dslite_tiny.errors import UserError
 
@@ -66,14 +66,20 @@ class VariantResult:
 @dataclasses.dataclass(frozen=True)
 class Results:
     out_dir: Path
-    reference: dict
-    classes: tuple[str, ...]
-    frontend: FrontendConfig | None
+    reference: Reference
     variants: tuple[VariantResult, ...]
 
     @property
+    def classes(self) -> tuple[str, ...]:
+        return self.reference.classes
+
+    @property
+    def frontend(self) -> FrontendConfig:
+        return self.reference.frontend
+
+    @property
     def float_uar(self) -> float:
-        return self.reference["accuracy"]["chunks"]["uar"]
+        return self.reference.float_uar
 
     @property
     def sources(self) -> list[str]:
@@ -84,27 +90,29 @@ class Results:
         return seen
 
 
+_MISSING = "is this a complete `dslite-tiny compress` output?"
+
+
 def load_results(out_dir: str | Path) -> Results:
     out_dir = Path(out_dir)
     summary = out_dir / "summary.csv"
     if not summary.is_file():
         raise UserError("no summary.csv: pass the output folder of `dslite-tiny compress`", path=out_dir)
-    reference = read_output_json(out_dir / "reference.json")
+    reference = read_reference(out_dir / "reference.json")
     with summary.open(newline="", encoding="utf-8") as handle:
         names = [row["variant"] for row in csv.DictReader(handle)]
     if not names:
         raise UserError("summary.csv lists no variants", path=summary)
     variants = tuple(_variant(out_dir / name) for name in names)
-    return Results(out_dir, reference, tuple(reference.get("classes", ())),
-                   recorded_frontend(reference, out_dir / "reference.json"), variants)
+    return Results(out_dir, reference, variants)
 
 
 def _variant(folder: Path) -> VariantResult:
-    metrics = read_output_json(folder / "metrics.json")
+    metrics = read_json_object(folder / "metrics.json", _MISSING)
     measurements = []
     if metrics.get("status") == "ok":
         measurements.append(_host(metrics))
-        measurements += [_device(read_output_json(path)) for path in sorted(folder.glob(DEVICE_RESULTS_GLOB))]
+        measurements += [_device(read_json_object(path, _MISSING)) for path in sorted(folder.glob(DEVICE_RESULTS_GLOB))]
     return VariantResult(metrics["variant"], metrics["status"], metrics.get("reason", ""), metrics,
                          tuple(measurements))
 

@@ -1,0 +1,101 @@
+"""Typed, versioned records of what one stage writes and another reads back, each with one validated
+reader and one atomic writer: a missing or malformed field is a one-line error naming the file and the
+field, never a KeyError deep in a report or "—" in a table.
+
+Each file carries ``format`` and ``version``; a file written before versions is read as version 1 and a
+newer version is refused with the reason. Low in the layering: only config, errors and artifacts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from dslite_tiny.artifacts import write_json
+from dslite_tiny.config import FrontendConfig, from_mapping, to_dict
+from dslite_tiny.errors import ConfigError, UserError
+
+REFERENCE_FORMAT, REFERENCE_VERSION = "dslite-tiny reference", 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Reference:
+    """``OUT/reference.json`` of ``compress``: the float Keras model on the test chunks, with the labels and
+    frontend that export, report and the device side need without reopening the source model."""
+
+    model: str  # path of the source .h5
+    sha256: str
+    split: str
+    classes: tuple[str, ...]
+    frontend: FrontendConfig
+    features: str  # how the test split's chunks came about (FeatureReport.describe)
+    accuracy: dict[str, Any]  # classification reports: {"chunks": {...}, "files": {...}}
+
+    @property
+    def float_uar(self) -> float:
+        return self.accuracy["chunks"]["uar"]
+
+
+def write_reference(path: str | Path, reference: Reference) -> Path:
+    data = {"format": REFERENCE_FORMAT, "version": REFERENCE_VERSION, **dataclasses.asdict(reference),
+            "classes": list(reference.classes), "frontend": to_dict(reference.frontend)}
+    return write_json(path, data, sort_keys=False)
+
+
+def read_reference(path: str | Path) -> Reference:
+    path = Path(path)
+    data = read_json_object(path, "is this a complete `dslite-tiny compress` output?")
+    _check_version(data, path, REFERENCE_FORMAT, REFERENCE_VERSION)
+    field = _Fields(data, path)
+    classes = field.get("classes", list)
+    if len(classes) < 2 or not all(isinstance(c, str) and c for c in classes):
+        raise UserError(f"field 'classes' must list two or more class names, got {classes!r:.80}", path=path)
+    accuracy = field.get("accuracy", dict)
+    uar = accuracy["chunks"].get("uar") if isinstance(accuracy.get("chunks"), dict) else None
+    if isinstance(uar, bool) or not isinstance(uar, (int, float)) or not 0 <= uar <= 1:
+        raise UserError(f"field 'accuracy.chunks.uar' must be a number in [0, 1], got {uar!r}", path=path)
+    try:
+        frontend = from_mapping(FrontendConfig, field.get("frontend", dict), source=path.name)
+    except ConfigError as exc:
+        raise UserError(f"field 'frontend' is invalid ({exc})", path=path) from None
+    return Reference(field.get("model", str), field.get("sha256", str), field.get("split", str), tuple(classes),
+                     frontend, field.get("features", str), accuracy)
+
+
+def read_json_object(path: Path, missing_hint: str) -> dict[str, Any]:
+    """A JSON object from ``path``; missing, unreadable, not JSON or not an object is one line."""
+    if not path.is_file():
+        raise UserError(f"missing: {missing_hint}", path=path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read ({exc})", path=path) from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"not valid JSON ({exc.msg}, line {exc.lineno})", path=path) from None
+    if not isinstance(data, dict):
+        raise UserError("not a JSON object", path=path)
+    return data
+
+
+def _check_version(data: dict, path: Path, form: str, version: int) -> None:
+    if data.get("format", form) != form:
+        raise UserError(f"a {data['format']!r} file, not a {form!r} one", path=path)
+    found = data.get("version", 1)
+    if not isinstance(found, int) or found > version:
+        raise UserError(f"version {found!r} of the {form} format is newer than this dslite-tiny reads "
+                        f"({version}): upgrade dslite-tiny", path=path)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Fields:
+    data: dict
+    path: Path
+
+    def get(self, name: str, kind: type) -> Any:
+        if name not in self.data:
+            raise UserError(f"field '{name}' is missing", path=self.path)
+        value = self.data[name]
+        if not isinstance(value, kind):
+            raise UserError(f"field '{name}' must be a {kind.__name__}, got {type(value).__name__}", path=self.path)
+        return value
