@@ -87,6 +87,26 @@ def _check_version(data: dict, path: Path, form: str, version: int) -> None:
                         f"({version}): upgrade dslite-tiny", path=path)
 
 
+_MISSING = object()
+
+
+def field_at(data: dict, dotted: str, kinds: type | tuple[type, ...], path: Path, *, optional: bool = False) -> Any:
+    """``data["a"]["b"]`` for ``dotted`` "a.b", checked to be of ``kinds`` (None allowed when ``optional``);
+    otherwise a one-line error naming the file and the field. ``bool`` never passes for a number."""
+    value: Any = data
+    for key in dotted.split("."):
+        value = value.get(key, _MISSING) if isinstance(value, dict) else _MISSING
+        if value is _MISSING:
+            raise UserError(f"field '{dotted}' is missing", path=path)
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) and bool not in (kinds if isinstance(kinds, tuple) else (kinds,)) \
+            or not isinstance(value, kinds):
+        names = "/".join(k.__name__ for k in (kinds if isinstance(kinds, tuple) else (kinds,)))
+        raise UserError(f"field '{dotted}' must be {names}, got {value!r:.60}", path=path)
+    return value
+
+
 @dataclasses.dataclass(frozen=True)
 class _Fields:
     data: dict

@@ -97,8 +97,9 @@ def test_failed_variants_and_device_measurements_join_the_tables(compressed, tmp
     (out / "pruned-int8" / "metrics.json").write_text(json.dumps(
         {"variant": "pruned-int8", "status": "failed", "reason": "RuntimeError: forced", "source": metrics["source"]}))
     write_summary(out)
-    device = {"device": "virtual", "accuracy": {"chunks": {"uar": 0.5, "accuracy": 0.6, "confusion_matrix": None},
-                                                "agreement": 0.9},
+    confusion = json.loads((out / "int8" / "metrics.json").read_text())["accuracy"]["chunks"]["confusion_matrix"]
+    device = {"device": "virtual", "accuracy": {"chunks": {"uar": 0.5, "accuracy": 0.6, "confusion_matrix": confusion},
+                                                "files": {"uar": 0.55}, "agreement": 0.9},
               "latency": {"inference": {"median_ms": 12.5, "p90_ms": 13.0}, "frontend": {"median_ms": 3.25}}}
     (out / "int8" / "device-virtual.json").write_text(json.dumps(device))
     result = build_report(out, report_dir=tmp_path / "r", boards=["nano33ble"])
@@ -109,6 +110,18 @@ def test_failed_variants_and_device_measurements_join_the_tables(compressed, tmp
     assert "0.500" in int8_row and "12.50 ms" in int8_row and "3.25 ms" in int8_row
     assert "sparsity.png" not in markdown and "No pruned variant" in markdown
     _parse(result.html.read_text())
+
+
+def test_a_renamed_or_mistyped_field_is_one_line_naming_it(compressed, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(compressed, out)
+    metrics = json.loads((out / "int8" / "metrics.json").read_text())
+    metrics["accuracy"]["chunks"]["UAR"] = metrics["accuracy"]["chunks"].pop("uar")
+    (out / "int8" / "metrics.json").write_text(json.dumps(metrics))
+    assert_user_error(run_cli("report", str(out)), "int8/metrics.json", "field 'accuracy.chunks.uar' is missing")
+    metrics["accuracy"]["chunks"]["uar"] = "0.9"
+    (out / "int8" / "metrics.json").write_text(json.dumps(metrics))
+    assert_user_error(run_cli("report", str(out)), "field 'accuracy.chunks.uar' must be int/float, got '0.9'")
 
 
 def test_pareto_front():

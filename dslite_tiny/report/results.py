@@ -16,11 +16,12 @@ import csv
 import dataclasses
 from pathlib import Path
 
-from dslite_tiny.records import Reference, read_json_object, read_reference
+from dslite_tiny.records import Reference, field_at, read_json_object, read_reference
 from dslite_tiny.config import FrontendConfig
 from dslite_tiny.errors import UserError
 
 DEVICE_RESULTS_GLOB = "device-*.json"
+NUMBER = (int, float)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,27 +109,37 @@ def load_results(out_dir: str | Path) -> Results:
 
 
 def _variant(folder: Path) -> VariantResult:
-    metrics = read_json_object(folder / "metrics.json", _MISSING)
+    path = folder / "metrics.json"
+    metrics = read_json_object(path, _MISSING)
+    status = field_at(metrics, "status", str, path)
     measurements = []
-    if metrics.get("status") == "ok":
-        measurements.append(_host(metrics))
-        measurements += [_device(read_json_object(path, _MISSING)) for path in sorted(folder.glob(DEVICE_RESULTS_GLOB))]
-    return VariantResult(metrics["variant"], metrics["status"], metrics.get("reason", ""), metrics,
+    if status == "ok":
+        measurements.append(_host(metrics, path))
+        measurements += [_device(device) for device in sorted(folder.glob(DEVICE_RESULTS_GLOB))]
+    return VariantResult(field_at(metrics, "variant", str, path), status, str(metrics.get("reason", "")), metrics,
                          tuple(measurements))
 
 
-def _host(metrics: dict) -> Measurement:
-    scores, one = metrics.get("accuracy", {}), metrics.get("latency", {}).get("one_thread", {})
-    chunks = scores.get("chunks", {})
-    return Measurement("host", chunks.get("uar"), scores.get("files", {}).get("uar"), chunks.get("accuracy"),
-                       scores.get("agreement"), one.get("median_ms"), one.get("p90_ms"), None,
-                       chunks.get("confusion_matrix"))
+def _host(metrics: dict, path: Path) -> Measurement:
+    """LiteRT on the host, from a variant's ``metrics.json``."""
+    return Measurement("host", *_scores(metrics, path), field_at(metrics, "latency.one_thread.median_ms", NUMBER, path),
+                       field_at(metrics, "latency.one_thread.p90_ms", NUMBER, path), None,
+                       field_at(metrics, "accuracy.chunks.confusion_matrix", list, path))
 
 
-def _device(data: dict) -> Measurement:
-    scores, latency = data.get("accuracy", {}), data.get("latency", {})
-    chunks = scores.get("chunks", {})
-    inference, frontend = latency.get("inference", {}), latency.get("frontend", {})
-    return Measurement(str(data.get("device", "device")), chunks.get("uar"), scores.get("files", {}).get("uar"),
-                       chunks.get("accuracy"), scores.get("agreement"), inference.get("median_ms"),
-                       inference.get("p90_ms"), frontend.get("median_ms"), chunks.get("confusion_matrix"))
+def _device(path: Path) -> Measurement:
+    """One device's run, from the ``device-<name>.json`` the harness wrote."""
+    data = read_json_object(path, _MISSING)
+    frontend = (field_at(data, "latency.frontend.median_ms", NUMBER, path)
+                if "frontend" in field_at(data, "latency", dict, path) else None)
+    return Measurement(field_at(data, "device", str, path), *_scores(data, path),
+                       field_at(data, "latency.inference.median_ms", NUMBER, path),
+                       field_at(data, "latency.inference.p90_ms", NUMBER, path), frontend,
+                       field_at(data, "accuracy.chunks.confusion_matrix", list, path))
+
+
+def _scores(data: dict, path: Path) -> tuple[float | None, ...]:
+    """UAR per chunk and per file, accuracy and agreement (None where a split had no chunks)."""
+    return tuple(field_at(data, name, NUMBER, path, optional=True)
+                 for name in ("accuracy.chunks.uar", "accuracy.files.uar", "accuracy.chunks.accuracy",
+                              "accuracy.agreement"))
