@@ -8,13 +8,16 @@ Part ``ptq``: what each post-training repair does, measured on its own. MobileNe
 model's int8 and int16x8 variants built with ``bias_correction`` off and on (same code, same models),
 scored per chunk and per file and by agreement with the float model.
 
+Part ``dscnn``: the DS-CNN (``mcu-dscnn`` on the ``fsdd`` frontend) trained with two seeds on the same
+split, every default variant: ΔUAR per chunk and per file and agreement with the float model, per seed.
+
 Part ``densenet``: DenseNet121 at 224×224×3 with DeepSpectrumLite's head (the paper's model; its float
 TFLite is 30.0 MB and runs in 89.7 ms on a 4-thread laptop CPU): sizes of every variant and host latency
 float32 vs int8 in the same run. No ImageNet DenseNet121 weights are available offline, so the model is
 randomly initialised and its fine-tuning steps run on a 2-clips-per-speaker-and-digit FSDD subset: its
 accuracy figures mean nothing; its sizes, op lists, arena and latency are what this part measures.
 
-    python reports/benchmarks/compress_fsdd.py --part mcu|ptq|densenet [--out DIR]
+    python reports/benchmarks/compress_fsdd.py --part mcu|ptq|dscnn|densenet [--out DIR]
 
 Results go to ``compress_fsdd.json`` (per model, written as each model finishes) and ``compress_fsdd.md``;
 the compress output folders resume, so a rerun only redoes what is missing.
@@ -56,17 +59,20 @@ def mcu_models() -> list[tuple[str, Path]]:
     return models
 
 
-def theo_models(out: Path, cache: FeatureCache) -> tuple[list[tuple[str, Path]], DataConfig]:
-    """The MobileNet trained with each seed of PTQ_SEEDS on THEO_SPLIT (trained here when missing)."""
+def theo_models(out: Path, cache: FeatureCache, backbone: str = "mobilenet") -> tuple[list[tuple[str, Path]],
+                                                                                      DataConfig]:
+    """The MobileNet (ImageNet start) or DS-CNN trained with each seed of PTQ_SEEDS on THEO_SPLIT (trained
+    here when missing)."""
     data = load_config(DataConfig, ROOT / "configs" / "data" / "fsdd.yaml", ("theo", THEO_SPLIT), stage="data")
+    preset, overrides = {"mobilenet": ("mcu-mobilenet", {"weights": str(WEIGHTS)}),
+                         "dscnn": ("mcu-dscnn", {"frontend": "fsdd"})}[backbone]
     models = []
     for seed in PTQ_SEEDS:
-        path = out / f"mobilenet-theo-s{seed}" / "model.h5"
+        path = out / f"{backbone}-theo-s{seed}" / "model.h5"
         if not path.is_file():
-            config = load_config(TrainConfig, "mcu-mobilenet", ("ptq", {"seed": seed, "weights": str(WEIGHTS)}),
-                                 stage="train")
+            config = load_config(TrainConfig, preset, ("benchmark", {"seed": seed, **overrides}), stage="train")
             run_training(data, config, out_dir=path.parent, cache=cache)
-        models.append((f"mobilenet-theo-s{seed}", path))
+        models.append((f"{backbone}-theo-s{seed}", path))
     return models, data
 
 
@@ -104,7 +110,7 @@ def densenet_model(out: Path) -> tuple[str, Path, DataConfig]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("mcu", "ptq", "densenet"), required=True)
+    parser.add_argument("--part", choices=("mcu", "ptq", "dscnn", "densenet"), required=True)
     parser.add_argument("--out", type=Path, default=Path("/tmp/dslite-tiny-compress"))
     args = parser.parse_args()
     import_tensorflow_quietly()
@@ -115,6 +121,9 @@ def main() -> None:
         jobs = [(name, path, None, load_config(CompressConfig, "default", stage="compress")) for name, path in mcu_models()]
     elif args.part == "ptq":
         jobs = ptq_jobs(args.out, cache)
+    elif args.part == "dscnn":
+        models, data = theo_models(args.out, cache, backbone="dscnn")
+        jobs = [(name, path, data, load_config(CompressConfig, "default", stage="compress")) for name, path in models]
     else:
         name, path, data = densenet_model(args.out)
         jobs = [(name, path, data, load_config(CompressConfig, "phone", ("benchmark", DENSENET_OVERRIDES),
@@ -125,8 +134,8 @@ def main() -> None:
                               on_variant=lambda row: print(f"  {row['variant']}: {row['status']} {row['reason']}",
                                                            flush=True))
         results["models"][name] = {"part": args.part, "model": str(path), "config": to_dict(config),
-                                   "reference": result.reference["accuracy"]["chunks"]["uar"],
-                                   "reference_files": result.reference["accuracy"]["files"]["uar"],
+                                   "reference": result.reference.float_uar,
+                                   "reference_files": result.reference.accuracy["files"]["uar"],
                                    "rows": result.rows, "command": f"python reports/benchmarks/compress_fsdd.py --part {args.part}"}
         results_path.write_text(json.dumps(results, indent=2) + "\n")
         (HERE / "compress_fsdd.md").write_text(markdown(results))
@@ -136,8 +145,9 @@ def main() -> None:
 def markdown(results: dict) -> str:
     lines = ["# Compressed variants, measured by `dslite-tiny compress` (2 CPU cores, LiteRT, TFLite Micro)", ""]
     lines += ptq_markdown({name: e for name, e in results["models"].items() if e["part"] == "ptq"})
+    lines += seeds_markdown({name: e for name, e in results["models"].items() if e["part"] == "dscnn"})
     for name, entry in results["models"].items():
-        if entry["part"] == "ptq":
+        if entry["part"] in ("ptq", "dscnn"):
             continue
         lines += [f"## {name}", "", f"Command: `{entry['command']}`; model `{entry['model']}`; "
                   f"float Keras test UAR {entry['reference']:.3f} (chunks), {entry['reference_files']:.3f} (files).", "",
@@ -181,6 +191,32 @@ def ptq_markdown(entries: dict) -> list[str]:
             chunks, files = r["uar"] - entry["reference"], r["uar_files"] - entry["reference_files"]
             cells += [f"{chunks * 100:+.1f} / {files * 100:+.1f}", f"{r['agreement'] * 100:.1f} %"]
         lines.append(f"| {model} | {setting} | {entry['reference']:.3f} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def seeds_markdown(entries: dict) -> list[str]:
+    """One row per variant, one column group per seed: ΔUAR (chunks / files) and agreement."""
+    if not entries:
+        return []
+    names = list(entries)
+    lines = ["## DS-CNN, two seeds (test theo, devel jackson), default preset", "",
+             "Command: `python reports/benchmarks/compress_fsdd.py --part dscnn`. Float Keras UAR per chunk / per "
+             "file: " + "; ".join(f"{n} {e['reference']:.3f} / {e['reference_files']:.3f}" for n, e in entries.items())
+             + ". ΔUAR in points against each seed's own float model; agreement: share of chunks predicted as it "
+             "predicts them.", "",
+             "| variant | " + " | ".join(f"{n} ΔUAR | {n} agree" for n in names) + " |",
+             "|---|" + "---|---|" * len(names)]
+    variants = [r["variant"] for r in entries[names[0]]["rows"]]
+    for variant in variants:
+        cells = []
+        for name in names:
+            r = next((row for row in entries[name]["rows"] if row["variant"] == variant), None)
+            if r is None or r["status"] != "ok":
+                cells += ["failed", "–"]
+                continue
+            chunks, files = r["uar"] - entries[name]["reference"], r["uar_files"] - entries[name]["reference_files"]
+            cells += [f"{chunks * 100:+.1f} / {files * 100:+.1f}", f"{r['agreement'] * 100:.1f} %"]
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     return [*lines, ""]
 
 
