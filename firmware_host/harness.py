@@ -35,6 +35,7 @@ from firmware_host.dut import DeviceInfo, Dut, Inference
 
 log = logging.getLogger(__name__)
 MODES = ("audio", "tensor")
+LOG_VERSION = 2  # 2: every record counts its recoveries; an older log is not resumed (a one-line error)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +111,7 @@ def evaluate(dut: Dut, variant: Variant, chunks: EvalChunks, settings: EvalSetti
     log_path = Path(results_dir) / f"device-{name}.jsonl"
     run = {"device": name, "model_sha256": variant.sha256, "variant": variant.name, "mode": settings.mode,
            "transfer": "binary" if settings.binary else "hex", "warmup": settings.warmup,
-           "chunks": len(chunks.labels), "limit": settings.limit}
+           "chunks": len(chunks.labels), "limit": settings.limit, "log_version": LOG_VERSION}
     done = _read_log(log_path, run) if resume else {}
     with _ResultLog(log_path, run, fresh=not resume or not log_path.is_file()) as results:
         for index in progress([i for i in range(len(chunks.labels)) if i not in done], desc=f"device {name}"):

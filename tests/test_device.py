@@ -140,6 +140,12 @@ def test_resume_after_a_killed_run(virtual_port, model_dir, demo_data):
     assert all(records(log)[i] == record for i, record in done_before.items())
     changed = device_eval(virtual_port, model_dir, demo_data, "--name", "killed", "--resume", "--mode", "tensor")
     assert_user_error(changed, "cannot resume", "mode")
+    lines = log.read_text().splitlines()
+    header = json.loads(lines[0])
+    del header["run"]["log_version"]  # a log written before records counted their recoveries
+    log.write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
+    older = device_eval(virtual_port, model_dir, demo_data, "--name", "killed", "--warmup", "3", "--resume")
+    assert_user_error(older, "cannot resume", "log_version")
 
 
 def test_device_user_errors(virtual_port, compressed, demo_data, tmp_path):
