@@ -92,9 +92,8 @@ def format_summary(summary: dict) -> str:
             lines.append(f"  {key.replace('_', ' '):<17} median {latency[key]['median_ms']:.3f} ms  "
                          f"p90 {latency[key]['p90_ms']:.3f} ms")
     link = summary["link"]
-    lines.append(f"  link: {link['bytes_per_chunk']:.0f} bytes per chunk, {link['retried_chunks']} chunks recovered from faults "
-                 f"({link['recoveries']} steps redone), "
-                 f"{link['noise_lines']} noise lines skipped")
+    lines.append(f"  link: {link['bytes_per_chunk']:.0f} bytes per chunk, {link['retried_chunks']} chunks recovered "
+                 f"from faults ({link['recoveries']} steps redone), {link['noise_lines']} noise lines skipped")
     return "\n".join(lines)
 
 

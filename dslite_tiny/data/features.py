@@ -79,8 +79,10 @@ def compute_features(dataset: Dataset, frontend: Frontend, *, splits: Sequence[s
         labels.extend([class_index[clip.label]] * len(features.mel_db))
         owners.extend([i] * len(features.mel_db))
     c = frontend.config
-    mel_db = (mels[0] if len(mels) == 1 else np.concatenate(mels)) if mels else np.zeros((0, c.n_frames, c.n_mels),
-                                                                                           np.float32)
+    if not mels:
+        mel_db = np.zeros((0, c.n_frames, c.n_mels), np.float32)
+    else:  # one long recording's spectrograms are not copied a second time
+        mel_db = mels[0] if len(mels) == 1 else np.concatenate(mels)
     report = FeatureReport(len(clips), len(labels), padded, dropped, tuple(skipped))
     return FeatureSet(mel_db, np.asarray(labels, np.int64), np.asarray(owners, np.int64), clips,
                       dataset.classes, report)

@@ -33,7 +33,8 @@ def split_dataset(source: str, labelled: list[tuple[Path, str]], *, given: dict[
         assigned = assign_by_speaker(speakers, config=config, readable=_readable(speakers, config.strict))
         method = f"speaker (regex '{config.speaker_regex}', seed {config.split_seed})"
     else:
-        assigned = assign_stratified(labelled, config=config, readable=_readable([p for p, _ in labelled], config.strict))
+        readable = _readable([p for p, _ in labelled], config.strict)
+        assigned = assign_stratified(labelled, config=config, readable=readable)
         method = f"stratified random files (seed {config.split_seed}; not speaker-independent)"
     classes = tuple(sorted({label for _, label in labelled}, key=natural_key))
     clips = tuple(Clip(p, label, assigned[p], speakers.get(p)) for p, label in labelled)
