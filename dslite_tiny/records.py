@@ -47,20 +47,18 @@ def read_reference(path: str | Path) -> Reference:
     path = Path(path)
     data = read_json_object(path, "is this a complete `dslite-tiny compress` output?")
     _check_version(data, path, REFERENCE_FORMAT, REFERENCE_VERSION)
-    field = _Fields(data, path)
-    classes = field.get("classes", list)
+    classes = field_at(data, "classes", list, path)
     if len(classes) < 2 or not all(isinstance(c, str) and c for c in classes):
         raise UserError(f"field 'classes' must list two or more class names, got {classes!r:.80}", path=path)
-    accuracy = field.get("accuracy", dict)
-    uar = accuracy["chunks"].get("uar") if isinstance(accuracy.get("chunks"), dict) else None
-    if isinstance(uar, bool) or not isinstance(uar, (int, float)) or not 0 <= uar <= 1:
-        raise UserError(f"field 'accuracy.chunks.uar' must be a number in [0, 1], got {uar!r}", path=path)
+    if not 0 <= field_at(data, "accuracy.chunks.uar", (int, float), path) <= 1:
+        raise UserError("field 'accuracy.chunks.uar' must be in [0, 1]", path=path)
     try:
-        frontend = from_mapping(FrontendConfig, field.get("frontend", dict), source=path.name)
+        frontend = from_mapping(FrontendConfig, field_at(data, "frontend", dict, path), source=path.name)
     except ConfigError as exc:
         raise UserError(f"field 'frontend' is invalid ({exc})", path=path) from None
-    return Reference(field.get("model", str), field.get("sha256", str), field.get("split", str), tuple(classes),
-                     frontend, field.get("features", str), accuracy)
+    model, sha256, split, features = (field_at(data, name, str, path) for name in ("model", "sha256", "split",
+                                                                                   "features"))
+    return Reference(model, sha256, split, tuple(classes), frontend, features, data["accuracy"])
 
 
 def read_json_object(path: Path, missing_hint: str) -> dict[str, Any]:
@@ -105,17 +103,3 @@ def field_at(data: dict, dotted: str, kinds: type | tuple[type, ...], path: Path
         names = "/".join(k.__name__ for k in (kinds if isinstance(kinds, tuple) else (kinds,)))
         raise UserError(f"field '{dotted}' must be {names}, got {value!r:.60}", path=path)
     return value
-
-
-@dataclasses.dataclass(frozen=True)
-class _Fields:
-    data: dict
-    path: Path
-
-    def get(self, name: str, kind: type) -> Any:
-        if name not in self.data:
-            raise UserError(f"field '{name}' is missing", path=self.path)
-        value = self.data[name]
-        if not isinstance(value, kind):
-            raise UserError(f"field '{name}' must be a {kind.__name__}, got {type(value).__name__}", path=self.path)
-        return value

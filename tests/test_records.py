@@ -32,9 +32,10 @@ def _edit(change):
 
 @pytest.mark.parametrize("change, message", [
     (_edit(lambda d: d.pop("classes")), "field 'classes' is missing"),
-    (_edit(lambda d: d.update(classes="ab")), "field 'classes' must be a list, got str"),
+    (_edit(lambda d: d.update(classes="ab")), "field 'classes' must be list, got 'ab'"),
     (_edit(lambda d: d.update(classes=["a"])), "field 'classes' must list two or more class names"),
-    (_edit(lambda d: d["accuracy"]["chunks"].pop("uar")), "field 'accuracy.chunks.uar' must be a number in"),
+    (_edit(lambda d: d["accuracy"]["chunks"].pop("uar")), "field 'accuracy.chunks.uar' is missing"),
+    (_edit(lambda d: d["accuracy"]["chunks"].update(uar=1.5)), "field 'accuracy.chunks.uar' must be in \\[0, 1\\]"),
     (_edit(lambda d: d["frontend"].update(n_mels=0)), "field 'frontend' is invalid"),
     (_edit(lambda d: d.update(version=2)), "version 2 of the dslite-tiny reference format is newer"),
     (_edit(lambda d: d.update(format="dslite-tiny metrics")), "a 'dslite-tiny metrics' file"),
