@@ -12,7 +12,7 @@ import dslite_tiny  # noqa: F401
 import tensorflow_model_optimization as tfmot  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
-from dslite_tiny.compress import variants  # noqa: E402
+from dslite_tiny.compress import recipes  # noqa: E402
 from dslite_tiny.compress.convert import convert_model  # noqa: E402
 from dslite_tiny.compress.pipeline import SUMMARY_COLUMNS, run_compress  # noqa: E402
 from dslite_tiny.compress.prune import PruningSchedule, prune_model, strip_pruning, weight_layer_names  # noqa: E402
@@ -58,7 +58,7 @@ def test_every_variant_is_built_measured_and_resumed(trained, tmp_path):
         metrics = json.loads((out / name / "metrics.json").read_text())
         assert (out / name / "model.tflite").stat().st_size == metrics["size"]["tflite_bytes"]
         assert metrics["accuracy"]["chunks"]["n"] == result.reference.accuracy["chunks"]["n"] > 0
-        dtype = variants.integer_dtype(name) or "float32"
+        dtype = recipes.integer_dtype(name) or "float32"
         assert (metrics["input"]["dtype"], metrics["output"]["dtype"]) == (dtype, dtype)
         if dtype != "float32":  # int16x8 too: TFLM has int16 kernels for every op of these models
             assert metrics["tflm"]["ok"] and metrics["tflm"]["arena_bytes"] > 0 and not metrics["float_ops"]
@@ -91,7 +91,7 @@ def test_a_failing_variant_does_not_stop_the_others(trained, tmp_path, monkeypat
     def broken(ctx):
         raise RuntimeError("forced failure")
 
-    monkeypatch.setitem(variants.RECIPES, "float16", broken)
+    monkeypatch.setitem(recipes.RECIPES, "float16", broken)
     result = run_compress(model_path, config=_config(variants=["float16", "int8"]), out_dir=tmp_path, cache=cache)
     status = {r["variant"]: (r["status"], r["reason"]) for r in result.rows}
     assert status == {"float16": ("failed", "RuntimeError: forced failure"), "int8": ("ok", "")}

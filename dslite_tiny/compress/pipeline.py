@@ -32,14 +32,14 @@ import numpy as np
 
 from dslite_tiny.artifacts import atomic_path, folder_lock, write_json
 from dslite_tiny.audio.frontend import Frontend
-from dslite_tiny.compress.variants import RECIPES, VariantContext, integer_dtype
+from dslite_tiny.compress.recipes import RECIPES, VariantContext, integer_dtype
 from dslite_tiny.config import (VARIANTS, CompressConfig, DataConfig, FrontendConfig, from_mapping, to_dict,
                                 unknown_variant)
 from dslite_tiny.data.cache import FeatureCache, file_digest
 from dslite_tiny.data.features import FeatureSet, compute_features
 from dslite_tiny.data.layouts import load_dataset
 from dslite_tiny.errors import ConfigError, DataError, UserError
-from dslite_tiny.measure.evaluate import EvalSet, MeasureSettings, accuracy, measure_model
+from dslite_tiny.measure.tflite_model import EvalSet, MeasureSettings, accuracy, measure_model
 from dslite_tiny.measure.layer_error import layer_errors
 from dslite_tiny.models.arelu import fold_arelu
 from dslite_tiny.models.trained import TrainedModel, load_trained, versions
