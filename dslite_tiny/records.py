@@ -17,6 +17,7 @@ from dslite_tiny.config import FrontendConfig, from_mapping, to_dict
 from dslite_tiny.errors import ConfigError, UserError
 
 REFERENCE_FORMAT, REFERENCE_VERSION = "dslite-tiny reference", 1
+SIDECAR_FORMAT, SIDECAR_VERSION = "dslite-tiny model", 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,9 +48,7 @@ def read_reference(path: str | Path) -> Reference:
     path = Path(path)
     data = read_json_object(path, "is this a complete `dslite-tiny compress` output?")
     _check_version(data, path, REFERENCE_FORMAT, REFERENCE_VERSION)
-    classes = field_at(data, "classes", list, path)
-    if len(classes) < 2 or not all(isinstance(c, str) and c for c in classes):
-        raise UserError(f"field 'classes' must list two or more class names, got {classes!r:.80}", path=path)
+    classes = _class_names(data, path)
     if not 0 <= field_at(data, "accuracy.chunks.uar", (int, float), path) <= 1:
         raise UserError("field 'accuracy.chunks.uar' must be in [0, 1]", path=path)
     try:
@@ -59,6 +58,25 @@ def read_reference(path: str | Path) -> Reference:
     model, sha256, split, features = (field_at(data, name, str, path) for name in ("model", "sha256", "split",
                                                                                    "features"))
     return Reference(model, sha256, split, tuple(classes), frontend, features, data["accuracy"])
+
+
+def read_sidecar(path: Path) -> dict[str, Any]:
+    """``model.json`` beside a trained ``model.h5``: its format, and the keys every stage needs (the class
+    names in output order, the frontend settings the model was trained with), checked before the model loads."""
+    data = read_json_object(path, "no sidecar next to the model")
+    if data.get("format") != SIDECAR_FORMAT:
+        raise UserError("not a dslite-tiny sidecar", path=path)
+    _check_version(data, path, SIDECAR_FORMAT, SIDECAR_VERSION)
+    _class_names(data, path)
+    field_at(data, "frontend", dict, path)
+    return data
+
+
+def _class_names(data: dict, path: Path) -> list[str]:
+    classes = field_at(data, "classes", list, path)
+    if len(classes) < 2 or not all(isinstance(c, str) and c for c in classes):
+        raise UserError(f"field 'classes' must list two or more class names, got {classes!r:.80}", path=path)
+    return classes
 
 
 def read_json_object(path: Path, missing_hint: str) -> dict[str, Any]:

@@ -101,11 +101,11 @@ def _edit_json(change):
 
 @pytest.mark.parametrize("edit,message", [
     (lambda text: text[: len(text) // 2], r"model.json: not valid JSON"),
-    (_edit_json(lambda d: d.pop("classes")), r"'classes' must list two or more class names, got None"),
+    (_edit_json(lambda d: d.pop("classes")), r"field 'classes' is missing"),
     (_edit_json(lambda d: d["classes"].append("extra")), r"lists 6 classes but the model has 5 outputs"),
     (_edit_json(lambda d: d["frontend"].update(image_height=32)), r"frontend makes \(32, 64, 1\) images but the "
                                                                   r"model takes \(64, 64, 1\)"),
-    (_edit_json(lambda d: d.pop("frontend")), r"'frontend' .* is missing"),
+    (_edit_json(lambda d: d.pop("frontend")), r"field 'frontend' is missing"),
 ])
 def test_a_sidecar_that_does_not_describe_the_model_is_one_line(tmp_path, cli_model, edit, message):
     path = _copy_with_sidecar(cli_model, tmp_path / "m", edit)

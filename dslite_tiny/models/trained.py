@@ -19,13 +19,12 @@ import numpy as np
 from dslite_tiny.artifacts import atomic_path
 from dslite_tiny.config import FrontendConfig, from_mapping
 from dslite_tiny.errors import DataError, UserError
+from dslite_tiny.records import SIDECAR_FORMAT, SIDECAR_VERSION, read_sidecar
 
 if TYPE_CHECKING:
     from dslite_tiny.data.features import FeatureSet
     from dslite_tiny.data.layouts import Dataset
 
-SIDECAR_FORMAT = "dslite-tiny model"
-SIDECAR_VERSION = 1
 # The only top-level packages a stored architecture may name (Keras resolves and imports them on load).
 SAFE_MODULES = ("keras", "tf_keras", "builtins", "dslite_tiny")
 
@@ -128,22 +127,6 @@ def load_trained(path: str | Path) -> TrainedModel:
     trained = TrainedModel(load_keras_model(path, config=config), sidecar, path)
     check_consistency(trained)
     return trained
-
-
-def read_sidecar(side: Path) -> dict[str, Any]:
-    """The sidecar's JSON with its format and the keys every stage needs checked (one-line errors)."""
-    try:
-        sidecar = json.loads(side.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"not valid JSON ({exc})", path=side) from None
-    if not isinstance(sidecar, dict) or sidecar.get("format") != SIDECAR_FORMAT:
-        raise UserError("not a dslite-tiny sidecar", path=side)
-    classes = sidecar.get("classes")
-    if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) and c for c in classes):
-        raise UserError(f"'classes' must list two or more class names, got {classes!r}", path=side)
-    if not isinstance(sidecar.get("frontend"), dict):
-        raise UserError("'frontend' (the frontend settings the model was trained with) is missing", path=side)
-    return sidecar
 
 
 def check_consistency(trained: TrainedModel) -> None:
