@@ -236,8 +236,8 @@ class CompressConfig:
     seed: int = param(0, "seed of representative-set sampling and fine-tuning", low=0)
 
     def __post_init__(self) -> None:
-        if unknown_variant(self.variants):
-            raise ConfigError(unknown_variant(self.variants), key="variants")
+        if problem := unknown_variant(self.variants):
+            raise ConfigError(problem, key="variants")
         if not self.variants:
             raise ConfigError("variants is empty; choose from: " + ", ".join(VARIANTS), key="variants")
 

@@ -18,6 +18,7 @@ from dslite_tiny.errors import ConfigError, UserError
 
 REFERENCE_FORMAT, REFERENCE_VERSION = "dslite-tiny reference", 1
 SIDECAR_FORMAT, SIDECAR_VERSION = "dslite-tiny model", 1
+COMPRESS_OUTPUT_HINT = "is this a complete `dslite-tiny compress` output?"  # for a missing file of OUT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +47,7 @@ def write_reference(path: str | Path, reference: Reference) -> Path:
 
 def read_reference(path: str | Path) -> Reference:
     path = Path(path)
-    data = read_json_object(path, "is this a complete `dslite-tiny compress` output?")
+    data = read_json_object(path, COMPRESS_OUTPUT_HINT)
     _check_version(data, path, REFERENCE_FORMAT, REFERENCE_VERSION)
     classes = _class_names(data, path)
     if not 0 <= field_at(data, "accuracy.chunks.uar", (int, float), path) <= 1:
@@ -109,6 +110,7 @@ _MISSING = object()
 def field_at(data: dict, dotted: str, kinds: type | tuple[type, ...], path: Path, *, optional: bool = False) -> Any:
     """``data["a"]["b"]`` for ``dotted`` "a.b", checked to be of ``kinds`` (None allowed when ``optional``);
     otherwise a one-line error naming the file and the field. ``bool`` never passes for a number."""
+    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
     value: Any = data
     for key in dotted.split("."):
         value = value.get(key, _MISSING) if isinstance(value, dict) else _MISSING
@@ -116,8 +118,7 @@ def field_at(data: dict, dotted: str, kinds: type | tuple[type, ...], path: Path
             raise UserError(f"field '{dotted}' is missing", path=path)
     if value is None and optional:
         return None
-    if isinstance(value, bool) and bool not in (kinds if isinstance(kinds, tuple) else (kinds,)) \
-            or not isinstance(value, kinds):
-        names = "/".join(k.__name__ for k in (kinds if isinstance(kinds, tuple) else (kinds,)))
+    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        names = "/".join(k.__name__ for k in kinds)
         raise UserError(f"field '{dotted}' must be {names}, got {value!r:.60}", path=path)
     return value

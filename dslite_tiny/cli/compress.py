@@ -52,8 +52,8 @@ def _variant_list(value: str | None) -> list[str] | None:
     from dslite_tiny.errors import ConfigError
 
     names = [v.strip() for v in value.split(",") if v.strip()] if value else None
-    if names and unknown_variant(names):
-        raise ConfigError(f"--only: {unknown_variant(names)}")
+    if names and (problem := unknown_variant(names)):
+        raise ConfigError(f"--only: {problem}")
     return names
 
 

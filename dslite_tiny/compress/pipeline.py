@@ -151,8 +151,8 @@ def write_summary(out_dir: Path) -> list[dict]:
 def _variant_names(config: CompressConfig, only: Sequence[str] | None) -> list[str]:
     if not only:
         return list(config.variants)
-    if unknown_variant(only):
-        raise ConfigError(f"--only: {unknown_variant(only)}")
+    if problem := unknown_variant(only):
+        raise ConfigError(f"--only: {problem}")
     return list(only)
 
 

@@ -16,7 +16,7 @@ import csv
 import dataclasses
 from pathlib import Path
 
-from dslite_tiny.records import Reference, field_at, read_json_object, read_reference
+from dslite_tiny.records import COMPRESS_OUTPUT_HINT, Reference, field_at, read_json_object, read_reference
 from dslite_tiny.config import FrontendConfig
 from dslite_tiny.errors import UserError
 
@@ -91,9 +91,6 @@ class Results:
         return seen
 
 
-_MISSING = "is this a complete `dslite-tiny compress` output?"
-
-
 def load_results(out_dir: str | Path) -> Results:
     out_dir = Path(out_dir)
     summary = out_dir / "summary.csv"
@@ -110,7 +107,7 @@ def load_results(out_dir: str | Path) -> Results:
 
 def _variant(folder: Path) -> VariantResult:
     path = folder / "metrics.json"
-    metrics = read_json_object(path, _MISSING)
+    metrics = read_json_object(path, COMPRESS_OUTPUT_HINT)
     status = field_at(metrics, "status", str, path)
     measurements = []
     if status == "ok":
@@ -129,7 +126,7 @@ def _host(metrics: dict, path: Path) -> Measurement:
 
 def _device(path: Path) -> Measurement:
     """One device's run, from the ``device-<name>.json`` the harness wrote."""
-    data = read_json_object(path, _MISSING)
+    data = read_json_object(path, COMPRESS_OUTPUT_HINT)
     frontend = (field_at(data, "latency.frontend.median_ms", NUMBER, path)
                 if "frontend" in field_at(data, "latency", dict, path) else None)
     return Measurement(field_at(data, "device", str, path), *_scores(data, path),
