@@ -9,7 +9,15 @@ TFMOT's default 8-bit scheme refuses three things our models contain, so each ge
 - Average pooling keeps no output quantizer: an int8 AVERAGE_POOL_2D/MEAN must keep its input's scale,
   and a separate fake-quant there makes conversion fail with "same scale constraint".
 
-Everything else goes through TFMOT's registry (Conv+BN folding, Concatenate, ReLU, Dense, ...).
+Everything else goes through TFMOT's registry (Conv+BN folding, Concatenate, ReLU, Dense, ...), with one
+repair (``PerChannelDepthwise``): TFMOT fake-quantizes a DepthwiseConv2D kernel (kh, kw, C, M) "per axis"
+over its last axis, M = 1, i.e. per tensor, and before BatchNorm is folded into it. The converted model
+keeps that one coarse grid, scaled per channel by the BN factors: in a QAT MobileNet's first depthwise
+kernel the median channel used ±51 of the ±127 int8 levels (a test model: some channels ±3). A
+per-channel fake quant over C·M has no form the converter accepts (a reshaped
+FakeQuantWithMinMaxVarsPerChannel is rejected, a per-axis QuantizeAndDequantizeV2 crashes it), so the
+depthwise kernels train in float and the converter quantizes them per channel after folding BN, as
+post-training quantization does; their activations stay quantization-aware.
 
 TFMOT starts every activation range at [-6, 6] and moves it by an EMA with decay 0.999 per training step:
 after the few hundred steps of a fine-tune the ranges are still mostly the initial ones, far wider than
@@ -26,6 +34,8 @@ import numpy as np
 import dslite_tiny  # noqa: F401  (TF_USE_LEGACY_KERAS before tf_keras loads)
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
+from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (  # not exported by TFMOT
+    default_8bit_quantize_registry as _registry)
 
 from dslite_tiny.models.arelu import AReLU
 from dslite_tiny.models.probe import probe_batches
@@ -64,10 +74,51 @@ class PassThroughQuantizeConfig(OutputQuantizeConfig):
         return []
 
 
+class DepthwiseQuantizeConfig(_registry.Default8BitQuantizeConfig):
+    """TFMOT's DepthwiseConv2D config (activation quantized, BN folding untouched) with the kernel left
+    float in training: the converter quantizes it per channel after folding BatchNorm, as in PTQ."""
+
+    def __init__(self):
+        super().__init__([], ["activation"], False)
+
+    def get_config(self):
+        return {}
+
+
+class PerChannelDepthwise(tfmot.quantization.keras.QuantizeScheme):
+    """A scheme (default, prune- or cluster-preserving) whose registry hands DepthwiseConv2D layers
+    ``DepthwiseQuantizeConfig``. Registry, not annotation: TFMOT skips its Conv+BN layout transform for a
+    layer annotated with its own config. Depthwise kernels are never pruned or clustered here
+    (``prune.weight_layer_names``), so there is no sparsity or cluster to preserve in them."""
+
+    def __init__(self, base: tfmot.quantization.keras.QuantizeScheme):
+        self._base = base
+
+    def get_layout_transformer(self):
+        return self._base.get_layout_transformer()
+
+    def get_quantize_registry(self):
+        return _DepthwiseRegistry(self._base.get_quantize_registry())
+
+
+class _DepthwiseRegistry(tfmot.quantization.keras.QuantizeRegistry):
+    def __init__(self, base):
+        self._base = base
+
+    def supports(self, layer) -> bool:
+        return self._base.supports(layer)
+
+    def get_quantize_config(self, layer):
+        if type(layer) is keras.layers.DepthwiseConv2D:
+            return DepthwiseQuantizeConfig()
+        return self._base.get_quantize_config(layer)
+
+
 def quantize_scope():
     """The custom objects a QAT model needs to be cloned, saved or loaded."""
     return tfmot.quantization.keras.quantize_scope({
         "OutputQuantizeConfig": OutputQuantizeConfig, "PassThroughQuantizeConfig": PassThroughQuantizeConfig,
+        "DepthwiseQuantizeConfig": DepthwiseQuantizeConfig,
         "AReLU": AReLU})
 
 
@@ -95,7 +146,7 @@ def quantize_model(model: keras.Model, *, preserve: Literal["none", "sparsity", 
     with quantize_scope():
         annotated = keras.models.clone_model(model, clone_function=lambda layer: annotate(
             layer, quantize_config=custom_quantize_config(layer, foldable)))
-        return tfmot.quantization.keras.quantize_apply(annotated, scheme)
+        return tfmot.quantization.keras.quantize_apply(annotated, PerChannelDepthwise(scheme))
 
 
 def foldable_batchnorms(model: keras.Model) -> set[str]:
