@@ -212,9 +212,9 @@ class CompressConfig:
     structured: bool = param(False, "2:4 structured sparsity (two of every four weights zero) instead of "
                                     "unstructured magnitude pruning; sparsity is then 0.5")
     min_weights: int = param(1024, "layers with fewer kernel weights are neither pruned nor clustered", low=0)
-    prune_epochs: int = param(4, "fine-tuning epochs of pruning (the schedule ramps over the first 75 %)",
+    prune_epochs: int = param(8, "fine-tuning epochs of pruning (the schedule ramps over the first 75 %)",
                               low=1, high=1000)
-    prune_learning_rate: float = param(1e-4, "learning rate while pruning", low=0.0, low_open=True, high=1.0)
+    prune_learning_rate: float = param(3e-4, "learning rate while pruning", low=0.0, low_open=True, high=1.0)
     qat_epochs: int = param(2, "fine-tuning epochs of quantization-aware training (qat, pqat, clustered)",
                             low=0, high=1000)
     qat_learning_rate: float = param(1e-5, "learning rate of quantization-aware training", low=0.0,
@@ -224,7 +224,7 @@ class CompressConfig:
     cluster_learning_rate: float = param(1e-5, "learning rate while clustering", low=0.0, low_open=True, high=1.0)
     distill_weight: float = param(0.8, "share of every fine-tuning loss on the float model's soft targets "
                                        "(distillation; the rest is the labels, 0 = labels only)", low=0.0, high=1.0)
-    distill_temperature: float = param(2.0, "temperature of the float model's soft targets", low=0.0,
+    distill_temperature: float = param(4.0, "temperature of the float model's soft targets", low=0.0,
                                        low_open=True, high=100.0)
     optimizer: Literal["adam", "adadelta"] = param("adam", "optimizer of every fine-tuning")
     batch_size: int = param(32, "batch size of every fine-tuning", low=1, high=4096)

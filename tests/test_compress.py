@@ -3,7 +3,9 @@ DenseNet-style blocks and the AReLU head; the flatbuffer and TFLM measurements; 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -288,6 +290,32 @@ def test_structured_pruning_leaves_two_zeros_in_every_four_weights():
     pruned = [t for t in tensors if any(f"/{name}/" in t["name"] for name in layers)]
     assert len(pruned) == len(layers) and all(t["sparse_2_4"] for t in pruned)
     assert not any(t["sparse_2_4"] for t in tensors if t not in pruned)
+
+
+def test_the_pruned_stage_is_rebuilt_when_its_fine_tuning_changes():
+    """A resumed run reuses OUT/stages/pruned-<key>.h5: every config field that changes the pruning
+    fine-tune's settings must change the key (distillation's once did not: a stale stage was reused)."""
+    base = CompressConfig()
+
+    def context(config: CompressConfig) -> recipes.VariantContext:
+        return recipes.VariantContext(None, "source", None, None, None, None, config, Path("."))
+
+    def prune_settings(config: CompressConfig):
+        return context(config).settings(config.prune_epochs, config.prune_learning_rate)
+
+    changes = {bool: lambda v: not v, int: lambda v: v + 1, float: lambda v: v / 2,
+               str: lambda v: "adadelta" if v == "adam" else "adam"}
+    checked = 0
+    for field in dataclasses.fields(CompressConfig):
+        value = getattr(base, field.name)
+        if type(value) not in changes:
+            continue
+        changed = dataclasses.replace(base, **{field.name: changes[type(value)](value)})
+        if prune_settings(changed) != prune_settings(base):
+            checked += 1
+            assert (recipes.stage_key(context(changed), recipes.PRUNED_STAGE_FIELDS)
+                    != recipes.stage_key(context(base), recipes.PRUNED_STAGE_FIELDS)), field.name
+    assert checked >= 6  # epochs, learning rate, batch size, optimizer, seed, distillation weight and T
 
 
 def test_pruning_schedule_fits_the_step_count():

@@ -73,6 +73,10 @@ def integer_dtype(name: str) -> str | None:
     return "int16" if name == "int16x8" else "int8" if name.endswith("int8") else None
 
 
+# Every config field the pruned stage depends on: a resumed run reuses OUT/stages/pruned-<key>.h5 only if
+# all of them are unchanged.
+PRUNED_STAGE_FIELDS = ("sparsity", "structured", "min_weights", "prune_epochs", "prune_learning_rate",
+                       "distill_weight", "distill_temperature", "optimizer", "batch_size", "seed")
 Recipe = Callable[[VariantContext], Built]
 RECIPES: dict[str, Recipe] = {}
 
@@ -173,8 +177,7 @@ def _load_or_prune(ctx: VariantContext) -> tuple[object, dict]:
     import tensorflow_model_optimization as tfmot
 
     c = ctx.config
-    key = _stage_key(ctx, ("sparsity", "structured", "min_weights", "prune_epochs", "prune_learning_rate",
-                           "optimizer", "batch_size", "seed"))
+    key = stage_key(ctx, PRUNED_STAGE_FIELDS)
     path = ctx.stages_dir / f"pruned-{key}.h5"
     details_path = path.with_suffix(".json")
     if path.is_file() and details_path.is_file():
@@ -202,7 +205,8 @@ def _load_or_prune(ctx: VariantContext) -> tuple[object, dict]:
     return pruned, details
 
 
-def _stage_key(ctx: VariantContext, fields: tuple[str, ...]) -> str:
+def stage_key(ctx: VariantContext, fields: tuple[str, ...]) -> str:
+    """The name of a stage built from ``ctx``'s source model and data and these config fields."""
     config = to_dict(ctx.config)
     text = json.dumps({"inputs": ctx.fingerprint, **{f: config[f] for f in fields}}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -8,16 +8,19 @@ Part ``ptq``: what each post-training repair does, measured on its own. MobileNe
 model's int8 and int16x8 variants built with ``bias_correction`` off and on (same code, same models),
 scored per chunk and per file and by agreement with the float model.
 
-Part ``dscnn``: the DS-CNN (``mcu-dscnn`` on the ``fsdd`` frontend) trained with two seeds on the same
-split, every default variant: ΔUAR per chunk and per file and agreement with the float model, per seed.
+Parts ``dscnn`` and ``mobilenet``: the DS-CNN (``mcu-dscnn`` on the ``fsdd`` frontend) or the MobileNet of
+part ``ptq``, trained with two seeds on the same split, every default variant: ΔUAR per chunk and per file,
+agreement with the float model and gzip size against int8, per seed. A rerun whose compression config
+differs keeps the previous run's rows as its "before" (with that config), so the table shows what a
+recipe change did on the same models.
 
 Part ``densenet``: DenseNet121 at 224×224×3 with DeepSpectrumLite's head (the paper's model; its float
-TFLite is 30.0 MB and runs in 89.7 ms on a 4-thread laptop CPU): sizes of every variant and host latency
-float32 vs int8 in the same run. No ImageNet DenseNet121 weights are available offline, so the model is
-randomly initialised and its fine-tuning steps run on a 2-clips-per-speaker-and-digit FSDD subset: its
-accuracy figures mean nothing; its sizes, op lists, arena and latency are what this part measures.
+TFLite is 30.0 MB and runs in 89.7 ms on a 4-thread laptop CPU), every variant of the phone preset. No
+ImageNet DenseNet121 weights are available offline, so it is trained from scratch for a few epochs on an
+FSDD subset (``DENSENET_*``): its float UAR is low, but it is a trained model, and the variants' agreement
+with it and their sizes, arena and latency are real.
 
-    python reports/benchmarks/compress_fsdd.py --part mcu|ptq|dscnn|densenet [--out DIR]
+    python reports/benchmarks/compress_fsdd.py --part mcu|ptq|dscnn|mobilenet|densenet [--out DIR]
 
 Results go to ``compress_fsdd.json`` (per model, written as each model finishes) and ``compress_fsdd.md``;
 the compress output folders resume, so a rerun only redoes what is missing.
@@ -30,7 +33,9 @@ import os
 import sys
 from pathlib import Path
 
-from dslite_tiny.config import CompressConfig, DataConfig, FrontendConfig, TrainConfig, load_config, to_dict
+import yaml
+
+from dslite_tiny.config import VARIANTS, CompressConfig, DataConfig, FrontendConfig, TrainConfig, load_config, to_dict
 from dslite_tiny.compress.pipeline import run_compress
 from dslite_tiny.data.cache import FeatureCache, default_cache_dir
 from dslite_tiny.native import import_tensorflow_quietly
@@ -40,12 +45,19 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 FSDD = ROOT.parent / "shared" / "datasets" / "fsdd" / "recordings"
 MCU_RUNS = ("dscnn-aug", "imagenet-noaug")  # rows of train_fsdd.json
-DENSENET_NOTE = ("Random initialisation and a 2-clips-per-digit-and-speaker FSDD subset: UAR and agreement mean "
-                 "nothing here (chance is 0.100); sizes, arena and latency are the figures. KB = 1024 bytes.")
+DENSENET_CLIPS = 10  # the first 10 recordings of every digit and speaker: 600 of FSDD's 3000
+DENSENET_FRONTEND = {"image_height": 224, "image_width": 224, "normalization": "torch"}
+DENSENET_TRAIN = {"weights": "none", "optimizer": "adam", "learning_rate": 0.001, "epochs": 8, "batch_size": 16}
+DENSENET_NOTE = (f"Trained from scratch ({DENSENET_TRAIN['epochs']} epochs, Adam {DENSENET_TRAIN['learning_rate']}, "
+                 f"batch 16, DSLite's augmentation) on the first {DENSENET_CLIPS} recordings of every digit and "
+                 "speaker (test theo, devel jackson: 100 clips each): no ImageNet DenseNet121 weights are available "
+                 "offline, so its float UAR is far below the paper's; the compressed variants are measured against "
+                 "it like any other model. KB = 1024 bytes.")
 WEIGHTS = ROOT.parent / "shared" / "weights" / "mobilenet_2_5_224_tf_no_top.h5"
 THEO_SPLIT = {"test_speakers": ["theo"], "devel_speakers": ["jackson"]}  # the split of issue 12's figures
 PTQ_SEEDS = (0, 1)
 PTQ_REPAIRS = ("bias_correction",)  # each built off and on, the others at their defaults
+SEED_PARTS = {"dscnn": "DS-CNN", "mobilenet": "MobileNet v1 α = 0.25"}  # part: backbone title
 DENSENET_OVERRIDES = {"prune_epochs": 2, "qat_epochs": 1, "representative_chunks": 50, "latency_runs": 50}
 
 
@@ -84,33 +96,31 @@ def ptq_jobs(out: Path, cache: FeatureCache) -> list[tuple[str, Path, DataConfig
             for name, path in models for repair in PTQ_REPAIRS for on in (False, True)]
 
 
-def densenet_model(out: Path) -> tuple[str, Path, DataConfig]:
-    """A random-init DenseNet121 + DSLite head saved as a dslite-tiny model, and the FSDD subset it uses."""
-    from dslite_tiny.models.registry import create_model
-    from dslite_tiny.models.trained import save_trained
-
+def densenet_model(out: Path, cache: FeatureCache) -> tuple[str, Path, DataConfig]:
+    """DenseNet121 + DSLite head trained from scratch (no ImageNet DenseNet weights offline) on an FSDD
+    subset, split as the other parts (test theo, devel jackson); trained here when missing."""
     subset = out / "fsdd-subset"
     if not subset.is_dir():
         subset.mkdir(parents=True)
         for wav in sorted(FSDD.glob("*.wav")):
-            if int(wav.stem.split("_")[2]) < 2:  # takes 0 and 1 of every digit and speaker
+            if int(wav.stem.split("_")[2]) < DENSENET_CLIPS:
                 os.symlink(wav, subset / wav.name)
-    data = load_config(DataConfig, ROOT / "configs" / "data" / "fsdd.yaml", ("subset", {"root": str(subset)}),
-                       stage="data")
+    data = load_config(DataConfig, ROOT / "configs" / "data" / "fsdd.yaml",
+                       ("subset", {"root": str(subset), **THEO_SPLIT}), stage="data")
     path = out / "densenet121" / "model.h5"
     if not path.is_file():
-        frontend = load_config(FrontendConfig, "fsdd", ("densenet", {"image_height": 224, "image_width": 224,
-                                                                     "normalization": "torch"}), stage="frontend")
-        model = create_model("densenet121", input_shape=frontend.image_shape, num_classes=10, units=512, dropout=0.25)
-        save_trained(model, path, {"classes": [str(d) for d in range(10)], "frontend": to_dict(frontend),
-                                   "backbone": "densenet121", "normalization": "torch",
-                                   "data": {"config": to_dict(data)}, "note": "random initialisation (benchmark)"})
+        frontend = load_config(FrontendConfig, "fsdd", ("densenet", DENSENET_FRONTEND), stage="frontend")
+        frontend_yaml = out / "densenet-frontend.yaml"
+        frontend_yaml.write_text(yaml.safe_dump(to_dict(frontend)))
+        config = load_config(TrainConfig, "dslite-densenet121",
+                             ("benchmark", {**DENSENET_TRAIN, "frontend": str(frontend_yaml)}), stage="train")
+        run_training(data, config, out_dir=path.parent, cache=cache)
     return "densenet121-224", path, data
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("mcu", "ptq", "dscnn", "densenet"), required=True)
+    parser.add_argument("--part", choices=("mcu", "ptq", *SEED_PARTS, "densenet"), required=True)
     parser.add_argument("--out", type=Path, default=Path("/tmp/dslite-tiny-compress"))
     args = parser.parse_args()
     import_tensorflow_quietly()
@@ -121,11 +131,12 @@ def main() -> None:
         jobs = [(name, path, None, load_config(CompressConfig, "default", stage="compress")) for name, path in mcu_models()]
     elif args.part == "ptq":
         jobs = ptq_jobs(args.out, cache)
-    elif args.part == "dscnn":
-        models, data = theo_models(args.out, cache, backbone="dscnn")
-        jobs = [(name, path, data, load_config(CompressConfig, "default", stage="compress")) for name, path in models]
+    elif args.part in SEED_PARTS:
+        models, data = theo_models(args.out, cache, backbone=args.part)
+        config = load_config(CompressConfig, "default", ("seeds", {"variants": list(VARIANTS)}), stage="compress")
+        jobs = [(name, path, data, config) for name, path in models]
     else:
-        name, path, data = densenet_model(args.out)
+        name, path, data = densenet_model(args.out, cache)
         jobs = [(name, path, data, load_config(CompressConfig, "phone", ("benchmark", DENSENET_OVERRIDES),
                                                stage="compress"))]
     for name, path, data, config in jobs:
@@ -133,21 +144,33 @@ def main() -> None:
         result = run_compress(path, config=config, out_dir=args.out / name.replace(" ", "-"), data=data, cache=cache,
                               on_variant=lambda row: print(f"  {row['variant']}: {row['status']} {row['reason']}",
                                                            flush=True))
-        results["models"][name] = {"part": args.part, "model": str(path), "config": to_dict(config),
-                                   "reference": result.reference.float_uar,
-                                   "reference_files": result.reference.accuracy["files"]["uar"],
-                                   "rows": result.rows, "command": f"python reports/benchmarks/compress_fsdd.py --part {args.part}"}
+        entry = {"part": args.part, "model": str(path), "config": to_dict(config),
+                 "reference": result.reference.float_uar,
+                 "reference_files": result.reference.accuracy["files"]["uar"],
+                 "rows": result.rows, "command": f"python reports/benchmarks/compress_fsdd.py --part {args.part}"}
+        results["models"][name] = {**entry, **_before(results["models"].get(name), entry)}
         results_path.write_text(json.dumps(results, indent=2) + "\n")
         (HERE / "compress_fsdd.md").write_text(markdown(results))
     print(markdown(results))
 
 
+def _before(previous: dict | None, entry: dict) -> dict:
+    """``{"before": ...}``: the previous run of this model if its compression config differed (a recipe
+    change), else the before it already had."""
+    if previous is None:
+        return {}
+    if previous["config"] != entry["config"]:
+        return {"before": {"config": previous["config"], "rows": previous["rows"]}}
+    return {"before": previous["before"]} if "before" in previous else {}
+
+
 def markdown(results: dict) -> str:
     lines = ["# Compressed variants, measured by `dslite-tiny compress` (2 CPU cores, LiteRT, TFLite Micro)", ""]
     lines += ptq_markdown({name: e for name, e in results["models"].items() if e["part"] == "ptq"})
-    lines += seeds_markdown({name: e for name, e in results["models"].items() if e["part"] == "dscnn"})
+    for part, title in SEED_PARTS.items():
+        lines += seeds_markdown(part, title, {name: e for name, e in results["models"].items() if e["part"] == part})
     for name, entry in results["models"].items():
-        if entry["part"] in ("ptq", "dscnn"):
+        if entry["part"] in ("ptq", *SEED_PARTS):
             continue
         lines += [f"## {name}", "", f"Command: `{entry['command']}`; model `{entry['model']}`; "
                   f"float Keras test UAR {entry['reference']:.3f} (chunks), {entry['reference_files']:.3f} (files).", "",
@@ -194,30 +217,45 @@ def ptq_markdown(entries: dict) -> list[str]:
     return [*lines, ""]
 
 
-def seeds_markdown(entries: dict) -> list[str]:
-    """One row per variant, one column group per seed: ΔUAR (chunks / files) and agreement."""
+def seeds_markdown(part: str, title: str, entries: dict) -> list[str]:
+    """One row per variant, one column group per seed: ΔUAR (chunks / files), agreement and gzip ÷ int8
+    gzip, each as "before → after" where the model has a run of an earlier recipe."""
     if not entries:
         return []
     names = list(entries)
-    lines = ["## DS-CNN, two seeds (test theo, devel jackson), default preset", "",
-             "Command: `python reports/benchmarks/compress_fsdd.py --part dscnn`. Float Keras UAR per chunk / per "
+    lines = [f"## {title}, two seeds (test theo, devel jackson), default preset plus clustered-int8", "",
+             f"Command: `python reports/benchmarks/compress_fsdd.py --part {part}`. Float Keras UAR per chunk / per "
              "file: " + "; ".join(f"{n} {e['reference']:.3f} / {e['reference_files']:.3f}" for n, e in entries.items())
              + ". ΔUAR in points against each seed's own float model; agreement: share of chunks predicted as it "
-             "predicts them.", "",
-             "| variant | " + " | ".join(f"{n} ΔUAR | {n} agree" for n in names) + " |",
-             "|---|" + "---|---|" * len(names)]
-    variants = [r["variant"] for r in entries[names[0]]["rows"]]
-    for variant in variants:
+             "predicts them; gzip: the variant's gzip size ÷ int8's.", ""]
+    changed = sorted({key for e in entries.values() if "before" in e
+                      for key, value in e["config"].items() if e["before"]["config"].get(key) != value})
+    if changed:
+        first = next(e for e in entries.values() if "before" in e)
+        lines += ["\"before → after\": the same models compressed by the earlier recipe, which differed in " + ", ".join(
+            f"{k} ({first['before']['config'].get(k)} → {first['config'][k]})" for k in changed) + ".", ""]
+    lines += ["| variant | " + " | ".join(f"{n} ΔUAR | {n} agree | {n} gzip" for n in names) + " |",
+              "|---|" + "---|---|---|" * len(names)]
+    for variant in [r["variant"] for r in entries[names[0]]["rows"]]:
         cells = []
         for name in names:
-            r = next((row for row in entries[name]["rows"] if row["variant"] == variant), None)
-            if r is None or r["status"] != "ok":
-                cells += ["failed", "–"]
-                continue
-            chunks, files = r["uar"] - entries[name]["reference"], r["uar_files"] - entries[name]["reference_files"]
-            cells += [f"{chunks * 100:+.1f} / {files * 100:+.1f}", f"{r['agreement'] * 100:.1f} %"]
+            entry = entries[name]
+            after = _seed_cells(entry["rows"], variant, entry)
+            before = _seed_cells(entry["before"]["rows"], variant, entry) if "before" in entry else None
+            cells += [a if before is None or b == a else f"{b} → {a}" for a, b in zip(after, before or after)]
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     return [*lines, ""]
+
+
+def _seed_cells(rows: list[dict], variant: str, entry: dict) -> list[str]:
+    """ΔUAR (chunks / files), agreement and gzip ÷ int8 of one variant in one run's rows."""
+    by_name = {r["variant"]: r for r in rows if r["status"] == "ok"}
+    r = by_name.get(variant)
+    if r is None:
+        return ["failed", "–", "–"]
+    chunks, files = r["uar"] - entry["reference"], r["uar_files"] - entry["reference_files"]
+    gzip = f"{r['gzip_bytes'] / by_name['int8']['gzip_bytes']:.2f}" if "int8" in by_name else "–"
+    return [f"{chunks * 100:+.1f} / {files * 100:+.1f}", f"{r['agreement'] * 100:.1f} %", gzip]
 
 
 if __name__ == "__main__":
