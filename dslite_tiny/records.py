@@ -18,6 +18,9 @@ from dslite_tiny.errors import ConfigError, UserError
 
 REFERENCE_FORMAT, REFERENCE_VERSION = "dslite-tiny reference", 1
 SIDECAR_FORMAT, SIDECAR_VERSION = "dslite-tiny model", 1
+METRICS_FORMAT, METRICS_VERSION = "dslite-tiny variant metrics", 1
+DEVICE_FORMAT, DEVICE_VERSION = "dslite-tiny device results", 1
+NUMBER = (int, float)
 COMPRESS_OUTPUT_HINT = "is this a complete `dslite-tiny compress` output?"  # for a missing file of OUT
 
 
@@ -59,6 +62,191 @@ def read_reference(path: str | Path) -> Reference:
     model, sha256, split, features = (field_at(data, name, str, path) for name in ("model", "sha256", "split",
                                                                                    "features"))
     return Reference(model, sha256, split, tuple(classes), frontend, features, data["accuracy"])
+
+
+@dataclasses.dataclass(frozen=True)
+class Scores:
+    """Accuracy where a variant ran (host or device), from an ``accuracy`` block: UAR and accuracy per
+    chunk and per file, agreement with the float model (None where a split had no chunks), the per-chunk
+    confusion matrix."""
+
+    uar: float | None
+    uar_files: float | None
+    accuracy: float | None
+    accuracy_files: float | None
+    agreement: float | None
+    confusion: tuple[tuple[int, ...], ...]
+
+    @classmethod
+    def read(cls, data: dict, path: Path) -> Scores:
+        figures = (field_at(data, name, NUMBER, path, optional=True)
+                   for name in ("accuracy.chunks.uar", "accuracy.files.uar", "accuracy.chunks.accuracy",
+                                "accuracy.files.accuracy", "accuracy.agreement"))
+        confusion = field_at(data, "accuracy.chunks.confusion_matrix", list, path)
+        return cls(*figures, tuple(tuple(row) for row in confusion))
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    median_ms: float
+    p90_ms: float
+
+    @classmethod
+    def read(cls, data: dict, dotted: str, path: Path) -> Timing:
+        return cls(field_at(data, f"{dotted}.median_ms", NUMBER, path), field_at(data, f"{dotted}.p90_ms", NUMBER, path))
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    """Bytes of the .tflite, of its gzip, of its weights; parameters; MACs; every activation tensor's bytes
+    (the no-reuse upper bound of an arena)."""
+
+    tflite_bytes: int
+    gzip_bytes: int
+    weight_bytes: int
+    params: int
+    macs: int
+    activation_bytes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSparsity:
+    name: str
+    sparsity: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Sparsity:
+    weights: float  # zeros among all int8/float weights
+    pruned_layers: float | None  # zeros among the pruned layers' weights (None: nothing pruned)
+    target: float | None  # what pruning aimed at
+    tensors: tuple[TensorSparsity, ...]  # per weight tensor, in graph order
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorError:
+    """One quantized tensor against the float model (``measure.layer_error``)."""
+
+    layer: str
+    op: str
+    sqnr_db: float | None
+    rmse_scale: float
+
+
+@dataclasses.dataclass(frozen=True)
+class VariantMetrics:
+    """``OUT/<variant>/metrics.json`` of ``compress``: a built variant's status and everything measured
+    about it. A failed variant has its reason and no measurements (None / empty)."""
+
+    variant: str
+    status: str  # "ok" or "failed"
+    reason: str
+    key: str  # of the inputs and config it was built from: a resumed run skips it if unchanged
+    finished: str
+    build_seconds: float | None
+    sizes: Sizes | None
+    scores: Scores | None  # LiteRT on the host, test split
+    latency: Timing | None  # LiteRT, one thread
+    latency_all_threads: Timing | None
+    threads: int | None
+    sparsity: Sparsity | None
+    input_dtype: str | None
+    ops: tuple[str, ...]  # the builtin ops it uses
+    tflm_ok: bool | None  # None: not run in TFLite Micro (a float variant, or tflm off)
+    arena_bytes: int | None  # TFLM's minimum arena
+    layer_error: tuple[TensorError, ...]  # empty unless an integer variant with the record
+    versions: dict[str, str]
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def write_metrics(path: str | Path, metrics: dict) -> Path:
+    """Write a variant's measurements (``measure.tflite_model``'s dict plus the pipeline's fields), stamped
+    with the format; the file must read back as a ``VariantMetrics``."""
+    return write_json(path, {"format": METRICS_FORMAT, "version": METRICS_VERSION, **metrics})
+
+
+def read_metrics(path: str | Path) -> VariantMetrics:
+    path = Path(path)
+    data = read_json_object(path, COMPRESS_OUTPUT_HINT)
+    _check_version(data, path, METRICS_FORMAT, METRICS_VERSION)
+    status = field_at(data, "status", str, path)
+    if status not in ("ok", "failed"):
+        raise UserError(f"field 'status' must be ok or failed, got {status!r:.40}", path=path)
+    head = (field_at(data, "variant", str, path), status, str(data.get("reason") or ""),
+            field_at(data, "key", str, path), field_at(data, "finished", str, path),
+            field_at(data, "build_seconds", NUMBER, path, optional=True) if "build_seconds" in data else None)
+    if status != "ok":  # failed before (or while) it was measured: its reason is all there is
+        versions = data.get("versions")
+        return VariantMetrics(*head, sizes=None, scores=None, latency=None, latency_all_threads=None, threads=None,
+                              sparsity=None, input_dtype=None, ops=(), tflm_ok=None, arena_bytes=None,
+                              layer_error=(), versions=versions if isinstance(versions, dict) else {})
+    tflm = data.get("tflm")
+    return VariantMetrics(
+        *head, Sizes(*(field_at(data, f"size.{f.name}", int, path) for f in dataclasses.fields(Sizes))),
+        Scores.read(data, path), Timing.read(data, "latency.one_thread", path),
+        Timing.read(data, "latency.all_threads", path), field_at(data, "latency.all_threads.threads", int, path),
+        _sparsity(data, path), field_at(data, "input.dtype", str, path),
+        tuple(field_at(data, "ops", dict, path)),
+        None if tflm is None else field_at(data, "tflm.ok", bool, path),
+        None if tflm is None or not tflm.get("ok") else field_at(data, "tflm.arena_bytes", int, path),
+        _layer_error(data, path), field_at(data, "versions", dict, path))
+
+
+def _sparsity(data: dict, path: Path) -> Sparsity:
+    tensors = [TensorSparsity(*fields) for fields in _objects(data, "sparsity.layers", {"name": str, "sparsity": NUMBER},
+                                                               path)]
+    details = data.get("details")
+    target = (field_at(data, "details.sparsity_target", NUMBER, path, optional=True)
+              if isinstance(details, dict) and "sparsity_target" in details else None)
+    return Sparsity(field_at(data, "sparsity.weights", NUMBER, path),
+                    field_at(data, "sparsity.pruned_layers", NUMBER, path, optional=True), target, tuple(tensors))
+
+
+def _layer_error(data: dict, path: Path) -> tuple[TensorError, ...]:
+    if "layer_error" not in data:
+        return ()
+    fields = {"layer": str, "op": str, "sqnr_db": NUMBER, "rmse_scale": NUMBER}
+    return tuple(TensorError(*values) for values in _objects(data, "layer_error.tensors", fields, path,
+                                                              optional=("sqnr_db",)))
+
+
+def _objects(data: dict, dotted: str, fields: dict[str, type | tuple[type, ...]], path: Path,
+             optional: tuple[str, ...] = ()) -> list[tuple]:
+    """The values of ``fields`` in every object of the list at ``dotted``, each checked like ``field_at``."""
+    rows = []
+    for i, item in enumerate(field_at(data, dotted, list, path)):
+        rows.append(tuple(field_at({"item": item}, f"item.{name}", kinds, path, optional=name in optional,
+                                   label=f"{dotted}[{i}].{name}") for name, kinds in fields.items()))
+    return rows
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceResults:
+    """``OUT/<variant>/device-<name>.json`` of the device harness: one device's accuracy on the test chunks
+    and its latency (the frontend's too, where the device computed the features)."""
+
+    device: str
+    scores: Scores
+    inference: Timing
+    frontend: Timing | None
+
+
+def write_device_results(path: str | Path, results: dict) -> Path:
+    """Write the harness's summary (the fields of ``DeviceResults`` plus the link's story), stamped with the
+    format; it must read back as ``DeviceResults``."""
+    return write_json(path, {"format": DEVICE_FORMAT, "version": DEVICE_VERSION, **results})
+
+
+def read_device_results(path: str | Path) -> DeviceResults:
+    path = Path(path)
+    data = read_json_object(path, "no device results")
+    _check_version(data, path, DEVICE_FORMAT, DEVICE_VERSION)
+    frontend = Timing.read(data, "latency.frontend", path) if "frontend" in field_at(data, "latency", dict, path) else None
+    return DeviceResults(field_at(data, "device", str, path), Scores.read(data, path),
+                         Timing.read(data, "latency.inference", path), frontend)
 
 
 def read_sidecar(path: Path) -> dict[str, Any]:
@@ -107,18 +295,21 @@ def _check_version(data: dict, path: Path, form: str, version: int) -> None:
 _MISSING = object()
 
 
-def field_at(data: dict, dotted: str, kinds: type | tuple[type, ...], path: Path, *, optional: bool = False) -> Any:
+def field_at(data: dict, dotted: str, kinds: type | tuple[type, ...], path: Path, *, optional: bool = False,
+             label: str | None = None) -> Any:
     """``data["a"]["b"]`` for ``dotted`` "a.b", checked to be of ``kinds`` (None allowed when ``optional``);
-    otherwise a one-line error naming the file and the field. ``bool`` never passes for a number."""
+    otherwise a one-line error naming the file and the field (``label``, default ``dotted``). ``bool``
+    never passes for a number."""
     kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+    label = label or dotted
     value: Any = data
     for key in dotted.split("."):
         value = value.get(key, _MISSING) if isinstance(value, dict) else _MISSING
         if value is _MISSING:
-            raise UserError(f"field '{dotted}' is missing", path=path)
+            raise UserError(f"field '{label}' is missing", path=path)
     if value is None and optional:
         return None
     if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
         names = "/".join(k.__name__ for k in kinds)
-        raise UserError(f"field '{dotted}' must be {names}, got {value!r:.60}", path=path)
+        raise UserError(f"field '{label}' must be {names}, got {value!r:.60}", path=path)
     return value

@@ -31,6 +31,7 @@ from dslite_tiny.errors import AudioError, UserError
 from dslite_tiny.export.variant import Variant
 from dslite_tiny.measure.metrics import classification_report, file_votes
 from dslite_tiny.progress import Progress, no_progress
+from dslite_tiny.records import write_device_results
 from firmware_host.dut import DeviceInfo, Dut, Inference
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ def evaluate(dut: Dut, variant: Variant, chunks: EvalChunks, settings: EvalSetti
             done[index] = _run_chunk(dut, chunks, index, settings)
             results.append(done[index])
     summary = summarize(run, [done[i] for i in range(len(chunks.labels))], chunks, info, dut)
-    write_json(Path(results_dir) / f"device-{name}.json", summary)
+    write_device_results(Path(results_dir) / f"device-{name}.json", summary)
     return summary
 
 

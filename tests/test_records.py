@@ -7,7 +7,8 @@ import pytest
 
 from dslite_tiny.config import FrontendConfig, load_config
 from dslite_tiny.errors import UserError
-from dslite_tiny.records import Reference, read_reference, write_reference
+from dslite_tiny.records import (Reference, read_device_results, read_metrics, read_reference, write_device_results,
+                                 write_metrics, write_reference)
 
 
 def _reference() -> Reference:
@@ -55,3 +56,60 @@ def test_a_reference_from_before_versions_is_version_1(tmp_path):
     del data["format"], data["version"]
     path.write_text(json.dumps(data))
     assert read_reference(path) == _reference()
+
+
+def _metrics() -> dict:
+    """A variant's metrics.json as compress writes it (the fields the record reads, a few it passes by)."""
+    timing = {"median_ms": 0.2, "p90_ms": 0.3, "runs": 5}
+    return {"variant": "int8", "status": "ok", "reason": "", "key": "k" * 64, "finished": "2026-11-30T12:00:00+00:00",
+            "build_seconds": 4.5, "versions": {"tensorflow": "2.21.0"},
+            "size": {"tflite_bytes": 5000, "gzip_bytes": 4000, "weight_bytes": 3000, "params": 2900, "macs": 10 ** 6,
+                     "activation_bytes": 8000},
+            "accuracy": {"chunks": {"uar": 0.8, "accuracy": 0.81, "confusion_matrix": [[4, 1], [1, 4]]},
+                         "files": {"uar": 0.9, "accuracy": 0.9}, "agreement": 0.95},
+            "latency": {"one_thread": {**timing, "threads": 1}, "all_threads": {**timing, "threads": 2}},
+            "sparsity": {"weights": 0.5, "pruned_layers": 0.5, "layers": [{"name": "conv", "sparsity": 0.5}]},
+            "details": {"sparsity_target": 0.5}, "input": {"dtype": "int8"}, "ops": {"CONV_2D": 1},
+            "tflm": {"ok": True, "arena_bytes": 9000},
+            "layer_error": {"tensors": [{"layer": "conv", "op": "CONV_2D", "sqnr_db": 30.0, "rmse_scale": 0.4},
+                                        {"layer": "out", "op": "SOFTMAX", "sqnr_db": None, "rmse_scale": 0.0}]}}
+
+
+def test_variant_metrics_read_back_typed(tmp_path):
+    metrics = read_metrics(write_metrics(tmp_path / "metrics.json", _metrics()))
+    assert metrics.ok and metrics.sizes.gzip_bytes == 4000 and metrics.arena_bytes == 9000 and metrics.tflm_ok
+    assert (metrics.scores.uar, metrics.scores.uar_files, metrics.scores.agreement) == (0.8, 0.9, 0.95)
+    assert metrics.scores.confusion == ((4, 1), (1, 4)) and metrics.latency.p90_ms == 0.3 and metrics.threads == 2
+    assert metrics.sparsity.target == 0.5 and metrics.sparsity.tensors[0].name == "conv"
+    assert [t.sqnr_db for t in metrics.layer_error] == [30.0, None] and metrics.ops == ("CONV_2D",)
+    failed = {key: _metrics()[key] for key in ("variant", "key", "finished")}
+    record = read_metrics(write_metrics(tmp_path / "failed.json", {**failed, "status": "failed", "reason": "boom"}))
+    assert not record.ok and record.reason == "boom" and record.sizes is None and record.layer_error == ()
+
+
+@pytest.mark.parametrize("change, message", [
+    (_edit(lambda d: d["size"].pop("gzip_bytes")), "field 'size.gzip_bytes' is missing"),
+    (_edit(lambda d: d.update(status="done")), "field 'status' must be ok or failed"),
+    (_edit(lambda d: d["tflm"].update(arena_bytes="9 KB")), "field 'tflm.arena_bytes' must be int"),
+    (_edit(lambda d: d["sparsity"]["layers"][0].pop("sparsity")), "field 'sparsity.layers\\[0\\].sparsity' is missing"),
+    (_edit(lambda d: d["layer_error"]["tensors"][1].update(layer=7)),
+     "field 'layer_error.tensors\\[1\\].layer' must be str"),
+    (_edit(lambda d: d.update(version=2)), "version 2 of the dslite-tiny variant metrics format is newer"),
+])
+def test_bad_variant_metrics_are_one_line_naming_file_and_field(tmp_path, change, message):
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps(change({"format": "dslite-tiny variant metrics", "version": 1, **_metrics()})))
+    with pytest.raises(UserError, match=f"metrics.json: {message}"):
+        read_metrics(path)
+
+
+def test_device_results_read_back_and_name_a_bad_field(tmp_path):
+    data = {"device": "qemu", "accuracy": _metrics()["accuracy"], "transfer": "binary",
+            "latency": {"inference": {"median_ms": 12.5, "p90_ms": 13.0}}}
+    results = read_device_results(write_device_results(tmp_path / "device-qemu.json", data))
+    assert results.device == "qemu" and results.inference.median_ms == 12.5 and results.frontend is None
+    assert results.scores.agreement == 0.95
+    data["latency"]["frontend"] = {"median_ms": 3.0}
+    path = write_device_results(tmp_path / "device-qemu.json", data)
+    with pytest.raises(UserError, match="device-qemu.json: field 'latency.frontend.p90_ms' is missing"):
+        read_device_results(path)

@@ -73,7 +73,7 @@ def test_recommendation_is_the_smallest_fitting_variant_within_tolerance(compres
     loose = build_report(compressed, report_dir=tmp_path / "loose", tolerance_points=100, min_agreement=0,
                          boards=["mps2-an386"], board="mps2-an386")
     ok_int8 = [v for v in results.variants if v.ok and v.arena_bytes is not None]
-    smallest = min(ok_int8, key=lambda v: v.size["tflite_bytes"])
+    smallest = min(ok_int8, key=lambda v: v.size.tflite_bytes)
     assert [(r.board, r.variant) for r in loose.recommendations] == [("mps2-an386", smallest.name)]
     strict = build_report(compressed, report_dir=tmp_path / "strict", tolerance_points=0, boards=["mps2-an386"],
                           board="mps2-an386")
@@ -95,12 +95,14 @@ def test_failed_variants_and_device_measurements_join_the_tables(compressed, tmp
     shutil.copytree(compressed, out)
     metrics = json.loads((out / "pruned-int8" / "metrics.json").read_text())
     (out / "pruned-int8" / "metrics.json").write_text(json.dumps(
-        {"variant": "pruned-int8", "status": "failed", "reason": "RuntimeError: forced", "source": metrics["source"]}))
+        {"variant": "pruned-int8", "status": "failed", "reason": "RuntimeError: forced", "source": metrics["source"],
+         "key": metrics["key"], "finished": metrics["finished"]}))
     write_summary(out)
     confusion = json.loads((out / "int8" / "metrics.json").read_text())["accuracy"]["chunks"]["confusion_matrix"]
     device = {"device": "virtual", "accuracy": {"chunks": {"uar": 0.5, "accuracy": 0.6, "confusion_matrix": confusion},
-                                                "files": {"uar": 0.55}, "agreement": 0.9},
-              "latency": {"inference": {"median_ms": 12.5, "p90_ms": 13.0}, "frontend": {"median_ms": 3.25}}}
+                                                "files": {"uar": 0.55, "accuracy": 0.62}, "agreement": 0.9},
+              "latency": {"inference": {"median_ms": 12.5, "p90_ms": 13.0},
+                          "frontend": {"median_ms": 3.25, "p90_ms": 3.5}}}
     (out / "int8" / "device-virtual.json").write_text(json.dumps(device))
     result = build_report(out, report_dir=tmp_path / "r", boards=["nano33ble"])
     markdown = result.markdown.read_text()

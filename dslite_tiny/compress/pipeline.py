@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dslite_tiny.artifacts import atomic_path, folder_lock, write_json
+from dslite_tiny.artifacts import atomic_path, folder_lock
 from dslite_tiny.audio.frontend import Frontend
 from dslite_tiny.compress.recipes import RECIPES, VariantContext, integer_dtype
 from dslite_tiny.config import (VARIANTS, CompressConfig, DataConfig, FrontendConfig, from_mapping, to_dict,
@@ -44,7 +44,7 @@ from dslite_tiny.measure.layer_error import layer_errors
 from dslite_tiny.models.arelu import fold_arelu
 from dslite_tiny.models.trained import TrainedModel, load_trained, versions
 from dslite_tiny.progress import Progress, no_progress
-from dslite_tiny.records import Reference, write_reference
+from dslite_tiny.records import Reference, VariantMetrics, read_metrics, write_metrics, write_reference
 
 log = logging.getLogger(__name__)
 SUMMARY_COLUMNS = (
@@ -96,7 +96,7 @@ def _compress_into(out_dir: Path, trained: TrainedModel, data: DataConfig, names
             metrics = _previous(out_dir / name, key) if not force else None
             skipped = metrics is not None
             if skipped:
-                log.info("%s: unchanged since %s, skipped (--force rebuilds)", name, metrics["finished"])
+                log.info("%s: unchanged since %s, skipped (--force rebuilds)", name, metrics.finished)
             else:
                 metrics = _build_and_measure(name, key, context, eval_set, settings, out_dir, source)
             rows = write_summary(out_dir)  # after every variant: an interrupted run keeps a current table
@@ -110,35 +110,38 @@ def _compress_into(out_dir: Path, trained: TrainedModel, data: DataConfig, names
     return CompressResult(out_dir, rows, reference)
 
 
-def summary_row(metrics: dict) -> dict:
+def summary_row(metrics: VariantMetrics) -> dict:
     """One flat row of ``summary.csv`` from a variant's metrics (missing figures stay empty)."""
-    size, scores = metrics.get("size", {}), metrics.get("accuracy", {})
-    sparsity, latency, tflm = metrics.get("sparsity", {}), metrics.get("latency", {}), metrics.get("tflm", {})
-    chunks, files = scores.get("chunks", {}), scores.get("files", {})
-    one, every = latency.get("one_thread", {}), latency.get("all_threads", {})
+    sizes, scores, sparsity = metrics.sizes, metrics.scores, metrics.sparsity
+    one, every = metrics.latency, metrics.latency_all_threads
     row = {
-        "variant": metrics["variant"], "status": metrics["status"], "reason": metrics.get("reason", ""),
-        **{k: size.get(k) for k in ("tflite_bytes", "gzip_bytes", "weight_bytes", "params", "macs")},
-        "uar": chunks.get("uar"), "accuracy": chunks.get("accuracy"), "uar_files": files.get("uar"),
-        "accuracy_files": files.get("accuracy"), "agreement": scores.get("agreement"),
-        "sparsity": sparsity.get("weights"), "pruned_sparsity": sparsity.get("pruned_layers"),
-        "sparsity_target": metrics.get("details", {}).get("sparsity_target"),
-        "latency_ms": one.get("median_ms"), "latency_p90_ms": one.get("p90_ms"),
-        "latency_ms_all_threads": every.get("median_ms"), "latency_p90_ms_all_threads": every.get("p90_ms"),
-        "threads": every.get("threads"), "tflm_ok": tflm.get("ok"), "arena_bytes": tflm.get("arena_bytes"),
-        "input_dtype": metrics.get("input", {}).get("dtype"), "ops": " ".join(metrics.get("ops", {})),
-        "build_seconds": metrics.get("build_seconds"),
+        "variant": metrics.variant, "status": metrics.status, "reason": metrics.reason,
+        **{k: getattr(sizes, k) if sizes else None for k in ("tflite_bytes", "gzip_bytes", "weight_bytes", "params",
+                                                             "macs")},
+        "uar": scores and scores.uar, "accuracy": scores and scores.accuracy, "uar_files": scores and scores.uar_files,
+        "accuracy_files": scores and scores.accuracy_files, "agreement": scores and scores.agreement,
+        "sparsity": sparsity and sparsity.weights, "pruned_sparsity": sparsity and sparsity.pruned_layers,
+        "sparsity_target": sparsity and sparsity.target,
+        "latency_ms": one and one.median_ms, "latency_p90_ms": one and one.p90_ms,
+        "latency_ms_all_threads": every and every.median_ms, "latency_p90_ms_all_threads": every and every.p90_ms,
+        "threads": metrics.threads, "tflm_ok": metrics.tflm_ok, "arena_bytes": metrics.arena_bytes,
+        "input_dtype": metrics.input_dtype, "ops": " ".join(metrics.ops), "build_seconds": metrics.build_seconds,
     }
     return {k: ("" if v is None else v) for k, v in row.items()}
 
 
 def write_summary(out_dir: Path) -> list[dict]:
-    """``summary.csv`` from every ``OUT/<variant>/metrics.json``, in the canonical variant order."""
+    """``summary.csv`` from every ``OUT/<variant>/metrics.json``, in the canonical variant order (a file
+    that does not read back is left out with a warning: its variant is rebuilt by the next run)."""
     rows = []
     for name in VARIANTS:
         path = out_dir / name / "metrics.json"
-        if path.is_file():
-            rows.append(summary_row(json.loads(path.read_text(encoding="utf-8"))))
+        if not path.is_file():
+            continue
+        try:
+            rows.append(summary_row(read_metrics(path)))
+        except UserError as exc:
+            log.warning("%s: left out of summary.csv: %s", name, exc)
     with atomic_path(out_dir / "summary.csv") as tmp, tmp.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=SUMMARY_COLUMNS)
         writer.writeheader()
@@ -224,19 +227,21 @@ def _variant_key(fingerprint: str, config: CompressConfig, name: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _previous(variant_dir: Path, key: str) -> dict | None:
+def _previous(variant_dir: Path, key: str) -> VariantMetrics | None:
+    """The variant's metrics if it was built ok from the same inputs and config (else it is rebuilt)."""
     path = variant_dir / "metrics.json"
     if not path.is_file():
         return None
     try:
-        metrics = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
+        metrics = read_metrics(path)
+    except UserError as exc:
+        log.warning("rebuilding: %s", exc)
         return None
-    return metrics if metrics.get("key") == key and metrics.get("status") == "ok" else None
+    return metrics if metrics.key == key and metrics.ok else None
 
 
 def _build_and_measure(name: str, key: str, context: VariantContext, eval_set: EvalSet,
-                       settings: MeasureSettings, out_dir: Path, source: dict) -> dict:
+                       settings: MeasureSettings, out_dir: Path, source: dict) -> VariantMetrics:
     variant_dir = out_dir / name
     variant_dir.mkdir(parents=True, exist_ok=True)
     metrics = {"variant": name, "key": key, "source": source,
@@ -260,9 +265,9 @@ def _build_and_measure(name: str, key: str, context: VariantContext, eval_set: E
         metrics.update(status="failed", reason=f"{type(exc).__name__}: {exc}".splitlines()[0][:400],
                        build_seconds=round(time.perf_counter() - start, 2))
     metrics["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    write_json(variant_dir / "metrics.json", metrics)
+    path = write_metrics(variant_dir / "metrics.json", metrics)
     log.info("%s: %s %s", name, metrics["status"], metrics.get("reason", ""))
-    return metrics
+    return read_metrics(path)
 
 
 def _verdict(name: str, metrics: dict) -> tuple[str, str]:

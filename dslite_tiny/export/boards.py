@@ -80,11 +80,10 @@ def footprint(*, model_bytes: int, arena_bytes: int, frontend: FrontendConfig | 
     return Footprint(model_bytes, arena_bytes, frontend_buffer_bytes(frontend), IO_BYTES)
 
 
-def arena_estimate(arena_bytes: int | None, description: dict) -> int | None:
-    """The measured TFLM arena, else every activation tensor's bytes (no reuse: an upper bound), else None
-    (metrics from before activation bytes were recorded). Only a LiteRT target goes without a TFLM
-    measurement (a float16 model, say, has no TFLM kernels)."""
-    return arena_bytes if arena_bytes is not None else description.get("activation_bytes")
+def arena_estimate(arena_bytes: int | None, activation_bytes: int) -> int:
+    """The measured TFLM arena, else every activation tensor's bytes (no reuse: an upper bound). Only a
+    LiteRT target goes without a TFLM measurement (a float16 model, say, has no TFLM kernels)."""
+    return arena_bytes if arena_bytes is not None else activation_bytes
 
 
 _TAP_BYTES = 16  # one output pixel's resize taps in the C frontend (2 indices, 2 weights, a count, padding)

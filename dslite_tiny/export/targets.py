@@ -80,7 +80,7 @@ def _check_shapes(variant: Variant) -> None:
 
 
 def _fit(variant: Variant, board, force: bool) -> Fit:
-    arena = arena_estimate(variant.arena_bytes, variant.description)
+    arena = arena_estimate(variant.arena_bytes, variant.description["activation_bytes"])
     need = footprint(model_bytes=len(variant.data), arena_bytes=arena, frontend=variant.frontend)
     fit = check_fit(need, board)
     if not fit.fits and not force:

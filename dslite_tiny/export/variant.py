@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dslite_tiny.records import Reference, read_json_object, read_reference
+from dslite_tiny.records import Reference, read_metrics, read_reference
 from dslite_tiny.config import FrontendConfig
 from dslite_tiny.errors import UserError
 from dslite_tiny.measure.flatbuffer import check_tflite, describe_tflite
@@ -48,18 +48,18 @@ def load_variant(path: str | Path) -> Variant:
     tflite, name = _tflite_path(path)
     data = tflite.read_bytes()
     check_tflite(data, tflite)
-    metrics = _optional_json(tflite.with_name("metrics.json"))
-    if metrics and metrics.get("status") != "ok":
-        raise UserError(f"variant {name} failed in compress ({metrics.get('reason', 'no reason recorded')}): "
+    metrics_path = tflite.with_name("metrics.json")
+    metrics = read_metrics(metrics_path) if metrics_path.is_file() else None
+    if metrics and not metrics.ok:
+        raise UserError(f"variant {name} failed in compress ({metrics.reason or 'no reason recorded'}): "
                         f"nothing to export", path=path)
     reference_path = tflite.parent.parent / "reference.json"
     reference = read_reference(reference_path) if metrics and reference_path.is_file() else None
     description = describe_tflite(data)
     labels, frontend = _labels_and_frontend(reference, reference_path, description, tflite)
-    arena = (metrics or {}).get("tflm", {}).get("arena_bytes")
     return Variant(tflite, name, data, hashlib.sha256(data).hexdigest(), description, labels,
-                   reference is not None, frontend, arena,
-                   (metrics or {}).get("versions", {}))
+                   reference is not None, frontend, metrics.arena_bytes if metrics else None,
+                   metrics.versions if metrics else {})
 
 
 def with_measured_arena(variant: Variant) -> Variant:
@@ -90,10 +90,6 @@ def _tflite_path(path: Path) -> tuple[Path, str]:
     if path.suffix != ".tflite":
         raise UserError("expected a compress variant folder (OUT/<variant>) or a .tflite file", path=path)
     return path, path.parent.name if path.name == "model.tflite" else path.stem
-
-
-def _optional_json(path: Path) -> dict | None:
-    return read_json_object(path, "") if path.is_file() else None
 
 
 def _labels_and_frontend(reference: Reference | None, reference_path: Path, description: dict,

@@ -53,16 +53,15 @@ def layer_errors(tflite: bytes, float_model, images: np.ndarray) -> dict:
     for tensor, total in zip(tensors, sums):
         k = int(np.argmin(total[:, 1]))
         records.append(_record(tensor, tensor["candidates"][k], *total[k], tensor["elements"] * len(images)))
-    return {"chunks": int(len(images)), "tensors": records, "worst": [name for name, _ in largest_drops(records)]}
+    return {"chunks": int(len(images)), "tensors": records, "worst": [name for name, _ in largest_drops([(r["layer"], r["sqnr_db"]) for r in records])]}
 
 
-def largest_drops(records: list[dict], *, count: int = WORST) -> list[tuple[str, float]]:
-    """(layer, dB) of the tensors whose SQNR falls most below the tensor before them: where the model is
-    lost (a tensor's end-to-end error carries all its predecessors'; rmse_scale is in each tensor's own
-    steps, which are not comparable between int8 and int16)."""
-    known = [r for r in records if r["sqnr_db"] is not None]
-    drops = sorted(((before["sqnr_db"] - after["sqnr_db"], after["layer"]) for before, after in zip(known, known[1:])),
-                   reverse=True)
+def largest_drops(sqnr: list[tuple[str, float | None]], *, count: int = WORST) -> list[tuple[str, float]]:
+    """(layer, dB) of the tensors whose SQNR (given as (layer, dB) in execution order) falls most below the
+    tensor before them: where the model is lost (a tensor's end-to-end error carries all its predecessors';
+    rmse_scale is in each tensor's own steps, which are not comparable between int8 and int16)."""
+    known = [(layer, db) for layer, db in sqnr if db is not None]
+    drops = sorted(((before[1] - after[1], after[0]) for before, after in zip(known, known[1:])), reverse=True)
     return [(layer, drop) for drop, layer in drops[:count] if drop > 0]
 
 

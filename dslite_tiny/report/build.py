@@ -63,7 +63,7 @@ def build_report(out_dir: str | Path, *, report_dir: str | Path | None = None, b
 def best_int8(results: Results) -> VariantResult | None:
     """The most accurate ok int8 variant (ties: the smaller file)."""
     int8 = [v for v in results.variants if v.ok and v.name.endswith("int8") and v.host and v.host.uar is not None]
-    return max(int8, key=lambda v: (v.host.uar, -v.size["tflite_bytes"]), default=None)
+    return max(int8, key=lambda v: (v.host.uar, -v.size.tflite_bytes), default=None)
 
 
 def _plots(results: Results, boards: list[BoardConfig], fits, folder: Path,

@@ -50,7 +50,7 @@ def plot_uar_vs_size(results: Results, path: Path, *, tolerance_points: float) -
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), sharey=True, layout="constrained")
     for ax, key, title in ((axes[0], "tflite_bytes", ".tflite size (flash)"),
                            (axes[1], "gzip_bytes", "gzip size (download; shows pruning)")):
-        points = [(v.size[key] / 1024, v.host.uar, v.name) for v in _measured(results) if v.size.get(key)]
+        points = [(getattr(v.size, key) / 1024, v.host.uar, v.name) for v in _measured(results)]
         _reference_band(ax, results, tolerance_points)
         front = pareto_front(points)
         if front:
@@ -82,10 +82,10 @@ def plot_uar_vs_latency(results: Results, path: Path, *, tolerance_points: float
     labelled = []
     for variant in _measured(results):
         for m in variant.measurements:
-            if m.latency_ms is None or m.uar is None:
+            if m.uar is None:
                 continue
-            ax.scatter(m.latency_ms, m.uar, s=50, color=colour(variant.name), marker=markers[m.source], zorder=3)
-            labelled.append((m.latency_ms, m.uar, variant.name, False))
+            ax.scatter(m.latency.median_ms, m.uar, s=50, color=colour(variant.name), marker=markers[m.source], zorder=3)
+            labelled.append((m.latency.median_ms, m.uar, variant.name, False))
     _label_points(ax, labelled)
     for source, marker in markers.items():
         ax.scatter([], [], marker=marker, color="#555555", label="host LiteRT, 1 thread" if source == "host"
@@ -100,23 +100,23 @@ def plot_uar_vs_latency(results: Results, path: Path, *, tolerance_points: float
 
 def plot_sparsity(results: Results, path: Path) -> Path | None:
     """Per-layer weight sparsity of every pruned variant, in graph order; None if nothing was pruned."""
-    pruned = [v for v in results.variants if v.ok and v.metrics.get("sparsity", {}).get("pruned_layers")]
+    pruned = [v for v in results.variants if v.ok and v.metrics.sparsity.pruned_layers]
     if not pruned:
         return None
     plt = _pyplot()
-    layers = pruned[0].metrics["sparsity"]["layers"]
+    layers = pruned[0].metrics.sparsity.tensors
     fig, ax = plt.subplots(figsize=(max(7.5, 0.12 * len(layers) + 3), 4.2), layout="constrained")
     width = 0.8 / len(pruned)
     for i, variant in enumerate(pruned):
-        values = [layer["sparsity"] for layer in variant.metrics["sparsity"]["layers"]]
+        values = [tensor.sparsity for tensor in variant.metrics.sparsity.tensors]
         ax.bar(np.arange(len(values)) + (i - (len(pruned) - 1) / 2) * width, values, width=width,
-               color=colour(variant.name), label=f"{variant.name} ({_pct(variant.metrics['sparsity']['weights'])} "
+               color=colour(variant.name), label=f"{variant.name} ({_pct(variant.metrics.sparsity.weights)} "
                                                  f"of all weights)")
-    target = pruned[0].metrics.get("details", {}).get("sparsity_target")
+    target = pruned[0].metrics.sparsity.target
     if target:
         ax.axhline(target, color="black", ls="--", lw=1, label=f"target {_pct(target)}")
     if len(layers) <= 30:
-        ax.set_xticks(range(len(layers)), [_short_layer(layer["name"]) for layer in layers], rotation=60,
+        ax.set_xticks(range(len(layers)), [_short_layer(layer.name) for layer in layers], rotation=60,
                       ha="right", fontsize=7)
     else:
         ax.set_xlabel("weight tensor (graph order)")
@@ -130,17 +130,17 @@ def plot_sparsity(results: Results, path: Path) -> Path | None:
 def plot_layer_error(results: Results, path: Path) -> Path | None:
     """SQNR of every quantized tensor against the float model, in execution order, one line per integer
     variant; None if no variant has the record. Where a line drops is where that variant loses the model."""
-    recorded = [v for v in results.variants if v.ok and v.metrics.get("layer_error", {}).get("tensors")]
+    recorded = [v for v in results.variants if v.ok and v.metrics.layer_error]
     if not recorded:
         return None
     plt = _pyplot()
-    layers = [t["layer"] for t in recorded[0].metrics["layer_error"]["tensors"]]
+    layers = [t.layer for t in recorded[0].metrics.layer_error]
     fig, ax = plt.subplots(figsize=(max(7.5, 0.18 * len(layers) + 3), 4.2), layout="constrained")
     for variant in recorded:
-        values = [t["sqnr_db"] for t in variant.metrics["layer_error"]["tensors"]]
+        values = [t.sqnr_db for t in variant.metrics.layer_error]
         ax.plot(range(len(values)), [np.nan if v is None else v for v in values], marker="o", ms=3, lw=1.4,
                 color=colour(variant.name), label=variant.name)
-    if len(layers) <= 40 and all(len(v.metrics["layer_error"]["tensors"]) == len(layers) for v in recorded):
+    if len(layers) <= 40 and all(len(v.metrics.layer_error) == len(layers) for v in recorded):
         ax.set_xticks(range(len(layers)), layers, rotation=60, ha="right", fontsize=7)
     else:
         ax.set_xlabel("quantized tensor (execution order)")

@@ -6,9 +6,9 @@
     OUT/reference.json                the float Keras model's accuracy, the labels and the frontend
 
 Accuracy and speed are ``Measurement``s, one per place the variant ran: the host first, then each device
-file. Tables and plots iterate over measurements, so device results join them without new code. A device
-file holds ``{"device": name, "accuracy": <as in metrics.json>, "latency": {"inference": {"median_ms",
-"p90_ms"}, "frontend": {...}}}``.
+file. Tables and plots iterate over measurements, so device results join them without new code. Every
+file is read through its record in ``dslite_tiny.records`` (``VariantMetrics``, ``DeviceResults``,
+``Reference``): a malformed one is a one-line error naming the file and the field.
 """
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ import csv
 import dataclasses
 from pathlib import Path
 
-from dslite_tiny.records import COMPRESS_OUTPUT_HINT, Reference, field_at, read_json_object, read_reference
+from dslite_tiny.records import (Reference, Scores, Sizes, Timing, VariantMetrics, read_device_results, read_metrics,
+                                 read_reference)
 from dslite_tiny.config import FrontendConfig
 from dslite_tiny.errors import UserError
 
 DEVICE_RESULTS_GLOB = "device-*.json"
-NUMBER = (int, float)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,39 +29,63 @@ class Measurement:
     """Accuracy and latency of one variant where it ran."""
 
     source: str  # "host" or the device's name
-    uar: float | None  # per chunk
-    uar_files: float | None  # per file (mean-score vote over its chunks)
-    accuracy: float | None
-    agreement: float | None  # share of chunks predicted as the float model predicts them
-    latency_ms: float | None  # median inference time
-    latency_p90_ms: float | None
-    frontend_ms: float | None  # on-device feature computation (None on the host: features come precomputed)
-    confusion: list[list[int]] | None
+    scores: Scores
+    latency: Timing  # inference
+    frontend: Timing | None  # on-device feature computation (None on the host: features come precomputed)
+
+    @property
+    def uar(self) -> float | None:  # per chunk
+        return self.scores.uar
+
+    @property
+    def uar_files(self) -> float | None:  # per file (mean-score vote over its chunks)
+        return self.scores.uar_files
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.scores.accuracy
+
+    @property
+    def agreement(self) -> float | None:  # share of chunks predicted as the float model predicts them
+        return self.scores.agreement
+
+    @property
+    def confusion(self) -> tuple[tuple[int, ...], ...]:
+        return self.scores.confusion
 
 
 @dataclasses.dataclass(frozen=True)
 class VariantResult:
-    name: str
-    status: str
-    reason: str
-    metrics: dict
+    metrics: VariantMetrics
     measurements: tuple[Measurement, ...]
 
     @property
+    def name(self) -> str:
+        return self.metrics.variant
+
+    @property
+    def status(self) -> str:
+        return self.metrics.status
+
+    @property
+    def reason(self) -> str:
+        return self.metrics.reason
+
+    @property
     def ok(self) -> bool:
-        return self.status == "ok"
+        return self.metrics.ok
 
     @property
     def host(self) -> Measurement | None:
         return self.measurements[0] if self.measurements else None
 
     @property
-    def size(self) -> dict:
-        return self.metrics.get("size", {})
+    def size(self) -> Sizes | None:
+        return self.metrics.sizes
 
     @property
     def arena_bytes(self) -> int | None:
-        return self.metrics.get("tflm", {}).get("arena_bytes")
+        return self.metrics.arena_bytes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,37 +130,11 @@ def load_results(out_dir: str | Path) -> Results:
 
 
 def _variant(folder: Path) -> VariantResult:
-    path = folder / "metrics.json"
-    metrics = read_json_object(path, COMPRESS_OUTPUT_HINT)
-    status = field_at(metrics, "status", str, path)
+    metrics = read_metrics(folder / "metrics.json")
     measurements = []
-    if status == "ok":
-        measurements.append(_host(metrics, path))
-        measurements += [_device(device) for device in sorted(folder.glob(DEVICE_RESULTS_GLOB))]
-    return VariantResult(field_at(metrics, "variant", str, path), status, str(metrics.get("reason", "")), metrics,
-                         tuple(measurements))
-
-
-def _host(metrics: dict, path: Path) -> Measurement:
-    """LiteRT on the host, from a variant's ``metrics.json``."""
-    return Measurement("host", *_scores(metrics, path), field_at(metrics, "latency.one_thread.median_ms", NUMBER, path),
-                       field_at(metrics, "latency.one_thread.p90_ms", NUMBER, path), None,
-                       field_at(metrics, "accuracy.chunks.confusion_matrix", list, path))
-
-
-def _device(path: Path) -> Measurement:
-    """One device's run, from the ``device-<name>.json`` the harness wrote."""
-    data = read_json_object(path, COMPRESS_OUTPUT_HINT)
-    frontend = (field_at(data, "latency.frontend.median_ms", NUMBER, path)
-                if "frontend" in field_at(data, "latency", dict, path) else None)
-    return Measurement(field_at(data, "device", str, path), *_scores(data, path),
-                       field_at(data, "latency.inference.median_ms", NUMBER, path),
-                       field_at(data, "latency.inference.p90_ms", NUMBER, path), frontend,
-                       field_at(data, "accuracy.chunks.confusion_matrix", list, path))
-
-
-def _scores(data: dict, path: Path) -> tuple[float | None, ...]:
-    """UAR per chunk and per file, accuracy and agreement (None where a split had no chunks)."""
-    return tuple(field_at(data, name, NUMBER, path, optional=True)
-                 for name in ("accuracy.chunks.uar", "accuracy.files.uar", "accuracy.chunks.accuracy",
-                              "accuracy.agreement"))
+    if metrics.ok:
+        measurements.append(Measurement("host", metrics.scores, metrics.latency, None))
+        for path in sorted(folder.glob(DEVICE_RESULTS_GLOB)):
+            device = read_device_results(path)
+            measurements.append(Measurement(device.device, device.scores, device.inference, device.frontend))
+    return VariantResult(metrics, tuple(measurements))

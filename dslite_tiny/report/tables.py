@@ -25,10 +25,11 @@ def board_fits(results: Results, boards: list[BoardConfig]) -> Fits:
 
 
 def _fit(variant: VariantResult, board: BoardConfig, results: Results) -> Fit | None:
-    arena = variant.arena_bytes if board.runtime == "tflm" else arena_estimate(variant.arena_bytes, variant.size)
+    arena = (variant.arena_bytes if board.runtime == "tflm"
+             else arena_estimate(variant.arena_bytes, variant.size.activation_bytes))
     if arena is None:
         return None
-    need = footprint(model_bytes=variant.size["tflite_bytes"], arena_bytes=arena, frontend=results.frontend)
+    need = footprint(model_bytes=variant.size.tflite_bytes, arena_bytes=arena, frontend=results.frontend)
     return check_fit(need, board)
 
 
@@ -47,15 +48,15 @@ def variant_table(results: Results, board: BoardConfig, fits: Fits) -> Table:
 def _variant_row(variant: VariantResult, results: Results, board: BoardConfig, fits: Fits,
                  sources: list[str]) -> list[str]:
     fit = fits.get(variant.name, {}).get(board.name)
-    row = [variant.name, "ok", kb(variant.size.get("weight_bytes")), kb(variant.arena_bytes),
-           _need(fit, "flash"), _need(fit, "ram"), count(variant.size.get("macs"))]
+    row = [variant.name, "ok", kb(variant.size.weight_bytes), kb(variant.arena_bytes),
+           _need(fit, "flash"), _need(fit, "ram"), count(variant.size.macs)]
     by_source = {m.source: m for m in variant.measurements}
     for source in sources:
         m = by_source.get(source)
         row += ["—"] * len(_source_columns(source)) if m is None else _source_cells(m, results)
-    sparsity = variant.metrics.get("sparsity", {})
-    pruned = sparsity.get("pruned_layers")
-    row += [percent(sparsity.get("weights")) + (f" ({percent(pruned)} pruned layers)" if pruned else ""),
+    sparsity = variant.metrics.sparsity
+    pruned = sparsity.pruned_layers
+    row += [percent(sparsity.weights) + (f" ({percent(pruned)} pruned layers)" if pruned else ""),
             "" if fit is None or fit.fits else f"does not fit {board.name}"]
     return row
 
@@ -71,8 +72,8 @@ def _source_columns(source: str) -> list[str]:
 def _source_cells(m: Measurement, results: Results) -> list[str]:
     delta = None if m.uar is None else 100 * (m.uar - results.float_uar)
     cells = [num(m.uar, 3), signed(delta), num(m.uar_files, 3), num(m.accuracy, 3), percent(m.agreement),
-             ms(m.latency_ms)]
-    return cells if m.source == "host" else [*cells, ms(m.frontend_ms)]
+             ms(m.latency.median_ms)]
+    return cells if m.source == "host" else [*cells, ms(m.frontend.median_ms if m.frontend else None)]
 
 
 def fit_table(results: Results, boards: list[BoardConfig], fits: Fits) -> Table:
@@ -112,11 +113,11 @@ def recommendations(results: Results, boards: list[BoardConfig], fits: Fits, *, 
                    and fits[v.name][board.name].fits]
         good = sorted((v for v in fitting if v.host.uar is not None and v.host.uar >= floor - 1e-9
                        and (v.host.agreement or 0.0) >= min_agreement - 1e-9),
-                      key=lambda v: (v.size["tflite_bytes"], -v.host.uar))
+                      key=lambda v: (v.size.tflite_bytes, -v.host.uar))
         if good:
             best = good[0]
             fit = fits[best.name][board.name]
-            text = (f"**{best.name}**: {kb(best.size['tflite_bytes'])}, UAR {best.host.uar:.3f} "
+            text = (f"**{best.name}**: {kb(best.size.tflite_bytes)}, UAR {best.host.uar:.3f} "
                     f"({signed(100 * (best.host.uar - results.float_uar))} points vs float, "
                     f"{percent(best.host.agreement)} agreement), "
                     f"flash {kb(fit.flash_needed)} of {kb(fit.flash_available)}, "
@@ -140,13 +141,13 @@ def layer_error_table(results: Results) -> Table:
     header = ["variant", "output SQNR", "lowest SQNR", "largest drops"]
     rows = []
     for variant in results.variants:
-        record = variant.metrics.get("layer_error") if variant.ok else None
-        tensors = [t for t in (record or {}).get("tensors", []) if t["sqnr_db"] is not None]
+        tensors = [t for t in variant.metrics.layer_error if t.sqnr_db is not None]
         if not tensors:
             continue
-        lowest = min(tensors, key=lambda t: t["sqnr_db"])
-        rows.append([variant.name, db(tensors[-1]["sqnr_db"]), f"{db(lowest['sqnr_db'])} ({lowest['layer']})",
-                     ", ".join(f"{layer} −{drop:.1f} dB" for layer, drop in largest_drops(tensors)) or "none"])
+        lowest = min(tensors, key=lambda t: t.sqnr_db)
+        drops = largest_drops([(t.layer, t.sqnr_db) for t in tensors])
+        rows.append([variant.name, db(tensors[-1].sqnr_db), f"{db(lowest.sqnr_db)} ({lowest.layer})",
+                     ", ".join(f"{layer} −{drop:.1f} dB" for layer, drop in drops) or "none"])
     return header, rows
 
 
