@@ -205,8 +205,9 @@ class CompressConfig:
     variants: list[str] = param(list(VARIANTS[:-1]), f"variants to build, of: {', '.join(VARIANTS)}")
     representative_chunks: int = param(200, "train chunks (stratified by class) calibrating full-int8 conversion",
                                        low=1, high=100000)
-    bias_correction: bool = param(True, "before post-training quantization (int8, int16x8, pruned-int8), remove "
-                                        "the mean output shift that int8 weight rounding causes (compress.ptq)")
+    bias_correction: bool = param(True, "remove the mean output shift that int8 weight rounding causes "
+                                        "(compress.ptq) from the float model before post-training "
+                                        "quantization and before QAT")
     sparsity: float = param(0.5, "target weight sparsity of the pruned layers", low=0.0, low_open=True,
                             high=1.0, high_open=True)
     structured: bool = param(False, "2:4 structured sparsity (two of every four weights zero) instead of "

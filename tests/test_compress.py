@@ -391,3 +391,28 @@ def test_flatbuffer_sizes_macs_and_sparsity():
     assert described["gzip_bytes"] < described["tflite_bytes"] and described["weight_bytes"] >= 4 * described["params"] - 8
     assert pruned_sparsity(described["sparsity"]["layers"], ["conv"]) == 0.5
     assert pruned_sparsity(described["sparsity"]["layers"], ["fc"]) == 0.0
+
+
+def test_fine_tuning_that_only_hurts_keeps_the_untrained_start():
+    """QAT and clustering start from a model that already is the compressed float model; the selection
+    keeps that start (epoch 0) unless an epoch beats it on devel, so a harmful fine-tune costs nothing."""
+    from types import SimpleNamespace
+
+    from dslite_tiny.audio.frontend import Frontend
+    from dslite_tiny.compress.finetune import FinetuneSettings, finetune
+    from dslite_tiny.config import FrontendConfig
+
+    frontend = Frontend(load_config(FrontendConfig, "mcu-64", stage="frontend"))
+    rng = np.random.default_rng(0)
+    mel = rng.uniform(-80, 0, (48, frontend.config.n_frames, frontend.config.n_mels)).astype(np.float32)
+    labels = np.arange(48) % 3
+    mel[:, :, :8] += labels[:, None, None] * 25.0  # a learnable class cue in the lowest bands
+    split = SimpleNamespace(mel_db=mel, labels=labels, classes=("a", "b", "c"))
+    model = _random_classifier(shape=frontend.config.image_shape)
+    start = model.get_weights()
+    history = finetune(model, split, split, frontend, FinetuneSettings(2, 5.0, 16, seed=0, distill_weight=0.5),
+                       teacher=_random_classifier(shape=frontend.config.image_shape))
+    assert [r["epoch"] for r in history] == [0, 1, 2] and history[0]["loss"] is None
+    assert history[0]["devel_agreement"] == 1.0  # the start is a copy of the teacher
+    assert history[0]["selected"] and not any(r["selected"] for r in history[1:])
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), start))

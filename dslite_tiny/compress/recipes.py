@@ -133,16 +133,16 @@ def _post_training(ctx: VariantContext, model, kind: str, *, details: dict | Non
 
 @register_variant("qat-int8")
 def _qat_int8(ctx: VariantContext) -> Built:
-    qat, history = _quantization_aware(ctx, ctx.model, preserve="none")
-    return Built(convert_model(qat, "int8", representative=ctx.representative), {"qat_history": history})
+    qat, details = _quantization_aware(ctx, ctx.model, preserve="none")
+    return Built(convert_model(qat, "int8", representative=ctx.representative), details)
 
 
 @register_variant("pqat-int8")
 def _pqat_int8(ctx: VariantContext) -> Built:
     pruned, details = ctx.pruned()
-    qat, history = _quantization_aware(ctx, pruned, preserve="sparsity")
+    qat, qat_details = _quantization_aware(ctx, pruned, preserve="sparsity")
     return Built(convert_model(qat, "int8", representative=ctx.representative),
-                 {**details, "qat_history": history}, details["layers"])
+                 {**details, **qat_details}, details["layers"])
 
 
 @register_variant("clustered-int8")
@@ -155,22 +155,26 @@ def _clustered_int8(ctx: VariantContext) -> Built:
                                ctx.settings(c.cluster_epochs, c.cluster_learning_rate), teacher=ctx.model,
                                progress=ctx.progress, desc="cluster")
     clustered = strip_clustering(clustered)
-    qat, history = _quantization_aware(ctx, clustered, preserve="clusters")
+    qat, qat_details = _quantization_aware(ctx, clustered, preserve="clusters")
     return Built(convert_model(qat, "int8", representative=ctx.representative),
-                 {**details, "clusters": c.clusters, "cluster_history": cluster_history, "qat_history": history},
+                 {**details, "clusters": c.clusters, "cluster_history": cluster_history, **qat_details},
                  details["layers"])
 
 
-def _quantization_aware(ctx: VariantContext, model, *, preserve: str) -> tuple[object, list[dict]]:
-    """A QAT copy of ``model`` with ranges calibrated on the representative images, then fine-tuned."""
+def _quantization_aware(ctx: VariantContext, model, *, preserve: str) -> tuple[object, dict]:
+    """A QAT copy of ``model`` with ranges calibrated on the representative images, then fine-tuned; and
+    its details. With ``bias_correction`` the QAT model starts from the bias-corrected float model:
+    depthwise kernels train in float and are rounded only at conversion (``quantize.PerChannelDepthwise``),
+    so QAT never sees, and cannot learn away, the mean shift their rounding causes."""
+    details: dict = {}
+    if ctx.config.bias_correction:
+        model, details["bias_correction"] = correct_bias(model, ctx.representative)
     qat = quantize_model(model, preserve=preserve)
     calibrate_ranges(qat, model, ctx.representative)
-    if ctx.config.qat_epochs == 0:
-        return qat, []
-    history = finetune(qat, ctx.train, ctx.devel, ctx.frontend,
-                       ctx.settings(ctx.config.qat_epochs, ctx.config.qat_learning_rate), teacher=ctx.model,
-                       progress=ctx.progress, desc=f"QAT ({preserve})" if preserve != "none" else "QAT")
-    return qat, history
+    details["qat_history"] = [] if ctx.config.qat_epochs == 0 else finetune(
+        qat, ctx.train, ctx.devel, ctx.frontend, ctx.settings(ctx.config.qat_epochs, ctx.config.qat_learning_rate),
+        teacher=ctx.model, progress=ctx.progress, desc=f"QAT ({preserve})" if preserve != "none" else "QAT")
+    return qat, details
 
 
 def _load_or_prune(ctx: VariantContext) -> tuple[object, dict]:
