@@ -145,7 +145,8 @@ def main() -> None:
                               on_variant=lambda row: print(f"  {row['variant']}: {row['status']} {row['reason']}",
                                                            flush=True))
         floors = gzip_floors(args.out / name) if args.part in SEED_PARTS else {}
-        entry = {"part": args.part, "model": str(path), "config": to_dict(config), "gzip_floor": floors,
+        entry = {"part": args.part, "model": str(path), "config": to_dict(config), "commit": _commit(),
+                 "gzip_floor": floors,
                  "reference": result.reference.float_uar,
                  "reference_files": result.reference.accuracy["files"]["uar"],
                  "rows": result.rows, "command": f"python reports/benchmarks/compress_fsdd.py --part {args.part}"}
@@ -191,13 +192,24 @@ def gzip_floors(out: Path) -> dict[str, float]:
 
 
 def _before(previous: dict | None, entry: dict) -> dict:
-    """``{"before": ...}``: the previous run of this model if its compression config differed (a recipe
-    change), else the before it already had."""
+    """``{"before": ...}``: the baseline a recipe change is measured against. The first run whose code
+    (commit) or compression config differs from the previous run of this model keeps that run's rows as
+    the baseline; later runs keep the baseline they found, so "before" stays the recipe before the work."""
     if previous is None:
         return {}
-    if previous["config"] != entry["config"]:
-        return {"before": {"config": previous["config"], "rows": previous["rows"]}}
-    return {"before": previous["before"]} if "before" in previous else {}
+    if "before" in previous:
+        return {"before": previous["before"]}
+    if previous["config"] != entry["config"] or previous.get("commit") != entry["commit"]:
+        return {"before": {"config": previous["config"], "commit": previous.get("commit"), "rows": previous["rows"]}}
+    return {}
+
+
+def _commit() -> str | None:
+    """The commit of the code that ran (None outside a git checkout)."""
+    import subprocess
+
+    found = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return found.stdout.strip() or None if found.returncode == 0 else None
 
 
 def markdown(results: dict) -> str:
@@ -264,12 +276,14 @@ def seeds_markdown(part: str, title: str, entries: dict) -> list[str]:
              "file: " + "; ".join(f"{n} {e['reference']:.3f} / {e['reference_files']:.3f}" for n, e in entries.items())
              + ". ΔUAR in points against each seed's own float model; agreement: share of chunks predicted as it "
              "predicts them; gzip: the variant's gzip size ÷ int8's.", ""]
-    changed = sorted({key for e in entries.values() if "before" in e
-                      for key, value in e["config"].items() if e["before"]["config"].get(key) != value})
-    if changed:
-        first = next(e for e in entries.values() if "before" in e)
-        lines += ["\"before → after\": the same models compressed by the earlier recipe, which differed in " + ", ".join(
-            f"{k} ({first['before']['config'].get(k)} → {first['config'][k]})" for k in changed) + ".", ""]
+    first = next((e for e in entries.values() if "before" in e), None)
+    if first is not None:
+        changed = sorted(k for k, v in first["config"].items()
+                         if k != "variants" and first["before"]["config"].get(k) != v)
+        code = (f"code {first['before'].get('commit') or '(commit not recorded)'} → {first.get('commit')}"
+                + ("; config: " + ", ".join(f"{k} {first['before']['config'].get(k)} → {first['config'][k]}"
+                                            for k in changed) if changed else ""))
+        lines += [f"\"before → after\": the same models compressed by the earlier recipe ({code}).", ""]
     floors = [f"{variant} {' / '.join(str(e['gzip_floor'][variant]) for e in entries.values())}"
               for variant in entries[names[0]].get("gzip_floor", {}) if all(variant in e.get("gzip_floor", {})
                                                                             for e in entries.values())]
