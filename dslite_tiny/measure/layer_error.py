@@ -26,6 +26,7 @@ from dslite_tiny.measure.litert import create_interpreter, dequantize_output, qu
 from dslite_tiny.models.probe import probe_batches
 
 WORST = 3  # layers named as the largest SQNR drops
+_FLOAT_BATCH = 4  # images whose float outputs (every candidate layer's) are held at once
 # Activations an int8 tensor of a layer's own op can hold; a softmax is a separate op after the layer.
 _STORABLE = ("linear", "relu", "relu6")
 
@@ -38,17 +39,23 @@ def layer_errors(tflite: bytes, float_model, images: np.ndarray) -> dict:
     if not tensors:
         return {"chunks": 0, "tensors": [], "worst": []}
     names = sorted({name for t in tensors for name in t["candidates"]})
-    reference = _float_outputs(float_model, names, images)
+    outputs = [float_model.get_layer(name).output for name in names]
     sums = [np.zeros((len(t["candidates"]), 2)) for t in tensors]  # Σ float², Σ error² per candidate
     input_detail = interpreter.get_input_details()[0]
-    for n, image in enumerate(quantize_input(images, input_detail)):
-        interpreter.set_tensor(input_detail["index"], image[None])
-        interpreter.invoke()
-        for tensor, total in zip(tensors, sums):
-            value = dequantize_output(interpreter.get_tensor(tensor["index"]), tensor["detail"]).reshape(-1)
-            for k, name in enumerate(tensor["candidates"]):
-                expected = reference[name][n].reshape(-1).astype(np.float64)
-                total[k] += (float(np.sum(expected ** 2)), float(np.sum((value - expected) ** 2)))
+    quantized = quantize_input(images, input_detail)
+    done = 0
+    # A few images at a time: every layer's float output for 100 DenseNet121 images at 224×224 is ~20 GB.
+    for batch in probe_batches(float_model, outputs, images, batch_size=_FLOAT_BATCH):
+        reference = dict(zip(names, batch))
+        for n in range(len(batch[0])):
+            interpreter.set_tensor(input_detail["index"], quantized[done + n][None])
+            interpreter.invoke()
+            for tensor, total in zip(tensors, sums):
+                value = dequantize_output(interpreter.get_tensor(tensor["index"]), tensor["detail"]).reshape(-1)
+                for k, name in enumerate(tensor["candidates"]):
+                    expected = reference[name][n].reshape(-1).astype(np.float64)
+                    total[k] += (float(np.sum(expected ** 2)), float(np.sum((value - expected) ** 2)))
+        done += len(batch[0])
     records = []
     for tensor, total in zip(tensors, sums):
         k = int(np.argmin(total[:, 1]))
@@ -120,8 +127,3 @@ def _weightless_successor(layer):
         return None
     successor = layer.outbound_nodes[0].outbound_layer
     return None if hasattr(successor, "kernel") or hasattr(successor, "depthwise_kernel") else successor
-
-
-def _float_outputs(float_model, layers: list[str], images: np.ndarray) -> dict[str, np.ndarray]:
-    batches = list(probe_batches(float_model, [float_model.get_layer(name).output for name in layers], images))
-    return {name: np.concatenate([batch[i] for batch in batches]) for i, name in enumerate(layers)}
