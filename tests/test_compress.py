@@ -19,7 +19,7 @@ from dslite_tiny.compress.convert import convert_model  # noqa: E402
 from dslite_tiny.compress.pipeline import SUMMARY_COLUMNS, run_compress  # noqa: E402
 from dslite_tiny.compress.prune import PruningSchedule, prune_model, strip_pruning, weight_layer_names  # noqa: E402
 from dslite_tiny.compress.finetune import distillation_loss, soft_targets  # noqa: E402
-from dslite_tiny.compress.ptq import correct_bias, int8_rounding_error  # noqa: E402
+from dslite_tiny.compress.ptq import correct_bias, correct_depthwise_bias, int8_rounding_error  # noqa: E402
 from dslite_tiny.compress.quantize import calibrate_ranges, foldable_batchnorms, quantize_model  # noqa: E402
 from dslite_tiny.config import VARIANTS, CompressConfig, DataConfig, TrainConfig, load_config  # noqa: E402
 from dslite_tiny.data.cache import FeatureCache  # noqa: E402
@@ -211,6 +211,24 @@ def test_bias_correction_removes_the_mean_shift_of_int8_weights():
         convert_model(model, "int8", representative=x), folded, x[:32])["tensors"]])
         for name, model in (("plain", folded), ("corrected", corrected))}
     assert errors["corrected"] > errors["plain"], errors
+
+
+def test_qat_depthwise_bias_correction_removes_the_shift_qat_cannot_see():
+    """QAT depthwise kernels are float until conversion, so their rounding shift is corrected after
+    training, in the BatchNorm that follows inside the QAT model."""
+    folded = fold_arelu(_random_classifier())
+    x, _ = _data()
+    qat = quantize_model(folded)
+    calibrate_ranges(qat, folded, x)
+    plain = convert_model(qat, "int8", representative=x)
+    record = correct_depthwise_bias(qat, x)
+    assert {"dscnn_dw1", "dscnn_dw2"} <= set(record["layers"]) and not record["not_correctable"]
+    corrected = convert_model(qat, "int8", representative=x)
+
+    def depthwise_sqnr(data: bytes) -> float:
+        tensors = layer_errors(data, folded, x[:32])["tensors"]
+        return float(np.mean([t["sqnr_db"] for t in tensors if t["op"] == "DEPTHWISE_CONV_2D"]))
+    assert depthwise_sqnr(corrected) > depthwise_sqnr(plain), (depthwise_sqnr(plain), depthwise_sqnr(corrected))
 
 
 def test_layer_error_record_names_where_quantization_hurts():

@@ -23,21 +23,41 @@ from dslite_tiny.models.probe import probe_batches
 _INT8_MAX = 127
 
 
-def correct_bias(model: keras.Model, images: np.ndarray, *, batch_size: int = 64) -> tuple[keras.Model, dict]:
+def correct_bias(model: keras.Model, images: np.ndarray, *, depthwise: bool = True,
+                 batch_size: int = 64) -> tuple[keras.Model, dict]:
     """A copy of ``model`` whose int8 weight rounding has no mean effect on ``images``, and a record of the
-    layers corrected (and of any whose shift had nowhere to go: no bias and no BatchNorm after it)."""
+    layers corrected (and of any whose shift had nowhere to go: no bias and no BatchNorm after it).
+    ``depthwise=False`` leaves depthwise layers alone (QAT corrects those after training:
+    ``correct_depthwise_bias``)."""
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
-    layers = [layer for layer in copy.layers if _kernel_axis(layer) is not None]
-    means = _input_means(copy, layers, images, batch_size)
+    layers = [layer for layer in copy.layers if _kernel_axis(layer) is not None
+              and (depthwise or not isinstance(layer, keras.layers.DepthwiseConv2D))]
+    return copy, _correct(copy, [(layer, layer) for layer in layers], images, batch_size)
+
+
+def correct_depthwise_bias(qat: keras.Model, images: np.ndarray, *, batch_size: int = 64) -> dict:
+    """Bias correction, in place, of a QAT model's depthwise layers. Their kernels train in float and are
+    rounded only when the model is converted (``quantize.PerChannelDepthwise``), so the mean shift of that
+    rounding is invisible to QAT: it is removed after training, from the trained kernels, into the
+    BatchNorm that follows (inside its QAT wrapper). Returns the record."""
+    pairs = [(wrapper, wrapper.layer) for wrapper in qat.layers
+             if isinstance(getattr(wrapper, "layer", None), keras.layers.DepthwiseConv2D)]
+    return _correct(qat, pairs, images, batch_size)
+
+
+def _correct(model: keras.Model, pairs: list[tuple], images: np.ndarray, batch_size: int) -> dict:
+    """Remove each layer's expected rounding shift; ``pairs`` are (layer in the graph, layer with the
+    kernel): the same layer, or a QAT wrapper and the layer it wraps."""
+    means = _input_means(model, [node for node, _ in pairs], images, batch_size)
     corrected, skipped = [], []
-    for layer, mean in zip(layers, means):
+    for (node, layer), mean in zip(pairs, means):
         shift = _output_shift(layer, mean)
-        if _absorb(layer, shift):
+        if _absorb(node, layer, shift):
             corrected.append(layer.name)
         elif np.any(shift):
             skipped.append(layer.name)
-    return copy, {"method": "bias correction", "layers": corrected, "not_correctable": skipped}
+    return {"method": "bias correction", "layers": corrected, "not_correctable": skipped}
 
 
 def int8_rounding_error(kernel: np.ndarray, axis: int) -> np.ndarray:
@@ -78,12 +98,14 @@ def _output_shift(layer, mean: np.ndarray) -> np.ndarray:
     return np.tensordot(mean, delta.reshape(-1, delta.shape[-2], delta.shape[-1]).sum(axis=0), axes=1)
 
 
-def _absorb(layer, shift: np.ndarray) -> bool:
-    """Subtract ``shift`` from the layer's bias, or add it to the following BN's moving mean."""
+def _absorb(node, layer, shift: np.ndarray) -> bool:
+    """Subtract ``shift`` from the layer's bias, or add it to the following BN's moving mean (``node`` is
+    the layer in the graph: itself, or its QAT wrapper, whose activation TFMOT made a no-op before BN)."""
     if not np.any(shift):
         return False
-    follower = layer.outbound_nodes[0].outbound_layer if len(layer.outbound_nodes) == 1 else None
-    linear = getattr(layer.activation, "__name__", "linear") == "linear"
+    follower = node.outbound_nodes[0].outbound_layer if len(node.outbound_nodes) == 1 else None
+    follower = getattr(follower, "layer", follower)  # the BatchNormalization inside its QAT wrapper
+    linear = node is not layer or getattr(layer.activation, "__name__", "linear") == "linear"
     if linear and isinstance(follower, keras.layers.BatchNormalization):
         follower.moving_mean.assign(follower.moving_mean + shift.astype(np.float32))
         return True

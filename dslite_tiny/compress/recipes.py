@@ -24,7 +24,7 @@ from dslite_tiny.compress.convert import convert_model
 from dslite_tiny.compress.finetune import FinetuneSettings, finetune, steps_per_epoch
 from dslite_tiny.compress.prune import (PruningSchedule, cluster_model, kernel_sparsity, prune_model,
                                         strip_clustering, strip_pruning, weight_layer_names)
-from dslite_tiny.compress.ptq import correct_bias
+from dslite_tiny.compress.ptq import correct_bias, correct_depthwise_bias
 from dslite_tiny.compress.quantize import calibrate_ranges, quantize_model
 from dslite_tiny.config import VARIANTS, CompressConfig, to_dict
 from dslite_tiny.data.features import FeatureSet
@@ -163,17 +163,20 @@ def _clustered_int8(ctx: VariantContext) -> Built:
 
 def _quantization_aware(ctx: VariantContext, model, *, preserve: str) -> tuple[object, dict]:
     """A QAT copy of ``model`` with ranges calibrated on the representative images, then fine-tuned; and
-    its details. With ``bias_correction`` the QAT model starts from the bias-corrected float model:
-    depthwise kernels train in float and are rounded only at conversion (``quantize.PerChannelDepthwise``),
-    so QAT never sees, and cannot learn away, the mean shift their rounding causes."""
+    its details. With ``bias_correction``, QAT starts from the model with its Conv/Dense rounding shift
+    removed (QAT sees that rounding, so it starts where PTQ would), and after training the depthwise
+    layers are corrected: their kernels train in float and are rounded only at conversion
+    (``quantize.PerChannelDepthwise``), so QAT never sees, and cannot learn away, that shift."""
     details: dict = {}
     if ctx.config.bias_correction:
-        model, details["bias_correction"] = correct_bias(model, ctx.representative)
+        model, details["bias_correction"] = correct_bias(model, ctx.representative, depthwise=False)
     qat = quantize_model(model, preserve=preserve)
     calibrate_ranges(qat, model, ctx.representative)
     details["qat_history"] = [] if ctx.config.qat_epochs == 0 else finetune(
         qat, ctx.train, ctx.devel, ctx.frontend, ctx.settings(ctx.config.qat_epochs, ctx.config.qat_learning_rate),
         teacher=ctx.model, progress=ctx.progress, desc=f"QAT ({preserve})" if preserve != "none" else "QAT")
+    if ctx.config.bias_correction:
+        details["depthwise_bias_correction"] = correct_depthwise_bias(qat, ctx.representative)
     return qat, details
 
 
