@@ -249,16 +249,61 @@ def read_device_results(path: str | Path) -> DeviceResults:
                          Timing.read(data, "latency.inference", path), frontend)
 
 
-def read_sidecar(path: Path) -> dict[str, Any]:
-    """``model.json`` beside a trained ``model.h5``: its format, and the keys every stage needs (the class
-    names in output order, the frontend settings the model was trained with), checked before the model loads."""
+@dataclasses.dataclass(frozen=True)
+class Sidecar:
+    """``model.json`` beside a trained ``model.h5``: what every later stage needs without the training config
+    (the class names in output order, the frontend the model was trained with, the input it takes, the data
+    it was trained on), and how the model came about (``details``: best epoch, train config, import
+    provenance, versions, kept as written)."""
+
+    classes: tuple[str, ...]
+    frontend: FrontendConfig
+    input_shape: tuple[int, ...]
+    backbone: str
+    data: dict[str, Any] | None = None  # source, split, config, files, speakers; None for an imported model
+    history: tuple[dict[str, Any], ...] = ()
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def data_config(self) -> dict[str, Any] | None:
+        """The data config of training (``--data`` may be left out when it is known)."""
+        return None if self.data is None else self.data.get("config")
+
+
+_SIDECAR_FIELDS = ("format", "version", "classes", "frontend", "input", "backbone", "data", "history")
+
+
+def write_sidecar(path: str | Path, sidecar: Sidecar) -> Path:
+    data = {**sidecar.details, "format": SIDECAR_FORMAT, "version": SIDECAR_VERSION,
+            "classes": list(sidecar.classes), "frontend": to_dict(sidecar.frontend),
+            "input": {"shape": list(sidecar.input_shape), "dtype": "float32"}, "backbone": sidecar.backbone,
+            "data": sidecar.data, "history": list(sidecar.history)}
+    return write_json(path, data)
+
+
+def read_sidecar(path: Path) -> Sidecar:
+    """The sidecar, every field the stages use checked before the (slow) model load."""
     data = read_json_object(path, "no sidecar next to the model")
     if data.get("format") != SIDECAR_FORMAT:
         raise UserError("not a dslite-tiny sidecar", path=path)
     _check_version(data, path, SIDECAR_FORMAT, SIDECAR_VERSION)
-    _class_names(data, path)
-    field_at(data, "frontend", dict, path)
-    return data
+    classes = _class_names(data, path)
+    try:
+        frontend = from_mapping(FrontendConfig, field_at(data, "frontend", dict, path), source=path.name)
+    except ConfigError as exc:
+        raise UserError(f"field 'frontend' is invalid ({exc})", path=path) from None
+    shape = field_at(data, "input.shape", list, path)
+    if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
+        raise UserError(f"field 'input.shape' must list positive integers, got {shape!r:.60}", path=path)
+    saved = field_at(data, "data", dict, path, optional=True) if "data" in data else None
+    if saved is not None and "config" in saved:
+        field_at(data, "data.config", dict, path, optional=True)
+    history = field_at(data, "history", list, path) if "history" in data else []
+    if history:
+        _objects(data, "history", {"epoch": int}, path)  # each item an epoch record
+    details = {k: v for k, v in data.items() if k not in _SIDECAR_FIELDS}
+    return Sidecar(tuple(classes), frontend, tuple(shape), field_at(data, "backbone", str, path), saved,
+                   tuple(history), details)
 
 
 def _class_names(data: dict, path: Path) -> list[str]:

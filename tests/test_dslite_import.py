@@ -84,7 +84,7 @@ def test_import_preserves_predictions(dslite_files):
     assert trained.classes == ("negative", "positive")
     config = trained.frontend_config
     assert (config.color_map, config.n_mels, config.resize, config.normalization) == ("magma", 64, "nearest", "tf")
-    assert trained.sidecar["imported"]["max_abs_probability_difference"] <= 1e-5
+    assert trained.sidecar.details["imported"]["max_abs_probability_difference"] <= 1e-5
 
 
 class ModernAugmentableModel(keras.Model):

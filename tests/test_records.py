@@ -7,8 +7,8 @@ import pytest
 
 from dslite_tiny.config import FrontendConfig, load_config
 from dslite_tiny.errors import UserError
-from dslite_tiny.records import (Reference, read_device_results, read_metrics, read_reference, write_device_results,
-                                 write_metrics, write_reference)
+from dslite_tiny.records import (Reference, Sidecar, read_device_results, read_metrics, read_reference,
+                                 read_sidecar, write_device_results, write_metrics, write_reference, write_sidecar)
 
 
 def _reference() -> Reference:
@@ -113,3 +113,36 @@ def test_device_results_read_back_and_name_a_bad_field(tmp_path):
     path = write_device_results(tmp_path / "device-qemu.json", data)
     with pytest.raises(UserError, match="device-qemu.json: field 'latency.frontend.p90_ms' is missing"):
         read_device_results(path)
+
+
+def _sidecar(**changes) -> Sidecar:
+    frontend = load_config(FrontendConfig, "mcu-64", stage="frontend")
+    fields = {"classes": ("yes", "no"), "frontend": frontend, "input_shape": frontend.image_shape,
+              "backbone": "dscnn", "data": {"source": "d", "config": {"path": "d"}},
+              "history": ({"epoch": 1, "devel_uar": 0.5},), "details": {"best": {"epoch": 1}, "normalization": "tf"}}
+    return Sidecar(**{**fields, **changes})
+
+
+@pytest.mark.parametrize("sidecar", [_sidecar(), _sidecar(data=None, history=(), details={"imported": {"from": "x"}})])
+def test_a_sidecar_reads_back_as_written(tmp_path, sidecar):
+    path = write_sidecar(tmp_path / "model.json", sidecar)
+    assert read_sidecar(path) == sidecar
+    assert read_sidecar(path).data_config == (sidecar.data and sidecar.data["config"])
+
+
+@pytest.mark.parametrize("change, message", [
+    (_edit(lambda d: d.update(format="other")), "not a dslite-tiny sidecar"),
+    (_edit(lambda d: d.update(version=2)), "version 2 of the dslite-tiny model format is newer"),
+    (_edit(lambda d: d["frontend"].update(hop_s=-1)), "field 'frontend' is invalid"),
+    (_edit(lambda d: d.pop("input")), "field 'input.shape' is missing"),
+    (_edit(lambda d: d["input"].update(shape=[64, "64", 1])), "field 'input.shape' must list positive integers"),
+    (_edit(lambda d: d.update(backbone=None)), "field 'backbone' must be str"),
+    (_edit(lambda d: d.update(data=[])), "field 'data' must be dict"),
+    (_edit(lambda d: d["data"].update(config="d")), "field 'data.config' must be dict"),
+    (_edit(lambda d: d["history"].append({"loss": 1.0})), r"field 'history\[1\].epoch' is missing"),
+])
+def test_a_bad_sidecar_is_one_line_naming_file_and_field(tmp_path, change, message):
+    path = tmp_path / "model.json"
+    path.write_text(json.dumps(change(json.loads(write_sidecar(path, _sidecar()).read_text()))))
+    with pytest.raises(UserError, match=f"model.json: {message}"):
+        read_sidecar(path)

@@ -160,7 +160,7 @@ def _variant_names(config: CompressConfig, only: Sequence[str] | None) -> list[s
 
 
 def _sidecar_data(trained: TrainedModel) -> DataConfig:
-    saved = trained.sidecar.get("data", {}).get("config")
+    saved = trained.sidecar.data_config
     if not saved:
         raise UserError("the model's sidecar names no dataset: pass --data DATA", path=trained.path)
     return from_mapping(DataConfig, saved, source=f"{trained.path.name} sidecar")
@@ -185,7 +185,7 @@ def _features(trained: TrainedModel, data: DataConfig, cache: FeatureCache | Non
 
 def _fingerprint(model_sha256: str, trained: TrainedModel, features: dict[str, FeatureSet]) -> str:
     digest = hashlib.sha256(model_sha256.encode())
-    digest.update(json.dumps(trained.sidecar["frontend"], sort_keys=True).encode())
+    digest.update(json.dumps(to_dict(trained.frontend_config), sort_keys=True).encode())
     for split in ("train", "devel", "test"):
         table = features[split]
         digest.update(split.encode())

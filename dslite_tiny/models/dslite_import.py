@@ -19,11 +19,12 @@ import numpy as np
 import dslite_tiny  # noqa: F401  (TF_USE_LEGACY_KERAS before tf_keras loads)
 import tf_keras as keras
 
-from dslite_tiny.config import FrontendConfig, load_config, to_dict
+from dslite_tiny.config import FrontendConfig, load_config
 from dslite_tiny.data.dslite import hp_config_to_frontend, read_class_config, read_hp_config
 from dslite_tiny.errors import UserError
 from dslite_tiny.models.registry import create_model
 from dslite_tiny.models.trained import check_no_code, read_model_config, save_trained
+from dslite_tiny.records import Sidecar
 
 log = logging.getLogger(__name__)
 SUPPORTED = ("densenet121", "mobilenet", "mobilenet_v2")
@@ -79,13 +80,10 @@ def import_dslite(model_path: str | Path, *, hp_config: str | Path, class_config
     if difference > TOLERANCE:
         raise UserError(f"the imported model's probabilities differ by {difference:.2e} (> {TOLERANCE:g})",
                         path=model_path)
-    sidecar = {
-        "classes": classes, "frontend": to_dict(frontend), "backbone": backbone_name,
+    sidecar = Sidecar(tuple(classes), frontend, input_shape, backbone_name, details={
         "normalization": frontend.normalization,
         "imported": {"from": str(model_path), "hp_config": str(hp_config), "config_index": config_index,
-                     "class_config": str(class_config), "max_abs_probability_difference": difference},
-        "data": None, "history": [], "best": None, "train": None,
-    }
+                     "class_config": str(class_config), "max_abs_probability_difference": difference}})
     path = save_trained(flat, Path(out_dir) / "model.h5", sidecar)
     return path, difference
 

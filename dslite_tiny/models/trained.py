@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dslite_tiny.artifacts import atomic_path
-from dslite_tiny.config import FrontendConfig, from_mapping
+from dslite_tiny.config import FrontendConfig
 from dslite_tiny.errors import DataError, UserError
-from dslite_tiny.records import SIDECAR_FORMAT, SIDECAR_VERSION, read_sidecar
+from dslite_tiny.records import Sidecar, read_sidecar, write_sidecar
 
 if TYPE_CHECKING:
     from dslite_tiny.data.features import FeatureSet
@@ -32,16 +32,16 @@ SAFE_MODULES = ("keras", "tf_keras", "builtins", "dslite_tiny")
 @dataclasses.dataclass
 class TrainedModel:
     model: Any  # tf_keras.Model
-    sidecar: dict[str, Any]
+    sidecar: Sidecar
     path: Path
 
     @property
     def classes(self) -> tuple[str, ...]:
-        return tuple(self.sidecar["classes"])
+        return self.sidecar.classes
 
     @property
     def frontend_config(self) -> FrontendConfig:
-        return from_mapping(FrontendConfig, self.sidecar["frontend"], source=str(sidecar_path(self.path)))
+        return self.sidecar.frontend
 
     def check_labels(self, dataset: Dataset) -> None:
         """Every class of ``dataset`` must be one of the model's (a dataset may hold fewer)."""
@@ -71,20 +71,19 @@ def versions() -> dict[str, str]:
             "numpy": numpy.__version__, "python": platform.python_version()}
 
 
-def save_trained(model, path: str | Path, sidecar: dict[str, Any]) -> Path:
-    """Write ``path`` (.h5) and its sidecar; both via temporary files so a crash leaves the old pair."""
+def save_trained(model, path: str | Path, sidecar: Sidecar) -> Path:
+    """Write ``path`` (.h5), then its sidecar (stamped with the input shape, time and versions), each via a
+    temporary file: a crash leaves the old pair, or the new model beside the old one's labels and frontend."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    full = {"format": SIDECAR_FORMAT, "version": SIDECAR_VERSION, "model_file": path.name,
-            "input": {"shape": list(model.input_shape[1:]), "dtype": "float32"},
-            "saved": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "versions": versions(), **sidecar}
-    # the model is renamed into place first, then its sidecar (the inner block ends first)
-    with atomic_path(sidecar_path(path)) as side_tmp, atomic_path(path, suffix=".h5") as tmp:
-        with warnings.catch_warnings():  # HDF5 is "legacy" to Keras, and the format the whole toolchain expects
-            warnings.filterwarnings("ignore", message=".*HDF5 file.*")
-            model.save(tmp, include_optimizer=False)
-        side_tmp.write_text(json.dumps(full, indent=2, sort_keys=True), encoding="utf-8")
+    stamp = {"model_file": path.name, "versions": versions(),
+             "saved": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    sidecar = dataclasses.replace(sidecar, input_shape=tuple(model.input_shape[1:]),
+                                  details={**sidecar.details, **stamp})
+    with atomic_path(path, suffix=".h5") as tmp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*HDF5 file.*")  # "legacy" to Keras; what the toolchain expects
+        model.save(tmp, include_optimizer=False)
+    write_sidecar(sidecar_path(path), sidecar)
     return path
 
 

@@ -7,7 +7,6 @@ replaces ``OUT/model.h5`` + ``model.json`` at once, so an interrupted run keeps 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -15,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from dslite_tiny.artifacts import write_json
 from dslite_tiny.audio.frontend import Frontend
 from dslite_tiny.config import TrainConfig, to_dict
 from dslite_tiny.data.features import FeatureSet, epoch_batches
@@ -24,6 +22,7 @@ from dslite_tiny.models.inference import predict_mel
 from dslite_tiny.models.registry import backbone_layers, create_model, make_optimizer
 from dslite_tiny.models.trained import load_trained, save_trained, sidecar_path
 from dslite_tiny.progress import Progress, no_progress
+from dslite_tiny.records import Sidecar, read_sidecar, write_sidecar
 from dslite_tiny.train.augment import AugmentSettings, augment_batch, sap_lambdas
 from dslite_tiny.measure.metrics import uar
 
@@ -74,7 +73,7 @@ def set_trainable(model, mode: str, finetune_layers: float) -> int:
 
 
 def train_model(train: FeatureSet, devel: FeatureSet, frontend: Frontend, config: TrainConfig, *, out_dir: Path,
-                sidecar: dict, on_epoch: EpochCallback | None = None,
+                sidecar: Sidecar, on_epoch: EpochCallback | None = None,
                 progress: Progress = no_progress) -> TrainResult:
     """Fit per ``config``; the best epoch by devel UAR is saved to ``out_dir/model.h5`` (+ sidecar)."""
     import tf_keras as keras
@@ -112,7 +111,8 @@ def train_model(train: FeatureSet, devel: FeatureSet, frontend: Frontend, config
             stale += 1
             if devel_uar > best["devel_uar"]:
                 best, stale = dict(record), 0
-                save_trained(model, path, {**sidecar, "history": history, "best": best, "train": to_dict(config)})
+                save_trained(model, path, dataclasses.replace(sidecar, history=tuple(history), details={
+                    **sidecar.details, "best": best, "train": to_dict(config)}))
             _log_scalars(writer, record)
             if on_epoch:
                 on_epoch(record)
@@ -141,9 +141,7 @@ def _train_step(model, train: FeatureSet, frontend: Frontend, batch: np.ndarray,
 
 def _write_full_history(path: Path, history: list[dict]) -> None:
     side = sidecar_path(path)
-    data = json.loads(side.read_text(encoding="utf-8"))
-    data["history"] = history
-    write_json(side, data)
+    write_sidecar(side, dataclasses.replace(read_sidecar(side), history=tuple(history)))
 
 
 def _class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:

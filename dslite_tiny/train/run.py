@@ -12,6 +12,7 @@ from dslite_tiny.data.features import compute_features
 from dslite_tiny.data.layouts import Dataset, load_dataset
 from dslite_tiny.errors import DataError
 from dslite_tiny.progress import Progress, no_progress
+from dslite_tiny.records import Sidecar
 from dslite_tiny.models.registry import get_backbone
 from dslite_tiny.train.fit import EpochCallback, TrainResult, train_model
 
@@ -37,10 +38,8 @@ def run_training(data: DataConfig, config: TrainConfig, *, out_dir: str | Path, 
     for split, table in features.items():
         if len(table) == 0:
             raise DataError(f"the {split} split yields no chunks ({table.report.describe()})", path=dataset.source)
-    sidecar = {
-        "classes": list(dataset.classes), "frontend": to_dict(frontend.config), "backbone": config.backbone,
-        "normalization": frontend.config.normalization, "data": data_summary(dataset, data, features),
-    }
+    sidecar = Sidecar(tuple(dataset.classes), frontend.config, frontend.config.image_shape, config.backbone,
+                      data_summary(dataset, data, features), details={"normalization": frontend.config.normalization})
     return train_model(features["train"], features["devel"], frontend, config, out_dir=out_dir, sidecar=sidecar,
                        on_epoch=on_epoch, progress=progress)
 
