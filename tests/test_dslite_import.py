@@ -85,6 +85,8 @@ def test_import_preserves_predictions(dslite_files):
     config = trained.frontend_config
     assert (config.color_map, config.n_mels, config.resize, config.normalization) == ("magma", 64, "nearest", "tf")
     assert trained.sidecar.details["imported"]["max_abs_probability_difference"] <= 1e-5
+    result = run_cli("compress", str(folder / "imported" / "model.h5"), "--out", str(folder / "out"))
+    assert result.returncode == 2 and "names no dataset: pass --data DATA" in result.stderr, result.stderr
 
 
 class ModernAugmentableModel(keras.Model):
