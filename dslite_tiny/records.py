@@ -7,13 +7,14 @@ newer version is refused with the reason. Low in the layering: only config, erro
 """
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
-from dslite_tiny.artifacts import write_json
-from dslite_tiny.config import FrontendConfig, from_mapping, to_dict
+from dslite_tiny.artifacts import atomic_path, write_json
+from dslite_tiny.config import VARIANTS, FrontendConfig, from_mapping, to_dict
 from dslite_tiny.errors import ConfigError, UserError
 
 REFERENCE_FORMAT, REFERENCE_VERSION = "dslite-tiny reference", 1
@@ -221,6 +222,65 @@ def _objects(data: dict, dotted: str, fields: dict[str, type | tuple[type, ...]]
         rows.append(tuple(field_at({"item": item}, f"item.{name}", kinds, path, optional=name in optional,
                                    label=f"{dotted}[{i}].{name}") for name, kinds in fields.items()))
     return rows
+
+
+SUMMARY_COLUMNS = (
+    "variant", "status", "reason", "tflite_bytes", "gzip_bytes", "weight_bytes", "params", "macs",
+    "uar", "accuracy", "uar_files", "accuracy_files", "agreement", "sparsity", "pruned_sparsity",
+    "sparsity_target", "latency_ms", "latency_p90_ms", "latency_ms_all_threads", "latency_p90_ms_all_threads",
+    "threads", "tflm_ok", "arena_bytes", "input_dtype", "ops", "build_seconds",
+)
+
+
+def summary_row(metrics: VariantMetrics) -> dict:
+    """One flat row of ``summary.csv`` from a variant's metrics (missing figures stay empty)."""
+    sizes, scores, sparsity = metrics.sizes, metrics.scores, metrics.sparsity
+    one, every = metrics.latency, metrics.latency_all_threads
+    row = {
+        "variant": metrics.variant, "status": metrics.status, "reason": metrics.reason,
+        **{k: getattr(sizes, k) if sizes else None for k in ("tflite_bytes", "gzip_bytes", "weight_bytes", "params",
+                                                             "macs")},
+        "uar": scores and scores.uar, "accuracy": scores and scores.accuracy, "uar_files": scores and scores.uar_files,
+        "accuracy_files": scores and scores.accuracy_files, "agreement": scores and scores.agreement,
+        "sparsity": sparsity and sparsity.weights, "pruned_sparsity": sparsity and sparsity.pruned_layers,
+        "sparsity_target": sparsity and sparsity.target,
+        "latency_ms": one and one.median_ms, "latency_p90_ms": one and one.p90_ms,
+        "latency_ms_all_threads": every and every.median_ms, "latency_p90_ms_all_threads": every and every.p90_ms,
+        "threads": metrics.threads, "tflm_ok": metrics.tflm_ok, "arena_bytes": metrics.arena_bytes,
+        "input_dtype": metrics.input_dtype, "ops": " ".join(metrics.ops), "build_seconds": metrics.build_seconds,
+    }
+    return {k: ("" if v is None else v) for k, v in row.items()}
+
+
+def write_summary_csv(path: str | Path, rows: list[dict]) -> Path:
+    """``OUT/summary.csv``: the rows of ``summary_row``, one per variant, for people and spreadsheets."""
+    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=SUMMARY_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return Path(path)
+
+
+def read_summary_variants(path: str | Path) -> tuple[str, ...]:
+    """The variants ``summary.csv`` lists, in order: all the report takes from it (the figures come from each
+    variant's ``metrics.json``). A file without the variant column or with an unknown variant is one line."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"missing: {COMPRESS_OUTPUT_HINT}", path=path)
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            if "variant" not in (reader.fieldnames or ()):
+                raise UserError("not a summary table: no 'variant' column", path=path)
+            names = tuple(row["variant"] for row in reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise UserError(f"cannot read ({exc})", path=path) from None
+    unknown = [name for name in names if name not in VARIANTS]
+    if unknown:
+        raise UserError(f"unknown variant {unknown[0]!r} (known: {', '.join(VARIANTS)})", path=path)
+    if not names:
+        raise UserError("lists no variants", path=path)
+    return names
 
 
 @dataclasses.dataclass(frozen=True)

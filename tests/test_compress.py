@@ -16,7 +16,8 @@ import tf_keras as keras  # noqa: E402
 
 from dslite_tiny.compress import recipes  # noqa: E402
 from dslite_tiny.compress.convert import convert_model  # noqa: E402
-from dslite_tiny.compress.pipeline import SUMMARY_COLUMNS, run_compress  # noqa: E402
+from dslite_tiny.compress.pipeline import run_compress  # noqa: E402
+from dslite_tiny.records import SUMMARY_COLUMNS  # noqa: E402
 from dslite_tiny.compress.prune import PruningSchedule, prune_model, strip_pruning, weight_layer_names  # noqa: E402
 from dslite_tiny.compress.finetune import distillation_loss, soft_targets  # noqa: E402
 from dslite_tiny.compress.ptq import correct_bias, correct_depthwise_bias, int8_rounding_error  # noqa: E402

@@ -8,7 +8,8 @@ import pytest
 from dslite_tiny.config import FrontendConfig, load_config
 from dslite_tiny.errors import UserError
 from dslite_tiny.records import (Reference, Sidecar, read_device_results, read_metrics, read_reference,
-                                 read_sidecar, write_device_results, write_metrics, write_reference, write_sidecar)
+                                 read_sidecar, read_summary_variants, write_device_results, write_metrics,
+                                 write_reference, write_sidecar, write_summary_csv)
 
 
 def _reference() -> Reference:
@@ -146,3 +147,21 @@ def test_a_bad_sidecar_is_one_line_naming_file_and_field(tmp_path, change, messa
     path.write_text(json.dumps(change(json.loads(write_sidecar(path, _sidecar()).read_text()))))
     with pytest.raises(UserError, match=f"model.json: {message}"):
         read_sidecar(path)
+
+
+def test_the_summary_table_lists_its_variants_in_order(tmp_path):
+    path = write_summary_csv(tmp_path / "summary.csv", [{"variant": "int8", "status": "ok"},
+                                                        {"variant": "float32", "status": "failed"}])
+    assert read_summary_variants(path) == ("int8", "float32")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("name,status\nint8,ok\n", "not a summary table: no 'variant' column"),
+    ("variant,status\nint9,ok\n", "unknown variant 'int9'"),
+    ("variant,status\n", "lists no variants"),
+    ("", "not a summary table"),
+])
+def test_a_bad_summary_table_is_one_line(tmp_path, text, message):
+    (tmp_path / "summary.csv").write_text(text)
+    with pytest.raises(UserError, match=f"summary.csv: {message}"):
+        read_summary_variants(tmp_path / "summary.csv")

@@ -5,7 +5,7 @@ Layout of ``OUT``::
     OUT/<variant>/model.tflite   the converted model
     OUT/<variant>/metrics.json   status, reason, sizes, accuracy, sparsity, latency, TFLM verdict,
                                  per-layer error (integer variants), provenance
-    OUT/summary.csv              one row per variant (columns: SUMMARY_COLUMNS)
+    OUT/summary.csv              one row per variant (columns: records.SUMMARY_COLUMNS)
     OUT/reference.json           the float Keras model on the same test chunks; the labels and frontend
     OUT/compress.log             the library log of every run
     OUT/stages/                  fine-tuned intermediate models shared by variants (pruned model)
@@ -17,7 +17,6 @@ and the others go on. Every file is written atomically and ``OUT`` is locked for
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import datetime
 import hashlib
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dslite_tiny.artifacts import atomic_path, folder_lock
+from dslite_tiny.artifacts import folder_lock
 from dslite_tiny.audio.frontend import Frontend
 from dslite_tiny.compress.recipes import RECIPES, VariantContext, integer_dtype
 from dslite_tiny.config import (VARIANTS, CompressConfig, DataConfig, FrontendConfig, from_mapping, to_dict,
@@ -44,15 +43,10 @@ from dslite_tiny.measure.layer_error import layer_errors
 from dslite_tiny.models.arelu import fold_arelu
 from dslite_tiny.models.trained import TrainedModel, load_trained, versions
 from dslite_tiny.progress import Progress, no_progress
-from dslite_tiny.records import Reference, VariantMetrics, read_metrics, write_metrics, write_reference
+from dslite_tiny.records import (Reference, VariantMetrics, read_metrics, summary_row, write_metrics, write_reference,
+                                 write_summary_csv)
 
 log = logging.getLogger(__name__)
-SUMMARY_COLUMNS = (
-    "variant", "status", "reason", "tflite_bytes", "gzip_bytes", "weight_bytes", "params", "macs",
-    "uar", "accuracy", "uar_files", "accuracy_files", "agreement", "sparsity", "pruned_sparsity",
-    "sparsity_target", "latency_ms", "latency_p90_ms", "latency_ms_all_threads", "latency_p90_ms_all_threads",
-    "threads", "tflm_ok", "arena_bytes", "input_dtype", "ops", "build_seconds",
-)
 VariantCallback = Callable[[dict], None]  # a summary row plus "skipped" (unchanged since the last run)
 
 
@@ -110,30 +104,10 @@ def _compress_into(out_dir: Path, trained: TrainedModel, data: DataConfig, names
     return CompressResult(out_dir, rows, reference)
 
 
-def summary_row(metrics: VariantMetrics) -> dict:
-    """One flat row of ``summary.csv`` from a variant's metrics (missing figures stay empty)."""
-    sizes, scores, sparsity = metrics.sizes, metrics.scores, metrics.sparsity
-    one, every = metrics.latency, metrics.latency_all_threads
-    row = {
-        "variant": metrics.variant, "status": metrics.status, "reason": metrics.reason,
-        **{k: getattr(sizes, k) if sizes else None for k in ("tflite_bytes", "gzip_bytes", "weight_bytes", "params",
-                                                             "macs")},
-        "uar": scores and scores.uar, "accuracy": scores and scores.accuracy, "uar_files": scores and scores.uar_files,
-        "accuracy_files": scores and scores.accuracy_files, "agreement": scores and scores.agreement,
-        "sparsity": sparsity and sparsity.weights, "pruned_sparsity": sparsity and sparsity.pruned_layers,
-        "sparsity_target": sparsity and sparsity.target,
-        "latency_ms": one and one.median_ms, "latency_p90_ms": one and one.p90_ms,
-        "latency_ms_all_threads": every and every.median_ms, "latency_p90_ms_all_threads": every and every.p90_ms,
-        "threads": metrics.threads, "tflm_ok": metrics.tflm_ok, "arena_bytes": metrics.arena_bytes,
-        "input_dtype": metrics.input_dtype, "ops": " ".join(metrics.ops), "build_seconds": metrics.build_seconds,
-    }
-    return {k: ("" if v is None else v) for k, v in row.items()}
-
-
 def write_summary(out_dir: Path) -> list[dict]:
     """``summary.csv`` from every ``OUT/<variant>/metrics.json``, in the canonical variant order (a file
     that does not read back is left out with a warning: its variant is rebuilt by the next run)."""
-    rows = []
+    rows: list[dict] = []
     for name in VARIANTS:
         path = out_dir / name / "metrics.json"
         if not path.is_file():
@@ -142,10 +116,7 @@ def write_summary(out_dir: Path) -> list[dict]:
             rows.append(summary_row(read_metrics(path)))
         except UserError as exc:
             log.warning("%s: left out of summary.csv: %s", name, exc)
-    with atomic_path(out_dir / "summary.csv") as tmp, tmp.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=SUMMARY_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_summary_csv(out_dir / "summary.csv", rows)
     return rows
 
 

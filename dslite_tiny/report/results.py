@@ -12,12 +12,11 @@ file is read through its record in ``dslite_tiny.records`` (``VariantMetrics``, 
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 from pathlib import Path
 
 from dslite_tiny.records import (Reference, Scores, Sizes, Timing, VariantMetrics, read_device_results, read_metrics,
-                                 read_reference)
+                                 read_reference, read_summary_variants)
 from dslite_tiny.config import FrontendConfig
 from dslite_tiny.errors import UserError
 
@@ -121,10 +120,7 @@ def load_results(out_dir: str | Path) -> Results:
     if not summary.is_file():
         raise UserError("no summary.csv: pass the output folder of `dslite-tiny compress`", path=out_dir)
     reference = read_reference(out_dir / "reference.json")
-    with summary.open(newline="", encoding="utf-8") as handle:
-        names = [row["variant"] for row in csv.DictReader(handle)]
-    if not names:
-        raise UserError("summary.csv lists no variants", path=summary)
+    names = read_summary_variants(summary)
     variants = tuple(_variant(out_dir / name) for name in names)
     return Results(out_dir, reference, variants)
 
