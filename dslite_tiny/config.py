@@ -208,8 +208,12 @@ class CompressConfig:
     bias_correction: bool = param(True, "remove the mean output shift that int8 weight rounding causes "
                                         "(compress.ptq) from the float model before post-training "
                                         "quantization and before QAT")
-    sparsity: float = param(0.5, "target weight sparsity of the pruned layers", low=0.0, low_open=True,
-                            high=1.0, high_open=True)
+    sparsity: float = param(0.5, "target weight sparsity of the pruned layers (the share of zeros over all "
+                                 "their weights)", low=0.0, low_open=True, high=1.0, high_open=True)
+    sparsity_allocation: Literal["erk", "uniform"] = param(
+        "erk", "how the target is shared among the pruned layers: erk (Erdős–Rényi-kernel: a layer with many "
+               "weights per channel is pruned harder, a small one less or not at all) or uniform (every layer "
+               "at the target); 2:4 structured sparsity is always uniform")
     structured: bool = param(False, "2:4 structured sparsity (two of every four weights zero) instead of "
                                     "unstructured magnitude pruning; sparsity is then 0.5")
     min_weights: int = param(1024, "layers with fewer kernel weights are neither pruned nor clustered", low=0)

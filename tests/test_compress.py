@@ -18,7 +18,8 @@ from dslite_tiny.compress import recipes  # noqa: E402
 from dslite_tiny.compress.convert import convert_model  # noqa: E402
 from dslite_tiny.compress.pipeline import run_compress  # noqa: E402
 from dslite_tiny.records import SUMMARY_COLUMNS  # noqa: E402
-from dslite_tiny.compress.prune import PruningSchedule, prune_model, strip_pruning, weight_layer_names  # noqa: E402
+from dslite_tiny.compress.prune import (PruningSchedule, layer_sparsities, prune_model, strip_pruning,  # noqa: E402
+                                        weight_layer_names)
 from dslite_tiny.compress.finetune import distillation_loss, soft_targets  # noqa: E402
 from dslite_tiny.compress.ptq import correct_bias, correct_depthwise_bias, int8_rounding_error  # noqa: E402
 from dslite_tiny.compress.quantize import calibrate_ranges, foldable_batchnorms, quantize_model  # noqa: E402
@@ -271,10 +272,10 @@ def test_fold_arelu_is_exact_and_leaves_one_leaky_relu():
     assert np.abs(folded(x).numpy() - model(x).numpy()).max() > max(1e-4, 100 * error)
 
 
-def _prune(model, x, y, sparsity=0.5):
+def _prune(model, x, y, sparsity=0.5, allocation="uniform"):
     layers = weight_layer_names(model, min_weights=256)
     schedule = PruningSchedule.fit(sparsity, 12)
-    wrapped = prune_model(model, layers, schedule)
+    wrapped = prune_model(model, layer_sparsities(model, layers, sparsity, allocation), schedule)
     wrapped.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
     wrapped.fit(x, y, batch_size=32, epochs=4, verbose=0, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
     return strip_pruning(wrapped), layers
@@ -297,12 +298,38 @@ def test_pqat_keeps_the_sparsity_that_plain_qat_loses():
     assert _qat_sparsity(pruned, layers, x, y, "none") < 0.3
 
 
+def test_erk_prunes_layers_with_more_weights_per_channel_harder_and_meets_the_target():
+    x, y = _data()
+    model = fold_arelu(_random_classifier())
+    pruned, layers = _prune(model, x, y, allocation="erk")
+    targets = layer_sparsities(model, layers, 0.5, "erk")
+    shapes = {name: model.get_layer(name).kernel.shape for name in layers}
+    factor = {name: sum(shape) / shape.num_elements() for name, shape in shapes.items()}  # ERK density ∝ this
+    assert len(set(targets.values())) == len(set(factor.values())) > 1
+    assert sorted(layers, key=factor.get) == sorted(layers, key=lambda name: -targets[name])
+    tensors = describe_tflite(convert_model(pruned, "int8", representative=x[:8]))["sparsity"]["layers"]
+    assert abs(pruned_sparsity(tensors, layers) - 0.5) <= 0.02  # the target holds over all pruned weights
+    for name in layers:
+        assert abs(pruned_sparsity(tensors, [name]) - targets[name]) <= 0.02, name
+
+
+def test_erk_leaves_a_layer_dense_rather_than_above_density_one():
+    inputs = keras.Input((100,))
+    wide = keras.layers.Dense(100, name="wide")(inputs)
+    big = keras.layers.Dense(1000, name="big")(wide)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="small")(big))  # ERK density 2.4 at 90 %: dense
+    targets = layer_sparsities(model, ["wide", "big", "small"], 0.9, "erk")
+    sizes = {"wide": 10_000, "big": 100_000, "small": 2000}
+    assert targets["small"] == 0.0 and 0 < targets["wide"] < targets["big"] < 1
+    assert sum(targets[n] * sizes[n] for n in sizes) / sum(sizes.values()) == pytest.approx(0.9)
+
+
 def test_structured_pruning_leaves_two_zeros_in_every_four_weights():
     x, y = _data()
     model = fold_arelu(_random_classifier())
     layers = weight_layer_names(model, min_weights=256, structured=True)
     assert "dscnn_conv1" not in layers and "dscnn_pw1" in layers  # 3 input channels cannot group by 4
-    wrapped = prune_model(model, layers, PruningSchedule.fit(0.5, 12), structured=True)
+    wrapped = prune_model(model, {name: 0.5 for name in layers}, PruningSchedule.fit(0.5, 12), structured=True)
     wrapped.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
     wrapped.fit(x, y, batch_size=32, epochs=4, verbose=0, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
     tensors = describe_tflite(convert_model(strip_pruning(wrapped), "int8", representative=x[:8]))["sparsity"]["layers"]

