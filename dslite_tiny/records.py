@@ -56,10 +56,7 @@ def read_reference(path: str | Path) -> Reference:
     classes = _class_names(data, path)
     if not 0 <= field_at(data, "accuracy.chunks.uar", (int, float), path) <= 1:
         raise UserError("field 'accuracy.chunks.uar' must be in [0, 1]", path=path)
-    try:
-        frontend = from_mapping(FrontendConfig, field_at(data, "frontend", dict, path), source=path.name)
-    except ConfigError as exc:
-        raise UserError(f"field 'frontend' is invalid ({exc})", path=path) from None
+    frontend = _frontend(data, path)
     model, sha256, split, features = (field_at(data, name, str, path) for name in ("model", "sha256", "split",
                                                                                    "features"))
     return Reference(model, sha256, split, tuple(classes), frontend, features, data["accuracy"])
@@ -348,10 +345,7 @@ def read_sidecar(path: Path) -> Sidecar:
         raise UserError("not a dslite-tiny sidecar", path=path)
     _check_version(data, path, SIDECAR_FORMAT, SIDECAR_VERSION)
     classes = _class_names(data, path)
-    try:
-        frontend = from_mapping(FrontendConfig, field_at(data, "frontend", dict, path), source=path.name)
-    except ConfigError as exc:
-        raise UserError(f"field 'frontend' is invalid ({exc})", path=path) from None
+    frontend = _frontend(data, path)
     shape = field_at(data, "input.shape", list, path)
     if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
         raise UserError(f"field 'input.shape' must list positive integers, got {shape!r:.60}", path=path)
@@ -364,6 +358,13 @@ def read_sidecar(path: Path) -> Sidecar:
     details = {k: v for k, v in data.items() if k not in _SIDECAR_FIELDS}
     return Sidecar(tuple(classes), frontend, tuple(shape), field_at(data, "backbone", str, path), saved,
                    tuple(history), details)
+
+
+def _frontend(data: dict, path: Path) -> FrontendConfig:
+    try:
+        return from_mapping(FrontendConfig, field_at(data, "frontend", dict, path), source=path.name)
+    except ConfigError as exc:
+        raise UserError(f"field 'frontend' is invalid ({exc})", path=path) from None
 
 
 def _class_names(data: dict, path: Path) -> list[str]:

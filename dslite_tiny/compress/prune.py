@@ -6,8 +6,8 @@ would silently stay dense and miss the target). ``weight_layer_names`` says whic
 target applies to; the measurement checks that target in the converted flatbuffer.
 
 The target is the share of zeros over all those layers' weights. ``layer_sparsities`` shares it out: either
-every layer at the target, or by the Erdős–Rényi-kernel rule (ERK; Evci et al. 2020, "Rigging the Lottery";
-the allocation of RigL and of TFMOT's sparse-training examples): a layer's density is proportional to
+every layer at the target, or by the Erdős–Rényi-kernel rule (ERK; Evci et al. 2020, "Rigging the Lottery",
+RigL's allocation): a layer's density is proportional to
 (sum of its kernel's dimensions) / (number of its weights), so a 256×256 pointwise conv is pruned harder
 than a 32×32 one, whose every weight carries more of the function. On the FSDD MobileNet v1 α = 0.25
 (two seeds) ERK kept 2.8 and 4.0 points more of the float model's test predictions than uniform 50 %.

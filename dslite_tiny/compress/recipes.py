@@ -75,8 +75,9 @@ def integer_dtype(name: str) -> str | None:
 
 # Every config field the pruned stage depends on: a resumed run reuses OUT/stages/pruned-<key>.h5 only if
 # all of them are unchanged.
-PRUNED_STAGE_FIELDS = ("sparsity", "sparsity_allocation", "structured", "min_weights", "prune_epochs", "prune_learning_rate",
-                       "distill_weight", "distill_temperature", "optimizer", "batch_size", "seed")
+PRUNED_STAGE_FIELDS = ("sparsity", "sparsity_allocation", "structured", "min_weights", "prune_epochs",
+                       "prune_learning_rate", "distill_weight", "distill_temperature", "optimizer", "batch_size",
+                       "seed")
 Recipe = Callable[[VariantContext], Built]
 RECIPES: dict[str, Recipe] = {}
 
