@@ -317,7 +317,8 @@ class Sidecar:
     frontend: FrontendConfig
     input_shape: tuple[int, ...]
     backbone: str
-    data: dict[str, Any] | None = None  # source, split, config, files, speakers; None for an imported model
+    data: dict[str, Any] | None = None  # source, split_method, config, files, speakers (per split), features;
+    # None for an imported model
     history: tuple[dict[str, Any], ...] = ()
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -350,14 +351,26 @@ def read_sidecar(path: Path) -> Sidecar:
     if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
         raise UserError(f"field 'input.shape' must list positive integers, got {shape!r:.60}", path=path)
     saved = field_at(data, "data", dict, path, optional=True) if "data" in data else None
-    if saved is not None and "config" in saved:
-        field_at(data, "data.config", dict, path, optional=True)
+    if saved is not None:
+        _data_summary(data, path)
     history = field_at(data, "history", list, path) if "history" in data else []
     if history:
         _objects(data, "history", {"epoch": int}, path)  # each item an epoch record
     details = {k: v for k, v in data.items() if k not in _SIDECAR_FIELDS}
     return Sidecar(tuple(classes), frontend, tuple(shape), field_at(data, "backbone", str, path), saved,
                    tuple(history), details)
+
+
+def _data_summary(data: dict, path: Path) -> None:
+    """The fields of the sidecar's data summary that commands rely on: where the data was and how it split."""
+    if "config" in data["data"]:
+        field_at(data, "data.config", dict, path, optional=True)
+    field_at(data, "data.source", str, path)
+    field_at(data, "data.split_method", str, path)
+    for split in ("train", "devel", "test"):
+        speakers = field_at(data, f"data.speakers.{split}", list, path)
+        if not all(isinstance(speaker, str) for speaker in speakers):
+            raise UserError(f"field 'data.speakers.{split}' must list speaker names", path=path)
 
 
 def _frontend(data: dict, path: Path) -> FrontendConfig:

@@ -82,3 +82,21 @@ def test_tensorboard_logs_or_a_clear_error(demo_data, tmp_path):
     else:
         assert result.returncode == 0, result.stderr
         assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_evaluate_scores_the_models_own_split_and_refuses_one_that_overlaps_training(cli_model, demo_data, tmp_path):
+    saved = json.loads(cli_model.with_suffix(".json").read_text())["data"]
+    own = run_cli("evaluate", str(cli_model), "--out", str(tmp_path / "own.json"))
+    assert own.returncode == 0, own.stderr
+    report = json.loads((tmp_path / "own.json").read_text())
+    assert (report["split_method"], report["speakers"]) == (saved["split_method"], saved["speakers"]["test"])
+    assert report["overlaps_training"] is None
+    speaker = saved["speakers"]["train"][0]
+    assert_user_error(run_cli("evaluate", str(cli_model), "--test-speakers", speaker),
+                      f"the test split shares speakers {speaker} with the train and devel splits of the model")
+    by_file = ("evaluate", str(cli_model), "--data", str(demo_data.parent))  # the same files, split by file
+    assert_user_error(run_cli(*by_file), "is cut differently from the model's")
+    allowed = run_cli(*by_file, "--allow-overlap", "--out", str(tmp_path / "overlap.json"))
+    assert allowed.returncode == 0 and "warning: the test split" in allowed.stderr, allowed.stderr
+    assert "cut differently" in json.loads((tmp_path / "overlap.json").read_text())["overlaps_training"]
+    assert_user_error(run_cli("compress", str(cli_model), "--test-speakers", speaker), "data options need --data DATA")

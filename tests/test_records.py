@@ -119,7 +119,9 @@ def test_device_results_read_back_and_name_a_bad_field(tmp_path):
 def _sidecar(**changes) -> Sidecar:
     frontend = load_config(FrontendConfig, "mcu-64", stage="frontend")
     fields = {"classes": ("yes", "no"), "frontend": frontend, "input_shape": frontend.image_shape,
-              "backbone": "dscnn", "data": {"source": "d", "config": {"path": "d"}},
+              "backbone": "dscnn",
+              "data": {"source": "d", "config": {"path": "d"}, "split_method": "speaker",
+                       "speakers": {"train": ["ann", "bob"], "devel": ["cy"], "test": ["dee"]}},
               "history": ({"epoch": 1, "devel_uar": 0.5},), "details": {"best": {"epoch": 1}, "normalization": "tf"}}
     return Sidecar(**{**fields, **changes})
 
@@ -140,6 +142,8 @@ def test_a_sidecar_reads_back_as_written(tmp_path, sidecar):
     (_edit(lambda d: d.update(backbone=None)), "field 'backbone' must be str"),
     (_edit(lambda d: d.update(data=[])), "field 'data' must be dict"),
     (_edit(lambda d: d["data"].update(config="d")), "field 'data.config' must be dict"),
+    (_edit(lambda d: d["data"].pop("split_method")), "field 'data.split_method' is missing"),
+    (_edit(lambda d: d["data"]["speakers"].update(test=[1])), "field 'data.speakers.test' must list speaker names"),
     (_edit(lambda d: d["history"].append({"loss": 1.0})), r"field 'history\[1\].epoch' is missing"),
 ])
 def test_a_bad_sidecar_is_one_line_naming_file_and_field(tmp_path, change, message):

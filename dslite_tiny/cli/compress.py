@@ -33,8 +33,11 @@ def compress(model: Path, data_path: str | None, compress_config: str, overrides
     """Build, convert and measure the compressed variants of MODEL (.h5 with its sidecar)."""
     from dslite_tiny.compress.pipeline import run_compress
     from dslite_tiny.config import CompressConfig, load_config, parse_overrides
+    from dslite_tiny.errors import ConfigError
 
     config = load_config(CompressConfig, compress_config, ("--set", parse_overrides(overrides)), stage="compress")
+    if not data_path and any(value is not None for value in data_opts.values()):
+        raise ConfigError("data options need --data DATA (without it the model's own dataset and split are used)")
     data = resolve_data(data_path, **data_opts) if data_path else None
     out = out or model.parent / "compressed"
     result = run_compress(model, config=config, out_dir=out, data=data, force=force,

@@ -15,23 +15,28 @@ from dslite_tiny.cli.options import TensorFlowCommand, data_options, resolve_dat
 
 @click.command(cls=TensorFlowCommand)
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--data", "data_path", required=True, metavar="DATA", help="Dataset folder or dataset YAML.")
+@click.option("--data", "data_path", metavar="DATA",
+              help="Dataset folder or dataset YAML (default: the dataset and split the model was trained with).")
 @data_options
 @click.option("--split", type=click.Choice(["train", "devel", "test"]), default="test", show_default=True)
+@click.option("--allow-overlap", is_flag=True,
+              help="Score a split that shares speakers or files with the model's training (recorded in the JSON).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Results JSON (default: evaluation_<split>.json next to the model).")
 @cache_options
-def evaluate(model: Path, data_path: str, split: str, out: Path | None, cache_dir: Path | None, no_cache: bool,
-             **data_opts) -> None:
+def evaluate(model: Path, data_path: str | None, split: str, allow_overlap: bool, out: Path | None,
+             cache_dir: Path | None, no_cache: bool, **data_opts) -> None:
     """UAR, accuracy, per-class recall and confusion matrix of MODEL on a split, per chunk and per file."""
     from dslite_tiny.data.layouts import load_dataset
     from dslite_tiny.models.trained import load_trained
     from dslite_tiny.train.evaluate import evaluate as run_evaluation
 
     trained = load_trained(model)
-    config = resolve_data(data_path, **data_opts)
+    config = resolve_data(data_path, saved=None if data_path else trained.saved_data(), **data_opts)
     report = run_evaluation(trained, load_dataset(config, require=(split,)), split=split,
-                            cache=make_cache(cache_dir, no_cache), strict=config.strict)
+                            cache=make_cache(cache_dir, no_cache), strict=config.strict, allow_overlap=allow_overlap)
+    if report["overlaps_training"]:
+        click.echo(f"warning: {report['overlaps_training']}", err=True)
     out = out or model.with_name(f"evaluation_{split}.json")
     write_json(out, report, sort_keys=False)
     click.echo(format_report(report))

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from dslite_tiny.config import DataConfig, FrontendConfig, load_config, parse_overrides
+from dslite_tiny.config import DataConfig, FrontendConfig, load_config, parse_overrides, to_dict
 
 DEFAULT_FRONTEND = "dslite-code"
 
@@ -79,8 +79,9 @@ def data_options(command: Callable) -> Callable:
     return command
 
 
-def resolve_data(data: str, **options: Any) -> DataConfig:
-    """DATA is a dataset folder or a dataset YAML; options given on the command line win."""
+def resolve_data(data: str | None, *, saved: DataConfig | None = None, **options: Any) -> DataConfig:
+    """DATA is a dataset folder or a dataset YAML, or None for ``saved`` (a model's own dataset and split);
+    options given on the command line win."""
     overrides = {k: v for k, v in options.items() if v is not None}
     for key in ("test_speakers", "devel_speakers"):
         if key in overrides:
@@ -88,6 +89,9 @@ def resolve_data(data: str, **options: Any) -> DataConfig:
     for key in ("labels_csv", "class_config"):
         if key in overrides:
             overrides[key] = str(Path(overrides[key]).resolve())
+    if data is None:
+        return load_config(DataConfig, ("the model's sidecar", to_dict(saved)), ("command line", overrides),
+                           stage="data")
     path = Path(data)
     if path.suffix in (".yaml", ".yml"):
         return load_config(DataConfig, path, ("command line", overrides), stage="data")

@@ -32,8 +32,7 @@ import numpy as np
 from dslite_tiny.artifacts import folder_lock
 from dslite_tiny.audio.frontend import Frontend
 from dslite_tiny.compress.recipes import RECIPES, VariantContext, integer_dtype
-from dslite_tiny.config import (VARIANTS, CompressConfig, DataConfig, FrontendConfig, from_mapping, to_dict,
-                                unknown_variant)
+from dslite_tiny.config import VARIANTS, CompressConfig, DataConfig, FrontendConfig, to_dict, unknown_variant
 from dslite_tiny.data.cache import FeatureCache, file_digest
 from dslite_tiny.data.features import FeatureSet, compute_features
 from dslite_tiny.data.layouts import load_dataset
@@ -65,7 +64,7 @@ def run_compress(model_path: str | Path, *, config: CompressConfig, out_dir: str
     out_dir = Path(out_dir)
     names = _variant_names(config, only)
     trained = load_trained(model_path)
-    data = data or _sidecar_data(trained)
+    data = data or trained.saved_data()
     with folder_lock(out_dir):
         return _compress_into(out_dir, trained, data, names, config, force, cache, progress, on_variant)
 
@@ -130,17 +129,13 @@ def _variant_names(config: CompressConfig, only: Sequence[str] | None) -> list[s
     return list(only)
 
 
-def _sidecar_data(trained: TrainedModel) -> DataConfig:
-    saved = trained.sidecar.data_config
-    if not saved:
-        raise UserError("the model's sidecar names no dataset: pass --data DATA", path=trained.path)
-    return from_mapping(DataConfig, saved, source=f"{trained.path.name} sidecar")
-
-
 def _features(trained: TrainedModel, data: DataConfig, cache: FeatureCache | None,
               progress: Progress) -> tuple[dict[str, FeatureSet], Frontend]:
     dataset = load_dataset(data, require=("train", "devel", "test"))
     trained.check_labels(dataset)
+    if overlap := trained.split_overlap(dataset, "test"):
+        raise DataError(f"{overlap}: its scores would flatter every variant (leave out --data to use the "
+                        f"model's own split)", path=dataset.source)
     if tuple(dataset.classes) != trained.classes:
         missing = sorted(set(trained.classes) - set(dataset.classes))
         raise DataError(f"the data lacks the model's classes {', '.join(missing)}: compressing needs every class "

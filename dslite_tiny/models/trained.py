@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dslite_tiny.artifacts import atomic_path
-from dslite_tiny.config import FrontendConfig
+from dslite_tiny.config import DataConfig, FrontendConfig, from_mapping
 from dslite_tiny.errors import DataError, UserError
 from dslite_tiny.records import Sidecar, read_sidecar, write_sidecar
 
@@ -49,6 +49,33 @@ class TrainedModel:
         if unknown:
             raise DataError(f"labels {', '.join(unknown[:5])} are not classes of the model {self.path.name} "
                             f"(its classes: {', '.join(self.classes)})", path=dataset.source)
+
+    def saved_data(self) -> DataConfig:
+        """The dataset and split the model was trained with (a command's default ``--data``)."""
+        saved = self.sidecar.data_config
+        if not saved:
+            raise UserError("the model's sidecar names no dataset: pass --data DATA", path=self.path)
+        return from_mapping(DataConfig, saved, source=f"{self.path.name} sidecar")
+
+    def split_overlap(self, dataset: Dataset, split: str) -> str | None:
+        """Why scoring the model on ``dataset``'s ``split`` would flatter it, or None: on the dataset it was
+        trained on, that split shares speakers with the splits that trained it (train) or selected it
+        (devel, when scoring test), or, where either split knows no speakers, it was cut differently, so its
+        files may have been trained on. Scoring ``train`` is never flagged: it is asked for on purpose."""
+        data = self.sidecar.data
+        if split == "train" or data is None or Path(dataset.source).resolve() != Path(data["source"]).resolve():
+            return None
+        used = ("train",) if split == "devel" else ("train", "devel")
+        seen = {speaker for part in used for speaker in data["speakers"][part]}
+        current = set(dataset.speakers(split))
+        if seen and current:
+            shared = sorted(seen & current)
+            return (f"the {split} split shares speakers {', '.join(shared[:5])} with the {' and '.join(used)} "
+                    f"split{'s' if len(used) > 1 else ''} of the model") if shared else None
+        if dataset.split_method != data["split_method"]:
+            return (f"the {split} split ({dataset.split_method}) is cut differently from the model's "
+                    f"({data['split_method']}), so it may hold files the model was trained on")
+        return None
 
     def labels_of(self, features: FeatureSet) -> np.ndarray:
         """The chunks' dataset class indices as the model's output indices."""

@@ -18,9 +18,15 @@ from dslite_tiny.measure.metrics import classification_report, file_votes
 
 
 def evaluate(trained: TrainedModel, dataset: Dataset, *, split: str = "test", cache: FeatureCache | None = None,
-             strict: bool = False) -> dict:
-    """UAR, accuracy, per-class recall and confusion matrices, per chunk and per file, on ``split``."""
+             strict: bool = False, allow_overlap: bool = False) -> dict:
+    """UAR, accuracy, per-class recall and confusion matrices, per chunk and per file, on ``split``; a split
+    that shares data with what trained or selected the model is refused (``TrainedModel.split_overlap``)
+    unless ``allow_overlap``, and then recorded in the result."""
     trained.check_labels(dataset)
+    overlap = trained.split_overlap(dataset, split)
+    if overlap and not allow_overlap:
+        raise DataError(f"{overlap}: its UAR would flatter the model (leave out --data to use the model's own "
+                        f"split, or pass --allow-overlap)", path=dataset.source)
     frontend = Frontend(trained.frontend_config)
     features = compute_features(dataset, frontend, splits=[split], cache=cache, strict=strict)
     if len(features) == 0:
@@ -30,7 +36,8 @@ def evaluate(trained: TrainedModel, dataset: Dataset, *, split: str = "test", ca
     files, file_probabilities = file_votes(probabilities, features.clip_index)
     file_labels = labels[np.searchsorted(features.clip_index, files)]
     return {
-        "model": str(trained.path), "data": dataset.source, "split": split, "classes": list(trained.classes),
+        "model": str(trained.path), "data": dataset.source, "split": split, "split_method": dataset.split_method,
+        "speakers": dataset.speakers(split), "overlaps_training": overlap, "classes": list(trained.classes),
         "features": features.report.describe(),
         "chunks": classification_report(labels, probabilities, trained.classes),
         "files": classification_report(file_labels, file_probabilities, trained.classes),
