@@ -185,6 +185,16 @@ class TrainConfig:
                               low=0.0, high=1.0)
     specaugment_max: float = param(0.30, "largest SpecAugment mask, as a share of the side (67 px at 224)",
                                    low=0.0, high=1.0)
+    lr_schedule: Literal["constant", "cosine"] = param(
+        "constant", "learning rate within each phase: constant, or cosine decay to 1 % after the warm-up")
+    warmup_epochs: float = param(0.0, "linear warm-up from a tenth of the rate at the start of each phase, in "
+                                      "epochs (a phase that unfreezes pretrained layers starts gently)", low=0.0,
+                                 high=1000.0)
+    ema_decay: float = param(0.0, "exponential moving average of the weights, evaluated and saved instead of "
+                                  "the raw weights (0: off; e.g. 0.99 averages over ~100 steps)", low=0.0, high=1.0,
+                             high_open=True)
+    label_smoothing: float = param(0.0, "share of each one-hot target spread over all classes", low=0.0, high=0.5)
+    weight_decay: float = param(0.0, "decoupled weight decay (Adam becomes AdamW)", low=0.0, high=1.0)
     early_stopping: int = param(0, "end a phase after this many epochs without a better devel UAR (0: off)", low=0)
     seed: int = param(0, "seed of initialisation, batch order and augmentation", low=0)
     tensorboard: bool = param(False, "write TensorBoard logs to OUT/tensorboard")

@@ -16,7 +16,7 @@ from dslite_tiny.models.registry import backbone_layers, create_model  # noqa: E
 from dslite_tiny.models.trained import load_trained  # noqa: E402
 from dslite_tiny.train.augment import AugmentSettings, cutmix, sap_lambdas, specaugment  # noqa: E402
 from dslite_tiny.train.evaluate import evaluate  # noqa: E402
-from dslite_tiny.train.fit import plan_phases, set_trainable  # noqa: E402
+from dslite_tiny.train.fit import Phase, WeightAverage, phase_schedule, plan_phases, set_trainable  # noqa: E402
 from dslite_tiny.measure.metrics import file_votes, uar  # noqa: E402
 from dslite_tiny.train.run import run_training  # noqa: E402
 
@@ -132,3 +132,35 @@ def test_model_sidecar_holds_what_later_stages_need(trained_dscnn):
     assert len(sidecar["history"]) == 30 and sidecar["best"]["epoch"] >= 1
     assert {"tensorflow", "tf_keras", "dslite_tiny"} <= set(sidecar["versions"])
     assert sidecar["data"]["speakers"]["test"] and sidecar["data"]["files"]["train"]["chirp_up"] > 0
+
+
+@pytest.mark.parametrize("schedule, warmup, at_steps", [
+    ("cosine", 1.0, {0: 1e-4, 10: 1e-3, 100: 1e-5}),  # warm-up from a tenth, then down to 1 %
+    ("cosine", 0.0, {0: 1e-3, 100: 1e-5}),
+    ("constant", 2.0, {0: 1e-4, 20: 1e-3, 100: 1e-3}),
+])
+def test_phase_learning_rate_schedules(schedule, warmup, at_steps):
+    config = load_config(TrainConfig, "mcu-dscnn", ("test", {"lr_schedule": schedule, "warmup_epochs": warmup}),
+                         stage="train")
+    rate = phase_schedule(config, Phase("train", 10, 1e-3, "all"), epoch_steps=10)
+    for step, expected in at_steps.items():
+        assert float(rate(step)) == pytest.approx(expected, rel=1e-3), step
+
+
+def test_the_weight_average_lags_the_weights_and_is_applied_only_inside_its_block():
+    import tf_keras as keras
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, use_bias=False)])
+    model.set_weights([np.zeros((2, 1), np.float32)])
+    average = WeightAverage(model, decay=0.9)
+    model.set_weights([np.ones((2, 1), np.float32)])
+    average.update()  # the decay warms up: (1 + 1) / (10 + 1), so the random start does not dominate
+    assert float(average.average[0][0, 0]) == pytest.approx(9 / 11)
+    for _ in range(200):
+        average.update()
+    model.set_weights([np.full((2, 1), 3.0, np.float32)])
+    average.update()  # the decay is capped at 0.9 now: one step moves the average a tenth of the way
+    assert float(average.average[0][0, 0]) == pytest.approx(1.2, abs=1e-6)
+    with average.applied():
+        assert float(model.get_weights()[0][0, 0]) == pytest.approx(1.2, abs=1e-6)
+    assert float(model.get_weights()[0][0, 0]) == 3.0

@@ -129,6 +129,10 @@ def _build_backbone(spec: BackboneSpec, inputs, alpha: float, weights: str | Non
                         f"offline, pass a local no-top weight file: --weights PATH.h5") from None
 
 
-def make_optimizer(name: str, learning_rate: float):
-    """A Keras optimizer by its config name (training and compression fine-tuning share the choice)."""
-    return {"adadelta": keras.optimizers.Adadelta, "adam": keras.optimizers.Adam}[name](learning_rate=learning_rate)
+def make_optimizer(name: str, learning_rate, weight_decay: float = 0.0):
+    """A Keras optimizer by its config name (training and compression fine-tuning share the choice);
+    ``learning_rate`` a rate or a schedule. Adam with ``weight_decay`` is AdamW (decoupled decay)."""
+    if name == "adam" and weight_decay > 0:
+        return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay)
+    optimizer = {"adadelta": keras.optimizers.Adadelta, "adam": keras.optimizers.Adam}[name]
+    return optimizer(learning_rate=learning_rate, weight_decay=weight_decay or None)

@@ -6,6 +6,7 @@ replaces ``OUT/model.h5`` + ``model.json`` at once, so an interrupted run keeps 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -91,28 +92,39 @@ def train_model(train: FeatureSet, devel: FeatureSet, frontend: Frontend, config
     writer = _tensorboard_writer(out_dir) if config.tensorboard else None
     path, history, best = out_dir / "model.h5", [], {"devel_uar": -1.0, "epoch": 0}
     epoch = 0
+    average = WeightAverage(model, config.ema_decay) if config.ema_decay else None
+    epoch_steps = len(epoch_batches(train.labels, len(classes), batch_size=config.batch_size, balance=config.balance,
+                                    rng=np.random.default_rng(0)))
     for phase in plan_phases(config):
         stale = 0  # early stopping ends a phase; fine-tuning still gets its own chance
         trainable = set_trainable(model, phase.trainable, config.finetune_layers)
-        model.compile(optimizer=make_optimizer(config.optimizer, phase.learning_rate), loss="categorical_crossentropy")
-        log.info("phase %s: %d epochs, lr %g, %d trainable backbone layers", phase.name, phase.epochs,
-                 phase.learning_rate, trainable)
+        model.compile(optimizer=make_optimizer(config.optimizer, phase_schedule(config, phase, epoch_steps),
+                                               config.weight_decay),
+                      loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing))
+        log.info("phase %s: %d epochs, lr %g (%s), %d trainable backbone layers", phase.name, phase.epochs,
+                 phase.learning_rate, config.lr_schedule, trainable)
         for _ in range(phase.epochs):
             epoch += 1
             start = time.perf_counter()
             batches = epoch_batches(train.labels, len(classes), batch_size=config.batch_size,
                                     balance=config.balance, rng=rng)
-            losses = [_train_step(model, train, frontend, batch, settings, weights, rng)
-                      for batch in progress(batches, desc=f"epoch {epoch} ({phase.name})")]
-            devel_uar = uar(devel.labels, predict_mel(model, devel.mel_db, frontend).argmax(axis=1), len(classes))
+            losses = []
+            for batch in progress(batches, desc=f"epoch {epoch} ({phase.name})"):
+                losses.append(_train_step(model, train, frontend, batch, settings, weights, rng))
+                if average:
+                    average.update()
+            with average.applied() if average else contextlib.nullcontext():
+                devel_uar = uar(devel.labels, predict_mel(model, devel.mel_db, frontend).argmax(axis=1),
+                                len(classes))
             record = {"epoch": epoch, "phase": phase.name, "loss": float(np.mean(losses)), "devel_uar": devel_uar,
                       "seconds": round(time.perf_counter() - start, 2)}
             history.append(record)
             stale += 1
             if devel_uar > best["devel_uar"]:
                 best, stale = dict(record), 0
-                save_trained(model, path, dataclasses.replace(sidecar, history=tuple(history), details={
-                    **sidecar.details, "best": best, "train": to_dict(config)}))
+                with average.applied() if average else contextlib.nullcontext():
+                    save_trained(model, path, dataclasses.replace(sidecar, history=tuple(history), details={
+                        **sidecar.details, "best": best, "train": to_dict(config)}))
             _log_scalars(writer, record)
             if on_epoch:
                 on_epoch(record)
@@ -121,6 +133,52 @@ def train_model(train: FeatureSet, devel: FeatureSet, frontend: Frontend, config
                 break
     _write_full_history(path, history)  # the sidecar of the best epoch also learns what came after it
     return TrainResult(load_trained(path).model, path, history, best)
+
+
+def phase_schedule(config: TrainConfig, phase: Phase, epoch_steps: int):
+    """The phase's learning rate: constant, or cosine decay to 1 % of it; either after a linear warm-up
+    from a tenth of it over ``warmup_epochs`` (a new phase, e.g. one that unfreezes ImageNet layers, starts
+    on a fresh optimizer whose first steps would otherwise jolt the trained head)."""
+    import tf_keras as keras
+
+    rate, total = phase.learning_rate, max(1, phase.epochs * epoch_steps)
+    warmup = min(total - 1, int(round(config.warmup_epochs * epoch_steps)))
+    if config.lr_schedule == "cosine":
+        start = rate / 10 if warmup else rate
+        return keras.optimizers.schedules.CosineDecay(start, decay_steps=total - warmup, alpha=0.01,
+                                                      warmup_target=rate if warmup else None, warmup_steps=warmup)
+    if not warmup:
+        return rate
+    return keras.optimizers.schedules.PolynomialDecay(rate / 10, decay_steps=warmup, end_learning_rate=rate,
+                                                      power=1.0)
+
+
+class WeightAverage:
+    """An exponential moving average of a model's weights, updated after every training step, with the
+    decay warming up as (1 + t) / (10 + t) so that a short run is not dominated by its random start.
+    Evaluating and saving the average instead of the last step's weights smooths the epoch-to-epoch noise
+    that makes the "best devel epoch" a matter of luck (Polyak averaging)."""
+
+    def __init__(self, model, decay: float) -> None:
+        self.model, self.decay, self.steps = model, decay, 0
+        self.average = [w.astype(np.float64) for w in model.get_weights()]
+
+    def update(self) -> None:
+        self.steps += 1
+        decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        for average, weight in zip(self.average, self.model.get_weights()):
+            average *= decay
+            average += (1 - decay) * weight
+
+    @contextlib.contextmanager
+    def applied(self):
+        """The model holds the averaged weights inside the block, its own again after it."""
+        own = self.model.get_weights()
+        self.model.set_weights([a.astype(w.dtype) for a, w in zip(self.average, own)])
+        try:
+            yield
+        finally:
+            self.model.set_weights(own)
 
 
 def _train_step(model, train: FeatureSet, frontend: Frontend, batch: np.ndarray, settings: AugmentSettings,
