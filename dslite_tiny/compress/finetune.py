@@ -26,7 +26,7 @@ from dslite_tiny.audio.frontend import Frontend
 from dslite_tiny.data.features import FeatureSet, epoch_batches
 from dslite_tiny.progress import Progress, no_progress
 from dslite_tiny.models.inference import predict_mel
-from dslite_tiny.models.registry import make_optimizer
+from dslite_tiny.models.registry import make_optimizer, warmup_rate
 from dslite_tiny.measure.metrics import uar
 
 log = logging.getLogger(__name__)
@@ -118,12 +118,7 @@ def _schedule(settings: FinetuneSettings, epoch_steps: int):
     """Linear warm-up over the first epoch (at most a third of the run), then the constant rate. Not a
     decay: pruning reaches its final sparsity at 75 % of the steps and needs a real learning rate after
     that to recover (a cosine decay to zero cost 11–14 UAR points of pruned-int8 on FSDD MobileNet)."""
-    import tf_keras as keras
-
-    rate = settings.learning_rate
-    warmup = min(epoch_steps, max(1, settings.epochs * epoch_steps) // 3)
-    return keras.optimizers.schedules.PolynomialDecay(rate / 10 if warmup else rate, decay_steps=max(1, warmup),
-                                                      end_learning_rate=rate, power=1.0)
+    return warmup_rate(settings.learning_rate, min(epoch_steps, max(1, settings.epochs * epoch_steps) // 3))
 
 
 def soft_targets(probabilities: np.ndarray, temperature: float) -> np.ndarray:

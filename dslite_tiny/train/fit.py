@@ -20,7 +20,7 @@ from dslite_tiny.config import TrainConfig, to_dict
 from dslite_tiny.data.features import FeatureSet, epoch_batches
 from dslite_tiny.errors import UserError
 from dslite_tiny.models.inference import predict_mel
-from dslite_tiny.models.registry import backbone_layers, create_model, make_optimizer
+from dslite_tiny.models.registry import backbone_layers, create_model, make_optimizer, warmup_rate
 from dslite_tiny.models.trained import load_trained, save_trained, sidecar_path
 from dslite_tiny.progress import Progress, no_progress
 from dslite_tiny.records import Sidecar, read_sidecar, write_sidecar
@@ -147,10 +147,7 @@ def phase_schedule(config: TrainConfig, phase: Phase, epoch_steps: int):
         start = rate / 10 if warmup else rate
         return keras.optimizers.schedules.CosineDecay(start, decay_steps=total - warmup, alpha=0.01,
                                                       warmup_target=rate if warmup else None, warmup_steps=warmup)
-    if not warmup:
-        return rate
-    return keras.optimizers.schedules.PolynomialDecay(rate / 10, decay_steps=warmup, end_learning_rate=rate,
-                                                      power=1.0)
+    return warmup_rate(rate, warmup)
 
 
 class WeightAverage:
