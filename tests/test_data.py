@@ -13,7 +13,7 @@ from dslite_tiny.config import DataConfig, FrontendConfig, load_config
 from dslite_tiny.data import cache as cache_module
 from dslite_tiny.data.cache import FeatureCache
 from dslite_tiny.data.dslite import hp_config_to_frontend, read_hp_config
-from dslite_tiny.data.features import compute_features
+from dslite_tiny.data.features import batches_per_epoch, compute_features, epoch_batches
 from dslite_tiny.data.layouts import load_dataset
 from dslite_tiny.data.synthetic import CLASSES, make_demo_dataset
 from dslite_tiny.errors import AudioError, ConfigError, DataError
@@ -231,3 +231,11 @@ def test_synthetic_dataset_is_deterministic_and_speaker_split(tmp_path):
     assert dataset.classes == CLASSES
     assert all(len(dataset.speakers(s)) == 1 for s in ("devel", "test"))
     assert second.is_file()
+
+
+@pytest.mark.parametrize("balance", ["oversample", "none"])
+@pytest.mark.parametrize("batch_size", [1, 7, 32])
+def test_batches_per_epoch_counts_what_an_epoch_yields(balance, batch_size):
+    labels = np.array([0] * 13 + [2] * 5 + [3] * 40)  # class 1 empty
+    batches = epoch_batches(labels, 4, batch_size=batch_size, balance=balance, rng=np.random.default_rng(1))
+    assert batches_per_epoch(labels, 4, batch_size=batch_size, balance=balance) == len(batches)

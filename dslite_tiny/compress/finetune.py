@@ -23,7 +23,7 @@ import logging
 import numpy as np
 
 from dslite_tiny.audio.frontend import Frontend
-from dslite_tiny.data.features import FeatureSet, epoch_batches
+from dslite_tiny.data.features import FeatureSet, batches_per_epoch, epoch_batches
 from dslite_tiny.progress import Progress, no_progress
 from dslite_tiny.models.inference import predict_mel
 from dslite_tiny.models.registry import make_optimizer, warmup_rate
@@ -45,8 +45,8 @@ class FinetuneSettings:
 
 
 def steps_per_epoch(train: FeatureSet, settings: FinetuneSettings) -> int:
-    return len(epoch_batches(train.labels, len(train.classes), batch_size=settings.batch_size,
-                             balance=settings.balance, rng=np.random.default_rng(settings.seed)))
+    return batches_per_epoch(train.labels, len(train.classes), batch_size=settings.batch_size,
+                             balance=settings.balance)
 
 
 def finetune(model, train: FeatureSet, devel: FeatureSet, frontend: Frontend, settings: FinetuneSettings, *,

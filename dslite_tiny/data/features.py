@@ -101,6 +101,16 @@ def epoch_batches(labels: np.ndarray, num_classes: int, *, batch_size: int, bala
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+def batches_per_epoch(labels: np.ndarray, num_classes: int, *, batch_size: int, balance: str) -> int:
+    """How many batches ``epoch_batches`` yields (the same every epoch): what a schedule is sized by."""
+    if balance == "oversample":
+        counts = np.bincount(labels, minlength=num_classes)
+        size = int(counts.max()) * int(np.count_nonzero(counts))
+    else:
+        size = len(labels)
+    return -(-size // batch_size)
+
+
 FORMATS = ("png", "npy")
 
 

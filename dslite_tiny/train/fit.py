@@ -17,7 +17,7 @@ import numpy as np
 
 from dslite_tiny.audio.frontend import Frontend
 from dslite_tiny.config import TrainConfig, to_dict
-from dslite_tiny.data.features import FeatureSet, epoch_batches
+from dslite_tiny.data.features import FeatureSet, batches_per_epoch, epoch_batches
 from dslite_tiny.errors import UserError
 from dslite_tiny.models.inference import predict_mel
 from dslite_tiny.models.registry import backbone_layers, create_model, make_optimizer, warmup_rate
@@ -93,8 +93,7 @@ def train_model(train: FeatureSet, devel: FeatureSet, frontend: Frontend, config
     path, history, best = out_dir / "model.h5", [], {"devel_uar": -1.0, "epoch": 0}
     epoch = 0
     average = WeightAverage(model, config.ema_decay) if config.ema_decay else None
-    epoch_steps = len(epoch_batches(train.labels, len(classes), batch_size=config.batch_size, balance=config.balance,
-                                    rng=np.random.default_rng(0)))
+    epoch_steps = batches_per_epoch(train.labels, len(classes), batch_size=config.batch_size, balance=config.balance)
     for phase in plan_phases(config):
         stale = 0  # early stopping ends a phase; fine-tuning still gets its own chance
         trainable = set_trainable(model, phase.trainable, config.finetune_layers)
