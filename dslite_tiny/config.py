@@ -58,6 +58,12 @@ class FrontendConfig:
         "pad", "a clip shorter than one chunk: pad it to one chunk, or drop it (DSLite drops silently)")
     pad_mode: Literal["zeros", "repeat"] = param(
         "zeros", "how a short clip is padded: trailing zeros, or the clip repeated")
+    trim_db: float | None = param(None, "cut leading and trailing audio quieter than the clip's loudest STFT "
+                                  "frame − trim_db (dB RMS) before chunking; null = keep it (DSLite)",
+                                  low=0.0, low_open=True, high=200.0)
+    clip_position: Literal["start", "center"] = param(
+        "start", "where a zero-padded short clip sits in its chunk: at the start (DSLite) or centred "
+        "(training can move it: time_shift)")
     window_s: float = param(0.128, "STFT window length (s), periodic Hann", low=0.0, low_open=True, high=1.0)
     hop_s: float = param(0.064, "STFT hop (s)", low=0.0, low_open=True, high=1.0)
     fft_s: float = param(0.128, "FFT length (s); at least the window", low=0.0, low_open=True, high=1.0)

@@ -134,6 +134,48 @@ def test_chunking_follows_dslite_and_pads_short_clips():
     assert dropped.dropped and dropped.data.shape == (0, 5)
 
 
+def test_short_clip_can_sit_in_the_centre_of_its_chunk():
+    y = np.arange(1, 4, dtype=np.float32)
+    assert chunk_audio(y, chunk_length=8, hop_length=2, position="center").data.tolist() == [[0, 0, 1, 2, 3, 0, 0, 0]]
+    long = np.arange(10, dtype=np.float32)  # a clip of a chunk or more is chunked as always
+    assert np.array_equal(chunk_audio(long, chunk_length=4, hop_length=3, position="center").data,
+                          chunk_audio(long, chunk_length=4, hop_length=3).data)
+
+
+def tone_in_silence(sr: int, *, before_s: float, tone_s: float, after_s: float, noise: float = 1e-4) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    parts = [noise * rng.standard_normal(int(before_s * sr)),
+             0.5 * np.sin(2 * np.pi * 440 * np.arange(int(tone_s * sr)) / sr),
+             noise * rng.standard_normal(int(after_s * sr))]
+    return np.concatenate(parts).astype(np.float32)
+
+
+def test_trimming_cuts_the_silent_ends_to_the_frame():
+    from dslite_tiny.audio.frontend import trim_silence
+
+    sr, frame, hop = 8000, 256, 128
+    y = tone_in_silence(sr, before_s=0.3, tone_s=0.2, after_s=0.5)
+    trimmed = trim_silence(y, top_db=40.0, frame_length=frame, hop_length=hop)
+    start = next(i for i in range(len(y)) if np.array_equal(y[i:i + 16], trimmed[:16]))
+    assert 2400 - frame <= start <= 2400 and 1600 <= len(trimmed) <= 1600 + 2 * frame
+    assert trim_silence(y, top_db=100.0, frame_length=frame, hop_length=hop).size == y.size  # noise is kept
+    assert trim_silence(np.zeros(500, np.float32), top_db=40.0, frame_length=frame, hop_length=hop).size == 0
+    assert trim_silence(y[:100], top_db=40.0, frame_length=frame, hop_length=hop).size <= 100
+
+
+def test_trimmed_clip_is_centred_whatever_silence_surrounds_it():
+    config = preset("mcu-64", chunk_s=1.0, chunk_hop_s=0.5, sr=8000, fmax=4000.0, trim_db=40.0,
+                    clip_position="center")
+    frontend = Frontend(config)
+    early = frontend.spectrogram(frontend.chunk(tone_in_silence(8000, before_s=0.05, tone_s=0.2, after_s=0.6)).data)
+    late = frontend.spectrogram(frontend.chunk(tone_in_silence(8000, before_s=0.6, tone_s=0.2, after_s=0.05)).data)
+    loud = [np.flatnonzero(m.max(axis=1) > m.max() - 20) for m in (early[0], late[0])]
+    for frames in loud:  # the tone's frames sit around the middle frame of the chunk
+        assert abs((frames[0] + frames[-1]) / 2 - (config.n_frames - 1) / 2) <= 2
+    assert abs(len(loud[0]) - len(loud[1])) <= 1
+    assert Frontend(preset("mcu-64", trim_db=40.0)).spectrogram_key != Frontend(preset("mcu-64")).spectrogram_key
+
+
 @pytest.mark.parametrize("name,frames", [("dslite-code", 61), ("dslite-paper", 186), ("mcu-64", 61)])
 def test_presets_shapes(name, frames):
     config = preset(name)
@@ -182,7 +224,8 @@ def test_float_audio_far_beyond_full_scale_is_loud_not_silent():
     np.testing.assert_allclose(frontend.plot(both[1:]), frontend.plot(quiet[None]), atol=0.01)
 
 
-@pytest.mark.parametrize("overrides", [{}, {"chunk_hop_s": 1.5}, {"short_clips": "drop"}, {"pad_mode": "repeat"}])
+@pytest.mark.parametrize("overrides", [{}, {"chunk_hop_s": 1.5}, {"short_clips": "drop"}, {"pad_mode": "repeat"},
+                                       {"trim_db": 30.0, "clip_position": "center"}])
 @pytest.mark.parametrize("seconds", [0.3, 1.0, 7.3])
 def test_streamed_chunks_equal_the_chunks_of_the_whole(overrides, seconds):
     frontend = Frontend(preset("mcu-64", **{"chunk_s": 1.0, "chunk_hop_s": 0.5, **overrides}))

@@ -29,7 +29,7 @@ from dslite_tiny.config import FrontendConfig
 SPECTROGRAM_VERSION = 1
 # The config keys that shape the spectrogram stage (and so the cache key); the rest only shape the image.
 SPECTROGRAM_KEYS = ("sr", "normalize_audio", "chunk_s", "chunk_hop_s", "short_clips", "pad_mode",
-                    "window_s", "hop_s", "fft_s", "n_mels", "fmin", "fmax", "top_db")
+                    "trim_db", "clip_position", "window_s", "hop_s", "fft_s", "n_mels", "fmin", "fmax", "top_db")
 DB_AMIN = 1e-16
 # A chunk louder than this could overflow float32 power (|STFT| ≤ peak · window length / 2): it is scaled
 # by an exact power of two first and its dB computed in float64, so 1e30 is as loud as it says, not silence.
@@ -65,8 +65,9 @@ class Chunks:
 
 
 def chunk_audio(y: np.ndarray, *, chunk_length: int, hop_length: int, short_clips: str = "pad",
-                pad_mode: str = "zeros") -> Chunks:
-    """Chunks at 0, hop, 2·hop, … that fit entirely (DSLite drops the tail); a short clip is padded or dropped."""
+                pad_mode: str = "zeros", position: str = "start") -> Chunks:
+    """Chunks at 0, hop, 2·hop, … that fit entirely (DSLite drops the tail); a short clip is padded (placed
+    at the start or the centre of the chunk) or dropped."""
     y = np.asarray(y, dtype=np.float32)
     if y.shape[0] < chunk_length:
         if short_clips == "drop":
@@ -74,11 +75,29 @@ def chunk_audio(y: np.ndarray, *, chunk_length: int, hop_length: int, short_clip
         if pad_mode == "repeat":
             padded = np.resize(y, chunk_length) if y.size else np.zeros(chunk_length, np.float32)
         else:
-            padded = np.pad(y, (0, chunk_length - y.shape[0]))
+            before = (chunk_length - y.shape[0]) // 2 if position == "center" else 0
+            padded = np.pad(y, (before, chunk_length - y.shape[0] - before))
         return Chunks(padded[None, :].astype(np.float32), padded=True)
     starts = np.arange(0, y.shape[0] - chunk_length + 1, hop_length)
     windows = np.lib.stride_tricks.sliding_window_view(y, chunk_length)[starts]
     return Chunks(np.ascontiguousarray(windows))
+
+
+def trim_silence(y: np.ndarray, *, top_db: float, frame_length: int, hop_length: int) -> np.ndarray:
+    """``y`` without its leading and trailing frames quieter than the loudest frame − ``top_db`` (frame RMS
+    in dB; frames at 0, hop, … as the STFT's, the last one zero-padded): librosa.effects.trim without
+    centring. Spoken words of 0.2–2 s then fill a chunk alike, whatever the silence around them."""
+    y = np.asarray(y, dtype=np.float32)
+    if y.size == 0:
+        return y
+    count = 1 + max(0, -(-(y.shape[0] - frame_length) // hop_length))
+    padded = np.pad(y, (0, max(0, (count - 1) * hop_length + frame_length - y.shape[0])))
+    frames = np.lib.stride_tricks.sliding_window_view(padded, frame_length)[::hop_length][:count]
+    power = np.mean(frames.astype(np.float64) ** 2, axis=-1)
+    if not power.max() > 0:
+        return y[:0]
+    loud = np.flatnonzero(10.0 * np.log10(np.maximum(power, 1e-30) / power.max()) > -top_db)
+    return y[loud[0] * hop_length:min(y.shape[0], loud[-1] * hop_length + frame_length)]
 
 
 def peak_normalize(chunks: np.ndarray) -> np.ndarray:
@@ -292,13 +311,22 @@ class Frontend:
         return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
 
     def chunk(self, y: np.ndarray) -> Chunks:
+        """A whole clip → its chunks, after trimming its silent ends if the config says so."""
         c = self.config
+        if c.trim_db is not None:
+            y = trim_silence(y, top_db=c.trim_db, frame_length=c.win_length, hop_length=c.hop_length)
         return chunk_audio(y, chunk_length=c.chunk_length, hop_length=c.chunk_hop_length,
-                           short_clips=c.short_clips, pad_mode=c.pad_mode)
+                           short_clips=c.short_clips, pad_mode=c.pad_mode, position=c.clip_position)
 
     def stream_chunks(self, blocks: Iterable[np.ndarray], *, batch: int = _BATCH) -> Iterator[Chunks]:
         """``chunk`` over audio arriving in blocks (``io.stream_audio``): batches of at most ``batch``
-        chunks that join to ``chunk`` of the whole audio, while holding at most a chunk and a block."""
+        chunks that join to ``chunk`` of the whole audio, while holding at most a chunk and a block.
+        Trimming needs the loudest frame of the whole clip, so with ``trim_db`` the clip is read whole."""
+        if self.config.trim_db is not None:
+            chunks = self.chunk(np.concatenate([np.zeros(0, np.float32), *blocks]))
+            for start in range(0, max(1, len(chunks.data)), batch):
+                yield dataclasses.replace(chunks, data=chunks.data[start:start + batch])
+            return
         length, hop = self.config.chunk_length, self.config.chunk_hop_length
         pending, offset, start, ready = np.zeros(0, np.float32), 0, 0, []
         for block in blocks:
