@@ -191,6 +191,18 @@ class TrainConfig:
                               low=0.0, high=1.0)
     specaugment_max: float = param(0.30, "largest SpecAugment mask, as a share of the side (67 px at 224)",
                                    low=0.0, high=1.0)
+    audio_aug_prob: float = param(0.5, "probability of each spectrogram augmentation below, per training chunk",
+                                  low=0.0, high=1.0)
+    time_shift: bool = param(False, "move a chunk's content by a random number of STFT frames within its silent "
+                                    "(floor-level) edges: a padded short clip lands anywhere in its chunk")
+    gain_db: float = param(0.0, "random gain of up to ± gain_db (a no-op with top_db: the plot is then "
+                                "gain-invariant)", low=0.0, high=60.0)
+    noise_snr_db: list[float] = param([], "[low, high]: add white, pink or the training set's own quiet frames at "
+                                          "a random SNR in this range (dB); [] = off")
+    speed_perturb: float = param(0.0, "random speed change of up to ± this share: time and frequency axes scale "
+                                      "together, as resampled audio does", low=0.0, high=0.5)
+    pitch_shift: float = param(0.0, "random pitch shift of up to ± this many semitones (frequency axis only)",
+                               low=0.0, high=12.0)
     lr_schedule: Literal["constant", "cosine"] = param(
         "constant", "learning rate within each phase: constant, or cosine decay to 1 % after the warm-up")
     warmup_epochs: float = param(0.0, "linear warm-up from a tenth of the rate at the start of each phase, in "
@@ -209,6 +221,10 @@ class TrainConfig:
         if self.aug_prob_max < self.aug_prob_min:
             raise ConfigError(f"aug_prob_max={self.aug_prob_max} is below aug_prob_min={self.aug_prob_min}",
                               key="aug_prob_max")
+        snr = self.noise_snr_db
+        if snr and (len(snr) != 2 or snr[0] > snr[1]):
+            raise ConfigError(f"noise_snr_db={list(snr)} must be [] or [low, high] with low <= high",
+                              key="noise_snr_db")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,7 +24,7 @@ from dslite_tiny.models.registry import backbone_layers, create_model, make_opti
 from dslite_tiny.models.trained import load_trained, save_trained, sidecar_path
 from dslite_tiny.progress import Progress, no_progress
 from dslite_tiny.records import Sidecar, read_sidecar, write_sidecar
-from dslite_tiny.train.augment import AugmentSettings, augment_batch, sap_lambdas
+from dslite_tiny.train.augment import AugmentSettings, MelAugmenter, MelAugmentSettings, augment_batch, sap_lambdas
 from dslite_tiny.measure.metrics import uar
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,9 @@ def train_model(train: FeatureSet, devel: FeatureSet, frontend: Frontend, config
                          weights=None if config.weights == "none" else config.weights)
     settings = AugmentSettings(config.sapaugment, config.sap_a, config.sap_s, config.cutmix, config.specaugment,
                                config.aug_prob_min, config.aug_prob_max, config.cutmix_max, config.specaugment_max)
+    mel_settings = MelAugmentSettings.from_config(config)
+    augment_mel = (MelAugmenter(mel_settings, frontend.config, train.mel_db, rng=np.random.default_rng([config.seed, 1]))
+                   if mel_settings.enabled else None)
     weights = _class_weights(train.labels, len(classes)) if config.balance == "class_weights" else None
     writer = _tensorboard_writer(out_dir) if config.tensorboard else None
     path, history, best = out_dir / "model.h5", [], {"devel_uar": -1.0, "epoch": 0}
@@ -109,7 +112,9 @@ def train_model(train: FeatureSet, devel: FeatureSet, frontend: Frontend, config
                                     balance=config.balance, rng=rng)
             losses = []
             for batch in progress(batches, desc=f"epoch {epoch} ({phase.name})"):
-                losses.append(_train_step(model, train, frontend, batch, settings, weights, rng))
+                mel_db = train.mel_db[batch] if augment_mel is None else augment_mel(train.mel_db[batch], rng)
+                losses.append(_train_step(model, frontend.model_input(mel_db), train.labels[batch], settings,
+                                          weights, rng))
                 if average:
                     average.update()
             with average.applied() if average else contextlib.nullcontext():
@@ -177,19 +182,18 @@ class WeightAverage:
             self.model.set_weights(own)
 
 
-def _train_step(model, train: FeatureSet, frontend: Frontend, batch: np.ndarray, settings: AugmentSettings,
+def _train_step(model, x: np.ndarray, labels: np.ndarray, settings: AugmentSettings,
                 class_weights: np.ndarray | None, rng: np.random.Generator) -> float:
-    x = frontend.model_input(train.mel_db[batch])
-    y = np.eye(model.output_shape[-1], dtype=np.float32)[train.labels[batch]]
+    y = np.eye(model.output_shape[-1], dtype=np.float32)[labels]
     if settings.cutmix or settings.specaugment:
         if settings.sapaugment:
             probabilities = model(x, training=False).numpy()
             losses = -np.log(np.clip((probabilities * y).sum(axis=1), 1e-7, 1.0))
             lambdas = sap_lambdas(losses, a=settings.sap_a, s=settings.sap_s)
         else:
-            lambdas = rng.random(len(batch))
+            lambdas = rng.random(len(labels))
         x, y = augment_batch(x, y, lambdas, settings, rng)
-    sample_weight = None if class_weights is None else class_weights[train.labels[batch]]
+    sample_weight = None if class_weights is None else class_weights[labels]
     return float(model.train_on_batch(x, y, sample_weight=sample_weight))
 
 
