@@ -70,9 +70,9 @@ def main() -> None:
 def _register() -> None:
     from dslite_tiny.cli import compress, config, data, demo, device, evaluate, export, features, report, train
 
-    for command in (compress.compress, config.config, data.data, demo.demo, device.device, evaluate.evaluate, evaluate.predict,
-                    export.boards, export.export, features.features, report.report, train.import_dslite,
-                    train.train):
+    for command in (compress.compress, config.config, train.cv, data.data, demo.demo, device.device, evaluate.evaluate,
+                    evaluate.predict, export.boards, export.export, features.features, report.report,
+                    train.import_dslite, train.train):
         cli.add_command(command)
 
 

@@ -7,6 +7,7 @@ import click
 
 from dslite_tiny.cli.features import cache_options, make_cache
 from dslite_tiny.cli.options import TensorFlowCommand, data_options, progress_bar, resolve_data
+from dslite_tiny.errors import UserError
 
 
 @click.command(cls=TensorFlowCommand)
@@ -38,6 +39,59 @@ def train(data_path: str, train_config: str, overrides: tuple[str, ...], weights
     best = result.best
     click.echo(f"best devel UAR {best['devel_uar']:.3f} at epoch {best['epoch']} → {result.path} "
                f"(+ {result.path.with_suffix('.json').name})")
+
+
+@click.command(cls=TensorFlowCommand)
+@click.option("--data", "data_path", required=True, metavar="DATA", help="Dataset folder or dataset YAML (with speakers).")
+@data_options
+@click.option("--config", "train_config", default="mcu-dscnn", show_default=True,
+              help="Training preset name (configs/train/) or YAML file.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override one training key.")
+@click.option("--folds", default="loso", show_default=True, metavar="loso|K", callback=lambda _c, _p, v: _fold_count(v),
+              help="Leave one speaker out, or K folds of speakers.")
+@click.option("--seeds", default="0", show_default=True, metavar="S[,S...]", callback=lambda _c, _p, v: _seed_list(v),
+              help="Training seeds; each fold runs every one.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@cache_options
+def cv(data_path: str, train_config: str, overrides: tuple[str, ...], folds: int | None, seeds: list[int], out: Path,
+       cache_dir: Path | None, no_cache: bool, **data_opts) -> None:
+    """Speaker cross-validation on DATA: a model per fold and seed, UAR per fold and mean ± std.
+
+    Writes OUT/<fold>-s<seed>/ (model and result.json) as each run ends, and OUT/cv.json, cv.md and cv.png;
+    run it again to resume.
+    """
+    from dslite_tiny.config import TrainConfig, load_config, parse_overrides
+    from dslite_tiny.train.cv import cross_validate
+
+    if data_opts.get("test_speakers") or data_opts.get("devel_speakers"):
+        raise UserError("cv chooses each fold's test and devel speakers: leave out --test-speakers/--devel-speakers")
+    config = load_config(TrainConfig, train_config, ("--set", parse_overrides(overrides)), stage="train")
+    data = resolve_data(data_path, **data_opts)
+
+    def show(result: dict) -> None:
+        click.echo(f"fold {result['fold']} seed {result['seed']}: test UAR {result['chunk_uar']:.3f} per chunk, "
+                   f"{result['file_uar']:.3f} per file (best devel epoch {result['best_epoch']})")
+
+    summary = cross_validate(data, config, out_dir=out, folds=folds, seeds=seeds,
+                             cache=make_cache(cache_dir, no_cache), on_run=show)
+    mean = summary["mean"]
+    click.echo(f"{len(summary['folds'])} folds: UAR {mean['chunk_uar']['mean']:.3f} ± {mean['chunk_uar']['std']:.3f} "
+               f"per chunk, {mean['file_uar']['mean']:.3f} ± {mean['file_uar']['std']:.3f} per file → {out / 'cv.md'}")
+
+
+def _fold_count(folds: str) -> int | None:
+    if folds == "loso":
+        return None
+    if not folds.isdigit():
+        raise UserError(f"--folds: '{folds}' is neither 'loso' nor a number of folds")
+    return int(folds)
+
+
+def _seed_list(seeds: str) -> list[int]:
+    parts = [p.strip() for p in seeds.split(",")]
+    if not all(p.isdigit() for p in parts) or len(set(parts)) != len(parts):
+        raise UserError(f"--seeds: '{seeds}' is not a list of distinct seeds like 0,1")
+    return [int(p) for p in parts]
 
 
 @click.command("import-dslite", cls=TensorFlowCommand)

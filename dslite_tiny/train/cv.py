@@ -1,0 +1,169 @@
+"""Speaker cross-validation: one model per fold and seed, each tested on speakers it never heard.
+
+How paralinguistic results are reported: a single held-out speaker says more about that speaker than about
+the recipe (on FSDD one split gave 0.73, another 0.83 for the same preset). Leave-one-speaker-out (LOSO)
+tests every speaker once; k-fold by speaker groups them. In fold i the test speakers are group i and the
+devel speakers (model selection, early stopping) group i + 1, so no fold selects on its own test speakers
+and every speaker is devel once; the rest train.
+
+Each run is written as soon as it finishes (``OUT/<fold>-s<seed>/result.json``) and the summary
+(``OUT/cv.json``) is rewritten after every run, so an interrupted cross-validation resumes where it stopped:
+runs whose result was written by the same data and training config are not trained again.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from dslite_tiny.artifacts import folder_lock, write_json
+from dslite_tiny.config import DataConfig, TrainConfig, to_dict
+from dslite_tiny.data.cache import FeatureCache
+from dslite_tiny.data.layouts import Dataset, load_dataset
+from dslite_tiny.errors import DataError
+from dslite_tiny.progress import Progress, no_progress
+
+log = logging.getLogger(__name__)
+RunCallback = Callable[[dict], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Fold:
+    name: str
+    test: tuple[str, ...]
+    devel: tuple[str, ...]
+    train: tuple[str, ...]
+
+
+def speaker_folds(speakers: Sequence[str], *, folds: int | None = None) -> list[Fold]:
+    """LOSO (``folds`` None or the number of speakers), else ``folds`` groups of speakers dealt in sorted
+    order; fold i tests group i and selects on group i + 1 (cyclically)."""
+    speakers = sorted(set(speakers))
+    count = len(speakers) if folds is None else folds
+    if count < 3 or count > len(speakers):
+        raise DataError(f"speaker cross-validation needs 3 to {len(speakers)} folds (test, devel and train "
+                        f"speakers in each) from {len(speakers)} speaker(s); asked for {count}")
+    groups = [tuple(speakers[i::count]) for i in range(count)]
+    out = []
+    for i, group in enumerate(groups):
+        devel = groups[(i + 1) % count]
+        train = tuple(s for s in speakers if s not in group and s not in devel)
+        out.append(Fold(group[0] if len(group) == 1 else f"fold{i + 1}", group, devel, train))
+    return out
+
+
+def cross_validate(data: DataConfig, config: TrainConfig, *, out_dir: str | Path, folds: int | None = None,
+                   seeds: Sequence[int] = (0,), cache: FeatureCache | None = None,
+                   progress: Progress = no_progress, on_run: RunCallback | None = None) -> dict:
+    """Train and test every fold × seed under ``out_dir``; returns the summary written to ``cv.json`` (and
+    drawn in ``cv.md`` / ``cv.png``)."""
+
+    out_dir = Path(out_dir)
+    if data.test_speakers or data.devel_speakers:
+        log.info("cross-validation chooses each fold's test and devel speakers; the data config's are unused")
+    data = dataclasses.replace(data, test_speakers=[], devel_speakers=[])
+    dataset = load_dataset(data)
+    plan = speaker_folds(dataset_speakers(dataset), folds=folds)
+    fingerprint = config_fingerprint(data, config)
+    with folder_lock(out_dir):
+        return _run_folds(plan, data, config, out_dir=out_dir, seeds=seeds, fingerprint=fingerprint, cache=cache,
+                          progress=progress, on_run=on_run)
+
+
+def _run_folds(plan: list[Fold], data: DataConfig, config: TrainConfig, *, out_dir: Path, seeds: Sequence[int],
+               fingerprint: str, cache: FeatureCache | None, progress: Progress, on_run: RunCallback | None) -> dict:
+    from dslite_tiny.models.trained import load_trained
+    from dslite_tiny.report.cv import write_cv_report
+    from dslite_tiny.train.evaluate import evaluate
+    from dslite_tiny.train.run import run_training
+
+    runs = []
+    for fold in plan:
+        fold_data = dataclasses.replace(data, test_speakers=list(fold.test), devel_speakers=list(fold.devel))
+        for seed in seeds:
+            run_dir = out_dir / f"{fold.name}-s{seed}"
+            result = _finished(run_dir, fingerprint)
+            if result is None:
+                log.info("fold %s seed %d: test %s, devel %s", fold.name, seed, fold.test, fold.devel)
+                trained = run_training(fold_data, dataclasses.replace(config, seed=seed), out_dir=run_dir,
+                                       cache=cache, progress=progress)
+                report = evaluate(load_trained(trained.path), load_dataset(fold_data), cache=cache,
+                                  strict=data.strict)
+                result = _run_result(fold, seed, trained.best, report, fingerprint)
+                write_json(run_dir / "result.json", result)
+            runs.append(result)
+            summary = summarize(runs, data=data, config=config, folds=plan, seeds=seeds)
+            write_json(out_dir / "cv.json", summary)
+            write_cv_report(summary, out_dir)
+            if on_run:
+                on_run(result)
+    return summary
+
+
+def dataset_speakers(dataset: Dataset) -> list[str]:
+    speakers = sorted({clip.speaker for clip in dataset.clips if clip.speaker})
+    if not speakers:
+        raise DataError("speaker cross-validation needs speakers: give --speaker-regex (or speaker_regex in the "
+                        "data YAML)", path=dataset.source)
+    return speakers
+
+
+def config_fingerprint(data: DataConfig, config: TrainConfig) -> str:
+    """What a finished run must have been trained with to be reused (the seed is the run's own)."""
+    settings = {"data": to_dict(data), "train": {**to_dict(config), "seed": None}}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def summarize(runs: list[dict], *, data: DataConfig, config: TrainConfig, folds: Sequence[Fold],
+              seeds: Sequence[int]) -> dict:
+    """Per fold the mean over seeds; over folds the mean ± sample std (how much the result depends on the
+    speaker); per seed the mean over folds (how much it depends on the seed)."""
+    by_fold = {}
+    for fold in folds:
+        mine = [r for r in runs if r["fold"] == fold.name]
+        if mine:
+            by_fold[fold.name] = {key: float(np.mean([r[key] for r in mine])) for key in ("chunk_uar", "file_uar")}
+    complete = len(runs) == len(folds) * len(seeds)
+    return {
+        "complete": complete, "runs_done": len(runs), "runs_planned": len(folds) * len(seeds),
+        "folds": [dataclasses.asdict(f) for f in folds], "seeds": list(seeds),
+        "per_fold": by_fold,
+        "mean": {key: _mean_std([f[key] for f in by_fold.values()]) for key in ("chunk_uar", "file_uar")},
+        "per_seed": {str(seed): {key: float(np.mean([r[key] for r in runs if r["seed"] == seed]))
+                                 for key in ("chunk_uar", "file_uar")}
+                     for seed in seeds if any(r["seed"] == seed for r in runs)},
+        "runs": runs, "data": to_dict(data), "train": to_dict(config),
+    }
+
+
+def _mean_std(values: list[float]) -> dict:
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return {"mean": float(np.mean(values)) if values else 0.0, "std": std, "n": len(values)}
+
+
+def _run_result(fold: Fold, seed: int, best: dict, report: dict, fingerprint: str) -> dict:
+    return {"fold": fold.name, "seed": seed, "test_speakers": list(fold.test), "devel_speakers": list(fold.devel),
+            "chunk_uar": report["chunks"]["uar"], "file_uar": report["files"]["uar"],
+            "chunk_accuracy": report["chunks"]["accuracy"], "file_accuracy": report["files"]["accuracy"],
+            "best_epoch": best["epoch"], "devel_uar": best["devel_uar"], "fingerprint": fingerprint}
+
+
+def _finished(run_dir: Path, fingerprint: str) -> dict | None:
+    """The run's result if it was written by the same configs; a different or damaged one is redone."""
+    path = run_dir / "result.json"
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        log.warning("%s: unreadable; training this run again", path)
+        return None
+    if not isinstance(result, dict) or result.get("fingerprint") != fingerprint:
+        log.warning("%s: written by another data or training config; training this run again", path)
+        return None
+    return result
