@@ -164,6 +164,8 @@ class TrainConfig:
     inference mode) at ``fine_learning_rate``. Without: one phase trains every layer for ``epochs``."""
 
     frontend: str = param("dslite-paper", "frontend preset name or YAML file (relative to this file)")
+    frontend_set: dict[str, Any] = param({}, "frontend keys overriding that preset, e.g. {clip_position: center} "
+                                             "(on the command line: --set frontend.clip_position=center)")
     backbone: str = param("densenet121", "densenet121, mobilenet, mobilenet_v2 or dscnn")
     alpha: float = param(1.0, "width multiplier of mobilenet / mobilenet_v2 / dscnn", low=0.0, low_open=True, high=2.0)
     weights: str = param("none", "none, imagenet (Keras download) or a local no-top .h5 file")
@@ -176,7 +178,8 @@ class TrainConfig:
                                              low=0.0, low_open=True, high=10.0)
     epochs: int = param(40, "epochs of phase 1", low=1, high=10000)
     fine_epochs: int = param(200, "epochs of phase 2 (pretrained weights only; 0: no fine-tuning)", low=0, high=10000)
-    finetune_layers: float = param(0.3, "backbone layers unfrozen in phase 2: a fraction (< 1) or a count", low=0.0)
+    finetune_layers: float = param(0.3, "backbone layers unfrozen in phase 2: a share (≤ 1; 1 = the whole "
+                                        "backbone) or a whole number (> 1) of its last layers", low=0.0)
     batch_size: int = param(32, "batch size", low=1, high=4096)
     balance: Literal["oversample", "class_weights", "none"] = param(
         "oversample", "class imbalance: oversample minority classes, weight the loss, or nothing")
@@ -221,6 +224,9 @@ class TrainConfig:
         if self.aug_prob_max < self.aug_prob_min:
             raise ConfigError(f"aug_prob_max={self.aug_prob_max} is below aug_prob_min={self.aug_prob_min}",
                               key="aug_prob_max")
+        if self.finetune_layers > 1 and not float(self.finetune_layers).is_integer():
+            raise ConfigError(f"finetune_layers={self.finetune_layers} is neither a share (≤ 1) nor a whole number "
+                              f"of layers", key="finetune_layers")
         snr = self.noise_snr_db
         if snr and (len(snr) != 2 or snr[0] > snr[1]):
             raise ConfigError(f"noise_snr_db={list(snr)} must be [] or [low, high] with low <= high",
@@ -387,15 +393,23 @@ def to_yaml(config: Any) -> str:
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     """``["n_mels=64", "color_map=gray"]`` → typed dict (values parsed as YAML scalars)."""
-    result = {}
+    result: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise ConfigError(f"--set expects KEY=VALUE, got '{item}'")
         try:
-            result[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+            value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
-            result[key.strip()] = raw
+            value = raw
+        head, dot, tail = key.partition(".")
+        if dot:  # frontend.n_mels=40: a key of a training config's frontend (its frontend_set)
+            if head != "frontend" or not tail:
+                raise ConfigError(f"--set expects KEY=VALUE or frontend.KEY=VALUE, got '{item}'")
+            result.setdefault("frontend_set", {})[tail] = value
+        else:
+            result[key] = value
     return result
 
 
@@ -455,7 +469,8 @@ def _merge(cls: type, values: dict[str, Any], origins: dict[str, str], layer: Ma
     for key, raw in layer.items():
         if key not in fields:
             raise ConfigError(f"unknown key '{key}'; valid keys: {', '.join(fields)}", path=source)
-        values[key] = _check_value(key, raw, hints[key], fields[key].metadata, source)
+        value = _check_value(key, raw, hints[key], fields[key].metadata, source)
+        values[key] = {**values.get(key, {}), **value} if isinstance(value, dict) else value  # dicts merge by key
         origins[key] = source
 
 
@@ -498,6 +513,10 @@ def _check_type(key: str, value: Any, hint: Any, source: str) -> Any:
             raise ConfigError(f"{key}={value!r} is not allowed; choose one of: "
                               f"{', '.join(map(str, args))}", path=source)
         return value
+    if origin is dict:
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{key} expects a mapping of keys to values, got {value!r}", path=source)
+        return dict(value)
     if origin is list:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key} expects a list, got {value!r}", path=source)

@@ -185,3 +185,13 @@ def test_a_non_numeric_hp_config_chunk_size_is_one_line(tmp_path):
     (tmp_path / "hp.json").write_text(json.dumps({"chunk_size": ["abc"], "sample_rate": [16000]}))
     result = run_cli("features", str(audio), "--hp-config", str(tmp_path / "hp.json"), "--out", str(tmp_path / "o"))
     assert_user_error(result, "hp.json", "chunk_size='abc' is not a number of seconds")
+
+
+def test_progress_without_a_terminal_is_a_few_plain_lines(capsys):
+    from dslite_tiny.cli.options import progress_lines
+
+    assert list(progress_lines(range(3), desc="features train", every_s=0.0)) == [0, 1, 2]
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("features train: 1/3 (33 %) after ") and lines[-1].startswith("features train: 3 done")
+    assert list(progress_lines(iter("ab"), desc="quick", every_s=60.0)) == ["a", "b"]
+    assert capsys.readouterr().err == ""  # a short loop says nothing

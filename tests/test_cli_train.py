@@ -37,6 +37,19 @@ def test_unknown_backbone_and_small_image(demo_data, tmp_path):
                       "image 24×24 is too small for mobilenet (needs at least 32×32)")
 
 
+def test_a_frontend_that_does_not_fit_the_pretrained_backbone_is_refused(demo_data, tmp_path):
+    result = run_cli("train", "--data", str(demo_data), "--config", "mcu-mobilenet", "--set", "frontend=dslite-code",
+                     "--out", str(tmp_path))
+    assert_user_error(result, "frontend 'dslite-code' normalises images as 'torch', mobilenet's pretrained weights "
+                              "expect 'tf'")
+
+
+def test_a_missing_weight_file_says_how_to_give_one(demo_data, tmp_path):
+    result = run_cli("train", "--data", str(demo_data), "--config", "mcu-mobilenet", "--weights",
+                     str(tmp_path / "gone.h5"), "--epochs", "1", "--fine-epochs", "0", "--out", str(tmp_path / "o"))
+    assert_user_error(result, "gone.h5: no such weight file", "--weights imagenet")
+
+
 def test_a_one_class_dataset_is_refused(demo_data, tmp_path):
     root = tmp_path / "one"
     shutil.copytree(demo_data.parent, root)

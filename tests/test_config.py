@@ -87,3 +87,32 @@ def test_data_paths_are_relative_to_the_yaml(tmp_path):
     assert config.root == str((tmp_path / "audio").resolve()) and config.test_speakers == ["a", "b"]
     with pytest.raises(ConfigError, match="leaves no train data"):
         load_config(DataConfig, ("x", {"devel_fraction": 0.5, "test_fraction": 0.5}), stage="data")
+
+
+def test_a_training_config_can_override_keys_of_its_frontend(tmp_path):
+    from dslite_tiny.config import TrainConfig
+    from dslite_tiny.train.run import resolve_frontend_for
+
+    assert parse_overrides(["frontend.n_mels=40", "frontend.top_db=60", "epochs=3"]) == {
+        "frontend_set": {"n_mels": 40, "top_db": 60}, "epochs": 3}
+    with pytest.raises(ConfigError, match="KEY=VALUE or frontend.KEY=VALUE, got 'model.units=3'"):
+        parse_overrides(["model.units=3"])
+    user = write(tmp_path, "preset: mcu-dscnn\nfrontend_set: {n_mels: 40, trim_db: 30}\n")
+    config = load_config(TrainConfig, user, ("--set", parse_overrides(["frontend.trim_db=45"])), stage="train")
+    assert config.frontend_set == {"n_mels": 40, "trim_db": 45}  # layers merge key by key
+    frontend = resolve_frontend_for(config)
+    assert (frontend.n_mels, frontend.trim_db, frontend.color_map) == (40, 45.0, "gray")
+    bad = load_config(TrainConfig, "mcu-dscnn", ("--set", {"frontend_set": {"n_melz": 3}}), stage="train")
+    with pytest.raises(ConfigError, match="frontend_set: unknown key 'n_melz'; valid keys: sr,"):
+        resolve_frontend_for(bad)
+    with pytest.raises(ConfigError, match="frontend_set expects a mapping"):
+        load_config(TrainConfig, ("--set", {"frontend_set": [1]}), stage="train")
+
+
+def test_finetune_layers_is_a_share_up_to_one_and_a_whole_count_above():
+    from dslite_tiny.config import TrainConfig
+
+    assert load_config(TrainConfig, ("t", {"finetune_layers": 1}), stage="train").finetune_layers == 1.0
+    assert load_config(TrainConfig, ("t", {"finetune_layers": 12}), stage="train").finetune_layers == 12.0
+    with pytest.raises(ConfigError, match="finetune_layers=2.5 is neither a share"):
+        load_config(TrainConfig, ("t", {"finetune_layers": 2.5}), stage="train")

@@ -80,6 +80,8 @@ def test_phases_freeze_and_unfreeze_the_intended_layers():
     assert unfrozen == sum(not isinstance(layer, keras.layers.BatchNormalization) for layer in tail)
     assert set_trainable(model, "finetune", 5) == sum(
         not isinstance(layer, keras.layers.BatchNormalization) for layer in layers[-5:])
+    assert set_trainable(model, "finetune", 1.0) == sum(  # 1.0 is the whole backbone, not one layer
+        not isinstance(layer, keras.layers.BatchNormalization) for layer in layers)
     # Frozen means frozen: exactly the tail's non-BN weights and the head train, and a step changes none
     # of the frozen layers (random-init activations vanish in the tail, so only the head visibly moves).
     set_trainable(model, "finetune", 0.3)

@@ -99,9 +99,35 @@ def resolve_data(data: str | None, *, saved: DataConfig | None = None, **options
     return load_config(DataConfig, ("command line", overrides), stage="data")
 
 
-def progress_bar(items, *, desc: str = ""):
-    """The library's ``progress=`` hook as a tqdm bar; silent when stderr is not a terminal, so logs and
-    error output stay one line per message."""
-    from tqdm import tqdm
+LOG_PROGRESS_S = 15.0  # without a terminal, a long loop reports at most this often
 
-    return tqdm(items, desc=desc, leave=False, disable=None)
+
+def progress_bar(items, *, desc: str = ""):
+    """The library's ``progress=`` hook: a tqdm bar on a terminal; in a log (CI, nohup, a pipe) a plain line
+    now and then, so a long job is never silent for minutes and never fills a log with bar redraws."""
+    import sys
+
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        return tqdm(items, desc=desc, leave=False)
+    return progress_lines(items, desc=desc)
+
+
+def progress_lines(items, *, desc: str = "", every_s: float = LOG_PROGRESS_S):
+    """Yields ``items``; every ``every_s`` seconds writes "desc: i/n (p %) after t s" to stderr, and a last
+    line when a loop that reported finishes."""
+    import time
+
+    total = len(items) if hasattr(items, "__len__") else None
+    start = last = time.monotonic()
+    done = 0
+    for done, item in enumerate(items, 1):
+        yield item
+        now = time.monotonic()
+        if now - last >= every_s:
+            last = now
+            share = f"/{total} ({100 * done / total:.0f} %)" if total else ""
+            click.echo(f"{desc}: {done}{share} after {now - start:.0f} s", err=True)
+    if last != start:
+        click.echo(f"{desc}: {done} done in {time.monotonic() - start:.0f} s", err=True)

@@ -17,16 +17,19 @@ from dslite_tiny.errors import UserError
               help="Training preset name (configs/train/) or YAML file.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override one training key.")
 @click.option("--weights", help="none, imagenet, or a local no-top .h5 (overrides the config).")
-@click.option("--epochs", type=click.IntRange(1), help="Phase-1 epochs (overrides the config).")
+@click.option("--epochs", type=click.IntRange(1),
+              help="Epochs of phase 1 (the only phase when training from scratch); overrides the config.")
+@click.option("--fine-epochs", type=click.IntRange(0),
+              help="Epochs of phase 2, fine-tuning pretrained layers (0: none); overrides the config.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 @cache_options
 def train(data_path: str, train_config: str, overrides: tuple[str, ...], weights: str | None, epochs: int | None,
-          out: Path, cache_dir: Path | None, no_cache: bool, **data_opts) -> None:
+          fine_epochs: int | None, out: Path, cache_dir: Path | None, no_cache: bool, **data_opts) -> None:
     """Train a classifier on DATA; writes OUT/model.h5 and OUT/model.json."""
     from dslite_tiny.config import TrainConfig, load_config, parse_overrides
     from dslite_tiny.train.run import run_training
 
-    flags = {k: v for k, v in (("weights", weights), ("epochs", epochs)) if v is not None}
+    flags = {k: v for k, v in (("weights", weights), ("epochs", epochs), ("fine_epochs", fine_epochs)) if v is not None}
     config = load_config(TrainConfig, train_config, ("--set", {**parse_overrides(overrides), **flags}), stage="train")
     data = resolve_data(data_path, **data_opts)
 

@@ -53,7 +53,8 @@ def read_layer_weights(path: Path) -> dict[str, list[np.ndarray]]:
     import h5py
 
     if not path.is_file():
-        raise UserError("no such weight file", path=path)
+        raise UserError("no such weight file (give the Keras no-top .h5 with --weights PATH or --set weights=PATH, "
+                        "or --weights imagenet to download it)", path=path)
     try:
         with h5py.File(path, "r") as handle:
             group = handle["model_weights"] if "model_weights" in handle else handle

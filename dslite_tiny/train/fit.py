@@ -65,7 +65,7 @@ def set_trainable(model, mode: str, finetune_layers: float) -> int:
     import tf_keras as keras
 
     layers = backbone_layers(model)
-    count = int(round(finetune_layers * len(layers))) if finetune_layers < 1 else int(finetune_layers)
+    count = int(round(finetune_layers * len(layers))) if finetune_layers <= 1 else int(finetune_layers)
     first_unfrozen = {"all": 0, "head": len(layers), "finetune": len(layers) - min(count, len(layers))}[mode]
     for i, layer in enumerate(layers):
         frozen_bn = mode == "finetune" and isinstance(layer, keras.layers.BatchNormalization)

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from pathlib import Path
 
 from dslite_tiny.audio.frontend import Frontend
-from dslite_tiny.config import DataConfig, FrontendConfig, TrainConfig, load_config, to_dict
+from dslite_tiny.config import ConfigError, DataConfig, FrontendConfig, TrainConfig, load_config, to_dict
 from dslite_tiny.data.cache import FeatureCache
 from dslite_tiny.data.features import compute_features
 from dslite_tiny.data.layouts import Dataset, load_dataset
@@ -18,7 +17,9 @@ from dslite_tiny.train.fit import EpochCallback, TrainResult, train_model
 
 
 def resolve_frontend_for(config: TrainConfig) -> FrontendConfig:
-    return load_config(FrontendConfig, config.frontend, stage="frontend")
+    """The frontend preset or YAML the training config names, with its ``frontend_set`` keys on top."""
+    return load_config(FrontendConfig, config.frontend, ("the training config's frontend_set", config.frontend_set),
+                       stage="frontend")
 
 
 def run_training(data: DataConfig, config: TrainConfig, *, out_dir: str | Path, cache: FeatureCache | None = None,
@@ -28,8 +29,9 @@ def run_training(data: DataConfig, config: TrainConfig, *, out_dir: str | Path, 
     frontend = Frontend(resolve_frontend_for(config))
     spec = get_backbone(config.backbone)
     if config.weights != "none" and frontend.config.normalization != spec.normalization:
-        warnings.warn(f"{config.backbone}'s pretrained weights expect '{spec.normalization}' input normalisation, "
-                      f"the frontend uses '{frontend.config.normalization}'", stacklevel=2)
+        raise ConfigError(f"frontend '{config.frontend}' normalises images as '{frontend.config.normalization}', "
+                          f"{config.backbone}'s pretrained weights expect '{spec.normalization}': choose a frontend "
+                          f"made for {config.backbone} or train from scratch (weights: none)", key="frontend")
     dataset = load_dataset(data, require=("train", "devel"))
     dataset.require_classes("train")
     features = {split: compute_features(dataset, frontend, splits=[split], cache=cache, strict=data.strict,
