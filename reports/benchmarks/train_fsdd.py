@@ -1,15 +1,17 @@
-"""Speaker-independent spoken-digit recognition on the real FSDD recordings with an MCU-sized model.
+"""Speaker-independent spoken-digit recognition on the real FSDD recordings: leave-one-speaker-out
+cross-validation of training recipes (MCU presets and variations of them), with the int8 footprint.
 
-MobileNet v1 α = 0.25 on 96×96×3 plots (configs/train/mcu-mobilenet.yaml, frontend preset ``fsdd``),
-devel speaker theo, test speaker yweweler (configs/data/fsdd.yaml), in four runs: ImageNet (the shared
-no-top weights) vs random initialisation, with vs without SapAugment/CutMix/SpecAugment, plus the small
-DS-CNN on the same plots. Target (issue 3):
-≥ 90 % test UAR on the held-out speaker.
+Each recipe is a training preset plus overrides, run through ``dslite_tiny.train.cv.cross_validate`` (the
+library behind ``dslite-tiny cv``): six folds, each testing one speaker and selecting on the next, per
+seed. Beside the UAR (mean ± std over folds, per file and per chunk) the first fold's model is converted
+to full int8 (``dslite-tiny compress --only int8``) for its size, TFLite Micro arena, LiteRT latency and
+whether ``dslite-tiny export --board nano33ble`` accepts it without ``--force``.
 
-    python reports/benchmarks/train_fsdd.py [--runs imagenet-aug,random-aug,...] [--out DIR]
+    python reports/benchmarks/train_fsdd.py [--recipes a,b] [--seeds 0,1] [--out DIR]
 
-Each finished run is appended to ``reports/benchmarks/train_fsdd.json`` at once and skipped when the
-script is run again (delete the entry to redo it); ``train_fsdd.md`` is the table.
+Each CV run resumes where it stopped; a finished recipe is kept in ``train_fsdd.json`` (delete its entry
+to redo it) and ``train_fsdd.md`` is the table. Issue 13's target: LOSO mean per-file UAR ≥ 0.92 for the
+best MCU preset and ≥ 0.90 for mcu-mobilenet.
 """
 from __future__ import annotations
 
@@ -18,82 +20,103 @@ import json
 import time
 from pathlib import Path
 
-from dslite_tiny.config import DataConfig, TrainConfig, load_config
+from dslite_tiny.config import CompressConfig, DataConfig, TrainConfig, load_config
 from dslite_tiny.data.cache import FeatureCache, default_cache_dir
-from dslite_tiny.data.layouts import load_dataset
-from dslite_tiny.models.trained import load_trained
 from dslite_tiny.native import import_tensorflow_quietly
-from dslite_tiny.train.evaluate import evaluate
-from dslite_tiny.train.run import run_training
+from dslite_tiny.train.cv import cross_validate
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 WEIGHTS = ROOT.parent / "shared" / "weights" / "mobilenet_2_5_224_tf_no_top.h5"
-RUNS = {
-    "imagenet-aug": {"weights": str(WEIGHTS)},
-    "imagenet-noaug": {"weights": str(WEIGHTS), "cutmix": False, "specaugment": False},
-    # From scratch there is no head-only phase: every layer trains for the same 40 epochs.
-    "random-aug": {"weights": "none", "epochs": 40},
-    "random-noaug": {"weights": "none", "epochs": 40, "cutmix": False, "specaugment": False},
-    # The ~30 k-parameter DS-CNN (configs/train/mcu-dscnn.yaml) on the same 96×96×3 FSDD plots.
-    "dscnn-aug": {"preset": "mcu-dscnn", "frontend": "fsdd", "epochs": 60},
+AUGMENT = {"time_shift": True, "speed_perturb": 0.1, "pitch_shift": 1.5, "noise_snr_db": [10, 40]}
+RECIPES = {  # name: (preset, overrides)
+    "dscnn-96": ("mcu-dscnn", {"frontend": "fsdd"}),
+    "dscnn-40x49": ("mcu-dscnn", {"frontend": "fsdd-40x49"}),
+    "dscnn-40x49-aug": ("mcu-dscnn", {"frontend": "fsdd-40x49", **AUGMENT}),
+    "mobilenet": ("mcu-mobilenet", {"weights": str(WEIGHTS)}),
+    "mobilenet-aug": ("mcu-mobilenet", {"weights": str(WEIGHTS), "frontend_set": {"clip_position": "center"},
+                                        **AUGMENT}),
 }
 
 
-def run_one(name: str, out_dir: Path, cache: FeatureCache) -> dict:
+def run_recipe(name: str, seeds: list[int], out_dir: Path, cache: FeatureCache) -> dict:
     data = load_config(DataConfig, ROOT / "configs" / "data" / "fsdd.yaml", stage="data")
-    overrides = dict(RUNS[name])
-    config = load_config(TrainConfig, overrides.pop("preset", "mcu-mobilenet"), ("benchmark", overrides), stage="train")
+    preset, overrides = RECIPES[name]
+    config = load_config(TrainConfig, preset, ("benchmark", overrides), stage="train")
     start = time.perf_counter()
-    result = run_training(data, config, out_dir=out_dir / name, cache=cache,
-                          on_epoch=lambda r: print(f"  {name} epoch {r['epoch']}: loss {r['loss']:.3f} "
-                                                   f"devel UAR {r['devel_uar']:.3f} ({r['seconds']:.1f} s)", flush=True))
-    seconds = time.perf_counter() - start
-    report = evaluate(load_trained(result.path), load_dataset(data), split="test", cache=cache)
-    return {"run": name, "overrides": RUNS[name], "best_epoch": result.best["epoch"],
-            "devel_uar": result.best["devel_uar"], "test_uar_chunks": report["chunks"]["uar"],
-            "test_uar_files": report["files"]["uar"], "test_accuracy_files": report["files"]["accuracy"],
-            "test_recall_files": report["files"]["recall"], "train_seconds": round(seconds, 1),
-            "epochs": len(result.history), "model": str(result.path)}
+    summary = cross_validate(data, config, out_dir=out_dir / name, seeds=seeds, cache=cache,
+                             on_run=lambda r: print(f"  {name} {r['fold']} s{r['seed']}: {r['file_uar']:.3f} per file",
+                                                    flush=True))
+    row = {"recipe": name, "preset": preset, "overrides": overrides, "seeds": seeds,
+           "minutes": round((time.perf_counter() - start) / 60, 1), "mean": summary["mean"],
+           "per_fold": summary["per_fold"], "per_seed": summary["per_seed"], "frontend": config.frontend}
+    first = out_dir / name / f"{summary['folds'][0]['name']}-s{seeds[0]}"
+    row["int8"] = int8_footprint(first, cache)
+    return row
+
+
+def int8_footprint(run_dir: Path, cache: FeatureCache) -> dict:
+    """Full int8 of one fold's model: size, arena, latency and the nano33ble export check."""
+    from dslite_tiny.compress.pipeline import run_compress
+    from dslite_tiny.errors import UserError
+    from dslite_tiny.export.targets import export_model
+
+    config = load_config(CompressConfig, "default", stage="compress")
+    result = run_compress(run_dir / "model.h5", config=config, out_dir=run_dir / "compressed", only=["int8"],
+                          cache=cache)
+    row = next(r for r in result.rows if r["variant"] == "int8")
+    try:
+        export_model(run_dir / "compressed" / "int8", target="c", out_dir=run_dir / "export", board="nano33ble")
+        fits = "yes"
+    except UserError as exc:
+        fits = f"no: {exc}"
+    return {"model_bytes": int(row["tflite_bytes"]), "arena_bytes": int(row["arena_bytes"]),
+            "latency_ms": float(row["latency_ms"]), "uar_files": float(row["uar_files"]),
+            "agreement": float(row["agreement"]), "nano33ble": fits}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", default=",".join(RUNS))
-    parser.add_argument("--out", type=Path, default=Path("/tmp/dslite-tiny-fsdd"))
+    parser.add_argument("--recipes", default=",".join(RECIPES))
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/dslite-tiny-fsdd-cv"))
     args = parser.parse_args()
     import_tensorflow_quietly()
     results_path = HERE / "train_fsdd.json"
-    results = json.loads(results_path.read_text()) if results_path.is_file() else {"runs": []}
-    results["command"] = "python reports/benchmarks/train_fsdd.py --runs NAME (one run per row)"
-    done = {r["run"] for r in results["runs"]}
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    results = {"command": "python reports/benchmarks/train_fsdd.py --recipes NAME --seeds S[,S]",
+               "recipes": results.get("recipes", [])}
+    seeds = [int(s) for s in args.seeds.split(",")]
     cache = FeatureCache(default_cache_dir())
-    for name in args.runs.split(","):
-        if name in done:
-            print(f"{name}: already in {results_path.name}, skipped")
+    for name in args.recipes.split(","):
+        if any(r["recipe"] == name and r["seeds"] == seeds for r in results["recipes"]):
+            print(f"{name} (seeds {args.seeds}): already in {results_path.name}, skipped")
             continue
-        results["runs"].append(run_one(name, args.out, cache))
-        results_path.write_text(json.dumps(results, indent=2) + "\n")  # incremental: a crash keeps earlier runs
+        results["recipes"].append(run_recipe(name, seeds, args.out, cache))
+        results_path.write_text(json.dumps(results, indent=2) + "\n")  # incremental: a crash keeps earlier recipes
         (HERE / "train_fsdd.md").write_text(markdown(results))
     print(markdown(results))
 
 
 def markdown(results: dict) -> str:
-    lines = ["# FSDD, speaker-independent (test: yweweler, devel: theo), 96×96×3 plots (MobileNet v1 α=0.25 unless the run says dscnn)", "",
-             f"Command: `{results['command']}` (2 CPU cores)", "",
-             "| run | test UAR (files) | test UAR (chunks) | devel UAR | best epoch / epochs | train time |",
-             "|---|---|---|---|---|---|"]
-    for r in results["runs"]:
-        lines.append(_row(r["run"], r))
-    if results.get("superseded"):
-        lines += ["", "Earlier runs with the frontend's floor at top_db = 80 dB (the preset now uses 50 dB):", "",
-                  lines[4], lines[5]] + [_row(r["run"], r) for r in results["superseded"]]
+    lines = ["# FSDD, leave-one-speaker-out cross-validation of the MCU training recipes", "",
+             f"Command: `{results['command']}` (2 CPU cores, no GPU). Each fold tests one of the six speakers "
+             "and selects its epoch on the next (george→jackson→lucas→nicolas→theo→yweweler→george); UAR is "
+             "mean ± std over the six folds (of the seeds' mean per fold). int8: the first fold's model (test "
+             "george) as full int8; nano33ble: `dslite-tiny export --board nano33ble` without `--force`.", "",
+             "| recipe | preset + overrides | seeds | UAR per file | UAR per chunk | per fold (file UAR) | int8 size | "
+             "TFLM arena | LiteRT latency | int8 agreement | nano33ble | time |",
+             "|---|---|---|---|---|---|---:|---:|---:|---:|---|---:|"]
+    for r in results["recipes"]:
+        over = ", ".join(f"{k}={v}" for k, v in r["overrides"].items() if k != "weights") or "as shipped"
+        folds = " ".join(f"{f[:3]} {v['file_uar']:.2f}" for f, v in r["per_fold"].items())
+        m, q = r["mean"], r["int8"]
+        lines.append(f"| {r['recipe']} | `{r['preset']}` {over} | {','.join(map(str, r['seeds']))} | "
+                     f"**{m['file_uar']['mean']:.3f} ± {m['file_uar']['std']:.3f}** | "
+                     f"{m['chunk_uar']['mean']:.3f} ± {m['chunk_uar']['std']:.3f} | {folds} | "
+                     f"{q['model_bytes'] / 1024:.1f} KiB | {q['arena_bytes'] / 1024:.1f} KiB | {q['latency_ms']:.2f} ms | "
+                     f"{100 * q['agreement']:.1f} % | {q['nano33ble'].split(':')[0]} | {r['minutes']:.0f} min |")
     return "\n".join(lines) + "\n"
-
-
-def _row(name: str, r: dict) -> str:
-    return (f"| {name} | {r['test_uar_files']:.3f} | {r['test_uar_chunks']:.3f} | {r['devel_uar']:.3f} | "
-            f"{r['best_epoch']} / {r['epochs']} | {r['train_seconds'] / 60:.1f} min |")
 
 
 if __name__ == "__main__":
