@@ -24,7 +24,7 @@ def write_cv_report(summary: dict, out_dir: str | Path) -> Path:
     done = f"{summary['runs_done']} of {summary['runs_planned']} runs" + ("" if summary["complete"] else " (incomplete)")
     blocks = [
         ("h1", "Speaker cross-validation"),
-        ("p", f"{len(summary['folds'])} folds × seeds {', '.join(map(str, summary['seeds']))}: {done}. Preset "
+        ("p", f"{len(summary['folds'])} folds × seeds {', '.join(map(str, summary['seeds']))}: {done}. Backbone "
               f"`{train['backbone']}` on frontend `{Path(str(train['frontend'])).stem}`; each fold is tested on "
               f"speakers it neither trained nor selected on."),
         ("table", cv_table(summary)),
@@ -53,7 +53,7 @@ def cv_table(summary: dict) -> tuple[list[str], list[list[str]]]:
 def plot_cv(summary: dict, path: Path) -> Path:
     plt = _pyplot()
     names = [f["name"] for f in summary["folds"]]
-    fig, ax = plt.subplots(figsize=(max(4.5, 0.9 * len(names) + 2), 3.2))
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.9 * len(names) + 2), 3.8))
     width = 0.38
     x = np.arange(len(names))
     for k, ((key, label), colour) in enumerate(zip(KEYS, ("#4f9fd6", "#1f5fa8"))):
@@ -69,7 +69,7 @@ def plot_cv(summary: dict, path: Path) -> Path:
     ax.set_xticks(x, names, rotation=30 if len(names) > 6 else 0)
     ax.set_ylabel("test UAR")
     ax.set_ylim(0, 1.05)
-    ax.legend(loc="lower right", fontsize=7.5)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=7.5, frameon=False)
     ax.set_title("speaker cross-validation: UAR of each held-out fold")
     fig.tight_layout()
     return _save(fig, path)

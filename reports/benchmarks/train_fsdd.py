@@ -92,7 +92,10 @@ def main() -> None:
         if any(r["recipe"] == name and r["seeds"] == seeds for r in results["recipes"]):
             print(f"{name} (seeds {args.seeds}): already in {results_path.name}, skipped")
             continue
-        results["recipes"].append(run_recipe(name, seeds, args.out, cache))
+        row = run_recipe(name, seeds, args.out, cache)
+        if results_path.is_file():  # another recipe may have finished meanwhile (runs in parallel)
+            results["recipes"] = json.loads(results_path.read_text()).get("recipes", [])
+        results["recipes"] = [r for r in results["recipes"] if (r["recipe"], r["seeds"]) != (name, seeds)] + [row]
         results_path.write_text(json.dumps(results, indent=2) + "\n")  # incremental: a crash keeps earlier recipes
         (HERE / "train_fsdd.md").write_text(markdown(results))
     print(markdown(results))
