@@ -28,8 +28,10 @@ from dslite_tiny.config import FrontendConfig
 # Bump when a change alters spectrogram values, so stale caches are not reused.
 SPECTROGRAM_VERSION = 1
 # The config keys that shape the spectrogram stage (and so the cache key); the rest only shape the image.
+# Keys added later join the cache key only away from their default, so existing caches stay valid.
+_LATER_KEYS = {"trim_db": None, "clip_position": "start"}
 SPECTROGRAM_KEYS = ("sr", "normalize_audio", "chunk_s", "chunk_hop_s", "short_clips", "pad_mode",
-                    "trim_db", "clip_position", "window_s", "hop_s", "fft_s", "n_mels", "fmin", "fmax", "top_db")
+                    *_LATER_KEYS, "window_s", "hop_s", "fft_s", "n_mels", "fmin", "fmax", "top_db")
 DB_AMIN = 1e-16
 # A chunk louder than this could overflow float32 power (|STFT| ≤ peak · window length / 2): it is scaled
 # by an exact power of two first and its dB computed in float64, so 1e30 is as loud as it says, not silence.
@@ -306,7 +308,8 @@ class Frontend:
     @property
     def spectrogram_key(self) -> str:
         """Hash of everything that shapes ``spectrogram`` output (the feature-cache namespace)."""
-        params = {k: getattr(self.config, k) for k in SPECTROGRAM_KEYS}
+        params = {k: getattr(self.config, k) for k in SPECTROGRAM_KEYS
+                  if k not in _LATER_KEYS or getattr(self.config, k) != _LATER_KEYS[k]}
         params["version"] = SPECTROGRAM_VERSION
         return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
 

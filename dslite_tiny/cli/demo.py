@@ -98,7 +98,7 @@ def run_demo(out_dir: str | Path, *, clips_per_class: int = 40, epochs: int | No
     from dslite_tiny.artifacts import write_json
     from dslite_tiny.audio.frontend import Frontend
     from dslite_tiny.compress.pipeline import run_compress
-    from dslite_tiny.config import CompressConfig, DataConfig, FrontendConfig, TrainConfig, load_config
+    from dslite_tiny.config import CompressConfig, DataConfig, TrainConfig, load_config
     from dslite_tiny.data.cache import FeatureCache
     from dslite_tiny.data.features import featurize_dataset
     from dslite_tiny.data.layouts import load_dataset
@@ -106,7 +106,7 @@ def run_demo(out_dir: str | Path, *, clips_per_class: int = 40, epochs: int | No
     from dslite_tiny.models.trained import load_trained
     from dslite_tiny.report.build import build_report
     from dslite_tiny.train.evaluate import evaluate
-    from dslite_tiny.train.run import run_training
+    from dslite_tiny.train.run import resolve_frontend_for, run_training
 
     out_dir = Path(out_dir)
     spec = out_dir / "data" / "dataset.yaml"
@@ -115,7 +115,7 @@ def run_demo(out_dir: str | Path, *, clips_per_class: int = 40, epochs: int | No
     data = load_config(DataConfig, spec, stage="data")
     dataset = load_dataset(data)
     train_config = load_config(TrainConfig, DEMO_TRAIN, ("demo", {"epochs": epochs} if epochs else {}), stage="train")
-    frontend = Frontend(load_config(FrontendConfig, train_config.frontend, stage="frontend"))
+    frontend = Frontend(resolve_frontend_for(train_config))
     cache = FeatureCache(out_dir / "cache")
     features_dir = out_dir / "features"
     manifest = featurize_dataset(dataset, frontend, features_dir, cache=cache, per_class=2,
