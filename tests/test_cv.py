@@ -36,7 +36,9 @@ def test_too_few_speakers_or_folds_is_refused(speakers, folds):
 
 def test_cv_end_to_end_writes_each_fold_and_resumes(demo_data, tmp_path):
     out = tmp_path / "cv"
-    args = ["cv", "--data", str(demo_data), "--config", "mcu-dscnn", "--set", "epochs=1", "--set", "units=8",
+    augment = ["--set", "time_shift=true", "--set", "noise_snr_db=[10,40]", "--set", "speed_perturb=0.1",
+               "--set", "pitch_shift=1", "--set", "frontend.clip_position=center"]  # training runs them too
+    args = ["cv", "--data", str(demo_data), "--config", "mcu-dscnn", "--set", "epochs=1", "--set", "units=8", *augment,
             "--out", str(out), "--cache-dir", str(tmp_path / "cache")]
     first = run_cli(*args)
     assert first.returncode == 0, first.stderr
@@ -47,6 +49,7 @@ def test_cv_end_to_end_writes_each_fold_and_resumes(demo_data, tmp_path):
         assert 0.0 <= run["chunk_uar"] <= 1.0 and (out / f"{run['fold']}-s0" / "model.h5").is_file()
         sidecar = json.loads((out / f"{run['fold']}-s0" / "model.json").read_text())
         assert sidecar["data"]["speakers"]["test"] == run["test_speakers"]
+        assert sidecar["frontend"]["clip_position"] == "center" and sidecar["train"]["noise_snr_db"] == [10, 40]
         assert not set(sidecar["data"]["speakers"]["train"]) & set(run["test_speakers"] + run["devel_speakers"])
     assert "3 folds: UAR" in first.stdout and first.stdout.count("fold spk") == 3
     table = (out / "cv.md").read_text()
