@@ -4,6 +4,7 @@ the model, the op resolver against the flatbuffer, the phone bundle, and the boa
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -19,7 +20,7 @@ from dslite_tiny.config import BoardConfig, FrontendConfig, from_mapping
 from dslite_tiny.errors import ConfigError, UserError
 from dslite_tiny.export.boards import Footprint, check_fit, list_boards, load_board
 from dslite_tiny.export.c_source import c_identifier, c_string
-from dslite_tiny.export.op_resolver import add_method
+from dslite_tiny.export.op_resolver import TFLM_BUILTINS, add_method
 from dslite_tiny.export.settings import recommended_arena_bytes
 from dslite_tiny.export.targets import export_model
 from dslite_tiny.measure.flatbuffer import describe_tflite
@@ -115,8 +116,52 @@ def test_op_resolver_registers_exactly_the_models_ops(exported):
 def test_op_names_follow_tflite_micros_generator():
     cases = {"CONV_2D": "AddConv2D", "DEPTHWISE_CONV_2D": "AddDepthwiseConv2D", "FULLY_CONNECTED": "AddFullyConnected",
              "AVERAGE_POOL_2D": "AddAveragePool2D", "LEAKY_RELU": "AddLeakyRelu", "RELU6": "AddRelu6",
-             "L2_NORMALIZATION": "AddL2Normalization", "BATCH_TO_SPACE_ND": "AddBatchToSpaceNd", "MEAN": "AddMean"}
+             "L2_NORMALIZATION": "AddL2Normalization", "BATCH_TO_SPACE_ND": "AddBatchToSpaceNd", "MEAN": "AddMean",
+             "BATCH_MATMUL": "AddBatchMatMul", "CUMSUM": "AddCumSum", "PADV2": "AddPadV2",
+             "UNIDIRECTIONAL_SEQUENCE_LSTM": "AddUnidirectionalSequenceLSTM"}  # TFLite Micro's own spellings
     assert {op: add_method(op) for op in cases} == cases
+    assert set(cases) <= TFLM_BUILTINS
+
+
+def tflm_resolver_methods(header: str) -> dict[str, str]:
+    """{builtin: method} of a TFLite Micro micro_mutable_op_resolver.h: each Add… method's AddBuiltin call."""
+    methods = {}
+    for chunk in header.split("TfLiteStatus ")[1:]:
+        name = re.match(r"(Add\w+)\(", chunk)
+        builtin = re.search(r"AddBuiltin\(\s*BuiltinOperator_(\w+)", chunk.split("\n  }", 1)[0])
+        if name and builtin:
+            methods[builtin.group(1)] = name.group(1)
+    return methods
+
+
+def test_op_table_matches_a_tflite_micro_checkout():
+    """Run by hand: DSLITE_TINY_TFLM_DIR=/path/to/tflite-micro pytest tests/test_export.py -k checkout."""
+    root = os.environ.get("DSLITE_TINY_TFLM_DIR")
+    if not root:
+        pytest.skip("set DSLITE_TINY_TFLM_DIR to a tflite-micro checkout (CI has none)")
+    header = Path(root) / "tensorflow" / "lite" / "micro" / "micro_mutable_op_resolver.h"
+    methods = tflm_resolver_methods(header.read_text())
+    assert set(methods) == TFLM_BUILTINS
+    assert {op: add_method(op) for op in TFLM_BUILTINS} == methods
+
+
+@pytest.mark.parametrize("backbone,alpha", [("dscnn", 0.5), ("mobilenet", 0.25), ("mobilenet_v2", 0.35),
+                                            ("densenet121", 1.0)])
+def test_every_op_of_our_int8_backbones_has_a_tflite_micro_kernel(backbone, alpha, monkeypatch):
+    import tf_keras as keras
+
+    from dslite_tiny.compress.convert import convert_model
+    from dslite_tiny.models.registry import create_model
+
+    # DenseNet121's 58 dense blocks convert in ~40 s: one block per stage has the same layer kinds, so the
+    # same ops (built by the same keras.applications code through our registry and head).
+    from tf_keras.src.applications.densenet import DenseNet
+
+    monkeypatch.setattr(keras.applications, "DenseNet121", lambda **kwargs: DenseNet([1, 1, 1, 1], **kwargs))
+    model = create_model(backbone, input_shape=(32, 32, 3), num_classes=4, units=8, alpha=alpha)
+    images = np.random.default_rng(0).uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32)
+    ops = describe_tflite(convert_model(model, "int8", representative=images))["ops"]
+    assert set(ops) <= TFLM_BUILTINS, sorted(set(ops) - TFLM_BUILTINS)
 
 
 def test_c_identifiers_and_strings_are_sanitised():

@@ -33,6 +33,7 @@ RECIPES = {  # name: (preset, overrides)
     "dscnn-96": ("mcu-dscnn", {"frontend": "fsdd"}),
     "dscnn-40x49": ("mcu-dscnn", {"frontend": "fsdd-40x49"}),
     "dscnn-40x49-aug": ("mcu-dscnn", {"frontend": "fsdd-40x49", **AUGMENT}),
+    "dscnn-40x49-aug2": ("mcu-dscnn", {"frontend": "fsdd-40x49", **AUGMENT, "speed_perturb": 0.2, "pitch_shift": 3.0}),
     "mobilenet": ("mcu-mobilenet", {"weights": str(WEIGHTS)}),
     "mobilenet-aug": ("mcu-mobilenet", {"weights": str(WEIGHTS), "frontend_set": {"clip_position": "center"},
                                         **AUGMENT}),
