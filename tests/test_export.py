@@ -336,3 +336,19 @@ def test_user_error_when_tflm_cannot_run_a_bare_model(tmp_path, monkeypatch):
                                   {"input": {"shape": [1, 4, 4, 1], "dtype": "int8"}}, ("0",), False, None, None, {})
     with pytest.raises(UserError, match="TensorFlow Lite Micro cannot run this model: Didn't find op"):
         variant_module.with_measured_arena(fake)
+
+
+def test_an_op_without_a_tflite_micro_kernel_is_refused_before_anything_is_written(tmp_path):
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 4, 4, 1], tf.float32)])
+    def angle(x):
+        return tf.math.atan2(x, x + 1.0)
+
+    model = tmp_path / "atan2.tflite"
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([angle.get_concrete_function()], angle)
+    model.write_bytes(converter.convert())
+    assert "ATAN2" in describe_tflite(model.read_bytes())["ops"]
+    with pytest.raises(UserError, match="atan2.tflite: builtin op ATAN2 has no TFLite Micro kernel"):
+        export_model(model, target="c", out_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()

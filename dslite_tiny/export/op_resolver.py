@@ -45,7 +45,8 @@ def add_method(op: str) -> str:
                            for part in parts if part)
 
 
-def op_resolver_file(variant: Variant, *, name: str, provenance: list[str]) -> dict[str, str]:
+def check_tflm_ops(variant: Variant) -> None:
+    """Refuse a model with an operator TFLite Micro has no kernel for, before anything is measured or written."""
     ops = variant.description["ops"]
     custom = [op for op in ops if op.startswith("CUSTOM:")]
     if custom:
@@ -55,6 +56,11 @@ def op_resolver_file(variant: Variant, *, name: str, provenance: list[str]) -> d
     if missing:
         raise UserError(f"builtin op {', '.join(missing)} has no TFLite Micro kernel; the model cannot run on a "
                         f"microcontroller as it is (the phone target can take it)", path=variant.path)
+
+
+def op_resolver_file(variant: Variant, *, name: str, provenance: list[str]) -> dict[str, str]:
+    check_tflm_ops(variant)
+    ops = variant.description["ops"]
     file_name = f"{name}_op_resolver.h"
     guard = include_guard(file_name)
     count = f"k{''.join(p.title() for p in name.split('_'))}OpCount"

@@ -14,7 +14,7 @@ from typing import Literal
 from dslite_tiny.errors import UserError
 from dslite_tiny.export.boards import Fit, arena_estimate, check_fit, footprint, load_board
 from dslite_tiny.export.c_source import c_identifier, model_data_files
-from dslite_tiny.export.op_resolver import op_resolver_file
+from dslite_tiny.export.op_resolver import check_tflm_ops, op_resolver_file
 from dslite_tiny.export.phone import phone_files
 from dslite_tiny.export.settings import model_settings_file
 from dslite_tiny.export.variant import Variant, load_variant, with_measured_arena
@@ -41,6 +41,7 @@ def export_model(path: str | Path, *, target: Target, name: str | None = None, o
     profile = load_board(board) if board is not None else None
     _check_shapes(variant)
     if target == "c" or (profile is not None and profile.runtime == "tflm"):
+        check_tflm_ops(variant)
         variant = with_measured_arena(variant)
     fit = _fit(variant, profile, force) if profile is not None else None
     out = Path(out_dir) if out_dir is not None else _default_out(variant, target)
