@@ -51,7 +51,8 @@ def test_cv_end_to_end_writes_each_fold_and_resumes(demo_data, tmp_path):
         assert sidecar["data"]["speakers"]["test"] == run["test_speakers"]
         assert sidecar["frontend"]["clip_position"] == "center" and sidecar["train"]["noise_snr_db"] == [10, 40]
         assert not set(sidecar["data"]["speakers"]["train"]) & set(run["test_speakers"] + run["devel_speakers"])
-    assert "3 folds: UAR" in first.stdout and first.stdout.count("fold spk") == 3
+    assert "3 folds: UAR" in first.stdout and first.stdout.count("fold spk") == 6  # each run: an epoch, a result
+    assert "fold spk0 seed 0 epoch   1: loss" in first.stdout
     table = (out / "cv.md").read_text()
     assert "**mean ± std**" in table and (out / "cv.png").stat().st_size > 5000
     models = {p: p.stat().st_mtime_ns for p in out.glob("*-s0/model.h5")}

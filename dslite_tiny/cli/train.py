@@ -75,8 +75,12 @@ def cv(data_path: str, train_config: str, overrides: tuple[str, ...], folds: int
         click.echo(f"fold {result['fold']} seed {result['seed']}: test UAR {result['chunk_uar']:.3f} per chunk, "
                    f"{result['file_uar']:.3f} per file (best devel epoch {result['best_epoch']})")
 
-    summary = cross_validate(data, config, out_dir=out, folds=folds, seeds=seeds,
-                             cache=make_cache(cache_dir, no_cache), on_run=show)
+    def epoch(record: dict) -> None:
+        click.echo(f"fold {record['fold']} seed {record['seed']} epoch {record['epoch']:>3}: loss {record['loss']:.4f}  "
+                   f"devel UAR {record['devel_uar']:.3f}  ({record['seconds']:.1f} s)")
+
+    summary = cross_validate(data, config, out_dir=out, folds=folds, seeds=seeds, cache=make_cache(cache_dir, no_cache),
+                             progress=progress_bar, on_run=show, on_epoch=epoch)
     mean = summary["mean"]
     click.echo(f"{len(summary['folds'])} folds: UAR {mean['chunk_uar']['mean']:.3f} ± {mean['chunk_uar']['std']:.3f} "
                f"per chunk, {mean['file_uar']['mean']:.3f} ± {mean['file_uar']['std']:.3f} per file → {out / 'cv.md'}")

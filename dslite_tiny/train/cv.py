@@ -30,6 +30,7 @@ from dslite_tiny.progress import Progress, no_progress
 
 log = logging.getLogger(__name__)
 RunCallback = Callable[[dict], None]
+EpochCallback = Callable[[dict], None]  # a training epoch's record, with the run's "fold" and "seed"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +60,8 @@ def speaker_folds(speakers: Sequence[str], *, folds: int | None = None) -> list[
 
 def cross_validate(data: DataConfig, config: TrainConfig, *, out_dir: str | Path, folds: int | None = None,
                    seeds: Sequence[int] = (0,), cache: FeatureCache | None = None,
-                   progress: Progress = no_progress, on_run: RunCallback | None = None) -> dict:
+                   progress: Progress = no_progress, on_run: RunCallback | None = None,
+                   on_epoch: EpochCallback | None = None) -> dict:
     """Train and test every fold × seed under ``out_dir``; returns the summary written to ``cv.json`` (and
     drawn in ``cv.md`` / ``cv.png``)."""
 
@@ -72,11 +74,12 @@ def cross_validate(data: DataConfig, config: TrainConfig, *, out_dir: str | Path
     fingerprint = config_fingerprint(data, config)
     with folder_lock(out_dir):
         return _run_folds(plan, data, config, out_dir=out_dir, seeds=seeds, fingerprint=fingerprint, cache=cache,
-                          progress=progress, on_run=on_run)
+                          progress=progress, on_run=on_run, on_epoch=on_epoch)
 
 
 def _run_folds(plan: list[Fold], data: DataConfig, config: TrainConfig, *, out_dir: Path, seeds: Sequence[int],
-               fingerprint: str, cache: FeatureCache | None, progress: Progress, on_run: RunCallback | None) -> dict:
+               fingerprint: str, cache: FeatureCache | None, progress: Progress, on_run: RunCallback | None,
+               on_epoch: EpochCallback | None) -> dict:
     from dslite_tiny.models.trained import load_trained
     from dslite_tiny.report.cv import write_cv_report
     from dslite_tiny.train.evaluate import evaluate
@@ -91,7 +94,7 @@ def _run_folds(plan: list[Fold], data: DataConfig, config: TrainConfig, *, out_d
             if result is None:
                 log.info("fold %s seed %d: test %s, devel %s", fold.name, seed, fold.test, fold.devel)
                 trained = run_training(fold_data, dataclasses.replace(config, seed=seed), out_dir=run_dir,
-                                       cache=cache, progress=progress)
+                                       cache=cache, progress=progress, on_epoch=_tagged(on_epoch, fold.name, seed))
                 report = evaluate(load_trained(trained.path), load_dataset(fold_data), cache=cache,
                                   strict=data.strict)
                 result = _run_result(fold, seed, trained.best, report, fingerprint)
@@ -144,6 +147,13 @@ def summarize(runs: list[dict], *, data: DataConfig, config: TrainConfig, folds:
 def _mean_std(values: list[float]) -> dict:
     std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
     return {"mean": float(np.mean(values)) if values else 0.0, "std": std, "n": len(values)}
+
+
+def _tagged(on_epoch: EpochCallback | None, fold: str, seed: int) -> EpochCallback | None:
+    """``on_epoch`` with the run's fold and seed added to each record."""
+    if on_epoch is None:
+        return None
+    return lambda record: on_epoch({**record, "fold": fold, "seed": seed})
 
 
 def _run_result(fold: Fold, seed: int, best: dict, report: dict, fingerprint: str) -> dict:
