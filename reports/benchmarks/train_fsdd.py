@@ -29,9 +29,10 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 WEIGHTS = ROOT.parent / "shared" / "weights" / "mobilenet_2_5_224_tf_no_top.h5"
 AUGMENT = {"time_shift": True, "speed_perturb": 0.1, "pitch_shift": 1.5, "noise_snr_db": [10, 40]}
-RECIPES = {  # name: (preset, overrides)
-    "dscnn-96": ("mcu-dscnn", {"frontend": "fsdd"}),
-    "dscnn-40x49": ("mcu-dscnn", {"frontend": "fsdd-40x49"}),
+NO_AUGMENT = {"time_shift": False, "speed_perturb": 0.0, "pitch_shift": 0.0, "noise_snr_db": []}
+RECIPES = {  # name: (preset, overrides); every recipe spells out its augmentation, whatever the preset's
+    "dscnn-96": ("mcu-dscnn", {"frontend": "fsdd", **NO_AUGMENT}),
+    "dscnn-40x49": ("mcu-dscnn", {"frontend": "fsdd-40x49", **NO_AUGMENT}),
     "dscnn-40x49-aug": ("mcu-dscnn", {"frontend": "fsdd-40x49", **AUGMENT}),
     "dscnn-40x49-aug2": ("mcu-dscnn", {"frontend": "fsdd-40x49", **AUGMENT, "speed_perturb": 0.2, "pitch_shift": 3.0}),
     "mobilenet": ("mcu-mobilenet", {"weights": str(WEIGHTS)}),
