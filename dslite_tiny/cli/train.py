@@ -1,6 +1,8 @@
-"""``dslite-tiny train``: two-phase transfer learning on a dataset, best devel UAR kept."""
+"""``dslite-tiny train`` (two-phase transfer learning, best devel UAR kept), ``cv`` (speaker cross-validation)
+and ``import-dslite``."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -10,12 +12,23 @@ from dslite_tiny.cli.options import TensorFlowCommand, data_options, progress_ba
 from dslite_tiny.errors import UserError
 
 
+def training_options(command: Callable) -> Callable:
+    """DATA (with the data options), the training --config and its --set overrides."""
+    options = [
+        click.option("--data", "data_path", required=True, metavar="DATA", help="Dataset folder or dataset YAML."),
+        data_options,
+        click.option("--config", "train_config", default="mcu-dscnn", show_default=True,
+                     help="Training preset name (configs/train/) or YAML file."),
+        click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                     help="Override one training key; frontend.KEY=VALUE overrides a key of its frontend."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @click.command(cls=TensorFlowCommand)
-@click.option("--data", "data_path", required=True, metavar="DATA", help="Dataset folder or dataset YAML.")
-@data_options
-@click.option("--config", "train_config", default="mcu-dscnn", show_default=True,
-              help="Training preset name (configs/train/) or YAML file.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override one training key.")
+@training_options
 @click.option("--weights", help="none, imagenet, or a local no-top .h5 (overrides the config).")
 @click.option("--epochs", type=click.IntRange(1),
               help="Epochs of phase 1 (the only phase when training from scratch); overrides the config.")
@@ -45,11 +58,7 @@ def train(data_path: str, train_config: str, overrides: tuple[str, ...], weights
 
 
 @click.command(cls=TensorFlowCommand)
-@click.option("--data", "data_path", required=True, metavar="DATA", help="Dataset folder or dataset YAML (with speakers).")
-@data_options
-@click.option("--config", "train_config", default="mcu-dscnn", show_default=True,
-              help="Training preset name (configs/train/) or YAML file.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override one training key.")
+@training_options
 @click.option("--folds", default="loso", show_default=True, metavar="loso|K", callback=lambda _c, _p, v: _fold_count(v),
               help="Leave one speaker out, or K folds of speakers.")
 @click.option("--seeds", default="0", show_default=True, metavar="S[,S...]", callback=lambda _c, _p, v: _seed_list(v),

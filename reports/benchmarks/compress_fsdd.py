@@ -1,6 +1,7 @@
 """Every compressed variant of real models, measured the product's own way (``dslite-tiny compress``).
 
-Part ``mcu``: the FSDD models of ``train_fsdd.py`` (the DS-CNN and the ImageNet MobileNet v1 α = 0.25),
+Part ``mcu``: the FSDD models of ``train_fsdd.py`` as of 29065ea (single held-out speaker; the DS-CNN and the
+ImageNet MobileNet v1 α = 0.25, kept in ``train_fsdd.json``'s ``runs``),
 speaker-independent test split, default compression preset: test UAR, sizes, latency, TFLM arena.
 
 Part ``ptq``: what each post-training repair does, measured on its own. MobileNet v1 α = 0.25
@@ -69,7 +70,9 @@ def mcu_models() -> list[tuple[str, Path]]:
     models = []
     for name in MCU_RUNS:
         if not runs.get(name, Path("/nonexistent")).is_file():
-            sys.exit(f"{name}: no trained model; run: python reports/benchmarks/train_fsdd.py --runs {name}")
+            sys.exit(f"{name}: no trained model; these single-split runs come from train_fsdd.py as of 29065ea: "
+                     f"git show 29065ea:reports/benchmarks/train_fsdd.py > /tmp/train_fsdd_split.py; "
+                     f"python /tmp/train_fsdd_split.py --runs {name}")
         models.append((name, runs[name]))
     return models
 
@@ -80,7 +83,8 @@ def theo_models(out: Path, cache: FeatureCache, backbone: str = "mobilenet") -> 
     here when missing)."""
     data = load_config(DataConfig, ROOT / "configs" / "data" / "fsdd.yaml", ("theo", THEO_SPLIT), stage="data")
     preset, overrides = {"mobilenet": ("mcu-mobilenet", {"weights": str(WEIGHTS)}),
-                         "dscnn": ("mcu-dscnn", {"frontend": "fsdd"})}[backbone]
+                         "dscnn": ("mcu-dscnn", {"frontend": "fsdd", "time_shift": False, "speed_perturb": 0.0,
+                                                 "pitch_shift": 0.0, "noise_snr_db": []})}[backbone]  # as measured
     models = []
     for seed in PTQ_SEEDS:
         path = out / f"{backbone}-theo-s{seed}" / "model.h5"

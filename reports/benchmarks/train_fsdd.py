@@ -87,7 +87,8 @@ def main() -> None:
     results_path = HERE / "train_fsdd.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     results = {"command": "python reports/benchmarks/train_fsdd.py --recipes NAME --seeds S[,S]",
-               "recipes": results.get("recipes", [])}
+               "recipes": results.get("recipes", []),
+               "runs": results.get("runs", [])}  # single-split runs of 29065ea, compressed by compress_fsdd.py
     seeds = [int(s) for s in args.seeds.split(",")]
     cache = FeatureCache(default_cache_dir())
     for name in args.recipes.split(","):
@@ -121,6 +122,12 @@ def markdown(results: dict) -> str:
                      f"{m['chunk_uar']['mean']:.3f} ± {m['chunk_uar']['std']:.3f} | {folds} | "
                      f"{q['model_bytes'] / 1024:.1f} KiB | {q['arena_bytes'] / 1024:.1f} KiB | {q['latency_ms']:.2f} ms | "
                      f"{100 * q['agreement']:.1f} % | {q['nano33ble'].split(':')[0]} | {r['minutes']:.0f} min |")
+    if results.get("runs"):
+        lines += ["", "Earlier, one held-out speaker (test yweweler, devel theo; `train_fsdd.py` as of 29065ea; these "
+                  "models are the ones `compress_fsdd.py --part mcu` compresses):", "",
+                  "| run | test UAR (files) | devel UAR | best epoch / epochs |", "|---|---|---|---|"]
+        lines += [f"| {r['run']} | {r['test_uar_files']:.3f} | {r['devel_uar']:.3f} | {r['best_epoch']} / {r['epochs']} |"
+                  for r in results["runs"]]
     return "\n".join(lines) + "\n"
 
 
