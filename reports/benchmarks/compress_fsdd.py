@@ -82,9 +82,10 @@ def theo_models(out: Path, cache: FeatureCache, backbone: str = "mobilenet") -> 
     """The MobileNet (ImageNet start) or DS-CNN trained with each seed of PTQ_SEEDS on THEO_SPLIT (trained
     here when missing)."""
     data = load_config(DataConfig, ROOT / "configs" / "data" / "fsdd.yaml", ("theo", THEO_SPLIT), stage="data")
-    preset, overrides = {"mobilenet": ("mcu-mobilenet", {"weights": str(WEIGHTS)}),
-                         "dscnn": ("mcu-dscnn", {"frontend": "fsdd", "time_shift": False, "speed_perturb": 0.0,
-                                                 "pitch_shift": 0.0, "noise_snr_db": []})}[backbone]  # as measured
+    as_measured = {"time_shift": False, "speed_perturb": 0.0, "pitch_shift": 0.0, "noise_snr_db": [],
+                   "frontend_set": {"clip_position": "start"}}  # the presets before spectrogram augmentation
+    preset, overrides = {"mobilenet": ("mcu-mobilenet", {"weights": str(WEIGHTS), **as_measured}),
+                         "dscnn": ("mcu-dscnn", {"frontend": "fsdd", **as_measured})}[backbone]
     models = []
     for seed in PTQ_SEEDS:
         path = out / f"{backbone}-theo-s{seed}" / "model.h5"
