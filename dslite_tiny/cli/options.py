@@ -27,6 +27,13 @@ class TensorFlowCommand(click.Command):
         return super().invoke(ctx)
 
 
+def with_options(command: Callable, options: list[Callable]) -> Callable:
+    """``command`` decorated with ``options`` in the order listed (as if written above it in that order)."""
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 def frontend_options(command: Callable) -> Callable:
     """--config PRESET|YAML, --hp-config/--config-index (DeepSpectrumLite grids), --set KEY=VALUE."""
     options = [
@@ -39,9 +46,7 @@ def frontend_options(command: Callable) -> Callable:
         click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                      help="Override one frontend key (repeatable), e.g. --set n_mels=64."),
     ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+    return with_options(command, options)
 
 
 def resolve_frontend(frontend_config: str, hp_config: Path | None, config_index: int,
@@ -74,9 +79,7 @@ def data_options(command: Callable) -> Callable:
         click.option("--split-seed", type=int, help="Seed of the deterministic split."),
         click.option("--strict", is_flag=True, default=None, help="Abort on the first bad file."),
     ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+    return with_options(command, options)
 
 
 def resolve_data(data: str | None, *, saved: DataConfig | None = None, **options: Any) -> DataConfig:

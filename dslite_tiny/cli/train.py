@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from dslite_tiny.cli.features import cache_options, make_cache
-from dslite_tiny.cli.options import TensorFlowCommand, data_options, progress_bar, resolve_data
+from dslite_tiny.cli.options import TensorFlowCommand, data_options, progress_bar, resolve_data, with_options
 from dslite_tiny.errors import UserError
 
 
@@ -22,9 +22,7 @@ def training_options(command: Callable) -> Callable:
         click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                      help="Override one training key; frontend.KEY=VALUE overrides a key of its frontend."),
     ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+    return with_options(command, options)
 
 
 @click.command(cls=TensorFlowCommand)
