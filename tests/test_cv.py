@@ -87,3 +87,22 @@ def test_a_run_is_reused_only_if_the_same_configs_wrote_it(tmp_path):
     assert _finished(run, "another") is None
     (run / "result.json").write_text("{not json")
     assert _finished(run, mine) is None
+
+
+def test_a_dataset_not_split_by_speaker_cannot_be_folded(tmp_path):
+    from dslite_tiny.config import DataConfig, load_config
+    from dslite_tiny.data.layouts import load_dataset
+    from dslite_tiny.data.synthetic import make_demo_dataset
+    from dslite_tiny.train.cv import dataset_speakers
+
+    spec = make_demo_dataset(tmp_path / "d", clips_per_class=3, n_speakers=3, sr=8000, seed=0)
+    data = load_config(DataConfig, spec, stage="data")
+    assert dataset_speakers(load_dataset(data)) == ["spk0", "spk1", "spk2"]
+    no_speakers = load_config(DataConfig, spec, ("t", {"speaker_regex": None}), stage="data")
+    with pytest.raises(DataError, match="needs splits by speaker .*; this dataset is split by stratified random"):
+        dataset_speakers(load_dataset(no_speakers))
+    files = sorted(p.relative_to(tmp_path / "d").as_posix() for p in (tmp_path / "d").rglob("*.wav"))
+    (tmp_path / "d" / "splits.csv").write_text("filename,split\n" + "".join(
+        f"{f},{('train', 'devel', 'test')[i % 3]}\n" for i, f in enumerate(files)))
+    with pytest.raises(DataError, match="this dataset is split by splits.csv"):
+        dataset_speakers(load_dataset(data))

@@ -64,7 +64,6 @@ def cross_validate(data: DataConfig, config: TrainConfig, *, out_dir: str | Path
                    on_epoch: EpochCallback | None = None) -> dict:
     """Train and test every fold × seed under ``out_dir``; returns the summary written to ``cv.json`` (and
     drawn in ``cv.md`` / ``cv.png``)."""
-
     out_dir = Path(out_dir)
     if data.test_speakers or data.devel_speakers:
         log.info("cross-validation chooses each fold's test and devel speakers; the data config's are unused")
@@ -109,11 +108,11 @@ def _run_folds(plan: list[Fold], data: DataConfig, config: TrainConfig, *, out_d
 
 
 def dataset_speakers(dataset: Dataset) -> list[str]:
-    speakers = sorted({clip.speaker for clip in dataset.clips if clip.speaker})
-    if not speakers:
-        raise DataError("speaker cross-validation needs speakers: give --speaker-regex (or speaker_regex in the "
-                        "data YAML)", path=dataset.source)
-    return speakers
+    """The speakers to fold; a dataset split another way (no speakers, splits.csv, DSLite prefixes) cannot be."""
+    if not dataset.split_method.startswith("speaker"):
+        raise DataError(f"speaker cross-validation needs splits by speaker (--speaker-regex, without splits.csv); "
+                        f"this dataset is split by {dataset.split_method}", path=dataset.source)
+    return sorted({clip.speaker for clip in dataset.clips if clip.speaker})
 
 
 def config_fingerprint(data: DataConfig, config: TrainConfig) -> str:
