@@ -19,7 +19,7 @@ import dataclasses
 
 import numpy as np
 
-from dslite_tiny.audio.frontend import DB_AMIN, hz_to_mel, mel_band_edges, power_to_db, stft_power
+from dslite_tiny.audio.frontend import DB_AMIN, hz_to_mel, mel_band_edges, mel_matrix, power_to_db, stft_power
 from dslite_tiny.config import FrontendConfig, TrainConfig
 
 QUIET_BELOW_DB = 30.0  # a frame this far below its chunk's loudest frame is background, not the sound
@@ -59,6 +59,7 @@ class MelAugmenter:
         self.settings, self.frontend = settings, frontend
         edges = mel_band_edges(n_mels=frontend.n_mels, fmin=frontend.fmin, fmax=frontend.fmax)
         self.centres_mel = edges[1:-1].astype(np.float64)
+        self.centres_hz = 700.0 * np.expm1(self.centres_mel / 1127.0)
         self.noise = noise_bank(frontend, train_mel_db, rng=rng) if settings.noise_snr_db else []
 
     def __call__(self, mel_db: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -84,8 +85,7 @@ class MelAugmenter:
     def warp_frequency(self, chunk: np.ndarray, factor: float) -> np.ndarray:
         """Every frequency × ``factor`` (a pitch shift): band b takes the dB its centre f_b had at f_b / factor,
         interpolated on the mel scale; bands whose source lies outside the filterbank get the chunk's floor."""
-        centres_hz = 700.0 * np.expm1(self.centres_mel / 1127.0)
-        source = hz_to_mel(np.maximum(centres_hz / factor, 0.0)).astype(np.float64)
+        source = hz_to_mel(np.maximum(self.centres_hz / factor, 0.0)).astype(np.float64)
         return resample_axis(chunk, source, self.centres_mel, axis=1)
 
     def add_noise(self, chunk: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
@@ -103,8 +103,6 @@ class MelAugmenter:
 def noise_bank(frontend: FrontendConfig, train_mel_db: np.ndarray, *, rng: np.random.Generator) -> list[np.ndarray]:
     """Noise sources as (frames, n_mels) mel power with mean 1: white, pink, and (if there are any) the
     training chunks' frames ≥ 30 dB below their chunk's loudest frame and above its floor."""
-    from dslite_tiny.audio.frontend import mel_matrix
-
     c = frontend
     weights = mel_matrix(sr=c.sr, n_fft=c.n_fft, n_mels=c.n_mels, fmin=c.fmin, fmax=c.fmax)
     white = rng.standard_normal((4, c.chunk_length))
