@@ -35,6 +35,7 @@ RECIPES = {  # name: (preset, overrides); every recipe spells out its augmentati
     "dscnn-40x49": ("mcu-dscnn", {"frontend": "fsdd-40x49", **NO_AUGMENT}),
     "dscnn-40x49-aug": ("mcu-dscnn", {"frontend": "fsdd-40x49", **AUGMENT}),
     "dscnn-40x49-aug2": ("mcu-dscnn", {"frontend": "fsdd-40x49", **AUGMENT, "speed_perturb": 0.2, "pitch_shift": 3.0}),
+    "dscnn-40x49-aug-nocutmix": ("mcu-dscnn", {"frontend": "fsdd-40x49", **AUGMENT, "cutmix": False}),
     "mobilenet": ("mcu-mobilenet", {"weights": str(WEIGHTS), "frontend_set": {"clip_position": "start"},
                                     **NO_AUGMENT}),
     "mobilenet-aug": ("mcu-mobilenet", {"weights": str(WEIGHTS), "frontend_set": {"clip_position": "center"},
