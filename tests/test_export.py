@@ -33,7 +33,7 @@ PROGRAM = r"""
 
 int main(int argc, char **argv) {
   static const char *const labels[] = KWS_LABELS;
-  static const float edges[] = KWS_MEL_EDGES_MEL;
+  static const float window[] = KWS_WINDOW;
   FILE *out = fopen(argv[1], "wb");
   if (argc < 2 || out == NULL) return 1;
   fwrite(g_kws_model_data, 1, g_kws_model_data_size, out);
@@ -42,7 +42,7 @@ int main(int argc, char **argv) {
   printf("input_scale %.9g\ninput_zero_point %d\n", (double)KWS_INPUT_SCALE, KWS_INPUT_ZERO_POINT);
   printf("output_scale %.9g\noutput_zero_point %d\n", (double)KWS_OUTPUT_SCALE, KWS_OUTPUT_ZERO_POINT);
   printf("classes %d\nlast_label %s\n", KWS_NUM_CLASSES, labels[KWS_NUM_CLASSES - 1]);
-  printf("edges %d\nchunk %d\n", (int)(sizeof(edges) / sizeof(edges[0])), KWS_CHUNK_SAMPLES);
+  printf("window %d\nchunk %d\n", (int)(sizeof(window) / sizeof(window[0])), KWS_CHUNK_SAMPLES);
   return 0;
 }
 """
@@ -87,7 +87,7 @@ def test_c_sources_compile_run_and_hold_the_model_bytes(exported, compressed, la
         assert np.float32(float(values[f"{which}_scale"])) == np.float32(metrics[which]["scale"])
         assert int(values[f"{which}_zero_point"]) == metrics[which]["zero_point"]
     assert int(values["classes"]) == len(reference["classes"]) and values["last_label"] == reference["classes"][-1]
-    assert int(values["edges"]) == frontend.n_mels + 2 and int(values["chunk"]) == frontend.chunk_length
+    assert int(values["window"]) == frontend.win_length and int(values["chunk"]) == frontend.chunk_length
 
 
 def test_settings_header_has_the_measured_arena_and_the_frontend(exported, compressed):

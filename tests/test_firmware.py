@@ -19,8 +19,10 @@ import dslite_tiny  # noqa: F401
 from dslite_tiny.audio.frontend import Frontend
 from dslite_tiny.config import FrontendConfig
 from dslite_tiny.export.boards import frontend_buffer_bytes
+from dslite_tiny.export.settings import frontend_table_bytes
 from dslite_tiny.export.variant import load_variant
 from dslite_tiny.measure.litert import quantize_input
+from firmware_host import qemu
 from firmware_host.build import CORE_SOURCES, core_files, host_library, model_files
 
 # Frontends unlike the test model's own (64×64 gray, tf): colour maps, torch/caffe normalisation,
@@ -61,28 +63,56 @@ def load_core(variant, frontend: dict, cache: Path) -> ctypes.CDLL:
     FrontendConfig(**dataclasses.asdict(config))  # validated like a user's config
     core = ctypes.CDLL(str(host_library(dataclasses.replace(variant, frontend=config), cache_dir=cache)))
     core.dt_frontend_static_bytes.restype = ctypes.c_size_t
+    core.dt_frontend_table_bytes.restype = ctypes.c_size_t
     core.dt_protocol_commands.restype = ctypes.c_uint32
     return core
 
 
-@pytest.mark.parametrize("name", FRONTENDS)
-def test_c_frontend_equals_python_frontend(variant, name, tmp_path_factory):
+def frontend_case(variant, name: str) -> tuple[FrontendConfig, np.ndarray, np.ndarray]:
+    """The frontend ``name``, three int16 chunks (speech-like, silent, clipped) and the Python frontend's
+    int8 model input for each."""
     frontend = dataclasses.replace(variant.frontend, **FRONTENDS[name])
-    core = load_core(variant, FRONTENDS[name], tmp_path_factory.getbasetemp() / "firmware")
-    core.dt_frontend_init()
     detail = {"dtype": np.int8, "quantization": (variant.description["input"]["scale"],
                                                  variant.description["input"]["zero_point"])}
-    for kind in ("speech", "silent", "clipped"):
-        pcm = np.clip(np.round(signal(kind, frontend.chunk_length, frontend.sr) * 32768), -32768, 32767)
-        pcm = pcm.astype("<i2")
-        expected = quantize_input(Frontend(frontend)(pcm.astype(np.float32) / np.float32(32768)), detail)[0]
-        got = np.zeros(expected.size, np.int8)
-        core.dt_frontend_run(pcm.ctypes.data_as(ctypes.c_void_p), got.ctypes.data_as(ctypes.c_void_p))
-        difference = np.abs(got.astype(int) - expected.ravel().astype(int))
+    pcm = np.stack([np.clip(np.round(signal(kind, frontend.chunk_length, frontend.sr) * 32768), -32768, 32767)
+                    for kind in ("speech", "silent", "clipped")]).astype("<i2")
+    expected = np.stack([quantize_input(Frontend(frontend)(chunk.astype(np.float32) / np.float32(32768)),
+                                        detail).ravel() for chunk in pcm])
+    return frontend, pcm, expected
+
+
+def assert_like_python(got: np.ndarray, expected: np.ndarray, name: str) -> None:
+    """The C frontend's contract: no element off by more than 1, at least 99.9 % identical, per chunk."""
+    for kind, g, e in zip(("speech", "silent", "clipped"), got, expected):
+        difference = np.abs(g.astype(int) - e.astype(int))
         assert difference.max() <= 1, (name, kind)
         assert np.mean(difference == 0) >= 0.999, (name, kind, np.mean(difference == 0))
-    if not frontend.antialias:  # the fit check budgets exactly the C's static buffers
-        assert core.dt_frontend_static_bytes() == frontend_buffer_bytes(frontend) - 2 * frontend.chunk_length
+
+
+@pytest.mark.parametrize("name", FRONTENDS)
+def test_c_frontend_equals_python_frontend(variant, name, tmp_path_factory):
+    frontend, pcm, expected = frontend_case(variant, name)
+    core = load_core(variant, FRONTENDS[name], tmp_path_factory.getbasetemp() / "firmware")
+    got = np.zeros(expected.shape, np.int8)
+    for chunk, out in zip(pcm, got):
+        core.dt_frontend_run(chunk.ctypes.data_as(ctypes.c_void_p), out.ctypes.data_as(ctypes.c_void_p))
+    assert_like_python(got, expected, name)
+    # the fit check budgets exactly the C's static buffers and tables
+    assert core.dt_frontend_static_bytes() == frontend_buffer_bytes(frontend) - 2 * frontend.chunk_length
+    assert core.dt_frontend_table_bytes() == frontend_table_bytes(frontend)
+
+
+@pytest.mark.skipif(qemu.tools_missing() is not None, reason=f"{qemu.tools_missing()} (.ci/run installs them)")
+@pytest.mark.parametrize("name", FRONTENDS)
+def test_c_frontend_on_cortex_m4_equals_python_frontend(variant, name, tmp_path_factory):
+    """The same contract for the frontend compiled for a Cortex-M4F (hard float) and run on QEMU."""
+    frontend, pcm, expected = frontend_case(variant, name)
+    got, instructions, sizes = qemu.frontend_on_cortex_m4(dataclasses.replace(variant, frontend=frontend), pcm,
+                                                          cache_dir=tmp_path_factory.getbasetemp() / "qemu")
+    assert_like_python(got, expected, name)
+    assert len(instructions) == 3 and min(instructions) > 0
+    assert sizes == {"ram_bytes": frontend_buffer_bytes(frontend) - 2 * frontend.chunk_length,
+                     "table_bytes": frontend_table_bytes(frontend)}
 
 
 class Core:

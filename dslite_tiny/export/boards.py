@@ -1,17 +1,19 @@
 """Board profiles (``configs/boards/*.yaml``) and the flash/RAM fit check of a model on each.
 
-    flash = model bytes + runtime code (RUNTIME_CODE_BYTES) + the board's system flash
+    flash = model bytes + runtime code (RUNTIME_CODE_BYTES) + frontend tables + the board's system flash
     RAM   = tensor arena + frontend buffers + I/O buffers + the board's system RAM
 
 The runtime code constants are estimates, not measurements: TFLite Micro's interpreter is about 25 KB on
 a Cortex-M and each int8 kernel this toolkit's models use (conv, depthwise conv, fully connected, pooling,
-softmax, leaky ReLU, with CMSIS-NN) 3–15 KB; with the firmware core (serial protocol, frontend and its
-tables) that is about 128 KiB. LiteRT's Android arm64 library is about 4 MiB.
+softmax, leaky ReLU, with CMSIS-NN) 3–15 KB; with the firmware core (serial protocol, frontend code) that
+is about 128 KiB. LiteRT's Android arm64 library is about 4 MiB.
 
-Frontend buffers are what the firmware core holds per chunk: the int16 audio chunk, a complex float32 FFT
-buffer and its power spectrum, and the float32 mel spectrogram. The image is not counted again: the
-firmware writes each quantized pixel straight into the model's input tensor, which lives in the arena.
-A model exported without its frontend counts no frontend buffers. KB in verdicts is 1024 bytes.
+Frontend tables are the C frontend's constants in flash (window, twiddles, sparse mel filterbank, resize
+taps, colour map), exactly as ``export.settings.frontend_tables`` writes them. Frontend buffers are what
+the firmware core holds per chunk: the int16 audio chunk, one float32 FFT frame, the float32 mel
+spectrogram and the resize's row buffer. The image is not counted again: the firmware writes each
+quantized pixel straight into the model's input tensor, which lives in the arena. A model exported
+without its frontend counts neither. KB in verdicts is 1024 bytes.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import dataclasses
 from pathlib import Path
 
 from dslite_tiny.config import BoardConfig, FrontendConfig, list_presets, load_config
+from dslite_tiny.export.settings import frontend_table_bytes, frontend_tables
 
 KIB = 1024
 RUNTIME_CODE_BYTES = {"tflm": 128 * KIB, "litert": 4096 * KIB}
@@ -42,6 +45,7 @@ class Footprint:
     arena_bytes: int
     frontend_bytes: int
     io_bytes: int
+    frontend_table_bytes: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +81,8 @@ class Fit:
 
 
 def footprint(*, model_bytes: int, arena_bytes: int, frontend: FrontendConfig | None) -> Footprint:
-    return Footprint(model_bytes, arena_bytes, frontend_buffer_bytes(frontend), IO_BYTES)
+    tables = frontend_table_bytes(frontend) if frontend is not None else 0
+    return Footprint(model_bytes, arena_bytes, frontend_buffer_bytes(frontend), IO_BYTES, tables)
 
 
 def arena_estimate(arena_bytes: int | None, activation_bytes: int) -> int:
@@ -86,26 +91,20 @@ def arena_estimate(arena_bytes: int | None, activation_bytes: int) -> int:
     return arena_bytes if arena_bytes is not None else activation_bytes
 
 
-_TAP_BYTES = 16  # one output pixel's resize taps in the C frontend (2 indices, 2 weights, a count, padding)
-
-
 def frontend_buffer_bytes(frontend: FrontendConfig | None) -> int:
     """Static RAM of the firmware core's frontend (``dt_frontend.c``) and its int16 chunk buffer: tests hold
-    this equal to what the compiled C reports for a bilinear resize (anti-aliasing needs a few more taps)."""
+    this equal to what the compiled C reports."""
     if frontend is None:
         return 0
     f = frontend
-    audio = 2 * f.chunk_length
-    window = 4 * f.win_length
-    fft = 2 * 4 * f.n_fft * (2 if f.n_fft & (f.n_fft - 1) == 0 else 3)  # twiddles, work (and DFT output) buffer
-    mel = 4 * (f.n_fft // 2 + 1) + 4 * f.n_frames * f.n_mels  # bin positions, the chunk's mel spectrogram
-    resize = _TAP_BYTES * (f.image_width + f.image_height) + 2 * 4 * f.image_width
-    return audio + window + fft + mel + resize
+    rows = frontend_tables(f)["_mel_taps"] * f.image_width  # time-resized mel rows of one image row
+    return 2 * f.chunk_length + 4 * (f.n_fft + f.n_frames * f.n_mels + rows)
 
 
 def check_fit(need: Footprint, board: BoardConfig) -> Fit:
     """Flash and RAM needed vs available. The arena goes to external RAM only when on-chip RAM is short."""
-    flash_needed = need.model_bytes + RUNTIME_CODE_BYTES[board.runtime] + board.system_flash_kib * KIB
+    flash_needed = (need.model_bytes + RUNTIME_CODE_BYTES[board.runtime] + need.frontend_table_bytes
+                    + board.system_flash_kib * KIB)
     internal = need.frontend_bytes + need.io_bytes + board.system_ram_kib * KIB
     ram = board.ram_kib * KIB
     region = (board.arena_max_kib or board.ram_kib) * KIB

@@ -11,7 +11,9 @@ arena must also absorb alignment of its start address.
 """
 from __future__ import annotations
 
-from dslite_tiny.audio.frontend import colormap_lut, mel_band_edges
+import numpy as np
+
+from dslite_tiny.audio.frontend import colormap_lut, hann_window, mel_matrix, resize_taps
 from dslite_tiny.config import FrontendConfig
 from dslite_tiny.export.c_source import banner, c_float, c_string, include_guard
 from dslite_tiny.export.variant import Variant
@@ -99,7 +101,6 @@ def _frontend_section(frontend: FrontendConfig | None, p: str) -> str:
         return ("// Frontend: unknown (no compress reference.json was found with this model).\n"
                 + _define(p, "HAS_FRONTEND", "0"))
     f = frontend
-    edges = mel_band_edges(n_mels=f.n_mels, fmin=f.fmin, fmax=f.fmax)
     lines = ["// Frontend (DeepSpectrumLite): chunk -> periodic-Hann STFT -> |X|^2 -> HTK mel -> dB -> min-max",
              "// -> colour map -> resize (mel rows flipped: highest frequency on top) -> backbone normalisation.",
              _define(p, "HAS_FRONTEND", "1"),
@@ -114,8 +115,6 @@ def _frontend_section(frontend: FrontendConfig | None, p: str) -> str:
              _define(p, "MEL_BINS", str(f.n_mels)),
              _define(p, "MEL_FMIN_HZ", c_float(f.fmin)),
              _define(p, "MEL_FMAX_HZ", c_float(f.fmax)),
-             _define(p, "MEL_EDGES_MEL", "{" + ", ".join(c_float(float(e)) for e in edges) + "}",
-                     "MEL_BINS + 2 band edges, mel = 1127 ln(1 + f / 700)"),
              _define(p, "HAS_TOP_DB", str(int(f.top_db is not None))),
              _define(p, "TOP_DB", c_float(f.top_db or 0.0), "floor at (chunk max - TOP_DB) dB"),
              _define(p, "COLOR_MAP", c_string(f.color_map)),
@@ -128,5 +127,64 @@ def _frontend_section(frontend: FrontendConfig | None, p: str) -> str:
              _define(p, f"RESIZE_{f.resize.upper()}", "1"),
              _define(p, "RESIZE_ANTIALIAS", str(int(f.antialias))),
              _define(p, "NORMALIZATION", c_string(f.normalization)),
-             _define(p, f"NORMALIZATION_{f.normalization.upper()}", "1")]
+             _define(p, f"NORMALIZATION_{f.normalization.upper()}", "1"),
+             "// The frontend's tables, computed here so that the device does no set-up arithmetic (and links no",
+             "// double-precision sin/cos/log): the same float32 values the Python frontend uses.",
+             *_table_defines(f, p)]
     return "\n".join(lines)
+
+
+_TABLE_COMMENTS = {
+    "WINDOW": "periodic Hann x 2^-15 (int16 -> [-1, 1) folded in; exact, a power of two)",
+    "TWIDDLES": "exp(-2 pi i k / FFT_SIZE), (re, im) interleaved: k <= FFT_SIZE / 2 for a power-of-two "
+                "size (real FFT), else k < FFT_SIZE (direct DFT)",
+    "MEL_BAND": "per FFT bin from MEL_FIRST_BIN: the lower of the two bands it feeds",
+    "MEL_WEIGHT_LOW": "its weight in band MEL_BAND",
+    "MEL_WEIGHT_HIGH": "its weight in band MEL_BAND + 1 (0 where it feeds one band only)",
+    "TIME_TAP_INDEX": "per image column, TIME_TAPS frame indices of the resize",
+    "TIME_TAP_WEIGHT": "and their weights (0 pads a column with fewer taps)",
+    "MEL_TAP_INDEX": "per image row (row 0: highest frequency), MEL_TAPS mel-band indices",
+    "MEL_TAP_WEIGHT": "and their weights",
+}
+
+
+def frontend_tables(f: FrontendConfig) -> dict[str, np.ndarray]:
+    """The C frontend's constant tables (uint16 indices, float32 weights), in the Python frontend's values:
+    its window, its mel filterbank stored sparse (a bin feeds at most two adjacent bands) and its resize
+    taps; twiddles in float32 from float64 angles."""
+    n = f.n_fft
+    k = np.arange(n // 2 + 1 if n & (n - 1) == 0 else n, dtype=np.float64)
+    angle = -2.0 * np.pi * k / n
+    mel = mel_matrix(sr=f.sr, n_fft=n, n_mels=f.n_mels, fmin=f.fmin, fmax=f.fmax)
+    fed = np.flatnonzero((mel != 0).any(axis=1))
+    band = np.argmax(mel[fed] != 0, axis=1)
+    padded = np.hstack([mel, np.zeros((mel.shape[0], 1), np.float32)])  # the band above the last is empty
+    time_index, time_weight = resize_taps(f.n_frames, f.image_width, method=f.resize, antialias=f.antialias)
+    mel_index, mel_weight = resize_taps(f.n_mels, f.image_height, method=f.resize, antialias=f.antialias)
+    return {"WINDOW": hann_window(f.win_length) * np.float32(2.0 ** -15),
+            "TWIDDLES": np.stack([np.cos(angle), np.sin(angle)], axis=1).astype(np.float32).ravel(),
+            "MEL_BAND": band.astype(np.uint16),
+            "MEL_WEIGHT_LOW": padded[fed, band], "MEL_WEIGHT_HIGH": padded[fed, band + 1],
+            "TIME_TAP_INDEX": time_index.astype(np.uint16).ravel(), "TIME_TAP_WEIGHT": time_weight.ravel(),
+            "MEL_TAP_INDEX": mel_index[::-1].astype(np.uint16).ravel(), "MEL_TAP_WEIGHT": mel_weight[::-1].ravel(),
+            "_first_bin": int(fed[0]), "_time_taps": time_index.shape[1], "_mel_taps": mel_index.shape[1]}
+
+
+def frontend_table_bytes(f: FrontendConfig) -> int:
+    """Flash the C frontend's constant tables take (the colour map's LUT, 3 KB, is counted with them)."""
+    tables = frontend_tables(f)
+    lut = 0 if f.color_map == "gray" else 256 * 3 * 4
+    return lut + sum(v.nbytes for k, v in tables.items() if not k.startswith("_"))
+
+
+def _table_defines(f: FrontendConfig, p: str) -> list[str]:
+    tables = frontend_tables(f)
+    lines = [_define(p, "MEL_FIRST_BIN", str(tables["_first_bin"]), "lowest FFT bin with a mel weight"),
+             _define(p, "MEL_BIN_COUNT", str(tables["MEL_BAND"].size), "FFT bins with a mel weight"),
+             _define(p, "TIME_TAPS", str(tables["_time_taps"])), _define(p, "MEL_TAPS", str(tables["_mel_taps"]))]
+    for key, comment in _TABLE_COMMENTS.items():
+        values = tables[key]
+        text = [str(int(v)) for v in values] if values.dtype == np.uint16 else [c_float(float(v)) for v in values]
+        rows = [", ".join(text[i:i + 8]) for i in range(0, len(text), 8)]
+        lines.append(f"// {key}: {comment}.\n" + _define(p, key, "{ \\\n    " + ", \\\n    ".join(rows) + "}"))
+    return lines

@@ -7,19 +7,8 @@
 
 #if DT_HAS_FRONTEND
 
-#define DT_TWO_PI 6.283185307179586476925286766559
 #define DT_DB_AMIN 1e-16f
 #define DT_PEAK_LEVEL 0.7079f
-
-/* Room for the non-zero taps per output pixel of the resize (resize_taps): bilinear touches 2 inputs,
- * nearest 1 (2 slots keep the loops' bounds provable), the anti-aliased triangle 2 * shrink factor + 1. */
-#if DT_RESIZE_ANTIALIAS && !DT_RESIZE_NEAREST
-#define DT_TIME_TAPS (DT_FRAMES > DT_IMAGE_WIDTH ? 2 * DT_FRAMES / DT_IMAGE_WIDTH + 3 : 2)
-#define DT_MEL_TAPS (DT_MEL_BINS > DT_IMAGE_HEIGHT ? 2 * DT_MEL_BINS / DT_IMAGE_HEIGHT + 3 : 2)
-#else
-#define DT_TIME_TAPS 2
-#define DT_MEL_TAPS 2
-#endif
 
 #if DT_COLOR_MAP_GRAY
 #define DT_PLANES 1
@@ -28,185 +17,118 @@
 static const float kLut[256 * 3] = DT_COLOR_MAP_LUT;
 #endif
 
-typedef struct {
-  uint16_t index[DT_TIME_TAPS > DT_MEL_TAPS ? DT_TIME_TAPS : DT_MEL_TAPS];
-  float weight[DT_TIME_TAPS > DT_MEL_TAPS ? DT_TIME_TAPS : DT_MEL_TAPS];
-  uint8_t count;
-} dt_taps;
+/* The tables come computed from the settings header (NAME_frontend tables of export/settings.py): no
+ * set-up arithmetic on the device, and every weight is the float32 the Python frontend uses. */
+static const float kWindow[DT_WINDOW_SAMPLES] = DT_WINDOW;
+static const float kTwiddle[] = DT_TWIDDLES;
+static const uint16_t kMelBand[DT_MEL_BIN_COUNT] = DT_MEL_BAND;
+static const float kMelWeightLow[DT_MEL_BIN_COUNT] = DT_MEL_WEIGHT_LOW;
+static const float kMelWeightHigh[DT_MEL_BIN_COUNT] = DT_MEL_WEIGHT_HIGH;
+static const uint16_t kTimeTapIndex[DT_IMAGE_WIDTH * DT_TIME_TAPS] = DT_TIME_TAP_INDEX;
+static const float kTimeTapWeight[DT_IMAGE_WIDTH * DT_TIME_TAPS] = DT_TIME_TAP_WEIGHT;
+static const uint16_t kMelTapIndex[DT_IMAGE_HEIGHT * DT_MEL_TAPS] = DT_MEL_TAP_INDEX;
+static const float kMelTapWeight[DT_IMAGE_HEIGHT * DT_MEL_TAPS] = DT_MEL_TAP_WEIGHT;
 
-static const float kMelEdges[DT_MEL_BINS + 2] = DT_MEL_EDGES_MEL;
-static float g_window[DT_WINDOW_SAMPLES];
-static float g_twiddle[2 * DT_FFT_SIZE]; /* exp(-2 pi i k / N), interleaved re, im */
-static float g_fft[2 * DT_FFT_SIZE];
-static float g_bin_mel[DT_FFT_BINS];
+static float g_frame[DT_FFT_SIZE]; /* one windowed frame; a power-of-two size transforms it in place */
 static float g_mel[DT_FRAMES * DT_MEL_BINS]; /* (frames, mels): power, then dB, then [0, 1] */
-static dt_taps g_time_taps[DT_IMAGE_WIDTH];
-static dt_taps g_mel_taps[DT_IMAGE_HEIGHT]; /* already flipped: row 0 is the highest frequency */
 static float g_rows[DT_MEL_TAPS][DT_IMAGE_WIDTH];
-#if (DT_FFT_SIZE & (DT_FFT_SIZE - 1)) != 0
-#define DT_DIRECT_DFT 1 /* not a power of two: the direct sum, which needs an output buffer */
-static float g_dft[2 * DT_FFT_SIZE];
-#endif
 
-size_t dt_frontend_static_bytes(void) {
-  return sizeof(g_window) + sizeof(g_twiddle) + sizeof(g_fft) + sizeof(g_bin_mel) + sizeof(g_mel) +
-         sizeof(g_time_taps) + sizeof(g_mel_taps) + sizeof(g_rows)
-#if DT_DIRECT_DFT
-         + sizeof(g_dft)
+size_t dt_frontend_static_bytes(void) { return sizeof(g_frame) + sizeof(g_mel) + sizeof(g_rows); }
+
+size_t dt_frontend_table_bytes(void) {
+  return sizeof(kWindow) + sizeof(kTwiddle) + sizeof(kMelBand) + sizeof(kMelWeightLow) + sizeof(kMelWeightHigh) +
+         sizeof(kTimeTapIndex) + sizeof(kTimeTapWeight) + sizeof(kMelTapIndex) + sizeof(kMelTapWeight)
+#if !DT_COLOR_MAP_GRAY
+         + sizeof(kLut)
 #endif
       ;
 }
 
-/* resize_matrix + resize_taps for one output position: tf.image.resize with half-pixel centres. */
-static void resize_taps(int in_size, int out_size, int out, dt_taps *taps) {
-  const float scale = (float)in_size / (float)out_size;
-  const float centre = ((float)out + 0.5f) * scale;
-  int i;
-  taps->count = 0;
-#if DT_RESIZE_NEAREST
-  i = (int)floorf(centre);
-  taps->index[0] = (uint16_t)(i < 0 ? 0 : (i > in_size - 1 ? in_size - 1 : i));
-  taps->weight[0] = 1.0f;
-  taps->count = 1;
-#else
-  if (DT_RESIZE_ANTIALIAS && in_size > out_size) {
-    /* _triangle_weights: a triangle widened by the shrink factor, renormalised (in double, as numpy). */
-    double w[DT_FRAMES > DT_MEL_BINS ? DT_FRAMES : DT_MEL_BINS];
-    double sum = 0.0;
-    for (i = 0; i < in_size; ++i) {
-      const double d = 1.0 - fabs(((double)i + 0.5 - (double)centre) / (double)scale);
-      w[i] = d > 0.0 ? d : 0.0;
-      sum += w[i];
-    }
-    for (i = 0; i < in_size; ++i) {
-      if (w[i] > 0.0) {
-        taps->index[taps->count] = (uint16_t)i;
-        taps->weight[taps->count++] = (float)(w[i] / sum);
-      }
-    }
-    return;
-  }
-  {
-    const float position = centre - 0.5f;
-    const float lower = floorf(position);
-    const float lerp = position - lower;
-    const int low = (int)lower < 0 ? 0 : (int)lower;
-    const int high = (int)ceilf(position) > in_size - 1 ? in_size - 1 : (int)ceilf(position);
-    taps->index[0] = (uint16_t)low;
-    if (low == high) {
-      taps->weight[0] = (0.0f + (1.0f - lerp)) + lerp;
-      taps->count = 1;
-    } else {
-      taps->weight[0] = 1.0f - lerp;
-      taps->index[1] = (uint16_t)high;
-      taps->weight[1] = lerp;
-      taps->count = 2;
-    }
-  }
-#endif
+/* Adds bin ``bin``'s power to the (at most two, adjacent) mel bands it feeds; ``mel`` has one spare band
+ * above the last, which the last bins feed with weight 0. Bins in ascending order, as before. */
+static void add_to_mel(float *mel, int bin, float power) {
+  const int k = bin - DT_MEL_FIRST_BIN;
+  mel[kMelBand[k]] += power * kMelWeightLow[k];
+  mel[kMelBand[k] + 1] += power * kMelWeightHigh[k];
 }
 
-/* hz_to_mel: 1127 ln(1 + f / 700), the HTK scale of tf.signal.linear_to_mel_weight_matrix. */
-static float hz_to_mel(float hz) { return 1127.0f * logf(1.0f + hz / 700.0f); }
-
-void dt_frontend_init(void) {
-  int i;
-  const float bin_hz = ((float)DT_SAMPLE_RATE / 2.0f) / (float)(DT_FFT_BINS - 1);
-  for (i = 0; i < DT_WINDOW_SAMPLES; ++i) { /* hann_window: periodic */
-    g_window[i] = (float)(0.5 - 0.5 * cos(DT_TWO_PI * (double)i / (double)DT_WINDOW_SAMPLES));
-  }
-  for (i = 0; i < DT_FFT_SIZE; ++i) {
-    g_twiddle[2 * i] = (float)cos(DT_TWO_PI * (double)i / (double)DT_FFT_SIZE);
-    g_twiddle[2 * i + 1] = (float)-sin(DT_TWO_PI * (double)i / (double)DT_FFT_SIZE);
-  }
-  for (i = 0; i < DT_FFT_BINS; ++i) { /* _tf_linspace32(0, sr / 2): the end point exact */
-    g_bin_mel[i] = hz_to_mel(i == DT_FFT_BINS - 1 ? (float)DT_SAMPLE_RATE / 2.0f : bin_hz * (float)i);
-  }
-  for (i = 0; i < DT_IMAGE_WIDTH; ++i) resize_taps(DT_FRAMES, DT_IMAGE_WIDTH, i, &g_time_taps[i]);
-  for (i = 0; i < DT_IMAGE_HEIGHT; ++i) {
-    resize_taps(DT_MEL_BINS, DT_IMAGE_HEIGHT, DT_IMAGE_HEIGHT - 1 - i, &g_mel_taps[i]);
-  }
-}
-
-/* In-place complex DFT of g_fft: radix-2 when the size is a power of two, else the direct sum. */
-static void fft(void) {
-  const int n = DT_FFT_SIZE;
-  int i, j;
-#if DT_DIRECT_DFT
-  {
-    float *out = g_dft;
-    for (i = 0; i < n; ++i) {
-      float re = 0.0f, im = 0.0f;
-      for (j = 0; j < n; ++j) {
-        const int k = (int)(((long)i * j) % n);
-        re += g_fft[2 * j] * g_twiddle[2 * k] - g_fft[2 * j + 1] * g_twiddle[2 * k + 1];
-        im += g_fft[2 * j] * g_twiddle[2 * k + 1] + g_fft[2 * j + 1] * g_twiddle[2 * k];
-      }
-      out[2 * i] = re;
-      out[2 * i + 1] = im;
-    }
-    for (i = 0; i < 2 * n; ++i) g_fft[i] = out[i];
-  }
-#else
-  int len;
-  for (i = 1, j = 0; i < n; ++i) { /* bit-reversal permutation */
-    int bit = n >> 1;
+#if (DT_FFT_SIZE & (DT_FFT_SIZE - 1)) == 0
+/* |X[k]|^2 of the real frame, k = 1 .. N / 2, into the mel bands: the frame read as N / 2 complex values
+ * (even samples real, odd imaginary) is transformed with a radix-2 FFT, and the two interleaved half
+ * spectra are split with the twiddles W^k = exp(-2 pi i k / N): half the work of a complex N-point FFT. */
+static void frame_to_mel(float *mel) {
+  enum { N = DT_FFT_SIZE, M = DT_FFT_SIZE / 2 };
+  float *z = g_frame;
+  int i, j, len;
+  for (i = 1, j = 0; i < M; ++i) { /* bit-reversal permutation */
+    int bit = M >> 1;
     for (; j & bit; bit >>= 1) j ^= bit;
     j ^= bit;
     if (i < j) {
-      float t = g_fft[2 * i]; g_fft[2 * i] = g_fft[2 * j]; g_fft[2 * j] = t;
-      t = g_fft[2 * i + 1]; g_fft[2 * i + 1] = g_fft[2 * j + 1]; g_fft[2 * j + 1] = t;
+      float t = z[2 * i]; z[2 * i] = z[2 * j]; z[2 * j] = t;
+      t = z[2 * i + 1]; z[2 * i + 1] = z[2 * j + 1]; z[2 * j + 1] = t;
     }
   }
-  for (len = 2; len <= n; len <<= 1) {
-    const int stride = n / len;
-    for (i = 0; i < n; i += len) {
+  for (len = 2; len <= M; len <<= 1) { /* exp(-2 pi i j / len) = W^(j N / len) */
+    const int stride = N / len;
+    for (i = 0; i < M; i += len) {
       for (j = 0; j < len / 2; ++j) {
-        const float wr = g_twiddle[2 * j * stride], wi = g_twiddle[2 * j * stride + 1];
-        float *a = &g_fft[2 * (i + j)], *b = &g_fft[2 * (i + j + len / 2)];
+        const float wr = kTwiddle[2 * j * stride], wi = kTwiddle[2 * j * stride + 1];
+        float *a = &z[2 * (i + j)], *b = &z[2 * (i + j + len / 2)];
         const float tr = b[0] * wr - b[1] * wi, ti = b[0] * wi + b[1] * wr;
         b[0] = a[0] - tr; b[1] = a[1] - ti;
         a[0] += tr; a[1] += ti;
       }
     }
   }
+  for (i = DT_MEL_FIRST_BIN; i < DT_MEL_FIRST_BIN + DT_MEL_BIN_COUNT; ++i) {
+    const float *a = &z[2 * (i % M)], *b = &z[2 * ((M - i) % M)]; /* Z[k] and Z[M - k] (conjugated) */
+    const float even_re = 0.5f * (a[0] + b[0]), even_im = 0.5f * (a[1] - b[1]);
+    const float odd_re = 0.5f * (a[1] + b[1]), odd_im = -0.5f * (a[0] - b[0]);
+    const float wr = kTwiddle[2 * i], wi = kTwiddle[2 * i + 1];
+    const float re = even_re + (odd_re * wr - odd_im * wi), im = even_im + (odd_re * wi + odd_im * wr);
+    add_to_mel(mel, i, re * re + im * im);
+  }
+}
+#else
+/* Not a power of two: the direct sum over the real frame, for the bins that feed a band only. */
+static void frame_to_mel(float *mel) {
+  int i, j;
+  for (i = DT_MEL_FIRST_BIN; i < DT_MEL_FIRST_BIN + DT_MEL_BIN_COUNT; ++i) {
+    float re = 0.0f, im = 0.0f;
+    int k = 0; /* i * j mod N */
+    for (j = 0; j < DT_FFT_SIZE; ++j) {
+      re += g_frame[j] * kTwiddle[2 * k];
+      im += g_frame[j] * kTwiddle[2 * k + 1];
+      k += i;
+      if (k >= DT_FFT_SIZE) k -= DT_FFT_SIZE;
+    }
+    add_to_mel(mel, i, re * re + im * im);
+  }
+}
 #endif
-}
-
-static float sample(const uint8_t *pcm_le, int i) {
-  return (float)(int16_t)(uint16_t)(pcm_le[2 * i] | (pcm_le[2 * i + 1] << 8)) / 32768.0f;
-}
 
 /* Frontend.spectrogram: (peak normalisation) → STFT power → mel → dB (→ top_db floor) into g_mel. */
 static void mel_spectrogram(const uint8_t *pcm_le) {
   float gain = 1.0f;
   int t, i, m;
 #if DT_NORMALIZE_AUDIO
-  float peak = 0.0f;
+  int peak = 0; /* max |sample| in int16 units: exact, as the float32 maximum of sample / 32768 */
   for (i = 0; i < DT_CHUNK_SAMPLES; ++i) {
-    const float a = fabsf(sample(pcm_le, i));
-    if (a > peak) peak = a;
+    const int s = (int16_t)(uint16_t)(pcm_le[2 * i] | (pcm_le[2 * i + 1] << 8));
+    if ((s < 0 ? -s : s) > peak) peak = s < 0 ? -s : s;
   }
-  gain = peak > 0.0f ? DT_PEAK_LEVEL / peak : 0.0f;
+  gain = peak > 0 ? DT_PEAK_LEVEL / ((float)peak / 32768.0f) : 0.0f;
 #endif
   for (t = 0; t < DT_FRAMES; ++t) {
-    float *mel = &g_mel[t * DT_MEL_BINS];
-    for (i = 0; i < DT_FFT_SIZE; ++i) {
-      g_fft[2 * i] = i < DT_WINDOW_SAMPLES ? sample(pcm_le, t * DT_HOP_SAMPLES + i) * gain * g_window[i] : 0.0f;
-      g_fft[2 * i + 1] = 0.0f;
+    const uint8_t *at = pcm_le + 2 * t * DT_HOP_SAMPLES;
+    float mel[DT_MEL_BINS + 1] = {0.0f};
+    for (i = 0; i < DT_WINDOW_SAMPLES; ++i) {
+      g_frame[i] = (float)(int16_t)(uint16_t)(at[2 * i] | (at[2 * i + 1] << 8)) * gain * kWindow[i];
     }
-    fft();
-    for (m = 0; m < DT_MEL_BINS; ++m) mel[m] = 0.0f;
-    for (i = 1; i < DT_FFT_BINS; ++i) { /* mel_matrix: HTK triangles, no weight on DC */
-      const float power = g_fft[2 * i] * g_fft[2 * i] + g_fft[2 * i + 1] * g_fft[2 * i + 1];
-      for (m = 0; m < DT_MEL_BINS; ++m) {
-        const float lower = kMelEdges[m], centre = kMelEdges[m + 1], upper = kMelEdges[m + 2];
-        const float up = (g_bin_mel[i] - lower) / (centre - lower);
-        const float down = (upper - g_bin_mel[i]) / (upper - centre);
-        const float w = up < down ? up : down;
-        if (w > 0.0f) mel[m] += power * w;
-      }
-    }
+    for (; i < DT_FFT_SIZE; ++i) g_frame[i] = 0.0f;
+    frame_to_mel(mel);
+    for (m = 0; m < DT_MEL_BINS; ++m) g_mel[t * DT_MEL_BINS + m] = mel[m];
   }
   {
     float top = -1e30f;
@@ -236,8 +158,10 @@ static void minmax_scale(void) {
   }
 }
 
-/* apply_colormap for one value and plane: linear interpolation between the LUT's nodes, in double as
- * numpy promotes (float32 position − int32 index). */
+/* apply_colormap for one value and plane: linear interpolation between the LUT's nodes. numpy computes
+ * node + frac · step in double (float32 position − int32 index promotes) and stores float32: the product
+ * of two float32 is exact in double, so a fused multiply-add (one rounding; VFMA on a Cortex-M4F, no
+ * soft double) gives the same float32 except where the double sum's rounding makes a float32 tie. */
 static float plane_value(float scaled, int plane) {
 #if DT_COLOR_MAP_GRAY
   (void)plane;
@@ -249,7 +173,7 @@ static float plane_value(float scaled, int plane) {
   float step;
   if (lower > 254) lower = 254;
   step = kLut[3 * (lower + 1) + plane] - node;
-  return (float)((double)node + ((double)position - (double)lower) * (double)step);
+  return fmaf(position - (float)lower, step, node);
 #endif
 }
 
@@ -293,21 +217,23 @@ static void write_pixel(int8_t *input, int h, int w, int plane, float pixel) {
 static void render(int8_t *input) {
   int h, w, p, j, k;
   for (h = 0; h < DT_IMAGE_HEIGHT; ++h) {
-    const dt_taps *mt = &g_mel_taps[h];
+    const uint16_t *mel_index = &kMelTapIndex[h * DT_MEL_TAPS];
+    const float *mel_weight = &kMelTapWeight[h * DT_MEL_TAPS];
     for (p = 0; p < DT_PLANES; ++p) {
-      for (j = 0; j < mt->count; ++j) {
+      for (j = 0; j < DT_MEL_TAPS; ++j) {
         for (w = 0; w < DT_IMAGE_WIDTH; ++w) {
-          const dt_taps *tt = &g_time_taps[w];
-          float v = plane_value(g_mel[tt->index[0] * DT_MEL_BINS + mt->index[j]], p) * tt->weight[0];
-          for (k = 1; k < tt->count; ++k) {
-            v += plane_value(g_mel[tt->index[k] * DT_MEL_BINS + mt->index[j]], p) * tt->weight[k];
+          const uint16_t *time_index = &kTimeTapIndex[w * DT_TIME_TAPS];
+          const float *time_weight = &kTimeTapWeight[w * DT_TIME_TAPS];
+          float v = plane_value(g_mel[time_index[0] * DT_MEL_BINS + mel_index[j]], p) * time_weight[0];
+          for (k = 1; k < DT_TIME_TAPS; ++k) {
+            v += plane_value(g_mel[time_index[k] * DT_MEL_BINS + mel_index[j]], p) * time_weight[k];
           }
           g_rows[j][w] = v;
         }
       }
       for (w = 0; w < DT_IMAGE_WIDTH; ++w) {
-        float v = g_rows[0][w] * mt->weight[0];
-        for (j = 1; j < mt->count; ++j) v += g_rows[j][w] * mt->weight[j];
+        float v = g_rows[0][w] * mel_weight[0];
+        for (j = 1; j < DT_MEL_TAPS; ++j) v += g_rows[j][w] * mel_weight[j];
         v *= 255.0f;
         write_pixel(input, h, w, p, v < 0.0f ? 0.0f : (v > 255.0f ? 255.0f : v));
       }
@@ -323,8 +249,8 @@ void dt_frontend_run(const uint8_t *pcm_le, int8_t *input) {
 
 #else /* no frontend: the model takes precomputed input only */
 
-void dt_frontend_init(void) {}
 void dt_frontend_run(const uint8_t *pcm_le, int8_t *input) { (void)pcm_le; (void)input; }
 size_t dt_frontend_static_bytes(void) { return 0; }
+size_t dt_frontend_table_bytes(void) { return 0; }
 
 #endif

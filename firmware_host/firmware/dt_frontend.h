@@ -14,15 +14,14 @@
 extern "C" {
 #endif
 
-/* Builds the tables (window, twiddles, mel bin positions, resize taps); call once at start-up. */
-void dt_frontend_init(void);
-
 /* DT_CHUNK_SAMPLES little-endian int16 samples → DT_INPUT_ELEMENTS int8 values (H × W × C), written
  * straight into ``input`` (the model's input tensor, so no image buffer is needed). */
 void dt_frontend_run(const uint8_t *pcm_le, int8_t *input);
 
-/* Bytes of static RAM the frontend uses (what the board fit check budgets). */
+/* Bytes of static RAM the frontend uses, and of its constant tables in flash (what the board fit check
+ * budgets; the tables come computed in the settings header, so there is nothing to initialise). */
 size_t dt_frontend_static_bytes(void);
+size_t dt_frontend_table_bytes(void);
 
 #ifdef __cplusplus
 }

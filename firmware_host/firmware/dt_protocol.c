@@ -444,6 +444,5 @@ uint32_t dt_protocol_commands(void) { return s.commands; }
 void dt_protocol_init(const dt_platform *platform) {
   memset(&s, 0, sizeof(s));
   s.platform = platform;
-  dt_frontend_init();
   put("m-init-done\r\nm-ready\r\n");
 }

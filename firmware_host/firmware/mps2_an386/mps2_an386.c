@@ -1,0 +1,68 @@
+/* The emulated Cortex-M4F board (QEMU mps2-an386): start-up, SysTick cycle counting and semihosting.
+ *
+ * Under ``qemu-system-arm -icount shift=0`` every instruction takes 1 ns of virtual time and SysTick runs
+ * on the 25 MHz system clock, so one SysTick tick is 40 instructions: counts are deterministic and
+ * machine-independent. Semihosting (``-semihosting``) gives the host's stdout and an exit code.
+ */
+#include "mps2_an386.h"
+
+#include <stdint.h>
+#include <string.h>
+
+#define SYST_CSR (*(volatile uint32_t *)0xE000E010u)
+#define SYST_RVR (*(volatile uint32_t *)0xE000E014u)
+#define SYST_CVR (*(volatile uint32_t *)0xE000E018u)
+#define CPACR (*(volatile uint32_t *)0xE000ED88u)
+#define SYSTICK_RELOAD 0xFFFFFFu
+
+extern uint32_t _data_load, _data_start, _data_end, _bss_start, _bss_end, _stack_top;
+int main(void);
+
+static volatile uint32_t g_wraps;
+
+static uint32_t semihost(uint32_t operation, const void *argument) {
+  register uint32_t r0 __asm__("r0") = operation;
+  register const void *r1 __asm__("r1") = argument;
+  __asm__ volatile("bkpt 0xab" : "+r"(r0) : "r"(r1) : "memory");
+  return r0;
+}
+
+void dt_board_write(const char *text) { semihost(0x04u, text); /* SYS_WRITE0 */ }
+
+void dt_board_exit(int code) {
+  const uint32_t block[2] = {0x20026u, (uint32_t)code}; /* ADP_Stopped_ApplicationExit, exit code */
+  semihost(0x20u, block);                               /* SYS_EXIT_EXTENDED */
+  for (;;) {
+  }
+}
+
+uint64_t dt_board_instructions(void) {
+  uint32_t wraps, value;
+  do { /* a wrap between the two reads would pair the new count with the old wraps */
+    wraps = g_wraps;
+    value = SYST_CVR;
+  } while (wraps != g_wraps);
+  return ((uint64_t)wraps * (SYSTICK_RELOAD + 1u) + (SYSTICK_RELOAD - value)) * DT_BOARD_INSTRUCTIONS_PER_TICK;
+}
+
+static void systick(void) { ++g_wraps; }
+
+static void fault(void) { dt_board_exit(99); }
+
+void dt_reset(void) {
+  memcpy(&_data_start, &_data_load, (size_t)((char *)&_data_end - (char *)&_data_start));
+  memset(&_bss_start, 0, (size_t)((char *)&_bss_end - (char *)&_bss_start));
+  CPACR |= 0xFu << 20; /* CP10 and CP11: the FPU */
+  __asm__ volatile("dsb\n isb");
+  SYST_RVR = SYSTICK_RELOAD;
+  SYST_CVR = 0;
+  SYST_CSR = 7; /* processor clock, interrupt on wrap, enabled */
+  while (SYST_CVR == 0) { /* until the first reload: a count read at 0 would look like a full period */
+  }
+  dt_board_exit(main());
+}
+
+typedef void (*dt_vector)(void);
+__attribute__((section(".vectors"), used)) static const dt_vector g_vectors[16] = {
+    (dt_vector)(uintptr_t)&_stack_top, dt_reset, fault, fault, fault, fault, fault, 0, 0, 0, 0, fault, fault, 0,
+    fault, systick};

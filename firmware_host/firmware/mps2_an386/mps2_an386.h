@@ -1,0 +1,17 @@
+/* The emulated Cortex-M4F board (QEMU mps2-an386): see mps2_an386.c. */
+#ifndef MPS2_AN386_H_
+#define MPS2_AN386_H_
+
+#include <stdint.h>
+
+/* SysTick on the 25 MHz system clock, 1 instruction per ns of virtual time (-icount shift=0). */
+#define DT_BOARD_INSTRUCTIONS_PER_TICK 40u
+
+/* Instructions executed since reset (multiple of 40). */
+uint64_t dt_board_instructions(void);
+/* A NUL-terminated string to the host's stdout (semihosting). */
+void dt_board_write(const char *text);
+/* Ends the emulation with exit code ``code``. */
+void dt_board_exit(int code) __attribute__((noreturn));
+
+#endif /* MPS2_AN386_H_ */
