@@ -30,7 +30,9 @@ from firmware_host.protocol import (DB_BYTES_PER_LINE, ProtocolError, Reply, bul
 from firmware_host.transport import DeviceTimeout, Transport
 
 log = logging.getLogger(__name__)
-RESYNC_TIMEOUT_S = 2.5  # longer than the firmware's 1 s bulk timeout, so a stalled bulk ends first
+FIRMWARE_SILENCE_S = 1.0  # dt_protocol.h DT_BULK_TIMEOUT_US: the silence that fails a bulk and ends its discarding
+RESYNC_ROUND_S = 1.5  # one '%' of a resync waits this long for m-ready: longer than that silence
+RESYNC_ROUNDS = 4
 MIN_TIMEOUT_S = 0.5  # the shortest learned reply timeout (a loaded host can stall a process that long)
 TIMEOUT_FACTOR = 4  # a learned timeout is this many times the slowest reply seen for the command
 BITS_PER_BYTE = 10  # 8N1 on a UART: a payload's time on the wire is bytes * 10 / baud rate
@@ -86,6 +88,7 @@ class Dut:
         self.recoveries = 0  # commands or loads redone after a fault, over the session
         self.info: DeviceInfo | None = None
         self._slowest: dict[str, float] = {}  # seconds from the end of a write to m-ready, per command
+        self._discarding = False  # the device said a bulk timed out: it drops bytes until the link is silent
 
     def __enter__(self) -> Dut:
         return self
@@ -114,6 +117,7 @@ class Dut:
         errors = [r for r in replies if r.kind == "error"]
         if errors:
             reason = errors[0].values[0]
+            self._discarding = self._discarding or reason.startswith("bulk timeout")
             lost = StateLost if _STATE_LOST.search(reason) else CommandFailed
             raise lost(f"{raw.decode('latin-1')[:30]!r}: {reason}")
         return replies
@@ -143,18 +147,35 @@ class Dut:
         return min(self.timeout_s, max(MIN_TIMEOUT_S, TIMEOUT_FACTOR * slowest)) + wire_s
 
     def resync(self) -> None:
-        """Back to a known state after garbage: drop what is queued, end any half command with a lone
-        ``%``, wait for its ``m-ready``, drop the rest."""
+        """Back to a known state after garbage: drop what is queued, end any half command with a lone ``%``
+        and wait for its ``m-ready``, then drop the rest. A ``%`` that lands in a stalled bulk is taken as
+        payload, and after a bulk timeout the firmware discards the rest of that payload until the link has
+        been silent for a second, so then the host keeps quiet that long and sends another ``%``."""
         self.transport.drain(0.1)
-        self.transport.write(b"%")
-        deadline = time.monotonic() + RESYNC_TIMEOUT_S
-        while time.monotonic() < deadline:
-            try:
-                if parse_line(self.transport.read_line(deadline - time.monotonic())).kind == "ready":
-                    break
-            except DeviceError:
+        for _ in range(RESYNC_ROUNDS):
+            if self._discarding:
+                time.sleep(FIRMWARE_SILENCE_S + 0.2)
+                self.transport.drain(0.0)
+                self._discarding = False
+            self.transport.write(b"%")
+            if self._await_ready(time.monotonic() + RESYNC_ROUND_S) and not self._discarding:
+                break
+            if self.transport.bytes_read == 0:  # a device never heard has no bulk to end: retry() reports it
                 break
         self.transport.drain(0.1)
+
+    def _await_ready(self, deadline: float) -> bool:
+        """Whether ``m-ready`` arrived before ``deadline``; notes a bulk timeout seen on the way."""
+        while time.monotonic() < deadline:
+            try:
+                reply = parse_line(self.transport.read_line(deadline - time.monotonic()))
+            except DeviceError:
+                return False
+            if reply.kind == "error" and reply.values[0].startswith("bulk timeout"):
+                self._discarding = True
+            if reply.kind == "ready":
+                return True
+        return False
 
     def retry(self, action: Callable[[], T], *, attempts: int | None = None,
               keep: tuple[type[Exception], ...] = ()) -> T:

@@ -109,7 +109,7 @@ class VirtualDevice:
         self._flush()
 
     def _boot(self) -> None:
-        self._core.dt_host_boot(self._write_callback, self._invoke_callback, self._input, self._output)
+        self._core.dt_host_boot(self._write_callback, self._invoke_callback, self._input, self._output, None)
         self._flush()
 
     def _flush(self) -> None:

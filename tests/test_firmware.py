@@ -116,17 +116,33 @@ def test_c_frontend_on_cortex_m4_equals_python_frontend(variant, name, tmp_path_
 
 
 class Core:
-    """The compiled core behind Python callbacks, without a pty: bytes in, reply lines out."""
+    """The compiled core behind Python callbacks, without a pty: bytes in, reply lines out, on a simulated
+    microsecond clock that moves only when a test says (``advance``)."""
 
     def __init__(self, library: ctypes.CDLL, variant) -> None:
         self.library, self.output = library, bytearray()
-        self.invokes = 0
+        self.invokes, self.now_us = 0, 0
         self._write = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_size_t)(
             lambda text, length: self.output.extend(ctypes.string_at(text, length)))
         self._invoke = ctypes.CFUNCTYPE(ctypes.c_int)(self._on_invoke)
+        self._micros = ctypes.CFUNCTYPE(ctypes.c_uint32)(lambda: self.now_us % 2**32)
         self.input = (ctypes.c_int8 * int(np.prod(variant.description["input"]["shape"])))()
         self.scores = (ctypes.c_int8 * variant.num_classes)(*range(-3, variant.num_classes - 3))
-        library.dt_host_boot(self._write, self._invoke, self.input, self.scores)
+        library.dt_host_boot(self._write, self._invoke, self.input, self.scores, self._micros)
+
+    def advance(self, microseconds: int) -> list[str]:
+        """Time passes with the link idle (the board's main loop polls)."""
+        self.output.clear()
+        self.now_us += microseconds
+        self.library.dt_protocol_poll()
+        return self.output.decode("latin-1").split("\r\n")[:-1]
+
+    def trickle(self, data: bytes, *, gap_us: int) -> list[str]:
+        """``data`` one byte every ``gap_us``, polled between bytes: a slow link."""
+        lines = []
+        for byte in data:
+            lines += self.advance(gap_us) + self.send(bytes([byte]))
+        return lines
 
     def _on_invoke(self) -> int:
         self.invokes += 1
@@ -192,10 +208,65 @@ def test_protocol_binary_audio_and_classify(core, variant):
     (b"bulk 4 zzzzzzzz%", "e-[bulk: no room: open a load first]"),
     (b"results%", "e-[results: no inference yet]"),
     (b"infer 1 2 3 4 5%", "e-[command: too many arguments]"),
+    (b"infer 123456789 0%", "e-[infer: N and W are at most 100000]"),  # no 123-million-inference stall
+    (b"infer 1 100001%", "e-[infer: N and W are at most 100000]"),
+    (b"classify 999999%", "e-[classify: W is at most 100000]"),
 ])
 def test_protocol_rejects_invalid_commands(core, command, error):
     lines = core.send(command)
     assert lines[0].startswith(error) and lines[-1] == "m-ready", lines
+
+
+def test_a_slow_link_loads_and_infers(core, variant):
+    """1 byte per ms (a 4 KB block takes 4 s): the bulk timeout counts silence, not the payload's time."""
+    elements = len(core.input)
+    data = bytes(range(256)) * (elements // 256) + bytes(elements % 256)
+    assert core.trickle(f"db load {elements}%".encode(), gap_us=1000)[-1] == "m-ready"
+    lines = core.trickle(f"bulk {elements} {zlib.crc32(data):08x}%".encode() + data, gap_us=1000)
+    assert lines == [f"m-bulk-ok-{elements}", "m-load-done", "m-ready"]
+    assert core.trickle(b"infer 1 0%", gap_us=1000)[-2].startswith("m-results-crc-")
+
+
+def test_a_stalled_bulk_never_parses_its_payload_as_commands(core):
+    """After a bulk times out, the rest of its payload (here, bytes that read as commands) is discarded
+    if it still comes; if it never comes, a second silence ends the discarding."""
+    elements = len(core.input)
+    payload = (b"infer 1 0%name%" * elements)[:elements]
+    core.send(f"db load {elements}%".encode())
+    assert core.send(f"bulk {elements} {zlib.crc32(payload):08x}%".encode() + payload[:1000]) == []
+    assert core.advance(900_000) == []  # not yet: 0.9 s of silence
+    assert core.advance(200_000) == [f"e-[bulk timeout: 1000 of {elements} bytes]", "m-ready"]
+    commands = core.library.dt_protocol_commands()
+    assert core.send(payload[1000:]) == [] and core.library.dt_protocol_commands() == commands
+    assert core.send(b"name%") == ["m-name-dut-[virtual]", "m-ready"]
+    # bytes lost on the link: the discarding ends after another second of silence
+    core.send(f"bulk {elements} {zlib.crc32(payload):08x}%".encode() + payload[:10])
+    assert core.advance(1_100_000)[0].startswith("e-[bulk timeout: 10 of")
+    assert core.send(b"%") == [] and core.advance(1_100_000) == []
+    assert core.send(b"name%") == ["m-name-dut-[virtual]", "m-ready"]
+
+
+@pytest.mark.parametrize("scale, zero_point", [(1000.0, 0), (3.0e30, -5), (1.0e-6, 3)])
+def test_results_fit_any_output_scale_and_64_classes(variant, scale, zero_point, tmp_path_factory):
+    """Raw logits (scale 1000: up to ±255000), absurd scales and tiny ones: every score is printed whole,
+    its CRC holds, and nothing is written past a buffer (the line is streamed, not buffered)."""
+    description = {**variant.description,
+                   "output": {**variant.description["output"], "scale": scale, "zero_point": zero_point,
+                              "shape": [1, 64]}}
+    wide = dataclasses.replace(variant, description=description, labels=tuple(f"c{i}" for i in range(64)))
+    core = Core(load_core(wide, {}, tmp_path_factory.getbasetemp() / "firmware"), wide)
+    assert wide.num_classes == 64 and len(core.scores) == 64
+    for k, q in enumerate([-128, 127, 0, 1, -1] * 12 + [126, -127, 5, -5]):
+        core.scores[k] = q
+    elements = len(core.input)
+    core.send(f"db load {elements}%".encode())
+    data = bytes(elements)
+    core.send(f"bulk {elements} {zlib.crc32(data):08x}%".encode() + data)
+    lines = core.send(b"infer 1 0%")
+    results = re.fullmatch(r"m-results-\[(.*)\]", lines[-3]).group(1)
+    assert lines[-2] == f"m-results-crc-{zlib.crc32(results.encode()):08x}"
+    expected = [np.float32(scale) * np.float32(q - zero_point) for q in core.scores]
+    assert [float(v) for v in results.split(",")] == pytest.approx(expected, rel=1e-6, abs=1e-6)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

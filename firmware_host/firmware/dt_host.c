@@ -14,10 +14,12 @@ static uint32_t host_micros(void) {
   return (uint32_t)((uint64_t)now.tv_sec * 1000000u + (uint64_t)now.tv_nsec / 1000u);
 }
 
-/* Boots the core with the host's callbacks; input/output are buffers the host's interpreter reads/writes. */
-void dt_host_boot(void (*write)(const char *, size_t), int (*invoke)(void), int8_t *input, const int8_t *output) {
+/* Boots the core with the host's callbacks; input/output are buffers the host's interpreter reads/writes.
+ * ``micros`` NULL is the monotonic clock; tests give a simulated one (a slow link without waiting). */
+void dt_host_boot(void (*write)(const char *, size_t), int (*invoke)(void), int8_t *input, const int8_t *output,
+                  uint32_t (*micros)(void)) {
   g_platform.write = write;
-  g_platform.micros = host_micros;
+  g_platform.micros = micros ? micros : host_micros;
   g_platform.invoke = invoke;
   g_platform.input = input;
   g_platform.output = output;

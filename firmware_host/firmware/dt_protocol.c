@@ -6,7 +6,7 @@
 #include "dt_config.h"
 #include "dt_frontend.h"
 
-#define DT_FIRMWARE "dslite-tiny firmware 1"
+#define DT_FIRMWARE "dslite-tiny firmware 2"
 #define DT_MAX_TOKENS 4
 #define DT_DB_BYTES_PER_LINE 38
 
@@ -31,11 +31,12 @@ static struct {
   int bulk;                /* receiving raw bytes */
   size_t bulk_length, bulk_got;
   uint32_t bulk_want, bulk_crc, bulk_last_us;
+  size_t drain;            /* bytes of a timed-out bulk still to discard: never parsed as commands */
+  uint32_t results_crc;    /* CRC-32 of the results line's text so far */
   int have_output;
 } s;
 
 static uint8_t g_buffer[DT_BUFFER_BYTES];
-static char g_results[DT_NUM_CLASSES * 12 + 16];
 
 /* --- replies ------------------------------------------------------------------------------------- */
 
@@ -229,38 +230,54 @@ static void finish_bulk(void) {
 
 /* --- inference ----------------------------------------------------------------------------------- */
 
-static void put_score(char **at, int8_t q) {
+/* Part of the results line: sent at once and added to its CRC (no line buffer: any class count fits). */
+static void put_result_text(const char *text, size_t length) {
+  s.platform->write(text, length);
+  s.results_crc = dt_crc32(s.results_crc, (const uint8_t *)text, length);
+}
+
+/* A dequantized score with 6 decimals, for any output scale: a magnitude too large for uint32 is printed
+ * as its leading digits and zeros (a float that large has no fraction, and only ~7 significant digits). */
+static void put_score(int8_t q) {
   const float value = DT_OUTPUT_SCALE * (float)((int)q - DT_OUTPUT_ZERO_POINT);
-  const float magnitude = value < 0.0f ? -value : value;
-  uint32_t micro = (uint32_t)(magnitude * 1000000.0f + 0.5f), whole = micro / 1000000u, frac = micro % 1000000u;
-  char digits[11];
-  int n = 0, i;
-  if (value < 0.0f && micro) *(*at)++ = '-';
+  float magnitude = value < 0.0f ? -value : value;
+  char text[48]; /* sign, up to 39 integer digits (FLT_MAX), '.', 6 decimals */
+  char digits[40]; /* least significant first */
+  int n = 0, length = 0, zeros = 0, i;
+  uint32_t whole, micro;
+  if (!(magnitude <= 3.4e38f)) magnitude = 0.0f; /* NaN or infinity: cannot come from an int8 and a scale */
+  for (; magnitude >= 4.0e9f; magnitude /= 10.0f) ++zeros;
+  whole = (uint32_t)magnitude;
+  micro = zeros ? 0u : (uint32_t)((magnitude - (float)whole) * 1000000.0f + 0.5f);
+  if (micro >= 1000000u) { /* the fraction rounded up to the next whole */
+    micro -= 1000000u;
+    ++whole;
+  }
+  for (; zeros > 0; --zeros) digits[n++] = '0';
   do {
-    digits[n++] = (char)('0' + whole % 10);
-    whole /= 10;
+    digits[n++] = (char)('0' + whole % 10u);
+    whole /= 10u;
   } while (whole);
-  while (n) *(*at)++ = digits[--n];
-  *(*at)++ = '.';
-  for (i = 5; i >= 0; --i, frac /= 10) (*at)[i] = (char)('0' + frac % 10);
-  *at += 6;
+  if (value < 0.0f && (n > 1 || digits[0] != '0' || micro)) text[length++] = '-';
+  while (n) text[length++] = digits[--n];
+  text[length++] = '.';
+  for (i = 5; i >= 0; --i, micro /= 10u) text[length + i] = (char)('0' + micro % 10u);
+  put_result_text(text, (size_t)length + 6);
 }
 
 /* m-results-[...] with the dequantized scores, its CRC-32 line (so the host can trust every digit),
  * and returns the arg-max class (the first of equal scores, as numpy). */
 static int report_results(void) {
-  char *at = g_results;
   int k, best = 0;
+  put("m-results-[");
+  s.results_crc = 0;
   for (k = 0; k < DT_NUM_CLASSES; ++k) {
-    if (k) *at++ = ',';
-    put_score(&at, s.platform->output[k]);
+    if (k) put_result_text(",", 1);
+    put_score(s.platform->output[k]);
     if (s.platform->output[k] > s.platform->output[best]) best = k;
   }
-  *at = 0;
-  put("m-results-[");
-  put(g_results);
   put("]\r\nm-results-crc-");
-  put_hex32(dt_crc32(0, (const uint8_t *)g_results, (size_t)(at - g_results)));
+  put_hex32(s.results_crc);
   put("\r\n");
   return best;
 }
@@ -297,6 +314,10 @@ static void cmd_infer(char **argv, int argc) {
     error("infer", "usage: infer N W");
     return;
   }
+  if (runs > DT_MAX_RUNS || warmup > DT_MAX_RUNS) { /* a garbled digit must not stall the device for hours */
+    error("infer", "N and W are at most " DT_STR(DT_MAX_RUNS));
+    return;
+  }
   if (!loaded(LOAD_TENSOR, "infer")) return;
   memcpy(s.platform->input, g_buffer, DT_INPUT_ELEMENTS);
   line_uint("m-warmup-start-", warmup);
@@ -318,6 +339,10 @@ static void cmd_classify(char **argv, int argc) {
   uint32_t warmup = 0, t0, t1, t2;
   if (argc > 2 || (argc == 2 && !parse_uint(argv[1], &warmup))) {
     error("classify", "usage: classify W");
+    return;
+  }
+  if (warmup > DT_MAX_RUNS) {
+    error("classify", "W is at most " DT_STR(DT_MAX_RUNS));
     return;
   }
   if (!loaded(LOAD_AUDIO, "classify")) return;
@@ -402,6 +427,11 @@ static void dispatch(void) {
 }
 
 static void feed_byte(uint8_t byte) {
+  if (s.drain) { /* the rest of a timed-out bulk's payload */
+    --s.drain;
+    s.bulk_last_us = s.platform->micros();
+    return;
+  }
   if (s.bulk) {
     g_buffer[s.received + s.bulk_got++] = byte;
     s.bulk_crc = dt_crc32(s.bulk_crc, &byte, 1);
@@ -432,10 +462,23 @@ void dt_protocol_feed(const uint8_t *bytes, size_t length) {
   for (i = 0; i < length; ++i) feed_byte(bytes[i]);
 }
 
+/* A bulk whose bytes stop for DT_BULK_TIMEOUT_US fails, and the bytes it still announced are discarded
+ * if they come after all (a stalled host), so no payload byte is taken for a command; a second silence
+ * as long ends the discarding (the bytes were lost). Gaps, not the payload's total time, so a slow link
+ * (1 byte per ms) never trips it. */
 void dt_protocol_poll(void) {
-  if (s.bulk && s.platform->micros() - s.bulk_last_us > DT_BULK_TIMEOUT_US) {
+  const uint32_t silence = s.platform->micros() - s.bulk_last_us;
+  if (s.bulk && silence > DT_BULK_TIMEOUT_US) {
     s.bulk = 0;
-    put("e-[bulk timeout]\r\nm-ready\r\n");
+    s.drain = s.bulk_length - s.bulk_got;
+    s.bulk_last_us = s.platform->micros();
+    put("e-[bulk timeout: ");
+    put_uint((uint32_t)s.bulk_got);
+    put(" of ");
+    put_uint((uint32_t)s.bulk_length);
+    put(" bytes]\r\nm-ready\r\n");
+  } else if (s.drain && silence > DT_BULK_TIMEOUT_US) {
+    s.drain = 0;
   }
 }
 

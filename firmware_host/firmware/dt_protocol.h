@@ -15,7 +15,8 @@ extern "C" {
 #endif
 
 #define DT_MAX_COMMAND 80 /* characters including the terminating '%' (EE_CMD_SIZE) */
-#define DT_BULK_TIMEOUT_US 1000000u
+#define DT_BULK_TIMEOUT_US 1000000u /* silence that ends a bulk (and, after it, the discarding of its rest) */
+#define DT_MAX_RUNS 100000             /* the largest N and W of infer / classify */
 
 /* Resets all state, then announces m-init-done and m-ready (a boot, as the host sees it). */
 void dt_protocol_init(const dt_platform *platform);
@@ -23,7 +24,7 @@ void dt_protocol_init(const dt_platform *platform);
 /* Bytes from the host, in arrival order. */
 void dt_protocol_feed(const uint8_t *bytes, size_t length);
 
-/* Call when idle: drops a bulk transfer that stalled for DT_BULK_TIMEOUT_US. */
+/* Call when idle: fails a bulk transfer silent for DT_BULK_TIMEOUT_US (see dt_protocol.c). */
 void dt_protocol_poll(void);
 
 /* Commands handled since the last dt_protocol_init. */

@@ -3,6 +3,7 @@
 #include "dt_tflm.h"
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include "dt_config.h"
 #include DT_MODEL_DATA_HEADER
@@ -34,16 +35,45 @@ uint8_t *Arena(void) {
 #endif
 }
 
+// The first op of the model that the generated op resolver does not register, else nullptr: named, so a
+// setup failure says which (AllocateTensors fails on it with a message only TFLM's log shows).
+const char *MissingOp(const tflite::Model *model, const tflite::MicroOpResolver &resolver) {
+  const auto *codes = model->operator_codes();
+  for (flatbuffers::uoffset_t i = 0; codes != nullptr && i < codes->size(); ++i) {
+    const tflite::OperatorCode *code = codes->Get(i);
+    // As TFLite's GetBuiltinCode: codes above 127 live in builtin_code, older ones in the deprecated field.
+    const auto deprecated = static_cast<tflite::BuiltinOperator>(code->deprecated_builtin_code());
+    const auto builtin = code->builtin_code() > deprecated ? code->builtin_code() : deprecated;
+    if (builtin == tflite::BuiltinOperator_CUSTOM) {
+      if (code->custom_code() == nullptr || resolver.FindOp(code->custom_code()->c_str()) == nullptr) {
+        return "CUSTOM";
+      }
+    } else if (resolver.FindOp(builtin) == nullptr) {
+      return tflite::EnumNameBuiltinOperator(builtin);
+    }
+  }
+  return nullptr;
+}
+
 }  // namespace
 
 extern "C" const char *dt_tflm_setup(dt_platform *platform) {
+  static char failure[112];
   const tflite::Model *model = tflite::GetModel(DT_MODEL_DATA);
   if (model->version() != TFLITE_SCHEMA_VERSION) return "model schema version differs from the runtime's";
   uint8_t *arena = Arena();
   if (arena == nullptr) return "no memory for the tensor arena";
   static auto resolver = DT_CREATE_OP_RESOLVER();
+  const char *missing = MissingOp(model, resolver);
+  if (missing != nullptr) {
+    snprintf(failure, sizeof(failure), "op %s is not in the op resolver (export the model again)", missing);
+    return failure;
+  }
   static tflite::MicroInterpreter interpreter(model, resolver, arena, DT_SETTING(TENSOR_ARENA_SIZE));
-  if (interpreter.AllocateTensors() != kTfLiteOk) return "tensor arena too small";
+  if (interpreter.AllocateTensors() != kTfLiteOk) {
+    return "AllocateTensors failed: the " DT_STR(DT_SETTING(TENSOR_ARENA_SIZE)) "-byte arena is too small, or a "
+           "kernel refused the model (TFLM's log says which)";
+  }
   TfLiteTensor *input = interpreter.input(0);
   TfLiteTensor *output = interpreter.output(0);
   if (input->type != kTfLiteInt8 || input->bytes != DT_INPUT_ELEMENTS) return "input tensor is not as exported";
