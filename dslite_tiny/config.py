@@ -310,6 +310,11 @@ class BoardConfig:
     build_commands: list[str] = param([], "commands that build the project; {project}, {fqbn}, {env} are filled in")
     flash_commands: list[str] = param([], "alternative commands that flash the build, the first installed one "
                                       "is used; {project}, {build}, {port}, {fqbn}, {env} are filled in")
+    tflm_library: str = param("", "the TFLite Micro source the project builds with, pinned (library and version)")
+    tflm_include: str = param("", "the library's main header: the sketch includes it, or arduino-cli never adds "
+                              "the library to the build")
+    host_match: str = param("unverified", "whether that TFLite Micro gives the host's int8 scores bit for bit, "
+                            "and the evidence")
 
     def __post_init__(self) -> None:
         if not self.name:

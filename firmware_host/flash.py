@@ -24,9 +24,8 @@ SKETCH = "dslite_tiny"
 MAIN_SOURCE = "board_main.cpp"
 INSTALL_HINTS = {
     "arduino-cli": "install arduino-cli (https://arduino.github.io/arduino-cli/latest/installation/), then "
-                   "`arduino-cli core install arduino:mbed_nano` and `arduino-cli lib install --git-url "
-                   "https://github.com/tensorflow/tflite-micro-arduino-examples` (after `arduino-cli config set "
-                   "library.enable_unsafe_install true`)",
+                   "`arduino-cli core install arduino:mbed_nano` and `arduino-cli lib install "
+                   "\"Chirale_TensorFLowLite@2.0.0\"` (the library the board profile's tflm_library names)",
     "pio": "pip install platformio",
     "esptool.py": "pip install esptool",
     "esptool": "pip install esptool",
@@ -46,6 +45,8 @@ def write_project(variant: Variant, board: BoardConfig, out_dir: Path) -> list[P
     """The board's project under ``out_dir``: an Arduino sketch folder or a PlatformIO project."""
     sources = {**model_files(variant, name=MODEL_NAME, device=board.name), **core_files(tflm=True)}
     main = (FIRMWARE_DIR / MAIN_SOURCE).read_text(encoding="utf-8")
+    if board.tflm_include:  # arduino-cli adds a library only for a header the sketch itself includes
+        main = f"#include <{board.tflm_include}>  // the board profile's TFLite Micro library\n{main}"
     if board.project == "arduino":
         files = {f"{SKETCH}/{SKETCH}.ino": main, **{f"{SKETCH}/{n}": t for n, t in sources.items()}}
     elif board.project == "platformio":
@@ -113,6 +114,8 @@ def _readme(variant: Variant, board: BoardConfig) -> str:
     return "\n".join([
         f"# dslite-tiny firmware: {variant.name} on {board.name}", "",
         f"{board.description}. Model SHA-256 `{variant.sha256}`.", "",
+        f"TFLite Micro: {board.tflm_library or 'not named by the board profile'}. Bit-exact with the host: "
+        f"{board.host_match}.", "",
         "Build and flash (what `dslite-tiny device flash` runs, from this folder):", "",
         *[f"    {shlex.join(c)}" for c in commands], "",
         "Then `dslite-tiny device eval --port <PORT> --model-dir <variant> --data <DATA>`.",

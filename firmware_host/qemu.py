@@ -4,27 +4,58 @@
 ``-icount shift=0`` makes QEMU execute one instruction per nanosecond of virtual time, so the SysTick
 counts the board reads (``firmware/mps2_an386``) are instruction counts that do not depend on the host:
 the Cortex-M4 cost of the frontend is measured, not estimated. Output comes through semihosting.
+
+``tflm_on_cortex_m4`` also runs the firmware's TFLM backend there, built with a TFLite Micro source tree
+(a board library's, or one from a tflite-micro checkout): for local verification of which source gives the
+host's scores bit for bit (``reports/benchmarks/tflm_m4.py``); CI has no TFLM source.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import os
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from dslite_tiny.errors import UserError
 from dslite_tiny.export.variant import Variant
-from firmware_host.build import CORE_HEADERS, FIRMWARE_DIR, compile_c, model_files
+from firmware_host.build import CORE_HEADERS, FIRMWARE_DIR, compile_c, core_files, model_files
 
 BOARD_DIR = FIRMWARE_DIR / "mps2_an386"
 BOARD_FILES = ("mps2_an386.c", "mps2_an386.h", "mps2_an386.ld")
 CORTEX_M4F = ("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16")
-ELF_FLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", *CORTEX_M4F, "-ffunction-sections",
-             "-fdata-sections", "-nostartfiles", "--specs=nano.specs", "--specs=nosys.specs",
-             "-Wl,--gc-sections", f"-T{BOARD_DIR / 'mps2_an386.ld'}")
+C_FLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", *CORTEX_M4F, "-ffunction-sections", "-fdata-sections")
+LINK_FLAGS = ("-nostartfiles", "--specs=nano.specs", "--specs=nosys.specs", "-Wl,--gc-sections",
+              f"-T{BOARD_DIR / 'mps2_an386.ld'}")
+CXX_FLAGS = ("-std=c++17", "-O2", *CORTEX_M4F, "-fno-exceptions", "-fno-rtti", "-fno-threadsafe-statics",
+             "-ffunction-sections", "-fdata-sections", "-DTF_LITE_STATIC_MEMORY")
+TREE_C_FLAGS = ("-O2", *CORTEX_M4F, "-ffunction-sections", "-fdata-sections")  # a tree's C (CMSIS-NN), as it is
 QEMU_TIMEOUT_S = 600  # an emulated second of Cortex-M4 work takes well under one host second
+
+
+@dataclasses.dataclass(frozen=True)
+class TflmTree:
+    """A TFLite Micro source tree as a board library ships it (or TFLM's create_tflm_tree.py writes it):
+    ``root`` holds tensorflow/ and third_party/; ``includes`` are folders under it for -I; ``skip`` are
+    files under it left out (the tree's own target glue, such as an Arduino DebugLog); ``defines`` are
+    what the board build defines."""
+
+    root: Path
+    includes: tuple[str, ...] = (".",)
+    skip: tuple[str, ...] = ()
+    defines: tuple[str, ...] = ()
+
+    def sources(self) -> list[Path]:
+        found = [p for ext in ("*.c", "*.cc", "*.cpp") for p in self.root.rglob(ext)]
+        return sorted(p for p in found if str(p.relative_to(self.root)) not in self.skip
+                      and not any(part.endswith("_test") or part == "examples" for part in p.parts))
+
+    def flags(self) -> list[str]:
+        return [*(f"-I{self.root / i}" for i in self.includes), *(f"-D{d}" for d in self.defines)]
 
 
 def tools_missing() -> str | None:
@@ -48,8 +79,8 @@ def build_elf(files: dict[str, str], sources: list[str], *, cache_dir: Path) -> 
         elf.parent.mkdir(parents=True, exist_ok=True)
         for name, text in files.items():
             (elf.parent / name).write_text(text, encoding="utf-8")
-        compile_c([elf.parent / s for s in (*sources, "mps2_an386.c")], elf, include=elf.parent, flags=ELF_FLAGS,
-                  compiler="arm-none-eabi-gcc")
+        compile_c([elf.parent / s for s in (*sources, "mps2_an386.c")], elf, include=elf.parent,
+                  flags=(*C_FLAGS, *LINK_FLAGS), compiler="arm-none-eabi-gcc")
     return elf
 
 
@@ -91,3 +122,85 @@ def frontend_on_cortex_m4(variant: Variant, pcm: np.ndarray, *, cache_dir: Path)
     chunks.append(rows)
     inputs = np.stack([np.frombuffer(b"".join(rows), np.int8) for rows in chunks])
     return inputs, counts, sizes
+
+
+def tflm_library(tree: TflmTree, *, cache_dir: Path) -> Path:
+    """The tree compiled for the Cortex-M4F into a static library (cached; sources compiled in parallel)."""
+    sources = tree.sources()
+    key = hashlib.sha256("\0".join([*CXX_FLAGS, *TREE_C_FLAGS, *tree.flags(), *map(str, sources)]).encode())
+    key = key.hexdigest()[:16]
+    library = Path(cache_dir) / f"tflm-{key}" / "libtflm.a"
+    if library.is_file():
+        return library
+    objects = library.parent / "objects"
+    objects.mkdir(parents=True, exist_ok=True)
+
+    def compile_one(index_source: tuple[int, Path]) -> Path:
+        index, source = index_source
+        out = objects / f"{index}-{source.stem}.o"
+        compiler, flags = (("arm-none-eabi-gcc", TREE_C_FLAGS) if source.suffix == ".c"
+                           else ("arm-none-eabi-g++", CXX_FLAGS))
+        result = subprocess.run([compiler, *flags, *tree.flags(), "-c", str(source), "-o", str(out)],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"compiling {source} failed:\n{result.stderr[-3000:]}")
+        return out
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        built = list(pool.map(compile_one, enumerate(sources)))
+    partial = library.with_suffix(".tmp")
+    subprocess.run(["arm-none-eabi-ar", "rcs", str(partial), *map(str, built)], check=True)
+    partial.replace(library)
+    return library
+
+
+def tflm_on_cortex_m4(variant: Variant, inputs: np.ndarray, tree: TflmTree, *,
+                      cache_dir: Path) -> tuple[np.ndarray, list[int], dict]:
+    """``variant`` run by the firmware's TFLM backend (dt_tflm.cc) on ``tree`` for each int8 input
+    ((n, elements)) on the emulated Cortex-M4: the int8 outputs (n, classes), the instructions per Invoke
+    and the ELF's section sizes."""
+    problem = tools_missing()
+    if problem:
+        raise UserError(f"cannot build for the emulated Cortex-M4: {problem}")
+    elf = _tflm_elf(variant, np.ascontiguousarray(inputs, np.int8), tree, cache_dir=cache_dir)
+    counts, outputs = [], []
+    for line in run_elf(elf).splitlines():
+        if line.startswith("setup "):
+            raise RuntimeError(f"TFLM setup failed on the emulated board: {line[6:]}")
+        if line.startswith("instructions "):
+            words = line.split()
+            if words[3] != "0":
+                raise RuntimeError(f"Invoke failed on the emulated board (status {words[3]})")
+            counts.append(int(words[1]))
+        elif counts and len(outputs) < len(counts) and line:
+            outputs.append(np.frombuffer(bytes.fromhex(line), np.int8))
+    sizes = subprocess.run(["arm-none-eabi-size", "-A", str(elf)], capture_output=True, text=True, check=True).stdout
+    sections = {w[0]: int(w[1]) for w in (row.split() for row in sizes.splitlines()) if len(w) >= 2 and w[1].isdigit()}
+    return np.stack(outputs), counts, sections
+
+
+def _tflm_elf(variant: Variant, inputs: np.ndarray, tree: TflmTree, *, cache_dir: Path) -> Path:
+    """bench_tflm.cc + the TFLM backend + the model, linked with the tree's library (cached)."""
+    library = tflm_library(tree, cache_dir=cache_dir)
+    bench_input = (f"#define DT_BENCH_INPUTS {inputs.shape[0]}\n"
+                   f"static const int8_t g_bench_input[] = {{{', '.join(map(str, inputs.ravel()))}}};\n")
+    files = {**core_files(tflm=True), **model_files(variant, name="model", device="mps2-an386"),
+             "bench_input.h": bench_input,
+             **{n: (BOARD_DIR / n).read_text(encoding="utf-8") for n in (*BOARD_FILES, "bench_tflm.cc")}}
+    key = hashlib.sha256("".join(f"{k}\0{files[k]}\0" for k in sorted(files)).encode() + str(library).encode())
+    elf = Path(cache_dir) / key.hexdigest()[:16] / "firmware.elf"
+    if elf.is_file():
+        return elf
+    elf.parent.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (elf.parent / name).write_text(text, encoding="utf-8")
+    objects = []
+    for source in ("dt_tflm.cc", "bench_tflm.cc", "model_model_data.cc", "mps2_an386.c"):
+        out = elf.parent / f"{source}.o"
+        compiler, flags = ("arm-none-eabi-gcc", C_FLAGS) if source.endswith(".c") else ("arm-none-eabi-g++", CXX_FLAGS)
+        subprocess.run([compiler, *flags, *tree.flags(), f"-I{elf.parent}", "-c", str(elf.parent / source),
+                        "-o", str(out)], check=True)
+        objects.append(str(out))
+    subprocess.run(["arm-none-eabi-g++", *CORTEX_M4F, *LINK_FLAGS, *objects, str(library), "-lm", "-o", str(elf)],
+                   check=True)
+    return elf

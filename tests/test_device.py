@@ -197,6 +197,9 @@ def test_flash_dry_run_writes_a_complete_project(board, model_dir, tmp_path):
                  "dt_protocol.c", "dt_frontend.c", "dt_tflm.cc"):
         assert (source / name).is_file(), name
     assert f'#define DT_DEVICE_NAME "{board}"' in (source / "dt_model.h").read_text()
+    # arduino-cli adds a library only for a header the sketch includes (it did not: the build failed)
+    assert not profile.tflm_include or main.read_text().startswith(f"#include <{profile.tflm_include}>")
+    assert profile.tflm_library and profile.tflm_library in (tmp_path / board / "README.md").read_text()
     if profile.project == "platformio":
         ini = (tmp_path / board / "platformio.ini").read_text()
         assert f"[env:{board}]" in ini and all(option in ini for option in profile.platformio_options)

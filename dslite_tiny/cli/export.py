@@ -39,3 +39,5 @@ def boards() -> None:
         b = load_board(board_name)
         click.echo(f"{b.name:<12} {b.runtime:<7} flash {b.flash_kib:>7} KB  RAM {b.ram_kib:>7} KB"
                    + (f" + {b.external_ram_kib} KB external" if b.external_ram_kib else "") + f"  {b.description}")
+        if b.tflm_library:
+            click.echo(f"{'':<12} TFLite Micro: {b.tflm_library}; bit-exact with the host: {b.host_match}")

@@ -16,7 +16,10 @@
 #define SYSTICK_RELOAD 0xFFFFFFu
 
 extern uint32_t _data_load, _data_start, _data_end, _bss_start, _bss_end, _stack_top;
+typedef void (*dt_constructor)(void);
+extern const dt_constructor __init_array_start[], __init_array_end[];
 int main(void);
+void *__dso_handle = 0; /* C++ objects register their (never run) destructors against it */
 
 static volatile uint32_t g_wraps;
 
@@ -54,6 +57,7 @@ void dt_reset(void) {
   memset(&_bss_start, 0, (size_t)((char *)&_bss_end - (char *)&_bss_start));
   CPACR |= 0xFu << 20; /* CP10 and CP11: the FPU */
   __asm__ volatile("dsb\n isb");
+  for (const dt_constructor *c = __init_array_start; c < __init_array_end; ++c) (*c)(); /* C++ statics */
   SYST_RVR = SYSTICK_RELOAD;
   SYST_CVR = 0;
   SYST_CSR = 7; /* processor clock, interrupt on wrap, enabled */

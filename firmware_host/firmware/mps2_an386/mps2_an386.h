@@ -4,6 +4,10 @@
 
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* SysTick on the 25 MHz system clock, 1 instruction per ns of virtual time (-icount shift=0). */
 #define DT_BOARD_INSTRUCTIONS_PER_TICK 40u
 
@@ -13,5 +17,9 @@ uint64_t dt_board_instructions(void);
 void dt_board_write(const char *text);
 /* Ends the emulation with exit code ``code``. */
 void dt_board_exit(int code) __attribute__((noreturn));
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* MPS2_AN386_H_ */

@@ -1,0 +1,164 @@
+"""Which TFLite Micro sources give the host's scores bit for bit on a Cortex-M4, and what they cost:
+the firmware's TFLM backend (``dt_tflm.cc``) built with each source for QEMU's mps2-an386 and run there
+(``-icount shift=0``: instruction counts), its int8 outputs compared with the ``tflite-micro`` wheel's.
+
+Trees (local verification only; nothing of them enters the repository; CI has none):
+
+* ``tflm``: tflite-micro at a commit, reference kernels. Assembled by ``assemble_tree`` from a checkout
+  and the third-party headers its Makefile downloads (flatbuffers at the tag TFLM pins, gemmlowp, ruy's
+  profiler header).
+* ``tflm-cmsis``: the same with TFLM's CMSIS-NN kernels and CMSIS-NN at the commit TFLM pins.
+* ``chirale``: the ``src`` folder of the Chirale_TensorFlowLite Arduino library (what the board profiles use).
+
+    python reports/benchmarks/tflm_m4.py --tflm-checkout DIR --flatbuffers DIR --gemmlowp DIR --ruy DIR
+        [--cmsis-nn DIR] [--chirale DIR] [--model-dir DIR] [--inputs 50]
+
+Writes ``tflm_m4.json`` and ``tflm_m4.md`` next to this script.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT))
+
+from dslite_tiny.export.settings import recommended_arena_bytes  # noqa: E402
+from dslite_tiny.export.variant import load_variant, with_measured_arena  # noqa: E402
+from firmware_host.qemu import TflmTree, tflm_on_cortex_m4  # noqa: E402
+
+MICRO_SKIP = {"arc_custom", "arc_emsdp", "benchmarks", "bluepill", "ceva", "chre", "compression",
+              "cortex_m_corstone_300", "cortex_m_generic", "docs", "examples", "hexagon", "integration_tests",
+              "models", "python", "riscv32_generic", "testing", "tools", "arc_mli", "cmsis_nn", "ethos_u",
+              "test_data_generation", "testdata", "xtensa"}
+LITE_SOURCES = {"tensorflow/compiler/mlir/lite/core/api/error_reporter.cc",
+                "tensorflow/compiler/mlir/lite/schema/schema_utils.cc",
+                "tensorflow/lite/core/api/flatbuffer_conversions.cc", "tensorflow/lite/core/api/tensor_utils.cc",
+                "tensorflow/lite/core/c/common.cc", "tensorflow/lite/kernels/kernel_util.cc"}
+INCLUDES = (".", "third_party/flatbuffers/include", "third_party/gemmlowp", "third_party/ruy")
+
+
+def _library_file(checkout: Path, path: Path) -> bool:
+    """The files of TFLM's library proper: headers, and sources that are neither tests nor other targets."""
+    rel = path.relative_to(checkout)
+    if path.suffix == ".h":
+        return rel.parts[0] in ("tensorflow", "signal")
+    if path.suffix != ".cc" or "test" in path.name or path.name.endswith("_main.cc"):
+        return False
+    text = str(rel)
+    if text.startswith("tensorflow/lite/micro/"):
+        return not set(rel.parts[3:-1]) & MICRO_SKIP and not any(
+            word in path.name for word in ("mock", "fake", "recording", "test_helper"))
+    return text in LITE_SOURCES or (text.startswith("tensorflow/lite/kernels/internal/")
+                                    and path.parent.name == "internal")
+
+
+def assemble_tree(out: Path, *, checkout: Path, flatbuffers: Path, gemmlowp: Path, ruy: Path,
+                  cmsis_nn: Path | None) -> TflmTree:
+    """What TFLM's create_tflm_tree.py lays out for a generic target, without make and downloads."""
+    if not out.is_dir():
+        for path in checkout.rglob("*"):
+            if path.is_file() and _library_file(checkout, path):
+                target = out / path.relative_to(checkout)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(path, target)
+        shutil.copytree(flatbuffers / "include", out / "third_party/flatbuffers/include")
+        for name in ("fixedpoint", "internal"):
+            shutil.copytree(gemmlowp / name, out / "third_party/gemmlowp" / name)
+        (out / "third_party/ruy/ruy/profiler").mkdir(parents=True)  # kernels include one header of ruy
+        shutil.copy(ruy / "ruy/profiler/instrumentation.h", out / "third_party/ruy/ruy/profiler")
+        if cmsis_nn is not None:
+            for kernel in (checkout / "tensorflow/lite/micro/kernels/cmsis_nn").glob("*.cc"):
+                shutil.copy(kernel, out / "tensorflow/lite/micro/kernels" / kernel.name)
+            for name in ("Include", "Source"):  # without the float kernels, as TFLM's cmsis_nn.inc by default
+                shutil.copytree(cmsis_nn / name, out / "third_party/cmsis_nn" / name,
+                                ignore=shutil.ignore_patterns("*_f16.c", "*_f32.c", "arm_nntables_flt.c", "Bindings"))
+    if cmsis_nn is None:
+        return TflmTree(out, INCLUDES)
+    return TflmTree(out, (*INCLUDES, "third_party/cmsis_nn", "third_party/cmsis_nn/Include"), defines=("CMSIS_NN",))
+
+
+def chirale_tree(src: Path) -> TflmTree:
+    """Chirale_TensorFlowLite's sources without its Arduino glue (Serial DebugLog, timers)."""
+    return TflmTree(src, (*INCLUDES, "third_party/cmsis_nn", "third_party/cmsis_nn/Include",
+                          "third_party/cmsis/CMSIS/Core/Include"),
+                    skip=("tensorflow/lite/micro/system_setup.cpp", "peripherals/utility_arduino.cpp"),
+                    defines=("ARDUINO=10819", "CMSIS_NN", "DT_TFLM_LOG_IS_TEXT=1"))
+
+
+def wheel_outputs(variant, inputs: np.ndarray) -> np.ndarray:
+    from tflite_micro import runtime
+
+    arena = recommended_arena_bytes(with_measured_arena(variant).arena_bytes)
+    interpreter = runtime.Interpreter.from_bytes(variant.data, arena_size=arena)
+    shape = variant.description["input"]["shape"]
+    out = []
+    for row in inputs:
+        interpreter.set_input(row.reshape(shape), 0)
+        interpreter.invoke()
+        out.append(np.asarray(interpreter.get_output(0), np.int8).ravel())
+    return np.stack(out)
+
+
+def measure(name: str, tree: TflmTree, variant, inputs: np.ndarray, expected: np.ndarray) -> dict:
+    got, instructions, sections = tflm_on_cortex_m4(variant, inputs, tree, cache_dir=Path("/tmp/dslite-tiny-qemu"))
+    difference = np.abs(got.astype(int) - expected.astype(int))
+    embedded = len(variant.data) + inputs.size  # the model array and the benchmark's inputs sit in .text
+    return {"tree": name, "inputs": int(inputs.shape[0]), "bit_exact": bool((difference == 0).all()),
+            "scores_differing": int((difference > 0).sum()), "scores": int(difference.size),
+            "max_difference": int(difference.max()), "class_agreement": float(np.mean(got.argmax(1) == expected.argmax(1))),
+            "instructions_median": int(np.median(instructions)), "code_bytes": sections[".text"] - embedded,
+            "bss_bytes": sections.get(".bss", 0)}
+
+
+def markdown(rows: list[dict], variant_name: str) -> str:
+    lines = ["# TFLite Micro sources on a Cortex-M4 (QEMU mps2-an386) against the tflite-micro wheel", "",
+             f"Command: see the docstring of `reports/benchmarks/tflm_m4.py`. Model: the demo's `{variant_name}` "
+             "(DS-CNN, 64×64×1). Inputs: random int8 tensors (seed 0). Code: the ELF's .text without the model "
+             "array and the inputs (TFLM, the six kernels, dt_tflm.cc and newlib's printf); .bss holds the arena.",
+             "", "| TFLM source | bit-exact with the wheel | scores differing | max difference | same class | "
+             "instructions per inference | code | .bss |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['tree']} | {'yes' if r['bit_exact'] else 'no'} | {r['scores_differing']} of {r['scores']} | "
+                     f"{r['max_difference']} | {100 * r['class_agreement']:.0f} % | {r['instructions_median'] / 1e6:.2f} M | "
+                     f"{r['code_bytes'] / 1024:.1f} KB | {r['bss_bytes'] / 1024:.1f} KB |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for option in ("--tflm-checkout", "--flatbuffers", "--gemmlowp", "--ruy"):
+        parser.add_argument(option, type=Path, required=True)
+    parser.add_argument("--cmsis-nn", type=Path)
+    parser.add_argument("--chirale", type=Path, help="Chirale_TensorFlowLite's src folder")
+    parser.add_argument("--model-dir", type=Path, default=Path("/tmp/dslite-tiny-demo/compressed/qat-int8"))
+    parser.add_argument("--inputs", type=int, default=50)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/dslite-tiny-tflm-trees"))
+    args = parser.parse_args()
+    if not args.model_dir.is_dir():
+        subprocess.run(["dslite-tiny", "demo", "--out", str(args.model_dir.parents[1])], check=True)
+    variant = load_variant(args.model_dir)
+    inputs = np.random.default_rng(0).integers(-128, 128, (args.inputs, int(np.prod(
+        variant.description["input"]["shape"])))).astype(np.int8)
+    expected = wheel_outputs(variant, inputs)
+    common = dict(checkout=args.tflm_checkout, flatbuffers=args.flatbuffers, gemmlowp=args.gemmlowp, ruy=args.ruy)
+    trees = {"tflm (reference kernels)": assemble_tree(args.work / "tflm", cmsis_nn=None, **common)}
+    if args.cmsis_nn:
+        trees["tflm + CMSIS-NN"] = assemble_tree(args.work / "tflm-cmsis", cmsis_nn=args.cmsis_nn, **common)
+    if args.chirale:
+        trees["Chirale_TensorFlowLite 2.0.0"] = chirale_tree(args.chirale)
+    rows = [measure(name, tree, variant, inputs, expected) for name, tree in trees.items()]
+    (HERE / "tflm_m4.json").write_text(json.dumps({"model": variant.name, "rows": rows}, indent=2) + "\n")
+    (HERE / "tflm_m4.md").write_text(markdown(rows, variant.name))
+    print(markdown(rows, variant.name))
+
+
+if __name__ == "__main__":
+    main()
