@@ -45,7 +45,7 @@ class VirtualProcess:
 
     def stop(self) -> None:
         self.process.send_signal(signal.SIGINT)
-        self.process.wait(timeout=10)
+        self.process.wait(timeout=30)  # TensorFlow's teardown on a loaded machine took over 10 s
 
 
 @pytest.fixture
