@@ -21,7 +21,8 @@ import dataclasses
 from pathlib import Path
 
 from dslite_tiny.config import BoardConfig, FrontendConfig, list_presets, load_config
-from dslite_tiny.export.settings import frontend_table_bytes, frontend_tables
+from dslite_tiny.audio.frontend import resize_taps
+from dslite_tiny.export.settings import frontend_table_bytes
 
 KIB = 1024
 RUNTIME_CODE_BYTES = {"tflm": 128 * KIB, "litert": 4096 * KIB}
@@ -97,7 +98,8 @@ def frontend_buffer_bytes(frontend: FrontendConfig | None) -> int:
     if frontend is None:
         return 0
     f = frontend
-    rows = frontend_tables(f)["_mel_taps"] * f.image_width  # time-resized mel rows of one image row
+    mel_taps = resize_taps(f.n_mels, f.image_height, method=f.resize, antialias=f.antialias)[0].shape[1]
+    rows = mel_taps * f.image_width  # time-resized mel rows of one image row
     return 2 * f.chunk_length + 4 * (f.n_fft + f.n_frames * f.n_mels + rows)
 
 
