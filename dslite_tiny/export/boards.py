@@ -3,10 +3,11 @@
     flash = model bytes + runtime code (RUNTIME_CODE_BYTES) + frontend tables + the board's system flash
     RAM   = tensor arena + frontend buffers + I/O buffers + the board's system RAM
 
-The runtime code constants are estimates, not measurements: TFLite Micro's interpreter is about 25 KB on
-a Cortex-M and each int8 kernel this toolkit's models use (conv, depthwise conv, fully connected, pooling,
-softmax, leaky ReLU, with CMSIS-NN) 3–15 KB; with the firmware core (serial protocol, frontend code) that
-is about 128 KiB. LiteRT's Android arm64 library is about 4 MiB.
+The runtime code constants are flat budgets, checked against one real build: TFLite Micro 90b983c with
+CMSIS-NN and the demo DS-CNN's six kernels, with the firmware's TFLM backend, took 116.8 KB of Cortex-M4
+code (reports/benchmarks/tflm_m4.md; 74.5 KB with reference kernels), and the firmware core's protocol
+and frontend code 5.4 KB and 1.3 KB more: 123.5 KB of the 128 KiB budget. A model with more kind of ops
+needs more (each int8 kernel is 3–15 KB). LiteRT's Android arm64 library is about 4 MiB.
 
 Frontend tables are the C frontend's constants in flash (window, twiddles, sparse mel filterbank, resize
 taps, colour map), exactly as ``export.settings.frontend_tables`` writes them. Frontend buffers are what
