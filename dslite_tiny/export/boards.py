@@ -6,8 +6,8 @@
 The runtime code constants are flat budgets, checked against one real build: TFLite Micro 90b983c with
 CMSIS-NN and the demo DS-CNN's six kernels, with the firmware's TFLM backend, took 116.8 KB of Cortex-M4
 code (reports/benchmarks/tflm_m4.md; 74.5 KB with reference kernels), and the firmware core's protocol
-and frontend code (without its tables) 5.4 KB and 1.1 KB more: 123.3 KB of the 128 KiB budget. A model with more kind of ops
-needs more (each int8 kernel is 3–15 KB). LiteRT's Android arm64 library is about 4 MiB.
+and frontend code (without its tables) 5.4 KB and 1.1 KB more: 123.3 KB of the 128 KiB budget. A model
+with more kinds of ops needs more (each int8 kernel is 3–15 KB). LiteRT's Android arm64 library is about 4 MiB.
 
 Frontend tables are the C frontend's constants in flash (window, twiddles, sparse mel filterbank, resize
 taps, colour map), exactly as ``export.settings.frontend_tables`` writes them. Frontend buffers are what
