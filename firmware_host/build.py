@@ -60,17 +60,23 @@ def host_library(variant: Variant, *, cache_dir: Path, name: str = "model") -> P
     """The core + host platform compiled for ``variant``; reused while sources and model are unchanged."""
     files = {**core_files(tflm=False), HOST_SOURCE: (FIRMWARE_DIR / HOST_SOURCE).read_text(encoding="utf-8"),
              **model_files(variant, name=name, device=VIRTUAL_NAME)}
-    key = hashlib.sha256("".join(f"{k}\0{files[k]}\0" for k in sorted(files)).encode()).hexdigest()[:16]
-    library = Path(cache_dir) / key / "libdt_core.so"
-    if library.is_file():
-        return library
-    build_dir = library.parent
-    build_dir.mkdir(parents=True, exist_ok=True)
-    for file_name, text in files.items():
-        (build_dir / file_name).write_text(text, encoding="utf-8")
-    sources = [build_dir / s for s in (*CORE_SOURCES, HOST_SOURCE)]
-    compile_c(sources, library, include=build_dir, flags=HOST_CFLAGS)
+    library = staged_build(files, cache_dir, "libdt_core.so")
+    if not library.is_file():
+        compile_c([library.parent / s for s in (*CORE_SOURCES, HOST_SOURCE)], library, include=library.parent,
+                  flags=HOST_CFLAGS)
     return library
+
+
+def staged_build(files: dict[str, str], cache_dir: Path, output: str, *, salt: str = "") -> Path:
+    """Where ``output`` built from ``files`` (name: text) is cached, in a folder named by their hash (and
+    ``salt``); unless it is built already, ``files`` are written there for the caller to build it."""
+    text = "".join(f"{k}\0{files[k]}\0" for k in sorted(files)) + salt
+    target = Path(cache_dir) / hashlib.sha256(text.encode()).hexdigest()[:16] / output
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for name, content in files.items():
+            (target.parent / name).write_text(content, encoding="utf-8")
+    return target
 
 
 def compile_c(sources: list[Path], output: Path, *, include: Path, flags: tuple[str, ...],

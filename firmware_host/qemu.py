@@ -23,7 +23,7 @@ import numpy as np
 
 from dslite_tiny.errors import UserError
 from dslite_tiny.export.variant import Variant
-from firmware_host.build import CORE_HEADERS, FIRMWARE_DIR, compile_c, core_files, model_files
+from firmware_host.build import CORE_HEADERS, FIRMWARE_DIR, compile_c, core_files, model_files, staged_build
 
 BOARD_DIR = FIRMWARE_DIR / "mps2_an386"
 BOARD_FILES = ("mps2_an386.c", "mps2_an386.h", "mps2_an386.ld")
@@ -73,12 +73,8 @@ def build_elf(files: dict[str, str], sources: list[str], *, cache_dir: Path) -> 
     if problem:
         raise UserError(f"cannot build for the emulated Cortex-M4: {problem}")
     files = {**files, **{n: (BOARD_DIR / n).read_text(encoding="utf-8") for n in BOARD_FILES}}
-    key = hashlib.sha256("".join(f"{k}\0{files[k]}\0" for k in sorted(files)).encode()).hexdigest()[:16]
-    elf = Path(cache_dir) / key / "firmware.elf"
+    elf = staged_build(files, cache_dir, "firmware.elf")
     if not elf.is_file():
-        elf.parent.mkdir(parents=True, exist_ok=True)
-        for name, text in files.items():
-            (elf.parent / name).write_text(text, encoding="utf-8")
         compile_c([elf.parent / s for s in (*sources, "mps2_an386.c")], elf, include=elf.parent,
                   flags=(*C_FLAGS, *LINK_FLAGS), compiler="arm-none-eabi-gcc")
     return elf
@@ -187,13 +183,9 @@ def _tflm_elf(variant: Variant, inputs: np.ndarray, tree: TflmTree, *, cache_dir
     files = {**core_files(tflm=True), **model_files(variant, name="model", device="mps2-an386"),
              "bench_input.h": bench_input,
              **{n: (BOARD_DIR / n).read_text(encoding="utf-8") for n in (*BOARD_FILES, "bench_tflm.cc")}}
-    key = hashlib.sha256("".join(f"{k}\0{files[k]}\0" for k in sorted(files)).encode() + str(library).encode())
-    elf = Path(cache_dir) / key.hexdigest()[:16] / "firmware.elf"
+    elf = staged_build(files, cache_dir, "firmware.elf", salt=str(library))
     if elf.is_file():
         return elf
-    elf.parent.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        (elf.parent / name).write_text(text, encoding="utf-8")
     objects = []
     for source in ("dt_tflm.cc", "bench_tflm.cc", "model_model_data.cc", "mps2_an386.c"):
         out = elf.parent / f"{source}.o"
