@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from dslite_tiny.errors import UserError
+from dslite_tiny.export.op_resolver import op_resolver_text
 from dslite_tiny.export.variant import Variant
 from firmware_host.build import CORE_HEADERS, FIRMWARE_DIR, compile_c, core_files, model_files, staged_build
 
@@ -170,19 +171,39 @@ def tflm_on_cortex_m4(variant: Variant, inputs: np.ndarray, tree: TflmTree, *,
             counts.append(int(words[1]))
         elif counts and len(outputs) < len(counts) and line:
             outputs.append(np.frombuffer(bytes.fromhex(line), np.int8))
+    return np.stack(outputs), counts, elf_sections(elf)
+
+
+def linked_code_bytes(variant: Variant, tree: TflmTree, ops: dict[str, int], *, cache_dir: Path) -> int:
+    """Flash bytes of the firmware's TFLM backend linked (not run) with ``tree`` and a resolver registering
+    only ``ops``: the ELF's code and constants without the model array and the one benchmark input. With
+    no ops, TFLM's core; the growth with one op, that op's kernel."""
+    problem = tools_missing()
+    if problem:
+        raise UserError(f"cannot build for the emulated Cortex-M4: {problem}")
+    inputs = np.zeros((1, int(np.prod(variant.description["input"]["shape"]))), np.int8)
+    elf = _tflm_elf(variant, inputs, tree, cache_dir=cache_dir, ops=ops)
+    return elf_sections(elf)[".text"] - len(variant.data) - inputs.size
+
+
+def elf_sections(elf: Path) -> dict[str, int]:
+    """Section name → size in bytes (``arm-none-eabi-size -A``)."""
     sizes = subprocess.run(["arm-none-eabi-size", "-A", str(elf)], capture_output=True, text=True, check=True).stdout
-    sections = {w[0]: int(w[1]) for w in (row.split() for row in sizes.splitlines()) if len(w) >= 2 and w[1].isdigit()}
-    return np.stack(outputs), counts, sections
+    return {w[0]: int(w[1]) for w in (row.split() for row in sizes.splitlines()) if len(w) >= 2 and w[1].isdigit()}
 
 
-def _tflm_elf(variant: Variant, inputs: np.ndarray, tree: TflmTree, *, cache_dir: Path) -> Path:
-    """bench_tflm.cc + the TFLM backend + the model, linked with the tree's library (cached)."""
+def _tflm_elf(variant: Variant, inputs: np.ndarray, tree: TflmTree, *, cache_dir: Path,
+              ops: dict[str, int] | None = None) -> Path:
+    """bench_tflm.cc + the TFLM backend + the model, linked with the tree's library (cached); ``ops``
+    replaces the model's own op resolver."""
     library = tflm_library(tree, cache_dir=cache_dir)
     bench_input = (f"#define DT_BENCH_INPUTS {inputs.shape[0]}\n"
                    f"static const int8_t g_bench_input[] = {{{', '.join(map(str, inputs.ravel()))}}};\n")
     files = {**core_files(tflm=True), **model_files(variant, name="model", device="mps2-an386"),
              "bench_input.h": bench_input,
              **{n: (BOARD_DIR / n).read_text(encoding="utf-8") for n in (*BOARD_FILES, "bench_tflm.cc")}}
+    if ops is not None:
+        files["model_op_resolver.h"] = op_resolver_text(ops, name="model", provenance=["code-size probe"])
     elf = staged_build(files, cache_dir, "firmware.elf", salt=str(library))
     if elf.is_file():
         return elf

@@ -258,15 +258,32 @@ def _board(**fields) -> BoardConfig:
 
 
 def test_fit_verdicts_at_the_boundaries():
-    from dslite_tiny.export.boards import IO_BYTES, RUNTIME_CODE_BYTES
+    from dslite_tiny.export.boards import IO_BYTES
 
-    board = _board(flash_kib=200 + RUNTIME_CODE_BYTES["tflm"] // 1024)
-    model_fits = 190 * 1024  # + 10 KiB system = exactly the flash
+    code = 128 * 1024
+    board = _board(flash_kib=328)
+    model_fits = 190 * 1024  # + 128 KiB code + 10 KiB system = exactly the flash
     arena_fits = 40 * 1024 - 1000 - IO_BYTES  # + frontend 1000 + I/O + 10 KiB system = exactly the RAM
-    exact = check_fit(Footprint(model_fits, arena_fits, 1000, IO_BYTES), board)
+    exact = check_fit(Footprint(model_fits, arena_fits, 1000, IO_BYTES, tflm_code_bytes=code), board)
     assert exact.fits and exact.flash_verdict == "fits" and exact.ram_verdict == "fits"
-    over = check_fit(Footprint(model_fits + 2048, arena_fits + 512, 1000, IO_BYTES), board)
+    over = check_fit(Footprint(model_fits + 2048, arena_fits + 512, 1000, IO_BYTES, tflm_code_bytes=code), board)
     assert (over.flash_verdict, over.ram_verdict) == ("short by 2.0 KB", "short by 0.5 KB") and not over.fits
+
+
+def test_runtime_code_is_the_measured_core_plus_each_kernel_once():
+    from dslite_tiny.export.boards import code_table, tflm_code_bytes
+    from dslite_tiny.export.op_resolver import TFLM_BUILTINS
+
+    table = code_table()
+    kernels = table["kernel_bytes"]
+    assert set(kernels) | set(table["unmeasured"]) == TFLM_BUILTINS and len(kernels) > 0.9 * len(TFLM_BUILTINS)
+    base = table["core_bytes"] + table["protocol_bytes"]
+    assert tflm_code_bytes(["CONV_2D", "CONV_2D"], with_frontend=False) == base + kernels["CONV_2D"]
+    assert (tflm_code_bytes(["CONV_2D"], with_frontend=True) - tflm_code_bytes(["CONV_2D"], with_frontend=False)
+            == table["frontend_code_bytes"] > 0)
+    assert tflm_code_bytes(["NO_SUCH_OP"], with_frontend=False) == base + max(kernels.values())
+    check = table["check"]  # the demo model linked whole: the per-kernel sum bounds it from above
+    assert check["linked_bytes"] <= check["summed_bytes"] <= 1.25 * check["linked_bytes"]
 
 
 def test_arena_may_move_to_external_ram_but_not_beyond_a_region():

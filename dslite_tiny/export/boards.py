@@ -1,13 +1,15 @@
 """Board profiles (``configs/boards/*.yaml``) and the flash/RAM fit check of a model on each.
 
-    flash = model bytes + runtime code (RUNTIME_CODE_BYTES) + frontend tables + the board's system flash
+    flash = model bytes + runtime code + frontend tables + the board's system flash
     RAM   = tensor arena + frontend buffers + I/O buffers + the board's system RAM
 
-The runtime code constants are flat budgets, checked against one real build: TFLite Micro 90b983c with
-CMSIS-NN and the demo DS-CNN's six kernels, with the firmware's TFLM backend, took 116.8 KB of Cortex-M4
-code (reports/benchmarks/tflm_m4.md; 74.5 KB with reference kernels), and the firmware core's protocol
-and frontend code (without its tables) 5.4 KB and 1.1 KB more: 123.3 KB of the 128 KiB budget. A model
-with more kinds of ops needs more (each int8 kernel is 3–15 KB). LiteRT's Android arm64 library is about 4 MiB.
+TFLite Micro's runtime code is measured, not budgeted: ``tflm_code_bytes.json`` (written by
+``reports/benchmarks/tflm_m4.py --code-sizes``) holds the Cortex-M4 flash of TFLM's core with the firmware's
+backend, of each builtin's kernel (CMSIS-NN where it has one: those kernels carry the reference code too,
+so they are the larger) and of the firmware core's protocol and frontend code. A model counts the core
+plus its own kernels: an upper bound, as kernels share helpers (the demo DS-CNN's TFLM: 141.6 KB counted,
+116.8 KB linked). Other cores differ (an ESP32's Xtensa code is of similar density); the board's system
+flash covers its framework. LiteRT's Android arm64 library is about 4 MiB.
 
 Frontend tables are the C frontend's constants in flash (window, twiddles, sparse mel filterbank, resize
 taps, colour map), exactly as ``export.settings.frontend_tables`` writes them. Frontend buffers are what
@@ -19,6 +21,9 @@ without its frontend counts neither. KB in verdicts is 1024 bytes.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
+from collections.abc import Iterable
 from pathlib import Path
 
 from dslite_tiny.config import BoardConfig, FrontendConfig, list_presets, load_config
@@ -26,7 +31,8 @@ from dslite_tiny.audio.frontend import resize_taps
 from dslite_tiny.export.settings import frontend_table_bytes
 
 KIB = 1024
-RUNTIME_CODE_BYTES = {"tflm": 128 * KIB, "litert": 4096 * KIB}
+LITERT_CODE_BYTES = 4096 * KIB
+CODE_TABLE = Path(__file__).with_name("tflm_code_bytes.json")
 IO_BYTES = 256  # the 80-character command buffer, a reply line and slack
 
 
@@ -48,6 +54,7 @@ class Footprint:
     frontend_bytes: int
     io_bytes: int
     frontend_table_bytes: int = 0
+    tflm_code_bytes: int = 0  # on a TFLite Micro board; a LiteRT target counts LITERT_CODE_BYTES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,9 +89,27 @@ class Fit:
                 f"{self.ram_verdict}")
 
 
-def footprint(*, model_bytes: int, arena_bytes: int, frontend: FrontendConfig | None) -> Footprint:
+def footprint(*, model_bytes: int, arena_bytes: int, frontend: FrontendConfig | None,
+              ops: Iterable[str]) -> Footprint:
     tables = frontend_table_bytes(frontend) if frontend is not None else 0
-    return Footprint(model_bytes, arena_bytes, frontend_buffer_bytes(frontend), IO_BYTES, tables)
+    code = tflm_code_bytes(ops, with_frontend=frontend is not None)
+    return Footprint(model_bytes, arena_bytes, frontend_buffer_bytes(frontend), IO_BYTES, tables, code)
+
+
+@functools.cache
+def code_table() -> dict:
+    return json.loads(CODE_TABLE.read_text(encoding="utf-8"))
+
+
+def tflm_code_bytes(ops: Iterable[str], *, with_frontend: bool) -> int:
+    """Flash of the firmware running a model of builtin ``ops`` with TFLite Micro, as measured on a
+    Cortex-M4: TFLM's core and backend, each op's kernel once (an op without a figure counts as the
+    largest kernel), the protocol core and, for on-device features, the frontend's code."""
+    table = code_table()
+    kernels = table["kernel_bytes"]
+    largest = max(kernels.values())
+    return (table["core_bytes"] + table["protocol_bytes"] + (table["frontend_code_bytes"] if with_frontend else 0)
+            + sum(kernels.get(op, largest) for op in set(ops)))
 
 
 def arena_estimate(arena_bytes: int | None, activation_bytes: int) -> int:
@@ -106,8 +131,8 @@ def frontend_buffer_bytes(frontend: FrontendConfig | None) -> int:
 
 def check_fit(need: Footprint, board: BoardConfig) -> Fit:
     """Flash and RAM needed vs available. The arena goes to external RAM only when on-chip RAM is short."""
-    flash_needed = (need.model_bytes + RUNTIME_CODE_BYTES[board.runtime] + need.frontend_table_bytes
-                    + board.system_flash_kib * KIB)
+    code = need.tflm_code_bytes if board.runtime == "tflm" else LITERT_CODE_BYTES
+    flash_needed = need.model_bytes + code + need.frontend_table_bytes + board.system_flash_kib * KIB
     internal = need.frontend_bytes + need.io_bytes + board.system_ram_kib * KIB
     ram = board.ram_kib * KIB
     region = (board.arena_max_kib or board.ram_kib) * KIB

@@ -60,13 +60,17 @@ def check_tflm_ops(variant: Variant) -> None:
 
 def op_resolver_file(variant: Variant, *, name: str, provenance: list[str]) -> dict[str, str]:
     check_tflm_ops(variant)
-    ops = variant.description["ops"]
-    file_name = f"{name}_op_resolver.h"
-    guard = include_guard(file_name)
+    return {f"{name}_op_resolver.h": op_resolver_text(variant.description["ops"], name=name, provenance=provenance)}
+
+
+def op_resolver_text(ops: dict[str, int], *, name: str, provenance: list[str]) -> str:
+    """The resolver header registering ``ops`` (builtin: number of uses); also how the code-size benchmark
+    links TFLite Micro with one kernel at a time."""
+    guard = include_guard(f"{name}_op_resolver.h")
     count = f"k{''.join(p.title() for p in name.split('_'))}OpCount"
     calls = "\n".join(f"  resolver.{add_method(op)}();  // {op}, {n} use{'s' if n > 1 else ''}"
                       for op, n in ops.items())
-    text = f"""{banner(provenance)}
+    return f"""{banner(provenance)}
 #ifndef {guard}
 #define {guard}
 
@@ -83,4 +87,3 @@ inline tflite::MicroMutableOpResolver<{count}> {name}_create_op_resolver() {{
 
 #endif  // {guard}
 """
-    return {file_name: text}

@@ -82,7 +82,8 @@ def _check_shapes(variant: Variant) -> None:
 
 def _fit(variant: Variant, board, force: bool) -> Fit:
     arena = arena_estimate(variant.arena_bytes, variant.description["activation_bytes"])
-    need = footprint(model_bytes=len(variant.data), arena_bytes=arena, frontend=variant.frontend)
+    need = footprint(model_bytes=len(variant.data), arena_bytes=arena, frontend=variant.frontend,
+                     ops=variant.description["ops"])
     fit = check_fit(need, board)
     if not fit.fits and not force:
         raise UserError(f"the model does not fit {fit.describe()}; --force exports it anyway", path=variant.path)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from dslite_tiny.config import BoardConfig
 from dslite_tiny.errors import UserError
-from dslite_tiny.export.boards import IO_BYTES, RUNTIME_CODE_BYTES, list_boards, load_board
+from dslite_tiny.export.boards import IO_BYTES, LITERT_CODE_BYTES, code_table, list_boards, load_board
 from dslite_tiny.report import plots
 from dslite_tiny.report.render import to_html, to_markdown
 from dslite_tiny.report.results import Results, VariantResult, load_results
@@ -131,10 +131,15 @@ def _document(results: Results, board: BoardConfig, boards: list[BoardConfig], f
 
 
 def _table_notes(board: BoardConfig) -> str:
+    if board.runtime == "tflm":
+        code = (f"TFLite Micro code measured on a Cortex-M4 ({kb(code_table()['core_bytes'])} core + the variant's "
+                f"kernels + the firmware core)")
+    else:
+        code = f"{kb(LITERT_CODE_BYTES)} LiteRT runtime estimate"
     return (f"Weights: the flatbuffer's constant buffers. Activations: the TensorFlow Lite Micro arena, the "
             f"minimum found by bisection in the real TFLM interpreter (int8 variants only). Flash on "
-            f"{board.name} = model + {kb(RUNTIME_CODE_BYTES[board.runtime])} {board.runtime} runtime estimate + "
-            f"{kb(board.system_flash_kib * 1024)} system; RAM = arena + frontend buffers + {IO_BYTES} B I/O + "
+            f"{board.name} = model + {code} + frontend tables + {kb(board.system_flash_kib * 1024)} system; "
+            f"RAM = arena + frontend buffers + {IO_BYTES} B I/O + "
             f"{kb(board.system_ram_kib * 1024)} system. UAR, accuracy and agreement (same prediction as the "
             f"float Keras model) are per chunk on the test split; host latency is LiteRT's median on one thread.")
 

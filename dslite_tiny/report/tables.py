@@ -29,7 +29,8 @@ def _fit(variant: VariantResult, board: BoardConfig, results: Results) -> Fit | 
              else arena_estimate(variant.arena_bytes, variant.size.activation_bytes))
     if arena is None:
         return None
-    need = footprint(model_bytes=variant.size.tflite_bytes, arena_bytes=arena, frontend=results.frontend)
+    need = footprint(model_bytes=variant.size.tflite_bytes, arena_bytes=arena, frontend=results.frontend,
+                     ops=variant.metrics.ops)
     return check_fit(need, board)
 
 

@@ -52,7 +52,7 @@ def measure(model: str, compressed: Path, work: Path) -> dict:
         row["m4_rodata_bytes"] = int(next(line.split()[1] for line in sections.splitlines()
                                           if line.startswith(".rodata")))
     need = footprint(model_bytes=row["model_bytes"], arena_bytes=row["arena_bytes"],
-                     frontend=exported.variant.frontend)
+                     frontend=exported.variant.frontend, ops=exported.variant.description["ops"])
     for board in list_boards():
         fit = check_fit(need, load_board(board))
         row["fit"][board] = {"fits": fit.fits, "flash": fit.flash_verdict, "ram": fit.ram_verdict,

@@ -14,14 +14,22 @@ Trees (local verification only; nothing of them enters the repository; CI has no
         [--cmsis-nn DIR] [--chirale DIR] [--model-dir DIR] [--inputs 50]
 
 Writes ``tflm_m4.json`` and ``tflm_m4.md`` next to this script.
+
+``--code-sizes LABEL`` (needs ``--cmsis-nn``) measures instead what the board-fit check counts as runtime
+code: the backend linked with the ``tflm + CMSIS-NN`` tree and no op (TFLM's core), then with each builtin
+TFLM has a kernel for, one at a time (that kernel's growth of the code), and the firmware core's protocol
+and frontend code. LABEL names the sources (``"tflite-micro 90b983c + CMSIS-NN 4ab83cc"``). It writes
+``dslite_tiny/export/tflm_code_bytes.json``, which the fit check reads, and ``tflm_code.md`` here.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +38,14 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dslite_tiny.export.settings import recommended_arena_bytes  # noqa: E402
+from dslite_tiny.export.boards import CODE_TABLE, KIB  # noqa: E402
+from dslite_tiny.export.op_resolver import TFLM_BUILTINS  # noqa: E402
+from dslite_tiny.export.settings import frontend_table_bytes, recommended_arena_bytes  # noqa: E402
 from dslite_tiny.export.variant import load_variant, with_measured_arena  # noqa: E402
-from firmware_host.qemu import TflmTree, tflm_on_cortex_m4  # noqa: E402
+from firmware_host.build import core_files, model_files, staged_build  # noqa: E402
+from firmware_host.qemu import C_FLAGS, TflmTree, elf_sections, linked_code_bytes, tflm_on_cortex_m4  # noqa: E402
+
+CACHE = Path("/tmp/dslite-tiny-qemu")
 
 MICRO_SKIP = {"arc_custom", "arc_emsdp", "benchmarks", "bluepill", "ceva", "chre", "compression",
               "cortex_m_corstone_300", "cortex_m_generic", "docs", "examples", "hexagon", "integration_tests",
@@ -108,7 +121,7 @@ def wheel_outputs(variant, inputs: np.ndarray) -> np.ndarray:
 
 
 def measure(name: str, tree: TflmTree, variant, inputs: np.ndarray, expected: np.ndarray) -> dict:
-    got, instructions, sections = tflm_on_cortex_m4(variant, inputs, tree, cache_dir=Path("/tmp/dslite-tiny-qemu"))
+    got, instructions, sections = tflm_on_cortex_m4(variant, inputs, tree, cache_dir=CACHE)
     difference = np.abs(got.astype(int) - expected.astype(int))
     embedded = len(variant.data) + inputs.size  # the model array and the benchmark's inputs sit in .text
     return {"tree": name, "inputs": int(inputs.shape[0]), "bit_exact": bool((difference == 0).all()),
@@ -132,6 +145,69 @@ def markdown(rows: list[dict], variant_name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def code_sizes(label: str, tree: TflmTree, variant) -> dict:
+    """TFLM's core, each kernel's growth of it and the firmware core's code, in Cortex-M4 flash bytes."""
+    core = linked_code_bytes(variant, tree, {}, cache_dir=CACHE)
+
+    def kernel(op: str) -> tuple[str, int | None]:
+        try:
+            return op, linked_code_bytes(variant, tree, {op: 1}, cache_dir=CACHE) - core
+        except subprocess.CalledProcessError:
+            return op, None  # the tree has no such method: left out of the table, and said so
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        kernels = dict(pool.map(kernel, sorted(TFLM_BUILTINS)))
+    ops = dict(variant.description["ops"])
+    protocol, frontend = firmware_core_bytes(variant)
+    return {"source": label, "compiler": _compiler(), "flags": " ".join(C_FLAGS),
+            "command": "python reports/benchmarks/tflm_m4.py ... --code-sizes LABEL (see its docstring)",
+            "core_bytes": core, "kernel_bytes": {k: v for k, v in kernels.items() if v is not None},
+            "unmeasured": sorted(k for k, v in kernels.items() if v is None),
+            "protocol_bytes": protocol, "frontend_code_bytes": frontend,
+            "check": {"model": variant.name, "ops": sorted(ops),
+                      "linked_bytes": linked_code_bytes(variant, tree, ops, cache_dir=CACHE),
+                      "summed_bytes": core + sum(kernels[op] for op in ops)}}
+
+
+def firmware_core_bytes(variant) -> tuple[int, int]:
+    """Flash of the protocol core and of the frontend's code without its tables (which the fit check
+    counts per frontend), compiled for the Cortex-M4F: code, constants and initialised data."""
+    files = {**core_files(tflm=False), **model_files(variant, name="model", device="mps2-an386")}
+    protocol_o = staged_build(files, CACHE, "dt_protocol.o")
+    sizes = []
+    for source in ("dt_protocol.c", "dt_frontend.c"):
+        out = protocol_o.parent / source.replace(".c", ".o")
+        subprocess.run(["arm-none-eabi-gcc", *C_FLAGS, f"-I{out.parent}", "-c", str(out.parent / source),
+                        "-o", str(out)], check=True)
+        sections = elf_sections(out)
+        sizes.append(sum(v for k, v in sections.items() if k.startswith((".text", ".rodata", ".data"))))
+    return sizes[0], sizes[1] - frontend_table_bytes(variant.frontend)
+
+
+def _compiler() -> str:
+    return subprocess.run(["arm-none-eabi-gcc", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+
+
+def code_markdown(table: dict) -> str:
+    check = table["check"]
+    lines = ["# Runtime code on a Cortex-M4: what the board-fit check counts", "",
+             f"Command: `{table['command']}`. Sources: {table['source']}; {table['compiler']}, "
+             f"`{table['flags']}`, linked with `--gc-sections`. The firmware's TFLM backend linked with a resolver "
+             f"of no op is TFLM's core ({table['core_bytes'] / KIB:.1f} KB, with newlib-nano's `snprintf`); each "
+             f"kernel is the growth of that link when the resolver registers that op alone. A model's estimate is "
+             f"the core plus its kernels: an upper bound, as kernels share helpers. Checked on the demo's "
+             f"`{check['model']}` ({', '.join(check['ops'])}): linked {check['linked_bytes'] / KIB:.1f} KB, "
+             f"estimated {check['summed_bytes'] / KIB:.1f} KB. Protocol core {table['protocol_bytes'] / KIB:.1f} KB; "
+             f"frontend code without its tables {table['frontend_code_bytes'] / KIB:.1f} KB.", ""]
+    if table["unmeasured"]:
+        lines += [f"Not linkable from these sources: {', '.join(table['unmeasured'])} (the fit check counts "
+                  f"the largest kernel for them).", ""]
+    lines += ["| op | kernel code |", "|---|---:|"]
+    for op, size in sorted(table["kernel_bytes"].items(), key=lambda kv: -kv[1]):
+        lines.append(f"| {op} | {size / KIB:.1f} KB |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for option in ("--tflm-checkout", "--flatbuffers", "--gemmlowp", "--ruy"):
@@ -140,8 +216,11 @@ def main() -> None:
     parser.add_argument("--chirale", type=Path, help="Chirale_TensorFlowLite's src folder")
     parser.add_argument("--model-dir", type=Path, default=Path("/tmp/dslite-tiny-demo/compressed/qat-int8"))
     parser.add_argument("--inputs", type=int, default=50)
+    parser.add_argument("--code-sizes", metavar="LABEL", help="measure the fit check's code table instead")
     parser.add_argument("--work", type=Path, default=Path("/tmp/dslite-tiny-tflm-trees"))
     args = parser.parse_args()
+    if args.code_sizes and not args.cmsis_nn:
+        parser.error("--code-sizes measures the tflm + CMSIS-NN tree: give --cmsis-nn")
     if not args.model_dir.is_dir():
         subprocess.run(["dslite-tiny", "demo", "--out", str(args.model_dir.parents[1])], check=True)
     variant = load_variant(args.model_dir)
@@ -154,6 +233,12 @@ def main() -> None:
         trees["tflm + CMSIS-NN"] = assemble_tree(args.work / "tflm-cmsis", cmsis_nn=args.cmsis_nn, **common)
     if args.chirale:
         trees["Chirale_TensorFlowLite 2.0.0"] = chirale_tree(args.chirale)
+    if args.code_sizes:
+        table = code_sizes(args.code_sizes, trees["tflm + CMSIS-NN"], variant)
+        CODE_TABLE.write_text(json.dumps(table, indent=2) + "\n")
+        (HERE / "tflm_code.md").write_text(code_markdown(table))
+        print(code_markdown(table))
+        return
     rows = [measure(name, tree, variant, inputs, expected) for name, tree in trees.items()]
     (HERE / "tflm_m4.json").write_text(json.dumps({"model": variant.name, "rows": rows}, indent=2) + "\n")
     (HERE / "tflm_m4.md").write_text(markdown(rows, variant.name))
