@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -207,6 +208,50 @@ def test_flash_dry_run_writes_a_complete_project(board, model_dir, tmp_path):
     printed = [line.split(None, 2)[2] for line in result.stdout.splitlines() if line.startswith("would run")]
     assert printed == [shlex.join(c) for c in commands]
     assert len(printed) == len(profile.build_commands) + 1 and printed[0].split()[0] in ("arduino-cli", "pio")
+
+
+# What stands in for a board core in the compile check below: its Arduino.h and the Wire.h that the
+# library's peripherals.h includes. The API is ArduinoCore-API's (the mbed and RP2040 cores build on it).
+CORE_STAND_IN = {
+    "Arduino.h": '#pragma once\n#include "api/ArduinoAPI.h"\n#include "api/HardwareSerial.h"\nusing namespace arduino;\n'
+                 "extern HardwareSerial &Serial;  // every core names its console port Serial\n"
+                 'extern "C" void *ps_malloc(size_t size);  // the ESP32 core\'s PSRAM allocator\n',
+    "Wire.h": '#pragma once\n#include "api/HardwareI2C.h"\n',
+}
+M4 = ("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16", "-Os", "-Wall", "-Wextra", "-Werror",
+      "-ffunction-sections", "-fdata-sections", "-DARDUINO=10819")
+
+
+@pytest.mark.parametrize("board", [b for b in list_boards() if load_board(b).project != "none"])
+def test_generated_project_compiles_against_its_tflm_library(board, model_dir, tmp_path):
+    """Every source of the generated project compiled for a Cortex-M4F as the board's build would: the
+    profile's library as Arduino adds it (its src folder), the profile's build flags, our code with -Werror.
+    Run by hand (CI cannot fetch either tree): DSLITE_TINY_CHIRALE_DIR=<Chirale_TensorFlowLite v2.0.0>
+    DSLITE_TINY_ARDUINO_API_DIR=<arduino/ArduinoCore-API 1.5.2> pytest tests/test_device.py -k against"""
+    library, api = os.environ.get("DSLITE_TINY_CHIRALE_DIR"), os.environ.get("DSLITE_TINY_ARDUINO_API_DIR")
+    if not (library and api and shutil.which("arm-none-eabi-g++")):
+        pytest.skip("set DSLITE_TINY_CHIRALE_DIR and DSLITE_TINY_ARDUINO_API_DIR to checkouts (CI has none)")
+    profile = load_board(board)
+    assert profile.tflm_library.lower().startswith("chirale_tensorflowlite 2.0.0"), profile.tflm_library
+    write_project(load_variant(model_dir), profile, tmp_path / "project")
+    source = tmp_path / "project" / ("dslite_tiny" if profile.project == "arduino" else "src")
+    src = Path(library) / "src"
+    if profile.project == "arduino":  # arduino-cli adds a library only for a header of its src root the sketch includes
+        included = re.findall(r"^#include <([^>]+)>", (source / "dslite_tiny.ino").read_text(), re.M)
+        assert any((src / name).is_file() for name in included), included
+    stand_in = tmp_path / "core"
+    stand_in.mkdir()
+    for name, text in CORE_STAND_IN.items():
+        (stand_in / name).write_text(text)
+    flags = [f for option in profile.platformio_options if option.startswith("build_flags")
+             for f in option.split("=", 1)[1].split() if f.startswith("-D")]
+    for path in sorted(p for p in source.iterdir() if p.suffix in (".ino", ".cpp", ".cc", ".c")):
+        language = ["arm-none-eabi-gcc", "-std=gnu11"] if path.suffix == ".c" else [
+            "arm-none-eabi-g++", "-std=gnu++17", "-fno-exceptions", "-fno-rtti", "-x", "c++"]
+        command = [*language, *M4, *flags, f"-I{source}", "-isystem", str(src), "-isystem", str(stand_in),
+                   "-isystem", api, "-c", str(path), "-o", str(tmp_path / f"{path.name}.o")]
+        result = subprocess.run(command, capture_output=True, text=True)
+        assert result.returncode == 0, f"{shlex.join(command)}\n{result.stderr[-3000:]}"
 
 
 def test_flash_without_the_tool_names_how_to_install_it(model_dir, tmp_path):
