@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -84,13 +85,17 @@ def build_elf(files: dict[str, str], sources: list[str], *, cache_dir: Path) -> 
 def run_elf(elf: Path) -> str:
     """Run ``elf`` to its exit on the emulated board; its semihosting output, which QEMU writes to stderr
     (an exit code ≠ 0 is an error)."""
-    command = ["qemu-system-arm", "-M", "mps2-an386", "-nodefaults", "-display", "none", "-icount", "shift=0",
-               "-semihosting-config", "enable=on,target=native", "-kernel", str(elf)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=QEMU_TIMEOUT_S)
+    result = _qemu(elf)
     if result.returncode != 0:
-        raise RuntimeError(f"{elf} exited with {result.returncode} on {' '.join(command)}:\n"
+        raise RuntimeError(f"{elf} exited with {result.returncode} on {' '.join(result.args)}:\n"
                            f"{result.stderr[-2000:]}")
     return "\n".join(line for line in result.stderr.splitlines() if not line.startswith("qemu-system-arm: "))
+
+
+def _qemu(elf: Path) -> subprocess.CompletedProcess:
+    command = ["qemu-system-arm", "-M", "mps2-an386", "-nodefaults", "-display", "none", "-icount", "shift=0",
+               "-semihosting-config", "enable=on,target=native", "-kernel", str(elf)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=QEMU_TIMEOUT_S)
 
 
 def frontend_on_cortex_m4(variant: Variant, pcm: np.ndarray, *, cache_dir: Path) -> tuple[np.ndarray, list[int], dict]:
@@ -186,6 +191,23 @@ def linked_code_bytes(variant: Variant, tree: TflmTree, ops: dict[str, int], *, 
     return elf_sections(elf)[".text"] - len(variant.data) - inputs.size
 
 
+def tflm_minimum_arena(variant: Variant, tree: TflmTree, *, low: int, high: int, cache_dir: Path) -> int:
+    """The smallest arena (a multiple of 16 bytes in (low, high]) with which the firmware's TFLM backend
+    sets ``variant`` up and invokes it on the emulated Cortex-M4: ``high`` must be enough."""
+    inputs = np.zeros((1, int(np.prod(variant.description["input"]["shape"]))), np.int8)
+
+    def runs(arena: int) -> bool:
+        result = _qemu(_tflm_elf(variant, inputs, tree, cache_dir=cache_dir, arena_bytes=arena))
+        return result.returncode == 0 and " status 0" in result.stderr
+
+    if not runs(high):
+        raise RuntimeError(f"an arena of {high} bytes is too small for {variant.name} on the emulated board")
+    while high - low > 16:
+        middle = (low + high) // 32 * 16
+        low, high = (low, middle) if runs(middle) else (middle, high)
+    return high
+
+
 def elf_sections(elf: Path) -> dict[str, int]:
     """Section name → size in bytes (``arm-none-eabi-size -A``)."""
     sizes = subprocess.run(["arm-none-eabi-size", "-A", str(elf)], capture_output=True, text=True, check=True).stdout
@@ -193,9 +215,9 @@ def elf_sections(elf: Path) -> dict[str, int]:
 
 
 def _tflm_elf(variant: Variant, inputs: np.ndarray, tree: TflmTree, *, cache_dir: Path,
-              ops: dict[str, int] | None = None) -> Path:
+              ops: dict[str, int] | None = None, arena_bytes: int | None = None) -> Path:
     """bench_tflm.cc + the TFLM backend + the model, linked with the tree's library (cached); ``ops``
-    replaces the model's own op resolver."""
+    replaces the model's own op resolver, ``arena_bytes`` its recommended arena."""
     library = tflm_library(tree, cache_dir=cache_dir)
     bench_input = (f"#define DT_BENCH_INPUTS {inputs.shape[0]}\n"
                    f"static const int8_t g_bench_input[] = {{{', '.join(map(str, inputs.ravel()))}}};\n")
@@ -204,6 +226,9 @@ def _tflm_elf(variant: Variant, inputs: np.ndarray, tree: TflmTree, *, cache_dir
              **{n: (BOARD_DIR / n).read_text(encoding="utf-8") for n in (*BOARD_FILES, "bench_tflm.cc")}}
     if ops is not None:
         files["model_op_resolver.h"] = op_resolver_text(ops, name="model", provenance=["code-size probe"])
+    if arena_bytes is not None:
+        files["model_model_settings.h"] = re.sub(r"(#define MODEL_TENSOR_ARENA_SIZE )\d+", rf"\g<1>{arena_bytes}",
+                                                 files["model_model_settings.h"])
     elf = staged_build(files, cache_dir, "firmware.elf", salt=str(library))
     if elf.is_file():
         return elf

@@ -65,6 +65,9 @@ def test_report_has_every_variant_and_plot(compressed, tmp_path):
     assert table[0][:4] == ["variant", "status", "weights (flash)", "activations (arena)"] and len(table) == 5
     boards = {r.board for r in result.recommendations}
     assert {"nano33ble", "esp32s3", "stm32h743", "rp2040", "mps2-an386", "phone"} <= boards
+    # a board whose TFLite Micro differs from the host's says so
+    assert "`nano33ble`: Chirale_TensorFLowLite 2.0.0 (Arduino Library Manager name); bit-exact with the host: no:" \
+        in markdown
 
 
 def test_recommendation_is_the_smallest_fitting_variant_within_tolerance(compressed, tmp_path):

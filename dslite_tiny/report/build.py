@@ -110,8 +110,13 @@ def _document(results: Results, board: BoardConfig, boards: list[BoardConfig], f
         blocks.append(("image", *figures["size"]))
     blocks += [("h2", f"Variants (totals for `{board.name}`)"), ("table", variant_table(results, board, fits)),
                ("p", _table_notes(board))]
+    blocks.append(("h2", "Board fit"))
     if "fit" in figures:
-        blocks += [("h2", "Board fit"), ("image", *figures["fit"])]
+        blocks.append(("image", *figures["fit"]))
+    blocks += [("p", "Each board's TFLite Micro, and whether it gives the host's int8 scores bit for bit (where "
+                     "not, `dslite-tiny device eval` measures the agreement on the device):"),
+               ("list", [f"`{b.name}`: {b.tflm_library or 'not named'}; bit-exact with the host: {b.host_match}"
+                         for b in boards if b.runtime == "tflm"])]
     blocks.append(("h2", "Latency"))
     if "latency" in figures:
         blocks.append(("image", *figures["latency"]))

@@ -43,7 +43,8 @@ from dslite_tiny.export.op_resolver import TFLM_BUILTINS  # noqa: E402
 from dslite_tiny.export.settings import frontend_table_bytes, recommended_arena_bytes  # noqa: E402
 from dslite_tiny.export.variant import load_variant, with_measured_arena  # noqa: E402
 from firmware_host.build import core_files, model_files, staged_build  # noqa: E402
-from firmware_host.qemu import C_FLAGS, TflmTree, elf_sections, linked_code_bytes, tflm_on_cortex_m4  # noqa: E402
+from firmware_host.qemu import (C_FLAGS, TflmTree, elf_sections, linked_code_bytes,  # noqa: E402
+                                tflm_minimum_arena, tflm_on_cortex_m4)
 
 CACHE = Path("/tmp/dslite-tiny-qemu")
 
@@ -109,7 +110,7 @@ def chirale_tree(src: Path) -> TflmTree:
 def wheel_outputs(variant, inputs: np.ndarray) -> np.ndarray:
     from tflite_micro import runtime
 
-    arena = recommended_arena_bytes(with_measured_arena(variant).arena_bytes)
+    arena = recommended_arena_bytes(variant.arena_bytes)
     interpreter = runtime.Interpreter.from_bytes(variant.data, arena_size=arena)
     shape = variant.description["input"]["shape"]
     out = []
@@ -122,26 +123,33 @@ def wheel_outputs(variant, inputs: np.ndarray) -> np.ndarray:
 
 def measure(name: str, tree: TflmTree, variant, inputs: np.ndarray, expected: np.ndarray) -> dict:
     got, instructions, sections = tflm_on_cortex_m4(variant, inputs, tree, cache_dir=CACHE)
+    recommended = recommended_arena_bytes(variant.arena_bytes)
+    arena = tflm_minimum_arena(variant, tree, low=variant.arena_bytes // 2, high=2 * recommended, cache_dir=CACHE)
     difference = np.abs(got.astype(int) - expected.astype(int))
     embedded = len(variant.data) + inputs.size  # the model array and the benchmark's inputs sit in .text
     return {"tree": name, "inputs": int(inputs.shape[0]), "bit_exact": bool((difference == 0).all()),
             "scores_differing": int((difference > 0).sum()), "scores": int(difference.size),
             "max_difference": int(difference.max()), "class_agreement": float(np.mean(got.argmax(1) == expected.argmax(1))),
             "instructions_median": int(np.median(instructions)), "code_bytes": sections[".text"] - embedded,
-            "bss_bytes": sections.get(".bss", 0)}
+            "bss_bytes": sections.get(".bss", 0), "minimum_arena_bytes": arena, "wheel_arena_bytes": variant.arena_bytes,
+            "recommended_arena_bytes": recommended}
 
 
 def markdown(rows: list[dict], variant_name: str) -> str:
     lines = ["# TFLite Micro sources on a Cortex-M4 (QEMU mps2-an386) against the tflite-micro wheel", "",
              f"Command: see the docstring of `reports/benchmarks/tflm_m4.py`. Model: the demo's `{variant_name}` "
              "(DS-CNN, 64×64×1). Inputs: random int8 tensors (seed 0). Code: the ELF's .text without the model "
-             "array and the inputs (TFLM, the six kernels, dt_tflm.cc and newlib's printf); .bss holds the arena.",
+             "array and the inputs (TFLM, the six kernels, dt_tflm.cc and newlib's printf); .bss holds the arena. "
+             "Minimum arena: the smallest (bisected, 16-byte steps) with which the backend sets the model up and "
+             "invokes it there; the export recommends the tflite-micro wheel's minimum on the host + 10 % + 1 KiB.",
              "", "| TFLM source | bit-exact with the wheel | scores differing | max difference | same class | "
-             "instructions per inference | code | .bss |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+             "instructions per inference | code | .bss | minimum arena (wheel's; recommended) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['tree']} | {'yes' if r['bit_exact'] else 'no'} | {r['scores_differing']} of {r['scores']} | "
                      f"{r['max_difference']} | {100 * r['class_agreement']:.0f} % | {r['instructions_median'] / 1e6:.2f} M | "
-                     f"{r['code_bytes'] / 1024:.1f} KB | {r['bss_bytes'] / 1024:.1f} KB |")
+                     f"{r['code_bytes'] / 1024:.1f} KB | {r['bss_bytes'] / 1024:.1f} KB | {r['minimum_arena_bytes']} B "
+                     f"({r['wheel_arena_bytes']}; {r['recommended_arena_bytes']}) |")
     return "\n".join(lines) + "\n"
 
 
@@ -223,7 +231,7 @@ def main() -> None:
         parser.error("--code-sizes measures the tflm + CMSIS-NN tree: give --cmsis-nn")
     if not args.model_dir.is_dir():
         subprocess.run(["dslite-tiny", "demo", "--out", str(args.model_dir.parents[1])], check=True)
-    variant = load_variant(args.model_dir)
+    variant = with_measured_arena(load_variant(args.model_dir))
     inputs = np.random.default_rng(0).integers(-128, 128, (args.inputs, int(np.prod(
         variant.description["input"]["shape"])))).astype(np.int8)
     expected = wheel_outputs(variant, inputs)
