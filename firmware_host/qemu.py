@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dslite_tiny.engine.codegen import Engine
 from dslite_tiny.errors import UserError
 from dslite_tiny.export.op_resolver import op_resolver_text
 from dslite_tiny.export.variant import Variant
@@ -124,6 +125,28 @@ def frontend_on_cortex_m4(variant: Variant, pcm: np.ndarray, *, cache_dir: Path)
     chunks.append(rows)
     inputs = np.stack([np.frombuffer(b"".join(rows), np.int8) for rows in chunks])
     return inputs, counts, sizes
+
+
+def engine_on_cortex_m4(engine: Engine, name: str, inputs: np.ndarray, *,
+                        cache_dir: Path) -> tuple[np.ndarray, list[int], dict[str, int]]:
+    """The generated ``engine`` (C symbols ``name``) run on int8 ``inputs`` ((n, elements)) on the emulated
+    Cortex-M4: its outputs (n, classes), the instructions per invoke and the ELF's section sizes."""
+    inputs = np.ascontiguousarray(inputs, np.int8)
+    bench_input = (f'#include "{name}_engine.h"\n#define DT_BENCH_INPUTS {inputs.shape[0]}\n'
+                   f"#define DT_BENCH_IN {name.upper()}_INPUT_ELEMENTS\n#define DT_BENCH_OUT {name.upper()}_OUTPUT_ELEMENTS\n"
+                   f"#define DT_BENCH_INVOKE {name}_invoke\n"
+                   f"static const int8_t g_bench_input[] = {{{', '.join(map(str, inputs.ravel()))}}};\n")
+    files = {**engine.files, "bench_input.h": bench_input,
+             "bench_engine.c": (BOARD_DIR / "bench_engine.c").read_text(encoding="utf-8")}
+    elf = build_elf(files, ["bench_engine.c", f"{name}_engine.c", "dt_engine.c"], cache_dir=cache_dir)
+    counts, rows = [], []
+    for line in run_elf(elf).splitlines():
+        if line.startswith("instructions "):
+            counts.append(int(line.split()[1]))
+            rows.append(b"")
+        elif line:
+            rows[-1] += bytes.fromhex(line)
+    return np.stack([np.frombuffer(r, np.int8) for r in rows]), counts, elf_sections(elf)
 
 
 def tflm_library(tree: TflmTree, *, cache_dir: Path) -> Path:

@@ -264,9 +264,9 @@ def test_fit_verdicts_at_the_boundaries():
     board = _board(flash_kib=328)
     model_fits = 190 * 1024  # + 128 KiB code + 10 KiB system = exactly the flash
     arena_fits = 40 * 1024 - 1000 - IO_BYTES  # + frontend 1000 + I/O + 10 KiB system = exactly the RAM
-    exact = check_fit(Footprint(model_fits, arena_fits, 1000, IO_BYTES, tflm_code_bytes=code), board)
+    exact = check_fit(Footprint(model_fits, arena_fits, 1000, IO_BYTES, mcu_code_bytes=code), board)
     assert exact.fits and exact.flash_verdict == "fits" and exact.ram_verdict == "fits"
-    over = check_fit(Footprint(model_fits + 2048, arena_fits + 512, 1000, IO_BYTES, tflm_code_bytes=code), board)
+    over = check_fit(Footprint(model_fits + 2048, arena_fits + 512, 1000, IO_BYTES, mcu_code_bytes=code), board)
     assert (over.flash_verdict, over.ram_verdict) == ("short by 2.0 KB", "short by 0.5 KB") and not over.fits
 
 

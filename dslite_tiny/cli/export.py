@@ -1,4 +1,5 @@
-"""``dslite-tiny export``: C sources for TensorFlow Lite Micro, or a phone bundle, with a board fit check."""
+"""``dslite-tiny export``: C sources for TensorFlow Lite Micro or the generated engine, or a phone bundle,
+with a board fit check."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,8 +9,9 @@ import click
 
 @click.command()
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--target", type=click.Choice(["c", "phone"]), default="c", show_default=True,
-              help="c: TFLite Micro C array, settings and op resolver; phone: .tflite, labels.txt, JSON descriptor.")
+@click.option("--target", type=click.Choice(["c", "engine", "phone"]), default="c", show_default=True,
+              help="c: TFLite Micro C array, settings and op resolver; engine: the int8 model as generated C99 "
+                   "(no TFLite Micro, bit-exact with its reference kernels); phone: .tflite, labels.txt, JSON.")
 @click.option("--name", help="Name of the C symbols and files (default: the variant's name).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Output folder (default: export-<target>/ in the variant folder).")
@@ -21,9 +23,14 @@ def export(model: Path, target: str, name: str | None, out: Path | None, board: 
     from dslite_tiny.export.targets import export_model
 
     result = export_model(model, target=target, name=name, out_dir=out, board=board, force=force)
-    arena = result.variant.arena_bytes
-    click.echo(f"{result.variant.name}: {format_bytes(len(result.variant.data))} model"
-               + (f", TFLM arena {format_bytes(arena)}" if arena else ""))
+    arena, engine = result.variant.arena_bytes, result.engine
+    if engine is not None:
+        click.echo(f"{result.variant.name}: engine of {engine.ops} ops, {format_bytes(engine.constant_bytes)} "
+                   f"constants, arena {format_bytes(engine.arena_bytes)} (+ {engine.input_bytes} B input, "
+                   f"{engine.output_bytes} B output)")
+    else:
+        click.echo(f"{result.variant.name}: {format_bytes(len(result.variant.data))} model"
+                   + (f", TFLM arena {format_bytes(arena)}" if arena else ""))
     if result.fit is not None:
         click.echo(("" if result.fit.fits else "DOES NOT FIT (--force) ") + result.fit.describe())
     for path in result.files:

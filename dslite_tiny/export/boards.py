@@ -34,6 +34,10 @@ KIB = 1024
 LITERT_CODE_BYTES = 4096 * KIB
 CODE_TABLE = Path(__file__).with_name("tflm_code_bytes.json")
 IO_BYTES = 256  # the 80-character command buffer, a reply line and slack
+# The engine's kernels (dslite_tiny/engine/kernels/dt_engine.c) are 2.8 KB of Cortex-M4 code at -O2, which a
+# test holds under this; the invoke function takes about 32 bytes per op (448 for the demo's 14 ops).
+ENGINE_KERNEL_BYTES = 3 * KIB
+ENGINE_CALL_BYTES = 64
 
 
 def list_boards() -> list[str]:
@@ -54,7 +58,7 @@ class Footprint:
     frontend_bytes: int
     io_bytes: int
     frontend_table_bytes: int = 0
-    tflm_code_bytes: int = 0  # on a TFLite Micro board; a LiteRT target counts LITERT_CODE_BYTES
+    mcu_code_bytes: int = 0  # TFLite Micro's or the engine's, on a microcontroller; a phone counts LiteRT's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,10 +94,22 @@ class Fit:
 
 
 def footprint(*, model_bytes: int, arena_bytes: int, frontend: FrontendConfig | None,
-              ops: Iterable[str]) -> Footprint:
+              ops: dict[str, int] | Iterable[str], engine: bool = False) -> Footprint:
+    """What a model needs; ``engine``: run by the generated engine (``model_bytes`` its constants,
+    ``arena_bytes`` its arena and I/O buffers) instead of TFLite Micro."""
     tables = frontend_table_bytes(frontend) if frontend is not None else 0
-    code = tflm_code_bytes(ops, with_frontend=frontend is not None)
+    with_frontend = frontend is not None
+    code = (engine_code_bytes(sum(dict(ops).values()), with_frontend=with_frontend) if engine
+            else tflm_code_bytes(ops, with_frontend=with_frontend))
     return Footprint(model_bytes, arena_bytes, frontend_buffer_bytes(frontend), IO_BYTES, tables, code)
+
+
+def engine_code_bytes(op_calls: int, *, with_frontend: bool) -> int:
+    """Flash of the firmware running a generated engine: its kernels, one call per op, the protocol core
+    and, for on-device features, the frontend's code (the last two measured as for TFLite Micro)."""
+    table = code_table()
+    return (ENGINE_KERNEL_BYTES + ENGINE_CALL_BYTES * op_calls + table["protocol_bytes"]
+            + (table["frontend_code_bytes"] if with_frontend else 0))
 
 
 @functools.cache
@@ -131,7 +147,7 @@ def frontend_buffer_bytes(frontend: FrontendConfig | None) -> int:
 
 def check_fit(need: Footprint, board: BoardConfig) -> Fit:
     """Flash and RAM needed vs available. The arena goes to external RAM only when on-chip RAM is short."""
-    code = need.tflm_code_bytes if board.runtime == "tflm" else LITERT_CODE_BYTES
+    code = need.mcu_code_bytes if board.runtime == "tflm" else LITERT_CODE_BYTES
     flash_needed = need.model_bytes + code + need.frontend_table_bytes + board.system_flash_kib * KIB
     internal = need.frontend_bytes + need.io_bytes + board.system_ram_kib * KIB
     ram = board.ram_kib * KIB

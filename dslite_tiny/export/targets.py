@@ -1,7 +1,9 @@
-"""``export``: a variant as C sources for TFLite Micro or as a phone bundle, checked against a board.
+"""``export``: a variant as C sources for TFLite Micro, as a generated engine or as a phone bundle,
+checked against a board.
 
-    c      <name>_model_data.h/.cc, <name>_model_settings.h, <name>_op_resolver.h
-    phone  <name>.tflite, labels.txt, <name>.json
+    c       <name>_model_data.h/.cc, <name>_model_settings.h, <name>_op_resolver.h
+    engine  <name>_engine.h/.c, dt_engine.h/.c (the kernels), <name>_model_settings.h: no TFLite Micro
+    phone   <name>.tflite, labels.txt, <name>.json
 
 With a board, a model that does not fit (flash or RAM) is refused unless ``force``.
 """
@@ -11,6 +13,7 @@ import dataclasses
 from pathlib import Path
 from typing import Literal
 
+from dslite_tiny.engine.codegen import Engine, generate
 from dslite_tiny.errors import UserError
 from dslite_tiny.export.boards import Fit, arena_estimate, check_fit, footprint, load_board
 from dslite_tiny.export.c_source import c_identifier, model_data_files
@@ -19,8 +22,8 @@ from dslite_tiny.export.phone import phone_files
 from dslite_tiny.export.settings import model_settings_file
 from dslite_tiny.export.variant import Variant, load_variant, with_measured_arena
 
-TARGETS = ("c", "phone")
-Target = Literal["c", "phone"]
+TARGETS = ("c", "engine", "phone")
+Target = Literal["c", "engine", "phone"]
 
 
 @dataclasses.dataclass
@@ -29,6 +32,7 @@ class ExportResult:
     out_dir: Path
     files: list[Path]
     fit: Fit | None
+    engine: Engine | None = None  # the generated engine's figures (target engine)
 
 
 def export_model(path: str | Path, *, target: Target, name: str | None = None, out_dir: str | Path | None = None,
@@ -40,13 +44,20 @@ def export_model(path: str | Path, *, target: Target, name: str | None = None, o
     name = _name(name, variant)
     profile = load_board(board) if board is not None else None
     _check_shapes(variant)
-    if target == "c" or (profile is not None and profile.runtime == "tflm"):
-        check_tflm_ops(variant)
-        variant = with_measured_arena(variant)
-    fit = _fit(variant, profile, force) if profile is not None else None
+    engine = None
+    if target == "engine":
+        engine = generate(variant.data, variant.path, name=name, provenance=provenance_lines(variant))
+        variant = with_measured_arena(variant)  # for the settings header the firmware core reads
+        fit = _engine_fit(variant, engine, profile, force) if profile is not None else None
+        files = {**engine.files, **model_settings_file(variant, name=name, provenance=provenance_lines(variant))}
+    else:
+        if target == "c" or (profile is not None and profile.runtime == "tflm"):
+            check_tflm_ops(variant)
+            variant = with_measured_arena(variant)
+        fit = _fit(variant, profile, force) if profile is not None else None
+        files = c_files(variant, name=name) if target == "c" else phone_files(variant, name=name)
     out = Path(out_dir) if out_dir is not None else _default_out(variant, target)
-    files = c_files(variant, name=name) if target == "c" else phone_files(variant, name=name)
-    return ExportResult(variant, out, _write(files, out), fit)
+    return ExportResult(variant, out, _write(files, out), fit, engine)
 
 
 def c_files(variant: Variant, *, name: str) -> dict[str, str]:
@@ -84,7 +95,19 @@ def _fit(variant: Variant, board, force: bool) -> Fit:
     arena = arena_estimate(variant.arena_bytes, variant.description["activation_bytes"])
     need = footprint(model_bytes=len(variant.data), arena_bytes=arena, frontend=variant.frontend,
                      ops=variant.description["ops"])
-    fit = check_fit(need, board)
+    return _checked(check_fit(need, board), variant, force)
+
+
+def _engine_fit(variant: Variant, engine: Engine, board, force: bool) -> Fit:
+    if board.runtime != "tflm":
+        raise UserError(f"board {board.name!r} runs {board.runtime}, not a microcontroller firmware; the engine "
+                        f"target is for microcontroller boards")
+    need = footprint(model_bytes=engine.constant_bytes, arena_bytes=engine.arena_bytes + engine.input_bytes
+                     + engine.output_bytes, frontend=variant.frontend, ops=variant.description["ops"], engine=True)
+    return _checked(check_fit(need, board), variant, force)
+
+
+def _checked(fit: Fit, variant: Variant, force: bool) -> Fit:
     if not fit.fits and not force:
         raise UserError(f"the model does not fit {fit.describe()}; --force exports it anyway", path=variant.path)
     return fit

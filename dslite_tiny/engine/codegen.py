@@ -1,0 +1,190 @@
+"""``<name>_engine.c/.h``: one int8 model as plain C99 calls into the engine's kernels, with no
+interpreter and no flatbuffer: weights and biases as ``const`` arrays, every requantization multiplier and
+shift precomputed (``engine.quant``), activations in one static arena laid out by ``engine.plan``, and one
+function ``<name>_invoke(const int8_t *input, int8_t *output)``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from dslite_tiny.engine import quant
+from dslite_tiny.engine.graph import Graph, Op, Tensor, read_graph
+from dslite_tiny.engine.plan import Plan, plan_arena
+from dslite_tiny.errors import UserError
+from dslite_tiny.export.c_source import banner
+
+KERNEL_DIR = Path(__file__).parent / "kernels"
+KERNEL_FILES = ("dt_engine.h", "dt_engine.c")
+_PADDING_SAME = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Engine:
+    files: dict[str, str]  # file name → text: the generated model and the kernels it calls
+    arena_bytes: int  # the static arena (intermediate activations)
+    constant_bytes: int  # weights, biases, multipliers, shifts and parameter blocks: flash
+    input_bytes: int
+    output_bytes: int
+    ops: int
+
+
+def generate(data: bytes, path: str | Path, *, name: str, provenance: list[str]) -> Engine:
+    """The model at ``path`` (flatbuffer ``data``) as ``<name>_engine.h/.c`` plus the kernels."""
+    graph = read_graph(data, path)
+    plan = plan_arena(graph)
+    writer = _Writer(graph, plan, name, path)
+    body = [writer.call(op) for op in graph.ops]
+    source = "\n".join([_banner(provenance), f'#include "{name}_engine.h"', "", "#include <stddef.h>", "",
+                        '#include "dt_engine.h"', "",
+                        f"static int32_t g_arena[({name.upper()}_ARENA_BYTES + 3) / 4 + 1];", "",
+                        *writer.constants, "",
+                        f"void {name}_invoke(const int8_t *input, int8_t *output) {{",
+                        "  int8_t *arena = (int8_t *)g_arena;", "  (void)arena;", *body, "}", ""])
+    kernels = {n: (KERNEL_DIR / n).read_text(encoding="utf-8") for n in KERNEL_FILES}
+    files = {f"{name}_engine.h": _header(graph, plan, name, provenance), f"{name}_engine.c": source, **kernels}
+    x, y = graph.tensors[graph.inputs[0]], graph.tensors[graph.outputs[0]]
+    return Engine(files, plan.arena_bytes, writer.constant_bytes, x.elements, y.elements, len(graph.ops))
+
+
+class _Writer:
+    """Emits each op's constants and its kernel call."""
+
+    def __init__(self, graph: Graph, plan: Plan, name: str, path: str | Path):
+        self.graph, self.plan, self.name, self.path = graph, plan, name, path
+        self.constants: list[str] = []
+        self.constant_bytes = 0
+
+    def call(self, op: Op) -> str:
+        return getattr(self, f"_{op.name.lower()}")(op)
+
+    def _conv_2d(self, op: Op) -> str:
+        return self._convolution(op, "dt_conv_s8", depthwise=False)
+
+    def _depthwise_conv_2d(self, op: Op) -> str:
+        return self._convolution(op, "dt_depthwise_conv_s8", depthwise=True)
+
+    def _convolution(self, op: Op, kernel: str, *, depthwise: bool) -> str:
+        x, w, out = self._tensor(op, 0), self._tensor(op, 1), self.graph.tensors[op.outputs[0]]
+        o = op.options
+        _, in_h, in_w, in_c = x.shape
+        _, out_h, out_w, out_c = out.shape
+        k_h, k_w = w.shape[1], w.shape[2]
+        if not depthwise and w.shape[3] != in_c:
+            raise UserError(f"op {op.index} (CONV_2D) is a grouped convolution; the engine runs ungrouped ones",
+                            path=self.path)
+        pad_h = pad_w = 0
+        if o["padding"] == _PADDING_SAME:
+            pad_h = quant.same_padding(o["strideH"], o["dilationHFactor"], in_h, k_h, out_h)
+            pad_w = quant.same_padding(o["strideW"], o["dilationWFactor"], in_w, k_w, out_w)
+        act_min, act_max = quant.activation_range(o["fusedActivationFunction"], out.scale, out.zero_point)
+        fields = [in_h, in_w, in_c, out_h, out_w, out_c, k_h, k_w, o["strideH"], o["strideW"],
+                  o["dilationHFactor"], o["dilationWFactor"], pad_h, pad_w,
+                  o.get("depthMultiplier", 1) if depthwise else 1, -x.zero_point, out.zero_point, act_min, act_max]
+        multipliers, shifts = quant.conv_multipliers(x.scale, w.scales, out.scale)
+        return self._weighted_call(op, kernel, "dt_conv_params", fields, multipliers, shifts)
+
+    def _fully_connected(self, op: Op) -> str:
+        x, w, out = self._tensor(op, 0), self._tensor(op, 1), self.graph.tensors[op.outputs[0]]
+        o = op.options
+        if o.get("keepNumDims") or len(out.shape) != 2 or x.elements != w.shape[1] or w.dtype != "int8":
+            raise UserError(f"op {op.index} (FULLY_CONNECTED) is not a [1, depth] × [units, depth]^T int8 product",
+                            path=self.path)
+        act_min, act_max = quant.activation_range(o["fusedActivationFunction"], out.scale, out.zero_point)
+        multipliers, shifts = quant.conv_multipliers(x.scale, w.scales, out.scale)
+        fields = [w.shape[1], w.shape[0], int(len(w.scales) > 1), -x.zero_point, -w.zero_point, out.zero_point,
+                  act_min, act_max]
+        return self._weighted_call(op, "dt_fully_connected_s8", "dt_fc_params", fields, multipliers, shifts)
+
+    def _mean(self, op: Op) -> str:
+        x, axis, out = self._tensor(op, 0), self._tensor(op, 1), self.graph.tensors[op.outputs[0]]
+        axes = sorted(int(a) % len(x.shape) for a in np.ravel(axis.data)) if axis.data is not None else []
+        if len(x.shape) != 4 or axes != [1, 2]:
+            raise UserError(f"op {op.index} (MEAN) reduces axes {axes}; the engine reduces height and width of "
+                            f"an NHWC tensor", path=self.path)
+        _, h, w, c = x.shape
+        multiplier, shift = quant.mean_multiplier(x.scale, out.scale, h * w)
+        fields = [h, w, c, x.zero_point, out.zero_point, multiplier, shift]
+        return self._simple_call(op, "dt_mean_hw_s8", "dt_mean_params", fields)
+
+    def _softmax(self, op: Op) -> str:
+        x, out = self._tensor(op, 0), self.graph.tensors[op.outputs[0]]
+        if out.zero_point != -128 or out.scale != 1 / 256:
+            raise UserError(f"op {op.index} (SOFTMAX) has output scale {out.scale} and zero point "
+                            f"{out.zero_point}; int8 softmax needs 1/256 and -128", path=self.path)
+        multiplier, shift, diff_min = quant.softmax_parameters(op.options["beta"], x.scale)
+        depth = x.shape[-1]
+        fields = [x.elements // depth, depth, multiplier, shift, diff_min]
+        return self._simple_call(op, "dt_softmax_s8", "dt_softmax_params", fields)
+
+    def _leaky_relu(self, op: Op) -> str:
+        x, out = self._tensor(op, 0), self.graph.tensors[op.outputs[0]]
+        alpha_m, alpha_s, identity_m, identity_s = quant.leaky_relu_multipliers(x.scale, op.options["alpha"],
+                                                                                out.scale)
+        fields = [x.elements, x.zero_point, out.zero_point, alpha_m, alpha_s, identity_m, identity_s]
+        return self._simple_call(op, "dt_leaky_relu_s8", "dt_leaky_relu_params", fields)
+
+    def _weighted_call(self, op: Op, kernel: str, struct: str, fields: list[int], multipliers: list[int],
+                       shifts: list[int]) -> str:
+        n = op.index
+        w = self._tensor(op, 1)
+        bias = self._tensor(op, 2) if len(op.inputs) > 2 and op.inputs[2] >= 0 else None
+        self._array("int8_t", f"w{n}", w.data, w.name)
+        if bias is not None:
+            if bias.dtype != "int32":
+                raise UserError(f"op {op.index} ({op.name}) has a {bias.dtype} bias; the engine takes int32",
+                                path=self.path)
+            self._array("int32_t", f"b{n}", bias.data, bias.name)
+        self._array("int32_t", f"m{n}", np.asarray(multipliers), "requantization multipliers")
+        self._array("int32_t", f"s{n}", np.asarray(shifts), "requantization shifts")
+        self._params(struct, n, fields, op)
+        return (f"  {kernel}(&p{n}, {self._where(op.inputs[0])}, w{n}, {f'b{n}' if bias is not None else 'NULL'}, "
+                f"m{n}, s{n}, {self._where(op.outputs[0])});")
+
+    def _simple_call(self, op: Op, kernel: str, struct: str, fields: list[int]) -> str:
+        self._params(struct, op.index, fields, op)
+        return f"  {kernel}(&p{op.index}, {self._where(op.inputs[0])}, {self._where(op.outputs[0])});"
+
+    def _params(self, struct: str, n: int, fields: list[int], op: Op) -> None:
+        out = self.graph.tensors[op.outputs[0]]
+        self.constants.append(f"/* op {n}: {op.name} → {out.name} {list(out.shape)} */")
+        self.constants.append(f"static const {struct} p{n} = {{{', '.join(str(int(f)) for f in fields)}}};")
+        self.constant_bytes += 4 * len(fields)
+
+    def _array(self, ctype: str, symbol: str, values: np.ndarray, comment: str) -> None:
+        flat = [str(int(v)) for v in np.ravel(values)]
+        self.constant_bytes += len(flat) * (1 if ctype == "int8_t" else 4)
+        rows = [", ".join(flat[i:i + 24]) for i in range(0, len(flat), 24)]
+        self.constants.append(f"/* {comment} */")
+        self.constants.append(f"static const {ctype} {symbol}[{len(flat)}] = {{\n  " + ",\n  ".join(rows) + "};")
+
+    def _tensor(self, op: Op, position: int) -> Tensor:
+        return self.graph.tensors[op.inputs[position]]
+
+    def _where(self, tensor: int) -> str:
+        if tensor in self.graph.inputs:
+            return "input"
+        if tensor in self.graph.outputs:
+            return "output"
+        return f"arena + {self.plan.offsets[tensor]}"
+
+
+def _header(graph: Graph, plan: Plan, name: str, provenance: list[str]) -> str:
+    x, y = graph.tensors[graph.inputs[0]], graph.tensors[graph.outputs[0]]
+    guard = f"{name.upper()}_ENGINE_H_"
+    p = name.upper()
+    return "\n".join([
+        _banner(provenance), f"#ifndef {guard}", f"#define {guard}", "", "#include <stdint.h>", "",
+        f"#define {p}_INPUT_ELEMENTS {x.elements}  /* int8, shape {list(x.shape)} */",
+        f"#define {p}_OUTPUT_ELEMENTS {y.elements}  /* int8, shape {list(y.shape)} */",
+        f"#define {p}_ARENA_BYTES {plan.arena_bytes}  /* static activations, besides input and output */", "",
+        "#ifdef __cplusplus", 'extern "C" {', "#endif", "",
+        f"/* Runs the model: input and output are the caller's int8 tensors (not arena bytes). */",
+        f"void {name}_invoke(const int8_t *input, int8_t *output);", "",
+        "#ifdef __cplusplus", "}", "#endif", "", f"#endif  /* {guard} */", ""])
+
+
+def _banner(provenance: list[str]) -> str:
+    return banner(["An int8 model as C99 calls into the engine's kernels (dt_engine.c).", *provenance])

@@ -1,0 +1,60 @@
+/* The int8 kernels of dslite-tiny's generated engine: TFLite's integer arithmetic written out in C99, so
+ * that a generated model gives TFLite Micro's reference kernels' outputs bit for bit. Tensors are NHWC,
+ * batch 1; weights are TFLite's layouts (conv [out][h][w][in], depthwise [h][w][out], FC [out][in]).
+ * Multipliers and shifts come precomputed by the generator, as TFLite Micro's Prepare computes them. */
+#ifndef DT_ENGINE_H_
+#define DT_ENGINE_H_
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* CONV_2D and DEPTHWISE_CONV_2D. in_offset is minus the input zero point. */
+typedef struct {
+  int32_t in_h, in_w, in_c, out_h, out_w, out_c;
+  int32_t k_h, k_w, stride_h, stride_w, dil_h, dil_w, pad_h, pad_w;
+  int32_t depth_multiplier; /* depthwise only */
+  int32_t in_offset, out_offset, act_min, act_max;
+} dt_conv_params;
+
+/* FULLY_CONNECTED: per_channel selects one multiplier per output (else multiplier[0] for all). */
+typedef struct {
+  int32_t depth, out_c, per_channel;
+  int32_t in_offset, filter_offset, out_offset, act_min, act_max;
+} dt_fc_params;
+
+/* MEAN over the height and width of an [h][w][c] tensor; multiplier and shift fold in 1 / (h * w). */
+typedef struct {
+  int32_t h, w, c, in_zero_point, out_zero_point, multiplier, shift;
+} dt_mean_params;
+
+/* SOFTMAX over the last dimension (depth) of rows; the output is int8 with scale 1/256, zero point -128. */
+typedef struct {
+  int32_t rows, depth, input_multiplier, input_left_shift, diff_min;
+} dt_softmax_params;
+
+typedef struct {
+  int32_t elements, in_zero_point, out_zero_point;
+  int32_t alpha_multiplier, alpha_shift, identity_multiplier, identity_shift;
+} dt_leaky_relu_params;
+
+void dt_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
+                const int32_t *multiplier, const int32_t *shift, int8_t *out);
+void dt_depthwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
+                          const int32_t *multiplier, const int32_t *shift, int8_t *out);
+void dt_fully_connected_s8(const dt_fc_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
+                           const int32_t *multiplier, const int32_t *shift, int8_t *out);
+void dt_mean_hw_s8(const dt_mean_params *p, const int8_t *in, int8_t *out);
+void dt_softmax_s8(const dt_softmax_params *p, const int8_t *in, int8_t *out);
+void dt_leaky_relu_s8(const dt_leaky_relu_params *p, const int8_t *in, int8_t *out);
+
+/* MultiplyByQuantizedMultiplier (double rounding): x * multiplier * 2^(shift - 31), rounded. */
+int32_t dt_multiply_by_quantized_multiplier(int32_t x, int32_t multiplier, int32_t shift);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DT_ENGINE_H_ */

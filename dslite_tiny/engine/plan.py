@@ -1,0 +1,126 @@
+"""The engine's static arena: every intermediate activation gets an offset, and two tensors share bytes
+only where no later read can see the write. The model's input and output are the caller's buffers.
+
+Greedy by size, as TFLite Micro's GreedyMemoryPlanner: the largest tensor first, each at the lowest
+offset that overlaps no placed tensor alive at the same time, with one exception TFLite Micro does not
+make: an op's output may overlap the input that dies with it, as far as the kernel's loop order allows.
+The kernels write output element j after reading everything element j needs, in raster order, so a
+write to byte ``out + j`` is safe when every input byte a later element reads lies above it:
+``out − in ≤ min_j (first input index read by elements after j − j) − 1``. Elementwise ops get 0 (fully in
+place); a 3×3 stride-2 depthwise convolution too; a pointwise convolution needs its output one pixel
+below its input.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from dslite_tiny.engine import quant
+from dslite_tiny.engine.graph import Graph, Op
+
+ALIGNMENT = 4  # word loads of int8 data on a Cortex-M; a 32-bit word is the widest access a kernel makes
+_ELEMENTWISE = frozenset({"LEAKY_RELU"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    offsets: dict[int, int]  # tensor index → byte offset in the arena
+    arena_bytes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _Buffer:
+    tensor: int
+    size: int
+    first: int  # the op that writes it
+    last: int  # the last op that reads it
+
+
+def plan_arena(graph: Graph) -> Plan:
+    external = set(graph.inputs) | set(graph.outputs)
+    buffers = {b.tensor: b for b in _buffers(graph) if b.tensor not in external}
+    overlaps = _overlaps(graph, buffers)  # (input, output) → the largest output − input offset allowed
+    offsets: dict[int, int] = {}
+    for buffer in sorted(buffers.values(), key=lambda b: (-b.size, b.first)):
+        live = [buffers[t] for t in offsets if buffers[t].first <= buffer.last and buffer.first <= buffers[t].last]
+        candidates = {0, *(offsets[b.tensor] + b.size for b in live)}
+        for other in live:  # the lowest offset an allowed overlap permits
+            if (buffer.tensor, other.tensor) in overlaps:
+                candidates.add(offsets[other.tensor] - overlaps[buffer.tensor, other.tensor])
+        offsets[buffer.tensor] = min(o for o in candidates if o >= 0 and o % ALIGNMENT == 0 and all(
+            _compatible(buffer, o, b, offsets[b.tensor], overlaps) for b in live))
+    arena = max((offsets[t] + buffers[t].size for t in offsets), default=0)
+    return Plan(offsets, arena)
+
+
+def _compatible(a: _Buffer, a_offset: int, b: _Buffer, b_offset: int, overlaps: dict) -> bool:
+    if a_offset + a.size <= b_offset or b_offset + b.size <= a_offset:
+        return True
+    if (b.tensor, a.tensor) in overlaps:  # a is b's output
+        return a_offset - b_offset <= overlaps[b.tensor, a.tensor]
+    if (a.tensor, b.tensor) in overlaps:  # b is a's output
+        return b_offset - a_offset <= overlaps[a.tensor, b.tensor]
+    return False
+
+
+def _buffers(graph: Graph) -> list[_Buffer]:
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    for op in graph.ops:
+        for t in (*op.inputs, *op.outputs):
+            if t >= 0 and graph.tensors[t].data is None:
+                first.setdefault(t, op.index)
+                last[t] = op.index
+    return [_Buffer(t, -(-graph.tensors[t].elements // ALIGNMENT) * ALIGNMENT, first[t], last[t]) for t in first]
+
+
+def _overlaps(graph: Graph, buffers: dict[int, _Buffer]) -> dict[tuple[int, int], int]:
+    """(input, output) of each op whose input dies there → the largest safe ``out − in`` offset."""
+    allowed = {}
+    for op in graph.ops:
+        source, target = op.inputs[0], op.outputs[0]
+        if source not in buffers or target not in buffers or buffers[source].last != op.index:
+            continue
+        delta = _largest_delta(graph, op)
+        if delta is not None:
+            allowed[source, target] = delta
+    return allowed
+
+
+def _largest_delta(graph: Graph, op: Op) -> int | None:
+    if op.name in _ELEMENTWISE:
+        return 0
+    if op.name not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+        return None
+    first_read = _first_reads(graph, op)  # per output element, in the order the kernel writes them
+    later = np.minimum.accumulate(first_read[::-1])[::-1]  # the lowest index read at or after each element
+    later = np.append(later[1:], np.iinfo(np.int64).max)  # ... after it
+    return int(np.min(later - np.arange(first_read.size))) - 1
+
+
+def _first_reads(graph: Graph, op: Op) -> np.ndarray:
+    """The lowest input index each output element of a convolution reads (NHWC, raster order)."""
+    x, w, out = (graph.tensors[i] for i in (op.inputs[0], op.inputs[1], op.outputs[0]))
+    o = op.options
+    _, in_h, in_w, in_c = x.shape
+    _, out_h, out_w, out_c = out.shape
+    k_h, k_w = w.shape[1], w.shape[2]
+    same = o["padding"] == 0
+    pad_h = quant.same_padding(o["strideH"], o["dilationHFactor"], in_h, k_h, out_h) if same else 0
+    pad_w = quant.same_padding(o["strideW"], o["dilationWFactor"], in_w, k_w, out_w) if same else 0
+    y = _first_inside(np.arange(out_h) * o["strideH"] - pad_h, o["dilationHFactor"], k_h, in_h)
+    x_ = _first_inside(np.arange(out_w) * o["strideW"] - pad_w, o["dilationWFactor"], k_w, in_w)
+    pixel = (y[:, None] * in_w + x_[None, :]) * in_c  # (out_h, out_w)
+    if op.name == "CONV_2D":
+        channel = np.zeros(out_c, np.int64)  # every output channel reads input channel 0 first
+    else:
+        channel = np.arange(out_c, dtype=np.int64) // o.get("depthMultiplier", 1)
+    return (pixel[:, :, None] + channel[None, None, :]).ravel().astype(np.int64)
+
+
+def _first_inside(origin: np.ndarray, dilation: int, taps: int, size: int) -> np.ndarray:
+    """The first tap position inside [0, size) for each window origin (windows always have one)."""
+    positions = origin[:, None] + dilation * np.arange(taps)[None, :]
+    inside = (positions >= 0) & (positions < size)
+    return np.take_along_axis(positions, np.argmax(inside, axis=1)[:, None], axis=1)[:, 0]

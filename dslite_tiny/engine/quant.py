@@ -1,0 +1,91 @@
+"""TensorFlow Lite's integer quantization arithmetic, done once at export time exactly as TFLite Micro's
+kernels do it in their Prepare step, so the generated engine's constants equal the interpreter's.
+
+Every scale comes from the flatbuffer as float32. Where TFLite Micro multiplies or divides them in float
+(LEAKY_RELU) the arithmetic here is float32 too; where it does so in double (convolutions, MEAN, SOFTMAX),
+it is Python float. Rounding is TfLiteRound (half away from zero) and frexp is C's.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+INT8_MIN, INT8_MAX = -128, 127
+# Fused activations of the TFLite schema (ActivationFunctionType).
+NONE, RELU, RELU_N1_TO_1, RELU6 = 0, 1, 2, 3
+SOFTMAX_DIFF_INTEGER_BITS = 5  # kScaledDiffIntegerBits of TFLite's int8 softmax
+
+
+def quantize_multiplier(real: float) -> tuple[int, int]:
+    """QuantizeMultiplier: ``real`` ≈ multiplier · 2^(shift − 31), multiplier in [2^30, 2^31)."""
+    if real == 0.0:
+        return 0, 0
+    fraction, shift = math.frexp(real)
+    fixed = _round(fraction * (1 << 31))
+    if fixed == 1 << 31:
+        fixed //= 2
+        shift += 1
+    if shift < -31:
+        return 0, 0
+    return fixed, shift
+
+
+def conv_multipliers(input_scale: float, filter_scales: np.ndarray, output_scale: float) -> tuple[list[int], list[int]]:
+    """Per output channel (or one, per tensor) of CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED:
+    double(input_scale) · double(filter_scale) / double(output_scale)."""
+    pairs = [quantize_multiplier(float(input_scale) * float(s) / float(output_scale)) for s in filter_scales]
+    return [m for m, _ in pairs], [s for _, s in pairs]
+
+
+def activation_range(activation: int, scale: float, zero_point: int) -> tuple[int, int]:
+    """CalculateActivationRangeQuantized for int8: the fused activation's bounds, quantized in float32."""
+    def quantize(value: float) -> int:
+        return zero_point + int(_round(float(np.float32(value) / np.float32(scale))))
+
+    if activation == RELU:
+        return max(INT8_MIN, quantize(0.0)), INT8_MAX
+    if activation == RELU6:
+        return max(INT8_MIN, quantize(0.0)), min(INT8_MAX, quantize(6.0))
+    if activation == RELU_N1_TO_1:
+        return max(INT8_MIN, quantize(-1.0)), min(INT8_MAX, quantize(1.0))
+    if activation == NONE:
+        return INT8_MIN, INT8_MAX
+    raise ValueError(f"fused activation {activation}")
+
+
+def mean_multiplier(input_scale: float, output_scale: float, count: int) -> tuple[int, int]:
+    """MEAN over ``count`` elements: QuantizeMultiplier(input/output scale), then the reference kernel's
+    folding of 1/count into it (``QuantizedMeanOrSum``)."""
+    multiplier, shift = quantize_multiplier(float(input_scale) / float(output_scale))
+    fold = min(count.bit_length() - 1, 32, 31 + shift)
+    return (multiplier << fold) // count, shift - fold
+
+
+def leaky_relu_multipliers(input_scale: float, alpha: float, output_scale: float) -> tuple[int, int, int, int]:
+    """LEAKY_RELU's (alpha multiplier, shift, identity multiplier, shift), from float32 arithmetic."""
+    i, a, o = np.float32(input_scale), np.float32(alpha), np.float32(output_scale)
+    alpha_m, alpha_s = quantize_multiplier(float(np.float32(i * a) / o))
+    identity_m, identity_s = quantize_multiplier(float(i / o))
+    return alpha_m, alpha_s, identity_m, identity_s
+
+
+def softmax_parameters(beta: float, input_scale: float) -> tuple[int, int, int]:
+    """int8 SOFTMAX's (input multiplier, left shift, diff_min): PreprocessSoftmaxScaling and
+    CalculateInputRadius with 5 integer bits."""
+    bits = SOFTMAX_DIFF_INTEGER_BITS
+    real = min(float(beta) * float(input_scale) * (1 << (31 - bits)), (1 << 31) - 1.0)
+    multiplier, shift = quantize_multiplier(real)
+    radius = math.floor(1.0 * ((1 << bits) - 1) * (1 << (31 - bits)) / (1 << shift))
+    return multiplier, shift, -radius
+
+
+def same_padding(stride: int, dilation: int, in_size: int, filter_size: int, out_size: int) -> int:
+    """ComputePaddingWithOffset's leading padding (0 for VALID, whose total is never positive)."""
+    effective = (filter_size - 1) * dilation + 1
+    return max(0, (out_size - 1) * stride + effective - in_size) // 2
+
+
+def _round(value: float) -> int:
+    """TfLiteRound: half away from zero."""
+    return int(math.floor(abs(value) + 0.5)) * (1 if value >= 0 else -1)

@@ -1,0 +1,98 @@
+"""The generated int8 engine: bit for bit equal to TFLite Micro (the tflite-micro wheel's reference
+kernels) on the host and on the emulated Cortex-M4, its arena smaller than TFLM's, unsupported models
+refused in one line."""
+from __future__ import annotations
+
+import ctypes
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from test_cli import assert_user_error
+
+import dslite_tiny  # noqa: F401
+from dslite_tiny.engine.codegen import KERNEL_DIR, generate
+from dslite_tiny.export.boards import ENGINE_KERNEL_BYTES
+from dslite_tiny.export.settings import recommended_arena_bytes
+from dslite_tiny.export.variant import load_variant, with_measured_arena
+from firmware_host import qemu
+
+HOST_FLAGS = ("-std=c99", "-pedantic", "-O2", "-Wall", "-Wextra", "-Werror", "-fPIC", "-shared")
+
+
+def wheel_outputs(variant, inputs: np.ndarray) -> np.ndarray:
+    """The tflite-micro wheel's int8 outputs for each input row."""
+    from tflite_micro import runtime
+
+    interpreter = runtime.Interpreter.from_bytes(variant.data, arena_size=recommended_arena_bytes(variant.arena_bytes))
+    shape = variant.description["input"]["shape"]
+    rows = []
+    for row in inputs:
+        interpreter.set_input(row.reshape(shape), 0)
+        interpreter.invoke()
+        rows.append(np.asarray(interpreter.get_output(0), np.int8).ravel())
+    return np.stack(rows)
+
+
+def probe_inputs(variant, count: int) -> np.ndarray:
+    """Random int8 tensors plus the extremes: all -128, all 127, all at the input zero point."""
+    size = int(np.prod(variant.description["input"]["shape"]))
+    rng = np.random.default_rng(0)
+    extremes = [np.full(size, v) for v in (-128, 127, variant.description["input"]["zero_point"])]
+    return np.vstack([rng.integers(-128, 128, (count, size)), *extremes]).astype(np.int8)
+
+
+@pytest.mark.parametrize("name", ["int8", "pruned-int8"])
+def test_engine_is_bit_exact_with_tflite_micro(compressed, name, tmp_path):
+    result = run_cli("export", str(compressed / name), "--target", "engine", "--name", "kws", "--out",
+                     str(tmp_path), "--board", "nano33ble")
+    assert result.returncode == 0, result.stderr
+    assert "engine of" in result.stdout and "nano33ble:" in result.stdout
+    library = tmp_path / "libkws.so"
+    subprocess.run(["cc", *HOST_FLAGS, str(tmp_path / "kws_engine.c"), str(tmp_path / "dt_engine.c"), "-o",
+                    str(library)], check=True)
+    engine = ctypes.CDLL(str(library))
+    variant = with_measured_arena(load_variant(compressed / name))
+    inputs = probe_inputs(variant, 200)
+    outputs = np.zeros((len(inputs), int(np.prod(variant.description["output"]["shape"]))), np.int8)
+    for x, y in zip(inputs, outputs):
+        engine.kws_invoke(x.ctypes.data_as(ctypes.c_void_p), y.ctypes.data_as(ctypes.c_void_p))
+    np.testing.assert_array_equal(outputs, wheel_outputs(variant, inputs))
+    arena = int(next(line.split()[2] for line in (tmp_path / "kws_engine.h").read_text().splitlines()
+                     if "_ARENA_BYTES" in line))
+    assert arena < variant.arena_bytes  # activations overlap where the kernels' order allows
+
+
+def test_engine_on_cortex_m4_is_bit_exact(compressed, tmp_path):
+    problem = qemu.tools_missing()
+    if problem:
+        pytest.skip(problem)
+    variant = with_measured_arena(load_variant(compressed / "int8"))
+    engine = generate(variant.data, variant.path, name="kws", provenance=["test"])
+    inputs = probe_inputs(variant, 5)
+    outputs, instructions, _ = qemu.engine_on_cortex_m4(engine, "kws", inputs, cache_dir=tmp_path)
+    np.testing.assert_array_equal(outputs, wheel_outputs(variant, inputs))
+    assert len(instructions) == len(inputs) and min(instructions) > 0
+
+
+def test_engine_kernels_fit_their_flash_budget(tmp_path):
+    """The fit check counts ENGINE_KERNEL_BYTES for the kernels: hold it to a real Cortex-M4 build."""
+    if shutil.which("arm-none-eabi-gcc") is None:
+        pytest.skip("arm-none-eabi-gcc is not installed (.ci/run installs it)")
+    subprocess.run(["arm-none-eabi-gcc", *qemu.C_FLAGS, f"-I{KERNEL_DIR}", "-c", str(KERNEL_DIR / "dt_engine.c"), "-o",
+                    str(tmp_path / "dt_engine.o")], check=True)
+    sections = qemu.elf_sections(tmp_path / "dt_engine.o")
+    size = sum(v for k, v in sections.items() if k.startswith((".text", ".rodata", ".data")))
+    assert 0.7 * ENGINE_KERNEL_BYTES < size <= ENGINE_KERNEL_BYTES
+
+
+def test_engine_refuses_what_it_cannot_run(compressed, tmp_path):
+    result = run_cli("export", str(compressed / "float32"), "--target", "engine", "--out", str(tmp_path / "f"))
+    assert_user_error(result, "model.tflite", "float32 activations", "full-integer int8")
+    result = run_cli("export", str(compressed / "int8"), "--target", "engine", "--out", str(tmp_path / "p"),
+                     "--board", "phone")
+    assert_user_error(result, "runs litert", "microcontroller")
