@@ -131,6 +131,8 @@ def engine_on_cortex_m4(engine: Engine, name: str, inputs: np.ndarray, *,
                         cache_dir: Path) -> tuple[np.ndarray, list[int], dict[str, int]]:
     """The generated ``engine`` (C symbols ``name``) run on int8 ``inputs`` ((n, elements)) on the emulated
     Cortex-M4: its outputs (n, classes), the instructions per invoke and the ELF's section sizes."""
+    if name == "bench":
+        raise ValueError("the engine's name 'bench' would collide with the runner's bench_engine.c")
     inputs = np.ascontiguousarray(inputs, np.int8)
     bench_input = (f'#include "{name}_engine.h"\n#define DT_BENCH_INPUTS {inputs.shape[0]}\n'
                    f"#define DT_BENCH_IN {name.upper()}_INPUT_ELEMENTS\n#define DT_BENCH_OUT {name.upper()}_OUTPUT_ELEMENTS\n"

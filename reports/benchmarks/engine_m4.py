@@ -1,0 +1,147 @@
+"""The generated int8 engine (``dslite-tiny export --target engine``) against TFLite Micro: bit-exactness
+with the tflite-micro wheel on the host and on QEMU's Cortex-M4 (mps2-an386, ``-icount shift=0``:
+instruction counts), its flash (kernels + generated code + constants, compiled for the Cortex-M4F) and its
+RAM (arena + input + output), beside the TFLM figures of ``tflm_m4.json``.
+
+Inputs per variant: ``--random`` random int8 tensors and ``--real`` real ones (the first chunk of FSDD
+recordings through the variant's own frontend, quantized as the host does); the Cortex-M4 runs the first
+``--m4`` of them.
+
+    python reports/benchmarks/engine_m4.py [--compressed /tmp/dslite-tiny-demo/compressed] [--random 200]
+        [--real 200] [--m4 40]
+
+Writes ``engine_m4.json`` and ``engine_m4.md`` next to this script.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT))
+
+from dslite_tiny.audio.frontend import Frontend  # noqa: E402
+from dslite_tiny.audio.io import load_audio  # noqa: E402
+from dslite_tiny.engine.codegen import generate  # noqa: E402
+from dslite_tiny.export.variant import load_variant, with_measured_arena  # noqa: E402
+from dslite_tiny.measure.litert import quantize_input  # noqa: E402
+from firmware_host.qemu import C_FLAGS, elf_sections, engine_on_cortex_m4  # noqa: E402
+from tflm_m4 import wheel_outputs  # noqa: E402
+
+FSDD = ROOT.parent / "shared" / "datasets" / "fsdd" / "recordings"
+KB = 1024
+
+
+def real_inputs(variant, count: int) -> np.ndarray:
+    """The first chunk of ``count`` FSDD recordings (every 15th file) as the variant's int8 input."""
+    frontend = Frontend(variant.frontend)
+    detail = {"dtype": np.int8, "quantization": (variant.description["input"]["scale"],
+                                                 variant.description["input"]["zero_point"])}
+    rows = []
+    for path in sorted(FSDD.glob("*.wav"))[::15][:count]:
+        chunk = frontend.chunk(load_audio(path, sr=variant.frontend.sr)).data[0]
+        rows.append(quantize_input(frontend(chunk), detail).ravel())
+    return np.stack(rows)
+
+
+def host_outputs(engine, inputs: np.ndarray, work: Path) -> np.ndarray:
+    for name, text in engine.files.items():
+        (work / name).write_text(text)
+    library = work / "libengine.so"
+    subprocess.run(["cc", "-std=c99", "-O2", "-fPIC", "-shared", str(work / "model_engine.c"),
+                    str(work / "dt_engine.c"), "-o", str(library)], check=True)
+    lib = ctypes.CDLL(str(library))
+    out = np.zeros((len(inputs), engine.output_bytes), np.int8)
+    for x, y in zip(inputs, out):
+        lib.model_invoke(x.ctypes.data_as(ctypes.c_void_p), y.ctypes.data_as(ctypes.c_void_p))
+    return out
+
+
+def m4_flash(engine, work: Path) -> dict:
+    """Code and constants of the kernels and of the generated model, compiled for the Cortex-M4F."""
+    sizes = {}
+    for source in ("dt_engine.c", "model_engine.c"):
+        obj = work / f"{source}.o"
+        subprocess.run(["arm-none-eabi-gcc", *C_FLAGS, f"-I{work}", "-c", str(work / source), "-o", str(obj)],
+                       check=True)
+        sections = elf_sections(obj)
+        sizes[source] = {"code": sum(v for k, v in sections.items() if k.startswith(".text")),
+                         "constants": sum(v for k, v in sections.items() if k.startswith((".rodata", ".data")))}
+    return {"kernel_code_bytes": sizes["dt_engine.c"]["code"] + sizes["dt_engine.c"]["constants"],
+            "model_code_bytes": sizes["model_engine.c"]["code"], "constant_bytes": sizes["model_engine.c"]["constants"]}
+
+
+def measure(variant_dir: Path, args) -> dict:
+    variant = with_measured_arena(load_variant(variant_dir))
+    engine = generate(variant.data, variant.path, name="model", provenance=["engine_m4 benchmark"])
+    size = int(np.prod(variant.description["input"]["shape"]))
+    inputs = np.vstack([np.random.default_rng(0).integers(-128, 128, (args.random, size)).astype(np.int8),
+                        real_inputs(variant, args.real)])
+    expected = wheel_outputs(variant, inputs)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        host = host_outputs(engine, inputs, work)
+        flash = m4_flash(engine, work)
+    m4, instructions, _ = engine_on_cortex_m4(engine, "model", inputs[:args.m4], cache_dir=Path("/tmp/dslite-tiny-qemu"))
+    return {"variant": variant.name, "inputs": len(inputs), "real_inputs": args.real,
+            "host_bit_exact": int((host == expected).all(axis=1).sum()),
+            "m4_inputs": len(m4), "m4_bit_exact": int((m4 == expected[:len(m4)]).all(axis=1).sum()),
+            "instructions_median": int(np.median(instructions)), **flash,
+            "arena_bytes": engine.arena_bytes, "io_bytes": engine.input_bytes + engine.output_bytes,
+            "tflm_model_bytes": len(variant.data), "tflm_host_arena_bytes": variant.arena_bytes}
+
+
+def markdown(rows: list[dict], tflm: dict) -> str:
+    cmsis = next(r for r in tflm["rows"] if r["tree"] == "tflm + CMSIS-NN")
+    lines = ["# The generated int8 engine on a Cortex-M4 (QEMU mps2-an386) against TFLite Micro", "",
+             "Command: `python reports/benchmarks/engine_m4.py` (see its docstring). Bit-exact: outputs equal to the "
+             "tflite-micro wheel's, per input (random int8 tensors and FSDD recordings through each variant's "
+             "frontend). Flash: the kernels (`dt_engine.c`) and the generated model (code, then weights, biases, "
+             "multipliers, shifts and parameter blocks), compiled with `arm-none-eabi-gcc -O2` for a Cortex-M4F. "
+             "RAM: the static arena plus the caller's input and output.", "",
+             "| variant | bit-exact, host | bit-exact, Cortex-M4 | instructions per inference | kernel code | "
+             "model code | constants | arena (+ I/O) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['variant']} | {r['host_bit_exact']} of {r['inputs']} | {r['m4_bit_exact']} of "
+                     f"{r['m4_inputs']} | {r['instructions_median'] / 1e6:.2f} M | {r['kernel_code_bytes'] / KB:.1f} KB | "
+                     f"{r['model_code_bytes'] / KB:.1f} KB | {r['constant_bytes'] / KB:.1f} KB | "
+                     f"{r['arena_bytes'] / KB:.1f} KB (+ {r['io_bytes']} B) |")
+    first = next((r for r in rows if r["variant"] == tflm["model"]), rows[0])
+    engine_flash = first["kernel_code_bytes"] + first["model_code_bytes"] + first["constant_bytes"]
+    lines += ["", f"TFLite Micro for `{tflm['model']}` (tflm_m4.md, tflite-micro 90b983c + CMSIS-NN): "
+              f"{cmsis['instructions_median'] / 1e6:.2f} M instructions, {cmsis['code_bytes'] / KB:.1f} KB of code "
+              f"(TFLM, six kernels, backend) + the {first['tflm_model_bytes'] / KB:.1f} KB flatbuffer, arena "
+              f"{cmsis['minimum_arena_bytes']} B on the Cortex-M4 (input and output inside it). The engine for "
+              f"`{first['variant']}`: {engine_flash / KB:.1f} KB of flash in all, "
+              f"{(first['arena_bytes'] + first['io_bytes']) / KB:.1f} KB of RAM with its input and output."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--compressed", type=Path, default=Path("/tmp/dslite-tiny-demo/compressed"))
+    parser.add_argument("--random", type=int, default=200)
+    parser.add_argument("--real", type=int, default=200)
+    parser.add_argument("--m4", type=int, default=40)
+    args = parser.parse_args()
+    if not args.compressed.is_dir():
+        subprocess.run(["dslite-tiny", "demo", "--out", str(args.compressed.parent)], check=True)
+    names = [p.parent.name for p in sorted(args.compressed.glob("*/model.tflite"))
+             if p.parent.name.endswith("int8") and not p.parent.name.startswith("int16")]
+    rows = [measure(args.compressed / name, args) for name in names]
+    tflm = json.loads((HERE / "tflm_m4.json").read_text())
+    (HERE / "engine_m4.json").write_text(json.dumps({"rows": rows}, indent=2) + "\n")
+    (HERE / "engine_m4.md").write_text(markdown(rows, tflm))
+    print(markdown(rows, tflm))
+
+
+if __name__ == "__main__":
+    main()
