@@ -21,6 +21,7 @@ FIRMWARE_DIR = Path(__file__).parent / "firmware"
 CORE_SOURCES = ("dt_protocol.c", "dt_frontend.c")
 CORE_HEADERS = ("dt_config.h", "dt_platform.h", "dt_protocol.h", "dt_frontend.h")
 TFLM_SOURCES = ("dt_tflm.h", "dt_tflm.cc")
+ENGINE_SOURCES = ("dt_engine_backend.h", "dt_engine_backend.c")
 HOST_SOURCE = "dt_host.c"
 VIRTUAL_NAME = "virtual"
 HOST_CFLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-fPIC", "-shared")
@@ -37,6 +38,8 @@ def model_header(name: str, *, device: str) -> str:
             f'#define DT_MODEL_DATA_HEADER "{name}_model_data.h"\n'
             f'#define DT_OP_RESOLVER_HEADER "{name}_op_resolver.h"\n'
             f"#define DT_CREATE_OP_RESOLVER {name}_create_op_resolver\n"
+            f'#define DT_ENGINE_HEADER "{name}_engine.h"\n'
+            f"#define DT_ENGINE_INVOKE {name}_invoke\n"
             f'#define DT_DEVICE_NAME "{device}"\n\n'
             f"#endif  /* DT_MODEL_H_ */\n")
 
@@ -50,9 +53,9 @@ def model_files(variant: Variant, *, name: str, device: str) -> dict[str, str]:
     return {**c_files(with_measured_arena(variant), name=name), "dt_model.h": model_header(name, device=device)}
 
 
-def core_files(*, tflm: bool) -> dict[str, str]:
-    """The firmware core's sources (with the TFLM backend for boards)."""
-    names = CORE_HEADERS + CORE_SOURCES + (TFLM_SOURCES if tflm else ())
+def core_files(*, tflm: bool = False, engine: bool = False) -> dict[str, str]:
+    """The firmware core's sources, with the TFLM backend or the generated engine's for boards."""
+    names = CORE_HEADERS + CORE_SOURCES + (TFLM_SOURCES if tflm else ()) + (ENGINE_SOURCES if engine else ())
     return {n: (FIRMWARE_DIR / n).read_text(encoding="utf-8") for n in names}
 
 

@@ -16,16 +16,19 @@ import hashlib
 import os
 import re
 import shutil
+import socket
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from dslite_tiny.engine.codegen import Engine
+from dslite_tiny.data.cache import default_cache_dir
+from dslite_tiny.engine.codegen import Engine, generate
 from dslite_tiny.errors import UserError
 from dslite_tiny.export.op_resolver import op_resolver_text
-from dslite_tiny.export.variant import Variant
+from dslite_tiny.export.variant import Variant, load_variant
 from firmware_host.build import CORE_HEADERS, FIRMWARE_DIR, compile_c, core_files, model_files, staged_build
 
 BOARD_DIR = FIRMWARE_DIR / "mps2_an386"
@@ -38,6 +41,10 @@ CXX_FLAGS = ("-std=c++17", "-O2", *CORTEX_M4F, "-fno-exceptions", "-fno-rtti", "
              "-ffunction-sections", "-fdata-sections", "-DTF_LITE_STATIC_MEMORY")
 TREE_C_FLAGS = ("-O2", *CORTEX_M4F, "-ffunction-sections", "-fdata-sections")  # a tree's C (CMSIS-NN), as it is
 QEMU_TIMEOUT_S = 600  # an emulated second of Cortex-M4 work takes well under one host second
+QEMU_START_S = 10.0
+DEVICE_NAME = "mps2-an386"
+DEVICE_SOURCES = ("device_main.c", "dt_protocol.c", "dt_frontend.c", "dt_engine_backend.c", "model_engine.c",
+                  "dt_engine.c")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,6 +156,75 @@ def engine_on_cortex_m4(engine: Engine, name: str, inputs: np.ndarray, *,
         elif line:
             rows[-1] += bytes.fromhex(line)
     return np.stack([np.frombuffer(r, np.int8) for r in rows]), counts, elf_sections(elf)
+
+
+class QemuDevice:
+    """The QEMU device: the firmware core and the model's generated engine on the emulated Cortex-M4F,
+    serving the protocol on UART0, which QEMU connects to a TCP port of this machine. ``device eval`` and
+    ``bench`` drive it over ``socket://127.0.0.1:PORT`` as they drive a board. Its clock is QEMU's virtual
+    time (``-icount shift=0``: 1 instruction per ns), so the µs it reports are instructions / 1000."""
+
+    def __init__(self, model_dir: str | Path, *, cache_dir: Path | None = None) -> None:
+        problem = tools_missing()
+        if problem:
+            raise UserError(f"cannot run the QEMU device: {problem}")
+        self.variant = load_variant(model_dir)
+        self.elf = device_elf(self.variant, cache_dir=cache_dir or default_cache_dir() / "qemu")
+        self._process: subprocess.Popen | None = None
+
+    def start(self, port: int = 0) -> str:
+        """Boots the firmware with UART0 on ``port`` (0: a free one); returns the port's URL."""
+        port = port or _free_port()
+        command = ["qemu-system-arm", "-M", DEVICE_NAME, "-nodefaults", "-display", "none", "-icount", "shift=0",
+                   "-semihosting-config", "enable=on,target=native", "-chardev",
+                   f"socket,id=uart0,host=127.0.0.1,port={port},server=on,wait=off", "-serial", "chardev:uart0",
+                   "-kernel", str(self.elf)]
+        self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + QEMU_START_S
+        while not _listening(port):
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                error = self._process.stderr.read() if self._process.poll() is not None else "no listening port"
+                self.close()
+                raise UserError(f"QEMU did not start the device on port {port}: {error.strip()[-300:]}")
+            time.sleep(0.05)
+        return f"socket://127.0.0.1:{port}"
+
+    def wait(self) -> int:
+        """Until QEMU ends (the firmware never exits on its own); its exit status."""
+        return self._process.wait() if self._process else 0
+
+    def close(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+
+
+def device_elf(variant: Variant, *, cache_dir: Path) -> Path:
+    """The QEMU device's firmware for ``variant`` (int8, ops the engine runs), built once and cached."""
+    engine = generate(variant.data, variant.path, name="model", provenance=[f"Variant: {variant.name}"])
+    files = {**core_files(engine=True), **model_files(variant, name="model", device=DEVICE_NAME), **engine.files,
+             "device_main.c": (BOARD_DIR / "device_main.c").read_text(encoding="utf-8")}
+    return build_elf(files, list(DEVICE_SOURCES), cache_dir=cache_dir)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _listening(port: int) -> bool:
+    """True once something accepts on ``port``; QEMU's server takes the next client after this one leaves."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
 
 
 def tflm_library(tree: TflmTree, *, cache_dir: Path) -> Path:

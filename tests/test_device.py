@@ -21,6 +21,7 @@ from test_cli import assert_user_error
 import dslite_tiny  # noqa: F401
 from dslite_tiny.export.boards import list_boards, load_board
 from dslite_tiny.export.variant import load_variant
+from firmware_host import qemu
 from firmware_host.flash import write_project, plan_flash
 
 
@@ -49,6 +50,22 @@ class VirtualProcess:
         self.process.wait(timeout=30)  # TensorFlow's teardown on a loaded machine took over 10 s
 
 
+class QemuProcess:
+    """``dslite-tiny device qemu`` in its own process: the firmware on QEMU's Cortex-M4, as a user starts it."""
+
+    def __init__(self, model_dir: Path, cache: Path) -> None:
+        self.process = subprocess.Popen([sys.executable, "-m", "dslite_tiny", "device", "qemu", "--model-dir",
+                                         str(model_dir)], stdout=subprocess.PIPE, text=True,
+                                        env={**os.environ, "DSLITE_TINY_CACHE": str(cache)})
+        first = self.process.stdout.readline()
+        assert first.startswith("QEMU device") and "socket://127.0.0.1:" in first, first
+        self.port = first.split()[-1]
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGINT)
+        self.process.wait(timeout=30)
+
+
 @pytest.fixture
 def virtual_port(model_dir, tmp_path):
     device = VirtualProcess(model_dir, tmp_path / "clean")
@@ -64,6 +81,26 @@ def device_eval(port: str, model_dir: Path, data: Path, *options: str) -> subpro
 def records(path: Path) -> dict[int, dict]:
     lines = path.read_text().splitlines()
     return {r["index"]: r for r in map(json.loads, lines[1:])}
+
+
+@pytest.mark.skipif(qemu.tools_missing() is not None, reason=f"{qemu.tools_missing()} (.ci/run installs them)")
+def test_device_eval_on_the_emulated_cortex_m4_agrees_with_the_host(model_dir, demo_data, tmp_path):
+    """The firmware core, the C frontend and the generated engine on QEMU's Cortex-M4 over a TCP serial line:
+    every chunk classified as the host classifies it (TFLM reference kernels), in audio mode (the device computes the
+    features) on the first chunks, where QEMU's UART takes ~2 s per 32 KB chunk, and in tensor mode on all."""
+    device = QemuProcess(model_dir, tmp_path / "cache")
+    try:
+        info = run_cli("device", "info", "--port", device.port)
+        assert info.returncode == 0 and "device    mps2-an386" in info.stdout, info.stderr
+        for mode, limit in (("audio", "6"), ("tensor", "1000")):
+            result = device_eval(device.port, model_dir, demo_data, "--mode", mode, "--limit", limit,
+                                 "--name", f"qemu-{mode}")
+            assert result.returncode == 0, result.stderr
+            summary = json.loads((model_dir / f"device-qemu-{mode}.json").read_text())
+            assert summary["accuracy"]["agreement"] == 1.0 and summary["chunks"] >= 6, summary
+            assert summary["latency"]["inference"]["median_ms"] > 0  # instructions / 1e6 on this device
+    finally:
+        device.stop()
 
 
 def test_device_eval_over_a_pty_matches_host_litert(virtual_port, model_dir, demo_data):

@@ -107,12 +107,17 @@ def test_failed_variants_and_device_measurements_join_the_tables(compressed, tmp
               "latency": {"inference": {"median_ms": 12.5, "p90_ms": 13.0},
                           "frontend": {"median_ms": 3.25, "p90_ms": 3.5}}}
     (out / "int8" / "device-virtual.json").write_text(json.dumps(device))
+    qemu = {**device, "device": "mps2-an386", "latency": {"inference": {"median_ms": 60.93, "p90_ms": 60.93},
+                                                          "frontend": {"median_ms": 4.26, "p90_ms": 4.26}}}
+    (out / "int8" / "device-mps2-an386.json").write_text(json.dumps(qemu))
     result = build_report(out, report_dir=tmp_path / "r", boards=["nano33ble"])
     markdown = result.markdown.read_text()
     assert "| pruned-int8 | failed |" in markdown and "`pruned-int8`: RuntimeError: forced" in markdown
     assert "UAR (virtual)" in markdown and "frontend (virtual)" in markdown
+    assert "Cortex-M4 instructions (QEMU)" in markdown  # the QEMU device's clock counts instructions
     int8_row = next(line for line in markdown.splitlines() if line.startswith("| int8 | ok |"))
     assert "0.500" in int8_row and "12.50 ms" in int8_row and "3.25 ms" in int8_row
+    assert "60.93 M" in int8_row and "4.26 M" in int8_row
     assert "sparsity.png" not in markdown and "No pruned variant" in markdown
     _parse(result.html.read_text())
 

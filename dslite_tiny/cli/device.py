@@ -141,6 +141,26 @@ def virtual(model_dir: Path, port_link: Path | None, fault_rate: float, reset_af
 
 
 @device.command()
+@_model_dir
+@click.option("--port", "tcp_port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="TCP port of the device's serial line (0: a free one).")
+def qemu(model_dir: Path, tcp_port: int) -> None:
+    """Run the model's generated engine with the firmware core on an emulated Cortex-M4 (QEMU mps2-an386),
+    its serial line on a local TCP port, until Ctrl-C. Latencies it reports are instructions / 1000."""
+    from firmware_host.qemu import QemuDevice
+
+    qemu_device = QemuDevice(model_dir)
+    url = qemu_device.start(tcp_port)
+    click.echo(f"QEMU device ({qemu_device.variant.name}, Cortex-M4) on {url}")
+    try:
+        qemu_device.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        qemu_device.close()
+
+
+@device.command()
 @click.option("--board", required=True, help="Board profile (configs/boards/) with a firmware project.")
 @_model_dir
 @click.option("--port", help="Serial port of the board (for flashers that need one).")

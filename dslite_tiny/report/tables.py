@@ -10,6 +10,8 @@ from dslite_tiny.measure.layer_error import largest_drops
 from dslite_tiny.report.results import Measurement, Results, VariantResult
 
 Table = tuple[list[str], list[list[str]]]  # header, rows
+# Devices whose clock is QEMU's virtual time under -icount shift=0 (firmware_host/qemu.py): 1 ms = 1 M instructions.
+QEMU_DEVICES = frozenset({"mps2-an386"})
 MIN_AGREEMENT = 0.95  # a recommended variant flips at most 5 % of the float model's predictions
 Fits = dict[str, dict[str, Fit | None]]  # variant → board → fit (None: not measurable there)
 
@@ -66,15 +68,23 @@ def _source_columns(source: str) -> list[str]:
     """The columns of one measurement source; a device adds its frontend time (the host gets features)."""
     if source == "host":
         return ["UAR", "ΔUAR", "UAR (files)", "accuracy", "agreement", "host latency (1 thread)"]
+    timing = (["Cortex-M4 instructions (QEMU)", "frontend Cortex-M4 instructions (QEMU)"] if source in QEMU_DEVICES
+              else [f"latency ({source})", f"frontend ({source})"])
     return [f"UAR ({source})", f"ΔUAR ({source})", f"UAR files ({source})", f"accuracy ({source})",
-            f"agreement ({source})", f"latency ({source})", f"frontend ({source})"]
+            f"agreement ({source})", *timing]
 
 
 def _source_cells(m: Measurement, results: Results) -> list[str]:
     delta = None if m.uar is None else 100 * (m.uar - results.float_uar)
+    time = instructions if m.source in QEMU_DEVICES else ms
     cells = [num(m.uar, 3), signed(delta), num(m.uar_files, 3), num(m.accuracy, 3), percent(m.agreement),
-             ms(m.latency.median_ms)]
-    return cells if m.source == "host" else [*cells, ms(m.frontend.median_ms if m.frontend else None)]
+             time(m.latency.median_ms)]
+    return cells if m.source == "host" else [*cells, time(m.frontend.median_ms if m.frontend else None)]
+
+
+def instructions(milliseconds: float | None) -> str:
+    """A QEMU device's ms as the instructions they are (1 instruction per ns of virtual time)."""
+    return "—" if milliseconds is None else f"{milliseconds:.2f} M"
 
 
 def fit_table(results: Results, boards: list[BoardConfig], fits: Fits) -> Table:

@@ -1,4 +1,4 @@
-/* The emulated Cortex-M4F board (QEMU mps2-an386): start-up, SysTick cycle counting and semihosting.
+/* The emulated Cortex-M4F board (QEMU mps2-an386): start-up, SysTick cycle counting, semihosting and UART0.
  *
  * Under ``qemu-system-arm -icount shift=0`` every instruction takes 1 ns of virtual time and SysTick runs
  * on the 25 MHz system clock, so one SysTick tick is 40 instructions: counts are deterministic and
@@ -13,6 +13,10 @@
 #define SYST_RVR (*(volatile uint32_t *)0xE000E014u)
 #define SYST_CVR (*(volatile uint32_t *)0xE000E018u)
 #define CPACR (*(volatile uint32_t *)0xE000ED88u)
+#define UART0_DATA (*(volatile uint32_t *)0x40004000u)
+#define UART0_STATE (*(volatile uint32_t *)0x40004004u) /* bit 0: transmitter full, bit 1: a byte received */
+#define UART0_CTRL (*(volatile uint32_t *)0x40004008u)  /* bit 0: transmit enable, bit 1: receive enable */
+#define UART0_BAUDDIV (*(volatile uint32_t *)0x40004010u)
 #define SYSTICK_RELOAD 0xFFFFFFu
 
 extern uint32_t _data_load, _data_start, _data_end, _bss_start, _bss_end, _stack_top;
@@ -46,6 +50,22 @@ uint64_t dt_board_instructions(void) {
     value = SYST_CVR;
   } while (wraps != g_wraps);
   return ((uint64_t)wraps * (SYSTICK_RELOAD + 1u) + (SYSTICK_RELOAD - value)) * DT_BOARD_INSTRUCTIONS_PER_TICK;
+}
+
+void dt_board_uart_init(void) {
+  UART0_BAUDDIV = 16; /* the smallest divider QEMU's model accepts; the emulated link has no baud rate */
+  UART0_CTRL = 3u;
+}
+
+int dt_board_uart_read(void) { return (UART0_STATE & 2u) ? (int)(UART0_DATA & 0xFFu) : -1; }
+
+void dt_board_uart_write(const char *bytes, uint32_t length) {
+  uint32_t i;
+  for (i = 0; i < length; ++i) {
+    while (UART0_STATE & 1u) {
+    }
+    UART0_DATA = (uint8_t)bytes[i];
+  }
 }
 
 static void systick(void) { ++g_wraps; }

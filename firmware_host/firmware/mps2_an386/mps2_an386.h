@@ -18,6 +18,13 @@ void dt_board_write(const char *text);
 /* Ends the emulation with exit code ``code``. */
 void dt_board_exit(int code) __attribute__((noreturn));
 
+/* UART0 (CMSDK APB UART, QEMU's -serial): the serial port of the QEMU device. */
+void dt_board_uart_init(void);
+/* The next received byte, or -1 if none is waiting. */
+int dt_board_uart_read(void);
+/* Sends ``length`` bytes, waiting while the transmitter is busy. */
+void dt_board_uart_write(const char *bytes, uint32_t length);
+
 #ifdef __cplusplus
 }
 #endif
