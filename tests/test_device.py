@@ -62,8 +62,10 @@ class QemuProcess:
         self.port = first.split()[-1]
 
     def stop(self) -> None:
-        self.process.send_signal(signal.SIGINT)
+        """SIGTERM, as a service manager stops it: QEMU, which spins a core, must end with it."""
+        self.process.send_signal(signal.SIGTERM)
         self.process.wait(timeout=30)
+        assert not qemu._listening(int(self.port.rsplit(":", 1)[1])), "QEMU outlived device qemu"
 
 
 @pytest.fixture

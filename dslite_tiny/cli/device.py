@@ -2,6 +2,8 @@
 the virtual device, and flashing boards."""
 from __future__ import annotations
 
+import signal
+import sys
 from pathlib import Path
 
 import click
@@ -151,6 +153,9 @@ def qemu(model_dir: Path, tcp_port: int) -> None:
 
     qemu_device = QemuDevice(model_dir)
     url = qemu_device.start(tcp_port)
+    # QEMU spins a core while it runs: a terminated or hung-up command must stop it too, not only Ctrl-C
+    for stop in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop, lambda *_: sys.exit(0))
     click.echo(f"QEMU device ({qemu_device.variant.name}, Cortex-M4) on {url}")
     try:
         qemu_device.wait()

@@ -84,6 +84,14 @@ class _Writer:
                   o["dilationHFactor"], o["dilationWFactor"], pad_h, pad_w,
                   o.get("depthMultiplier", 1) if depthwise else 1, -x.zero_point, out.zero_point, act_min, act_max]
         multipliers, shifts = quant.conv_multipliers(x.scale, w.scales, out.scale)
+        if depthwise:  # the interior's bias: the input offset times each channel's weight sum folded in
+            folded = self._folded_bias(op, w.data.reshape(-1, out_c).sum(axis=0), -x.zero_point)
+            self._array("int32_t", f"f{op.index}", folded, "bias with the input offset folded in")
+            return self._weighted_call(op, kernel, "dt_conv_params", fields, multipliers, shifts, extra=f"f{op.index}")
+        if (k_h, k_w, o["strideH"], o["strideW"], pad_h, pad_w) == (1, 1, 1, 1, 0, 0):
+            folded = self._folded_bias(op, w.data.reshape(out_c, -1).sum(axis=1), -x.zero_point)
+            return self._weighted_call(op, "dt_pointwise_conv_s8", "dt_conv_params", fields, multipliers, shifts,
+                                       bias=folded)
         return self._weighted_call(op, kernel, "dt_conv_params", fields, multipliers, shifts)
 
     def _fully_connected(self, op: Op) -> str:
@@ -92,11 +100,15 @@ class _Writer:
         if o.get("keepNumDims") or len(out.shape) != 2 or x.elements != w.shape[1] or w.dtype != "int8":
             raise UserError(f"op {op.index} (FULLY_CONNECTED) is not a [1, depth] × [units, depth]^T int8 product",
                             path=self.path)
+        if np.any(w.zero_points):
+            raise UserError(f"op {op.index} (FULLY_CONNECTED) has asymmetric int8 weights; TFLite's are symmetric",
+                            path=self.path)
         act_min, act_max = quant.activation_range(o["fusedActivationFunction"], out.scale, out.zero_point)
         multipliers, shifts = quant.conv_multipliers(x.scale, w.scales, out.scale)
-        fields = [w.shape[1], w.shape[0], int(len(w.scales) > 1), -x.zero_point, -w.zero_point, out.zero_point,
-                  act_min, act_max]
-        return self._weighted_call(op, "dt_fully_connected_s8", "dt_fc_params", fields, multipliers, shifts)
+        fields = [w.shape[1], w.shape[0], int(len(w.scales) > 1), out.zero_point, act_min, act_max]
+        folded = self._folded_bias(op, w.data.sum(axis=1), -x.zero_point)
+        return self._weighted_call(op, "dt_fully_connected_s8", "dt_fc_params", fields, multipliers, shifts,
+                                   bias=folded)
 
     def _mean(self, op: Op) -> str:
         x, axis, out = self._tensor(op, 0), self._tensor(op, 1), self.graph.tensors[op.outputs[0]]
@@ -127,21 +139,42 @@ class _Writer:
         return self._simple_call(op, "dt_leaky_relu_s8", "dt_leaky_relu_params", fields)
 
     def _weighted_call(self, op: Op, kernel: str, struct: str, fields: list[int], multipliers: list[int],
-                       shifts: list[int]) -> str:
+                       shifts: list[int], *, bias: np.ndarray | None = None, extra: str | None = None) -> str:
+        """The call of a kernel with weights; ``bias`` replaces the model's (a folded one), ``extra`` is an
+        array passed after the bias."""
         n = op.index
         w = self._tensor(op, 1)
-        bias = self._tensor(op, 2) if len(op.inputs) > 2 and op.inputs[2] >= 0 else None
         self._array("int8_t", f"w{n}", w.data, w.name)
         if bias is not None:
-            if bias.dtype != "int32":
-                raise UserError(f"op {op.index} ({op.name}) has a {bias.dtype} bias; the engine takes int32",
-                                path=self.path)
-            self._array("int32_t", f"b{n}", bias.data, bias.name)
+            self._array("int32_t", f"b{n}", bias, "bias with the input offset folded in")
+        elif self._bias(op) is not None:
+            self._array("int32_t", f"b{n}", self._bias(op), self.graph.tensors[op.inputs[2]].name)
+        has_bias = bias is not None or self._bias(op) is not None
         self._array("int32_t", f"m{n}", np.asarray(multipliers), "requantization multipliers")
         self._array("int32_t", f"s{n}", np.asarray(shifts), "requantization shifts")
         self._params(struct, n, fields, op)
-        return (f"  {kernel}(&p{n}, {self._where(op.inputs[0])}, w{n}, {f'b{n}' if bias is not None else 'NULL'}, "
-                f"m{n}, s{n}, {self._where(op.outputs[0])});")
+        arrays = [f"w{n}", f"b{n}" if has_bias else "NULL", *([extra] if extra else []), f"m{n}", f"s{n}"]
+        return f"  {kernel}(&p{n}, {self._where(op.inputs[0])}, {', '.join(arrays)}, {self._where(op.outputs[0])});"
+
+    def _bias(self, op: Op) -> np.ndarray | None:
+        """The op's int32 bias, or None."""
+        if len(op.inputs) < 3 or op.inputs[2] < 0:
+            return None
+        bias = self.graph.tensors[op.inputs[2]]
+        if bias.dtype != "int32" or bias.data is None:
+            raise UserError(f"op {op.index} ({op.name}) has a {bias.dtype} bias; the engine takes a constant int32 one",
+                            path=self.path)
+        return bias.data
+
+    def _folded_bias(self, op: Op, weight_sums: np.ndarray, input_offset: int) -> np.ndarray:
+        """bias + input offset · Σ weights, per output channel: what the kernels add before the raw products."""
+        bias = self._bias(op)
+        folded = (np.zeros(len(weight_sums), np.int64) if bias is None else bias.astype(np.int64)) \
+            + input_offset * weight_sums.astype(np.int64)
+        if np.abs(folded).max(initial=0) >= 2 ** 31:
+            raise UserError(f"op {op.index} ({op.name}): the bias with the input offset folded in overflows int32",
+                            path=self.path)
+        return folded
 
     def _simple_call(self, op: Op, kernel: str, struct: str, fields: list[int]) -> str:
         self._params(struct, op.index, fields, op)

@@ -1,27 +1,40 @@
 /* See dt_engine.h. The fixed-point helpers are gemmlowp's (SaturatingRoundingDoublingHighMul,
  * RoundingDivideByPOT, the exp and reciprocal of its FixedPoint class) as TFLite's int8 kernels use them;
- * additions that gemmlowp lets wrap go through uint32_t so that C does not call them undefined. Integer
- * sums are exact, so the order of accumulation does not change a result. */
+ * additions that gemmlowp lets wrap go through uint32_t so that C does not call them undefined.
+ *
+ * Integer sums are exact, so neither the order of accumulation nor where the input offset is added changes
+ * a result: the generator folds the input offset into the bias wherever every tap of a window is inside
+ * the input (pointwise convolutions, fully connected layers, the interior of depthwise convolutions), and
+ * the kernels then multiply raw int8 values. On a core with the DSP extension (__ARM_FEATURE_DSP: Cortex-M4,
+ * M7, M33 with DSP) the dot products take four bytes per load and two products per SMLAD instruction; the
+ * portable C computes the same sums. */
 #include "dt_engine.h"
 
 #include <stdint.h>
+#include <string.h>
+
+#if defined(__ARM_FEATURE_DSP)
+#include <arm_acle.h>
+#endif
+
+#define DT_SMALL_WINDOW 32 /* a convolution window of up to this many values is gathered per output pixel */
 
 static int32_t wrapping_add(int32_t a, int32_t b) { return (int32_t)((uint32_t)a + (uint32_t)b); }
 static int32_t wrapping_sub(int32_t a, int32_t b) { return (int32_t)((uint32_t)a - (uint32_t)b); }
 
 static int32_t clamp(int32_t x, int32_t low, int32_t high) { return x < low ? low : (x > high ? high : x); }
 
-/* gemmlowp SaturatingRoundingDoublingHighMul: (a * b * 2) >> 32, rounded to nearest (VQRDMULH). */
-static int32_t srdhm(int32_t a, int32_t b) {
+/* gemmlowp SaturatingRoundingDoublingHighMul: (a * b * 2) >> 32, rounded to nearest (VQRDMULH). gemmlowp
+ * adds 2^30 or 1 - 2^30 by the product's sign and divides by 2^31 towards zero; adding 2^30 and shifting
+ * (flooring) gives the same integer for every product, in one multiply-accumulate (as CMSIS-NN does). */
+static inline int32_t srdhm(int32_t a, int32_t b) {
   if (a == b && a == INT32_MIN) return INT32_MAX;
-  const int64_t ab = (int64_t)a * (int64_t)b;
-  const int32_t nudge = ab >= 0 ? (1 << 30) : (1 - (1 << 30));
-  return (int32_t)((ab + nudge) / ((int64_t)1 << 31));
+  return (int32_t)(((int64_t)a * (int64_t)b + (1 << 30)) >> 31);
 }
 
-/* gemmlowp RoundingDivideByPOT: x / 2^exponent, rounded to nearest, ties away from zero. */
-static int32_t rounding_divide_by_pot(int32_t x, int32_t exponent) {
-  const int32_t mask = (int32_t)(((int64_t)1 << exponent) - 1);
+/* gemmlowp RoundingDivideByPOT: x / 2^exponent (0..31), rounded to nearest, ties away from zero. */
+static inline int32_t rounding_divide_by_pot(int32_t x, int32_t exponent) {
+  const int32_t mask = (int32_t)((UINT32_C(1) << exponent) - 1u);
   const int32_t remainder = x & mask;
   const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
   return (x >> exponent) + (remainder > threshold ? 1 : 0);
@@ -35,82 +48,313 @@ static int32_t saturating_shift_left(int32_t x, int32_t exponent) {
   return (int32_t)((uint32_t)x << exponent);
 }
 
-int32_t dt_multiply_by_quantized_multiplier(int32_t x, int32_t multiplier, int32_t shift) {
+static inline int32_t multiply_by_quantized_multiplier(int32_t x, int32_t multiplier, int32_t shift) {
   const int32_t left = shift > 0 ? shift : 0;
   const int32_t right = shift > 0 ? 0 : -shift;
   return rounding_divide_by_pot(srdhm((int32_t)((uint32_t)x << left), multiplier), right);
 }
 
-void dt_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
-                const int32_t *multiplier, const int32_t *shift, int8_t *out) {
-  int32_t oy, ox, oc, fy, fx, ic;
-  for (oy = 0; oy < p->out_h; ++oy) {
-    const int32_t y0 = oy * p->stride_h - p->pad_h;
-    for (ox = 0; ox < p->out_w; ++ox) {
-      const int32_t x0 = ox * p->stride_w - p->pad_w;
-      for (oc = 0; oc < p->out_c; ++oc) {
-        int32_t acc = 0;
-        for (fy = 0; fy < p->k_h; ++fy) {
-          const int32_t y = y0 + p->dil_h * fy;
-          if (y < 0 || y >= p->in_h) continue;
-          for (fx = 0; fx < p->k_w; ++fx) {
-            const int32_t x = x0 + p->dil_w * fx;
-            const int8_t *pixel, *weights;
-            if (x < 0 || x >= p->in_w) continue;
-            pixel = &in[(y * p->in_w + x) * p->in_c];
-            weights = &filter[((oc * p->k_h + fy) * p->k_w + fx) * p->in_c];
-            for (ic = 0; ic < p->in_c; ++ic) acc += (int32_t)weights[ic] * ((int32_t)pixel[ic] + p->in_offset);
-          }
-        }
-        if (bias) acc += bias[oc];
-        acc = dt_multiply_by_quantized_multiplier(acc, multiplier[oc], shift[oc]) + p->out_offset;
-        out[(oy * p->out_w + ox) * p->out_c + oc] = (int8_t)clamp(acc, p->act_min, p->act_max);
-      }
+static inline int8_t requantize(int32_t acc, int32_t multiplier, int32_t shift, int32_t out_offset, int32_t low,
+                                int32_t high) {
+  return (int8_t)clamp(multiply_by_quantized_multiplier(acc, multiplier, shift) + out_offset, low, high);
+}
+
+#if defined(__ARM_FEATURE_DSP)
+static uint32_t load4(const int8_t *p) {
+  uint32_t v;
+  memcpy(&v, p, 4); /* one LDR: a Cortex-M4 loads unaligned words */
+  return v;
+}
+
+/* Bytes 1 and 3 sign-extended to two int16 (SXTB16 with its ROR #8 operand, which GCC does not fuse). */
+static inline int32_t sxtb16_odd(uint32_t v) {
+  int32_t r;
+  __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
+  return r;
+}
+#endif
+
+/* acc[r] += Σ_k w[r * stride + k] · x[k] for the four rows r of w (int8 · int8: offsets already folded). */
+static void dot4(const int8_t *x, const int8_t *w, int32_t stride, int32_t n, int32_t acc[4]) {
+  const int8_t *w0 = w, *w1 = w + stride, *w2 = w1 + stride, *w3 = w2 + stride;
+  int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3], k = 0;
+#if defined(__ARM_FEATURE_DSP)
+  for (; k + 4 <= n; k += 4) {
+    const uint32_t xv = load4(x + k);
+    const int32_t xe = __sxtb16(xv), xo = sxtb16_odd(xv);
+    uint32_t wv = load4(w0 + k);
+    a0 = __smlad(__sxtb16(wv), xe, a0);
+    a0 = __smlad(sxtb16_odd(wv), xo, a0);
+    wv = load4(w1 + k);
+    a1 = __smlad(__sxtb16(wv), xe, a1);
+    a1 = __smlad(sxtb16_odd(wv), xo, a1);
+    wv = load4(w2 + k);
+    a2 = __smlad(__sxtb16(wv), xe, a2);
+    a2 = __smlad(sxtb16_odd(wv), xo, a2);
+    wv = load4(w3 + k);
+    a3 = __smlad(__sxtb16(wv), xe, a3);
+    a3 = __smlad(sxtb16_odd(wv), xo, a3);
+  }
+#endif
+  for (; k < n; ++k) {
+    const int32_t xk = x[k];
+    a0 += w0[k] * xk;
+    a1 += w1[k] * xk;
+    a2 += w2[k] * xk;
+    a3 += w3[k] * xk;
+  }
+  acc[0] = a0;
+  acc[1] = a1;
+  acc[2] = a2;
+  acc[3] = a3;
+}
+
+/* The four sums of two weight rows (w0, w1) with two input rows (x0, x1): acc = {w0·x0, w1·x0, w0·x1, w1·x1}
+ * added to acc; each load serves two products (CMSIS-NN's 2×2 block), so the DSP path needs 1.25
+ * instructions per multiply-accumulate. */
+static void dot2x2(const int8_t *x0, const int8_t *x1, const int8_t *w0, const int8_t *w1, int32_t n,
+                   int32_t acc[4]) {
+  int32_t a00 = acc[0], a10 = acc[1], a01 = acc[2], a11 = acc[3], k = 0;
+#if defined(__ARM_FEATURE_DSP)
+  for (; k + 4 <= n; k += 4) {
+    const uint32_t xv0 = load4(x0 + k), xv1 = load4(x1 + k), wv0 = load4(w0 + k), wv1 = load4(w1 + k);
+    const int32_t x0e = __sxtb16(xv0), x0o = sxtb16_odd(xv0), x1e = __sxtb16(xv1), x1o = sxtb16_odd(xv1);
+    const int32_t w0e = __sxtb16(wv0), w0o = sxtb16_odd(wv0), w1e = __sxtb16(wv1), w1o = sxtb16_odd(wv1);
+    a00 = __smlad(w0o, x0o, __smlad(w0e, x0e, a00));
+    a10 = __smlad(w1o, x0o, __smlad(w1e, x0e, a10));
+    a01 = __smlad(w0o, x1o, __smlad(w0e, x1e, a01));
+    a11 = __smlad(w1o, x1o, __smlad(w1e, x1e, a11));
+  }
+#endif
+  for (; k < n; ++k) {
+    a00 += w0[k] * x0[k];
+    a10 += w1[k] * x0[k];
+    a01 += w0[k] * x1[k];
+    a11 += w1[k] * x1[k];
+  }
+  acc[0] = a00;
+  acc[1] = a10;
+  acc[2] = a01;
+  acc[3] = a11;
+}
+
+static int32_t dot1(const int8_t *x, const int8_t *w, int32_t n) {
+  int32_t acc = 0, k = 0;
+#if defined(__ARM_FEATURE_DSP)
+  for (; k + 4 <= n; k += 4) {
+    const uint32_t xv = load4(x + k), wv = load4(w + k);
+    acc = __smlad(__sxtb16(wv), __sxtb16(xv), acc);
+    acc = __smlad(sxtb16_odd(wv), sxtb16_odd(xv), acc);
+  }
+#endif
+  for (; k < n; ++k) acc += w[k] * x[k];
+  return acc;
+}
+
+/* out[r] = requantized (bias[r] + Σ_k w[r][k] · x[k]) for ``rows`` rows of ``depth`` weights: one pixel of
+ * a pointwise convolution, or a fully connected layer. ``per_channel`` selects multiplier[r] over [0]. */
+static void rows_s8(const int8_t *x, const int8_t *w, int32_t depth, int32_t rows, const int32_t *bias,
+                    const int32_t *multiplier, const int32_t *shift, int32_t per_channel, int32_t out_offset,
+                    int32_t low, int32_t high, int8_t *out) {
+  int32_t r = 0, j;
+  for (; r + 4 <= rows; r += 4) {
+    int32_t acc[4];
+    for (j = 0; j < 4; ++j) acc[j] = bias[r + j];
+    dot4(x, &w[r * depth], depth, depth, acc);
+    for (j = 0; j < 4; ++j) {
+      const int32_t k = per_channel ? r + j : 0;
+      out[r + j] = requantize(acc[j], multiplier[k], shift[k], out_offset, low, high);
     }
+  }
+  for (; r < rows; ++r) {
+    const int32_t k = per_channel ? r : 0;
+    out[r] = requantize(bias[r] + dot1(x, &w[r * depth], depth), multiplier[k], shift[k], out_offset, low, high);
   }
 }
 
-void dt_depthwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
+void dt_pointwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
                           const int32_t *multiplier, const int32_t *shift, int8_t *out) {
-  int32_t oy, ox, ic, m, fy, fx;
-  for (oy = 0; oy < p->out_h; ++oy) {
-    const int32_t y0 = oy * p->stride_h - p->pad_h;
-    for (ox = 0; ox < p->out_w; ++ox) {
-      const int32_t x0 = ox * p->stride_w - p->pad_w;
-      for (ic = 0; ic < p->in_c; ++ic) {
-        for (m = 0; m < p->depth_multiplier; ++m) {
-          const int32_t oc = ic * p->depth_multiplier + m;
-          int32_t acc = 0;
-          for (fy = 0; fy < p->k_h; ++fy) {
-            const int32_t y = y0 + p->dil_h * fy;
-            if (y < 0 || y >= p->in_h) continue;
-            for (fx = 0; fx < p->k_w; ++fx) {
-              const int32_t x = x0 + p->dil_w * fx;
-              if (x < 0 || x >= p->in_w) continue;
-              acc += (int32_t)filter[(fy * p->k_w + fx) * p->out_c + oc] *
-                     ((int32_t)in[(y * p->in_w + x) * p->in_c + ic] + p->in_offset);
-            }
-          }
-          if (bias) acc += bias[oc];
-          acc = dt_multiply_by_quantized_multiplier(acc, multiplier[oc], shift[oc]) + p->out_offset;
-          out[(oy * p->out_w + ox) * p->out_c + oc] = (int8_t)clamp(acc, p->act_min, p->act_max);
-        }
-      }
+  const dt_conv_params q = *p; /* a local copy: stores through int8_t * cannot alias it */
+  const int32_t pixels = q.out_h * q.out_w, c = q.in_c, n = q.out_c;
+  int32_t i = 0, oc;
+  for (; i + 2 <= pixels; i += 2) { /* two pixels by two output channels at a time */
+    const int8_t *x0 = &in[i * c], *x1 = x0 + c;
+    int8_t *y0 = &out[i * n], *y1 = y0 + n;
+    for (oc = 0; oc + 2 <= n; oc += 2) {
+      int32_t acc[4];
+      acc[0] = acc[2] = bias[oc];
+      acc[1] = acc[3] = bias[oc + 1];
+      dot2x2(x0, x1, &filter[oc * c], &filter[(oc + 1) * c], c, acc);
+      y0[oc] = requantize(acc[0], multiplier[oc], shift[oc], q.out_offset, q.act_min, q.act_max);
+      y0[oc + 1] = requantize(acc[1], multiplier[oc + 1], shift[oc + 1], q.out_offset, q.act_min, q.act_max);
+      y1[oc] = requantize(acc[2], multiplier[oc], shift[oc], q.out_offset, q.act_min, q.act_max);
+      y1[oc + 1] = requantize(acc[3], multiplier[oc + 1], shift[oc + 1], q.out_offset, q.act_min, q.act_max);
     }
+    for (; oc < n; ++oc) {
+      y0[oc] = requantize(bias[oc] + dot1(x0, &filter[oc * c], c), multiplier[oc], shift[oc], q.out_offset,
+                          q.act_min, q.act_max);
+      y1[oc] = requantize(bias[oc] + dot1(x1, &filter[oc * c], c), multiplier[oc], shift[oc], q.out_offset,
+                          q.act_min, q.act_max);
+    }
+  }
+  for (; i < pixels; ++i) {
+    rows_s8(&in[i * q.in_c], filter, q.in_c, q.out_c, bias, multiplier, shift, 1, q.out_offset, q.act_min,
+            q.act_max, &out[i * q.out_c]);
   }
 }
 
 void dt_fully_connected_s8(const dt_fc_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
                            const int32_t *multiplier, const int32_t *shift, int8_t *out) {
-  int32_t oc, d;
+  rows_s8(in, filter, p->depth, p->out_c, bias, multiplier, shift, p->per_channel, p->out_offset, p->act_min,
+          p->act_max, out);
+}
+
+/* One output pixel of a convolution, every tap bounds-checked and offset (the reference kernel's sum). */
+static void conv_pixel(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
+                       const int32_t *multiplier, const int32_t *shift, int32_t oy, int32_t ox, int8_t *out) {
+  const int32_t y0 = oy * p->stride_h - p->pad_h, x0 = ox * p->stride_w - p->pad_w;
+  int32_t oc, fy, fx, ic;
   for (oc = 0; oc < p->out_c; ++oc) {
-    const int8_t *weights = &filter[oc * p->depth];
-    const int32_t k = p->per_channel ? oc : 0;
-    int32_t acc = 0;
-    for (d = 0; d < p->depth; ++d) acc += ((int32_t)weights[d] + p->filter_offset) * ((int32_t)in[d] + p->in_offset);
-    if (bias) acc += bias[oc];
-    acc = dt_multiply_by_quantized_multiplier(acc, multiplier[k], shift[k]) + p->out_offset;
-    out[oc] = (int8_t)clamp(acc, p->act_min, p->act_max);
+    int32_t acc = bias ? bias[oc] : 0;
+    for (fy = 0; fy < p->k_h; ++fy) {
+      const int32_t y = y0 + p->dil_h * fy;
+      if (y < 0 || y >= p->in_h) continue;
+      for (fx = 0; fx < p->k_w; ++fx) {
+        const int32_t x = x0 + p->dil_w * fx;
+        const int8_t *pixel, *weights;
+        if (x < 0 || x >= p->in_w) continue;
+        pixel = &in[(y * p->in_w + x) * p->in_c];
+        weights = &filter[((oc * p->k_h + fy) * p->k_w + fx) * p->in_c];
+        for (ic = 0; ic < p->in_c; ++ic) acc += weights[ic] * (pixel[ic] + p->in_offset);
+      }
+    }
+    out[oc] = requantize(acc, multiplier[oc], shift[oc], p->out_offset, p->act_min, p->act_max);
+  }
+}
+
+/* The window of output pixel (oy, ox), offset, 0 outside the input: what the reference kernel multiplies. */
+static void gather_window(const dt_conv_params *p, const int8_t *in, int32_t oy, int32_t ox, int32_t *window) {
+  const int32_t y0 = oy * p->stride_h - p->pad_h, x0 = ox * p->stride_w - p->pad_w;
+  int32_t fy, fx, ic, k = 0;
+  for (fy = 0; fy < p->k_h; ++fy) {
+    const int32_t y = y0 + p->dil_h * fy;
+    for (fx = 0; fx < p->k_w; ++fx) {
+      const int32_t x = x0 + p->dil_w * fx;
+      const int inside = y >= 0 && y < p->in_h && x >= 0 && x < p->in_w;
+      for (ic = 0; ic < p->in_c; ++ic) window[k++] = inside ? in[(y * p->in_w + x) * p->in_c + ic] + p->in_offset : 0;
+    }
+  }
+}
+
+/* One output pixel of a convolution with a small window: the window is gathered once and each output
+ * channel is a dot product with its weights, four channels at a time (each window value loaded once). */
+static void conv_pixel_small(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
+                             const int32_t *multiplier, const int32_t *shift, int32_t oy, int32_t ox, int8_t *out) {
+  const int32_t taps = p->k_h * p->k_w * p->in_c;
+  int32_t window[DT_SMALL_WINDOW];
+  int32_t oc = 0, k;
+  gather_window(p, in, oy, ox, window);
+  for (; oc + 4 <= p->out_c; oc += 4) {
+    const int8_t *w0 = &filter[oc * taps], *w1 = w0 + taps, *w2 = w1 + taps, *w3 = w2 + taps;
+    int32_t a0 = bias ? bias[oc] : 0, a1 = bias ? bias[oc + 1] : 0, a2 = bias ? bias[oc + 2] : 0;
+    int32_t a3 = bias ? bias[oc + 3] : 0;
+    for (k = 0; k < taps; ++k) {
+      const int32_t v = window[k];
+      a0 += w0[k] * v;
+      a1 += w1[k] * v;
+      a2 += w2[k] * v;
+      a3 += w3[k] * v;
+    }
+    out[oc] = requantize(a0, multiplier[oc], shift[oc], p->out_offset, p->act_min, p->act_max);
+    out[oc + 1] = requantize(a1, multiplier[oc + 1], shift[oc + 1], p->out_offset, p->act_min, p->act_max);
+    out[oc + 2] = requantize(a2, multiplier[oc + 2], shift[oc + 2], p->out_offset, p->act_min, p->act_max);
+    out[oc + 3] = requantize(a3, multiplier[oc + 3], shift[oc + 3], p->out_offset, p->act_min, p->act_max);
+  }
+  for (; oc < p->out_c; ++oc) {
+    const int8_t *w = &filter[oc * taps];
+    int32_t acc = bias ? bias[oc] : 0;
+    for (k = 0; k < taps; ++k) acc += w[k] * window[k];
+    out[oc] = requantize(acc, multiplier[oc], shift[oc], p->out_offset, p->act_min, p->act_max);
+  }
+}
+
+void dt_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
+                const int32_t *multiplier, const int32_t *shift, int8_t *out) {
+  const dt_conv_params q = *p; /* a local copy: stores through int8_t * cannot alias it */
+  const int small = q.k_h * q.k_w * q.in_c <= DT_SMALL_WINDOW;
+  int32_t oy, ox;
+  for (oy = 0; oy < q.out_h; ++oy) {
+    for (ox = 0; ox < q.out_w; ++ox) {
+      int8_t *pixel = &out[(oy * q.out_w + ox) * q.out_c];
+      if (small) {
+        conv_pixel_small(&q, in, filter, bias, multiplier, shift, oy, ox, pixel);
+      } else {
+        conv_pixel(&q, in, filter, bias, multiplier, shift, oy, ox, pixel);
+      }
+    }
+  }
+}
+
+/* One output pixel of a depthwise convolution, every tap bounds-checked and offset. */
+static void depthwise_pixel(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
+                            const int32_t *multiplier, const int32_t *shift, int32_t oy, int32_t ox, int8_t *out) {
+  const int32_t y0 = oy * p->stride_h - p->pad_h, x0 = ox * p->stride_w - p->pad_w;
+  int32_t oc, fy, fx;
+  for (oc = 0; oc < p->out_c; ++oc) {
+    const int32_t ic = oc / p->depth_multiplier;
+    int32_t acc = bias ? bias[oc] : 0;
+    for (fy = 0; fy < p->k_h; ++fy) {
+      const int32_t y = y0 + p->dil_h * fy;
+      if (y < 0 || y >= p->in_h) continue;
+      for (fx = 0; fx < p->k_w; ++fx) {
+        const int32_t x = x0 + p->dil_w * fx;
+        if (x < 0 || x >= p->in_w) continue;
+        acc += filter[(fy * p->k_w + fx) * p->out_c + oc] * (in[(y * p->in_w + x) * p->in_c + ic] + p->in_offset);
+      }
+    }
+    out[oc] = requantize(acc, multiplier[oc], shift[oc], p->out_offset, p->act_min, p->act_max);
+  }
+}
+
+void dt_depthwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
+                          const int32_t *folded_bias, const int32_t *multiplier, const int32_t *shift, int8_t *out) {
+  const dt_conv_params q = *p; /* a local copy: stores through int8_t * cannot alias it */
+  const int32_t c = q.in_c, row = q.in_w * q.in_c;
+  const int32_t span_h = (q.k_h - 1) * q.dil_h, span_w = (q.k_w - 1) * q.dil_w;
+  int32_t oy, ox, ch, fy, fx;
+  for (oy = 0; oy < q.out_h; ++oy) {
+    const int32_t y0 = oy * q.stride_h - q.pad_h;
+    for (ox = 0; ox < q.out_w; ++ox) {
+      const int32_t x0 = ox * q.stride_w - q.pad_w;
+      int8_t *pixel = &out[(oy * q.out_w + ox) * q.out_c];
+      if (q.depth_multiplier != 1 || y0 < 0 || x0 < 0 || y0 + span_h >= q.in_h || x0 + span_w >= q.in_w) {
+        depthwise_pixel(&q, in, filter, bias, multiplier, shift, oy, ox, pixel);
+        continue;
+      }
+      if (q.k_h == 3 && q.k_w == 3 && q.dil_h == 1 && q.dil_w == 1) { /* the common case, unrolled */
+        const int8_t *x0p = &in[y0 * row + x0 * c], *x1p = x0p + row, *x2p = x1p + row;
+        const int32_t c2 = 2 * c;
+        for (ch = 0; ch < c; ++ch) {
+          const int8_t *w = &filter[ch];
+          int32_t acc = folded_bias[ch];
+          acc += w[0] * x0p[ch] + w[c] * x0p[ch + c] + w[c2] * x0p[ch + c2];
+          acc += w[3 * c] * x1p[ch] + w[4 * c] * x1p[ch + c] + w[5 * c] * x1p[ch + c2];
+          acc += w[6 * c] * x2p[ch] + w[7 * c] * x2p[ch + c] + w[8 * c] * x2p[ch + c2];
+          pixel[ch] = requantize(acc, multiplier[ch], shift[ch], q.out_offset, q.act_min, q.act_max);
+        }
+      } else { /* the window lies inside the input: the offset's share is in folded_bias */
+        const int8_t *base = &in[y0 * row + x0 * c];
+        for (ch = 0; ch < c; ++ch) {
+          int32_t acc = folded_bias[ch];
+          for (fy = 0; fy < q.k_h; ++fy) {
+            const int8_t *x = &base[fy * q.dil_h * row + ch];
+            const int8_t *w = &filter[fy * q.k_w * c + ch];
+            for (fx = 0; fx < q.k_w; ++fx) acc += w[fx * c] * x[fx * q.dil_w * c];
+          }
+          pixel[ch] = requantize(acc, multiplier[ch], shift[ch], q.out_offset, q.act_min, q.act_max);
+        }
+      }
+    }
   }
 }
 
@@ -121,11 +365,10 @@ void dt_mean_hw_s8(const dt_mean_params *p, const int8_t *in, int8_t *out) {
     int32_t sum = 0;
     for (i = 0; i < count; ++i) sum += in[i * p->c + c];
     sum -= p->in_zero_point * count;
-    out[c] = (int8_t)clamp(dt_multiply_by_quantized_multiplier(sum, p->multiplier, p->shift) + p->out_zero_point,
+    out[c] = (int8_t)clamp(multiply_by_quantized_multiplier(sum, p->multiplier, p->shift) + p->out_zero_point,
                            INT8_MIN, INT8_MAX);
   }
 }
-
 /* exp(a) for a in [-1/4, 0), a in Q0.31 (gemmlowp exp_on_interval_between_negative_one_quarter_and_0_excl). */
 static int32_t exp_on_quarter_interval(int32_t a) {
   const int32_t constant_term = 1895147668; /* exp(-1/8) */
@@ -205,9 +448,9 @@ void dt_leaky_relu_s8(const dt_leaky_relu_params *p, const int8_t *in, int8_t *o
     const int32_t value = in[i] - p->in_zero_point;
     int32_t result = p->out_zero_point;
     if (value >= 0) {
-      result += dt_multiply_by_quantized_multiplier(value, p->identity_multiplier, p->identity_shift);
+      result += multiply_by_quantized_multiplier(value, p->identity_multiplier, p->identity_shift);
     } else {
-      const int32_t scaled = dt_multiply_by_quantized_multiplier(value, alpha, p->alpha_shift);
+      const int32_t scaled = multiply_by_quantized_multiplier(value, alpha, p->alpha_shift);
       result += negative_alpha ? -scaled : scaled;
     }
     out[i] = (int8_t)clamp(result, INT8_MIN, INT8_MAX);

@@ -19,10 +19,10 @@ typedef struct {
   int32_t in_offset, out_offset, act_min, act_max;
 } dt_conv_params;
 
-/* FULLY_CONNECTED: per_channel selects one multiplier per output (else multiplier[0] for all). */
+/* FULLY_CONNECTED: per_channel selects one multiplier per output (else multiplier[0] for all). The bias
+ * comes with the input offset folded in (weights have zero point 0). */
 typedef struct {
-  int32_t depth, out_c, per_channel;
-  int32_t in_offset, filter_offset, out_offset, act_min, act_max;
+  int32_t depth, out_c, per_channel, out_offset, act_min, act_max;
 } dt_fc_params;
 
 /* MEAN over the height and width of an [h][w][c] tensor; multiplier and shift fold in 1 / (h * w). */
@@ -42,16 +42,17 @@ typedef struct {
 
 void dt_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
                 const int32_t *multiplier, const int32_t *shift, int8_t *out);
-void dt_depthwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
+/* A 1×1 convolution with stride 1 and no padding; bias has the input offset folded in. */
+void dt_pointwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
                           const int32_t *multiplier, const int32_t *shift, int8_t *out);
+/* folded_bias: bias plus the input offset times each channel's weight sum, for windows inside the input. */
+void dt_depthwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
+                          const int32_t *folded_bias, const int32_t *multiplier, const int32_t *shift, int8_t *out);
 void dt_fully_connected_s8(const dt_fc_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
                            const int32_t *multiplier, const int32_t *shift, int8_t *out);
 void dt_mean_hw_s8(const dt_mean_params *p, const int8_t *in, int8_t *out);
 void dt_softmax_s8(const dt_softmax_params *p, const int8_t *in, int8_t *out);
 void dt_leaky_relu_s8(const dt_leaky_relu_params *p, const int8_t *in, int8_t *out);
-
-/* MultiplyByQuantizedMultiplier (double rounding): x * multiplier * 2^(shift - 31), rounded. */
-int32_t dt_multiply_by_quantized_multiplier(int32_t x, int32_t multiplier, int32_t shift);
 
 #ifdef __cplusplus
 }
