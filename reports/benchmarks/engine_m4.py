@@ -5,7 +5,8 @@ RAM (arena + input + output), beside the TFLM figures of ``tflm_m4.json``.
 
 Inputs per variant: ``--random`` random int8 tensors and ``--real`` real ones (the first chunk of FSDD
 recordings through the variant's own frontend, quantized as the host does); the Cortex-M4 runs the first
-``--m4`` of them.
+``--m4`` of them. Besides the demo's variants: a MobileNet v1 α=0.25 at 96×96×3 as ``mcu-mobilenet`` builds
+it (the shared ImageNet weights, a random head), converted by compress's int8 converter.
 
     python reports/benchmarks/engine_m4.py [--compressed /tmp/dslite-tiny-demo/compressed] [--random 200]
         [--real 200] [--m4 40]
@@ -29,6 +30,7 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dslite_tiny.audio.frontend import Frontend  # noqa: E402
+from dslite_tiny.config import FrontendConfig, load_config  # noqa: E402
 from dslite_tiny.audio.io import load_audio  # noqa: E402
 from dslite_tiny.engine.codegen import generate  # noqa: E402
 from dslite_tiny.export.variant import load_variant, with_measured_arena  # noqa: E402
@@ -37,17 +39,35 @@ from firmware_host.qemu import C_FLAGS, elf_sections, engine_on_cortex_m4  # noq
 from tflm_m4 import wheel_outputs  # noqa: E402
 
 FSDD = ROOT.parent / "shared" / "datasets" / "fsdd" / "recordings"
+WEIGHTS = ROOT.parent / "shared" / "weights" / "mobilenet_2_5_224_tf_no_top.h5"
 KB = 1024
 
 
-def real_inputs(variant, count: int) -> np.ndarray:
-    """The first chunk of ``count`` FSDD recordings (every 15th file) as the variant's int8 input."""
-    frontend = Frontend(variant.frontend)
+def mobilenet_v1(path: Path) -> Path:
+    """MobileNet v1 α=0.25 at 96×96×3 with the shared ImageNet weights and a random 64-unit head, as int8
+    through compress's converter, calibrated on 16 random images (a model like ``mcu-mobilenet``'s)."""
+    if not path.is_file():
+        from dslite_tiny.compress.convert import convert_model
+        from dslite_tiny.models.arelu import fold_arelu
+        from dslite_tiny.models.registry import create_model
+
+        model = create_model("mobilenet", input_shape=(96, 96, 3), num_classes=10, units=64, alpha=0.25,
+                             weights=str(WEIGHTS))
+        images = np.random.default_rng(0).uniform(-1, 1, (16, 96, 96, 3)).astype(np.float32)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(convert_model(fold_arelu(model), "int8", representative=images))
+    return path
+
+
+def real_inputs(variant, count: int, frontend_config=None) -> np.ndarray:
+    """The first chunk of ``count`` FSDD recordings (every 15th file) as the variant's int8 input, through
+    its own frontend (or ``frontend_config`` for a bare .tflite)."""
+    frontend = Frontend(frontend_config or variant.frontend)
     detail = {"dtype": np.int8, "quantization": (variant.description["input"]["scale"],
                                                  variant.description["input"]["zero_point"])}
     rows = []
     for path in sorted(FSDD.glob("*.wav"))[::15][:count]:
-        chunk = frontend.chunk(load_audio(path, sr=variant.frontend.sr)).data[0]
+        chunk = frontend.chunk(load_audio(path, sr=frontend.config.sr)).data[0]
         rows.append(quantize_input(frontend(chunk), detail).ravel())
     return np.stack(rows)
 
@@ -79,12 +99,12 @@ def m4_flash(engine, work: Path) -> dict:
             "model_code_bytes": sizes["model_engine.c"]["code"], "constant_bytes": sizes["model_engine.c"]["constants"]}
 
 
-def measure(variant_dir: Path, args) -> dict:
+def measure(variant_dir: Path, args, frontend_config=None) -> dict:
     variant = with_measured_arena(load_variant(variant_dir))
     engine = generate(variant.data, variant.path, name="model", provenance=["engine_m4 benchmark"])
     size = int(np.prod(variant.description["input"]["shape"]))
     inputs = np.vstack([np.random.default_rng(0).integers(-128, 128, (args.random, size)).astype(np.int8),
-                        real_inputs(variant, args.real)])
+                        real_inputs(variant, args.real, frontend_config)])
     expected = wheel_outputs(variant, inputs)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -108,12 +128,14 @@ def markdown(rows: list[dict], tflm: dict) -> str:
              "multipliers, shifts and parameter blocks), compiled with `arm-none-eabi-gcc -O2` for a Cortex-M4F. "
              "RAM: the static arena plus the caller's input and output.", "",
              "| variant | bit-exact, host | bit-exact, Cortex-M4 | instructions per inference | kernel code | "
-             "model code | constants | arena (+ I/O) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "model code | constants | arena (+ I/O) | TFLM: flatbuffer, arena on the host |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['variant']} | {r['host_bit_exact']} of {r['inputs']} | {r['m4_bit_exact']} of "
                      f"{r['m4_inputs']} | {r['instructions_median'] / 1e6:.2f} M | {r['kernel_code_bytes'] / KB:.1f} KB | "
                      f"{r['model_code_bytes'] / KB:.1f} KB | {r['constant_bytes'] / KB:.1f} KB | "
-                     f"{r['arena_bytes'] / KB:.1f} KB (+ {r['io_bytes']} B) |")
+                     f"{r['arena_bytes'] / KB:.1f} KB (+ {r['io_bytes']} B) | {r['tflm_model_bytes'] / KB:.1f} KB, "
+                     f"{r['tflm_host_arena_bytes'] / KB:.1f} KB |")
     first = next((r for r in rows if r["variant"] == tflm["model"]), rows[0])
     engine_flash = first["kernel_code_bytes"] + first["model_code_bytes"] + first["constant_bytes"]
     lines += ["", f"TFLite Micro for `{tflm['model']}` (tflm_m4.md, tflite-micro 90b983c + CMSIS-NN): "
@@ -137,6 +159,9 @@ def main() -> None:
     names = [p.parent.name for p in sorted(args.compressed.glob("*/model.tflite"))
              if p.parent.name.endswith("int8") and not p.parent.name.startswith("int16")]
     rows = [measure(args.compressed / name, args) for name in names]
+    rows.append(measure(mobilenet_v1(Path("/tmp/dslite-tiny-engine/mobilenet_v1_025_96.tflite")), args,
+                        load_config(FrontendConfig, "fsdd", stage="frontend")))
+    rows[-1]["variant"] = "MobileNet v1 α=0.25, 96×96×3 (ImageNet weights, random head; FSDD through `fsdd`)"
     tflm = json.loads((HERE / "tflm_m4.json").read_text())
     (HERE / "engine_m4.json").write_text(json.dumps({"rows": rows}, indent=2) + "\n")
     (HERE / "engine_m4.md").write_text(markdown(rows, tflm))
