@@ -67,6 +67,36 @@ def test_engine_is_bit_exact_with_tflite_micro(compressed, name, tmp_path):
     assert arena < variant.arena_bytes  # activations overlap where the kernels' order allows
 
 
+def test_engine_runs_residual_adds_bit_exact(tmp_path):
+    """ADD (MobileNetV2's residual connections, here with a fused ReLU6 and computed in place over a dying
+    input) on a small int8 model converted by compress's converter."""
+    import tf_keras as keras
+
+    from dslite_tiny.compress.convert import convert_model
+
+    x = keras.Input((12, 12, 8))
+    a = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
+    b = keras.layers.Add()([a, keras.layers.Conv2D(8, 1)(a)])
+    c = keras.layers.ReLU(6.0)(keras.layers.Add()([keras.layers.DepthwiseConv2D(3, padding="same")(b), b]))
+    y = keras.layers.Dense(4, activation="softmax")(keras.layers.GlobalAveragePooling2D()(c))
+    images = np.random.default_rng(0).normal(0, 1, (16, 12, 12, 8)).astype(np.float32)
+    path = tmp_path / "residual.tflite"
+    path.write_bytes(convert_model(keras.Model(x, y), "int8", representative=images))
+    variant = with_measured_arena(load_variant(path))
+    assert variant.description["ops"]["ADD"] == 2
+    engine = generate(variant.data, path, name="res", provenance=["test"])
+    for name, text in engine.files.items():
+        (tmp_path / name).write_text(text)
+    subprocess.run(["cc", *HOST_FLAGS, str(tmp_path / "res_engine.c"), str(tmp_path / "dt_engine.c"), "-o",
+                    str(tmp_path / "libres.so")], check=True)
+    library = ctypes.CDLL(str(tmp_path / "libres.so"))
+    inputs = probe_inputs(variant, 100)
+    outputs = np.zeros((len(inputs), engine.output_bytes), np.int8)
+    for row, out in zip(inputs, outputs):
+        library.res_invoke(row.ctypes.data_as(ctypes.c_void_p), out.ctypes.data_as(ctypes.c_void_p))
+    np.testing.assert_array_equal(outputs, wheel_outputs(variant, inputs))
+
+
 def test_engine_on_cortex_m4_is_bit_exact(compressed, tmp_path):
     problem = qemu.tools_missing()
     if problem:

@@ -138,6 +138,19 @@ class _Writer:
         fields = [x.elements, x.zero_point, out.zero_point, alpha_m, alpha_s, identity_m, identity_s]
         return self._simple_call(op, "dt_leaky_relu_s8", "dt_leaky_relu_params", fields)
 
+    def _add(self, op: Op) -> str:
+        a, b, out = self._tensor(op, 0), self._tensor(op, 1), self.graph.tensors[op.outputs[0]]
+        if a.shape != b.shape or a.data is not None or b.data is not None:
+            raise UserError(f"op {op.index} (ADD) adds {list(a.shape)} and {list(b.shape)}; the engine adds two "
+                            f"activation tensors of one shape", path=self.path)
+        act_min, act_max = quant.activation_range(op.options["fusedActivationFunction"], out.scale, out.zero_point)
+        m1, s1, m2, s2, mo, so = quant.add_multipliers(a.scale, b.scale, out.scale)
+        fields = [out.elements, -a.zero_point, -b.zero_point, out.zero_point, quant.ADD_LEFT_SHIFT, m1, s1, m2, s2,
+                  mo, so, act_min, act_max]
+        self._params("dt_add_params", op.index, fields, op)
+        return (f"  dt_add_s8(&p{op.index}, {self._where(op.inputs[0])}, {self._where(op.inputs[1])}, "
+                f"{self._where(op.outputs[0])});")
+
     def _weighted_call(self, op: Op, kernel: str, struct: str, fields: list[int], multipliers: list[int],
                        shifts: list[int], *, bias: np.ndarray | None = None, extra: str | None = None) -> str:
         """The call of a kernel with weights; ``bias`` replaces the model's (a folded one), ``extra`` is an

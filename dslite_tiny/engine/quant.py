@@ -15,6 +15,7 @@ INT8_MIN, INT8_MAX = -128, 127
 # Fused activations of the TFLite schema (ActivationFunctionType).
 NONE, RELU, RELU_N1_TO_1, RELU6 = 0, 1, 2, 3
 SOFTMAX_DIFF_INTEGER_BITS = 5  # kScaledDiffIntegerBits of TFLite's int8 softmax
+ADD_LEFT_SHIFT = 20  # int8 ADD's headroom shift (15 for int16)
 
 
 def quantize_multiplier(real: float) -> tuple[int, int]:
@@ -78,6 +79,16 @@ def softmax_parameters(beta: float, input_scale: float) -> tuple[int, int, int]:
     multiplier, shift = quantize_multiplier(real)
     radius = math.floor(1.0 * ((1 << bits) - 1) * (1 << (31 - bits)) / (1 << shift))
     return multiplier, shift, -radius
+
+
+def add_multipliers(scale1: float, scale2: float, output_scale: float) -> tuple[int, int, int, int, int, int]:
+    """int8 ADD's (input1 multiplier, shift, input2 multiplier, shift, output multiplier, shift): both inputs
+    are shifted left by ADD_LEFT_SHIFT and rescaled to twice the larger input scale (TFLite's add_common)."""
+    twice_max = 2 * float(max(np.float32(scale1), np.float32(scale2)))
+    m1, s1 = quantize_multiplier(float(scale1) / twice_max)
+    m2, s2 = quantize_multiplier(float(scale2) / twice_max)
+    mo, so = quantize_multiplier(twice_max / ((1 << ADD_LEFT_SHIFT) * float(output_scale)))
+    return m1, s1, m2, s2, mo, so
 
 
 def same_padding(stride: int, dilation: int, in_size: int, filter_size: int, out_size: int) -> int:

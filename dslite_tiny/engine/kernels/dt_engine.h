@@ -40,6 +40,12 @@ typedef struct {
   int32_t alpha_multiplier, alpha_shift, identity_multiplier, identity_shift;
 } dt_leaky_relu_params;
 
+/* ADD of two tensors of one shape; offsets are minus the input zero points. */
+typedef struct {
+  int32_t elements, in1_offset, in2_offset, out_offset, left_shift;
+  int32_t in1_multiplier, in1_shift, in2_multiplier, in2_shift, out_multiplier, out_shift, act_min, act_max;
+} dt_add_params;
+
 void dt_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
                 const int32_t *multiplier, const int32_t *shift, int8_t *out);
 /* A 1×1 convolution with stride 1 and no padding; bias has the input offset folded in. */
@@ -53,6 +59,7 @@ void dt_fully_connected_s8(const dt_fc_params *p, const int8_t *in, const int8_t
 void dt_mean_hw_s8(const dt_mean_params *p, const int8_t *in, int8_t *out);
 void dt_softmax_s8(const dt_softmax_params *p, const int8_t *in, int8_t *out);
 void dt_leaky_relu_s8(const dt_leaky_relu_params *p, const int8_t *in, int8_t *out);
+void dt_add_s8(const dt_add_params *p, const int8_t *in1, const int8_t *in2, int8_t *out);
 
 #ifdef __cplusplus
 }
