@@ -72,28 +72,56 @@ def test_engine_runs_residual_adds_bit_exact(tmp_path):
     input) on a small int8 model converted by compress's converter."""
     import tf_keras as keras
 
-    from dslite_tiny.compress.convert import convert_model
-
     x = keras.Input((12, 12, 8))
     a = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
     b = keras.layers.Add()([a, keras.layers.Conv2D(8, 1)(a)])
     c = keras.layers.ReLU(6.0)(keras.layers.Add()([keras.layers.DepthwiseConv2D(3, padding="same")(b), b]))
     y = keras.layers.Dense(4, activation="softmax")(keras.layers.GlobalAveragePooling2D()(c))
-    images = np.random.default_rng(0).normal(0, 1, (16, 12, 12, 8)).astype(np.float32)
-    path = tmp_path / "residual.tflite"
-    path.write_bytes(convert_model(keras.Model(x, y), "int8", representative=images))
-    variant = with_measured_arena(load_variant(path))
+    variant = _converted(keras.Model(x, y), (12, 12, 8), tmp_path)
     assert variant.description["ops"]["ADD"] == 2
-    engine = generate(variant.data, path, name="res", provenance=["test"])
+    _assert_bit_exact(variant, tmp_path)
+
+
+def test_engine_runs_densenet_ops_bit_exact(tmp_path):
+    """DenseNet's ops on a small int8 model: PAD, MAX_POOL_2D, a standalone BatchNormalization (MUL and ADD
+    by per-channel constants), CONCATENATION and AVERAGE_POOL_2D."""
+    import tf_keras as keras
+
+    x = keras.Input((16, 16, 3))
+    a = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(keras.layers.ZeroPadding2D(2)(x))
+    a = keras.layers.MaxPooling2D(3, strides=2, padding="same")(a)
+    normalized = keras.layers.BatchNormalization()
+    b = keras.layers.Conv2D(4, 3, padding="same")(keras.layers.ReLU()(normalized(a)))
+    c = keras.layers.AveragePooling2D(2)(keras.layers.Concatenate()([a, b]))
+    y = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(c))
+    model = keras.Model(x, y)
+    normalized.set_weights([np.linspace(0.5, 2, 8), np.linspace(-1, 1, 8), np.full(8, 0.3), np.full(8, 0.8)])
+    variant = _converted(model, (16, 16, 3), tmp_path)
+    assert {"PAD", "MAX_POOL_2D", "MUL", "ADD", "CONCATENATION", "AVERAGE_POOL_2D"} <= set(variant.description["ops"])
+    _assert_bit_exact(variant, tmp_path)
+
+
+def _converted(model, shape: tuple[int, ...], tmp_path: Path):
+    from dslite_tiny.compress.convert import convert_model
+
+    images = np.random.default_rng(0).normal(0, 1, (16, *shape)).astype(np.float32)
+    path = tmp_path / "model.tflite"
+    path.write_bytes(convert_model(model, "int8", representative=images))
+    return with_measured_arena(load_variant(path))
+
+
+def _assert_bit_exact(variant, tmp_path: Path) -> None:
+    """The engine compiled for the host gives the wheel's outputs on 100 random inputs and the extremes."""
+    engine = generate(variant.data, variant.path, name="net", provenance=["test"])
     for name, text in engine.files.items():
         (tmp_path / name).write_text(text)
-    subprocess.run(["cc", *HOST_FLAGS, str(tmp_path / "res_engine.c"), str(tmp_path / "dt_engine.c"), "-o",
-                    str(tmp_path / "libres.so")], check=True)
-    library = ctypes.CDLL(str(tmp_path / "libres.so"))
+    subprocess.run(["cc", *HOST_FLAGS, str(tmp_path / "net_engine.c"), str(tmp_path / "dt_engine.c"), "-o",
+                    str(tmp_path / "libnet.so")], check=True)
+    library = ctypes.CDLL(str(tmp_path / "libnet.so"))
     inputs = probe_inputs(variant, 100)
     outputs = np.zeros((len(inputs), engine.output_bytes), np.int8)
     for row, out in zip(inputs, outputs):
-        library.res_invoke(row.ctypes.data_as(ctypes.c_void_p), out.ctypes.data_as(ctypes.c_void_p))
+        library.net_invoke(row.ctypes.data_as(ctypes.c_void_p), out.ctypes.data_as(ctypes.c_void_p))
     np.testing.assert_array_equal(outputs, wheel_outputs(variant, inputs))
 
 

@@ -139,17 +139,92 @@ class _Writer:
         return self._simple_call(op, "dt_leaky_relu_s8", "dt_leaky_relu_params", fields)
 
     def _add(self, op: Op) -> str:
-        a, b, out = self._tensor(op, 0), self._tensor(op, 1), self.graph.tensors[op.outputs[0]]
-        if a.shape != b.shape or a.data is not None or b.data is not None:
-            raise UserError(f"op {op.index} (ADD) adds {list(a.shape)} and {list(b.shape)}; the engine adds two "
-                            f"activation tensors of one shape", path=self.path)
+        a, b, out = self._binary(op)
         act_min, act_max = quant.activation_range(op.options["fusedActivationFunction"], out.scale, out.zero_point)
         m1, s1, m2, s2, mo, so = quant.add_multipliers(a.scale, b.scale, out.scale)
-        fields = [out.elements, -a.zero_point, -b.zero_point, out.zero_point, quant.ADD_LEFT_SHIFT, m1, s1, m2, s2,
-                  mo, so, act_min, act_max]
-        self._params("dt_add_params", op.index, fields, op)
-        return (f"  dt_add_s8(&p{op.index}, {self._where(op.inputs[0])}, {self._where(op.inputs[1])}, "
+        fields = [out.elements, b.elements, -a.zero_point, -b.zero_point, out.zero_point, quant.ADD_LEFT_SHIFT, m1, s1,
+                  m2, s2, mo, so, act_min, act_max]
+        return self._binary_call(op, "dt_add_s8", "dt_add_params", fields)
+
+    def _mul(self, op: Op) -> str:
+        a, b, out = self._binary(op)
+        act_min, act_max = quant.activation_range(op.options["fusedActivationFunction"], out.scale, out.zero_point)
+        multiplier, shift = quant.quantize_multiplier(float(a.scale) * float(b.scale) / float(out.scale))
+        fields = [out.elements, b.elements, -a.zero_point, -b.zero_point, out.zero_point, multiplier, shift,
+                  act_min, act_max]
+        return self._binary_call(op, "dt_mul_s8", "dt_mul_params", fields)
+
+    def _binary(self, op: Op) -> tuple[Tensor, Tensor, Tensor]:
+        """The operands of ADD or MUL: an activation tensor and one of its shape, or a vector along its last
+        dimension (a constant, as BatchNormalization's scale, or not)."""
+        a, b, out = self._tensor(op, 0), self._tensor(op, 1), self.graph.tensors[op.outputs[0]]
+        if a.data is not None and b.data is None:
+            a, b = b, a
+        same = a.shape == b.shape
+        last = a.shape and b.elements == a.shape[-1] and all(d == 1 for d in b.shape[:-1])
+        if a.data is not None or not (same or last) or a.shape != out.shape:
+            raise UserError(f"op {op.index} ({op.name}) combines {list(a.shape)} and {list(b.shape)}; the engine "
+                            f"takes one shape, or a vector along the last dimension", path=self.path)
+        return a, b, out
+
+    def _binary_call(self, op: Op, kernel: str, struct: str, fields: list[int]) -> str:
+        a, b, _ = self._binary(op)
+        self._params(struct, op.index, fields, op)
+        return (f"  {kernel}(&p{op.index}, {self._operand(op, a)}, {self._operand(op, b)}, "
                 f"{self._where(op.outputs[0])});")
+
+    def _operand(self, op: Op, tensor: Tensor) -> str:
+        """Where an input is: a constant becomes an array of its own."""
+        if tensor.data is None:
+            return self._where(tensor.index)
+        symbol = f"k{op.index}_{tensor.index}"
+        self._array("int8_t", symbol, tensor.data, tensor.name)
+        return symbol
+
+    def _pad(self, op: Op) -> str:
+        x, out = self._tensor(op, 0), self.graph.tensors[op.outputs[0]]
+        pads = self._tensor(op, 1).data
+        if len(x.shape) != 4 or pads is None or np.any(pads[[0, 3]]) or (len(op.inputs) > 2 and op.inputs[2] >= 0):
+            raise UserError(f"op {op.index} ({op.name}) pads other than height and width of an NHWC tensor with "
+                            f"its zero point", path=self.path)
+        _, in_h, in_w, c = x.shape
+        fields = [in_h, in_w, c, out.shape[1], out.shape[2], int(pads[1][0]), int(pads[2][0]), out.zero_point]
+        return self._simple_call(op, "dt_pad_s8", "dt_pad_params", fields)
+
+    def _max_pool_2d(self, op: Op) -> str:
+        return self._pool(op, "dt_max_pool_s8")
+
+    def _average_pool_2d(self, op: Op) -> str:
+        return self._pool(op, "dt_average_pool_s8")
+
+    def _pool(self, op: Op, kernel: str) -> str:
+        x, out, o = self._tensor(op, 0), self.graph.tensors[op.outputs[0]], op.options
+        if (x.scale, x.zero_point) != (out.scale, out.zero_point):
+            raise UserError(f"op {op.index} ({op.name}) requantizes; int8 pooling keeps its input's quantization",
+                            path=self.path)
+        _, in_h, in_w, c = x.shape
+        _, out_h, out_w, _ = out.shape
+        k_h, k_w, s_h, s_w = o["filterHeight"], o["filterWidth"], o["strideH"], o["strideW"]
+        same = o["padding"] == _PADDING_SAME
+        pad_h = quant.same_padding(s_h, 1, in_h, k_h, out_h) if same else 0
+        pad_w = quant.same_padding(s_w, 1, in_w, k_w, out_w) if same else 0
+        act_min, act_max = quant.activation_range(o["fusedActivationFunction"], out.scale, out.zero_point)
+        fields = [in_h, in_w, c, out_h, out_w, k_h, k_w, s_h, s_w, pad_h, pad_w, act_min, act_max]
+        return self._simple_call(op, kernel, "dt_pool_params", fields)
+
+    def _concatenation(self, op: Op) -> str:
+        out = self.graph.tensors[op.outputs[0]]
+        inputs = [self.graph.tensors[i] for i in op.inputs]
+        if any((t.scale, t.zero_point) != (out.scale, out.zero_point) for t in inputs):
+            raise UserError(f"op {op.index} (CONCATENATION) requantizes an input; TFLite Micro's int8 "
+                            f"concatenation needs one quantization", path=self.path)
+        axis = op.options["axis"] % len(out.shape)
+        outer = int(np.prod(out.shape[:axis]))
+        sizes = [t.elements // outer for t in inputs]
+        pointers = ", ".join(self._operand(op, t) for t in inputs)
+        self.constants.append(f"/* op {op.index}: CONCATENATION → {out.name} {list(out.shape)} */")
+        return (f"  dt_concat_s8({outer}, {len(inputs)}, (const int8_t *const[]){{{pointers}}}, "
+                f"(const int32_t[]){{{', '.join(map(str, sizes))}}}, {self._where(op.outputs[0])});")
 
     def _weighted_call(self, op: Op, kernel: str, struct: str, fields: list[int], multipliers: list[int],
                        shifts: list[int], *, bias: np.ndarray | None = None, extra: str | None = None) -> str:

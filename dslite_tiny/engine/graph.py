@@ -12,7 +12,8 @@ import numpy as np
 from dslite_tiny.errors import UserError
 
 # The builtins the engine has kernels for; every other op is refused with its name.
-SUPPORTED_OPS = ("ADD", "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MEAN", "SOFTMAX", "LEAKY_RELU")
+SUPPORTED_OPS = ("ADD", "AVERAGE_POOL_2D", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED",
+                 "LEAKY_RELU", "MAX_POOL_2D", "MEAN", "MUL", "PAD", "SOFTMAX")
 _DTYPES = {"INT8": np.int8, "INT32": np.int32, "INT64": np.int64, "FLOAT32": np.float32, "INT16": np.int16,
            "UINT8": np.uint8, "FLOAT16": np.float16, "BOOL": np.bool_}
 

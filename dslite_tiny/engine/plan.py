@@ -20,7 +20,7 @@ from dslite_tiny.engine import quant
 from dslite_tiny.engine.graph import Graph, Op
 
 ALIGNMENT = 4  # word loads of int8 data on a Cortex-M; a 32-bit word is the widest access a kernel makes
-_ELEMENTWISE = frozenset({"ADD", "LEAKY_RELU"})  # output element i depends on input element i only
+_ELEMENTWISE = frozenset({"ADD", "LEAKY_RELU", "MUL"})  # output element i reads element i of input 0 only
 
 
 @dataclasses.dataclass(frozen=True)

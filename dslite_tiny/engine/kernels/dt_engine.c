@@ -462,9 +462,84 @@ void dt_add_s8(const dt_add_params *p, const int8_t *in1, const int8_t *in2, int
   int32_t i;
   for (i = 0; i < q.elements; ++i) {
     const int32_t a = (int32_t)((uint32_t)(in1[i] + q.in1_offset) << q.left_shift);
-    const int32_t b = (int32_t)((uint32_t)(in2[i] + q.in2_offset) << q.left_shift);
+    const int32_t b = (int32_t)((uint32_t)(in2[i % q.in2_elements] + q.in2_offset) << q.left_shift);
     const int32_t sum = multiply_by_quantized_multiplier(a, q.in1_multiplier, q.in1_shift) +
                         multiply_by_quantized_multiplier(b, q.in2_multiplier, q.in2_shift);
     out[i] = requantize(sum, q.out_multiplier, q.out_shift, q.out_offset, q.act_min, q.act_max);
+  }
+}
+
+void dt_mul_s8(const dt_mul_params *p, const int8_t *in1, const int8_t *in2, int8_t *out) {
+  const dt_mul_params q = *p;
+  int32_t i;
+  for (i = 0; i < q.elements; ++i) {
+    const int32_t product = (in1[i] + q.in1_offset) * (in2[i % q.in2_elements] + q.in2_offset);
+    out[i] = requantize(product, q.multiplier, q.shift, q.out_offset, q.act_min, q.act_max);
+  }
+}
+
+void dt_pad_s8(const dt_pad_params *p, const int8_t *in, int8_t *out) {
+  const int32_t row = p->in_w * p->c;
+  int32_t y;
+  memset(out, p->value, (size_t)(p->out_h * p->out_w * p->c));
+  for (y = 0; y < p->in_h; ++y) {
+    memcpy(&out[((p->top + y) * p->out_w + p->left) * p->c], &in[y * row], (size_t)row);
+  }
+}
+
+/* The pooling window of output (oy, ox) clipped to the input, as TFLite's reference pooling clips it. */
+static void pool_window(const dt_pool_params *p, int32_t oy, int32_t ox, int32_t *y0, int32_t *y1, int32_t *x0,
+                        int32_t *x1) {
+  const int32_t top = oy * p->stride_h - p->pad_h, left = ox * p->stride_w - p->pad_w;
+  *y0 = top < 0 ? 0 : top;
+  *y1 = top + p->k_h < p->in_h ? top + p->k_h : p->in_h;
+  *x0 = left < 0 ? 0 : left;
+  *x1 = left + p->k_w < p->in_w ? left + p->k_w : p->in_w;
+}
+
+void dt_max_pool_s8(const dt_pool_params *p, const int8_t *in, int8_t *out) {
+  int32_t oy, ox, ch, y, x, y0, y1, x0, x1;
+  for (oy = 0; oy < p->out_h; ++oy) {
+    for (ox = 0; ox < p->out_w; ++ox) {
+      pool_window(p, oy, ox, &y0, &y1, &x0, &x1);
+      for (ch = 0; ch < p->c; ++ch) {
+        int32_t max = INT8_MIN;
+        for (y = y0; y < y1; ++y) {
+          for (x = x0; x < x1; ++x) max = in[(y * p->in_w + x) * p->c + ch] > max ? in[(y * p->in_w + x) * p->c + ch] : max;
+        }
+        out[(oy * p->out_w + ox) * p->c + ch] = (int8_t)clamp(max, p->act_min, p->act_max);
+      }
+    }
+  }
+}
+
+void dt_average_pool_s8(const dt_pool_params *p, const int8_t *in, int8_t *out) {
+  int32_t oy, ox, ch, y, x, y0, y1, x0, x1;
+  for (oy = 0; oy < p->out_h; ++oy) {
+    for (ox = 0; ox < p->out_w; ++ox) {
+      pool_window(p, oy, ox, &y0, &y1, &x0, &x1);
+      {
+        const int32_t count = (y1 - y0) * (x1 - x0);
+        for (ch = 0; ch < p->c; ++ch) {
+          int32_t sum = 0;
+          for (y = y0; y < y1; ++y) {
+            for (x = x0; x < x1; ++x) sum += in[(y * p->in_w + x) * p->c + ch];
+          }
+          /* round half away from zero, as the reference kernel */
+          sum = sum > 0 ? (sum + count / 2) / count : (sum - count / 2) / count;
+          out[(oy * p->out_w + ox) * p->c + ch] = (int8_t)clamp(sum, p->act_min, p->act_max);
+        }
+      }
+    }
+  }
+}
+
+void dt_concat_s8(int32_t outer, int32_t count, const int8_t *const *in, const int32_t *sizes, int8_t *out) {
+  int32_t i, k;
+  for (i = 0; i < outer; ++i) {
+    for (k = 0; k < count; ++k) {
+      memcpy(out, &in[k][i * sizes[k]], (size_t)sizes[k]);
+      out += sizes[k];
+    }
   }
 }

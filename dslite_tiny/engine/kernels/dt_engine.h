@@ -40,11 +40,27 @@ typedef struct {
   int32_t alpha_multiplier, alpha_shift, identity_multiplier, identity_shift;
 } dt_leaky_relu_params;
 
-/* ADD of two tensors of one shape; offsets are minus the input zero points. */
+/* ADD: in2 has ``elements`` values or ``in2_elements`` = the last dimension's (broadcast over the rest);
+ * offsets are minus the input zero points. */
 typedef struct {
-  int32_t elements, in1_offset, in2_offset, out_offset, left_shift;
+  int32_t elements, in2_elements, in1_offset, in2_offset, out_offset, left_shift;
   int32_t in1_multiplier, in1_shift, in2_multiplier, in2_shift, out_multiplier, out_shift, act_min, act_max;
 } dt_add_params;
+
+/* MUL, broadcast as ADD. */
+typedef struct {
+  int32_t elements, in2_elements, in1_offset, in2_offset, out_offset, multiplier, shift, act_min, act_max;
+} dt_mul_params;
+
+/* PAD of height and width with the output zero point. */
+typedef struct {
+  int32_t in_h, in_w, c, out_h, out_w, top, left, value;
+} dt_pad_params;
+
+/* MAX_POOL_2D and AVERAGE_POOL_2D (input and output share their quantization). */
+typedef struct {
+  int32_t in_h, in_w, c, out_h, out_w, k_h, k_w, stride_h, stride_w, pad_h, pad_w, act_min, act_max;
+} dt_pool_params;
 
 void dt_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
                 const int32_t *multiplier, const int32_t *shift, int8_t *out);
@@ -60,6 +76,13 @@ void dt_mean_hw_s8(const dt_mean_params *p, const int8_t *in, int8_t *out);
 void dt_softmax_s8(const dt_softmax_params *p, const int8_t *in, int8_t *out);
 void dt_leaky_relu_s8(const dt_leaky_relu_params *p, const int8_t *in, int8_t *out);
 void dt_add_s8(const dt_add_params *p, const int8_t *in1, const int8_t *in2, int8_t *out);
+void dt_mul_s8(const dt_mul_params *p, const int8_t *in1, const int8_t *in2, int8_t *out);
+void dt_pad_s8(const dt_pad_params *p, const int8_t *in, int8_t *out);
+void dt_max_pool_s8(const dt_pool_params *p, const int8_t *in, int8_t *out);
+void dt_average_pool_s8(const dt_pool_params *p, const int8_t *in, int8_t *out);
+/* CONCATENATION of ``count`` tensors sharing the output's quantization: ``outer`` blocks, each the
+ * concatenation of sizes[k] bytes of each in[k]. */
+void dt_concat_s8(int32_t outer, int32_t count, const int8_t *const *in, const int32_t *sizes, int8_t *out);
 
 #ifdef __cplusplus
 }
