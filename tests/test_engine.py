@@ -19,23 +19,15 @@ from dslite_tiny.engine.codegen import KERNEL_DIR, generate
 from dslite_tiny.export.boards import ENGINE_KERNEL_BYTES
 from dslite_tiny.export.settings import recommended_arena_bytes
 from dslite_tiny.export.variant import load_variant, with_measured_arena
+from dslite_tiny.measure.tflm import reference_outputs
 from firmware_host import qemu
 
 HOST_FLAGS = ("-std=c99", "-pedantic", "-O2", "-Wall", "-Wextra", "-Werror", "-fPIC", "-shared")
 
 
 def wheel_outputs(variant, inputs: np.ndarray) -> np.ndarray:
-    """The tflite-micro wheel's int8 outputs for each input row."""
-    from tflite_micro import runtime
-
-    interpreter = runtime.Interpreter.from_bytes(variant.data, arena_size=recommended_arena_bytes(variant.arena_bytes))
-    shape = variant.description["input"]["shape"]
-    rows = []
-    for row in inputs:
-        interpreter.set_input(row.reshape(shape), 0)
-        interpreter.invoke()
-        rows.append(np.asarray(interpreter.get_output(0), np.int8).ravel())
-    return np.stack(rows)
+    return reference_outputs(variant.data, inputs, shape=variant.description["input"]["shape"],
+                             arena_bytes=recommended_arena_bytes(variant.arena_bytes))
 
 
 def probe_inputs(variant, count: int) -> np.ndarray:

@@ -47,6 +47,21 @@ def check_tflm(model_path: Path, sample: np.ndarray) -> dict:
             "arena_bytes": minimum_arena(model_path, upper=_round_up(recorded))}
 
 
+def reference_outputs(model: bytes, inputs: np.ndarray, *, shape: list[int], arena_bytes: int) -> np.ndarray:
+    """The interpreter's raw outputs for each input row (reshaped to ``shape``), in this process: what a
+    bit-exact runtime (the engine, a board's TFLM) must reproduce. Only for a model and arena
+    ``check_tflm`` has accepted, since TFLM aborts on some it cannot run."""
+    from tflite_micro import runtime
+
+    interpreter = runtime.Interpreter.from_bytes(model, arena_size=arena_bytes)
+    rows = []
+    for row in inputs:
+        interpreter.set_input(row.reshape(shape), 0)
+        interpreter.invoke()
+        rows.append(np.asarray(interpreter.get_output(0)).ravel())
+    return np.stack(rows)
+
+
 def minimum_arena(model_path: Path, *, upper: int) -> int:
     """The smallest arena (a multiple of 16 bytes) the interpreter can be built with."""
     while not _fits(model_path, upper):

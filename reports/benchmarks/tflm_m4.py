@@ -42,6 +42,7 @@ from dslite_tiny.export.boards import CODE_TABLE, KIB  # noqa: E402
 from dslite_tiny.export.op_resolver import TFLM_BUILTINS  # noqa: E402
 from dslite_tiny.export.settings import frontend_table_bytes, recommended_arena_bytes  # noqa: E402
 from dslite_tiny.export.variant import load_variant, with_measured_arena  # noqa: E402
+from dslite_tiny.measure.tflm import reference_outputs  # noqa: E402
 from firmware_host.build import core_files, model_files, staged_build  # noqa: E402
 from firmware_host.qemu import (C_FLAGS, TflmTree, elf_sections, linked_code_bytes,  # noqa: E402
                                 tflm_minimum_arena, tflm_on_cortex_m4)
@@ -108,17 +109,8 @@ def chirale_tree(src: Path) -> TflmTree:
 
 
 def wheel_outputs(variant, inputs: np.ndarray) -> np.ndarray:
-    from tflite_micro import runtime
-
-    arena = recommended_arena_bytes(variant.arena_bytes)
-    interpreter = runtime.Interpreter.from_bytes(variant.data, arena_size=arena)
-    shape = variant.description["input"]["shape"]
-    out = []
-    for row in inputs:
-        interpreter.set_input(row.reshape(shape), 0)
-        interpreter.invoke()
-        out.append(np.asarray(interpreter.get_output(0), np.int8).ravel())
-    return np.stack(out)
+    return reference_outputs(variant.data, inputs, shape=variant.description["input"]["shape"],
+                             arena_bytes=recommended_arena_bytes(variant.arena_bytes)).astype(np.int8)
 
 
 def measure(name: str, tree: TflmTree, variant, inputs: np.ndarray, expected: np.ndarray) -> dict:
