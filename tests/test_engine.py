@@ -146,3 +146,48 @@ def test_engine_refuses_what_it_cannot_run(compressed, tmp_path):
     result = run_cli("export", str(compressed / "int8"), "--target", "engine", "--out", str(tmp_path / "p"),
                      "--board", "phone")
     assert_user_error(result, "runs litert", "microcontroller")
+
+
+def _pointwise_events(pixels: int, c_in: int, c_out: int) -> list[tuple[str, int]]:
+    """The pointwise kernel's memory order (dt_pointwise_conv_s8): per pixel pair and pair of output channels,
+    both input rows read whole, then four outputs written; a last odd pixel row by row."""
+    events: list[tuple[str, int]] = []
+    for first in range(0, pixels - 1, 2):
+        for oc in range(0, c_out, 2):
+            events += [("read", (first + q) * c_in + k) for q in (0, 1) for k in range(c_in)]
+            events += [("write", (first + q) * c_out + oc + j) for q in (0, 1) for j in (0, 1) if oc + j < c_out]
+    if pixels % 2:
+        for oc in range(c_out):
+            events += [("read", (pixels - 1) * c_in + k) for k in range(c_in)] + [("write", (pixels - 1) * c_out + oc)]
+    return events
+
+
+def _safe(events: list[tuple[str, int]], delta: int) -> bool:
+    """No write lands on an input byte that a later event reads (output at input offset + delta)."""
+    later_min = np.iinfo(np.int64).max
+    for kind, index in reversed(events):
+        if kind == "read":
+            later_min = min(later_min, index)
+        elif index + delta >= later_min:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("pixels, c_in, c_out", [(5, 4, 4), (6, 3, 8), (4, 8, 2), (7, 5, 3), (3, 1, 6)])
+def test_pointwise_overlap_is_the_largest_safe_one(pixels, c_in, c_out):
+    """The planner lets a pointwise convolution's output start ``delta`` bytes from its dying input: exactly the
+    largest offset at which the kernel's order never overwrites an input byte it still reads."""
+    from dslite_tiny.engine.graph import Graph, Op, Tensor
+    from dslite_tiny.engine.plan import _largest_delta
+
+    def tensor(index, shape, data=None):
+        return Tensor(index, f"t{index}", shape, "int8", np.ones(1, np.float32), np.zeros(1, np.int64), 0, data)
+
+    x = tensor(0, (1, 1, pixels, c_in))
+    w = tensor(1, (c_out, 1, 1, c_in), np.zeros((c_out, 1, 1, c_in), np.int8))
+    y = tensor(2, (1, 1, pixels, c_out))
+    op = Op(0, "CONV_2D", (0, 1), (2,), {"padding": 1, "strideH": 1, "strideW": 1, "dilationHFactor": 1,
+                                          "dilationWFactor": 1})
+    delta = _largest_delta(Graph((x, w, y), (op,), (0,), (2,)), op)
+    events = _pointwise_events(pixels, c_in, c_out)
+    assert _safe(events, delta) and not _safe(events, delta + 1)

@@ -12,7 +12,7 @@ import numpy as np
 
 from dslite_tiny.engine import quant
 from dslite_tiny.engine.graph import Graph, Op, Tensor, read_graph
-from dslite_tiny.engine.plan import Plan, plan_arena
+from dslite_tiny.engine.plan import Plan, is_pointwise, plan_arena
 from dslite_tiny.errors import UserError
 from dslite_tiny.export.c_source import banner
 
@@ -88,7 +88,7 @@ class _Writer:
             folded = self._folded_bias(op, w.data.reshape(-1, out_c).sum(axis=0), -x.zero_point)
             self._array("int32_t", f"f{op.index}", folded, "bias with the input offset folded in")
             return self._weighted_call(op, kernel, "dt_conv_params", fields, multipliers, shifts, extra=f"f{op.index}")
-        if (k_h, k_w, o["strideH"], o["strideW"], pad_h, pad_w) == (1, 1, 1, 1, 0, 0):
+        if is_pointwise(self.graph, op):
             folded = self._folded_bias(op, w.data.reshape(out_c, -1).sum(axis=1), -x.zero_point)
             return self._weighted_call(op, "dt_pointwise_conv_s8", "dt_conv_params", fields, multipliers, shifts,
                                        bias=folded)

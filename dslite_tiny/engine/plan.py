@@ -7,8 +7,8 @@ make: an op's output may overlap the input that dies with it, as far as the kern
 The kernels write output element j after reading everything element j needs, in raster order, so a
 write to byte ``out + j`` is safe when every input byte a later element reads lies above it:
 ``out − in ≤ min_j (first input index read by elements after j − j) − 1``. Elementwise ops get 0 (fully in
-place); a 3×3 stride-2 depthwise convolution too; a pointwise convolution needs its output one pixel
-below its input.
+place); a 3×3 stride-2 depthwise convolution too; a pointwise convolution, whose kernel works on pixel
+pairs, needs its output two pixels below its input.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import numpy as np
 from dslite_tiny.engine import quant
 from dslite_tiny.engine.graph import Graph, Op
 
+_UNBOUNDED = 1 << 62  # no read follows: any offset is safe
 ALIGNMENT = 4  # word loads of int8 data on a Cortex-M; a 32-bit word is the widest access a kernel makes
 _ELEMENTWISE = frozenset({"ADD", "LEAKY_RELU", "MUL"})  # output element i reads element i of input 0 only
 
@@ -88,15 +89,44 @@ def _overlaps(graph: Graph, buffers: dict[int, _Buffer]) -> dict[tuple[int, int]
     return allowed
 
 
+def is_pointwise(graph: Graph, op: Op) -> bool:
+    """A 1×1 CONV_2D with stride 1 and no padding: the engine's pointwise kernel runs it, two pixels at a time."""
+    w = graph.tensors[op.inputs[1]]
+    o = op.options
+    return op.name == "CONV_2D" and w.shape[1:3] == (1, 1) and (o["strideH"], o["strideW"]) == (1, 1)
+
+
 def _largest_delta(graph: Graph, op: Op) -> int | None:
     if op.name in _ELEMENTWISE:
         return 0
     if op.name not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
         return None
+    if is_pointwise(graph, op):
+        _, h, w, c_in = graph.tensors[op.inputs[0]].shape
+        return _pointwise_delta(h * w, c_in, graph.tensors[op.outputs[0]].shape[-1])
     first_read = _first_reads(graph, op)  # per output element, in the order the kernel writes them
     later = np.minimum.accumulate(first_read[::-1])[::-1]  # the lowest index read at or after each element
     later = np.append(later[1:], np.iinfo(np.int64).max)  # ... after it
     return int(np.min(later - np.arange(first_read.size))) - 1
+
+
+def _pointwise_delta(pixels: int, c_in: int, c_out: int) -> int:
+    """The pointwise kernel's order: per pixel pair and pair of output channels, both input rows are read
+    whole and four outputs written; so a block's writes precede reads of the same pair until its last
+    channel block, and of the next pair after it. A last odd pixel goes one channel at a time."""
+    bounds = []
+    pairs = np.arange(0, pixels - 1, 2)
+    if pairs.size:
+        blocks = np.arange(0, c_out, 2)
+        highest = (pairs[:, None] + 1) * c_out + np.minimum(blocks[None, :] + 1, c_out - 1)  # block's top write
+        later = np.where(blocks[None, :] + 2 < c_out, pairs[:, None] * c_in, (pairs[:, None] + 2) * c_in)
+        if pixels % 2 == 0:  # after the last pair's last block nothing is read
+            later[-1, -1] = _UNBOUNDED
+        bounds.append(np.min(later - highest))
+    if pixels % 2:
+        last = pixels - 1
+        bounds.append(min((last * c_in - (last * c_out + oc) for oc in range(c_out - 1)), default=_UNBOUNDED))
+    return int(min(bounds)) - 1
 
 
 def _first_reads(graph: Graph, op: Op) -> np.ndarray:
