@@ -114,7 +114,7 @@ def frontend_on_cortex_m4(variant: Variant, pcm: np.ndarray, *, cache_dir: Path)
     bench_input = (f"#define DT_BENCH_CHUNKS {pcm.shape[0]}\n"
                    f"static const uint8_t g_bench_pcm[] = {{{data}}};\n")
     files = {**{n: (FIRMWARE_DIR / n).read_text(encoding="utf-8") for n in (*CORE_HEADERS, "dt_frontend.c")},
-             **model_files(variant, name="model", device="mps2-an386"), "bench_input.h": bench_input,
+             **model_files(variant, name="model", device=DEVICE_NAME), "bench_input.h": bench_input,
              "bench_frontend.c": (BOARD_DIR / "bench_frontend.c").read_text(encoding="utf-8")}
     out = run_elf(build_elf(files, ["bench_frontend.c", "dt_frontend.c"], cache_dir=cache_dir))
     counts, rows, chunks, sizes = [], [], [], {}
@@ -143,8 +143,7 @@ def engine_on_cortex_m4(engine: Engine, name: str, inputs: np.ndarray, *,
     inputs = np.ascontiguousarray(inputs, np.int8)
     bench_input = (f'#include "{name}_engine.h"\n#define DT_BENCH_INPUTS {inputs.shape[0]}\n'
                    f"#define DT_BENCH_IN {name.upper()}_INPUT_ELEMENTS\n#define DT_BENCH_OUT {name.upper()}_OUTPUT_ELEMENTS\n"
-                   f"#define DT_BENCH_INVOKE {name}_invoke\n"
-                   f"static const int8_t g_bench_input[] = {{{', '.join(map(str, inputs.ravel()))}}};\n")
+                   f"#define DT_BENCH_INVOKE {name}_invoke\n{_bench_inputs(inputs)}")
     files = {**engine.files, "bench_input.h": bench_input,
              "bench_engine.c": (BOARD_DIR / "bench_engine.c").read_text(encoding="utf-8")}
     elf = build_elf(files, ["bench_engine.c", f"{name}_engine.c", "dt_engine.c"], cache_dir=cache_dir)
@@ -320,9 +319,8 @@ def _tflm_elf(variant: Variant, inputs: np.ndarray, tree: TflmTree, *, cache_dir
     """bench_tflm.cc + the TFLM backend + the model, linked with the tree's library (cached); ``ops``
     replaces the model's own op resolver, ``arena_bytes`` its recommended arena."""
     library = tflm_library(tree, cache_dir=cache_dir)
-    bench_input = (f"#define DT_BENCH_INPUTS {inputs.shape[0]}\n"
-                   f"static const int8_t g_bench_input[] = {{{', '.join(map(str, inputs.ravel()))}}};\n")
-    files = {**core_files(tflm=True), **model_files(variant, name="model", device="mps2-an386"),
+    bench_input = f"#define DT_BENCH_INPUTS {inputs.shape[0]}\n{_bench_inputs(inputs)}"
+    files = {**core_files(tflm=True), **model_files(variant, name="model", device=DEVICE_NAME),
              "bench_input.h": bench_input,
              **{n: (BOARD_DIR / n).read_text(encoding="utf-8") for n in (*BOARD_FILES, "bench_tflm.cc")}}
     if ops is not None:
@@ -343,3 +341,8 @@ def _tflm_elf(variant: Variant, inputs: np.ndarray, tree: TflmTree, *, cache_dir
     subprocess.run(["arm-none-eabi-g++", *CORTEX_M4F, *LINK_FLAGS, *objects, str(library), "-lm", "-o", str(elf)],
                    check=True)
     return elf
+
+
+def _bench_inputs(inputs: np.ndarray) -> str:
+    """The int8 inputs of a benchmark run on the board, one after another, as a C array."""
+    return f"static const int8_t g_bench_input[] = {{{', '.join(map(str, inputs.ravel()))}}};\n"

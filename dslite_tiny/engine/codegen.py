@@ -235,9 +235,11 @@ class _Writer:
         self._array("int8_t", f"w{n}", w.data, w.name)
         if bias is not None:
             self._array("int32_t", f"b{n}", bias, "bias with the input offset folded in")
-        elif self._bias(op) is not None:
-            self._array("int32_t", f"b{n}", self._bias(op), self.graph.tensors[op.inputs[2]].name)
-        has_bias = bias is not None or self._bias(op) is not None
+        else:
+            bias = self._bias(op)
+            if bias is not None:
+                self._array("int32_t", f"b{n}", bias, self.graph.tensors[op.inputs[2]].name)
+        has_bias = bias is not None
         self._array("int32_t", f"m{n}", np.asarray(multipliers), "requantization multipliers")
         self._array("int32_t", f"s{n}", np.asarray(shifts), "requantization shifts")
         self._params(struct, n, fields, op)
