@@ -94,6 +94,28 @@ def test_engine_runs_densenet_ops_bit_exact(tmp_path):
     _assert_bit_exact(variant, tmp_path)
 
 
+def test_engine_runs_depthwise_variants_bit_exact(tmp_path):
+    """Depthwise convolutions beside the DS-CNN's: six channels (the Cortex-M4 path takes four at a time), a
+    5×5 window mostly over the border, a depth multiplier of 2 with stride 2; host and Cortex-M4. (Keras
+    converts a dilated one to SPACE_TO_BATCH_ND around an undilated one, which the engine refuses.)"""
+    import tf_keras as keras
+
+    x = keras.Input((9, 10, 6))
+    a = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu")(x)
+    b = keras.layers.DepthwiseConv2D(5, padding="same")(a)
+    c = keras.layers.DepthwiseConv2D(3, strides=2, depth_multiplier=2, padding="same")(keras.layers.Add()([a, b]))
+    y = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(c))
+    variant = _converted(keras.Model(x, y), (9, 10, 6), tmp_path)
+    assert variant.description["ops"]["DEPTHWISE_CONV_2D"] == 3
+    _assert_bit_exact(variant, tmp_path)
+    if qemu.tools_missing():
+        pytest.skip(qemu.tools_missing())
+    engine = generate(variant.data, variant.path, name="net", provenance=["test"])
+    inputs = probe_inputs(variant, 8)
+    outputs, _, _ = qemu.engine_on_cortex_m4(engine, "net", inputs, cache_dir=tmp_path / "m4")
+    np.testing.assert_array_equal(outputs, wheel_outputs(variant, inputs))
+
+
 def _converted(model, shape: tuple[int, ...], tmp_path: Path):
     from dslite_tiny.compress.convert import convert_model
 
@@ -147,6 +169,66 @@ def test_engine_refuses_what_it_cannot_run(compressed, tmp_path):
     result = run_cli("export", str(compressed / "int8"), "--target", "engine", "--out", str(tmp_path / "p"),
                      "--board", "phone")
     assert_user_error(result, "runs litert", "microcontroller")
+
+
+def _gemmlowp_requantize(x: int, multiplier: int, shift: int) -> int:
+    """MultiplyByQuantizedMultiplier as gemmlowp writes it: a saturating rounding doubling high multiply
+    (nudge by sign, divide towards zero), then a rounding division by 2^-shift, ties away from zero."""
+    a = (((x << max(shift, 0)) + 2**31) % 2**32) - 2**31  # the left shift wraps, as int32 arithmetic does
+    if a == multiplier == -2**31:
+        high = 2**31 - 1
+    else:
+        product = a * multiplier
+        nudged = product + (2**30 if product >= 0 else 1 - 2**30)
+        high = abs(nudged) // 2**31 * (1 if nudged >= 0 else -1)
+    exponent = max(-shift, 0)
+    mask = (1 << exponent) - 1
+    threshold = (mask >> 1) + (1 if high < 0 else 0)
+    return (high >> exponent) + (1 if (high & mask) > threshold else 0)
+
+
+def _requantize_cases() -> np.ndarray:
+    """(x, multiplier, shift) rows: random accumulators of every magnitude, TFLite's multiplier range
+    [2^30, 2^31) and 0, shifts -31..7, plus every combination of the extremes."""
+    rng = np.random.default_rng(1)
+    n = 4000
+    x = (rng.integers(-2**31, 2**31, n) >> rng.integers(0, 31, n)).astype(np.int64)
+    multiplier = rng.integers(2**30, 2**31, n)
+    shift = rng.integers(-31, 8, n)
+    extremes = [(v, m, s) for v in (-2**31, 2**31 - 1, -1, 0, 1, -2**30, 2**30) for m in (0, 2**30, 2**31 - 1)
+                for s in (-31, -30, -2, -1, 0, 1, 7)]
+    return np.vstack([np.stack([x, multiplier, shift], 1), np.array(extremes)]).astype(np.int64)
+
+
+REQUANTIZE_C = """#include "dt_engine.c"
+int32_t dt_test_scale(int32_t x, int32_t multiplier, int32_t shift) { return scale_by_multiplier(x, multiplier, shift); }
+"""
+
+
+def test_requantization_equals_gemmlowp_on_both_kernel_paths(tmp_path):
+    """The kernels' one-sum requantization (dt_engine.c scale_by_multiplier) against gemmlowp's two roundings:
+    the portable C on the host and the SMLAL path on the emulated Cortex-M4."""
+    cases = _requantize_cases()
+    expected = [_gemmlowp_requantize(int(x), int(m), int(s)) for x, m, s in cases]
+    (tmp_path / "scale.c").write_text(REQUANTIZE_C)
+    library = tmp_path / "libscale.so"
+    subprocess.run(["cc", *HOST_FLAGS, f"-I{KERNEL_DIR}", str(tmp_path / "scale.c"), "-o", str(library)], check=True)
+    scale = ctypes.CDLL(str(library)).dt_test_scale
+    scale.restype = ctypes.c_int32
+    assert [scale(*map(ctypes.c_int32, map(int, row))) for row in cases] == expected
+    if qemu.tools_missing():
+        pytest.skip(qemu.tools_missing())
+    table = ", ".join(f"{{{x}, {m}, {s}}}" for x, m, s in cases).replace("-2147483648", "INT32_MIN")
+    main = (REQUANTIZE_C + '#include <stdio.h>\n#include "mps2_an386.h"\n'
+            f"static const int32_t g_cases[][3] = {{{table}}};\n"
+            "int main(void) { char line[24]; unsigned i;\n"
+            "  for (i = 0; i < sizeof g_cases / sizeof g_cases[0]; ++i) {\n"
+            '    snprintf(line, sizeof line, "%ld\\n", (long)dt_test_scale(g_cases[i][0], g_cases[i][1], g_cases[i][2]));\n'
+            "    dt_board_write(line); }\n  return 0; }\n")
+    files = {"scale_m4.c": main, "dt_engine.c": (KERNEL_DIR / "dt_engine.c").read_text(),
+             "dt_engine.h": (KERNEL_DIR / "dt_engine.h").read_text()}
+    elf = qemu.build_elf(files, ["scale_m4.c"], cache_dir=tmp_path / "m4")
+    assert [int(v) for v in qemu.run_elf(elf).split()] == expected
 
 
 def _pointwise_events(pixels: int, c_in: int, c_out: int) -> list[tuple[str, int]]:
