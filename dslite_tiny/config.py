@@ -294,7 +294,9 @@ class BoardConfig:
     description: str = param("", "what the board is")
     cpu: str = param("", "microcontroller or SoC and core")
     clock_mhz: float = param(0.0, "core clock (MHz)", low=0.0)
-    runtime: Literal["tflm", "litert"] = param("tflm", "inference runtime: TFLite Micro (MCU) or LiteRT (phone)")
+    runtime: Literal["tflm", "engine", "litert"] = param(
+        "tflm", "inference runtime: TFLite Micro or the generated int8 engine (export --target engine) in a "
+                "microcontroller's firmware, or LiteRT (phone)")
     flash_kib: int = param(0, "program storage (KiB)", low=1)
     ram_kib: int = param(0, "on-chip RAM (KiB)", low=1)
     external_ram_kib: int = param(0, "external RAM such as PSRAM (KiB); the tensor arena may live there", low=0)
@@ -315,6 +317,11 @@ class BoardConfig:
                               "the library to the build")
     host_match: str = param("unverified", "whether that TFLite Micro gives the host's int8 scores bit for bit, "
                             "and the evidence")
+
+    @property
+    def microcontroller(self) -> bool:
+        """A board whose firmware runs the model (TFLite Micro or the engine), not a phone app."""
+        return self.runtime != "litert"
 
     def __post_init__(self) -> None:
         if not self.name:

@@ -1,5 +1,5 @@
 """``device flash``: a complete firmware project for a board (the exported model files, the firmware core,
-the TFLM backend and the board's main), then the board's build and flash commands.
+the TFLM backend or the generated engine, and the board's main), then the board's build and flash commands.
 
 The project kind and the commands are data in the board profile (``configs/boards/<board>.yaml``:
 ``project``, ``fqbn``, ``platformio_options``, ``build_commands``, ``flash_commands``); this module only
@@ -17,7 +17,7 @@ from pathlib import Path
 from dslite_tiny.config import BoardConfig
 from dslite_tiny.errors import DeviceError, UserError
 from dslite_tiny.export.variant import Variant
-from firmware_host.build import FIRMWARE_DIR, core_files, model_files
+from firmware_host.build import FIRMWARE_DIR, core_files, engine_model_files, model_files
 
 MODEL_NAME = "model"  # g_model_model_data, model_create_op_resolver: one firmware runs one model
 SKETCH = "dslite_tiny"
@@ -42,10 +42,15 @@ class FlashPlan:
 
 
 def write_project(variant: Variant, board: BoardConfig, out_dir: Path) -> list[Path]:
-    """The board's project under ``out_dir``: an Arduino sketch folder or a PlatformIO project."""
-    sources = {**model_files(variant, name=MODEL_NAME, device=board.name), **core_files(tflm=True)}
+    """The board's project under ``out_dir``: an Arduino sketch folder or a PlatformIO project, running the
+    model with TFLite Micro or, for a profile with ``runtime: engine``, the generated engine (no library)."""
+    if board.runtime == "engine":
+        sources = {**engine_model_files(variant, name=MODEL_NAME, device=board.name), **core_files(engine=True)}
+    else:
+        sources = {**model_files(variant, name=MODEL_NAME, device=board.name), **core_files(tflm=True)}
     main = (FIRMWARE_DIR / MAIN_SOURCE).read_text(encoding="utf-8")
-    if board.tflm_include:  # arduino-cli adds a library only for a header the sketch itself includes
+    if board.tflm_include and board.runtime == "tflm":
+        # arduino-cli adds a library only for a header the sketch itself includes
         main = f"#include <{board.tflm_include}>  // the board profile's TFLite Micro library\n{main}"
     if board.project == "arduino":
         files = {f"{SKETCH}/{SKETCH}.ino": main, **{f"{SKETCH}/{n}": t for n, t in sources.items()}}
@@ -109,13 +114,21 @@ def _platformio_ini(board: BoardConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _runner_lines(board: BoardConfig) -> list[str]:
+    if board.runtime == "engine":
+        return ["Inference: the generated int8 engine (`dslite-tiny export --target engine`: model_engine.c and "
+                "the kernels dt_engine.c), no TFLite Micro library. Bit-exact with the host: yes (the engine "
+                "equals the tflite-micro wheel bit for bit, tested on an emulated Cortex-M4)."]
+    return [f"TFLite Micro: {board.tflm_library or 'not named by the board profile'}. Bit-exact with the host: "
+            f"{board.host_match}."]
+
+
 def _readme(variant: Variant, board: BoardConfig) -> str:
     commands = plan_flash(board, Path("."), port=None)
     return "\n".join([
         f"# dslite-tiny firmware: {variant.name} on {board.name}", "",
         f"{board.description}. Model SHA-256 `{variant.sha256}`.", "",
-        f"TFLite Micro: {board.tflm_library or 'not named by the board profile'}. Bit-exact with the host: "
-        f"{board.host_match}.", "",
+        *_runner_lines(board), "",
         "Build and flash (what `dslite-tiny device flash` runs, from this folder):", "",
         *[f"    {shlex.join(c)}" for c in commands], "",
         "Then `dslite-tiny device eval --port <PORT> --model-dir <variant> --data <DATA>`.",

@@ -25,11 +25,12 @@ from pathlib import Path
 import numpy as np
 
 from dslite_tiny.data.cache import default_cache_dir
-from dslite_tiny.engine.codegen import Engine, generate
+from dslite_tiny.engine.codegen import Engine
 from dslite_tiny.errors import UserError
 from dslite_tiny.export.op_resolver import op_resolver_text
 from dslite_tiny.export.variant import Variant, load_variant
-from firmware_host.build import CORE_HEADERS, FIRMWARE_DIR, compile_c, core_files, model_files, staged_build
+from firmware_host.build import (CORE_HEADERS, FIRMWARE_DIR, compile_c, core_files, engine_model_files, model_files,
+                                  staged_build)
 
 BOARD_DIR = FIRMWARE_DIR / "mps2_an386"
 BOARD_FILES = ("mps2_an386.c", "mps2_an386.h", "mps2_an386.ld")
@@ -205,8 +206,7 @@ class QemuDevice:
 
 def device_elf(variant: Variant, *, cache_dir: Path) -> Path:
     """The QEMU device's firmware for ``variant`` (int8, ops the engine runs), built once and cached."""
-    engine = generate(variant.data, variant.path, name="model", provenance=[f"Variant: {variant.name}"])
-    files = {**core_files(engine=True), **model_files(variant, name="model", device=DEVICE_NAME), **engine.files,
+    files = {**core_files(engine=True), **engine_model_files(variant, name="model", device=DEVICE_NAME),
              "device_main.c": (BOARD_DIR / "device_main.c").read_text(encoding="utf-8")}
     return build_elf(files, list(DEVICE_SOURCES), cache_dir=cache_dir)
 

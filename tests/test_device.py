@@ -2,6 +2,7 @@
 by the harness and the CLI, with and without link faults; resume after a kill; flashing projects."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -278,19 +279,69 @@ def test_generated_project_compiles_against_its_tflm_library(board, model_dir, t
     if profile.project == "arduino":  # arduino-cli adds a library only for a header of its src root the sketch includes
         included = re.findall(r"^#include <([^>]+)>", (source / "dslite_tiny.ino").read_text(), re.M)
         assert any((src / name).is_file() for name in included), included
+    _compile_for_the_board(source, profile, tmp_path,
+                           ["-isystem", str(src), "-isystem", _core_stand_in(tmp_path), "-isystem", api])
+
+
+def _core_stand_in(tmp_path: Path) -> str:
     stand_in = tmp_path / "core"
     stand_in.mkdir()
     for name, text in CORE_STAND_IN.items():
         (stand_in / name).write_text(text)
+    return str(stand_in)
+
+
+def _compile_for_the_board(source: Path, profile, tmp_path: Path, includes: list[str]) -> None:
+    """Every source of a generated project compiled for a Cortex-M4F with the profile's -D build flags."""
     flags = [f for option in profile.platformio_options if option.startswith("build_flags")
              for f in option.split("=", 1)[1].split() if f.startswith("-D")]
     for path in sorted(p for p in source.iterdir() if p.suffix in (".ino", ".cpp", ".cc", ".c")):
         language = ["arm-none-eabi-gcc", "-std=gnu11"] if path.suffix == ".c" else [
             "arm-none-eabi-g++", "-std=gnu++17", "-fno-exceptions", "-fno-rtti", "-x", "c++"]
-        command = [*language, *M4, *flags, f"-I{source}", "-isystem", str(src), "-isystem", str(stand_in),
-                   "-isystem", api, "-c", str(path), "-o", str(tmp_path / f"{path.name}.o")]
+        command = [*language, *M4, *flags, f"-I{source}", *includes, "-c", str(path), "-o",
+                   str(tmp_path / f"{path.name}.o")]
         result = subprocess.run(command, capture_output=True, text=True)
         assert result.returncode == 0, f"{shlex.join(command)}\n{result.stderr[-3000:]}"
+
+
+@pytest.mark.parametrize("board", ["nano33ble", "rp2040"])  # an Arduino sketch, a PlatformIO project
+def test_engine_project_runs_the_generated_engine_and_its_c_builds(board, model_dir, tmp_path):
+    """``device flash --runtime engine``: the generated engine instead of TFLite Micro (no library, no
+    flatbuffer); its C sources (firmware core, backend, engine, kernels) compile for a Cortex-M4F with the
+    DSP path and -Werror. The board main (C++, Arduino.h) is compiled by the by-hand test below."""
+    result = run_cli("device", "flash", "--board", board, "--runtime", "engine", "--model-dir", str(model_dir),
+                     "--out", str(tmp_path / board), "--dry-run")
+    assert result.returncode == 0, result.stderr
+    profile = load_board(board)
+    source = tmp_path / board / ("dslite_tiny" if profile.project == "arduino" else "src")
+    names = {p.name for p in source.iterdir()}
+    assert {"model_engine.c", "model_engine.h", "dt_engine.c", "dt_engine_backend.c", "dt_model.h"} <= names
+    assert not {"model_model_data.cc", "dt_tflm.cc", "model_op_resolver.h"} & names
+    assert "#define DT_MODEL_ENGINE 1" in (source / "dt_model.h").read_text()
+    main = source / ("dslite_tiny.ino" if profile.project == "arduino" else "main.cpp")
+    assert not main.read_text().startswith("#include <Chirale")  # no TFLM library pulled into the build
+    assert "generated int8 engine" in (tmp_path / board / "README.md").read_text()
+    if shutil.which("arm-none-eabi-gcc") is None:
+        pytest.skip("arm-none-eabi-gcc is not installed (.ci/run installs it)")
+    for path in sorted(source.glob("*.c")):
+        command = ["arm-none-eabi-gcc", "-std=c99", *M4, f"-I{source}", "-c", str(path), "-o",
+                   str(tmp_path / f"{path.name}.o")]
+        compiled = subprocess.run(command, capture_output=True, text=True)
+        assert compiled.returncode == 0, f"{shlex.join(command)}\n{compiled.stderr[-3000:]}"
+
+
+@pytest.mark.parametrize("board", [b for b in list_boards() if load_board(b).project != "none"])
+def test_engine_project_compiles_with_the_arduino_api(board, model_dir, tmp_path):
+    """The whole engine project, board main included, against ArduinoCore-API (the engine needs no other
+    library). Run by hand: DSLITE_TINY_ARDUINO_API_DIR=<arduino/ArduinoCore-API 1.5.2> pytest
+    tests/test_device.py -k arduino_api"""
+    api = os.environ.get("DSLITE_TINY_ARDUINO_API_DIR")
+    if not (api and shutil.which("arm-none-eabi-g++")):
+        pytest.skip("set DSLITE_TINY_ARDUINO_API_DIR to an ArduinoCore-API checkout (CI has none)")
+    profile = dataclasses.replace(load_board(board), runtime="engine")
+    write_project(load_variant(model_dir), profile, tmp_path / "project")
+    source = tmp_path / "project" / ("dslite_tiny" if profile.project == "arduino" else "src")
+    _compile_for_the_board(source, profile, tmp_path, ["-isystem", _core_stand_in(tmp_path), "-isystem", api])
 
 
 def test_flash_without_the_tool_names_how_to_install_it(model_dir, tmp_path):

@@ -16,6 +16,7 @@ from test_cli import assert_user_error
 
 import dslite_tiny  # noqa: F401
 from dslite_tiny.engine.codegen import KERNEL_DIR, generate
+from dslite_tiny.errors import UserError
 from dslite_tiny.export.boards import ENGINE_KERNEL_BYTES
 from dslite_tiny.export.settings import recommended_arena_bytes
 from dslite_tiny.export.variant import load_variant, with_measured_arena
@@ -229,6 +230,23 @@ def test_requantization_equals_gemmlowp_on_both_kernel_paths(tmp_path):
              "dt_engine.h": (KERNEL_DIR / "dt_engine.h").read_text()}
     elf = qemu.build_elf(files, ["scale_m4.c"], cache_dir=tmp_path / "m4")
     assert [int(v) for v in qemu.run_elf(elf).split()] == expected
+
+
+def test_folded_bias_takes_int32_min_and_refuses_overflow():
+    """A clustered layer's all-zero channel gets the bias INT32_MIN (its scale underflows): folding keeps it,
+    and the generated C spells it without a too-large constant; a sum outside int32 is refused."""
+    from dslite_tiny.engine.codegen import _Writer
+    from dslite_tiny.engine.graph import Graph, Op, Tensor
+
+    bias = Tensor(0, "b", (2,), "int32", np.ones(2, np.float32), np.zeros(2, np.int64), 0,
+                  np.array([-2**31, 5], np.int32))
+    op = Op(0, "CONV_2D", (1, 2, 0), (3,), {})
+    writer = _Writer(Graph((bias,), (op,), (1,), (3,)), None, "n", "m.tflite")
+    assert writer._folded_bias(op, np.array([0, 1]), 128).tolist() == [-2**31, 133]
+    writer._array("int32_t", "b0", np.array([-2**31, 7]), "bias")
+    assert "(-2147483647 - 1), 7" in writer.constants[-1]
+    with pytest.raises(UserError, match="overflows int32"):
+        writer._folded_bias(op, np.array([-1, 0]), 128)
 
 
 def _pointwise_events(pixels: int, c_in: int, c_out: int) -> list[tuple[str, int]]:

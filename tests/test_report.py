@@ -16,6 +16,7 @@ from dslite_tiny.compress.pipeline import write_summary
 from dslite_tiny.report.build import build_report
 from dslite_tiny.report.plots import pareto_front
 from dslite_tiny.report.results import load_results
+from dslite_tiny.report.tables import board_fits
 
 PLOTS = ["board_fit.png", "confusion.png", "layer_error.png", "sparsity.png", "uar_vs_latency.png",
          "uar_vs_size.png"]
@@ -65,9 +66,33 @@ def test_report_has_every_variant_and_plot(compressed, tmp_path):
     assert table[0][:4] == ["variant", "status", "weights (flash)", "activations (arena)"] and len(table) == 5
     boards = {r.board for r in result.recommendations}
     assert {"nano33ble", "esp32s3", "stm32h743", "rp2040", "mps2-an386", "phone"} <= boards
-    # a board whose TFLite Micro differs from the host's says so
-    assert "`nano33ble`: Chirale_TensorFLowLite 2.0.0 (Arduino Library Manager name); bit-exact with the host: no:" \
-        in markdown
+    # a board whose TFLite Micro differs from the host's says so; the engine board names the engine
+    assert ("`nano33ble`: TFLite Micro from Chirale_TensorFLowLite 2.0.0 (Arduino Library Manager name); bit-exact "
+            "with the host: no:") in markdown
+    assert "`mps2-an386`: the generated int8 engine (`export --target engine`), no TFLite Micro" in markdown
+
+
+def test_engine_board_fit_uses_the_engines_exact_figures(compressed):
+    """On a board whose runtime is the engine, a variant needs the engine's constants and planned arena (with
+    input and output); a float variant, which the engine does not run, gets no verdict."""
+    import dataclasses
+
+    from dslite_tiny.engine.codegen import generate
+    from dslite_tiny.export.boards import check_fit, load_board
+    from dslite_tiny.export.targets import engine_footprint
+    from dslite_tiny.export.variant import load_variant
+
+    results = load_results(compressed)
+    board = load_board("mps2-an386")
+    assert board.runtime == "engine"
+    fits = board_fits(results, [board])
+    loaded = load_variant(compressed / "int8")
+    engine = generate(loaded.data, loaded.path, name="model", provenance=[])
+    assert fits["int8"][board.name] == check_fit(engine_footprint(loaded, engine), board)
+    assert fits["float32"][board.name] is None
+    tflm = board_fits(results, [dataclasses.replace(board, runtime="tflm")])["int8"][board.name]
+    assert fits["int8"][board.name].ram_needed < tflm.ram_needed  # a planned arena below TFLM's
+    assert fits["int8"][board.name].flash_needed < tflm.flash_needed  # no interpreter, no flatbuffer
 
 
 def test_recommendation_is_the_smallest_fitting_variant_within_tolerance(compressed, tmp_path):

@@ -172,16 +172,26 @@ def qemu(model_dir: Path, tcp_port: int) -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Project folder (default: firmware-<board>/ in the variant folder).")
 @click.option("--dry-run", is_flag=True, help="Write the project and print the commands without running them.")
-def flash(board: str, model_dir: Path, port: str | None, out: Path | None, dry_run: bool) -> None:
-    """Generate the board's firmware project (model, firmware core, TFLM backend) and build and flash it."""
+@click.option("--runtime", type=click.Choice(["tflm", "engine"]),
+              help="What runs the model: TFLite Micro (the library the profile names) or the generated int8 "
+                   "engine (no library). Default: the profile's runtime.")
+def flash(board: str, model_dir: Path, port: str | None, out: Path | None, dry_run: bool, runtime: str | None) -> None:
+    """Generate the board's firmware project (model, firmware core, TFLM or the generated engine) and build and
+    flash it."""
+    import dataclasses
     import shlex
 
+    from dslite_tiny.errors import UserError
     from dslite_tiny.export.boards import load_board
     from dslite_tiny.export.variant import load_variant
     from firmware_host.flash import flash as flash_board
 
     variant = load_variant(model_dir)
     profile = load_board(board)
+    if runtime is not None:
+        if not profile.microcontroller:
+            raise UserError(f"board {profile.name!r} runs {profile.runtime}; --runtime is for microcontroller boards")
+        profile = dataclasses.replace(profile, runtime=runtime)
     plan = flash_board(variant, profile, out_dir=out or variant.path.parent / f"firmware-{profile.name}",
                        port=port, dry_run=dry_run)
     click.echo(f"project   {plan.project} ({len(plan.files)} files)")

@@ -261,7 +261,7 @@ class _Writer:
         bias = self._bias(op)
         folded = (np.zeros(len(weight_sums), np.int64) if bias is None else bias.astype(np.int64)) \
             + input_offset * weight_sums.astype(np.int64)
-        if np.abs(folded).max(initial=0) >= 2 ** 31:
+        if folded.min(initial=0) < -2 ** 31 or folded.max(initial=0) >= 2 ** 31:  # INT32_MIN is a valid bias
             raise UserError(f"op {op.index} ({op.name}): the bias with the input offset folded in overflows int32",
                             path=self.path)
         return folded
@@ -277,7 +277,7 @@ class _Writer:
         self.constant_bytes += 4 * len(fields)
 
     def _array(self, ctype: str, symbol: str, values: np.ndarray, comment: str) -> None:
-        flat = [str(int(v)) for v in np.ravel(values)]
+        flat = [str(int(v)) if v != -2 ** 31 else "(-2147483647 - 1)" for v in np.ravel(values)]  # no long constant
         self.constant_bytes += len(flat) * (1 if ctype == "int8_t" else 4)
         rows = [", ".join(flat[i:i + 24]) for i in range(0, len(flat), 24)]
         self.constants.append(f"/* {comment} */")

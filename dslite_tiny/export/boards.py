@@ -147,7 +147,7 @@ def frontend_buffer_bytes(frontend: FrontendConfig | None) -> int:
 
 def check_fit(need: Footprint, board: BoardConfig) -> Fit:
     """Flash and RAM needed vs available. The arena goes to external RAM only when on-chip RAM is short."""
-    code = need.mcu_code_bytes if board.runtime == "tflm" else LITERT_CODE_BYTES
+    code = need.mcu_code_bytes if board.microcontroller else LITERT_CODE_BYTES
     flash_needed = need.model_bytes + code + need.frontend_table_bytes + board.system_flash_kib * KIB
     internal = need.frontend_bytes + need.io_bytes + board.system_ram_kib * KIB
     ram = board.ram_kib * KIB

@@ -15,7 +15,7 @@ from typing import Literal
 
 from dslite_tiny.engine.codegen import Engine, generate
 from dslite_tiny.errors import UserError
-from dslite_tiny.export.boards import Fit, arena_estimate, check_fit, footprint, load_board
+from dslite_tiny.export.boards import Fit, Footprint, arena_estimate, check_fit, footprint, load_board
 from dslite_tiny.export.c_source import c_identifier, model_data_files
 from dslite_tiny.export.op_resolver import check_tflm_ops, op_resolver_file
 from dslite_tiny.export.phone import phone_files
@@ -51,7 +51,7 @@ def export_model(path: str | Path, *, target: Target, name: str | None = None, o
         fit = _engine_fit(variant, engine, profile, force) if profile is not None else None
         files = {**engine.files, **model_settings_file(variant, name=name, provenance=provenance_lines(variant))}
     else:
-        if target == "c" or (profile is not None and profile.runtime == "tflm"):
+        if target == "c" or (profile is not None and profile.microcontroller):
             check_tflm_ops(variant)
             variant = with_measured_arena(variant)
         fit = _fit(variant, profile, force) if profile is not None else None
@@ -99,12 +99,17 @@ def _fit(variant: Variant, board, force: bool) -> Fit:
 
 
 def _engine_fit(variant: Variant, engine: Engine, board, force: bool) -> Fit:
-    if board.runtime != "tflm":
+    if not board.microcontroller:
         raise UserError(f"board {board.name!r} runs {board.runtime}, not a microcontroller firmware; the engine "
                         f"target is for microcontroller boards")
-    need = footprint(model_bytes=engine.constant_bytes, arena_bytes=engine.arena_bytes + engine.input_bytes
+    return _checked(check_fit(engine_footprint(variant, engine), board), variant, force)
+
+
+def engine_footprint(variant: Variant, engine: Engine) -> Footprint:
+    """The generated engine's exact needs: its constants in flash, its arena with the input and output in RAM,
+    and its kernels' code."""
+    return footprint(model_bytes=engine.constant_bytes, arena_bytes=engine.arena_bytes + engine.input_bytes
                      + engine.output_bytes, frontend=variant.frontend, ops=variant.description["ops"], engine=True)
-    return _checked(check_fit(need, board), variant, force)
 
 
 def _checked(fit: Fit, variant: Variant, force: bool) -> Fit:

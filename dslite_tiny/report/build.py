@@ -13,7 +13,8 @@ from pathlib import Path
 
 from dslite_tiny.config import BoardConfig
 from dslite_tiny.errors import UserError
-from dslite_tiny.export.boards import IO_BYTES, LITERT_CODE_BYTES, code_table, list_boards, load_board
+from dslite_tiny.export.boards import (ENGINE_CALL_BYTES, ENGINE_KERNEL_BYTES, IO_BYTES, LITERT_CODE_BYTES, code_table,
+                                       list_boards, load_board)
 from dslite_tiny.report import plots
 from dslite_tiny.report.render import to_html, to_markdown
 from dslite_tiny.report.results import Results, VariantResult, load_results
@@ -113,10 +114,10 @@ def _document(results: Results, board: BoardConfig, boards: list[BoardConfig], f
     blocks.append(("h2", "Board fit"))
     if "fit" in figures:
         blocks.append(("image", *figures["fit"]))
-    blocks += [("p", "Each board's TFLite Micro, and whether it gives the host's int8 scores bit for bit (where "
-                     "not, `dslite-tiny device eval` measures the agreement on the device):"),
-               ("list", [f"`{b.name}`: {b.tflm_library or 'not named'}; bit-exact with the host: {b.host_match}"
-                         for b in boards if b.runtime == "tflm"])]
+    blocks += [("p", "What runs the model on each board, and whether it gives the host's int8 scores bit for bit "
+                     "(where not, `dslite-tiny device eval` measures the agreement on the device):"),
+               ("list", [f"`{b.name}`: {_runner(b)}; bit-exact with the host: {b.host_match}"
+                         for b in boards if b.microcontroller])]
     blocks.append(("h2", "Latency"))
     if "latency" in figures:
         blocks.append(("image", *figures["latency"]))
@@ -135,18 +136,29 @@ def _document(results: Results, board: BoardConfig, boards: list[BoardConfig], f
     return blocks
 
 
+def _runner(board: BoardConfig) -> str:
+    if board.runtime == "engine":
+        return "the generated int8 engine (`export --target engine`), no TFLite Micro"
+    return f"TFLite Micro from {board.tflm_library or 'a library the profile does not name'}"
+
+
 def _table_notes(board: BoardConfig) -> str:
-    if board.runtime == "tflm":
-        code = (f"TFLite Micro code measured on a Cortex-M4 ({kb(code_table()['core_bytes'])} core + the variant's "
-                f"kernels + the firmware core)")
+    system = (f"frontend tables + {kb(board.system_flash_kib * 1024)} system; RAM = arena + frontend buffers + "
+              f"{IO_BYTES} B I/O + {kb(board.system_ram_kib * 1024)} system")
+    if board.runtime == "engine":
+        fit = (f"Flash on {board.name} = the generated engine's constants (weights, biases, requantization "
+               f"tables) + its code ({kb(ENGINE_KERNEL_BYTES)} of kernels + {ENGINE_CALL_BYTES} B per op + the "
+               f"firmware core) + {system}; the arena there is the engine's planned arena with its input and "
+               f"output (int8 variants the engine runs only)")
     else:
-        code = f"{kb(LITERT_CODE_BYTES)} LiteRT runtime estimate"
+        code = (f"TFLite Micro code measured on a Cortex-M4 ({kb(code_table()['core_bytes'])} core + the variant's "
+                f"kernels + the firmware core)" if board.runtime == "tflm"
+                else f"{kb(LITERT_CODE_BYTES)} LiteRT runtime estimate")
+        fit = f"Flash on {board.name} = model + {code} + {system}"
     return (f"Weights: the flatbuffer's constant buffers. Activations: the TensorFlow Lite Micro arena, the "
-            f"minimum found by bisection in the real TFLM interpreter (int8 variants only). Flash on "
-            f"{board.name} = model + {code} + frontend tables + {kb(board.system_flash_kib * 1024)} system; "
-            f"RAM = arena + frontend buffers + {IO_BYTES} B I/O + "
-            f"{kb(board.system_ram_kib * 1024)} system. UAR, accuracy and agreement (same prediction as the "
-            f"float Keras model) are per chunk on the test split; host latency is LiteRT's median on one thread.")
+            f"minimum found by bisection in the real TFLM interpreter (int8 variants only). {fit}. UAR, accuracy "
+            f"and agreement (same prediction as the float Keras model) are per chunk on the test split; host "
+            f"latency is LiteRT's median on one thread.")
 
 
 def _variant(results: Results, name: str) -> VariantResult | None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 from dslite_tiny.config import BoardConfig
-from dslite_tiny.export.boards import Fit, arena_estimate, check_fit, footprint, format_bytes
+from dslite_tiny.errors import UserError
+from dslite_tiny.export.boards import Fit, Footprint, arena_estimate, check_fit, footprint, format_bytes
 from dslite_tiny.measure.layer_error import largest_drops
 from dslite_tiny.report.results import Measurement, Results, VariantResult
 
@@ -18,15 +19,19 @@ Fits = dict[str, dict[str, Fit | None]]  # variant → board → fit (None: not 
 
 def board_fits(results: Results, boards: list[BoardConfig]) -> Fits:
     """Every ok variant on every board. On a TFLite Micro board only a variant TFLM ran (its arena measured)
-    gets a verdict; LiteRT falls back to the activation bytes (no reuse: an upper bound)."""
+    gets a verdict; on an engine board only a variant the engine runs (its exact constants and arena); LiteRT
+    falls back to the activation bytes (no reuse: an upper bound)."""
     fits: Fits = {}
     for variant in results.variants:
         if variant.ok:
-            fits[variant.name] = {board.name: _fit(variant, board, results) for board in boards}
+            engine = _engine_need(variant, results) if any(b.runtime == "engine" for b in boards) else None
+            fits[variant.name] = {board.name: _fit(variant, board, results, engine) for board in boards}
     return fits
 
 
-def _fit(variant: VariantResult, board: BoardConfig, results: Results) -> Fit | None:
+def _fit(variant: VariantResult, board: BoardConfig, results: Results, engine: Footprint | None) -> Fit | None:
+    if board.runtime == "engine":
+        return check_fit(engine, board) if engine is not None else None
     arena = (variant.arena_bytes if board.runtime == "tflm"
              else arena_estimate(variant.arena_bytes, variant.size.activation_bytes))
     if arena is None:
@@ -34,6 +39,19 @@ def _fit(variant: VariantResult, board: BoardConfig, results: Results) -> Fit | 
     need = footprint(model_bytes=variant.size.tflite_bytes, arena_bytes=arena, frontend=results.frontend,
                      ops=variant.metrics.ops)
     return check_fit(need, board)
+
+
+def _engine_need(variant: VariantResult, results: Results) -> Footprint | None:
+    """The generated engine's footprint for the variant's model (None: the engine does not run it)."""
+    from dslite_tiny.engine.codegen import generate
+    from dslite_tiny.export.targets import engine_footprint
+    from dslite_tiny.export.variant import load_variant
+
+    try:
+        loaded = load_variant(results.out_dir / variant.name)
+        return engine_footprint(loaded, generate(loaded.data, loaded.path, name="model", provenance=[]))
+    except UserError:
+        return None
 
 
 def variant_table(results: Results, board: BoardConfig, fits: Fits) -> Table:
