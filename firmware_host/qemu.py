@@ -43,6 +43,7 @@ CXX_FLAGS = ("-std=c++17", "-O2", *CORTEX_M4F, "-fno-exceptions", "-fno-rtti", "
 TREE_C_FLAGS = ("-O2", *CORTEX_M4F, "-ffunction-sections", "-fdata-sections")  # a tree's C (CMSIS-NN), as it is
 QEMU_TIMEOUT_S = 600  # an emulated second of Cortex-M4 work takes well under one host second
 QEMU_START_S = 10.0
+BENCH_INPUT_BYTES = 4 * 1024 * 1024  # benchmark inputs per firmware image, in the 16 MB PSRAM beside the weights
 DEVICE_NAME = "mps2-an386"
 DEVICE_SOURCES = ("device_main.c", "dt_protocol.c", "dt_frontend.c", "dt_engine_backend.c", "model_engine.c",
                   "dt_engine.c")
@@ -138,10 +139,24 @@ def frontend_on_cortex_m4(variant: Variant, pcm: np.ndarray, *, cache_dir: Path)
 def engine_on_cortex_m4(engine: Engine, name: str, inputs: np.ndarray, *,
                         cache_dir: Path) -> tuple[np.ndarray, list[int], dict[str, int]]:
     """The generated ``engine`` (C symbols ``name``) run on int8 ``inputs`` ((n, elements)) on the emulated
-    Cortex-M4: its outputs (n, classes), the instructions per invoke and the ELF's section sizes."""
+    Cortex-M4: its outputs (n, classes), the instructions per invoke and the (first) ELF's section sizes.
+    The inputs sit in flash beside the model, at most BENCH_INPUT_BYTES of them per firmware image."""
     if name == "bench":
         raise ValueError("the engine's name 'bench' would collide with the runner's bench_engine.c")
     inputs = np.ascontiguousarray(inputs, np.int8)
+    per_image = max(1, BENCH_INPUT_BYTES // max(1, inputs[0].nbytes))
+    outputs, counts, sections = [], [], {}
+    for start in range(0, len(inputs), per_image):
+        batch_outputs, batch_counts, batch_sections = _engine_image(engine, name, inputs[start:start + per_image],
+                                                                    cache_dir=cache_dir)
+        outputs.append(batch_outputs)
+        counts += batch_counts
+        sections = sections or batch_sections
+    return np.concatenate(outputs), counts, sections
+
+
+def _engine_image(engine: Engine, name: str, inputs: np.ndarray, *,
+                  cache_dir: Path) -> tuple[np.ndarray, list[int], dict[str, int]]:
     bench_input = (f'#include "{name}_engine.h"\n#define DT_BENCH_INPUTS {inputs.shape[0]}\n'
                    f"#define DT_BENCH_IN {name.upper()}_INPUT_ELEMENTS\n#define DT_BENCH_OUT {name.upper()}_OUTPUT_ELEMENTS\n"
                    f"#define DT_BENCH_INVOKE {name}_invoke\n{_bench_inputs(inputs)}")
@@ -288,7 +303,8 @@ def linked_code_bytes(variant: Variant, tree: TflmTree, ops: dict[str, int], *, 
         raise UserError(f"cannot build for the emulated Cortex-M4: {problem}")
     inputs = np.zeros((1, int(np.prod(variant.description["input"]["shape"]))), np.int8)
     elf = _tflm_elf(variant, inputs, tree, cache_dir=cache_dir, ops=ops)
-    return elf_sections(elf)[".text"] - len(variant.data) - inputs.size
+    sections = elf_sections(elf)
+    return sections[".text"] + sections.get(".rodata", 0) - len(variant.data) - inputs.size
 
 
 def tflm_minimum_arena(variant: Variant, tree: TflmTree, *, low: int, high: int, cache_dir: Path) -> int:

@@ -4,13 +4,17 @@ instruction counts), its flash (kernels + generated code + constants, compiled f
 RAM (arena + input + output), beside the TFLM figures of ``tflm_m4.json``.
 
 Inputs per variant: ``--random`` random int8 tensors and ``--real`` real ones (the first chunk of FSDD
-recordings through the variant's own frontend, quantized as the host does); the Cortex-M4 runs the first
-``--m4`` of them. Besides the demo's variants: a MobileNet v1 α=0.25 at 96×96×3 as ``mcu-mobilenet`` builds
-it (the shared ImageNet weights, a random head), and a MobileNetV2 α=0.35 and a DenseNet121 with random
-weights (BatchNorm statistics from the calibration images), all converted by compress's int8 converter.
+recordings through the variant's own frontend, quantized as the host does). The host runs the portable C
+path on all of them, the Cortex-M4 the DSP path on ``--m4`` of them, half random and half real. Besides
+the demo's variants: a MobileNet v1 α=0.25 at 96×96×3 as ``mcu-mobilenet`` builds it (the shared ImageNet
+weights, a random head), and a MobileNetV2 α=0.35 and a DenseNet121 with random weights (BatchNorm
+statistics from the calibration images), all converted by compress's int8 converter.
 
     python reports/benchmarks/engine_m4.py [--compressed /tmp/dslite-tiny-demo/compressed] [--random 200]
-        [--real 200] [--m4 40]
+        [--real 200] [--m4 200] [--fsdd /tmp/dslite-tiny-compress/dscnn-theo-s0 ...]
+
+``--fsdd`` names compress folders of FSDD-trained models (by default the DS-CNN and MobileNet v1 α=0.25
+that ``compress_fsdd.py --part mcu`` trains and compresses); each of their int8 variants is measured too.
 
 Writes ``engine_m4.json`` and ``engine_m4.md`` next to this script.
 """
@@ -42,6 +46,7 @@ from tflm_m4 import wheel_outputs  # noqa: E402
 
 FSDD = ROOT.parent / "shared" / "datasets" / "fsdd" / "recordings"
 WEIGHTS = ROOT.parent / "shared" / "weights" / "mobilenet_2_5_224_tf_no_top.h5"
+COMPRESS_FSDD = Path("/tmp/dslite-tiny-compress")  # compress_fsdd.py's default output folder
 KB = 1024
 
 
@@ -131,7 +136,7 @@ def m4_flash(engine, work: Path) -> dict:
             "model_code_bytes": sizes["model_engine.c"]["code"], "constant_bytes": sizes["model_engine.c"]["constants"]}
 
 
-def measure(variant_dir: Path, args, frontend_config=None, cortex_m4: bool = True) -> dict:
+def measure(variant_dir: Path, args, frontend_config=None) -> dict:
     variant = with_measured_arena(load_variant(variant_dir))
     engine = generate(variant.data, variant.path, name="model", provenance=["engine_m4 benchmark"])
     size = int(np.prod(variant.description["input"]["shape"]))
@@ -143,15 +148,24 @@ def measure(variant_dir: Path, args, frontend_config=None, cortex_m4: bool = Tru
         host = host_outputs(engine, inputs, work)
         flash = m4_flash(engine, work)
     m4, instructions = np.zeros((0, engine.output_bytes), np.int8), [0]
-    if cortex_m4:
-        m4, instructions, _ = engine_on_cortex_m4(engine, "model", inputs[:args.m4],
+    on_m4 = np.r_[:min(args.m4 // 2, args.random), args.random:args.random + min(args.m4 - args.m4 // 2, args.real)]
+    if len(on_m4):  # half random, half real inputs
+        m4, instructions, _ = engine_on_cortex_m4(engine, "model", inputs[on_m4],
                                                   cache_dir=Path("/tmp/dslite-tiny-qemu"))
     return {"variant": variant.name, "inputs": len(inputs), "real_inputs": args.real,
             "host_bit_exact": int((host == expected).all(axis=1).sum()),
-            "m4_inputs": len(m4), "m4_bit_exact": int((m4 == expected[:len(m4)]).all(axis=1).sum()),
+            "m4_inputs": len(m4), "m4_bit_exact": int((m4 == expected[on_m4][:len(m4)]).all(axis=1).sum()),
             "instructions_median": int(np.median(instructions)), **flash,
             "arena_bytes": engine.arena_bytes, "io_bytes": engine.input_bytes + engine.output_bytes,
             "tflm_model_bytes": len(variant.data), "tflm_host_arena_bytes": variant.arena_bytes}
+
+
+def int8_variants(compressed: Path) -> list[str]:
+    """The full-int8 variants of a compress folder (int16x8 is not an engine model)."""
+    if not compressed.is_dir():
+        raise SystemExit(f"{compressed}: no such compress folder (run compress_fsdd.py, or pass --fsdd)")
+    return [p.parent.name for p in sorted(compressed.glob("*/model.tflite"))
+            if p.parent.name.endswith("int8") and not p.parent.name.startswith("int16")]
 
 
 def markdown(rows: list[dict], tflm: dict) -> str:
@@ -188,13 +202,18 @@ def main() -> None:
     parser.add_argument("--compressed", type=Path, default=Path("/tmp/dslite-tiny-demo/compressed"))
     parser.add_argument("--random", type=int, default=200)
     parser.add_argument("--real", type=int, default=200)
-    parser.add_argument("--m4", type=int, default=40)
+    parser.add_argument("--m4", type=int, default=200)
+    parser.add_argument("--fsdd", type=Path, nargs="*", default=[COMPRESS_FSDD / "dscnn-theo-s0",
+                                                                 COMPRESS_FSDD / "mobilenet-theo-s0"],
+                        help="compress folders of FSDD-trained models (compress_fsdd.py writes them)")
     args = parser.parse_args()
     if not args.compressed.is_dir():
         subprocess.run(["dslite-tiny", "demo", "--out", str(args.compressed.parent)], check=True)
-    names = [p.parent.name for p in sorted(args.compressed.glob("*/model.tflite"))
-             if p.parent.name.endswith("int8") and not p.parent.name.startswith("int16")]
-    rows = [measure(args.compressed / name, args) for name in names]
+    rows = [measure(args.compressed / name, args) for name in int8_variants(args.compressed)]
+    for folder in args.fsdd:  # FSDD-trained models, every int8 variant (compress_fsdd.py's outputs)
+        for name in int8_variants(folder):
+            rows.append(measure(folder / name, args))
+            rows[-1]["variant"] = f"FSDD {folder.name}: {name}"
     rows.append(measure(mobilenet_v1(Path("/tmp/dslite-tiny-engine/mobilenet_v1_025_96.tflite")), args,
                         load_config(FrontendConfig, "fsdd", stage="frontend")))
     rows[-1]["variant"] = "MobileNet v1 α=0.25, 96×96×3 (ImageNet weights, random head; FSDD through `fsdd`)"
@@ -204,9 +223,9 @@ def main() -> None:
     rows[-1]["variant"] = "MobileNetV2 α=0.35, 96×96×3 (random weights, BatchNorm from data; FSDD through `fsdd`)"
     dense = dataclasses.replace(fsdd, image_height=64, image_width=64, normalization="torch")
     rows.append(measure(random_backbone(Path("/tmp/dslite-tiny-engine/densenet121_64.tflite"), "densenet121", 64, 1.0),
-                        args, dense, cortex_m4=False))
+                        args, dense))
     rows[-1]["variant"] = ("DenseNet121, 64×64×3 (random weights, BatchNorm from data; FSDD through `fsdd` at 64×64; "
-                           "7 MB of weights: not on the 4 MB emulated board)")
+                           "its 7 MB of weights in the emulated board's 16 MB PSRAM)")
     tflm = json.loads((HERE / "tflm_m4.json").read_text())
     (HERE / "engine_m4.json").write_text(json.dumps({"rows": rows}, indent=2) + "\n")
     (HERE / "engine_m4.md").write_text(markdown(rows, tflm))
