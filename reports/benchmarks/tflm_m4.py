@@ -118,11 +118,11 @@ def measure(name: str, tree: TflmTree, variant, inputs: np.ndarray, expected: np
     recommended = recommended_arena_bytes(variant.arena_bytes)
     arena = tflm_minimum_arena(variant, tree, low=variant.arena_bytes // 2, high=2 * recommended, cache_dir=CACHE)
     difference = np.abs(got.astype(int) - expected.astype(int))
-    embedded = len(variant.data) + inputs.size  # the model array and the benchmark's inputs sit in .text
+    embedded = len(variant.data) + inputs.size  # the model array and the benchmark's inputs: constants
     return {"tree": name, "inputs": int(inputs.shape[0]), "bit_exact": bool((difference == 0).all()),
             "scores_differing": int((difference > 0).sum()), "scores": int(difference.size),
             "max_difference": int(difference.max()), "class_agreement": float(np.mean(got.argmax(1) == expected.argmax(1))),
-            "instructions_median": int(np.median(instructions)), "code_bytes": sections[".text"] - embedded,
+            "instructions_median": int(np.median(instructions)), "code_bytes": sections[".text"] + sections.get(".rodata", 0) - embedded,
             "bss_bytes": sections.get(".bss", 0), "minimum_arena_bytes": arena, "wheel_arena_bytes": variant.arena_bytes,
             "recommended_arena_bytes": recommended}
 
@@ -130,8 +130,8 @@ def measure(name: str, tree: TflmTree, variant, inputs: np.ndarray, expected: np
 def markdown(rows: list[dict], variant_name: str) -> str:
     lines = ["# TFLite Micro sources on a Cortex-M4 (QEMU mps2-an386) against the tflite-micro wheel", "",
              f"Command: see the docstring of `reports/benchmarks/tflm_m4.py`. Model: the demo's `{variant_name}` "
-             "(DS-CNN, 64×64×1). Inputs: random int8 tensors (seed 0). Code: the ELF's .text without the model "
-             "array and the inputs (TFLM, the six kernels, dt_tflm.cc and newlib's printf); .bss holds the arena. "
+             "(DS-CNN, 64×64×1). Inputs: random int8 tensors (seed 0). Code: the ELF's .text and .rodata without the "
+             "model array and the inputs (TFLM, the six kernels, dt_tflm.cc and newlib's printf); .bss holds the arena. "
              "Minimum arena: the smallest (bisected, 16-byte steps) with which the backend sets the model up and "
              "invokes it there; the export recommends the tflite-micro wheel's minimum on the host + 10 % + 1 KiB.",
              "", "| TFLM source | bit-exact with the wheel | scores differing | max difference | same class | "
