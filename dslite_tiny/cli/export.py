@@ -46,5 +46,8 @@ def boards() -> None:
         b = load_board(board_name)
         click.echo(f"{b.name:<12} {b.runtime:<7} flash {b.flash_kib:>7} KB  RAM {b.ram_kib:>7} KB"
                    + (f" + {b.external_ram_kib} KB external" if b.external_ram_kib else "") + f"  {b.description}")
-        if b.tflm_library:
+        if b.runtime == "engine":
+            click.echo(f"{'':<12} the generated int8 engine (export --target engine); bit-exact with the host: "
+                       f"{b.host_match}")
+        elif b.tflm_library:
             click.echo(f"{'':<12} TFLite Micro: {b.tflm_library}; bit-exact with the host: {b.host_match}")
