@@ -14,9 +14,7 @@ from pathlib import Path
 
 from dslite_tiny.artifacts import atomic_path
 from dslite_tiny.errors import UserError
-from dslite_tiny.engine.codegen import generate
-from dslite_tiny.export.settings import model_settings_file
-from dslite_tiny.export.targets import c_files, provenance_lines
+from dslite_tiny.export.targets import c_files, engine_files
 from dslite_tiny.export.variant import Variant, with_measured_arena
 
 FIRMWARE_DIR = Path(__file__).parent / "firmware"
@@ -65,10 +63,7 @@ def engine_model_files(variant: Variant, *, name: str, device: str) -> dict[str,
     """The generated engine of an int8 variant, its settings header and ``dt_model.h``: what a firmware that
     runs the engine needs of the model (no flatbuffer, no op resolver)."""
     _check_int8(variant)
-    provenance = provenance_lines(variant)
-    engine = generate(variant.data, variant.path, name=name, provenance=provenance)
-    return {**engine.files, **model_settings_file(with_measured_arena(variant), name=name, provenance=provenance),
-            "dt_model.h": model_header(name, device=device, engine=True)}
+    return {**engine_files(variant, name=name)[1], "dt_model.h": model_header(name, device=device, engine=True)}
 
 
 def core_files(*, tflm: bool = False, engine: bool = False) -> dict[str, str]:

@@ -46,10 +46,9 @@ def export_model(path: str | Path, *, target: Target, name: str | None = None, o
     _check_shapes(variant)
     engine = None
     if target == "engine":
-        engine = generate(variant.data, variant.path, name=name, provenance=provenance_lines(variant))
         variant = with_measured_arena(variant)  # for the settings header the firmware core reads
+        engine, files = engine_files(variant, name=name)
         fit = _engine_fit(variant, engine, profile, force) if profile is not None else None
-        files = {**engine.files, **model_settings_file(variant, name=name, provenance=provenance_lines(variant))}
     else:
         if target == "c" or (profile is not None and profile.microcontroller):
             check_tflm_ops(variant)
@@ -66,6 +65,14 @@ def c_files(variant: Variant, *, name: str) -> dict[str, str]:
     return {**model_data_files(variant.data, name=name, provenance=provenance),
             **model_settings_file(variant, name=name, provenance=provenance),
             **op_resolver_file(variant, name=name, provenance=provenance)}
+
+
+def engine_files(variant: Variant, *, name: str) -> tuple[Engine, dict[str, str]]:
+    """The generated engine of the variant and its files with the settings header (the arena measured)."""
+    provenance = provenance_lines(variant)
+    engine = generate(variant.data, variant.path, name=name, provenance=provenance)
+    return engine, {**engine.files, **model_settings_file(with_measured_arena(variant), name=name,
+                                                          provenance=provenance)}
 
 
 def provenance_lines(variant: Variant) -> list[str]:
