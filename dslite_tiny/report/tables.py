@@ -22,9 +22,10 @@ def board_fits(results: Results, boards: list[BoardConfig]) -> Fits:
     gets a verdict; on an engine board only a variant the engine runs (its exact constants and arena); LiteRT
     falls back to the activation bytes (no reuse: an upper bound)."""
     fits: Fits = {}
+    engine_boards = any(b.runtime == "engine" for b in boards)
     for variant in results.variants:
         if variant.ok:
-            engine = _engine_need(variant, results) if any(b.runtime == "engine" for b in boards) else None
+            engine = _engine_need(variant, results) if engine_boards else None
             fits[variant.name] = {board.name: _fit(variant, board, results, engine) for board in boards}
     return fits
 
