@@ -413,7 +413,11 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
             raise ConfigError(f"--set expects KEY=VALUE, got '{item}'")
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
+        except yaml.YAMLError as exc:
+            if raw.strip().startswith(("[", "{")):  # meant as a list or mapping: taking it as text would mislead
+                kind = "list" if raw.strip()[0] == "[" else "mapping"
+                raise ConfigError(f"--set {key}: '{raw}' is not a valid YAML {kind} ({getattr(exc, 'problem', exc)}; "
+                                  f"quote items that hold [ ] {{ }} or commas)") from None
             value = raw
         head, dot, tail = key.partition(".")
         if dot:  # frontend.n_mels=40: a key of a training config's frontend (its frontend_set)

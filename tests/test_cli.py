@@ -153,6 +153,7 @@ def test_empty_split(tmp_path):
     (("--set", "n_mels=0"), ("--set", "n_mels=0 is out of range")),
     (("--set", "colour=viridis"), ("--set", "unknown key 'colour'; valid keys:")),
     (("--set", "sr=fast"), ("sr expects an integer, got 'fast'",)),
+    (("--set", "fmax=[a/{b}]"), ("--set fmax: '[a/{b}]' is not a valid YAML list", "quote items")),
     (("--config", "nope"), ("unknown frontend preset 'nope'",)),
 ])
 def test_invalid_config_values(tmp_path, args, phrases):
