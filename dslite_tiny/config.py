@@ -214,6 +214,12 @@ class TrainConfig:
     ema_decay: float = param(0.0, "exponential moving average of the weights, evaluated and saved instead of "
                                   "the raw weights (0: off; e.g. 0.99 averages over ~100 steps)", low=0.0, high=1.0,
                              high_open=True)
+    teacher: list[str] = param([], "trained models (.h5 with sidecars; same classes and frontend) whose averaged "
+                                   "class probabilities, softened, become part of every training target "
+                                   "(knowledge distillation); in cv, {fold} in a path is the fold's name")
+    teacher_weight: float = param(0.5, "share of each training target that is the teacher's", low=0.0, high=1.0)
+    teacher_temperature: float = param(2.0, "temperature that softens the teacher's probabilities (1: as they are)",
+                                       low=0.0, low_open=True, high=20.0)
     label_smoothing: float = param(0.0, "share of each one-hot target spread over all classes", low=0.0, high=0.5)
     weight_decay: float = param(0.0, "decoupled weight decay (Adam becomes AdamW)", low=0.0, high=1.0)
     early_stopping: int = param(0, "end a phase after this many epochs without a better devel UAR (0: off)", low=0)
@@ -471,6 +477,9 @@ def _relative_paths(data: dict[str, Any], folder: Path) -> dict[str, Any]:
         value = out.get(key)
         if isinstance(value, str) and value and not Path(value).is_absolute():
             out[key] = str((folder / value).resolve())
+    if isinstance(out.get("teacher"), list):
+        out["teacher"] = [str((folder / t).resolve()) if isinstance(t, str) and t and not Path(t).is_absolute() else t
+                          for t in out["teacher"]]
     for key in _RELATIVE_IF_FILE:
         value = out.get(key)
         if isinstance(value, str) and value.endswith((".yaml", ".yml", ".h5")) and not Path(value).is_absolute():

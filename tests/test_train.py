@@ -166,3 +166,59 @@ def test_the_weight_average_lags_the_weights_and_is_applied_only_inside_its_bloc
     with average.applied():
         assert float(model.get_weights()[0][0, 0]) == pytest.approx(1.2, abs=1e-6)
     assert float(model.get_weights()[0][0, 0]) == 3.0
+
+
+def test_a_teacher_softens_the_targets_and_trains_a_student(trained_dscnn, tmp_path):
+    from dslite_tiny.audio.frontend import Frontend
+    from dslite_tiny.data.features import compute_features
+    from dslite_tiny.train.distill import load_teacher
+
+    result, data, cache = trained_dscnn
+    dataset = load_dataset(data)
+    teacher_model = load_trained(result.path)
+    frontend = Frontend(teacher_model.frontend_config)
+    x = frontend.model_input(compute_features(dataset, frontend, splits=["devel"], cache=cache).mel_db[:8])
+    y = np.eye(5, dtype=np.float32)[np.arange(8) % 5]
+    p = teacher_model.model(x, training=False).numpy()
+
+    def teacher(weight: float, temperature: float):
+        return load_teacher([str(result.path)], weight=weight, temperature=temperature,
+                            classes=dataset.classes, frontend=frontend.config, dataset=dataset)
+    np.testing.assert_allclose(teacher(0.0, 2.0).targets(x, y), y)
+    np.testing.assert_allclose(teacher(1.0, 1.0).targets(x, y), p, atol=1e-5)
+    soft = teacher(1.0, 4.0).targets(x, y)
+    entropy = [-(q * np.log(np.clip(q, 1e-12, 1))).sum(axis=1) for q in (p, soft)]
+    assert (soft.argmax(axis=1) == p.argmax(axis=1)).all() and (entropy[1] > entropy[0]).all()
+    np.testing.assert_allclose(teacher(0.5, 4.0).targets(x, y), 0.5 * y + 0.5 * soft, atol=1e-6)
+
+    config = load_config(TrainConfig, "mcu-dscnn", ("test", {"epochs": 2, "units": 8, "teacher": [str(result.path)]}),
+                         stage="train")
+    student = run_training(data, config, out_dir=tmp_path / "student", cache=cache)
+    sidecar = json.loads(student.path.with_suffix(".json").read_text())
+    assert sidecar["train"]["teacher"] == [str(result.path)] and len(student.history) == 2
+
+
+def test_a_teacher_that_does_not_fit_the_student_or_saw_its_test_speakers_is_refused(trained_dscnn):
+    import dataclasses
+
+    from dslite_tiny.config import ConfigError
+    from dslite_tiny.errors import UserError
+    from dslite_tiny.train.distill import for_fold, load_teacher
+
+    result, data, _ = trained_dscnn
+    dataset = load_dataset(data)
+    frontend = load_trained(result.path).frontend_config
+    path = str(result.path)
+
+    def refusal(paths=(path,), classes=dataset.classes, fe=frontend, ds=dataset) -> str:
+        with pytest.raises((UserError, ConfigError)) as caught:
+            load_teacher(list(paths), weight=0.5, temperature=2.0, classes=classes, frontend=fe, dataset=ds)
+        return str(caught.value)
+    assert "are not the student's" in refusal(classes=dataset.classes[::-1])
+    assert "another frontend" in refusal(fe=dataclasses.replace(frontend, top_db=40.0))
+    heard = dataset.speakers("train")[0]
+    leaky = load_dataset(dataclasses.replace(data, test_speakers=[heard], devel_speakers=dataset.speakers("devel")))
+    assert f"cannot teach: the test split shares speakers {heard} with the train and devel splits of this teacher" \
+        in refusal(ds=leaky)
+    assert "only 'dslite-tiny cv' fills in {fold}" in refusal(paths=["/models/{fold}-s0/model.h5"])
+    assert for_fold(["/cv/{fold}-s0/model.h5", "/x.h5"], "theo") == ["/cv/theo-s0/model.h5", "/x.h5"]

@@ -27,6 +27,7 @@ from dslite_tiny.data.cache import FeatureCache
 from dslite_tiny.data.layouts import Dataset, load_dataset
 from dslite_tiny.errors import DataError
 from dslite_tiny.progress import Progress, no_progress
+from dslite_tiny.train.distill import for_fold
 
 log = logging.getLogger(__name__)
 RunCallback = Callable[[dict], None]
@@ -92,7 +93,8 @@ def _run_folds(plan: list[Fold], data: DataConfig, config: TrainConfig, *, out_d
             result = _finished(run_dir, fingerprint)
             if result is None:
                 log.info("fold %s seed %d: test %s, devel %s", fold.name, seed, fold.test, fold.devel)
-                trained = run_training(fold_data, dataclasses.replace(config, seed=seed), out_dir=run_dir,
+                fold_config = dataclasses.replace(config, seed=seed, teacher=for_fold(config.teacher, fold.name))
+                trained = run_training(fold_data, fold_config, out_dir=run_dir,
                                        cache=cache, progress=progress, on_epoch=_tagged(on_epoch, fold.name, seed))
                 report = evaluate(load_trained(trained.path), load_dataset(fold_data), cache=cache,
                                   strict=data.strict)

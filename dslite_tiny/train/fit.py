@@ -25,6 +25,7 @@ from dslite_tiny.models.trained import load_trained, save_trained, sidecar_path
 from dslite_tiny.progress import Progress, no_progress
 from dslite_tiny.records import Sidecar, read_sidecar, write_sidecar
 from dslite_tiny.train.augment import AugmentSettings, MelAugmenter, MelAugmentSettings, augment_batch, sap_lambdas
+from dslite_tiny.train.distill import Teacher
 from dslite_tiny.measure.metrics import uar
 
 log = logging.getLogger(__name__)
@@ -74,9 +75,10 @@ def set_trainable(model, mode: str, finetune_layers: float) -> int:
 
 
 def train_model(train: FeatureSet, devel: FeatureSet, frontend: Frontend, config: TrainConfig, *, out_dir: Path,
-                sidecar: Sidecar, on_epoch: EpochCallback | None = None,
+                sidecar: Sidecar, teacher: Teacher | None = None, on_epoch: EpochCallback | None = None,
                 progress: Progress = no_progress) -> TrainResult:
-    """Fit per ``config``; the best epoch by devel UAR is saved to ``out_dir/model.h5`` (+ sidecar)."""
+    """Fit per ``config`` (with ``teacher``'s probabilities in the targets, if given); the best epoch by
+    devel UAR is saved to ``out_dir/model.h5`` (+ sidecar)."""
     import tf_keras as keras
 
     keras.utils.set_random_seed(config.seed)
@@ -114,7 +116,7 @@ def train_model(train: FeatureSet, devel: FeatureSet, frontend: Frontend, config
             for batch in progress(batches, desc=f"epoch {epoch} ({phase.name})"):
                 mel_db = train.mel_db[batch] if augment_mel is None else augment_mel(train.mel_db[batch], rng)
                 losses.append(_train_step(model, frontend.model_input(mel_db), train.labels[batch], settings,
-                                          weights, rng))
+                                          weights, rng, teacher))
                 if average:
                     average.update()
             with average.applied() if average else contextlib.nullcontext():
@@ -183,7 +185,7 @@ class WeightAverage:
 
 
 def _train_step(model, x: np.ndarray, labels: np.ndarray, settings: AugmentSettings,
-                class_weights: np.ndarray | None, rng: np.random.Generator) -> float:
+                class_weights: np.ndarray | None, rng: np.random.Generator, teacher: Teacher | None) -> float:
     y = np.eye(model.output_shape[-1], dtype=np.float32)[labels]
     if settings.cutmix or settings.specaugment:
         if settings.sapaugment:
@@ -193,6 +195,8 @@ def _train_step(model, x: np.ndarray, labels: np.ndarray, settings: AugmentSetti
         else:
             lambdas = rng.random(len(labels))
         x, y = augment_batch(x, y, lambdas, settings, rng)
+    if teacher is not None:
+        y = teacher.targets(x, y)
     sample_weight = None if class_weights is None else class_weights[labels]
     return float(model.train_on_batch(x, y, sample_weight=sample_weight))
 

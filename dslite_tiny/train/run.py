@@ -13,6 +13,7 @@ from dslite_tiny.errors import DataError
 from dslite_tiny.progress import Progress, no_progress
 from dslite_tiny.records import Sidecar
 from dslite_tiny.models.registry import get_backbone
+from dslite_tiny.train.distill import load_teacher
 from dslite_tiny.train.fit import EpochCallback, TrainResult, train_model
 
 
@@ -34,6 +35,8 @@ def run_training(data: DataConfig, config: TrainConfig, *, out_dir: str | Path, 
                           f"made for {config.backbone} or train from scratch (weights: none)", key="frontend")
     dataset = load_dataset(data, require=("train", "devel"))
     dataset.require_classes("train")
+    teacher = load_teacher(config.teacher, weight=config.teacher_weight, temperature=config.teacher_temperature,
+                           classes=dataset.classes, frontend=frontend.config, dataset=dataset)  # before slow work
     features = {split: compute_features(dataset, frontend, splits=[split], cache=cache, strict=data.strict,
                                         progress=progress)
                 for split in ("train", "devel")}
@@ -43,7 +46,7 @@ def run_training(data: DataConfig, config: TrainConfig, *, out_dir: str | Path, 
     sidecar = Sidecar(tuple(dataset.classes), frontend.config, frontend.config.image_shape, config.backbone,
                       data_summary(dataset, data, features), details={"normalization": frontend.config.normalization})
     return train_model(features["train"], features["devel"], frontend, config, out_dir=out_dir, sidecar=sidecar,
-                       on_epoch=on_epoch, progress=progress)
+                       teacher=teacher, on_epoch=on_epoch, progress=progress)
 
 
 def data_summary(dataset: Dataset, data: DataConfig, features: dict) -> dict:
