@@ -26,10 +26,14 @@ from dslite_tiny.native import import_tensorflow_quietly
 from dslite_tiny.train.cv import cross_validate
 
 HERE = Path(__file__).resolve().parent
+CV_DIR = Path("/tmp/dslite-tiny-fsdd-cv")  # --out's default, where the distillation recipes find their teachers
 ROOT = HERE.parents[1]
 WEIGHTS = ROOT.parent / "shared" / "weights" / "mobilenet_2_5_224_tf_no_top.h5"
 AUGMENT = {"time_shift": True, "speed_perturb": 0.1, "pitch_shift": 1.5, "noise_snr_db": [10, 40]}
 NO_AUGMENT = {"time_shift": False, "speed_perturb": 0.0, "pitch_shift": 0.0, "noise_snr_db": []}
+# Distillation: each fold's student learns from the four models two recipes trained for that fold (seeds 0, 1).
+TEACHERS = [str(CV_DIR / recipe / f"{{fold}}-s{seed}" / "model.h5")
+            for recipe in ("dscnn-40x49-aug", "dscnn-40x49-aug-wide") for seed in (0, 1)]
 RECIPES = {  # name: (preset, overrides); every recipe spells out its augmentation, whatever the preset's
     "dscnn-96": ("mcu-dscnn", {"frontend": "fsdd", **NO_AUGMENT}),
     "dscnn-40x49": ("mcu-dscnn", {"frontend": "fsdd-40x49", **NO_AUGMENT}),
@@ -44,10 +48,15 @@ RECIPES = {  # name: (preset, overrides); every recipe spells out its augmentati
     "dscnn-96-aug": ("mcu-dscnn", {"frontend": "fsdd", "frontend_set": {"clip_position": "center"}, **AUGMENT}),
     "dscnn-64x64-aug": ("mcu-dscnn", {"frontend": "fsdd-40x49", **AUGMENT,
                                       "frontend_set": {"n_mels": 64, "image_height": 64, "image_width": 64}}),
+    "dscnn-40x49-aug-kd4": ("mcu-dscnn", {"frontend": "fsdd-40x49", **AUGMENT, "teacher": TEACHERS}),
+    "dscnn-40x49-aug-kd4-long": ("mcu-dscnn", {"frontend": "fsdd-40x49", **AUGMENT, "epochs": 60, "teacher": TEACHERS}),
+    "dscnn-40x49-aug-wide-kd4": ("mcu-dscnn", {"frontend": "fsdd-40x49", **AUGMENT, "alpha": 2.0, "teacher": TEACHERS}),
     "mobilenet": ("mcu-mobilenet", {"weights": str(WEIGHTS), "frontend_set": {"clip_position": "start"},
                                     **NO_AUGMENT}),
     "mobilenet-aug": ("mcu-mobilenet", {"weights": str(WEIGHTS), "frontend_set": {"clip_position": "center"},
                                         **AUGMENT}),
+    "mobilenet-40x49-aug": ("mcu-mobilenet", {"weights": str(WEIGHTS), "frontend": "fsdd-40x49",
+                                              "frontend_set": {"channels": 3}, **AUGMENT}),
 }
 
 
@@ -91,7 +100,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipes", default=",".join(RECIPES))
     parser.add_argument("--seeds", default="0")
-    parser.add_argument("--out", type=Path, default=Path("/tmp/dslite-tiny-fsdd-cv"))
+    parser.add_argument("--out", type=Path, default=CV_DIR)
     args = parser.parse_args()
     import_tensorflow_quietly()
     results_path = HERE / "train_fsdd.json"
@@ -114,6 +123,15 @@ def main() -> None:
     print(markdown(results))
 
 
+def teachers(paths: list[str]) -> str:
+    """``[.../RECIPE/{fold}-sSEED/model.h5, ...]`` → ``RECIPE s0,s1 + ...``: which fold models teach."""
+    seeds: dict[str, list[str]] = {}
+    for path in paths:
+        run = Path(path).parent
+        seeds.setdefault(run.parent.name, []).append(run.name.rsplit("-", 1)[1])
+    return " + ".join(f"{recipe} {','.join(s)}" for recipe, s in seeds.items())
+
+
 def markdown(results: dict) -> str:
     lines = ["# FSDD, leave-one-speaker-out cross-validation of the MCU training recipes", "",
              f"Command: `{results['command']}` (2 CPU cores, no GPU). Each fold tests one of the six speakers "
@@ -124,7 +142,8 @@ def markdown(results: dict) -> str:
              "TFLM arena | LiteRT latency | int8 agreement | nano33ble | time |",
              "|---|---|---|---|---|---|---:|---:|---:|---:|---|---:|"]
     for r in results["recipes"]:
-        over = ", ".join(f"{k}={v}" for k, v in r["overrides"].items() if k != "weights") or "as shipped"
+        over = ", ".join(f"{k}={teachers(v) if k == 'teacher' else v}" for k, v in r["overrides"].items()
+                         if k != "weights") or "as shipped"
         folds = " ".join(f"{f[:3]} {v['file_uar']:.2f}" for f, v in r["per_fold"].items())
         m, q = r["mean"], r["int8"]
         lines.append(f"| {r['recipe']} | `{r['preset']}` {over} | {','.join(map(str, r['seeds']))} | "
