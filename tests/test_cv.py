@@ -71,7 +71,9 @@ def test_cv_bad_options(demo_data, tmp_path):
 
 
 def test_a_run_is_reused_only_if_the_same_configs_wrote_it(tmp_path):
-    from dslite_tiny.config import DataConfig, TrainConfig, load_config
+    import hashlib
+
+    from dslite_tiny.config import DataConfig, TrainConfig, load_config, to_dict
     from dslite_tiny.train.cv import _finished, config_fingerprint
 
     train = load_config(TrainConfig, "mcu-dscnn", stage="train")
@@ -79,6 +81,12 @@ def test_a_run_is_reused_only_if_the_same_configs_wrote_it(tmp_path):
     mine = config_fingerprint(data, train)
     assert mine == config_fingerprint(data, load_config(TrainConfig, "mcu-dscnn", ("t", {"seed": 5}), stage="train"))
     assert mine != config_fingerprint(data, load_config(TrainConfig, "mcu-dscnn", ("t", {"units": 8}), stage="train"))
+    assert mine != config_fingerprint(data, load_config(TrainConfig, "mcu-dscnn", ("t", {"teacher": ["t.h5"]}),
+                                                        stage="train"))
+    # keys added later, at their defaults, leave the fingerprint that versions without them wrote
+    earlier = {k: v for k, v in to_dict(train).items() if not k.startswith("teacher")}
+    settings = {"data": to_dict(data), "train": {**earlier, "seed": None}}
+    assert mine == hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
     run = tmp_path / "spk0-s0"
     assert _finished(run, mine) is None
     run.mkdir()

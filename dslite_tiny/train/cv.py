@@ -117,9 +117,16 @@ def dataset_speakers(dataset: Dataset) -> list[str]:
     return sorted({clip.speaker for clip in dataset.clips if clip.speaker})
 
 
+# Training keys added after cv was released join the fingerprint only away from their default, so that runs
+# finished by an earlier version are still reused (as the frontend's cache key does with its later keys).
+_LATER_TRAIN_KEYS = {"teacher": [], "teacher_weight": 0.5, "teacher_temperature": 2.0}
+
+
 def config_fingerprint(data: DataConfig, config: TrainConfig) -> str:
     """What a finished run must have been trained with to be reused (the seed is the run's own)."""
-    settings = {"data": to_dict(data), "train": {**to_dict(config), "seed": None}}
+    train = {key: value for key, value in to_dict(config).items()
+             if not (key in _LATER_TRAIN_KEYS and value == _LATER_TRAIN_KEYS[key])}
+    settings = {"data": to_dict(data), "train": {**train, "seed": None}}
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
