@@ -49,8 +49,6 @@ RECIPES = {  # name: (preset, overrides); every recipe spells out its augmentati
     "dscnn-64x64-aug": ("mcu-dscnn", {"frontend": "fsdd-40x49", **AUGMENT,
                                       "frontend_set": {"n_mels": 64, "image_height": 64, "image_width": 64}}),
     "dscnn-40x49-aug-kd4": ("mcu-dscnn", {"frontend": "fsdd-40x49", **AUGMENT, "teacher": TEACHERS}),
-    "dscnn-40x49-aug-kd4-long": ("mcu-dscnn", {"frontend": "fsdd-40x49", **AUGMENT, "epochs": 60, "teacher": TEACHERS}),
-    "dscnn-40x49-aug-wide-kd4": ("mcu-dscnn", {"frontend": "fsdd-40x49", **AUGMENT, "alpha": 2.0, "teacher": TEACHERS}),
     "mobilenet": ("mcu-mobilenet", {"weights": str(WEIGHTS), "frontend_set": {"clip_position": "start"},
                                     **NO_AUGMENT}),
     "mobilenet-aug": ("mcu-mobilenet", {"weights": str(WEIGHTS), "frontend_set": {"clip_position": "center"},
