@@ -53,6 +53,8 @@ RECIPES = {  # name: (preset, overrides); every recipe spells out its augmentati
                                     **NO_AUGMENT}),
     "mobilenet-aug": ("mcu-mobilenet", {"weights": str(WEIGHTS), "frontend_set": {"clip_position": "center"},
                                         **AUGMENT}),
+    "mobilenet-40x49-scratch": ("mcu-mobilenet", {"weights": "none", "frontend": "fsdd-40x49", "epochs": 30,
+                                                  **AUGMENT}),
     "mobilenet-40x49-aug": ("mcu-mobilenet", {"weights": str(WEIGHTS), "frontend": "fsdd-40x49",
                                               "frontend_set": {"channels": 3}, **AUGMENT}),
 }
