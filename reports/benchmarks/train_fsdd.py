@@ -9,6 +9,9 @@ whether ``dslite-tiny export --board nano33ble`` accepts it without ``--force``.
 
     python reports/benchmarks/train_fsdd.py [--recipes a,b] [--seeds 0,1] [--out DIR]
 
+A distillation recipe (``-kd4``) is taught by the fold models that ``dscnn-40x49-aug`` and
+``dscnn-40x49-aug-wide`` (seeds 0 and 1) left in the default ``--out`` folder: run those first.
+
 Each CV run resumes where it stopped; a finished recipe is kept in ``train_fsdd.json`` (delete its entry
 to redo it) and ``train_fsdd.md`` is the table. Issue 13's target: LOSO mean per-file UAR ≥ 0.92 for the
 best MCU preset and ≥ 0.90 for mcu-mobilenet.
