@@ -119,13 +119,14 @@ def dataset_speakers(dataset: Dataset) -> list[str]:
 
 # Training keys added after cv was released join the fingerprint only away from their default, so that runs
 # finished by an earlier version are still reused (as the frontend's cache key does with its later keys).
-_LATER_TRAIN_KEYS = {"teacher": [], "teacher_weight": 0.5, "teacher_temperature": 2.0}
+_LATER_TRAIN_KEYS = ("teacher", "teacher_weight", "teacher_temperature")
 
 
 def config_fingerprint(data: DataConfig, config: TrainConfig) -> str:
     """What a finished run must have been trained with to be reused (the seed is the run's own)."""
+    defaults = to_dict(TrainConfig())
     train = {key: value for key, value in to_dict(config).items()
-             if not (key in _LATER_TRAIN_KEYS and value == _LATER_TRAIN_KEYS[key])}
+             if not (key in _LATER_TRAIN_KEYS and value == defaults[key])}
     settings = {"data": to_dict(data), "train": {**train, "seed": None}}
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
