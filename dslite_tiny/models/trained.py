@@ -57,11 +57,12 @@ class TrainedModel:
             raise UserError("the model's sidecar names no dataset: pass --data DATA", path=self.path)
         return from_mapping(DataConfig, saved, source=f"{self.path.name} sidecar")
 
-    def split_overlap(self, dataset: Dataset, split: str) -> str | None:
+    def split_overlap(self, dataset: Dataset, split: str, *, owner: str = "the model") -> str | None:
         """Why scoring the model on ``dataset``'s ``split`` would flatter it, or None: on the dataset it was
         trained on, that split shares speakers with the splits that trained it (train) or selected it
         (devel, when scoring test), or, where either split knows no speakers, it was cut differently, so its
-        files may have been trained on. Scoring ``train`` is never flagged: it is asked for on purpose."""
+        files may have been trained on. Scoring ``train`` is never flagged: it is asked for on purpose.
+        ``owner`` is how the message names the model (a teacher, for distillation)."""
         data = self.sidecar.data
         if split == "train" or data is None or Path(dataset.source).resolve() != Path(data["source"]).resolve():
             return None
@@ -71,10 +72,10 @@ class TrainedModel:
         if seen and current:
             shared = sorted(seen & current)
             return (f"the {split} split shares speakers {', '.join(shared[:5])} with the {' and '.join(used)} "
-                    f"split{'s' if len(used) > 1 else ''} of the model") if shared else None
+                    f"split{'s' if len(used) > 1 else ''} of {owner}") if shared else None
         if dataset.split_method != data["split_method"]:
-            return (f"the {split} split ({dataset.split_method}) is cut differently from the model's "
-                    f"({data['split_method']}), so it may hold files the model was trained on")
+            return (f"the {split} split ({dataset.split_method}) is cut differently from {owner}'s "
+                    f"({data['split_method']}), so it may hold files {owner} was trained on")
         return None
 
     def labels_of(self, features: FeatureSet) -> np.ndarray:

@@ -54,9 +54,9 @@ def load_teacher(paths: Sequence[str], *, weight: float, temperature: float, cla
             raise UserError("the teacher was trained on another frontend: it must see the student's images "
                             "(same frontend preset and settings)", path=path)
         for split in ("devel", "test"):
-            overlap = trained.split_overlap(dataset, split)
+            overlap = trained.split_overlap(dataset, split, owner="this teacher")
             if overlap:
-                raise UserError(f"cannot teach: {overlap.replace('of the model', 'of this teacher')}", path=path)
+                raise UserError(f"cannot teach: {overlap}", path=path)
         models.append(trained.model)
     return Teacher(models, weight, temperature)
 
