@@ -46,6 +46,7 @@ RECIPES = {  # name: (preset, overrides); every recipe spells out its augmentati
     "dscnn-40x49-aug-wide": ("mcu-dscnn", {"frontend": "fsdd-40x49", **AUGMENT, "alpha": 2.0}),
     "dscnn-40x49-aug-long": ("mcu-dscnn", {"frontend": "fsdd-40x49", **AUGMENT, "epochs": 60}),
     "dscnn-40x49-aug-wide-long": ("mcu-dscnn", {"frontend": "fsdd-40x49", **AUGMENT, "alpha": 2.0, "epochs": 60}),
+    "dscnn-40x49-aug-top30": ("mcu-dscnn", {"frontend": "fsdd-40x49", **AUGMENT, "frontend_set": {"top_db": 30.0}}),
     "dscnn-40x97-aug": ("mcu-dscnn", {"frontend": "fsdd-40x49", **AUGMENT,
                                       "frontend_set": {"hop_s": 0.01, "image_width": 97}}),
     "dscnn-96-aug": ("mcu-dscnn", {"frontend": "fsdd", "frontend_set": {"clip_position": "center"}, **AUGMENT}),
