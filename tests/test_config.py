@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 import yaml
 
-from dslite_tiny.config import (DataConfig, FrontendConfig, list_presets, load_config, parse_overrides,
+from dslite_tiny.config import (DataConfig, FrontendConfig, TrainConfig, list_presets, load_config, parse_overrides,
                                 presets_dir, to_dict, to_yaml)
 from dslite_tiny.errors import ConfigError
 
@@ -56,6 +56,14 @@ def test_invalid_values_name_the_file(tmp_path, text, message):
 def test_cross_field_error_blames_the_layer_that_set_the_key():
     with pytest.raises(ConfigError, match=r"^--set: fmax=12000.0 must be at most"):
         load_config(FrontendConfig, "dslite-code", ("--set", {"fmax": 12000}), stage="frontend")
+
+
+def test_the_wide_dscnn_preset_is_the_measured_recipe():
+    """mcu-dscnn-wide's figures (train_fsdd.md, dscnn-40x49-aug-wide-long) hold only while it differs from
+    mcu-dscnn in width and epochs alone."""
+    base = to_dict(load_config(TrainConfig, "mcu-dscnn", stage="train"))
+    wide = to_dict(load_config(TrainConfig, "mcu-dscnn-wide", stage="train"))
+    assert {key: wide[key] for key in base if wide[key] != base[key]} == {"alpha": 2.0, "epochs": 60}
 
 
 def test_unknown_preset_and_loops(tmp_path):
