@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,7 @@ class Scores:
 
     @classmethod
     def read(cls, data: dict, path: Path) -> Scores:
-        figures = (field_at(data, name, NUMBER, path, optional=True)
+        figures = (field_at(data, name, NUMBER, path, optional=True, at_least=0, at_most=1)
                    for name in ("accuracy.chunks.uar", "accuracy.files.uar", "accuracy.chunks.accuracy",
                                 "accuracy.files.accuracy", "accuracy.agreement"))
         confusion = field_at(data, "accuracy.chunks.confusion_matrix", list, path)
@@ -91,7 +92,7 @@ class Timing:
 
     @classmethod
     def read(cls, data: dict, dotted: str, path: Path) -> Timing:
-        return cls(field_at(data, f"{dotted}.median_ms", NUMBER, path), field_at(data, f"{dotted}.p90_ms", NUMBER, path))
+        return cls(*(field_at(data, f"{dotted}.{name}", NUMBER, path, at_least=0) for name in ("median_ms", "p90_ms")))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,7 +176,7 @@ def read_metrics(path: str | Path) -> VariantMetrics:
         raise UserError(f"field 'status' must be ok or failed, got {status!r:.40}", path=path)
     head = (field_at(data, "variant", str, path), status, str(data.get("reason") or ""),
             field_at(data, "key", str, path), field_at(data, "finished", str, path),
-            field_at(data, "build_seconds", NUMBER, path, optional=True) if "build_seconds" in data else None)
+            field_at(data, "build_seconds", NUMBER, path, optional=True, at_least=0) if "build_seconds" in data else None)
     if status != "ok":  # failed before (or while) it was measured: its reason is all there is
         versions = data.get("versions")
         return VariantMetrics(*head, sizes=None, scores=None, latency=None, latency_all_threads=None, threads=None,
@@ -183,13 +184,14 @@ def read_metrics(path: str | Path) -> VariantMetrics:
                               layer_error=(), versions=versions if isinstance(versions, dict) else {})
     tflm = data.get("tflm")
     return VariantMetrics(
-        *head, Sizes(*(field_at(data, f"size.{f.name}", int, path) for f in dataclasses.fields(Sizes))),
+        *head, Sizes(*(field_at(data, f"size.{f.name}", int, path, at_least=0) for f in dataclasses.fields(Sizes))),
         Scores.read(data, path), Timing.read(data, "latency.one_thread", path),
-        Timing.read(data, "latency.all_threads", path), field_at(data, "latency.all_threads.threads", int, path),
+        Timing.read(data, "latency.all_threads", path),
+        field_at(data, "latency.all_threads.threads", int, path, at_least=1),
         _sparsity(data, path), field_at(data, "input.dtype", str, path),
         tuple(field_at(data, "ops", dict, path)),
         None if tflm is None else field_at(data, "tflm.ok", bool, path),
-        None if tflm is None or not tflm.get("ok") else field_at(data, "tflm.arena_bytes", int, path),
+        None if tflm is None or not tflm.get("ok") else field_at(data, "tflm.arena_bytes", int, path, at_least=1),
         _layer_error(data, path), field_at(data, "versions", dict, path))
 
 
@@ -199,8 +201,9 @@ def _sparsity(data: dict, path: Path) -> Sparsity:
     details = data.get("details")
     target = (field_at(data, "details.sparsity_target", NUMBER, path, optional=True)
               if isinstance(details, dict) and "sparsity_target" in details else None)
-    return Sparsity(field_at(data, "sparsity.weights", NUMBER, path),
-                    field_at(data, "sparsity.pruned_layers", NUMBER, path, optional=True), target, tuple(tensors))
+    return Sparsity(field_at(data, "sparsity.weights", NUMBER, path, at_least=0, at_most=1),
+                    field_at(data, "sparsity.pruned_layers", NUMBER, path, optional=True, at_least=0, at_most=1),
+                    target, tuple(tensors))
 
 
 def _layer_error(data: dict, path: Path) -> tuple[TensorError, ...]:
@@ -275,6 +278,9 @@ def read_summary_variants(path: str | Path) -> tuple[str, ...]:
     unknown = [name for name in names if name not in VARIANTS]
     if unknown:
         raise UserError(f"unknown variant {unknown[0]!r} (known: {', '.join(VARIANTS)})", path=path)
+    repeated = [name for i, name in enumerate(names) if name in names[:i]]
+    if repeated:
+        raise UserError(f"lists variant {repeated[0]!r} twice", path=path)
     if not names:
         raise UserError("lists no variants", path=path)
     return names
@@ -415,10 +421,11 @@ _MISSING = object()
 
 
 def field_at(data: dict, dotted: str, kinds: type | tuple[type, ...], path: Path, *, optional: bool = False,
-             label: str | None = None) -> Any:
-    """``data["a"]["b"]`` for ``dotted`` "a.b", checked to be of ``kinds`` (None allowed when ``optional``);
-    otherwise a one-line error naming the file and the field (``label``, default ``dotted``). ``bool``
-    never passes for a number."""
+             label: str | None = None, at_least: float | None = None, at_most: float | None = None) -> Any:
+    """``data["a"]["b"]`` for ``dotted`` "a.b", checked to be of ``kinds`` (None allowed when ``optional``)
+    and, for a number, finite and within ``[at_least, at_most]``; otherwise a one-line error naming the file
+    and the field (``label``, default ``dotted``). ``bool`` never passes for a number (nor NaN, which
+    Python's JSON reader accepts)."""
     kinds = kinds if isinstance(kinds, tuple) else (kinds,)
     label = label or dotted
     value: Any = data
@@ -431,4 +438,15 @@ def field_at(data: dict, dotted: str, kinds: type | tuple[type, ...], path: Path
     if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
         names = "/".join(k.__name__ for k in kinds)
         raise UserError(f"field '{label}' must be {names}, got {value!r:.60}", path=path)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        _check_range(value, label, path, at_least, at_most)
     return value
+
+
+def _check_range(value: float, label: str, path: Path, at_least: float | None, at_most: float | None) -> None:
+    if not math.isfinite(value):
+        raise UserError(f"field '{label}' must be a finite number, got {value}", path=path)
+    if at_least is not None and value < at_least or at_most is not None and value > at_most:
+        bounds = f"in [{at_least}, {at_most}]" if at_least is not None and at_most is not None else (
+            f"at least {at_least}" if at_least is not None else f"at most {at_most}")
+        raise UserError(f"field '{label}' must be {bounds}, got {value}", path=path)
