@@ -3,7 +3,8 @@
 Every file goes to a uniquely named temporary beside its target and is renamed over it (atomic on one file
 system), so a reader sees the old file or the new one, never a part; two writers never share a temporary.
 A folder a long run fills (``compress --out``) is locked for the run: a second run into it stops with a
-one-line error instead of interleaving its results with the first one's.
+one-line error instead of interleaving its results with the first one's. A written file gets the mode
+``open()`` would give it (0666 less the umask), not ``mkstemp``'s private 0600: results folders are shared.
 """
 from __future__ import annotations
 
@@ -32,9 +33,17 @@ def atomic_path(path: str | Path, *, suffix: str = "") -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    """The process's umask (reading it means setting it; it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_atomic(path: str | Path, data: str | bytes) -> Path:
