@@ -189,6 +189,9 @@ class QemuDevice:
 
     def start(self, port: int = 0) -> str:
         """Boots the firmware with UART0 on ``port`` (0: a free one); returns the port's URL."""
+        if port and not _bindable(port):
+            raise UserError(f"cannot run the QEMU device on port {port}: another process listens there; give "
+                            f"another --port, or 0 for a free one")
         port = port or _free_port()
         command = ["qemu-system-arm", "-M", DEVICE_NAME, "-nodefaults", "-display", "none", "-icount", "shift=0",
                    "-semihosting-config", "enable=on,target=native", "-chardev",
@@ -196,7 +199,7 @@ class QemuDevice:
                    "-kernel", str(self.elf)]
         self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + QEMU_START_S
-        while not _listening(port):
+        while not _listening(port) or self._process.poll() is not None:  # someone else's listener is not ours
             if self._process.poll() is not None or time.monotonic() > deadline:
                 error = self._process.stderr.read() if self._process.poll() is not None else "no listening port"
                 self.close()
@@ -230,6 +233,17 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def _bindable(port: int) -> bool:
+    """True if nothing holds ``port`` on the loopback address (QEMU would fail to bind it otherwise)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as QEMU sets it: TIME_WAIT is no obstacle
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _listening(port: int) -> bool:
