@@ -90,8 +90,10 @@ def _child(*args) -> subprocess.CompletedProcess:
 
 
 def _failure(result: subprocess.CompletedProcess) -> str:
+    """What the child said last, without its traceback's frames and ``^^^^`` markers."""
     lines = [line.strip() for line in result.stderr.splitlines()
-             if line.strip() and not line.startswith(("[RecordingMicroAllocator]", "probe "))]
+             if line.strip() and not line.startswith(("[RecordingMicroAllocator]", "probe ", " ", "Traceback"))
+             and set(line.strip()) - set("^~ ")]
     reason = "; ".join(lines[-3:]) if lines else f"exit status {result.returncode}"
     if result.returncode < 0:
         reason = f"the TFLM interpreter crashed (signal {-result.returncode}); {reason}"
