@@ -14,8 +14,9 @@ from pathlib import Path
 
 from dslite_tiny.artifacts import atomic_path
 from dslite_tiny.errors import UserError
+from dslite_tiny.export.c_source import c_string
 from dslite_tiny.export.targets import c_files, engine_files
-from dslite_tiny.export.variant import Variant, with_measured_arena
+from dslite_tiny.export.variant import Variant, with_tflm_check
 
 FIRMWARE_DIR = Path(__file__).parent / "firmware"
 CORE_SOURCES = ("dt_protocol.c", "dt_frontend.c")
@@ -42,7 +43,7 @@ def model_header(name: str, *, device: str, engine: bool = False) -> str:
             f"#define DT_CREATE_OP_RESOLVER {name}_create_op_resolver\n"
             f'#define DT_ENGINE_HEADER "{name}_engine.h"\n'
             f"#define DT_ENGINE_INVOKE {name}_invoke\n"
-            f'#define DT_DEVICE_NAME "{device}"\n\n'
+            f'#define DT_DEVICE_NAME {c_string(device)}\n\n'
             f"#endif  /* DT_MODEL_H_ */\n")
 
 
@@ -50,7 +51,7 @@ def model_files(variant: Variant, *, name: str, device: str) -> dict[str, str]:
     """The exported C files of an int8 variant plus ``dt_model.h``; other variants are refused (the core
     quantizes its input with the model's int8 scale)."""
     _check_int8(variant)
-    return {**c_files(with_measured_arena(variant), name=name), "dt_model.h": model_header(name, device=device)}
+    return {**c_files(with_tflm_check(variant), name=name), "dt_model.h": model_header(name, device=device)}
 
 
 def _check_int8(variant: Variant) -> None:

@@ -29,7 +29,7 @@ import numpy as np
 from dslite_tiny.data.cache import default_cache_dir
 from dslite_tiny.errors import UserError
 from dslite_tiny.export.settings import recommended_arena_bytes
-from dslite_tiny.export.variant import Variant, load_variant, with_measured_arena
+from dslite_tiny.export.variant import Variant, load_variant, with_tflm_check
 from dslite_tiny.native import capture_native_stderr
 from firmware_host.build import host_library
 
@@ -44,7 +44,7 @@ BOOT_S = 0.2
 class VirtualDevice:
     def __init__(self, model_dir: str | Path, *, fault_rate: float = 0.0, reset_after: int | None = None,
                  seed: int = 0, cache_dir: Path | None = None) -> None:
-        variant = with_measured_arena(load_variant(model_dir))
+        variant = with_tflm_check(load_variant(model_dir))
         self.variant = variant
         cache_dir = cache_dir or default_cache_dir() / "firmware"  # the project's cache root, as features use
         self._core = ctypes.CDLL(str(host_library(variant, cache_dir=cache_dir)))

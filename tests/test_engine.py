@@ -19,7 +19,7 @@ from dslite_tiny.engine.codegen import KERNEL_DIR, generate
 from dslite_tiny.errors import UserError
 from dslite_tiny.export.boards import ENGINE_KERNEL_BYTES
 from dslite_tiny.export.settings import recommended_arena_bytes
-from dslite_tiny.export.variant import load_variant, with_measured_arena
+from dslite_tiny.export.variant import load_variant, with_tflm_check
 from dslite_tiny.measure.tflm import reference_outputs
 from firmware_host import qemu
 
@@ -50,7 +50,7 @@ def test_engine_is_bit_exact_with_tflite_micro(compressed, tmp_path):
     subprocess.run(["cc", *HOST_FLAGS, str(tmp_path / "kws_engine.c"), str(tmp_path / "dt_engine.c"), "-o",
                     str(library)], check=True)
     engine = ctypes.CDLL(str(library))
-    variant = with_measured_arena(load_variant(compressed / name))
+    variant = with_tflm_check(load_variant(compressed / name))
     inputs = probe_inputs(variant, 200)
     outputs = np.zeros((len(inputs), int(np.prod(variant.description["output"]["shape"]))), np.int8)
     for x, y in zip(inputs, outputs):
@@ -123,7 +123,7 @@ def _converted(model, shape: tuple[int, ...], tmp_path: Path):
     images = np.random.default_rng(0).normal(0, 1, (16, *shape)).astype(np.float32)
     path = tmp_path / "model.tflite"
     path.write_bytes(convert_model(model, "int8", representative=images))
-    return with_measured_arena(load_variant(path))
+    return with_tflm_check(load_variant(path))
 
 
 def _assert_bit_exact(variant, tmp_path: Path) -> None:
@@ -145,7 +145,7 @@ def test_engine_on_cortex_m4_is_bit_exact(compressed, tmp_path):
     problem = qemu.tools_missing()
     if problem:
         pytest.skip(problem)
-    variant = with_measured_arena(load_variant(compressed / "int8"))
+    variant = with_tflm_check(load_variant(compressed / "int8"))
     engine = generate(variant.data, variant.path, name="kws", provenance=["test"])
     inputs = probe_inputs(variant, 5)
     outputs, instructions, _ = qemu.engine_on_cortex_m4(engine, "kws", inputs, cache_dir=tmp_path)

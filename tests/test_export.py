@@ -24,6 +24,7 @@ from dslite_tiny.export.op_resolver import TFLM_BUILTINS, add_method
 from dslite_tiny.export.settings import recommended_arena_bytes
 from dslite_tiny.export.targets import export_model
 from dslite_tiny.measure.flatbuffer import describe_tflite
+from dslite_tiny.measure.graph import Graph
 
 PROGRAM = r"""
 #include <stdint.h>
@@ -350,9 +351,10 @@ def test_user_error_when_tflm_cannot_run_a_bare_model(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tflm, "check_tflm", refuse)
     fake = variant_module.Variant(tmp_path / "m.tflite", "m", b"", "0" * 64,
-                                  {"input": {"shape": [1, 4, 4, 1], "dtype": "int8"}}, ("0",), False, None, None, {})
+                                  {"input": {"shape": [1, 4, 4, 1], "dtype": "int8"}}, ("0",), False, None, None, {},
+                                  Graph((), (), (0,), (0,)))
     with pytest.raises(UserError, match="TensorFlow Lite Micro cannot run this model: Didn't find op"):
-        variant_module.with_measured_arena(fake)
+        variant_module.with_tflm_check(fake)
 
 
 def test_an_op_without_a_tflite_micro_kernel_is_refused_before_anything_is_written(tmp_path):

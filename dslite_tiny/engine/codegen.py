@@ -2,6 +2,9 @@
 interpreter and no flatbuffer: weights and biases as ``const`` arrays, every requantization multiplier and
 shift precomputed (``engine.quant``), activations in one static arena laid out by ``engine.plan``, and one
 function ``<name>_invoke(const int8_t *input, int8_t *output)``.
+
+Nothing from the model file is printed as text: comments name ops and tensors by index (the file's tensor
+names are untrusted), numbers are written by Python as integers, and the banner's provenance comes escaped.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from dslite_tiny.engine.graph import Graph, Op, Tensor, read_graph
 from dslite_tiny.engine.plan import Plan, is_pointwise, plan_arena
 from dslite_tiny.errors import UserError
 from dslite_tiny.export.c_source import banner
+from dslite_tiny.measure.graph import check_limits
 
 KERNEL_DIR = Path(__file__).parent / "kernels"
 KERNEL_FILES = ("dt_engine.h", "dt_engine.c")
@@ -34,6 +38,7 @@ class Engine:
 def generate(data: bytes, path: str | Path, *, name: str, provenance: list[str]) -> Engine:
     """The model at ``path`` (flatbuffer ``data``) as ``<name>_engine.h/.c`` plus the kernels."""
     graph = read_graph(data, path)
+    check_limits(graph, path)  # before planning: the planner's work grows with the activations
     plan = plan_arena(graph)
     writer = _Writer(graph, plan, name, path)
     body = [writer.call(op) for op in graph.ops]
@@ -58,7 +63,10 @@ class _Writer:
         self.constant_bytes = 0
 
     def call(self, op: Op) -> str:
-        return getattr(self, f"_{op.name.lower()}")(op)
+        try:
+            return getattr(self, f"_{op.name.lower()}")(op)
+        except quant.QuantRangeError as exc:
+            raise UserError(f"{op.describe()}: {exc}, which the int8 kernels cannot apply", path=self.path) from None
 
     def _conv_2d(self, op: Op) -> str:
         return self._convolution(op, "dt_conv_s8", depthwise=False)
@@ -84,6 +92,7 @@ class _Writer:
                   o["dilationHFactor"], o["dilationWFactor"], pad_h, pad_w,
                   o.get("depthMultiplier", 1) if depthwise else 1, -x.zero_point, out.zero_point, act_min, act_max]
         multipliers, shifts = quant.conv_multipliers(x.scale, w.scales, out.scale)
+        multipliers, shifts = multipliers * (out_c // len(multipliers)), shifts * (out_c // len(shifts))  # per tensor
         if depthwise:  # the interior's bias: the input offset times each channel's weight sum folded in
             folded = self._folded_bias(op, w.data.reshape(-1, out_c).sum(axis=0), -x.zero_point)
             self._array("int32_t", f"f{op.index}", folded, "bias with the input offset folded in")
@@ -178,7 +187,7 @@ class _Writer:
         if tensor.data is None:
             return self._where(tensor.index)
         symbol = f"k{op.index}_{tensor.index}"
-        self._array("int8_t", symbol, tensor.data, tensor.name)
+        self._array("int8_t", symbol, tensor.data, f"tensor {tensor.index}")
         return symbol
 
     def _pad(self, op: Op) -> str:
@@ -222,7 +231,7 @@ class _Writer:
         outer = int(np.prod(out.shape[:axis]))
         sizes = [t.elements // outer for t in inputs]
         pointers = ", ".join(self._operand(op, t) for t in inputs)
-        self.constants.append(f"/* op {op.index}: CONCATENATION → {out.name} {list(out.shape)} */")
+        self.constants.append(f"/* op {op.index}: CONCATENATION -> tensor {out.index} {list(out.shape)} */")
         return (f"  dt_concat_s8({outer}, {len(inputs)}, (const int8_t *const[]){{{pointers}}}, "
                 f"(const int32_t[]){{{', '.join(map(str, sizes))}}}, {self._where(op.outputs[0])});")
 
@@ -232,13 +241,13 @@ class _Writer:
         array passed after the bias."""
         n = op.index
         w = self._tensor(op, 1)
-        self._array("int8_t", f"w{n}", w.data, w.name)
+        self._array("int8_t", f"w{n}", w.data, f"weights, tensor {w.index}")
         if bias is not None:
             self._array("int32_t", f"b{n}", bias, "bias with the input offset folded in")
         else:
             bias = self._bias(op)
             if bias is not None:
-                self._array("int32_t", f"b{n}", bias, self.graph.tensors[op.inputs[2]].name)
+                self._array("int32_t", f"b{n}", bias, f"bias, tensor {op.inputs[2]}")
         has_bias = bias is not None
         self._array("int32_t", f"m{n}", np.asarray(multipliers), "requantization multipliers")
         self._array("int32_t", f"s{n}", np.asarray(shifts), "requantization shifts")
@@ -272,7 +281,7 @@ class _Writer:
 
     def _params(self, struct: str, n: int, fields: list[int], op: Op) -> None:
         out = self.graph.tensors[op.outputs[0]]
-        self.constants.append(f"/* op {n}: {op.name} → {out.name} {list(out.shape)} */")
+        self.constants.append(f"/* op {n}: {op.name} -> tensor {out.index} {list(out.shape)} */")
         self.constants.append(f"static const {struct} p{n} = {{{', '.join(str(int(f)) for f in fields)}}};")
         self.constant_bytes += 4 * len(fields)
 

@@ -1,114 +1,109 @@
-"""The int8 graph of a TFLite flatbuffer as the engine generator sees it: tensors with shapes, types,
-quantization and constant data; operators with their options. Anything the engine cannot run is refused
-here, with the op and the reason, before any code is written.
+"""The int8 graph of a TFLite flatbuffer as the engine generator sees it: ``measure.graph``'s validated
+graph (indices, shapes, quantization, buffers, dataflow), plus what the engine's kernels need on top of
+TFLite's semantics. Anything the engine cannot run is refused here, with the op and the reason, before any
+code is written; the values the kernels index with (channel counts of multipliers and biases, the int8
+quantization of every activation) are checked here so that no generated loop can leave its arrays.
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
-import numpy as np
-
 from dslite_tiny.errors import UserError
+from dslite_tiny.measure.graph import ACTIVATIONS, Graph, Op, Tensor
+from dslite_tiny.measure.graph import read_graph as read_validated_graph
 
 # The builtins the engine has kernels for; every other op is refused with its name.
 SUPPORTED_OPS = ("ADD", "AVERAGE_POOL_2D", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED",
                  "LEAKY_RELU", "MAX_POOL_2D", "MEAN", "MUL", "PAD", "SOFTMAX")
-_DTYPES = {"INT8": np.int8, "INT32": np.int32, "INT64": np.int64, "FLOAT32": np.float32, "INT16": np.int16,
-           "UINT8": np.uint8, "FLOAT16": np.float16, "BOOL": np.bool_}
-
-
-@dataclasses.dataclass(frozen=True)
-class Tensor:
-    index: int
-    name: str
-    shape: tuple[int, ...]
-    dtype: str  # "int8", "int32", ...
-    scales: np.ndarray  # float32; one (per tensor) or one per channel; empty if not quantized
-    zero_points: np.ndarray
-    quantized_dimension: int
-    data: np.ndarray | None  # constant tensors only
-
-    @property
-    def scale(self) -> float:
-        return float(self.scales[0])
-
-    @property
-    def zero_point(self) -> int:
-        return int(self.zero_points[0])
-
-    @property
-    def elements(self) -> int:
-        return int(np.prod(self.shape)) if self.shape else 1
-
-
-@dataclasses.dataclass(frozen=True)
-class Op:
-    index: int
-    name: str  # the builtin, e.g. "CONV_2D"
-    inputs: tuple[int, ...]  # tensor indices; -1 for an absent optional input
-    outputs: tuple[int, ...]
-    options: dict
-
-
-@dataclasses.dataclass(frozen=True)
-class Graph:
-    tensors: tuple[Tensor, ...]
-    ops: tuple[Op, ...]
-    inputs: tuple[int, ...]
-    outputs: tuple[int, ...]
+FUSED_ACTIVATIONS = ACTIVATIONS[:4]  # NONE, RELU, RELU_N1_TO_1, RELU6: the int8 kernels' clamps
+_WEIGHTED = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0}  # op → its weights' output-channel axis
+# The most one product adds to an int32 accumulator: an int8 value with its offset (|x + offset| ≤ 255) times
+# an int8 weight (|w| ≤ 128); where the offset is folded into the bias, the folded bias and the raw products
+# (|x · w| ≤ 128 · 128) each stay within depth · 128 · 128, so no partial sum exceeds |bias| + depth · this.
+# C's signed overflow is undefined, so a layer that could overflow is refused.
+_MAX_PRODUCT = 256 * 128
+# Inputs that are int32 parameters rather than int8 operands: MEAN's axes, PAD's paddings.
+_PARAMETER_INPUTS = {"MEAN": (1,), "PAD": (1,)}
 
 
 def read_graph(data: bytes, path: str | Path) -> Graph:
-    """Subgraph 0 of the flatbuffer ``data`` (from ``path``), checked for what the engine supports."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
-    if len(model.subgraphs) != 1:
-        raise UserError(f"the engine runs one subgraph; this model has {len(model.subgraphs)}", path=path)
-    graph = model.subgraphs[0]
-    op_names = _names(schema.BuiltinOperator)
-    type_names = _names(schema.TensorType)
-    tensors = tuple(_tensor(i, t, model, type_names) for i, t in enumerate(graph.tensors))
-    ops = []
-    for index, op in enumerate(graph.operators):
-        code = model.operatorCodes[op.opcodeIndex]
-        name = op_names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "CUSTOM")
-        options = {k: v for k, v in vars(op.builtinOptions).items()} if op.builtinOptions is not None else {}
-        ops.append(Op(index, name, tuple(int(i) for i in op.inputs), tuple(int(i) for i in op.outputs), options))
-    result = Graph(tensors, tuple(ops), tuple(int(i) for i in graph.inputs), tuple(int(i) for i in graph.outputs))
-    _check(result, path)
-    return result
-
-
-def _tensor(index: int, t, model, type_names: dict[int, str]) -> Tensor:
-    dtype = type_names[t.type].lower()
-    raw = model.buffers[t.buffer].data if t.buffer < len(model.buffers) else None
-    shape = tuple(int(s) for s in t.shape) if t.shape is not None else ()
-    data = None
-    if raw is not None and len(raw):
-        data = np.frombuffer(bytes(np.asarray(raw, np.uint8)), _DTYPES[type_names[t.type]]).reshape(shape)
-    q = t.quantization
-    scales = np.asarray(q.scale if q is not None and q.scale is not None else [], np.float32)
-    zero_points = np.asarray(q.zeroPoint if q is not None and q.zeroPoint is not None else [], np.int64)
-    name = t.name.decode() if isinstance(t.name, bytes) else str(t.name)
-    return Tensor(index, name, shape, dtype, scales, zero_points, int(q.quantizedDimension) if q else 0, data)
+    """Subgraph 0 of the flatbuffer ``data`` (from ``path``), validated and checked for what the engine runs."""
+    graph = read_validated_graph(data, path)
+    _check(graph, path)
+    return graph
 
 
 def _check(graph: Graph, path: str | Path) -> None:
+    if graph.subgraphs != 1 or len(graph.inputs) != 1 or len(graph.outputs) != 1 or not graph.ops:
+        raise UserError(f"the engine runs one subgraph of at least one op with one input and one output; this "
+                        f"model has {graph.subgraphs} subgraphs, {len(graph.ops)} ops, {len(graph.inputs)} inputs "
+                        f"and {len(graph.outputs)} outputs", path=path)
+    if graph.inputs == graph.outputs:
+        raise UserError("the model's output is its input", path=path)
     for op in graph.ops:
         if op.name not in SUPPORTED_OPS:
-            raise UserError(f"op {op.index} ({op.name}) has no kernel in the engine; it runs "
-                            f"{', '.join(SUPPORTED_OPS)} (export --target c for TFLite Micro)", path=path)
+            raise UserError(f"{op.describe()} has no kernel in the engine; it runs {', '.join(SUPPORTED_OPS)} "
+                            f"(export --target c for TFLite Micro)", path=path)
+        activation = op.options.get("fusedActivationFunction", 0)
+        if activation >= len(FUSED_ACTIVATIONS):
+            raise UserError(f"{op.describe()} fuses {ACTIVATIONS[activation]}; the engine's int8 kernels fuse "
+                            f"{', '.join(FUSED_ACTIVATIONS)}", path=path)
         for i in (*op.inputs, *op.outputs):
-            tensor = graph.tensors[i] if i >= 0 else None
-            if tensor is not None and tensor.data is None and tensor.dtype != "int8":
-                raise UserError(f"op {op.index} ({op.name}) has {tensor.dtype} activations; the engine runs "
-                                f"full-integer int8 models", path=path)
-            if tensor is not None and tensor.data is None and tensor.shape and tensor.shape[0] != 1:
-                raise UserError(f"op {op.index} ({op.name}) has batch {tensor.shape[0]}; the engine runs "
-                                f"batch 1", path=path)
+            if i >= 0:
+                _check_tensor(graph.tensors[i], op, path)
+        if op.name in _WEIGHTED:
+            _check_weights(graph, op, path)
+        else:
+            _check_constant_operands(graph, op, path)
 
 
-def _names(enum) -> dict[int, str]:
-    return {value: name for name, value in vars(enum).items() if not name.startswith("_")}
+def _check_tensor(tensor: Tensor, op: Op, path: str | Path) -> None:
+    if tensor.sparse:
+        raise UserError(f"{op.describe()} reads {tensor.describe()} in TFLite's sparse format; the engine takes "
+                        f"dense weights", path=path)
+    if tensor.constant:
+        if tensor.data is None:
+            raise UserError(f"{op.describe()} reads {tensor.describe()}, a {tensor.dtype} constant the engine "
+                            f"cannot read", path=path)
+        return
+    if tensor.dtype != "int8":
+        raise UserError(f"{op.describe()} has {tensor.dtype} activations; the engine runs full-integer int8 "
+                        f"models", path=path)
+    if tensor.shape and tensor.shape[0] != 1:
+        raise UserError(f"{op.describe()} has batch {tensor.shape[0]}; the engine runs batch 1", path=path)
+    if tensor.scales.size != 1:
+        raise UserError(f"{op.describe()}: {tensor.describe()} has {tensor.scales.size} scales; an int8 "
+                        f"activation has one", path=path)
+
+
+def _check_constant_operands(graph: Graph, op: Op, path: str | Path) -> None:
+    """A constant operand (a BatchNormalization's scale for MUL, say) is written out as int8 values with one
+    quantization, as the kernels read it."""
+    for position, i in enumerate(op.inputs):
+        t = graph.tensors[i] if i >= 0 else None
+        if t is not None and t.constant and position not in _PARAMETER_INPUTS.get(op.name, ()) \
+                and (t.dtype != "int8" or t.scales.size != 1):
+            raise UserError(f"{op.describe()} reads {t.describe()}, a constant that is not int8 with one scale",
+                            path=path)
+
+
+def _check_weights(graph: Graph, op: Op, path: str | Path) -> None:
+    """int8 constant weights with zero point 0 and one scale or one per output channel (along the axis the
+    kernels index their multipliers by); an int32 bias; sums that stay inside int32."""
+    w = graph.tensors[op.inputs[1]]
+    axis = _WEIGHTED[op.name]
+    channels = w.shape[axis]
+    if not w.constant or w.dtype != "int8" or w.scales.size not in (1, channels) or w.zero_points.any():
+        raise UserError(f"{op.describe()} needs constant int8 weights with zero point 0 and one scale or one "
+                        f"per output channel; {w.describe()} is not", path=path)
+    if w.scales.size > 1 and w.quantized_dimension != axis:
+        raise UserError(f"{op.describe()}: {w.describe()} is quantized along dimension {w.quantized_dimension}, "
+                        f"not its output channels ({axis})", path=path)
+    bias = graph.tensors[op.inputs[2]] if len(op.inputs) > 2 and op.inputs[2] >= 0 else None
+    if bias is not None and (bias.data is None or bias.dtype != "int32"):
+        raise UserError(f"{op.describe()} has a {bias.dtype} bias; the engine takes a constant int32 one", path=path)
+    depth = w.elements // channels
+    largest_bias = int(abs(bias.data.astype("int64")).max()) if bias is not None else 0
+    if depth * _MAX_PRODUCT + largest_bias > 2 ** 31 - 1:
+        raise UserError(f"{op.describe()} sums {depth} products per output, which can overflow its int32 "
+                        f"accumulator", path=path)

@@ -16,10 +16,18 @@ INT8_MIN, INT8_MAX = -128, 127
 NONE, RELU, RELU_N1_TO_1, RELU6 = 0, 1, 2, 3
 SOFTMAX_DIFF_INTEGER_BITS = 5  # kScaledDiffIntegerBits of TFLite's int8 softmax
 ADD_LEFT_SHIFT = 20  # int8 ADD's headroom shift (15 for int16)
+MAX_SHIFT = 30  # the largest left shift a requantization may take: the kernels shift int32 values
+
+
+class QuantRangeError(ValueError):
+    """A model's scales give a constant the kernels cannot use without undefined C (the message says which)."""
 
 
 def quantize_multiplier(real: float) -> tuple[int, int]:
-    """QuantizeMultiplier: ``real`` ≈ multiplier · 2^(shift − 31), multiplier in [2^30, 2^31)."""
+    """QuantizeMultiplier: ``real`` ≈ multiplier · 2^(shift − 31), multiplier in [2^30, 2^31). A scale ratio
+    that is not finite or needs a shift above ``MAX_SHIFT`` (a ratio of 2^30 or more) is refused."""
+    if not math.isfinite(real):
+        raise QuantRangeError(f"a requantization scale of {real}")
     if real == 0.0:
         return 0, 0
     fraction, shift = math.frexp(real)
@@ -29,6 +37,8 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
         shift += 1
     if shift < -31:
         return 0, 0
+    if shift > MAX_SHIFT:
+        raise QuantRangeError(f"a requantization scale of {real:.3g}, beyond 2^{MAX_SHIFT}")
     return fixed, shift
 
 
@@ -52,7 +62,7 @@ def activation_range(activation: int, scale: float, zero_point: int) -> tuple[in
         return max(INT8_MIN, quantize(-1.0)), min(INT8_MAX, quantize(1.0))
     if activation == NONE:
         return INT8_MIN, INT8_MAX
-    raise ValueError(f"fused activation {activation}")
+    raise QuantRangeError(f"fused activation {activation}")
 
 
 def mean_multiplier(input_scale: float, output_scale: float, count: int) -> tuple[int, int]:
@@ -76,6 +86,8 @@ def softmax_parameters(beta: float, input_scale: float) -> tuple[int, int, int]:
     CalculateInputRadius with 5 integer bits."""
     bits = SOFTMAX_DIFF_INTEGER_BITS
     real = min(float(beta) * float(input_scale) * (1 << (31 - bits)), (1 << 31) - 1.0)
+    if not real > 1.0:  # QuantizeMultiplierGreaterThanOne: TFLite Micro aborts, our left shift would be negative
+        raise QuantRangeError(f"softmax beta {beta} × input scale {input_scale:.3g} is at most 2^-{31 - bits}")
     multiplier, shift = quantize_multiplier(real)
     radius = math.floor(1.0 * ((1 << bits) - 1) * (1 << (31 - bits)) / (1 << shift))
     return multiplier, shift, -radius

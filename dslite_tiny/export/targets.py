@@ -16,11 +16,11 @@ from typing import Literal
 from dslite_tiny.engine.codegen import Engine, generate
 from dslite_tiny.errors import UserError
 from dslite_tiny.export.boards import Fit, Footprint, arena_estimate, check_fit, footprint, load_board
-from dslite_tiny.export.c_source import c_identifier, model_data_files
+from dslite_tiny.export.c_source import c_identifier, c_string, model_data_files
 from dslite_tiny.export.op_resolver import check_tflm_ops, op_resolver_file
 from dslite_tiny.export.phone import phone_files
 from dslite_tiny.export.settings import model_settings_file
-from dslite_tiny.export.variant import Variant, load_variant, with_measured_arena
+from dslite_tiny.export.variant import Variant, load_variant, with_tflm_check
 
 TARGETS = ("c", "engine", "phone")
 Target = Literal["c", "engine", "phone"]
@@ -46,13 +46,13 @@ def export_model(path: str | Path, *, target: Target, name: str | None = None, o
     _check_shapes(variant)
     engine = None
     if target == "engine":
-        variant = with_measured_arena(variant)  # for the settings header the firmware core reads
+        variant = with_tflm_check(variant)  # for the settings header the firmware core reads
         engine, files = engine_files(variant, name=name)
         fit = _engine_fit(variant, engine, profile, force) if profile is not None else None
     else:
         if target == "c" or (profile is not None and profile.microcontroller):
             check_tflm_ops(variant)
-            variant = with_measured_arena(variant)
+            variant = with_tflm_check(variant)
         fit = _fit(variant, profile, force) if profile is not None else None
         files = c_files(variant, name=name) if target == "c" else phone_files(variant, name=name)
     out = Path(out_dir) if out_dir is not None else _default_out(variant, target)
@@ -71,14 +71,16 @@ def engine_files(variant: Variant, *, name: str) -> tuple[Engine, dict[str, str]
     """The generated engine of the variant and its files with the settings header (the arena measured)."""
     provenance = provenance_lines(variant)
     engine = generate(variant.data, variant.path, name=name, provenance=provenance)
-    return engine, {**engine.files, **model_settings_file(with_measured_arena(variant), name=name,
+    return engine, {**engine.files, **model_settings_file(with_tflm_check(variant), name=name,
                                                           provenance=provenance)}
 
 
 def provenance_lines(variant: Variant) -> list[str]:
-    converter = variant.converter.get("tensorflow", "unknown (no metrics.json beside the model)")
-    return [f"Source: {variant.path}", f"SHA-256: {variant.sha256}", f"Variant: {variant.name}",
-            f"TensorFlow (converter): {converter}"]
+    """The banner's lines: every value that comes from a file or a folder name is a C string literal."""
+    converter = variant.converter.get("tensorflow")
+    return [f"Source: {c_string(str(variant.path))}", f"SHA-256: {variant.sha256}",
+            f"Variant: {c_string(variant.name)}",
+            f"TensorFlow (converter): {c_string(str(converter)) if converter else 'unknown (no metrics.json)'}"]
 
 
 def _name(name: str | None, variant: Variant) -> str:

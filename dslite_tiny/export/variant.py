@@ -1,9 +1,12 @@
 """One model to export: a compress variant folder (``OUT/<variant>``) or a bare ``.tflite``.
 
-A variant folder brings everything firmware needs: its ``metrics.json`` (status, measured TFLM arena,
-converter versions) and the run's ``reference.json`` (labels, frontend). A bare ``.tflite`` brings only its
-tensors; a ``metrics.json`` and ``reference.json`` beside it are used when present, otherwise the labels
-are the class indices, the frontend is unknown, and the arena is measured here.
+A variant folder brings everything firmware needs: its ``metrics.json`` (status, converter versions) and
+the run's ``reference.json`` (labels, frontend). A bare ``.tflite`` brings only its tensors; a
+``metrics.json`` and ``reference.json`` beside it are used when present, otherwise the labels are the class
+indices and the frontend is unknown.
+
+Every model is read through ``measure.graph``'s validation, whoever made it, and the TFLite Micro check runs
+on every C export (``with_tflm_check``): a ``metrics.json`` records an earlier run, it vouches for nothing.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from dslite_tiny.records import Reference, read_metrics, read_reference
 from dslite_tiny.config import FrontendConfig
 from dslite_tiny.errors import UserError
 from dslite_tiny.measure.flatbuffer import check_tflite, describe_tflite
+from dslite_tiny.measure.graph import Graph, read_graph
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +38,9 @@ class Variant:
     labels: tuple[str, ...]
     labels_known: bool  # False: class indices stand in for the labels
     frontend: FrontendConfig | None
-    arena_bytes: int | None  # measured TFLM minimum, None until measured
+    arena_bytes: int | None  # TFLM's minimum, None until ``with_tflm_check`` measured it
     converter: dict  # versions that converted the model (metrics.json), {} if unknown
+    graph: Graph  # the validated tensors and ops
 
     @property
     def num_classes(self) -> int:
@@ -48,6 +53,7 @@ def load_variant(path: str | Path) -> Variant:
     tflite, name = _tflite_path(path)
     data = tflite.read_bytes()
     check_tflite(data, tflite)
+    graph = read_graph(data, tflite)
     metrics_path = tflite.with_name("metrics.json")
     metrics = read_metrics(metrics_path) if metrics_path.is_file() else None
     if metrics and not metrics.ok:
@@ -58,24 +64,36 @@ def load_variant(path: str | Path) -> Variant:
     description = describe_tflite(data)
     labels, frontend = _labels_and_frontend(reference, reference_path, description, tflite)
     return Variant(tflite, name, data, hashlib.sha256(data).hexdigest(), description, labels,
-                   reference is not None, frontend, metrics.arena_bytes if metrics else None,
-                   metrics.versions if metrics else {})
+                   reference is not None, frontend, None, metrics.versions if metrics else {}, graph)
 
 
-def with_measured_arena(variant: Variant) -> Variant:
-    """The variant with its TFLM minimum arena, bisected now if ``metrics.json`` did not record it."""
-    if variant.arena_bytes is not None:
+def with_tflm_check(variant: Variant) -> Variant:
+    """The variant with its TFLM minimum arena, after TFLite Micro's interpreter (in a child process: it may
+    crash on a hostile model) built and invoked it; a refusal is a one-line ``UserError``. Runs every time,
+    about half a second for the demo model; an arena ``metrics.json`` recorded differently is a warning."""
+    if variant.arena_bytes is not None:  # checked already in this process
         return variant
+    from dslite_tiny.measure.graph import check_limits
     from dslite_tiny.measure.tflm import TFLMError, check_tflm
 
+    check_limits(variant.graph, variant.path)  # TFLM's arena search would allocate what the shapes ask
     io = variant.description["input"]
     sample = np.zeros(io["shape"], dtype=np.dtype(io["dtype"]))
-    log.info("measuring the TFLM arena of %s", variant.path)
+    log.info("running %s in TensorFlow Lite Micro", variant.path)
     try:
         arena = check_tflm(variant.path, sample)["arena_bytes"]
     except TFLMError as exc:
         raise UserError(f"TensorFlow Lite Micro cannot run this model: {exc}", path=variant.path) from None
+    recorded = _recorded_arena(variant.path)
+    if recorded is not None and recorded != arena:
+        log.warning("%s: metrics.json records a TFLM arena of %d bytes; measured now: %d (used)", variant.path,
+                    recorded, arena)
     return dataclasses.replace(variant, arena_bytes=arena)
+
+
+def _recorded_arena(tflite: Path) -> int | None:
+    metrics_path = tflite.with_name("metrics.json")
+    return read_metrics(metrics_path).arena_bytes if metrics_path.is_file() else None
 
 
 def _tflite_path(path: Path) -> tuple[Path, str]:

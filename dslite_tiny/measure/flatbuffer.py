@@ -86,7 +86,7 @@ def _schema():
 def _op_name(code, schema) -> str:
     builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
     if builtin == schema.BuiltinOperator.CUSTOM:
-        return f"CUSTOM:{code.customCode.decode() if isinstance(code.customCode, bytes) else code.customCode}"
+        return f"CUSTOM:{_text(code.customCode)}"
     return _enum_names(schema.BuiltinOperator)[builtin]
 
 
@@ -180,4 +180,5 @@ def _names_layer(tensor_name: str, layer_name: str) -> bool:
 
 
 def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    """A name from the file: any bytes (they are not ours), invalid UTF-8 replaced."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)

@@ -39,7 +39,7 @@ from dslite_tiny.audio.frontend import Frontend  # noqa: E402
 from dslite_tiny.config import FrontendConfig, load_config  # noqa: E402
 from dslite_tiny.audio.io import load_audio  # noqa: E402
 from dslite_tiny.engine.codegen import generate  # noqa: E402
-from dslite_tiny.export.variant import load_variant, with_measured_arena  # noqa: E402
+from dslite_tiny.export.variant import load_variant, with_tflm_check  # noqa: E402
 from dslite_tiny.measure.litert import quantize_input  # noqa: E402
 from firmware_host.qemu import C_FLAGS, elf_sections, engine_on_cortex_m4  # noqa: E402
 from tflm_m4 import wheel_outputs  # noqa: E402
@@ -137,7 +137,7 @@ def m4_flash(engine, work: Path) -> dict:
 
 
 def measure(variant_dir: Path, args, frontend_config=None) -> dict:
-    variant = with_measured_arena(load_variant(variant_dir))
+    variant = with_tflm_check(load_variant(variant_dir))
     engine = generate(variant.data, variant.path, name="model", provenance=["engine_m4 benchmark"])
     size = int(np.prod(variant.description["input"]["shape"]))
     inputs = np.vstack([np.random.default_rng(0).integers(-128, 128, (args.random, size)).astype(np.int8),

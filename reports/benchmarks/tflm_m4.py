@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 from dslite_tiny.export.boards import CODE_TABLE, KIB  # noqa: E402
 from dslite_tiny.export.op_resolver import TFLM_BUILTINS  # noqa: E402
 from dslite_tiny.export.settings import frontend_table_bytes, recommended_arena_bytes  # noqa: E402
-from dslite_tiny.export.variant import load_variant, with_measured_arena  # noqa: E402
+from dslite_tiny.export.variant import load_variant, with_tflm_check  # noqa: E402
 from dslite_tiny.measure.tflm import reference_outputs  # noqa: E402
 from firmware_host.build import core_files, model_files, staged_build  # noqa: E402
 from firmware_host.qemu import (C_FLAGS, TflmTree, elf_sections, linked_code_bytes,  # noqa: E402
@@ -223,7 +223,7 @@ def main() -> None:
         parser.error("--code-sizes measures the tflm + CMSIS-NN tree: give --cmsis-nn")
     if not args.model_dir.is_dir():
         subprocess.run(["dslite-tiny", "demo", "--out", str(args.model_dir.parents[1])], check=True)
-    variant = with_measured_arena(load_variant(args.model_dir))
+    variant = with_tflm_check(load_variant(args.model_dir))
     inputs = np.random.default_rng(0).integers(-128, 128, (args.inputs, int(np.prod(
         variant.description["input"]["shape"])))).astype(np.int8)
     expected = wheel_outputs(variant, inputs)
