@@ -6,7 +6,10 @@ keeps its traceback (shown with ``--debug``).
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+_MARKERS = re.compile(r"(?<!\S)[\^~]{2,}(?!\S)")  # a traceback's ^^^^ / ~~~~ under an expression
 
 
 class UserError(Exception):
@@ -16,7 +19,7 @@ class UserError(Exception):
 
     def __init__(self, message: str, *, path: str | Path | None = None) -> None:
         self.path = None if path is None else str(path)
-        self.message = " ".join(str(message).split())  # one line, whatever the cause's text held
+        self.message = " ".join(_MARKERS.sub(" ", str(message)).split())  # one line, whatever a cause's text held
         super().__init__(f"{self.path}: {self.message}" if self.path else self.message)
 
 

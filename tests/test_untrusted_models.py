@@ -258,6 +258,11 @@ def test_a_recorded_arena_is_checked_not_trusted(compressed, tmp_path, caplog):
     assert "records a TFLM arena of 123456 bytes" in caplog.text
 
 
+def test_a_user_error_is_one_line_without_traceback_markers():
+    error = UserError("cannot load (x = f(a)\n        ^^^^^^^\n    ~~~^~~ y) a^b", path="m.h5")
+    assert str(error) == "m.h5: cannot load (x = f(a) y) a^b"
+
+
 def test_records_refuse_duplicates_and_files_follow_the_umask(compressed, tmp_path):
     import os
 
