@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -332,6 +333,12 @@ class BoardConfig:
     def __post_init__(self) -> None:
         if not self.name:
             raise ConfigError("a board needs a name", key="name")
+        # Both reach generated files: the name platformio.ini's sections, the header an #include line.
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name):
+            raise ConfigError(f"name={self.name!r:.40} must be letters, digits, '_', '.' or '-'", key="name")
+        if self.tflm_include and not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_./-]*\.h(pp)?", self.tflm_include):
+            raise ConfigError(f"tflm_include={self.tflm_include!r:.40} must be a header file name (.h or .hpp)",
+                              key="tflm_include")
         if self.system_flash_kib >= self.flash_kib:
             raise ConfigError(f"system_flash_kib={self.system_flash_kib} leaves no flash of flash_kib="
                               f"{self.flash_kib}", key="system_flash_kib")

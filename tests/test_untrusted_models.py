@@ -258,6 +258,16 @@ def test_a_recorded_arena_is_checked_not_trusted(compressed, tmp_path, caplog):
     assert "records a TFLM arena of 123456 bytes" in caplog.text
 
 
+@pytest.mark.parametrize("field, value", [("name", "x\n[env:evil]"), ("tflm_include", "a.h>\n#error x")])
+def test_a_board_profile_cannot_write_into_a_project(field, value):
+    from dslite_tiny.config import BoardConfig, load_config
+    from dslite_tiny.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"{field}=.* must be"):
+        load_config(BoardConfig, ("test", {"name": "ok", "flash_kib": 100, "ram_kib": 10, field: value}),
+                    stage="boards")
+
+
 def test_a_user_error_is_one_line_without_traceback_markers():
     error = UserError("cannot load (x = f(a)\n        ^^^^^^^\n    ~~~^~~ y) a^b", path="m.h5")
     assert str(error) == "m.h5: cannot load (x = f(a) y) a^b"
