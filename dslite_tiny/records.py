@@ -155,6 +155,7 @@ class VariantMetrics:
     arena_bytes: int | None  # TFLM's minimum arena
     layer_error: tuple[TensorError, ...]  # empty unless an integer variant with the record
     versions: dict[str, str]
+    caveats: tuple[str, ...] = ()  # what the name promises and the build did not do (``_caveats``)
 
     @property
     def ok(self) -> bool:
@@ -192,7 +193,35 @@ def read_metrics(path: str | Path) -> VariantMetrics:
         tuple(field_at(data, "ops", dict, path)),
         None if tflm is None else field_at(data, "tflm.ok", bool, path),
         None if tflm is None or not tflm.get("ok") else field_at(data, "tflm.arena_bytes", int, path, at_least=1),
-        _layer_error(data, path), field_at(data, "versions", dict, path))
+        _layer_error(data, path), field_at(data, "versions", dict, path), _caveats(data, path))
+
+
+# Fine-tunes whose epoch 0 (the model before any step) can be the one kept: details key → what it is.
+_FINETUNES = {"qat_history": "QAT", "cluster_history": "the clustering fine-tune"}
+SPARSITY_SHORTFALL = 0.005  # pruned layers this far below their target did not reach it
+
+
+def _caveats(data: dict, path: Path) -> tuple[str, ...]:
+    """Where a variant is not what its name says, in words for the table and the recommendation: a QAT (or
+    clustering) fine-tune whose selected epoch is 0 trained nothing that was kept, so the variant is
+    post-training quantization of the QAT graph; pruning that stayed below its sparsity target."""
+    details = data.get("details") if isinstance(data.get("details"), dict) else {}
+    notes = []
+    for key, stage in _FINETUNES.items():
+        if key not in details:
+            continue
+        history = _objects(data, f"details.{key}", {"epoch": int, "selected": bool}, path)
+        kept = [epoch for epoch, selected in history if selected]
+        if not history:
+            notes.append(f"{stage} ran no epoch")
+        elif kept == [0]:
+            notes.append(f"{stage} kept epoch 0 of {max(e for e, _ in history)}: no trained epoch did better on "
+                         f"devel, so this is post-training quantization")
+    pruned = field_at(data, "sparsity.pruned_layers", NUMBER, path, optional=True)
+    target = details.get("sparsity_target")
+    if isinstance(target, (int, float)) and pruned is not None and pruned < target - SPARSITY_SHORTFALL:
+        notes.append(f"its pruned layers reached {100 * pruned:.1f} % sparsity of a {100 * target:.0f} % target")
+    return tuple(notes)
 
 
 def _sparsity(data: dict, path: Path) -> Sparsity:
@@ -228,7 +257,7 @@ SUMMARY_COLUMNS = (
     "variant", "status", "reason", "tflite_bytes", "gzip_bytes", "weight_bytes", "params", "macs",
     "uar", "accuracy", "uar_files", "accuracy_files", "agreement", "sparsity", "pruned_sparsity",
     "sparsity_target", "latency_ms", "latency_p90_ms", "latency_ms_all_threads", "latency_p90_ms_all_threads",
-    "threads", "tflm_ok", "arena_bytes", "input_dtype", "ops", "build_seconds",
+    "threads", "tflm_ok", "arena_bytes", "input_dtype", "ops", "build_seconds", "notes",
 )
 
 
@@ -248,6 +277,7 @@ def summary_row(metrics: VariantMetrics) -> dict:
         "latency_ms_all_threads": every and every.median_ms, "latency_p90_ms_all_threads": every and every.p90_ms,
         "threads": metrics.threads, "tflm_ok": metrics.tflm_ok, "arena_bytes": metrics.arena_bytes,
         "input_dtype": metrics.input_dtype, "ops": " ".join(metrics.ops), "build_seconds": metrics.build_seconds,
+        "notes": "; ".join(metrics.caveats),
     }
     return {k: ("" if v is None else v) for k, v in row.items()}
 

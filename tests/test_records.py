@@ -7,9 +7,10 @@ import pytest
 
 from dslite_tiny.config import FrontendConfig, load_config
 from dslite_tiny.errors import UserError
-from dslite_tiny.records import (Reference, Sidecar, read_device_results, read_metrics, read_reference,
-                                 read_sidecar, read_summary_variants, write_device_results, write_metrics,
-                                 write_reference, write_sidecar, write_summary_csv)
+from dslite_tiny.records import (SUMMARY_COLUMNS, Reference, Sidecar, read_device_results, read_metrics,
+                                 read_reference, read_sidecar, read_summary_variants, summary_row,
+                                 write_device_results, write_metrics, write_reference, write_sidecar,
+                                 write_summary_csv)
 
 
 def _reference() -> Reference:
@@ -86,6 +87,22 @@ def test_variant_metrics_read_back_typed(tmp_path):
     failed = {key: _metrics()[key] for key in ("variant", "key", "finished")}
     record = read_metrics(write_metrics(tmp_path / "failed.json", {**failed, "status": "failed", "reason": "boom"}))
     assert not record.ok and record.reason == "boom" and record.sizes is None and record.layer_error == ()
+
+
+def test_a_variant_that_is_not_what_its_name_says_says_so(tmp_path):
+    """QAT whose selected epoch is 0 is post-training quantization; pruning below its target is named too."""
+    qat = {**_metrics(), "details": {"qat_history": [{"epoch": 0, "selected": True}, {"epoch": 1, "selected": False},
+                                                     {"epoch": 2, "selected": False}]}}
+    metrics = read_metrics(write_metrics(tmp_path / "qat.json", qat))
+    assert metrics.caveats == ("QAT kept epoch 0 of 2: no trained epoch did better on devel, so this is "
+                               "post-training quantization",)
+    assert summary_row(metrics)["notes"] == metrics.caveats[0] and "notes" in SUMMARY_COLUMNS
+    trained = {**qat, "details": {"qat_history": [{"epoch": 0, "selected": False}, {"epoch": 1, "selected": True}]}}
+    assert read_metrics(write_metrics(tmp_path / "trained.json", trained)).caveats == ()
+    short = {**_metrics(), "sparsity": {**_metrics()["sparsity"], "pruned_layers": 0.3}}
+    assert read_metrics(write_metrics(tmp_path / "short.json", short)).caveats == (
+        "its pruned layers reached 30.0 % sparsity of a 50 % target",)
+    assert read_metrics(write_metrics(tmp_path / "m.json", _metrics())).caveats == ()
 
 
 @pytest.mark.parametrize("change, message", [

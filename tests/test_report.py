@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 from html.parser import HTMLParser
 
@@ -145,6 +146,31 @@ def test_failed_variants_and_device_measurements_join_the_tables(compressed, tmp
     assert "60.93 M" in int8_row and "4.26 M" in int8_row
     assert "sparsity.png" not in markdown and "No pruned variant" in markdown
     _parse(result.html.read_text())
+
+
+def test_the_report_names_model_and_run_without_machine_paths_and_says_what_qat_did(compressed, tmp_path):
+    """A variant whose QAT kept epoch 0 is post-training quantization: summary.csv, the table and the
+    recommendation say so. The title names the model and the run; the model path is relative."""
+    out = tmp_path / "run"
+    shutil.copytree(compressed, out)
+    for folder in out.iterdir():
+        if (folder / "metrics.json").is_file():
+            metrics = json.loads((folder / "metrics.json").read_text())
+            metrics.setdefault("details", {})["qat_history"] = [{"epoch": 0, "selected": True},
+                                                                {"epoch": 1, "selected": False}]
+            (folder / "metrics.json").write_text(json.dumps(metrics))
+    write_summary(out)
+    note = "QAT kept epoch 0 of 1: no trained epoch did better on devel, so this is post-training quantization"
+    assert all(row["notes"] == note for row in csv.DictReader((out / "summary.csv").open()) if row["status"] == "ok")
+    result = build_report(out, report_dir=tmp_path / "r", tolerance_points=100, min_agreement=0,
+                          boards=["mps2-an386"], board="mps2-an386")
+    markdown = result.markdown.read_text()
+    model = json.loads((out / "reference.json").read_text())["model"]
+    assert markdown.splitlines()[0] == f"# Compression report: `{os.path.relpath(model, out)}` → `run/`"
+    assert str(tmp_path) not in markdown and str(tmp_path) not in result.html.read_text()
+    assert f"| int8 | ok |" in markdown and note in next(line for line in markdown.splitlines()
+                                                         if line.startswith("| int8 | ok |"))
+    assert result.recommendations[0].text.endswith(f"Note: {note}")
 
 
 def test_a_renamed_or_mistyped_field_is_one_line_naming_it(compressed, tmp_path):

@@ -55,10 +55,15 @@ def build_report(out_dir: str | Path, *, report_dir: str | Path | None = None, b
     markdown = report_dir / "report.md"
     markdown.write_text(to_markdown(blocks, base=report_dir), encoding="utf-8")
     page = report_dir / "report.html"
-    page.write_text(to_html(blocks, title=f"dslite-tiny report: {results.out_dir.name}"), encoding="utf-8")
+    page.write_text(to_html(blocks, title=title(results).replace("`", "")), encoding="utf-8")
     _write_csv(report_dir / "variants.csv", *variant_table(results, table_board, fits))
     _write_csv(report_dir / "board_fit.csv", *fit_table(results, profiles, fits))
     return ReportResult(report_dir, markdown, page, [p for p, _ in figures.values()], advice)
+
+
+def title(results: Results) -> str:
+    """The model and the run: ``Compression report: `../model/model.h5` → `compressed/` ``."""
+    return f"Compression report: `{results.model_path}` → `{results.out_dir.resolve().name}/`"
 
 
 def best_int8(results: Results) -> VariantResult | None:
@@ -96,8 +101,9 @@ def _document(results: Results, board: BoardConfig, boards: list[BoardConfig], f
     ok = [v for v in results.variants if v.ok]
     failed = [v for v in results.variants if not v.ok]
     blocks: list[tuple] = [
-        ("h1", f"Compression report: {results.out_dir.resolve().name}"),
-        ("p", f"Source model `{ref.model}` (SHA-256 `{ref.sha256[:16]}…`), "
+        ("h1", title(results)),
+        ("p", f"Source model `{results.model_path}` (SHA-256 `{ref.sha256[:16]}…`), run finished "
+              f"{results.finished[:16].replace('T', ' ')}, "
               f"{len(results.variants)} variants ({len(ok)} ok, {len(failed)} failed), scored on the "
               f"{ref.split} split: {ref.features}. Float Keras UAR "
               f"**{results.float_uar:.3f}**."),

@@ -13,6 +13,7 @@ file is read through its record in ``dslite_tiny.records`` (``VariantMetrics``, 
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 from dslite_tiny.records import (Reference, Scores, Sizes, Timing, VariantMetrics, read_device_results, read_metrics,
@@ -104,6 +105,23 @@ class Results:
     @property
     def float_uar(self) -> float:
         return self.reference.float_uar
+
+    @property
+    def model_path(self) -> str:
+        """The source model relative to the output folder: a report travels with its run, and a machine's
+        absolute path means nothing elsewhere (reference.json keeps the full one)."""
+        model = Path(self.reference.model)
+        if not model.is_absolute():
+            return model.as_posix()
+        try:
+            return Path(os.path.relpath(model, self.out_dir.resolve())).as_posix()
+        except ValueError:  # another drive (Windows)
+            return model.name
+
+    @property
+    def finished(self) -> str:
+        """When the run's last variant finished (ISO date and time, UTC as recorded)."""
+        return max((v.metrics.finished for v in self.variants), default="")
 
     @property
     def sources(self) -> list[str]:

@@ -78,8 +78,8 @@ def _variant_row(variant: VariantResult, results: Results, board: BoardConfig, f
         row += ["—"] * len(_source_columns(source)) if m is None else _source_cells(m, results)
     sparsity = variant.metrics.sparsity
     pruned = sparsity.pruned_layers
-    row += [percent(sparsity.weights) + (f" ({percent(pruned)} pruned layers)" if pruned else ""),
-            "" if fit is None or fit.fits else f"does not fit {board.name}"]
+    notes = [*variant.metrics.caveats, *([] if fit is None or fit.fits else [f"does not fit {board.name}"])]
+    row += [percent(sparsity.weights) + (f" ({percent(pruned)} pruned layers)" if pruned else ""), "; ".join(notes)]
     return row
 
 
@@ -151,7 +151,8 @@ def recommendations(results: Results, boards: list[BoardConfig], fits: Fits, *, 
                     f"({signed(100 * (best.host.uar - results.float_uar))} points vs float, "
                     f"{percent(best.host.agreement)} agreement), "
                     f"flash {kb(fit.flash_needed)} of {kb(fit.flash_available)}, "
-                    f"RAM {kb(fit.ram_needed)} of {kb(fit.ram_available)}")
+                    f"RAM {kb(fit.ram_needed)} of {kb(fit.ram_available)}"
+                    + "".join(f". Note: {caveat}" for caveat in best.metrics.caveats))
             out.append(Recommendation(board.name, best.name, text))
         elif fitting:
             top = max(fitting, key=lambda v: v.host.uar or 0.0)
