@@ -316,15 +316,39 @@ def read_summary_variants(path: str | Path) -> tuple[str, ...]:
     return names
 
 
+# What a device's timings count (the firmware answers ``clock%``; the harness records it): kind → (the
+# unit of a figure recorded as milliseconds, what it is). Under QEMU's -icount shift=0 one instruction takes
+# one nanosecond of virtual time, so its "milliseconds" are millions of Cortex-M4 instructions.
+CLOCKS = {
+    "board-us": ("ms", "wall-clock time on the board"),
+    "qemu-icount": ("M instr.", "Cortex-M4 instructions counted by QEMU -icount (not time)"),
+    "host-us": ("ms", "host time of the virtual device (not a board's)"),
+    "undeclared": ("ms?", "a device clock that results written before clocks were recorded do not name"),
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class DeviceResults:
-    """``OUT/<variant>/device-<name>.json`` of the device harness: one device's accuracy on the test chunks
-    and its latency (the frontend's too, where the device computed the features)."""
+    """``OUT/<variant>/device-<name>.json`` of the device harness: one device's accuracy on the chunks it
+    ran and its latency (the frontend's too, where the device computed the features), in the unit of its
+    ``clock``; ``host_uar`` is the host's UAR on the same chunks, the figure a device is compared with."""
 
     device: str
     scores: Scores
     inference: Timing
     frontend: Timing | None
+    clock: str = "undeclared"  # a key of CLOCKS
+    chunks: int | None = None  # how many chunks the device ran (None: not recorded)
+    test_chunks: int | None = None  # of how many in the test split (fewer with --limit)
+    host_uar: float | None = None
+
+    @property
+    def unit(self) -> str:
+        return CLOCKS[self.clock][0]
+
+    @property
+    def partial(self) -> bool:
+        return self.chunks is not None and self.test_chunks is not None and self.chunks < self.test_chunks
 
 
 def write_device_results(path: str | Path, results: dict) -> Path:
@@ -338,8 +362,15 @@ def read_device_results(path: str | Path) -> DeviceResults:
     data = read_json_object(path, "no device results")
     _check_version(data, path, DEVICE_FORMAT, DEVICE_VERSION)
     frontend = Timing.read(data, "latency.frontend", path) if "frontend" in field_at(data, "latency", dict, path) else None
+    clock = field_at(data, "clock", str, path) if "clock" in data else "undeclared"
+    if clock not in CLOCKS:
+        raise UserError(f"field 'clock' must be one of {', '.join(CLOCKS)}, got {clock!r:.40}", path=path)
+    counts = (field_at(data, name, int, path, at_least=1) if name in data else None
+              for name in ("chunks", "test_chunks"))
+    host_uar = (field_at(data, "accuracy.host_uar", NUMBER, path, optional=True, at_least=0, at_most=1)
+                if "host_uar" in field_at(data, "accuracy", dict, path) else None)
     return DeviceResults(field_at(data, "device", str, path), Scores.read(data, path),
-                         Timing.read(data, "latency.inference", path), frontend)
+                         Timing.read(data, "latency.inference", path), frontend, clock, *counts, host_uar)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -65,6 +65,7 @@ class DeviceInfo:
     name: str
     profile: str
     model: dict  # parse_model(): sha256, variant, classes, labels (dslite-tiny firmware) or {"name": ...}
+    clock: str = "board-us"  # what its µs count (clock%; records.CLOCKS); MLPerf Tiny firmware: a board's µs
 
     @property
     def dslite(self) -> bool:
@@ -213,8 +214,20 @@ class Dut:
             model_fields = parse_model(_one(self.command("model"), "model").values[0])
         except CommandFailed:  # MLPerf Tiny firmware: the model name of profile% is all there is
             model_fields = {"name": model.values[0] if model else ""}
-        self.info = DeviceInfo(name.values[1], profile, model_fields)
+        self.info = DeviceInfo(name.values[1], profile, model_fields, self._clock())
         return self.info
+
+    def _clock(self) -> str:
+        """What the device's timings count; firmware without ``clock%`` (MLPerf Tiny's) times a board."""
+        from dslite_tiny.records import CLOCKS
+
+        try:
+            clock = _one(self.command("clock"), "clock").values[0]
+        except (CommandFailed, ReplyInvalid):
+            return "board-us"
+        if clock not in CLOCKS:
+            raise ReplyInvalid(f"clock {clock[:40]!r} is none of {', '.join(CLOCKS)}")
+        return clock
 
     def load(self, data: bytes, *, audio: bool, binary: bool) -> None:
         """Fill the device's input buffer: int16 PCM (``audio load``) or the int8 tensor (``db load``), in

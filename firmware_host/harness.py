@@ -36,7 +36,8 @@ from firmware_host.dut import DeviceInfo, Dut, Inference
 
 log = logging.getLogger(__name__)
 MODES = ("audio", "tensor")
-LOG_VERSION = 2  # 2: every record counts its recoveries; an older log is not resumed (a one-line error)
+LOG_VERSION = 3  # 2: every record counts its recoveries; 3: the run names its clock and test-split size; an
+# older log is not resumed (a one-line error)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +52,7 @@ class EvalChunks:
     classes: tuple[str, ...]
     host_scores: np.ndarray  # (n, classes) LiteRT's reference kernels on ``tensors`` (TFLM's arithmetic)
     host_scores_optimized: np.ndarray  # (n, classes) LiteRT's default kernels (what compress scored)
+    test_chunks: int  # chunks in the whole test split (``labels`` has fewer with a limit)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +102,7 @@ def prepare_chunks(variant: Variant, data: DataConfig, *, limit: int | None = No
     tensors = quantize_input(images, reference.get_input_details()[0])
     return EvalChunks(pcm_all, tensors, np.asarray(labels)[keep], np.asarray(owners)[keep], tuple(clips),
                       variant.labels, predict_tflite(reference, images),
-                      predict_tflite(create_interpreter(variant.data), images))
+                      predict_tflite(create_interpreter(variant.data), images), len(labels))
 
 
 def evaluate(dut: Dut, variant: Variant, chunks: EvalChunks, settings: EvalSettings, *, results_dir: Path,
@@ -112,7 +114,8 @@ def evaluate(dut: Dut, variant: Variant, chunks: EvalChunks, settings: EvalSetti
     log_path = Path(results_dir) / f"device-{name}.jsonl"
     run = {"device": name, "model_sha256": variant.sha256, "variant": variant.name, "mode": settings.mode,
            "transfer": "binary" if settings.binary else "hex", "warmup": settings.warmup,
-           "chunks": len(chunks.labels), "limit": settings.limit, "log_version": LOG_VERSION}
+           "chunks": len(chunks.labels), "test_chunks": chunks.test_chunks, "limit": settings.limit,
+           "clock": info.clock, "log_version": LOG_VERSION}
     done = _read_log(log_path, run) if resume else {}
     with _ResultLog(log_path, run, fresh=not resume or not log_path.is_file()) as results:
         for index in progress([i for i in range(len(chunks.labels)) if i not in done], desc=f"device {name}"):
@@ -146,7 +149,8 @@ def _run_chunk(dut: Dut, chunks: EvalChunks, index: int, settings: EvalSettings)
 
 
 def summarize(run: dict, records: list[dict], chunks: EvalChunks, info: DeviceInfo, dut: Dut) -> dict:
-    """The report's device schema (accuracy as in metrics.json, latency in ms) plus the link's story."""
+    """The report's device schema (accuracy as in metrics.json, latency in ms of the device's ``clock``: M
+    instructions under QEMU) plus the link's story; ``host_uar`` is the host's on the same chunks."""
     scores = np.asarray([r["scores"] for r in records], np.float32)
     predicted = scores.argmax(axis=1)
     files, file_scores = file_votes(scores, chunks.clip_index)
@@ -290,16 +294,18 @@ class _ResultLog:
 
 def evaluate_on_device(port: str | None, model_dir: str | Path, data: DataConfig, settings: EvalSettings, *,
                        device_name: str | None = None, resume: bool = False, timeout_s: float = 10.0,
-                       progress: Progress = no_progress) -> dict:
-    """One call: connect, prepare the test chunks and ``evaluate``; results go next to the variant."""
+                       progress: Progress = no_progress) -> tuple[dict, Path]:
+    """One call: connect, prepare the test chunks and ``evaluate``; the summary, and the results file it
+    wrote next to the variant."""
     from dslite_tiny.export.variant import load_variant
     from firmware_host.dut import connect
 
     variant = load_variant(model_dir)
     chunks = prepare_chunks(variant, data, limit=settings.limit, progress=progress)
     with connect(port, timeout_s=timeout_s) as dut:
-        return evaluate(dut, variant, chunks, settings, results_dir=variant.path.parent, device_name=device_name,
-                        resume=resume, progress=progress)
+        summary = evaluate(dut, variant, chunks, settings, results_dir=variant.path.parent,
+                           device_name=device_name, resume=resume, progress=progress)
+    return summary, variant.path.parent / f"device-{summary['device']}.json"
 
 
 def benchmark_on_device(port: str | None, model_dir: str | Path, *, window_s: float = 10.0, windows: int = 5,

@@ -33,6 +33,7 @@ REPLIES: dict[str, re.Pattern[str]] = {name: re.compile(pattern) for name, patte
     "name": r"^m-name-(.+?)-\[(.*)\]$",
     "profile": r"^m-profile-\[(.*)\]$",
     "model": r"^m-model-\[(.*)\]$",
+    "clock": r"^m-clock-\[(.*)\]$",
     "expecting": r"^m-\[Expecting (\d+) bytes\]$",
     "load_done": r"^m-load-done$",
     "bulk_ok": r"^m-bulk-ok-(\d+)$",

@@ -1,7 +1,10 @@
 """Shared fixtures: tiny synthetic audio written by the tests themselves (no shared data needed)."""
 from __future__ import annotations
 
+import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +44,25 @@ def cli_model(tmp_path_factory, demo_data) -> Path:
     assert result.returncode == 0, result.stderr
     assert "epoch   2 (train)" in result.stdout and "best devel UAR" in result.stdout
     return out / "model.h5"
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+_LAYOUT_PROBE = ("<script>window.addEventListener('load', () => { const p = document.createElement('pre'); "
+                 "p.id = 'layout-probe'; p.textContent = JSON.stringify([...document.querySelectorAll('table')]"
+                 ".map(t => [t.scrollWidth, t.clientWidth])); document.body.appendChild(p); });</script>")
+
+
+def table_widths(page: Path, *, width: int) -> list[tuple[int, int]]:
+    """(scrollWidth, clientWidth) of every table of the HTML ``page`` as headless Chromium lays it out in a
+    window ``width`` pixels wide: a table with scrollWidth > clientWidth scrolls sideways."""
+    probe = page.with_name(f".{page.stem}-probe.html")
+    probe.write_text(page.read_text(encoding="utf-8").replace("</body>", _LAYOUT_PROBE + "</body>"), encoding="utf-8")
+    dom = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", f"--window-size={width},1000",
+                          "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()], capture_output=True, text=True,
+                         timeout=120).stdout
+    found = re.search(r'<pre id="layout-probe">(.*?)</pre>', dom)
+    assert found, dom[-2000:]
+    return [tuple(pair) for pair in json.loads(found.group(1))]
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:

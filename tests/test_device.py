@@ -87,23 +87,56 @@ def records(path: Path) -> dict[int, dict]:
 
 
 @pytest.mark.skipif(qemu.tools_missing() is not None, reason=f"{qemu.tools_missing()} (.ci/run installs them)")
-def test_device_eval_on_the_emulated_cortex_m4_agrees_with_the_host(model_dir, demo_data, tmp_path):
+def test_device_eval_on_the_emulated_cortex_m4_agrees_with_the_host_and_reports_instructions(compressed, demo_data,
+                                                                                             tmp_path):
     """The firmware core, the C frontend and the generated engine on QEMU's Cortex-M4 over a TCP serial line:
     every chunk classified as the host classifies it (TFLM reference kernels), in audio mode (the device computes the
-    features) on the first chunks, where QEMU's UART takes ~2 s per 32 KB chunk, and on twelve in tensor mode."""
+    features) on the first chunks, where QEMU's UART takes ~2 s per 32 KB chunk, and on twelve in tensor mode.
+    The runs record QEMU's clock whatever they are named, and the report, read at 1400 px in Chromium with a
+    partial virtual-device run beside them, labels them as instructions and scores the partial run on its chunks."""
+    run = Path(shutil.copytree(compressed, tmp_path / "run"))
+    model_dir = run / "int8"
     device = QemuProcess(model_dir, tmp_path / "cache")
     try:
         info = run_cli("device", "info", "--port", device.port)
         assert info.returncode == 0 and "device    mps2-an386" in info.stdout, info.stderr
-        for mode, limit in (("audio", "6"), ("tensor", "12")):
-            result = device_eval(device.port, model_dir, demo_data, "--mode", mode, "--limit", limit,
-                                 "--name", f"qemu-{mode}")
+        for mode, limit, name in (("audio", "6", "newcomer"), ("tensor", "12", "qemu-tensor")):
+            result = device_eval(device.port, model_dir, demo_data, "--mode", mode, "--limit", limit, "--name", name)
             assert result.returncode == 0, result.stderr
-            summary = json.loads((model_dir / f"device-qemu-{mode}.json").read_text())
+            summary = json.loads((model_dir / f"device-{name}.json").read_text())
             assert summary["accuracy"]["agreement"] == 1.0 and summary["chunks"] >= 6, summary
-            assert summary["latency"]["inference"]["median_ms"] > 0  # instructions / 1e6 on this device
+            assert summary["clock"] == "qemu-icount" and summary["latency"]["inference"]["median_ms"] > 0
+            assert "M instr." in result.stdout and f"wrote {model_dir / f'device-{name}.json'}" in result.stdout
     finally:
         device.stop()
+    _check_report_of_device_runs(run, demo_data, tmp_path)
+
+
+def _check_report_of_device_runs(run: Path, demo_data: Path, tmp_path: Path) -> None:
+    from conftest import CHROMIUM, table_widths
+
+    from dslite_tiny.cli.options import resolve_data
+    from dslite_tiny.report.build import build_report
+    from firmware_host.harness import EvalSettings, evaluate_on_device
+    from firmware_host.virtual import serve_virtual
+
+    with serve_virtual(run / "int8") as port:
+        evaluate_on_device(port, run / "int8", resolve_data(str(demo_data)), EvalSettings(mode="tensor", limit=5))
+    summary = json.loads((run / "int8" / "device-virtual.json").read_text())
+    assert summary["clock"] == "host-us" and summary["chunks"] == 5 < summary["test_chunks"]
+    report = build_report(run, report_dir=tmp_path / "report")
+    cells = [[cell.strip() for cell in row.strip().strip("|").split("|")]
+             for row in report.markdown.read_text().splitlines() if row.startswith("| int8 | ")]
+    rows = {row[1]: row for row in cells}
+    newcomer, virtual = rows["newcomer"], rows["virtual"]
+    assert newcomer[2] == "qemu-icount" and newcomer[7].endswith("M instr.") and newcomer[8].endswith("M instr.")
+    host_uar = summary["accuracy"]["host_uar"]
+    assert virtual[3] == f"5 of {summary['test_chunks']}" and virtual[7].endswith("ms")
+    assert virtual[5] == f"{100 * (summary['accuracy']['chunks']['uar'] - host_uar):+.1f}"  # against the same chunks
+    if CHROMIUM is None:
+        pytest.skip("no chromium to lay the report out (.ci/run installs it)")
+    widths = table_widths(report.html, width=1400)
+    assert len(widths) >= 4 and all(scroll <= client for scroll, client in widths), widths
 
 
 def test_device_eval_over_a_pty_matches_host_litert(virtual_port, model_dir, demo_data):

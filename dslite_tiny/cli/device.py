@@ -74,25 +74,31 @@ def eval_command(port: str | None, model_dir: Path, data_path: str, mode: str, t
 
     settings = EvalSettings(mode=mode, binary=transfer == "binary", warmup=warmup, limit=limit)
     try:
-        summary = evaluate_on_device(port, model_dir, resolve_data(data_path, **data_opts), settings,
-                                     device_name=device_name, resume=resume, timeout_s=timeout_s,
-                                     progress=progress_bar)
+        summary, path = evaluate_on_device(port, model_dir, resolve_data(data_path, **data_opts), settings,
+                                           device_name=device_name, resume=resume, timeout_s=timeout_s,
+                                           progress=progress_bar)
     except KeyboardInterrupt:
         click.echo("interrupted: finished chunks are saved; run again with --resume to continue", err=True)
         raise SystemExit(130) from None
     click.echo(format_summary(summary))
+    click.echo(f"wrote {path}")
 
 
 def format_summary(summary: dict) -> str:
+    """The run in a few lines: the device's timings in its clock's unit (M instructions on QEMU), the link's
+    in host milliseconds."""
+    from dslite_tiny.records import CLOCKS
+
     accuracy, latency = summary["accuracy"], summary["latency"]
-    lines = [f"{summary['device']}: {summary['variant']}, {summary['chunks']} chunks, {summary['mode']} mode, "
-             f"{summary['transfer']} transfer",
-             f"  UAR {accuracy['chunks']['uar']:.3f} (host {accuracy['host_uar']:.3f})  accuracy "
+    unit, meaning = CLOCKS[summary.get("clock", "undeclared")]
+    lines = [f"{summary['device']}: {summary['variant']}, {summary['chunks']} of {summary['test_chunks']} test "
+             f"chunks, {summary['mode']} mode, {summary['transfer']} transfer; device figures: {meaning}",
+             f"  UAR {accuracy['chunks']['uar']:.3f} (host {accuracy['host_uar']:.3f} on the same chunks)  accuracy "
              f"{accuracy['chunks']['accuracy']:.3f}  agreement with host {accuracy['agreement']:.1%}"]
-    for key in ("frontend", "inference", "transfer", "harness_overhead"):
+    for key, key_unit in (("frontend", unit), ("inference", unit), ("transfer", "ms"), ("harness_overhead", "ms")):
         if key in latency:
-            lines.append(f"  {key.replace('_', ' '):<17} median {latency[key]['median_ms']:.3f} ms  "
-                         f"p90 {latency[key]['p90_ms']:.3f} ms")
+            lines.append(f"  {key.replace('_', ' '):<17} median {latency[key]['median_ms']:.3f} {key_unit}  "
+                         f"p90 {latency[key]['p90_ms']:.3f} {key_unit}")
     link = summary["link"]
     lines.append(f"  link: {link['bytes_per_chunk']:.0f} bytes per chunk, {link['retried_chunks']} chunks recovered "
                  f"from faults ({link['recoveries']} steps redone), {link['noise_lines']} noise lines skipped")

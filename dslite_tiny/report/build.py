@@ -18,8 +18,9 @@ from dslite_tiny.export.boards import (ENGINE_CALL_BYTES, ENGINE_KERNEL_BYTES, I
 from dslite_tiny.report import plots
 from dslite_tiny.report.render import to_html, to_markdown
 from dslite_tiny.report.results import Results, VariantResult, load_results
-from dslite_tiny.report.tables import (MIN_AGREEMENT, board_fits, fit_table, kb, layer_error_table, percent,
-                                      recommendations, variant_table)
+from dslite_tiny.records import CLOCKS
+from dslite_tiny.report.tables import (MIN_AGREEMENT, accuracy_table, board_fits, device_table, fit_table,
+                                      host_table, kb, layer_error_table, percent, recommendations, variant_table)
 
 DEFAULT_BOARD = "nano33ble"
 
@@ -113,18 +114,21 @@ def _document(results: Results, board: BoardConfig, boards: list[BoardConfig], f
               f"chunks, that fits each board:"),
         ("list", [f"`{r.board}`: {r.text}" for r in advice]),
     ]
+    blocks += [("h2", "Accuracy"), ("table", accuracy_table(results)),
+               ("p", "On the host (LiteRT), every test chunk. ΔUAR: points against the float Keras model; "
+                     "agreement: chunks on which the variant predicts what the float model predicts; UAR (files): "
+                     "the mean-score vote of each file's chunks.")]
     if "size" in figures:
         blocks.append(("image", *figures["size"]))
-    blocks += [("h2", f"Variants (totals for `{board.name}`)"), ("table", variant_table(results, board, fits)),
-               ("p", _table_notes(board))]
-    blocks.append(("h2", "Board fit"))
+    blocks += [("h2", "On the devices"), *_device_blocks(results), ("h2", "Board fit")]
     if "fit" in figures:
         blocks.append(("image", *figures["fit"]))
     blocks += [("p", "What runs the model on each board, and whether it gives the host's int8 scores bit for bit "
                      "(where not, `dslite-tiny device eval` measures the agreement on the device):"),
                ("list", [f"`{b.name}`: {_runner(b)}; bit-exact with the host: {b.host_match}"
                          for b in boards if b.microcontroller])]
-    blocks.append(("h2", "Latency"))
+    blocks += [("h2", f"Size and speed (totals for `{board.name}`)"), ("table", host_table(results, board, fits)),
+               ("p", _table_notes(board))]
     if "latency" in figures:
         blocks.append(("image", *figures["latency"]))
     blocks.append(("h2", "Sparsity"))
@@ -140,6 +144,17 @@ def _document(results: Results, board: BoardConfig, boards: list[BoardConfig], f
     if failed:
         blocks += [("h2", "Failed variants"), ("list", [f"`{v.name}`: {v.reason}" for v in failed])]
     return blocks
+
+
+def _device_blocks(results: Results) -> list[tuple]:
+    table = device_table(results)
+    if not table[1]:
+        return [("p", "No device has run a variant yet: `dslite-tiny device eval` adds its results here.")]
+    clocks = sorted({row[2] for row in table[1]})
+    return [("table", table),
+            ("p", "Each run as its results file records it: UAR over the chunks the device ran, ΔUAR against the "
+                  "host's UAR on the same chunks (LiteRT), agreement with the host's predictions. Timings are in "
+                  "the unit of the device's clock: " + "; ".join(f"`{c}`: {CLOCKS[c][1]}" for c in clocks) + ".")]
 
 
 def _runner(board: BoardConfig) -> str:
@@ -162,9 +177,8 @@ def _table_notes(board: BoardConfig) -> str:
                 else f"{kb(LITERT_CODE_BYTES)} LiteRT runtime estimate")
         fit = f"Flash on {board.name} = model + {code} + {system}"
     return (f"Weights: the flatbuffer's constant buffers. Activations: the TensorFlow Lite Micro arena, the "
-            f"minimum found by bisection in the real TFLM interpreter (int8 variants only). {fit}. UAR, accuracy "
-            f"and agreement (same prediction as the float Keras model) are per chunk on the test split; host "
-            f"latency is LiteRT's median on one thread.")
+            f"minimum found by bisection in the real TFLM interpreter (int8 variants only). {fit}. Host latency "
+            f"is LiteRT's median on one thread of this machine.")
 
 
 def _variant(results: Results, name: str) -> VariantResult | None:

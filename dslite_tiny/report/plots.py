@@ -61,8 +61,8 @@ def plot_uar_vs_size(results: Results, path: Path, *, tolerance_points: float) -
             on_front = name in front_names
             ax.scatter(size, uar, s=70 if on_front else 40, color=colour(name), zorder=3,
                        edgecolor="black" if on_front else "none", linewidth=1.2)
-        _label_points(ax, [(p[0], p[1], p[2], p[2] in front_names) for p in points])
         _log_axis(ax.xaxis, unit="KB")
+        _label_points(ax, [(p[0], p[1], p[2], p[2] in front_names) for p in points])
         ax.set_title(title)
         ax.set_xlabel("size (log scale)")
     axes[0].set_ylabel("test UAR (host LiteRT)")
@@ -72,9 +72,12 @@ def plot_uar_vs_size(results: Results, path: Path, *, tolerance_points: float) -
 
 
 _MARKERS = "os^Dv<>ph*"  # one per measurement source (host, then devices); repeats beyond ten
+_DASHES = ("-", "--", "-.", ":")
 
 
 def plot_uar_vs_latency(results: Results, path: Path, *, tolerance_points: float) -> Path:
+    """UAR against median latency on the host and on every device whose clock measures time; a device whose
+    clock counts instructions (QEMU) is not drawn on a time axis."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.4), layout="constrained")
     _reference_band(ax, results, tolerance_points)
@@ -82,15 +85,15 @@ def plot_uar_vs_latency(results: Results, path: Path, *, tolerance_points: float
     labelled = []
     for variant in _measured(results):
         for m in variant.measurements:
-            if m.uar is None:
+            if m.uar is None or m.unit != "ms":
                 continue
             ax.scatter(m.latency.median_ms, m.uar, s=50, color=colour(variant.name), marker=markers[m.source], zorder=3)
             labelled.append((m.latency.median_ms, m.uar, variant.name, False))
+    _log_axis(ax.xaxis, unit="ms")
     _label_points(ax, labelled)
     for source, marker in markers.items():
         ax.scatter([], [], marker=marker, color="#555555", label="host LiteRT, 1 thread" if source == "host"
                    else source)
-    _log_axis(ax.xaxis, unit="ms")
     ax.set_xlabel("median inference latency (log scale)")
     ax.set_ylabel("test UAR")
     ax.legend(loc="lower right", fontsize=8)
@@ -136,16 +139,18 @@ def plot_layer_error(results: Results, path: Path) -> Path | None:
     plt = _pyplot()
     layers = [t.layer for t in recorded[0].metrics.layer_error]
     fig, ax = plt.subplots(figsize=(max(7.5, 0.18 * len(layers) + 3), 4.2), layout="constrained")
-    for variant in recorded:
-        values = [t.sqnr_db for t in variant.metrics.layer_error]
-        ax.plot(range(len(values)), [np.nan if v is None else v for v in values], marker="o", ms=3, lw=1.4,
+    for i, variant in enumerate(recorded):  # each its own marker, dash and a small sideways step: equal
+        values = [t.sqnr_db for t in variant.metrics.layer_error]  # lines stay visible side by side
+        dodge = 0.08 * (i - (len(recorded) - 1) / 2)
+        ax.plot(np.arange(len(values)) + dodge, [np.nan if v is None else v for v in values],
+                marker=_MARKERS[i % len(_MARKERS)], ms=4, lw=1.3, ls=_DASHES[i % len(_DASHES)],
                 color=colour(variant.name), label=variant.name)
     if len(layers) <= 40 and all(len(v.metrics.layer_error) == len(layers) for v in recorded):
         ax.set_xticks(range(len(layers)), layers, rotation=60, ha="right", fontsize=7)
     else:
         ax.set_xlabel("quantized tensor (execution order)")
     ax.set_ylabel("SQNR against the float model (dB)")
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title("Where the accuracy goes: error of every quantized tensor, end to end (higher is better)")
     return _save(fig, path)
 
@@ -189,7 +194,7 @@ def plot_board_fit(results: Results, boards: list[BoardConfig], fits: Fits, path
             kind = "none" if fit is None else ("short" if not fit.fits else
                                                "psram" if fit.arena_in_external_ram else "fits")
             ax.add_patch(plt.Rectangle((col, row), 1, 1, color=_FIT_COLOURS[kind], ec="white", lw=2))
-            ax.text(col + 0.5, row + 0.5, fit_cell(fit).replace("; ", "\n"), ha="center", va="center",
+            ax.text(col + 0.5, row + 0.5, fit_cell(fit, board).replace("; ", "\n"), ha="center", va="center",
                     fontsize=7.5)
     ax.set_xlim(0, len(boards))
     ax.set_ylim(len(names), 0)
@@ -218,18 +223,41 @@ def _reference_band(ax, results: Results, tolerance_points: float) -> None:
                label=f"within {tolerance_points:g} point{'s' if tolerance_points != 1 else ''}")
 
 
+# Where a label may go, in points from its marker, nearest first: beside it, then ever further above and
+# below on either side (a label away from its marker gets a leader line).
+_LABEL_OFFSETS = [(6, 0), (-6, 0), (6, 9), (6, -9), (-6, 9), (-6, -9),
+                  *[(side * 10, sign * step) for step in (18, 27, 36, 45, 54) for side in (1, -1) for sign in (1, -1)]]
+
+
 def _label_points(ax, points: list[tuple[float, float, str, bool]]) -> None:
-    """Names beside the points; labels that would overlap are stacked (in display space)."""
-    ax.figure.canvas.draw()  # settle the limits so display coordinates are final
-    placed: list[tuple[float, float]] = []
+    """Names beside the points, each at the nearest offset where its measured text box overlaps no other
+    label, no marker and stays inside the axes: equal points get readable, separate names."""
+    fig = ax.figure
+    fig.canvas.draw()  # settle the limits so display coordinates are final
+    renderer = fig.canvas.get_renderer()
+    markers = [ax.transData.transform((x, y)) for x, y, *_ in points]
+    frame = ax.get_window_extent(renderer)
+    placed = []
     for x, y, name, bold in sorted(points, key=lambda p: (p[0], -p[1])):
-        px, py = ax.transData.transform((x, y))
-        offset = 0
-        while any(abs(px - qx) < 70 and abs(py - offset - qy) < 11 for qx, qy in placed):
-            offset += 11
-        placed.append((px, py - offset))
-        ax.annotate(name, (x, y), xytext=(6, 3 - offset * 72 / ax.figure.dpi), textcoords="offset points",
-                    fontsize=7.5, fontweight="bold" if bold else "normal", color="#222222")
+        for dx, dy in _LABEL_OFFSETS:
+            text = ax.annotate(name, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=7.5,
+                               fontweight="bold" if bold else "normal", color="#222222", va="center",
+                               ha="left" if dx > 0 else "right")
+            box = text.get_window_extent(renderer).padded(1.5)
+            free = (frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)
+                    and not any(box.overlaps(other) for other in placed)
+                    and not any(box.padded(3).contains(mx, my) for mx, my in markers))
+            if free:
+                break
+            text.remove()
+        else:
+            text = ax.annotate(name, (x, y), xytext=_LABEL_OFFSETS[0], textcoords="offset points", fontsize=7.5,
+                               color="#222222", va="center")
+            box = text.get_window_extent(renderer)
+        if abs(dy) > 9:
+            ax.annotate("", (x, y), xytext=(dx, dy), textcoords="offset points",
+                        arrowprops={"arrowstyle": "-", "color": "#999999", "lw": 0.6, "shrinkA": 0, "shrinkB": 4})
+        placed.append(box)
 
 
 def _log_axis(axis, *, unit: str) -> None:
@@ -243,7 +271,13 @@ def _log_axis(axis, *, unit: str) -> None:
         return f"{value:.3g} {unit}"
 
     axis.axes.set_xscale("log")
-    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0, 7.0)))
+    axis.axes.autoscale_view()
+    low, high = axis.get_view_interval()
+    decades = np.log10(max(high, 1e-12) / max(low, 1e-12))
+    # fewer ticks the more decades the axis spans, so their labels never run into each other
+    subs = (1.0, 2.0, 3.0, 5.0, 7.0) if decades < 0.8 else (1.0, 2.0, 5.0) if decades < 1.6 else \
+        (1.0, 3.0) if decades < 3 else (1.0,)
+    axis.set_major_locator(LogLocator(base=10, subs=subs))
     axis.set_major_formatter(FuncFormatter(label))
     axis.set_minor_locator(NullLocator())
     axis.set_minor_formatter(NullFormatter())

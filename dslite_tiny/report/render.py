@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 Block = tuple
+LONG_CELL = 32  # characters: a longer cell is prose and wraps, so no table outgrows the page
 
 _CSS = """
 body { font: 14px/1.5 -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; color: #222;
@@ -20,6 +21,7 @@ h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { font-size: 1.25em; margin-to
      border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }
 table { border-collapse: collapse; font-size: 12.5px; margin: 0.8em 0; display: block; overflow-x: auto; }
 th, td { border: 1px solid #ddd; padding: 4px 8px; text-align: right; white-space: nowrap; }
+th { white-space: normal; } td.text { white-space: normal; text-align: left; min-width: 14em; }
 th { background: #f4f5f7; } td:first-child, th:first-child { text-align: left; font-weight: 600; }
 tr:nth-child(even) td { background: #fafbfc; } td.failed { color: #b03a2e; }
 figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
@@ -75,10 +77,16 @@ def _html_table(header: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = []
     for row in rows:
-        opening = '<td class="failed">' if len(row) > 1 and row[1] == "failed" else "<td>"
-        cells = "".join(f"{opening}{_inline(str(c))}</td>" for c in row)
+        failed = len(row) > 1 and row[1] == "failed"
+        cells = "".join(f"{_td(str(c), failed)}{_inline(str(c))}</td>" for c in row)
         body.append(f"<tr>{cells}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _td(text: str, failed: bool) -> str:
+    """A cell's opening tag: prose (a note, a reason) wraps, figures stay on one line."""
+    classes = [*(["failed"] if failed else []), *(["text"] if len(text) > LONG_CELL else [])]
+    return f'<td class="{" ".join(classes)}">' if classes else "<td>"
 
 
 def _inline(text: str) -> str:

@@ -16,8 +16,8 @@ import dataclasses
 import os
 from pathlib import Path
 
-from dslite_tiny.records import (Reference, Scores, Sizes, Timing, VariantMetrics, read_device_results, read_metrics,
-                                 read_reference, read_summary_variants)
+from dslite_tiny.records import (CLOCKS, Reference, Scores, Sizes, Timing, VariantMetrics, read_device_results,
+                                 read_metrics, read_reference, read_summary_variants)
 from dslite_tiny.config import FrontendConfig
 from dslite_tiny.errors import UserError
 
@@ -26,12 +26,22 @@ DEVICE_RESULTS_GLOB = "device-*.json"
 
 @dataclasses.dataclass(frozen=True)
 class Measurement:
-    """Accuracy and latency of one variant where it ran."""
+    """Accuracy and latency of one variant where it ran, with what its timings count and on which chunks
+    (both from the record the measuring harness wrote, never from a device's name)."""
 
     source: str  # "host" or the device's name
     scores: Scores
     latency: Timing  # inference
     frontend: Timing | None  # on-device feature computation (None on the host: features come precomputed)
+    clock: str = "host-litert"  # "host-litert", or a key of records.CLOCKS
+    chunks: int | None = None  # chunks it ran (None: the whole test split, or not recorded)
+    test_chunks: int | None = None
+    host_uar: float | None = None  # the host's UAR on the same chunks (devices)
+
+    @property
+    def unit(self) -> str:
+        """The unit of its milliseconds: "ms", or "M instr." for instructions counted by QEMU."""
+        return "ms" if self.clock == "host-litert" else CLOCKS[self.clock][0]
 
     @property
     def uar(self) -> float | None:  # per chunk
@@ -149,6 +159,7 @@ def _variant(folder: Path) -> VariantResult:
     if metrics.ok:
         measurements.append(Measurement("host", metrics.scores, metrics.latency, None))
         for path in sorted(folder.glob(DEVICE_RESULTS_GLOB)):
-            device = read_device_results(path)
-            measurements.append(Measurement(device.device, device.scores, device.inference, device.frontend))
+            d = read_device_results(path)
+            measurements.append(Measurement(d.device, d.scores, d.inference, d.frontend, d.clock, d.chunks,
+                                            d.test_chunks, d.host_uar))
     return VariantResult(metrics, tuple(measurements))

@@ -1,5 +1,8 @@
-"""The report's tables as plain rows of strings (rendered to Markdown and HTML alike): the variant table in
-the style of STM32Cube.AI and Edge Impulse, the board-fit matrix and the recommendation per board."""
+"""The report's tables as plain rows of strings (rendered to Markdown and HTML alike), one per question:
+how accurate is each variant (``accuracy_table``), how does it do on the devices it ran on
+(``device_table``: the device's own clock and chunk count from its record), what does it take and how fast
+is it on the host (``host_table``), does it fit each board (``fit_table``), and which to take
+(``recommendations``). ``variant_table`` is all of it in one wide row per variant, for ``variants.csv``."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,8 +14,6 @@ from dslite_tiny.measure.layer_error import largest_drops
 from dslite_tiny.report.results import Measurement, Results, VariantResult
 
 Table = tuple[list[str], list[list[str]]]  # header, rows
-# Devices whose clock is QEMU's virtual time under -icount shift=0 (firmware_host/qemu.py): 1 ms = 1 M instructions.
-QEMU_DEVICES = frozenset({"mps2-an386"})
 MIN_AGREEMENT = 0.95  # a recommended variant flips at most 5 % of the float model's predictions
 Fits = dict[str, dict[str, Fit | None]]  # variant → board → fit (None: not measurable there)
 
@@ -55,6 +56,66 @@ def _engine_need(variant: VariantResult, results: Results) -> Footprint | None:
         return None
 
 
+def accuracy_table(results: Results) -> Table:
+    """Per variant on the host (LiteRT, every test chunk): UAR against the float model's, accuracy,
+    agreement, and what its build did not do."""
+    header = ["variant", "UAR", "ΔUAR", "UAR (files)", "accuracy", "agreement", "notes"]
+    rows = []
+    for v in results.variants:
+        if not v.ok:
+            rows.append([v.name, "failed", "", "", "", "", v.reason])
+            continue
+        m = v.host
+        rows.append([v.name, num(m.uar, 3), signed(_delta(m.uar, results.float_uar)), num(m.uar_files, 3),
+                     num(m.accuracy, 3), percent(m.agreement), "; ".join(v.metrics.caveats)])
+    return header, rows
+
+
+def device_table(results: Results) -> Table:
+    """One row per device run: its chunk count, its UAR against the host's on the same chunks (a partial run
+    is compared with nothing else), agreement with the host, and its timings in its clock's unit."""
+    header = ["variant", "device", "clock", "chunks", "UAR", "ΔUAR vs host", "agreement with host", "inference",
+              "frontend"]
+    rows = []
+    for v in results.variants:
+        for m in v.measurements[1:]:
+            rows.append([v.name, m.source, m.clock, _chunks(m), num(m.uar, 3), signed(_delta(m.uar, m.host_uar)),
+                         percent(m.agreement), timing(m.latency.median_ms, m.unit),
+                         timing(m.frontend.median_ms if m.frontend else None, m.unit)])
+    return header, rows
+
+
+def host_table(results: Results, board: BoardConfig, fits: Fits) -> Table:
+    """What each variant takes (weights, TFLM arena, flash and RAM on ``board``, MACs, sparsity) and its
+    LiteRT latency on the host."""
+    header = ["variant", "weights (flash)", "activations (arena)", f"flash on {board.name}", f"RAM on {board.name}",
+              "MACs", "sparsity", "host latency (1 thread)"]
+    rows = []
+    for v in results.variants:
+        if v.ok:
+            fit = fits.get(v.name, {}).get(board.name)
+            rows.append([v.name, kb(v.size.weight_bytes), kb(v.arena_bytes), _need(fit, "flash"), _need(fit, "ram"),
+                         count(v.size.macs), _sparsity(v), timing(v.host.latency.median_ms, v.host.unit)])
+    return header, rows
+
+
+def _sparsity(variant: VariantResult) -> str:
+    sparsity = variant.metrics.sparsity
+    pruned = sparsity.pruned_layers
+    return percent(sparsity.weights) + (f" ({percent(pruned)} pruned layers)" if pruned else "")
+
+
+def _chunks(m: Measurement) -> str:
+    """"10 of 40" for a partial run; a record from before the split's size was recorded gives its count."""
+    if m.chunks is None:
+        return "—"
+    return str(m.chunks) if m.test_chunks is None else f"{m.chunks} of {m.test_chunks}"
+
+
+def _delta(uar: float | None, reference: float | None) -> float | None:
+    return None if uar is None or reference is None else 100 * (uar - reference)
+
+
 def variant_table(results: Results, board: BoardConfig, fits: Fits) -> Table:
     sources = results.sources
     header = ["variant", "status", "weights (flash)", "activations (arena)", f"flash on {board.name}",
@@ -76,34 +137,36 @@ def _variant_row(variant: VariantResult, results: Results, board: BoardConfig, f
     for source in sources:
         m = by_source.get(source)
         row += ["—"] * len(_source_columns(source)) if m is None else _source_cells(m, results)
-    sparsity = variant.metrics.sparsity
-    pruned = sparsity.pruned_layers
     notes = [*variant.metrics.caveats, *([] if fit is None or fit.fits else [f"does not fit {board.name}"])]
-    row += [percent(sparsity.weights) + (f" ({percent(pruned)} pruned layers)" if pruned else ""), "; ".join(notes)]
-    return row
+    return [*row, _sparsity(variant), "; ".join(notes)]
 
 
 def _source_columns(source: str) -> list[str]:
-    """The columns of one measurement source; a device adds its frontend time (the host gets features)."""
+    """The columns of one measurement source; a device adds its chunk count and frontend time (the host
+    scores every chunk and gets features)."""
     if source == "host":
         return ["UAR", "ΔUAR", "UAR (files)", "accuracy", "agreement", "host latency (1 thread)"]
-    timing = (["Cortex-M4 instructions (QEMU)", "frontend Cortex-M4 instructions (QEMU)"] if source in QEMU_DEVICES
-              else [f"latency ({source})", f"frontend ({source})"])
-    return [f"UAR ({source})", f"ΔUAR ({source})", f"UAR files ({source})", f"accuracy ({source})",
-            f"agreement ({source})", *timing]
+    return [f"chunks ({source})", f"UAR ({source})", f"ΔUAR vs host ({source})", f"UAR files ({source})",
+            f"accuracy ({source})", f"agreement ({source})", f"inference ({source})", f"frontend ({source})"]
 
 
 def _source_cells(m: Measurement, results: Results) -> list[str]:
-    delta = None if m.uar is None else 100 * (m.uar - results.float_uar)
-    time = instructions if m.source in QEMU_DEVICES else ms
-    cells = [num(m.uar, 3), signed(delta), num(m.uar_files, 3), num(m.accuracy, 3), percent(m.agreement),
-             time(m.latency.median_ms)]
-    return cells if m.source == "host" else [*cells, time(m.frontend.median_ms if m.frontend else None)]
+    """A device's ΔUAR is against the host's on the same chunks; its timings carry their unit."""
+    if m.source == "host":
+        return [num(m.uar, 3), signed(_delta(m.uar, results.float_uar)), num(m.uar_files, 3), num(m.accuracy, 3),
+                percent(m.agreement), timing(m.latency.median_ms, m.unit)]
+    return [_chunks(m), num(m.uar, 3),
+            signed(_delta(m.uar, m.host_uar)), num(m.uar_files, 3), num(m.accuracy, 3), percent(m.agreement),
+            timing(m.latency.median_ms, m.unit), timing(m.frontend.median_ms if m.frontend else None, m.unit)]
 
 
-def instructions(milliseconds: float | None) -> str:
-    """A QEMU device's ms as the instructions they are (1 instruction per ns of virtual time)."""
-    return "—" if milliseconds is None else f"{milliseconds:.2f} M"
+def timing(milliseconds: float | None, unit: str) -> str:
+    """A recorded "milliseconds" figure in its unit: time, or M instructions where QEMU counted them."""
+    if milliseconds is None:
+        return "—"
+    if unit != "ms":
+        return f"{milliseconds:.2f} {unit}"
+    return ms(milliseconds)
 
 
 def fit_table(results: Results, boards: list[BoardConfig], fits: Fits) -> Table:
@@ -111,13 +174,17 @@ def fit_table(results: Results, boards: list[BoardConfig], fits: Fits) -> Table:
     rows = []
     for variant in results.variants:
         if variant.ok:
-            rows.append([variant.name, *[fit_cell(fits[variant.name][b.name]) for b in boards]])
+            rows.append([variant.name, *[fit_cell(fits[variant.name][b.name], b) for b in boards]])
     return header, rows
 
 
-def fit_cell(fit: Fit | None) -> str:
+# Why a variant has no verdict on a board, by what runs models there.
+_NOT_RUN = {"tflm": "not run in TFLM", "engine": "not run by the engine", "litert": "not measured"}
+
+
+def fit_cell(fit: Fit | None, board: BoardConfig) -> str:
     if fit is None:
-        return "not run in TFLM"
+        return _NOT_RUN[board.runtime]
     if fit.fits:
         return "fits" + (" (PSRAM)" if fit.arena_in_external_ram else "")
     parts = [f"flash {fit.flash_verdict}" if fit.flash_short else "", f"RAM {fit.ram_verdict}" if fit.ram_short else ""]

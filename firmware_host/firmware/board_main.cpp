@@ -35,6 +35,7 @@ void setup() {
   }
   g_platform.write = SerialWrite;
   g_platform.micros = Micros;
+  g_platform.clock = "board-us";
   const char *failure = SetupInference(&g_platform);
   if (failure != nullptr) {
     for (;;) {  // the host sees why on every attempt to talk to the board

@@ -20,6 +20,7 @@ void dt_host_boot(void (*write)(const char *, size_t), int (*invoke)(void), int8
                   uint32_t (*micros)(void)) {
   g_platform.write = write;
   g_platform.micros = micros ? micros : host_micros;
+  g_platform.clock = "host-us";
   g_platform.invoke = invoke;
   g_platform.input = input;
   g_platform.output = output;

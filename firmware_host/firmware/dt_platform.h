@@ -15,6 +15,8 @@ extern "C" {
 typedef struct {
   void (*write)(const char *text, size_t length); /* bytes to the host (serial port) */
   uint32_t (*micros)(void);                        /* free-running microsecond clock (wraps) */
+  const char *clock; /* what micros() counts, answered to clock%: "board-us" (wall-clock µs on a board),
+                        "qemu-icount" (µs of QEMU's -icount time: thousands of instructions), "host-us" */
   int (*invoke)(void);                             /* one inference on *input; 0 when it succeeded */
   int8_t *input;                                   /* the model's input tensor: DT_INPUT_ELEMENTS int8 */
   const int8_t *output;                            /* the model's output tensor: DT_NUM_CLASSES int8 */

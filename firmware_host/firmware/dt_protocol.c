@@ -395,6 +395,10 @@ static void dispatch(void) {
     put("m-profile-[" DT_FIRMWARE "]\r\nm-model-[" DT_MODEL_VARIANT "]\r\n");
   } else if (strcmp(argv[0], "model") == 0) {
     cmd_model();
+  } else if (strcmp(argv[0], "clock") == 0) {
+    put("m-clock-[");
+    put(s.platform->clock ? s.platform->clock : "board-us");
+    put("]\r\n");
   } else if (strcmp(argv[0], "timestamp") == 0) {
     line_uint("m-lap-us-", s.platform->micros());
   } else if (strcmp(argv[0], "db") == 0) {

@@ -7,7 +7,7 @@ on-device UAR next to the host's, on-device frontend and inference µs, bytes se
 harness overhead per chunk beyond transfer and device compute (target < 5 ms). The virtual device runs in
 its own process, as a user starts it.
 
-    python reports/benchmarks/device_fsdd.py [--compressed /tmp/dslite-tiny-compress] [--model dscnn-aug]
+    python reports/benchmarks/device_fsdd.py [--compressed $TMPDIR/dslite-tiny-compress] [--model dscnn-aug]
 
 Results: ``device_fsdd.json`` and ``device_fsdd.md``.
 """
@@ -35,7 +35,7 @@ RUNS = (("audio", True), ("tensor", True), ("tensor", False))
 def run(port: str, variant_dir: Path, data: DataConfig, mode: str, binary: bool) -> dict:
     name = f"bench-{mode}-{'binary' if binary else 'hex'}"
     start = time.perf_counter()
-    summary = evaluate_on_device(port, variant_dir, data, EvalSettings(mode=mode, binary=binary), device_name=name)
+    summary, _ = evaluate_on_device(port, variant_dir, data, EvalSettings(mode=mode, binary=binary), device_name=name)
     latency, accuracy = summary["latency"], summary["accuracy"]
     return {"mode": mode, "transfer": summary["transfer"], "chunks": summary["chunks"],
             "seconds": round(time.perf_counter() - start, 1),
@@ -69,7 +69,7 @@ def markdown(result: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--compressed", type=Path, default=Path("/tmp/dslite-tiny-compress"))
+    parser.add_argument("--compressed", type=Path, default=Path(tempfile.gettempdir(), "dslite-tiny-compress"))
     parser.add_argument("--model", default="dscnn-aug")
     args = parser.parse_args()
     compressed = args.compressed / args.model

@@ -19,6 +19,7 @@ int main(void) {
   dt_board_uart_init();
   platform.write = write_uart;
   platform.micros = micros;
+  platform.clock = "qemu-icount";
   dt_engine_setup(&platform);
   dt_protocol_init(&platform);
   for (;;) {
