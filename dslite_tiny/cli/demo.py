@@ -41,10 +41,13 @@ def demo(out: Path, clips_per_class: int, epochs: int | None) -> None:
 
     def show(record: dict) -> None:
         if record["epoch"] % 5 == 0 or record["epoch"] == 1:
-            click.echo(f"  epoch {record['epoch']:>3}: loss {record['loss']:.3f}  devel UAR {record['devel_uar']:.3f}")
+            click.echo(f"train     epoch {record['epoch']:>3}: loss {record['loss']:.3f}  devel UAR "
+                       f"{record['devel_uar']:.3f}")
 
+    click.echo(f"demo      into {out}: synthetic data → features → train → evaluate → compress → export → device "
+               f"→ report (about 2 minutes on 2 cores)")
     result = run_demo(out, clips_per_class=clips_per_class, epochs=epochs, progress=progress_bar, on_epoch=show,
-                      on_variant=lambda row: click.echo("  " + variant_line(row)))
+                      on_variant=lambda row: click.echo("compress  " + variant_line(row)))
     dataset, report = result.dataset, result.manifest["report"]
     click.echo(f"data      {result.data_spec}  ({len(dataset.clips)} clips, classes: {', '.join(dataset.classes)})")
     click.echo(f"          split by {dataset.split_method}")
@@ -56,7 +59,9 @@ def demo(out: Path, clips_per_class: int, epochs: int | None) -> None:
                f"at epoch {result.best['epoch']}")
     click.echo("evaluate  " + format_report(result.evaluation).replace("\n", "\n          "))
     compressed = result.compression
-    click.echo(f"compress  {compressed.out_dir} (summary.csv, <variant>/model.tflite + metrics.json)")
+    click.echo(f"compress  {compressed.out_dir} (summary.csv, <variant>/model.tflite + metrics.json); its config "
+               f"is {result.out_dir / DEMO_COMPRESS_FILE}: `dslite-tiny compress {result.model_path} --config "
+               f"{result.out_dir / DEMO_COMPRESS_FILE} --out {compressed.out_dir}` reuses these variants")
     click.echo("          " + format_summary(compressed.rows, compressed.reference).replace("\n", "\n          "))
     for exported in result.exports:
         click.echo(f"export    {exported.variant.name} → {exported.out_dir}: "
@@ -71,7 +76,9 @@ def demo(out: Path, clips_per_class: int, epochs: int | None) -> None:
 
 
 DEMO_TRAIN = "mcu-dscnn"
-DEMO_COMPRESS = ("default", ("demo", {"prune_epochs": 2, "qat_epochs": 1, "latency_runs": 20}))
+# The default variants with shorter fine-tuning, written beside the run so that `compress --config` reuses them.
+DEMO_COMPRESS = {"preset": "default", "prune_epochs": 2, "qat_epochs": 1, "latency_runs": 20}
+DEMO_COMPRESS_FILE = "compress.yaml"
 DEMO_BOARD = "nano33ble"
 
 
@@ -95,7 +102,9 @@ def run_demo(out_dir: str | Path, *, clips_per_class: int = 40, epochs: int | No
              progress: Progress = no_progress, on_epoch: Callable[[dict], None] | None = None,
              on_variant: Callable[[dict], None] | None = None) -> DemoResult:
     """Everything is written under ``out_dir`` (data, feature cache, images, model), nothing is downloaded."""
-    from dslite_tiny.artifacts import write_json
+    import yaml
+
+    from dslite_tiny.artifacts import write_atomic, write_json
     from dslite_tiny.audio.frontend import Frontend
     from dslite_tiny.compress.pipeline import run_compress
     from dslite_tiny.config import CompressConfig, DataConfig, TrainConfig, load_config
@@ -124,7 +133,8 @@ def run_demo(out_dir: str | Path, *, clips_per_class: int = 40, epochs: int | No
                           on_epoch=on_epoch)
     evaluation = evaluate(load_trained(result.path), dataset, split="test", cache=cache)
     write_json(out_dir / "model" / "evaluation_test.json", evaluation, sort_keys=False)
-    compression = run_compress(result.path, config=load_config(CompressConfig, *DEMO_COMPRESS, stage="compress"),
+    compress_yaml = write_atomic(out_dir / DEMO_COMPRESS_FILE, yaml.safe_dump(DEMO_COMPRESS, sort_keys=False))
+    compression = run_compress(result.path, config=load_config(CompressConfig, compress_yaml, stage="compress"),
                                out_dir=out_dir / "compressed", data=data, cache=cache, progress=progress,
                                on_variant=on_variant)
     exports = _export_best(compression.out_dir)
@@ -140,7 +150,7 @@ def _evaluate_on_virtual_device(variant_dir: Path, data: DataConfig, progress: P
     from firmware_host.virtual import serve_virtual
 
     with serve_virtual(variant_dir) as port:
-        return evaluate_on_device(port, variant_dir, data, EvalSettings(mode="audio"), progress=progress)
+        return evaluate_on_device(port, variant_dir, data, EvalSettings(mode="audio"), progress=progress)[0]
 
 
 def _export_best(compressed: Path) -> list[ExportResult]:

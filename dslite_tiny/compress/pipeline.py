@@ -86,7 +86,7 @@ def _compress_into(out_dir: Path, trained: TrainedModel, data: DataConfig, names
         settings = MeasureSettings(config.latency_runs, config.latency_warmup, config.tflm)
         for name in names:
             key = _variant_key(fingerprint, config, name)
-            metrics = _previous(out_dir / name, key) if not force else None
+            metrics = _previous(out_dir / name, key, config) if not force else None
             skipped = metrics is not None
             if skipped:
                 log.info("%s: unchanged since %s, skipped (--force rebuilds)", name, metrics.finished)
@@ -193,8 +193,9 @@ def _variant_key(fingerprint: str, config: CompressConfig, name: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _previous(variant_dir: Path, key: str) -> VariantMetrics | None:
-    """The variant's metrics if it was built ok from the same inputs and config (else it is rebuilt)."""
+def _previous(variant_dir: Path, key: str, config: CompressConfig) -> VariantMetrics | None:
+    """The variant's metrics if it was built ok from the same inputs and config; else it is rebuilt, and a
+    warning says why (a run with another preset would otherwise silently redo minutes of work)."""
     path = variant_dir / "metrics.json"
     if not path.is_file():
         return None
@@ -203,7 +204,24 @@ def _previous(variant_dir: Path, key: str) -> VariantMetrics | None:
     except UserError as exc:
         log.warning("rebuilding: %s", exc)
         return None
-    return metrics if metrics.key == key and metrics.ok else None
+    if metrics.key == key and metrics.ok:
+        return metrics
+    if metrics.ok:
+        log.warning("%s: rebuilding: the earlier result came from %s", variant_dir.name,
+                    _difference(json.loads(path.read_text(encoding="utf-8")).get("config"), to_dict(config)))
+    return None
+
+
+def _difference(earlier: dict | None, now: dict) -> str:
+    """Which config keys differ between an earlier run and this one ("another model or data" if none do)."""
+    if not isinstance(earlier, dict):
+        return "a run that recorded no config"
+    changed = [f"{k} {earlier.get(k)!r} (now {now[k]!r})" for k in now
+               if k != "variants" and earlier.get(k) != now[k]]
+    if not changed:
+        return "another source model or dataset"
+    return "another config: " + ", ".join(changed[:6]) + (" …" if len(changed) > 6 else "") + \
+        "; pass the same --config to reuse it"
 
 
 def _build_and_measure(name: str, key: str, context: VariantContext, eval_set: EvalSet,
