@@ -26,6 +26,8 @@ def test_folds_keep_every_speaker_in_one_role_and_test_each_once(folds):
         assert sum(len(r) for r in roles) == len(SPEAKERS)  # no speaker in two roles of a fold
     if folds is None:
         assert [f.name for f in plan] == SPEAKERS and plan[0].devel == ("jackson",)
+    else:  # 4 folds of 6 speakers: two of two and two of one, named alike
+        assert [f.name for f in plan] == [f"fold{i + 1}" for i in range(folds)]
 
 
 @pytest.mark.parametrize("speakers,folds", [(["a", "b"], None), (SPEAKERS, 2), (SPEAKERS, 7)])

@@ -13,6 +13,16 @@ def data() -> None:
     """Inspect datasets and generate the synthetic demo dataset."""
 
 
+SPEAKERS_SHOWN = 8  # a longer list is abbreviated: thousands of speaker ids are a wall, not a summary
+
+
+def speaker_list(speakers: list[str]) -> str:
+    """``3 speakers: a, b, c``, or the first ``SPEAKERS_SHOWN`` of a long list and how many more."""
+    shown = ", ".join(speakers[:SPEAKERS_SHOWN])
+    more = f", … ({len(speakers) - SPEAKERS_SHOWN} more)" if len(speakers) > SPEAKERS_SHOWN else ""
+    return f"{len(speakers)} speaker{'s' if len(speakers) != 1 else ''}: {shown}{more}"
+
+
 @data.command()
 @click.argument("data_path", metavar="DATA")
 @data_options
@@ -33,7 +43,7 @@ def summary(data_path: str, **options) -> None:
         if seconds:
             line += f", {sum(seconds) / 60:.1f} min (clips {min(seconds):.2f}–{max(seconds):.2f} s)"
         if speakers:
-            line += f"; speakers: {', '.join(speakers)}"
+            line += f"; {speaker_list(speakers)}"
         if len(seconds) < len(clips):
             line += f"; {len(clips) - len(seconds)} unreadable"
         click.echo(line)

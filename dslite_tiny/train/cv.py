@@ -44,18 +44,20 @@ class Fold:
 
 def speaker_folds(speakers: Sequence[str], *, folds: int | None = None) -> list[Fold]:
     """LOSO (``folds`` None or the number of speakers), else ``folds`` groups of speakers dealt in sorted
-    order; fold i tests group i and selects on group i + 1 (cyclically)."""
+    order; fold i tests group i and selects on group i + 1 (cyclically). Folds are named after their test
+    speaker when every fold has one, else ``fold1`` … ``foldK`` (never a mix of both styles)."""
     speakers = sorted(set(speakers))
     count = len(speakers) if folds is None else folds
     if count < 3 or count > len(speakers):
         raise DataError(f"speaker cross-validation needs 3 to {len(speakers)} folds (test, devel and train "
                         f"speakers in each) from {len(speakers)} speaker(s); asked for {count}")
     groups = [tuple(speakers[i::count]) for i in range(count)]
+    by_speaker = all(len(group) == 1 for group in groups)
     out = []
     for i, group in enumerate(groups):
         devel = groups[(i + 1) % count]
         train = tuple(s for s in speakers if s not in group and s not in devel)
-        out.append(Fold(group[0] if len(group) == 1 else f"fold{i + 1}", group, devel, train))
+        out.append(Fold(group[0] if by_speaker else f"fold{i + 1}", group, devel, train))
     return out
 
 
