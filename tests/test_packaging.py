@@ -6,6 +6,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -44,3 +46,21 @@ def test_device_side_imports_no_training_or_compression_code():
             "'dslite_tiny.models', 'tensorflow', 'tf_keras'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr[-500:]
+
+
+def test_shipped_reports_name_no_machine_path():
+    """A report or benchmark record names files relative to the run or the repository, never the temporary
+    or home folder of the machine that wrote it."""
+    import re
+    import tempfile
+
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout: no tracked files to look at")
+    tracked = subprocess.run(["git", "ls-files", "reports"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.split()
+    roots = {"/tmp/", "/var/tmp/", "/home/", "/root/", "/Users/", "/work/", tempfile.gettempdir().rstrip("/") + "/",
+             str(Path.home()).rstrip("/") + "/"} - {"/"}
+    pattern = re.compile("|".join(rf"(?<![\w.$-]){re.escape(root)}" for root in sorted(roots)))
+    found = [f"{name}: {match.group(0)}" for name in tracked if not name.endswith(".png")
+             for match in [pattern.search((ROOT / name).read_text(encoding="utf-8", errors="replace"))] if match]
+    assert found == []

@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -71,8 +72,8 @@ def mcu_models() -> list[tuple[str, Path]]:
     for name in MCU_RUNS:
         if not runs.get(name, Path("/nonexistent")).is_file():
             sys.exit(f"{name}: no trained model; these single-split runs come from train_fsdd.py as of 29065ea: "
-                     f"git show 29065ea:reports/benchmarks/train_fsdd.py > /tmp/train_fsdd_split.py; "
-                     f"python /tmp/train_fsdd_split.py --runs {name}")
+                     f"git show 29065ea:reports/benchmarks/train_fsdd.py > train_fsdd_split.py; "
+                     f"python train_fsdd_split.py --runs {name}")
         models.append((name, runs[name]))
     return models
 
@@ -129,7 +130,7 @@ def densenet_model(out: Path, cache: FeatureCache) -> tuple[str, Path, DataConfi
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=("mcu", "ptq", *SEED_PARTS, "densenet"), required=True)
-    parser.add_argument("--out", type=Path, default=Path("/tmp/dslite-tiny-compress"))
+    parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir(), "dslite-tiny-compress"))
     args = parser.parse_args()
     import_tensorflow_quietly()
     results_path = HERE / "compress_fsdd.json"

@@ -10,8 +10,8 @@ the demo's variants: a MobileNet v1 α=0.25 at 96×96×3 as ``mcu-mobilenet`` bu
 weights, a random head), and a MobileNetV2 α=0.35 and a DenseNet121 with random weights (BatchNorm
 statistics from the calibration images), all converted by compress's int8 converter.
 
-    python reports/benchmarks/engine_m4.py [--compressed /tmp/dslite-tiny-demo/compressed] [--random 200]
-        [--real 200] [--m4 200] [--fsdd /tmp/dslite-tiny-compress/dscnn-theo-s0 ...]
+    python reports/benchmarks/engine_m4.py [--compressed $TMPDIR/dslite-tiny-demo/compressed] [--random 200]
+        [--real 200] [--m4 200] [--fsdd $TMPDIR/dslite-tiny-compress/dscnn-theo-s0 ...]
 
 ``--fsdd`` names compress folders of FSDD-trained models (by default the DS-CNN and MobileNet v1 α=0.25
 that ``compress_fsdd.py --part mcu`` trains and compresses); each of their int8 variants is measured too.
@@ -46,7 +46,7 @@ from tflm_m4 import wheel_outputs  # noqa: E402
 
 FSDD = ROOT.parent / "shared" / "datasets" / "fsdd" / "recordings"
 WEIGHTS = ROOT.parent / "shared" / "weights" / "mobilenet_2_5_224_tf_no_top.h5"
-COMPRESS_FSDD = Path("/tmp/dslite-tiny-compress")  # compress_fsdd.py's default output folder
+COMPRESS_FSDD = Path(tempfile.gettempdir(), "dslite-tiny-compress")  # compress_fsdd.py's default output folder
 KB = 1024
 
 
@@ -151,7 +151,7 @@ def measure(variant_dir: Path, args, frontend_config=None) -> dict:
     on_m4 = np.r_[:min(args.m4 // 2, args.random), args.random:args.random + min(args.m4 - args.m4 // 2, args.real)]
     if len(on_m4):  # half random, half real inputs
         m4, instructions, _ = engine_on_cortex_m4(engine, "model", inputs[on_m4],
-                                                  cache_dir=Path("/tmp/dslite-tiny-qemu"))
+                                                  cache_dir=Path(tempfile.gettempdir(), "dslite-tiny-qemu"))
     return {"variant": variant.name, "inputs": len(inputs), "real_inputs": args.real,
             "host_bit_exact": int((host == expected).all(axis=1).sum()),
             "m4_inputs": len(m4), "m4_bit_exact": int((m4 == expected[on_m4][:len(m4)]).all(axis=1).sum()),
@@ -199,7 +199,7 @@ def markdown(rows: list[dict], tflm: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--compressed", type=Path, default=Path("/tmp/dslite-tiny-demo/compressed"))
+    parser.add_argument("--compressed", type=Path, default=Path(tempfile.gettempdir(), "dslite-tiny-demo/compressed"))
     parser.add_argument("--random", type=int, default=200)
     parser.add_argument("--real", type=int, default=200)
     parser.add_argument("--m4", type=int, default=200)
@@ -214,15 +214,15 @@ def main() -> None:
         for name in int8_variants(folder):
             rows.append(measure(folder / name, args))
             rows[-1]["variant"] = f"FSDD {folder.name}: {name}"
-    rows.append(measure(mobilenet_v1(Path("/tmp/dslite-tiny-engine/mobilenet_v1_025_96.tflite")), args,
+    rows.append(measure(mobilenet_v1(Path(tempfile.gettempdir(), "dslite-tiny-engine/mobilenet_v1_025_96.tflite")), args,
                         load_config(FrontendConfig, "fsdd", stage="frontend")))
     rows[-1]["variant"] = "MobileNet v1 α=0.25, 96×96×3 (ImageNet weights, random head; FSDD through `fsdd`)"
     fsdd = load_config(FrontendConfig, "fsdd", stage="frontend")
-    rows.append(measure(random_backbone(Path("/tmp/dslite-tiny-engine/mobilenet_v2_035_96.tflite"), "mobilenet_v2",
+    rows.append(measure(random_backbone(Path(tempfile.gettempdir(), "dslite-tiny-engine/mobilenet_v2_035_96.tflite"), "mobilenet_v2",
                                         96, 0.35), args, fsdd))
     rows[-1]["variant"] = "MobileNetV2 α=0.35, 96×96×3 (random weights, BatchNorm from data; FSDD through `fsdd`)"
     dense = dataclasses.replace(fsdd, image_height=64, image_width=64, normalization="torch")
-    rows.append(measure(random_backbone(Path("/tmp/dslite-tiny-engine/densenet121_64.tflite"), "densenet121", 64, 1.0),
+    rows.append(measure(random_backbone(Path(tempfile.gettempdir(), "dslite-tiny-engine/densenet121_64.tflite"), "densenet121", 64, 1.0),
                         args, dense))
     rows[-1]["variant"] = ("DenseNet121, 64×64×3 (random weights, BatchNorm from data; FSDD through `fsdd` at 64×64; "
                            "its 7 MB of weights in the emulated board's 16 MB PSRAM)")

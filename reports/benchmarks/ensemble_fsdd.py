@@ -4,7 +4,7 @@ averaged per fold, scored as UAR. It measures how much of a recipe's error is th
 run (an ensemble removes it) and how much is the data (no ensemble removes it), before anyone builds one.
 
     python reports/benchmarks/ensemble_fsdd.py --ensemble RECIPE:SEED+RECIPE:SEED[+...] [--ensemble ...]
-        [--cv-dir /tmp/dslite-tiny-fsdd-cv]
+        [--cv-dir $TMPDIR/dslite-tiny-fsdd-cv]
 
 Each ``--ensemble`` becomes a row of ``ensemble_fsdd.md`` (and ``ensemble_fsdd.json``; a row already there is
 kept). Member models are read from ``CV_DIR/RECIPE/<fold>-s<SEED>/model.h5``; int8 sizes are the members'
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -101,7 +102,7 @@ def parse_members(spec: str) -> list[tuple[str, int]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ensemble", action="append", required=True, help="RECIPE:SEED+RECIPE:SEED[+...]")
-    parser.add_argument("--cv-dir", type=Path, default=Path("/tmp/dslite-tiny-fsdd-cv"))
+    parser.add_argument("--cv-dir", type=Path, default=Path(tempfile.gettempdir(), "dslite-tiny-fsdd-cv"))
     args = parser.parse_args()
     import_tensorflow_quietly()
     path = HERE / "ensemble_fsdd.json"

@@ -6,7 +6,7 @@ the array cross-compiled for a Cortex-M4 with its .rodata size and compile time)
 every board profile, and the trade-off report, written to ``reports/fsdd/<model>/`` (the self-contained
 report.html is left out of git; report.md shows the same plots).
 
-    python reports/benchmarks/export_fsdd.py [--compressed /tmp/dslite-tiny-compress]
+    python reports/benchmarks/export_fsdd.py [--compressed $TMPDIR/dslite-tiny-compress]
 
 Results: ``export_fsdd.json`` and ``export_fsdd.md``.
 """
@@ -17,6 +17,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -89,8 +90,8 @@ def markdown(rows: list[dict], command: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--compressed", type=Path, default=Path("/tmp/dslite-tiny-compress"))
-    parser.add_argument("--work", type=Path, default=Path("/tmp/dslite-tiny-export"))
+    parser.add_argument("--compressed", type=Path, default=Path(tempfile.gettempdir(), "dslite-tiny-compress"))
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir(), "dslite-tiny-export"))
     args = parser.parse_args()
     rows = []
     for model in MODELS:

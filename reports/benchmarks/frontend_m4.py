@@ -19,6 +19,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +66,7 @@ def measure(variant, name: str, count: int) -> dict:
     frontend = variant.frontend if name == "model" else load_config(FrontendConfig, name, stage="frontend")
     pcm, source = chunks(frontend, count)
     got, instructions, sizes = frontend_on_cortex_m4(dataclasses.replace(variant, frontend=frontend), pcm,
-                                                     cache_dir=Path("/tmp/dslite-tiny-qemu"))
+                                                     cache_dir=Path(tempfile.gettempdir(), "dslite-tiny-qemu"))
     detail = {"dtype": np.int8, "quantization": (variant.description["input"]["scale"],
                                                  variant.description["input"]["zero_point"])}
     expected = np.stack([quantize_input(Frontend(frontend)(c.astype(np.float32) / np.float32(32768)), detail).ravel()
@@ -101,7 +102,7 @@ def markdown(rows: list[dict], command: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-dir", type=Path, default=Path("/tmp/dslite-tiny-demo/compressed/qat-int8"))
+    parser.add_argument("--model-dir", type=Path, default=Path(tempfile.gettempdir(), "dslite-tiny-demo/compressed/qat-int8"))
     parser.add_argument("--chunks", type=int, default=12)
     args = parser.parse_args()
     variant = demo_variant(args.model_dir)

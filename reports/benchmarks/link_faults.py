@@ -3,7 +3,7 @@ user starts it) with ``--fault-rate`` (one byte dropped or replaced per transfer
 directions) and ``--reset-after`` (a reboot every N commands), 10 seeds per row. A run passes when it
 completes and every chunk's scores equal those of a clean run. Also: how long a silent port takes to give up.
 
-    python reports/benchmarks/link_faults.py [--demo /tmp/dslite-tiny-demo] [--seeds 10]
+    python reports/benchmarks/link_faults.py [--demo $TMPDIR/dslite-tiny-demo] [--seeds 10]
 
 ``--demo`` is a ``dslite-tiny demo --out`` folder (made when missing). Results: ``link_faults.json`` and
 ``link_faults.md``.
@@ -110,7 +110,7 @@ def markdown(result: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--demo", type=Path, default=Path("/tmp/dslite-tiny-demo"))
+    parser.add_argument("--demo", type=Path, default=Path(tempfile.gettempdir(), "dslite-tiny-demo"))
     parser.add_argument("--seeds", type=int, default=10)
     args = parser.parse_args()
     if not (args.demo / "compressed" / "int8" / "model.tflite").is_file():

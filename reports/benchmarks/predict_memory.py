@@ -6,7 +6,7 @@ length is given to ``dslite-tiny predict`` and, as the only file of a one-file t
 comes from the kernel (``wait4``). The model is the demo's (``--demo``, made when missing) unless
 ``--model`` names another ``.h5``.
 
-    python reports/benchmarks/predict_memory.py [--demo /tmp/dslite-tiny-demo] [--model M.h5] [--minutes 20 120]
+    python reports/benchmarks/predict_memory.py [--demo $TMPDIR/dslite-tiny-demo] [--model M.h5] [--minutes 20 120]
 
 Results: ``predict_memory.json`` and ``predict_memory.md``.
 """
@@ -79,7 +79,7 @@ def markdown(result: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--demo", type=Path, default=Path("/tmp/dslite-tiny-demo"))
+    parser.add_argument("--demo", type=Path, default=Path(tempfile.gettempdir(), "dslite-tiny-demo"))
     parser.add_argument("--model", type=Path)
     parser.add_argument("--minutes", type=float, nargs="+", default=[20, 120])
     args = parser.parse_args()

@@ -29,6 +29,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -47,7 +48,7 @@ from firmware_host.build import core_files, model_files, staged_build  # noqa: E
 from firmware_host.qemu import (C_FLAGS, TflmTree, elf_sections, linked_code_bytes,  # noqa: E402
                                 tflm_minimum_arena, tflm_on_cortex_m4)
 
-CACHE = Path("/tmp/dslite-tiny-qemu")
+CACHE = Path(tempfile.gettempdir(), "dslite-tiny-qemu")
 
 MICRO_SKIP = {"arc_custom", "arc_emsdp", "benchmarks", "bluepill", "ceva", "chre", "compression",
               "cortex_m_corstone_300", "cortex_m_generic", "docs", "examples", "hexagon", "integration_tests",
@@ -214,10 +215,10 @@ def main() -> None:
         parser.add_argument(option, type=Path, required=True)
     parser.add_argument("--cmsis-nn", type=Path)
     parser.add_argument("--chirale", type=Path, help="Chirale_TensorFlowLite's src folder")
-    parser.add_argument("--model-dir", type=Path, default=Path("/tmp/dslite-tiny-demo/compressed/qat-int8"))
+    parser.add_argument("--model-dir", type=Path, default=Path(tempfile.gettempdir(), "dslite-tiny-demo/compressed/qat-int8"))
     parser.add_argument("--inputs", type=int, default=50)
     parser.add_argument("--code-sizes", metavar="LABEL", help="measure the fit check's code table instead")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/dslite-tiny-tflm-trees"))
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir(), "dslite-tiny-tflm-trees"))
     args = parser.parse_args()
     if args.code_sizes and not args.cmsis_nn:
         parser.error("--code-sizes measures the tflm + CMSIS-NN tree: give --cmsis-nn")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from dslite_tiny.native import import_tensorflow_quietly
 from dslite_tiny.train.cv import cross_validate
 
 HERE = Path(__file__).resolve().parent
-CV_DIR = Path("/tmp/dslite-tiny-fsdd-cv")  # --out's default, where the distillation recipes find their teachers
+CV_DIR = Path(tempfile.gettempdir(), "dslite-tiny-fsdd-cv")  # --out's default, where the distillation recipes find their teachers
 ROOT = HERE.parents[1]
 WEIGHTS = ROOT.parent / "shared" / "weights" / "mobilenet_2_5_224_tf_no_top.h5"
 AUGMENT = {"time_shift": True, "speed_perturb": 0.1, "pitch_shift": 1.5, "noise_snr_db": [10, 40]}
