@@ -281,6 +281,8 @@ class CompressConfig:
     latency_runs: int = param(50, "timed LiteRT invokes per latency figure (after the warm-up)", low=1, high=100000)
     latency_warmup: int = param(5, "untimed LiteRT invokes before timing", low=0, high=10000)
     tflm: bool = param(True, "run every int8 model in the TFLite Micro interpreter and bisect its minimum arena")
+    cortex_m4: bool = param(True, "measure every int8 model as the generated engine on a Cortex-M4: flash, RAM "
+                                  "and instructions per inference (QEMU, when installed)")
     layer_error_chunks: int = param(100, "test chunks on which every int8 tensor is compared with the float "
                                          "model (the per-layer error record); 0 skips it", low=0, high=100000)
     seed: int = param(0, "seed of representative-set sampling and fine-tuning", low=0)

@@ -133,6 +133,22 @@ class TensorError:
 
 
 @dataclasses.dataclass(frozen=True)
+class CortexM4:
+    """The generated engine on a Cortex-M4 (``measure.cortex_m4``): flash (kernels, model code, constants),
+    RAM (arena, input, output) and instructions per inference; ``method`` says how they were had."""
+
+    ok: bool
+    reason: str
+    flash_bytes: int | None
+    ram_bytes: int | None
+    instructions: int | None  # None: not measured (no QEMU), never estimated
+    method: str | None  # "qemu-icount" or "estimate" (flash only)
+
+
+M4_METHODS = ("qemu-icount", "estimate")
+
+
+@dataclasses.dataclass(frozen=True)
 class VariantMetrics:
     """``OUT/<variant>/metrics.json`` of ``compress``: a built variant's status and everything measured
     about it. A failed variant has its reason and no measurements (None / empty)."""
@@ -156,6 +172,7 @@ class VariantMetrics:
     layer_error: tuple[TensorError, ...]  # empty unless an integer variant with the record
     versions: dict[str, str]
     caveats: tuple[str, ...] = ()  # what the name promises and the build did not do (``_caveats``)
+    cortex_m4: CortexM4 | None = None  # int8 variants measured since the engine's figures were recorded
 
     @property
     def ok(self) -> bool:
@@ -193,7 +210,23 @@ def read_metrics(path: str | Path) -> VariantMetrics:
         tuple(field_at(data, "ops", dict, path)),
         None if tflm is None else field_at(data, "tflm.ok", bool, path),
         None if tflm is None or not tflm.get("ok") else field_at(data, "tflm.arena_bytes", int, path, at_least=1),
-        _layer_error(data, path), field_at(data, "versions", dict, path), _caveats(data, path))
+        _layer_error(data, path), field_at(data, "versions", dict, path), _caveats(data, path),
+        _cortex_m4(data, path))
+
+
+def _cortex_m4(data: dict, path: Path) -> CortexM4 | None:
+    if "cortex_m4" not in data:
+        return None
+    if not field_at(data, "cortex_m4.ok", bool, path):
+        return CortexM4(False, str(data["cortex_m4"].get("reason") or ""), None, None, None, None)
+    method = field_at(data, "cortex_m4.method", str, path)
+    if method not in M4_METHODS:
+        raise UserError(f"field 'cortex_m4.method' must be one of {', '.join(M4_METHODS)}, got {method!r:.40}",
+                        path=path)
+    return CortexM4(True, str(data["cortex_m4"].get("reason") or ""),
+                    field_at(data, "cortex_m4.flash_bytes", int, path, at_least=0),
+                    field_at(data, "cortex_m4.ram_bytes", int, path, at_least=1),
+                    field_at(data, "cortex_m4.instructions", int, path, optional=True, at_least=1), method)
 
 
 # Fine-tunes whose epoch 0 (the model before any step) can be the one kept: details key → what it is.
@@ -257,7 +290,8 @@ SUMMARY_COLUMNS = (
     "variant", "status", "reason", "tflite_bytes", "gzip_bytes", "weight_bytes", "params", "macs",
     "uar", "accuracy", "uar_files", "accuracy_files", "agreement", "sparsity", "pruned_sparsity",
     "sparsity_target", "latency_ms", "latency_p90_ms", "latency_ms_all_threads", "latency_p90_ms_all_threads",
-    "threads", "tflm_ok", "arena_bytes", "input_dtype", "ops", "build_seconds", "notes",
+    "threads", "tflm_ok", "arena_bytes", "m4_flash_bytes", "m4_ram_bytes", "m4_instructions", "input_dtype", "ops",
+    "build_seconds", "notes",
 )
 
 
@@ -276,10 +310,17 @@ def summary_row(metrics: VariantMetrics) -> dict:
         "latency_ms": one and one.median_ms, "latency_p90_ms": one and one.p90_ms,
         "latency_ms_all_threads": every and every.median_ms, "latency_p90_ms_all_threads": every and every.p90_ms,
         "threads": metrics.threads, "tflm_ok": metrics.tflm_ok, "arena_bytes": metrics.arena_bytes,
+        **_m4_columns(metrics.cortex_m4),
         "input_dtype": metrics.input_dtype, "ops": " ".join(metrics.ops), "build_seconds": metrics.build_seconds,
         "notes": "; ".join(metrics.caveats),
     }
     return {k: ("" if v is None else v) for k, v in row.items()}
+
+
+def _m4_columns(m4: CortexM4 | None) -> dict:
+    ok = m4 is not None and m4.ok
+    return {"m4_flash_bytes": m4.flash_bytes if ok else None, "m4_ram_bytes": m4.ram_bytes if ok else None,
+            "m4_instructions": m4.instructions if ok else None}
 
 
 def write_summary_csv(path: str | Path, rows: list[dict]) -> Path:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dslite_tiny.artifacts import atomic_path
 from dslite_tiny.data.cache import default_cache_dir
 from dslite_tiny.engine.codegen import Engine
 from dslite_tiny.errors import UserError
@@ -153,6 +154,28 @@ def engine_on_cortex_m4(engine: Engine, name: str, inputs: np.ndarray, *,
         counts += batch_counts
         sections = sections or batch_sections
     return np.concatenate(outputs), counts, sections
+
+
+def engine_flash(engine: Engine, name: str, *, cache_dir: Path) -> dict[str, int]:
+    """The engine's flash, compiled for the Cortex-M4F as a board build compiles it: the kernels' code (with
+    their own tables), the generated model's code, and its constants (weights, biases, requantization
+    tables, parameter blocks). Objects are cached by the sources' hash."""
+    problem = tools_missing()
+    if problem:
+        raise UserError(f"cannot build for the emulated Cortex-M4: {problem}")
+    folder = staged_build(engine.files, cache_dir, "objects").parent
+    sizes = {}
+    for source in ("dt_engine.c", f"{name}_engine.c"):
+        obj = folder / f"{source}.o"
+        if not obj.is_file():
+            with atomic_path(obj) as partial:
+                subprocess.run(["arm-none-eabi-gcc", *C_FLAGS, f"-I{folder}", "-c", str(folder / source), "-o",
+                                str(partial)], check=True)
+        sections = elf_sections(obj)
+        sizes[source] = (sum(v for k, v in sections.items() if k.startswith(".text")),
+                         sum(v for k, v in sections.items() if k.startswith((".rodata", ".data"))))
+    return {"kernel_code_bytes": sum(sizes["dt_engine.c"]), "model_code_bytes": sizes[f"{name}_engine.c"][0],
+            "constant_bytes": sizes[f"{name}_engine.c"][1]}
 
 
 def _engine_image(engine: Engine, name: str, inputs: np.ndarray, *,

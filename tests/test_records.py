@@ -113,6 +113,10 @@ def test_a_variant_that_is_not_what_its_name_says_says_so(tmp_path):
     (_edit(lambda d: d["layer_error"]["tensors"][1].update(layer=7)),
      "field 'layer_error.tensors\\[1\\].layer' must be str"),
     (_edit(lambda d: d.update(version=2)), "version 2 of the dslite-tiny variant metrics format is newer"),
+    (_edit(lambda d: d.update(cortex_m4={"ok": True, "method": "guess", "flash_bytes": 1, "ram_bytes": 1})),
+     "field 'cortex_m4.method' must be one of qemu-icount, estimate"),
+    (_edit(lambda d: d.update(cortex_m4={"ok": True, "method": "qemu-icount", "flash_bytes": 1, "ram_bytes": 0,
+                                         "instructions": 5})), "field 'cortex_m4.ram_bytes' must be at least 1"),
 ])
 def test_bad_variant_metrics_are_one_line_naming_file_and_field(tmp_path, change, message):
     path = tmp_path / "metrics.json"

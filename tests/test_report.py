@@ -20,8 +20,8 @@ from dslite_tiny.report.plots import pareto_front
 from dslite_tiny.report.results import load_results
 from dslite_tiny.report.tables import board_fits
 
-PLOTS = ["board_fit.png", "confusion.png", "layer_error.png", "sparsity.png", "uar_vs_latency.png",
-         "uar_vs_size.png"]
+PLOTS = ["board_fit.png", "confusion.png", "layer_error.png", "sparsity.png", "uar_vs_cortex_m4.png",
+         "uar_vs_latency.png", "uar_vs_size.png"]
 VOID = {"meta", "img", "br", "hr", "link", "input"}
 
 
@@ -175,6 +175,37 @@ def test_the_report_names_model_and_run_without_machine_paths_and_says_what_qat_
     assert str(tmp_path) not in markdown and str(tmp_path) not in result.html.read_text()
     assert note in next(line for line in markdown.splitlines() if line.startswith("| int8 | 0."))
     assert result.recommendations[0].text.endswith(f"Note: {note}")
+
+
+def test_every_int8_variant_has_its_cortex_m4_figures_in_summary_table_plot_and_advice(compressed, tmp_path):
+    """compress records the generated engine's flash, RAM and instructions per inference for each int8
+    variant (QEMU where installed, as in CI); summary.csv, the report's table and plot carry them, and an
+    engine board's recommendation is the fastest variant within tolerance."""
+    from dslite_tiny.engine.codegen import generate
+    from dslite_tiny.export.variant import load_variant
+    from dslite_tiny.records import read_metrics
+    from firmware_host import qemu
+
+    summary = {row["variant"]: row for row in csv.DictReader((compressed / "summary.csv").open())}
+    for name in ("int8", "pruned-int8"):
+        m4 = read_metrics(compressed / name / "metrics.json").cortex_m4
+        variant = load_variant(compressed / name)
+        engine = generate(variant.data, variant.path, name="model", provenance=[])
+        assert m4.ok and m4.ram_bytes == engine.arena_bytes + engine.input_bytes + engine.output_bytes
+        if qemu.tools_missing() is None:
+            assert m4.method == "qemu-icount" and m4.instructions > 10 ** 5
+            assert m4.flash_bytes == sum(qemu.engine_flash(engine, "model", cache_dir=tmp_path / "m4").values())
+        assert int(summary[name]["m4_ram_bytes"]) == m4.ram_bytes and summary["float32"]["m4_ram_bytes"] == ""
+    result = build_report(compressed, report_dir=tmp_path / "r", tolerance_points=100, min_agreement=0,
+                          boards=["mps2-an386"], board="mps2-an386")
+    markdown = result.markdown.read_text()
+    assert re.search(r"^\| int8 \| [\d.]+ KB \| [\d.]+ KB \| ([\d.]+ M|—) \| 0\.\d{3} \|", markdown, re.M)
+    assert "plots/uar_vs_cortex_m4.png" in markdown
+    if qemu.tools_missing() is None:
+        fastest = min(("int8", "pruned-int8"),
+                      key=lambda n: read_metrics(compressed / n / "metrics.json").cortex_m4.instructions)
+        assert result.recommendations[0].variant == fastest and "instructions per inference" in \
+            result.recommendations[0].text
 
 
 def test_a_renamed_or_mistyped_field_is_one_line_naming_it(compressed, tmp_path):

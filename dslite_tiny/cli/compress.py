@@ -67,19 +67,25 @@ def variant_line(row: dict) -> str:
     return line + (" (unchanged: not rebuilt)" if row.get("skipped") else "")
 
 
+def _scaled(value, unit: float, digits: int) -> str:
+    """A summary-row figure in ``unit``s, or "-" where it is empty."""
+    return "-" if value in ("", None) else f"{value / unit:.{digits}f}"
+
+
 def format_summary(rows: list[dict], reference: Reference) -> str:
-    """The compact table the console ends with; float Keras first as the reference."""
+    """The compact table the console ends with; float Keras first as the reference. The last three columns
+    are the generated engine's on a Cortex-M4: flash, RAM and millions of instructions per inference."""
     float_uar = reference.float_uar
     header = (f"{'variant':<15}{'status':<8}{'UAR':>7}{'ΔUAR':>7}{'agree':>7}{'KB':>9}{'gzip KB':>9}"
-              f"{'sparsity':>9}{'ms':>8}{'arena KB':>10}")
+              f"{'sparsity':>9}{'ms':>8}{'arena KB':>10}{'M4 flash':>10}{'M4 RAM':>8}{'M4 Minstr':>10}")
     lines = [header, "-" * len(header), f"{'keras float':<15}{'ref':<8}{float_uar:>7.3f}"]
     for row in rows:
         if row["status"] != "ok":
             lines.append(f"{row['variant']:<15}{'failed':<8} {row['reason'][:70]}")
             continue
-        arena = f"{row['arena_bytes'] / 1024:.1f}" if row["arena_bytes"] != "" else "-"
+        arena, flash, ram = (_scaled(row[key], 1024, 1) for key in ("arena_bytes", "m4_flash_bytes", "m4_ram_bytes"))
         lines.append(f"{row['variant']:<15}{'ok':<8}{row['uar']:>7.3f}{(row['uar'] - float_uar) * 100:>+7.1f}"
                      f"{row['agreement'] * 100:>6.0f}%{row['tflite_bytes'] / 1024:>9.1f}"
                      f"{row['gzip_bytes'] / 1024:>9.1f}{row['sparsity'] * 100:>8.0f}%{row['latency_ms']:>8.2f}"
-                     f"{arena:>10}")
+                     f"{arena:>10}{flash:>10}{ram:>8}{_scaled(row['m4_instructions'], 1e6, 2):>10}")
     return "\n".join(lines)

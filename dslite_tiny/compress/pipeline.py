@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dslite_tiny.artifacts import folder_lock
+from dslite_tiny.artifacts import folder_lock, write_json
 from dslite_tiny.audio.frontend import Frontend
 from dslite_tiny.compress.recipes import RECIPES, VariantContext, integer_dtype
 from dslite_tiny.config import VARIANTS, CompressConfig, DataConfig, FrontendConfig, to_dict, unknown_variant
@@ -37,8 +37,10 @@ from dslite_tiny.data.cache import FeatureCache, file_digest
 from dslite_tiny.data.features import FeatureSet, compute_features
 from dslite_tiny.data.layouts import load_dataset
 from dslite_tiny.errors import ConfigError, DataError, UserError
-from dslite_tiny.measure.tflite_model import EvalSet, MeasureSettings, accuracy, measure_model
+from dslite_tiny.measure.cortex_m4 import cortex_m4_figures
 from dslite_tiny.measure.layer_error import layer_errors
+from dslite_tiny.measure.litert import quantize_input
+from dslite_tiny.measure.tflite_model import EvalSet, MeasureSettings, accuracy, measure_model
 from dslite_tiny.models.arelu import fold_arelu
 from dslite_tiny.models.trained import TrainedModel, load_trained, versions
 from dslite_tiny.progress import Progress, no_progress
@@ -90,6 +92,7 @@ def _compress_into(out_dir: Path, trained: TrainedModel, data: DataConfig, names
             skipped = metrics is not None
             if skipped:
                 log.info("%s: unchanged since %s, skipped (--force rebuilds)", name, metrics.finished)
+                metrics = _with_cortex_m4(metrics, out_dir, eval_set, config)
             else:
                 metrics = _build_and_measure(name, key, context, eval_set, settings, out_dir, source)
             rows = write_summary(out_dir)  # after every variant: an interrupted run keeps a current table
@@ -187,8 +190,14 @@ def _representative(train: FeatureSet, frontend: Frontend, config: CompressConfi
     return frontend.model_input(train.mel_db[np.sort(chosen)]).astype(np.float32)
 
 
+# Keys added after runs were recorded: at their default they stay out of a variant's key, so those runs are
+# reused rather than rebuilt.
+_LATER_KEYS = {"cortex_m4": True}
+
+
 def _variant_key(fingerprint: str, config: CompressConfig, name: str) -> str:
-    settings = {k: v for k, v in to_dict(config).items() if k != "variants"}
+    settings = {k: v for k, v in to_dict(config).items()
+                if k != "variants" and not (k in _LATER_KEYS and v == _LATER_KEYS[k])}
     text = json.dumps({"inputs": fingerprint, "variant": name, "config": settings}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -240,6 +249,8 @@ def _build_and_measure(name: str, key: str, context: VariantContext, eval_set: E
         model_path.write_bytes(built.tflite)
         metrics.update(measure_model(model_path, eval_set, settings, pruned_layers=built.pruned_layers,
                                      progress=context.progress, desc=f"{name} on test (LiteRT)"))
+        if integer_dtype(name) == "int8" and context.config.cortex_m4:
+            metrics["cortex_m4"] = _cortex_m4(model_path, metrics["input"], eval_set, out_dir / "stages" / "qemu")
         if integer_dtype(name) and context.config.layer_error_chunks:
             chunks = np.linspace(0, len(eval_set.images) - 1, context.config.layer_error_chunks).astype(int)
             metrics["layer_error"] = layer_errors(built.tflite, context.model, eval_set.images[np.unique(chunks)])
@@ -252,6 +263,29 @@ def _build_and_measure(name: str, key: str, context: VariantContext, eval_set: E
     path = write_metrics(variant_dir / "metrics.json", metrics)
     log.info("%s: %s %s", name, metrics["status"], metrics.get("reason", ""))
     return read_metrics(path)
+
+
+def _with_cortex_m4(metrics: VariantMetrics, out_dir: Path, eval_set: EvalSet,
+                    config: CompressConfig) -> VariantMetrics:
+    """A reused int8 variant recorded before the engine's Cortex-M4 figures were: measured now and added to
+    its metrics.json (the build is unchanged, so its key stays)."""
+    if metrics.cortex_m4 is not None or not config.cortex_m4 or integer_dtype(metrics.variant) != "int8":
+        return metrics
+    path = out_dir / metrics.variant / "metrics.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["cortex_m4"] = _cortex_m4(path.with_name("model.tflite"), data["input"], eval_set, out_dir / "stages" / "qemu")
+    return read_metrics(write_json(path, data))
+
+
+M4_INPUTS = 3  # test chunks timed on the Cortex-M4 (the engine's count varies by a few hundred in 13 M)
+
+
+def _cortex_m4(model_path: Path, io: dict, eval_set: EvalSet, cache_dir: Path) -> dict:
+    """The generated engine's flash, RAM and instructions on test chunks spread over the split."""
+    picked = np.unique(np.linspace(0, len(eval_set.images) - 1, M4_INPUTS).astype(int))
+    detail = {"dtype": np.int8, "quantization": (io["scale"], io["zero_point"])}
+    inputs = quantize_input(eval_set.images[picked], detail).reshape(len(picked), -1)
+    return cortex_m4_figures(model_path.read_bytes(), model_path, inputs, cache_dir=cache_dir)
 
 
 def _verdict(name: str, metrics: dict) -> tuple[str, str]:

@@ -2,8 +2,8 @@
 ``report.html``, PNG plots and ``variants.csv``, built only from the run's files (regenerate any time).
 
     REPORT/report.md, report.html, variants.csv (the variant table), board_fit.csv (the fit matrix)
-    REPORT/plots/uar_vs_size.png, uar_vs_latency.png, sparsity.png, confusion.png, board_fit.png,
-                 layer_error.png
+    REPORT/plots/uar_vs_size.png, uar_vs_cortex_m4.png, uar_vs_latency.png, sparsity.png, confusion.png,
+                 board_fit.png, layer_error.png
 """
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ from dslite_tiny.report import plots
 from dslite_tiny.report.render import to_html, to_markdown
 from dslite_tiny.report.results import Results, VariantResult, load_results
 from dslite_tiny.records import CLOCKS
-from dslite_tiny.report.tables import (MIN_AGREEMENT, accuracy_table, board_fits, device_table, fit_table,
-                                      host_table, kb, layer_error_table, percent, recommendations, variant_table)
+from dslite_tiny.report.tables import (MIN_AGREEMENT, accuracy_table, board_fits, cortex_m4_table, device_table,
+                                      fit_table, host_table, kb, layer_error_table, percent, recommendations,
+                                      variant_table)
 
 DEFAULT_BOARD = "nano33ble"
 
@@ -80,6 +81,10 @@ def _plots(results: Results, boards: list[BoardConfig], fits, folder: Path,
     figures = {
         "size": (plots.plot_uar_vs_size(results, folder / "uar_vs_size.png", tolerance_points=tolerance_points),
                  "Test UAR against model size. Bold names and black rings: the Pareto frontier."),
+        "m4": (plots.plot_uar_vs_cortex_m4(results, folder / "uar_vs_cortex_m4.png",
+                                           tolerance_points=tolerance_points),
+               "Test UAR against the generated engine's instructions per inference and flash on a Cortex-M4. Bold "
+               "names and black rings: the Pareto frontier."),
         "latency": (plots.plot_uar_vs_latency(results, folder / "uar_vs_latency.png",
                                               tolerance_points=tolerance_points),
                     "Test UAR against median inference latency."),
@@ -120,7 +125,8 @@ def _document(results: Results, board: BoardConfig, boards: list[BoardConfig], f
                      "the mean-score vote of each file's chunks.")]
     if "size" in figures:
         blocks.append(("image", *figures["size"]))
-    blocks += [("h2", "On the devices"), *_device_blocks(results), ("h2", "Board fit")]
+    blocks += [("h2", "On the devices"), *_cortex_m4_blocks(results, figures), *_device_blocks(results),
+               ("h2", "Board fit")]
     if "fit" in figures:
         blocks.append(("image", *figures["fit"]))
     blocks += [("p", "What runs the model on each board, and whether it gives the host's int8 scores bit for bit "
@@ -143,6 +149,20 @@ def _document(results: Results, board: BoardConfig, boards: list[BoardConfig], f
         blocks += [("h2", "Confusion"), ("image", *figures["confusion"])]
     if failed:
         blocks += [("h2", "Failed variants"), ("list", [f"`{v.name}`: {v.reason}" for v in failed])]
+    return blocks
+
+
+def _cortex_m4_blocks(results: Results, figures: dict) -> list[tuple]:
+    table = cortex_m4_table(results)
+    if not table[1]:
+        return []
+    blocks = [("p", "**Cortex-M4, generated engine** (`compress` measures every int8 variant: flash of the "
+                    "kernels, model code and constants compiled for the M4F; RAM of the planned arena with input "
+                    "and output; instructions per inference counted by QEMU's `mps2-an386` under `-icount`, the "
+                    "median of three test chunks). UAR and agreement are the host's, which the engine matches bit "
+                    "for bit."), ("table", table)]
+    if "m4" in figures:
+        blocks.append(("image", *figures["m4"]))
     return blocks
 
 

@@ -46,11 +46,39 @@ def pareto_front(points: list[tuple[float, float, str]]) -> list[tuple[float, fl
 def plot_uar_vs_size(results: Results, path: Path, *, tolerance_points: float) -> Path:
     """UAR against raw and gzip size (log scale), the Pareto frontier highlighted, the float model's UAR
     and the tolerance band drawn."""
+    variants = _measured(results)
+    panels = [([(v.size.tflite_bytes / 1024, v.host.uar, v.name) for v in variants], ".tflite size (flash)",
+               "size (log scale)", "KB"),
+              ([(v.size.gzip_bytes / 1024, v.host.uar, v.name) for v in variants],
+               "gzip size (download; shows pruning)", "size (log scale)", "KB")]
+    return _uar_panels(results, path, panels, "Accuracy vs size: up and to the left is better",
+                       tolerance_points=tolerance_points)
+
+
+def plot_uar_vs_cortex_m4(results: Results, path: Path, *, tolerance_points: float) -> Path | None:
+    """UAR against what the generated engine costs on a Cortex-M4 (instructions per inference counted by
+    QEMU, flash), Pareto frontiers highlighted; None if no variant has the figures."""
+    measured = [v for v in _measured(results) if v.metrics.cortex_m4 is not None and v.metrics.cortex_m4.ok]
+    timed = [v for v in measured if v.metrics.cortex_m4.instructions is not None]
+    if not measured:
+        return None
+    panels = [([(v.metrics.cortex_m4.instructions / 1e6, v.host.uar, v.name) for v in timed],
+               "instructions per inference (QEMU)", "M instructions (log scale)", "M"),
+              ([(v.metrics.cortex_m4.flash_bytes / 1024, v.host.uar, v.name) for v in measured],
+               "flash: kernels + model code + constants", "flash (log scale)", "KB")]
+    return _uar_panels(results, path, [p for p in panels if p[0]],
+                       "Accuracy vs cost on a Cortex-M4 (generated engine): up and to the left is better",
+                       tolerance_points=tolerance_points)
+
+
+def _uar_panels(results: Results, path: Path, panels: list[tuple[list, str, str, str]], title: str, *,
+                tolerance_points: float) -> Path:
+    """One panel per (points (x, UAR, variant), title, x label, unit): log x, the Pareto frontier, the
+    float model's UAR and the tolerance band."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), sharey=True, layout="constrained")
-    for ax, key, title in ((axes[0], "tflite_bytes", ".tflite size (flash)"),
-                           (axes[1], "gzip_bytes", "gzip size (download; shows pruning)")):
-        points = [(getattr(v.size, key) / 1024, v.host.uar, v.name) for v in _measured(results)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.4), sharey=True, squeeze=False,
+                             layout="constrained")
+    for ax, (points, panel_title, xlabel, unit) in zip(axes[0], panels):
         _reference_band(ax, results, tolerance_points)
         front = pareto_front(points)
         if front:
@@ -61,13 +89,14 @@ def plot_uar_vs_size(results: Results, path: Path, *, tolerance_points: float) -
             on_front = name in front_names
             ax.scatter(size, uar, s=70 if on_front else 40, color=colour(name), zorder=3,
                        edgecolor="black" if on_front else "none", linewidth=1.2)
-        _log_axis(ax.xaxis, unit="KB")
+        _log_axis(ax.xaxis, unit=unit)
+        if ax is axes[0][0]:  # before the labels, which keep clear of it
+            ax.legend(loc="lower right", fontsize=8)
         _label_points(ax, [(p[0], p[1], p[2], p[2] in front_names) for p in points])
-        ax.set_title(title)
-        ax.set_xlabel("size (log scale)")
-    axes[0].set_ylabel("test UAR (host LiteRT)")
-    axes[0].legend(loc="lower right", fontsize=8)
-    fig.suptitle("Accuracy vs size: up and to the left is better", fontsize=11)
+        ax.set_title(panel_title)
+        ax.set_xlabel(xlabel.replace("(log scale)", "") if ax.get_xscale() == "linear" else xlabel)
+    axes[0][0].set_ylabel("test UAR (host LiteRT)")
+    fig.suptitle(title, fontsize=11)
     return _save(fig, path)
 
 
@@ -237,6 +266,8 @@ def _label_points(ax, points: list[tuple[float, float, str, bool]]) -> None:
     renderer = fig.canvas.get_renderer()
     markers = [ax.transData.transform((x, y)) for x, y, *_ in points]
     frame = ax.get_window_extent(renderer)
+    legend = ax.get_legend()
+    blocked = [legend.get_window_extent(renderer)] if legend is not None else []
     placed = []
     for x, y, name, bold in sorted(points, key=lambda p: (p[0], -p[1])):
         for dx, dy in _LABEL_OFFSETS:
@@ -245,7 +276,7 @@ def _label_points(ax, points: list[tuple[float, float, str, bool]]) -> None:
                                ha="left" if dx > 0 else "right")
             box = text.get_window_extent(renderer).padded(1.5)
             free = (frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)
-                    and not any(box.overlaps(other) for other in placed)
+                    and not any(box.overlaps(other) for other in (*placed, *blocked))
                     and not any(box.padded(3).contains(mx, my) for mx, my in markers))
             if free:
                 break
@@ -261,15 +292,24 @@ def _label_points(ax, points: list[tuple[float, float, str, bool]]) -> None:
 
 
 def _log_axis(axis, *, unit: str) -> None:
-    """Log scale with ticks at 1, 2, 3, 5 and 7 of each decade, labelled in plain numbers with the unit
-    (KB turn into MB from 1024 KB)."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
+    """Log scale with ticks at 1, 2, 3, 5 and 7 of each decade, fewer the more decades it spans, labelled
+    in plain numbers with the unit (KB turn into MB from 1024 KB). Figures within 20 % of each other (pruning
+    that changed nothing, say) get a linear axis 15 % either side of them instead, whose ticks differ."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, NullLocator
 
     def label(value, _pos):
         if unit == "KB" and value >= 1024:
             return f"{value / 1024:.3g} MB"
         return f"{value:.3g} {unit}"
 
+    axis.axes.autoscale_view()
+    low, high = axis.get_data_interval()
+    if 0 < low and high < 1.2 * low:
+        centre = float(np.sqrt(low * high))
+        axis.axes.set_xlim(centre / 1.15, centre * 1.15)
+        axis.set_major_locator(MaxNLocator(5))
+        axis.set_major_formatter(FuncFormatter(label))
+        return
     axis.axes.set_xscale("log")
     axis.axes.autoscale_view()
     low, high = axis.get_view_interval()

@@ -85,6 +85,28 @@ def device_table(results: Results) -> Table:
     return header, rows
 
 
+def cortex_m4_table(results: Results) -> Table:
+    """Per int8 variant, what the generated engine costs on a Cortex-M4 (compress's record): flash, RAM and
+    instructions per inference, beside its accuracy, so the trade-off is read where the model runs."""
+    header = ["variant", "flash", "RAM (arena + I/O)", "instructions", "UAR", "ΔUAR", "agreement", "measured by"]
+    rows = []
+    for v in results.variants:
+        m4 = v.metrics.cortex_m4 if v.ok else None
+        if m4 is None:
+            continue
+        if not m4.ok:
+            rows.append([v.name, "—", "—", "—", num(v.host.uar, 3), "", "", f"not run by the engine: {m4.reason}"])
+            continue
+        rows.append([v.name, kb(m4.flash_bytes), kb(m4.ram_bytes), instructions(m4.instructions), num(v.host.uar, 3),
+                     signed(_delta(v.host.uar, results.float_uar)), percent(v.host.agreement),
+                     "QEMU -icount" if m4.method == "qemu-icount" else "estimate (flash only; no QEMU)"])
+    return header, rows
+
+
+def instructions(count: int | None) -> str:
+    return "—" if count is None else f"{count / 1e6:.2f} M"
+
+
 def host_table(results: Results, board: BoardConfig, fits: Fits) -> Table:
     """What each variant takes (weights, TFLM arena, flash and RAM on ``board``, MACs, sparsity) and its
     LiteRT latency on the host."""
@@ -202,7 +224,8 @@ def recommendations(results: Results, boards: list[BoardConfig], fits: Fits, *, 
                     min_agreement: float = MIN_AGREEMENT) -> list[Recommendation]:
     """Per board: the smallest variant (model bytes) that fits, whose host UAR is within ``tolerance_points``
     of the float Keras model's and which makes the float model's decision on at least ``min_agreement`` of
-    the chunks: a variant that flips many predictions is another model, whatever its UAR."""
+    the chunks: a variant that flips many predictions is another model, whatever its UAR. On a board that
+    runs the generated engine, the fastest such variant (Cortex-M4 instructions, where measured)."""
     floor = results.float_uar - tolerance_points / 100
     out = []
     for board in boards:
@@ -210,11 +233,14 @@ def recommendations(results: Results, boards: list[BoardConfig], fits: Fits, *, 
                    and fits[v.name][board.name].fits]
         good = sorted((v for v in fitting if v.host.uar is not None and v.host.uar >= floor - 1e-9
                        and (v.host.agreement or 0.0) >= min_agreement - 1e-9),
-                      key=lambda v: (v.size.tflite_bytes, -v.host.uar))
+                      key=lambda v: (*((_instructions(v),) if board.runtime == "engine" else ()),
+                                     v.size.tflite_bytes, -v.host.uar))
         if good:
             best = good[0]
             fit = fits[best.name][board.name]
-            text = (f"**{best.name}**: {kb(best.size.tflite_bytes)}, UAR {best.host.uar:.3f} "
+            speed = (f"{instructions(best.metrics.cortex_m4.instructions)} instructions per inference, "
+                     if board.runtime == "engine" and _instructions(best) < float("inf") else "")
+            text = (f"**{best.name}**: {speed}{kb(best.size.tflite_bytes)}, UAR {best.host.uar:.3f} "
                     f"({signed(100 * (best.host.uar - results.float_uar))} points vs float, "
                     f"{percent(best.host.agreement)} agreement), "
                     f"flash {kb(fit.flash_needed)} of {kb(fit.flash_available)}, "
@@ -230,6 +256,12 @@ def recommendations(results: Results, boards: list[BoardConfig], fits: Fits, *, 
         else:
             out.append(Recommendation(board.name, None, "no variant fits"))
     return out
+
+
+def _instructions(variant: VariantResult) -> float:
+    """Cortex-M4 instructions per inference (infinite where not measured: those rank last)."""
+    m4 = variant.metrics.cortex_m4
+    return m4.instructions if m4 is not None and m4.ok and m4.instructions is not None else float("inf")
 
 
 def layer_error_table(results: Results) -> Table:

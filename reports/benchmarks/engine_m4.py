@@ -41,7 +41,7 @@ from dslite_tiny.audio.io import load_audio  # noqa: E402
 from dslite_tiny.engine.codegen import generate  # noqa: E402
 from dslite_tiny.export.variant import load_variant, with_tflm_check  # noqa: E402
 from dslite_tiny.measure.litert import quantize_input  # noqa: E402
-from firmware_host.qemu import C_FLAGS, elf_sections, engine_on_cortex_m4  # noqa: E402
+from firmware_host.qemu import engine_flash, engine_on_cortex_m4  # noqa: E402
 from tflm_m4 import wheel_outputs  # noqa: E402
 
 FSDD = ROOT.parent / "shared" / "datasets" / "fsdd" / "recordings"
@@ -122,20 +122,6 @@ def host_outputs(engine, inputs: np.ndarray, work: Path) -> np.ndarray:
     return out
 
 
-def m4_flash(engine, work: Path) -> dict:
-    """Code and constants of the kernels and of the generated model, compiled for the Cortex-M4F."""
-    sizes = {}
-    for source in ("dt_engine.c", "model_engine.c"):
-        obj = work / f"{source}.o"
-        subprocess.run(["arm-none-eabi-gcc", *C_FLAGS, f"-I{work}", "-c", str(work / source), "-o", str(obj)],
-                       check=True)
-        sections = elf_sections(obj)
-        sizes[source] = {"code": sum(v for k, v in sections.items() if k.startswith(".text")),
-                         "constants": sum(v for k, v in sections.items() if k.startswith((".rodata", ".data")))}
-    return {"kernel_code_bytes": sizes["dt_engine.c"]["code"] + sizes["dt_engine.c"]["constants"],
-            "model_code_bytes": sizes["model_engine.c"]["code"], "constant_bytes": sizes["model_engine.c"]["constants"]}
-
-
 def measure(variant_dir: Path, args, frontend_config=None) -> dict:
     variant = with_tflm_check(load_variant(variant_dir))
     engine = generate(variant.data, variant.path, name="model", provenance=["engine_m4 benchmark"])
@@ -146,7 +132,6 @@ def measure(variant_dir: Path, args, frontend_config=None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         host = host_outputs(engine, inputs, work)
-        flash = m4_flash(engine, work)
     m4, instructions = np.zeros((0, engine.output_bytes), np.int8), [0]
     on_m4 = np.r_[:min(args.m4 // 2, args.random), args.random:args.random + min(args.m4 - args.m4 // 2, args.real)]
     if len(on_m4):  # half random, half real inputs
@@ -155,7 +140,8 @@ def measure(variant_dir: Path, args, frontend_config=None) -> dict:
     return {"variant": variant.name, "inputs": len(inputs), "real_inputs": args.real,
             "host_bit_exact": int((host == expected).all(axis=1).sum()),
             "m4_inputs": len(m4), "m4_bit_exact": int((m4 == expected[on_m4][:len(m4)]).all(axis=1).sum()),
-            "instructions_median": int(np.median(instructions)), **flash,
+            "instructions_median": int(np.median(instructions)),
+            **engine_flash(engine, "model", cache_dir=Path(tempfile.gettempdir(), "dslite-tiny-qemu")),
             "arena_bytes": engine.arena_bytes, "io_bytes": engine.input_bytes + engine.output_bytes,
             "tflm_model_bytes": len(variant.data), "tflm_host_arena_bytes": variant.arena_bytes}
 
@@ -187,12 +173,12 @@ def markdown(rows: list[dict], tflm: dict) -> str:
                      f"{r['arena_bytes'] / KB:.1f} KB (+ {r['io_bytes']} B) | {r['tflm_model_bytes'] / KB:.1f} KB, "
                      f"{r['tflm_host_arena_bytes'] / KB:.1f} KB |")
     first = next((r for r in rows if r["variant"] == tflm["model"]), rows[0])
-    engine_flash = first["kernel_code_bytes"] + first["model_code_bytes"] + first["constant_bytes"]
+    flash_total = first["kernel_code_bytes"] + first["model_code_bytes"] + first["constant_bytes"]
     lines += ["", f"TFLite Micro for `{tflm['model']}` (tflm_m4.md, tflite-micro 90b983c + CMSIS-NN): "
               f"{cmsis['instructions_median'] / 1e6:.2f} M instructions, {cmsis['code_bytes'] / KB:.1f} KB of code "
               f"(TFLM, six kernels, backend) + the {first['tflm_model_bytes'] / KB:.1f} KB flatbuffer, arena "
               f"{cmsis['minimum_arena_bytes']} B on the Cortex-M4 (input and output inside it). The engine for "
-              f"`{first['variant']}`: {engine_flash / KB:.1f} KB of flash in all, "
+              f"`{first['variant']}`: {flash_total / KB:.1f} KB of flash in all, "
               f"{(first['arena_bytes'] + first['io_bytes']) / KB:.1f} KB of RAM with its input and output."]
     return "\n".join(lines) + "\n"
 

@@ -1,0 +1,55 @@
+"""What an int8 model costs on a Cortex-M4 when the generated engine runs it: flash (the kernels' code, the
+model's code and its constants, compiled for the M4F), RAM (the engine's planned arena with the input and
+output buffers) and instructions per inference, counted by QEMU's ``mps2-an386`` under ``-icount shift=0``.
+
+These are the figures a microcontroller sees; a ``.tflite``'s size and the host's latency are not (pruning,
+for one, shrinks the gzip size only). Without ``qemu-system-arm`` and ``arm-none-eabi-gcc`` the flash is
+the generator's constant bytes plus the kernels' budget of ``export.boards`` and the instructions stay
+unmeasured (None, with the reason): no figure is made up.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from dslite_tiny.errors import UserError
+
+log = logging.getLogger(__name__)
+METHOD_QEMU = "qemu-icount"  # instructions counted by QEMU, flash from objects compiled for the M4F
+METHOD_ESTIMATE = "estimate"  # no Cortex-M4 tools: flash from the generator's constants and a code budget
+
+
+def cortex_m4_figures(data: bytes, path: Path, inputs: np.ndarray, *, cache_dir: Path) -> dict:
+    """The engine's figures for the model ``data`` (from ``path``) on int8 ``inputs`` ((n, elements)):
+    ``{"ok": False, "reason": ...}`` where the engine does not run the model or the build fails."""
+    from dslite_tiny.engine.codegen import generate
+
+    try:
+        engine = generate(data, path, name="model", provenance=["compress: Cortex-M4 figures"])
+    except UserError as exc:
+        return {"ok": False, "reason": exc.message}
+    figures = {"ok": True, "arena_bytes": engine.arena_bytes, "io_bytes": engine.input_bytes + engine.output_bytes,
+               "ram_bytes": engine.arena_bytes + engine.input_bytes + engine.output_bytes, "ops": engine.ops}
+    from firmware_host import qemu
+
+    problem = qemu.tools_missing()
+    if problem:
+        return {**figures, **_estimated_flash(engine), "method": METHOD_ESTIMATE, "instructions": None,
+                "reason": problem}
+    try:
+        flash = qemu.engine_flash(engine, "model", cache_dir=cache_dir)
+        _, counts, _ = qemu.engine_on_cortex_m4(engine, "model", inputs, cache_dir=cache_dir)
+    except (RuntimeError, OSError, UserError) as exc:  # a failed build or run is recorded, not fatal
+        log.warning("%s: no Cortex-M4 figures: %s", path, exc)
+        return {"ok": False, "reason": f"the Cortex-M4 build or run failed: {str(exc).splitlines()[0][:200]}"}
+    return {**figures, **flash, "flash_bytes": sum(flash.values()), "method": METHOD_QEMU,
+            "instructions": int(np.median(counts)), "instruction_inputs": len(counts)}
+
+
+def _estimated_flash(engine) -> dict:
+    from dslite_tiny.export.boards import ENGINE_CALL_BYTES, ENGINE_KERNEL_BYTES
+
+    code = ENGINE_KERNEL_BYTES + ENGINE_CALL_BYTES * engine.ops
+    return {"constant_bytes": engine.constant_bytes, "code_bytes": code, "flash_bytes": engine.constant_bytes + code}
