@@ -24,7 +24,7 @@ COLOR_MAPS = ("viridis", "cividis", "inferno", "magma", "plasma", "gray")
 NORMALIZATIONS = ("torch", "tf", "caffe", "none")
 DATA_LAYOUTS = ("auto", "folder", "flat", "dslite")
 VARIANTS = ("float32", "float16", "dynamic", "int8", "int16x8", "pruned-int8", "qat-int8", "pqat-int8",
-            "clustered-int8")
+            "slim-int8", "clustered-int8")
 
 C = TypeVar("C")
 
@@ -269,6 +269,12 @@ class CompressConfig:
                             low=0, high=1000)
     qat_learning_rate: float = param(1e-5, "learning rate of quantization-aware training", low=0.0,
                                      low_open=True, high=1.0)
+    slim_macs: float = param(0.5, "channel pruning (slim-int8): the share of the float model's multiply-"
+                                  "accumulates the slimmed model may keep", low=0.0, low_open=True, high=1.0)
+    slim_epochs: int = param(12, "fine-tuning epochs of the slimmed model, distilled from the float model", low=0,
+                             high=1000)
+    slim_learning_rate: float = param(1e-3, "learning rate of the slimmed model's fine-tune", low=0.0,
+                                      low_open=True, high=1.0)
     clusters: int = param(16, "weight clusters per layer (clustered-int8)", low=2, high=256)
     cluster_epochs: int = param(2, "fine-tuning epochs of clustering", low=1, high=1000)
     cluster_learning_rate: float = param(1e-5, "learning rate while clustering", low=0.0, low_open=True, high=1.0)

@@ -229,8 +229,11 @@ def _cortex_m4(data: dict, path: Path) -> CortexM4 | None:
                     field_at(data, "cortex_m4.instructions", int, path, optional=True, at_least=1), method)
 
 
-# Fine-tunes whose epoch 0 (the model before any step) can be the one kept: details key → what it is.
-_FINETUNES = {"qat_history": "QAT", "cluster_history": "the clustering fine-tune"}
+# Fine-tunes whose epoch 0 (the model before any step) can be the one kept: details key → (what it is, what
+# the variant then is).
+_FINETUNES = {"qat_history": ("QAT", "this is post-training quantization"),
+              "cluster_history": ("the clustering fine-tune", "the clusters were never trained"),
+              "slim_history": ("the slimmed model's fine-tune", "the slimmed model was never trained")}
 SPARSITY_SHORTFALL = 0.005  # pruned layers this far below their target did not reach it
 
 
@@ -240,7 +243,7 @@ def _caveats(data: dict, path: Path) -> tuple[str, ...]:
     post-training quantization of the QAT graph; pruning that stayed below its sparsity target."""
     details = data.get("details") if isinstance(data.get("details"), dict) else {}
     notes = []
-    for key, stage in _FINETUNES.items():
+    for key, (stage, consequence) in _FINETUNES.items():
         if key not in details:
             continue
         history = _objects(data, f"details.{key}", {"epoch": int, "selected": bool}, path)
@@ -249,7 +252,7 @@ def _caveats(data: dict, path: Path) -> tuple[str, ...]:
             notes.append(f"{stage} ran no epoch")
         elif kept == [0]:
             notes.append(f"{stage} kept epoch 0 of {max(e for e, _ in history)}: no trained epoch did better on "
-                         f"devel, so this is post-training quantization")
+                         f"devel, so {consequence}")
     pruned = field_at(data, "sparsity.pruned_layers", NUMBER, path, optional=True)
     target = details.get("sparsity_target")
     if isinstance(target, (int, float)) and pruned is not None and pruned < target - SPARSITY_SHORTFALL:

@@ -32,8 +32,8 @@ from dslite_tiny.models.arelu import AReLU, fold_arelu  # noqa: E402
 from dslite_tiny.models.registry import BACKBONES, create_model, register_backbone  # noqa: E402
 from dslite_tiny.train.run import run_training  # noqa: E402
 
-FAST = {"prune_epochs": 2, "qat_epochs": 1, "cluster_epochs": 1, "latency_runs": 3, "latency_warmup": 1,
-        "min_weights": 256, "representative_chunks": 20}
+FAST = {"prune_epochs": 2, "qat_epochs": 1, "cluster_epochs": 1, "slim_epochs": 1, "latency_runs": 3,
+        "latency_warmup": 1, "min_weights": 256, "representative_chunks": 20}
 
 
 @pytest.fixture(scope="module")
@@ -67,13 +67,25 @@ def test_every_variant_is_built_measured_and_resumed(trained, tmp_path):
         if dtype != "float32":  # int16x8 too: TFLM has int16 kernels for every op of these models
             assert metrics["tflm"]["ok"] and metrics["tflm"]["arena_bytes"] > 0 and not metrics["float_ops"]
             record = metrics["layer_error"]
-            assert record["chunks"] > 0 and len(record["tensors"]) >= 10 and len(record["worst"]) == 3, name
-            assert record["tensors"][-1]["layer"] == "head_predictions" and record["tensors"][-1]["sqnr_db"] > 10
+            if name == "slim-int8":  # its inner tensors have fewer channels than the float model's: the output only
+                assert [t["layer"] for t in record["tensors"]] == ["head_predictions"], record
+            else:
+                assert record["chunks"] > 0 and len(record["tensors"]) >= 10 and len(record["worst"]) == 3, name
+                assert record["tensors"][-1]["layer"] == "head_predictions" and record["tensors"][-1]["sqnr_db"] > 10
         for key in ("prune_history", "qat_history", "cluster_history"):
             for epoch in metrics.get("details", {}).get(key, []):  # distilled from the float model
                 assert 0 <= epoch["devel_agreement"] <= 1 and epoch["score"] is not None, (name, key)
         if name in ("pruned-int8", "pqat-int8", "clustered-int8"):
             assert abs(metrics["sparsity"]["pruned_layers"] - 0.5) <= 0.03, name
+        if name == "slim-int8":  # fewer channels: fewer MACs, constants and Cortex-M4 instructions than int8
+            int8 = json.loads((out / "int8" / "metrics.json").read_text())
+            assert metrics["details"]["macs_fraction"] <= 0.5 and metrics["size"]["macs"] < 0.55 * int8["size"]["macs"]
+            details = metrics["details"]
+            assert details["kept_channels"]["dscnn_pw1"][0] < 64 and len(details["slim_history"]) == 2
+            m4, m4_int8 = metrics["cortex_m4"], int8["cortex_m4"]
+            assert m4["ok"] and m4["constant_bytes"] < 0.6 * m4_int8["constant_bytes"]
+            if m4["method"] == "qemu-icount":
+                assert m4["instructions"] < 0.7 * m4_int8["instructions"]
     sqnr = {name: np.mean([t["sqnr_db"] for t in json.loads((out / name / "metrics.json").read_text())
                            ["layer_error"]["tensors"]]) for name in ("int8", "int16x8")}
     assert sqnr["int16x8"] > sqnr["int8"] + 6, sqnr  # 16-bit activations: far less error in every tensor

@@ -20,6 +20,7 @@ import numpy as np
 
 from dslite_tiny.audio.frontend import Frontend
 from dslite_tiny.artifacts import atomic_path, write_json
+from dslite_tiny.compress.channels import slim_model
 from dslite_tiny.compress.convert import convert_model
 from dslite_tiny.compress.finetune import FinetuneSettings, finetune, steps_per_epoch
 from dslite_tiny.compress.prune import (PruningSchedule, cluster_model, kernel_sparsity, layer_sparsities,
@@ -144,6 +145,18 @@ def _pqat_int8(ctx: VariantContext) -> Built:
     qat, qat_details = _quantization_aware(ctx, pruned, preserve="sparsity")
     return Built(convert_model(qat, "int8", representative=ctx.representative),
                  {**details, **qat_details}, details["layers"])
+
+
+@register_variant("slim-int8")
+def _slim_int8(ctx: VariantContext) -> Built:
+    """Channel pruning (``compress.channels``): whole channels removed to ``slim_macs`` of the MACs, the
+    smaller dense model fine-tuned from the float model as teacher, then post-training int8."""
+    c = ctx.config
+    slim, details = slim_model(ctx.model, macs_fraction=c.slim_macs)
+    details["slim_history"] = [] if c.slim_epochs == 0 else finetune(
+        slim, ctx.train, ctx.devel, ctx.frontend, ctx.settings(c.slim_epochs, c.slim_learning_rate),
+        teacher=ctx.model, progress=ctx.progress, desc="slim")
+    return _post_training(ctx, slim, "int8", details=details)
 
 
 @register_variant("clustered-int8")

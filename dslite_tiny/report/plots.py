@@ -15,7 +15,7 @@ from dslite_tiny.report.tables import Fits, fit_cell
 
 DPI = 150
 _COLOURS = dict(zip(VARIANTS, ("#6b6b6b", "#9c7bb5", "#4f9fd6", "#1f5fa8", "#17becf", "#2ca25f", "#e6820e",
-                               "#c0392b", "#8c564b"), strict=True))
+                               "#c0392b", "#d4a017", "#8c564b"), strict=True))
 _FIT_COLOURS = {"fits": "#cfe8d5", "short": "#f4c7c3", "none": "#eeeeee", "psram": "#fbe7b5"}
 
 

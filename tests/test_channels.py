@@ -1,0 +1,71 @@
+"""Channel pruning (compress/channels.py): whole channels removed along their dependencies (depthwise
+convolutions follow their producer, residual Adds share one channel set), the model rebuilt dense and
+smaller, the same function when nothing is removed, and what it cannot follow refused in one line."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import dslite_tiny  # noqa: F401
+import tf_keras as keras  # noqa: E402
+
+from dslite_tiny.compress.channels import ChannelPruningError, model_macs, slim_model, trace_channels  # noqa: E402
+from dslite_tiny.models.registry import create_model  # noqa: E402
+
+
+def _inputs(model, count: int = 3) -> np.ndarray:
+    return np.random.default_rng(0).normal(size=(count, *model.input_shape[1:])).astype(np.float32)
+
+
+BACKBONES = [("dscnn", (32, 32, 1), 1.0), ("mobilenet", (32, 32, 3), 0.25), ("mobilenet_v2", (32, 32, 3), 0.35)]
+
+
+@pytest.mark.parametrize("backbone, shape, alpha", BACKBONES, ids=[b[0] for b in BACKBONES])
+def test_channels_are_removed_along_their_dependencies(backbone, shape, alpha):
+    model = create_model(backbone, input_shape=shape, num_classes=4, units=16, alpha=alpha)
+    x = _inputs(model)
+    same, details = slim_model(model, macs_fraction=1.0)
+    np.testing.assert_array_equal(same(x).numpy(), model(x).numpy())  # nothing removed: the same function
+    assert all(kept == total for kept, total in details["kept_channels"].values())
+    slim, details = slim_model(model, macs_fraction=0.5)
+    assert model_macs(slim) <= 0.5 * model_macs(model) and details["macs_fraction"] <= 0.5
+    assert slim(x).shape == model(x).shape  # a consistent graph: every consumer reads what its producer keeps
+    cut = {name: kept for name, (kept, total) in details["kept_channels"].items() if kept < total}
+    assert cut and all(kept % 4 == 0 for kept in cut.values())
+    assert details["kept_channels"][model.layers[-1].name][0] == 4  # the class scores stay whole
+
+
+def test_residual_adds_share_one_channel_set():
+    """MobileNetV2's projections into a residual sum are one group: both branches keep the same channels."""
+    model = create_model("mobilenet_v2", input_shape=(32, 32, 3), num_classes=4, units=16, alpha=0.35)
+    plan = trace_channels(model)
+    joined = [g for g in plan.groups if len(g.producers) > 1]
+    assert joined and any(all("project" in p for p in g.producers) for g in joined)
+    slim, details = slim_model(model, macs_fraction=0.6)
+    for group in joined:
+        assert len({details["kept_channels"][p][0] for p in group.producers}) == 1
+
+
+def test_the_channels_with_the_smallest_batchnorm_scale_go_first():
+    x = keras.Input((8, 8, 2))
+    conv = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="conv")(x)
+    normalised = keras.layers.BatchNormalization(name="bn")(conv)
+    y = keras.layers.Dense(3, name="out")(keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(normalised)))
+    model = keras.Model(x, y)
+    gamma = np.array([0.1, 5, 0.2, 4, 3, 0.3, 2, 1], np.float32)
+    bn = model.get_layer("bn")
+    bn.set_weights([gamma, *bn.get_weights()[1:]])
+    slim, details = slim_model(model, macs_fraction=0.6)
+    assert details["kept_channels"]["conv"] == [4, 8]
+    np.testing.assert_array_equal(slim.get_layer("bn").get_weights()[0], [5, 4, 3, 2])  # in the original order
+    np.testing.assert_array_equal(slim.get_layer("out").get_weights()[0],
+                                  model.get_layer("out").get_weights()[0][[1, 3, 4, 6]])
+
+
+def test_a_concatenation_is_refused_in_one_line():
+    x = keras.Input((8, 8, 3))
+    a = keras.layers.Conv2D(8, 3, padding="same", name="a")(x)
+    b = keras.layers.Conv2D(8, 3, padding="same", name="b")(a)
+    y = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(keras.layers.Concatenate(name="cat")([a, b])))
+    with pytest.raises(ChannelPruningError, match="layer 'cat' concatenates channel groups \\(DenseNet\\)"):
+        slim_model(keras.Model(x, y), macs_fraction=0.5)
