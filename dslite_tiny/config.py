@@ -271,6 +271,9 @@ class CompressConfig:
                                      low_open=True, high=1.0)
     slim_macs: float = param(0.5, "channel pruning (slim-int8): the share of the float model's multiply-"
                                   "accumulates the slimmed model may keep", low=0.0, low_open=True, high=1.0)
+    slim_criterion: Literal["batchnorm", "l2"] = param(
+        "batchnorm", "how slim-int8 ranks channels: batchnorm (the |scale| of the BatchNorm after each filter; "
+                     "the filter's L2 norm where none follows) or l2 (every filter's L2 norm)")
     slim_epochs: int = param(12, "fine-tuning epochs of the slimmed model, distilled from the float model", low=0,
                              high=1000)
     slim_learning_rate: float = param(1e-3, "learning rate of the slimmed model's fine-tune", low=0.0,

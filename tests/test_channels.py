@@ -60,6 +60,12 @@ def test_the_channels_with_the_smallest_batchnorm_scale_go_first():
     np.testing.assert_array_equal(slim.get_layer("bn").get_weights()[0], [5, 4, 3, 2])  # in the original order
     np.testing.assert_array_equal(slim.get_layer("out").get_weights()[0],
                                   model.get_layer("out").get_weights()[0][[1, 3, 4, 6]])
+    norms = np.sqrt((model.get_layer("conv").get_weights()[0].reshape(-1, 8) ** 2).sum(axis=0))
+    _, by_norm = slim_model(model, macs_fraction=0.6, criterion="l2")  # the filters' own norms instead
+    assert by_norm["criterion"] == "l2" and by_norm["kept_channels"]["conv"] == [4, 8]
+    l2 = slim_model(model, macs_fraction=0.6, criterion="l2")[0]
+    np.testing.assert_array_equal(l2.get_layer("conv").get_weights()[0],
+                                  model.get_layer("conv").get_weights()[0][..., np.sort(np.argsort(-norms)[:4])])
 
 
 def test_a_concatenation_is_refused_in_one_line():

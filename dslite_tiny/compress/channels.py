@@ -12,6 +12,9 @@ need its inputs' groups cut is refused in one line, since DenseNet's growing con
 Which channels to keep: the network-slimming criterion (Liu et al. 2017): the BatchNormalization scale
 |γ| after each producer, where the channel's output is multiplied before anything else sees it, summed over
 the producers of a joined group; a producer without a BatchNormalization is ranked by its filter's L2 norm.
+The filters' L2 norms alone (``criterion="l2"``) kept far less of the demo DS-CNN (two seeds: −10.0 / −12.5
+UAR points at 85 / 82 % agreement, against +2.5 / +0.0 at 98 / 100 %): BatchNorm normalises a bias-free
+convolution's output, so the filter's magnitude barely matters there.
 One keep ratio for every prunable group is found by bisection so that the rebuilt model has at most the
 target share of the original's multiply-accumulates; kept counts are multiples of 4 (the engine's SIMD
 kernels take channels four at a time) and at least 4.
@@ -132,9 +135,15 @@ def _inbound(layer) -> list:
     return list(inbound) if isinstance(inbound, (list, tuple)) else [inbound]
 
 
-def channel_importance(model: keras.Model, plan: ChannelPlan) -> dict[int, np.ndarray]:
+CRITERIA = ("batchnorm", "l2")
+
+
+def channel_importance(model: keras.Model, plan: ChannelPlan, *, criterion: str = "batchnorm") -> dict[int, np.ndarray]:
     """Per prunable group, each channel's importance: Σ over its producers of the following BatchNorm's
-    |γ| (or the filter's L2 norm where no BatchNorm follows)."""
+    |γ| (``batchnorm``; the filter's L2 norm where no BatchNorm follows), or of the filter's L2 norm
+    (``l2``)."""
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion {criterion!r}: one of {', '.join(CRITERIA)}")
     bn_after = {_inbound(layer)[0].name: layer for layer in model.layers
                 if isinstance(layer, keras.layers.BatchNormalization) and len(_inbound(layer)) == 1}
     scores: dict[int, np.ndarray] = {}
@@ -143,7 +152,7 @@ def channel_importance(model: keras.Model, plan: ChannelPlan) -> dict[int, np.nd
             continue
         total = np.zeros(group.size)
         for name in group.producers:
-            bn = bn_after.get(name)
+            bn = bn_after.get(name) if criterion == "batchnorm" else None
             if bn is not None and bn.scale:
                 total += np.abs(bn.gamma.numpy())
             else:
@@ -153,13 +162,13 @@ def channel_importance(model: keras.Model, plan: ChannelPlan) -> dict[int, np.nd
     return scores
 
 
-def slim_model(model: keras.Model, *, macs_fraction: float) -> tuple[keras.Model, dict]:
+def slim_model(model: keras.Model, *, macs_fraction: float, criterion: str = "batchnorm") -> tuple[keras.Model, dict]:
     """``model`` rebuilt with the fewest channels whose MACs stay at most ``macs_fraction`` of its own
     (1.0 keeps every channel: the same function), with its weights copied; and what was kept."""
     if not 0 < macs_fraction <= 1:
         raise ValueError(f"macs_fraction {macs_fraction} must be in (0, 1]")
     plan = trace_channels(model)
-    scores = channel_importance(model, plan)
+    scores = channel_importance(model, plan, criterion=criterion)
     if not scores and macs_fraction < 1:
         raise ChannelPruningError("no layer's output channels can be pruned (every group reaches the output, a "
                                   "Flatten or a layer this module does not follow)")
@@ -180,7 +189,7 @@ def slim_model(model: keras.Model, *, macs_fraction: float) -> tuple[keras.Model
         ratio = low
     best = _apply(model, plan, scores, ratio)  # the plan's keep indices are this model's
     _copy_weights(model, best, plan)
-    return best, {"criterion": "batchnorm-scale (network slimming), filter L2 norm where no BatchNorm follows",
+    return best, {"criterion": criterion,
                   "macs_fraction": round(model_macs(best) / total, 4), "target_macs_fraction": macs_fraction,
                   "kept_channels": {name: list(counts) for name, counts in sorted(plan.kept().items())}}
 

@@ -192,7 +192,8 @@ def _representative(train: FeatureSet, frontend: Frontend, config: CompressConfi
 
 # Keys added after runs were recorded: at their default they stay out of a variant's key, so those runs are
 # reused rather than rebuilt.
-_LATER_KEYS = {"cortex_m4": True, "slim_macs": 0.5, "slim_epochs": 12, "slim_learning_rate": 1e-3}
+_LATER_KEYS = {"cortex_m4": True, "slim_macs": 0.5, "slim_criterion": "batchnorm", "slim_epochs": 12,
+               "slim_learning_rate": 1e-3}
 
 
 def _variant_key(fingerprint: str, config: CompressConfig, name: str) -> str:

@@ -152,7 +152,7 @@ def _slim_int8(ctx: VariantContext) -> Built:
     """Channel pruning (``compress.channels``): whole channels removed to ``slim_macs`` of the MACs, the
     smaller dense model fine-tuned from the float model as teacher, then post-training int8."""
     c = ctx.config
-    slim, details = slim_model(ctx.model, macs_fraction=c.slim_macs)
+    slim, details = slim_model(ctx.model, macs_fraction=c.slim_macs, criterion=c.slim_criterion)
     details["slim_history"] = [] if c.slim_epochs == 0 else finetune(
         slim, ctx.train, ctx.devel, ctx.frontend, ctx.settings(c.slim_epochs, c.slim_learning_rate),
         teacher=ctx.model, progress=ctx.progress, desc="slim")
