@@ -86,11 +86,11 @@ def _schema():
 def _op_name(code, schema) -> str:
     builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
     if builtin == schema.BuiltinOperator.CUSTOM:
-        return f"CUSTOM:{_text(code.customCode)}"
-    return _enum_names(schema.BuiltinOperator)[builtin]
+        return f"CUSTOM:{file_text(code.customCode)}"
+    return enum_names(schema.BuiltinOperator)[builtin]
 
 
-def _enum_names(enum) -> dict[int, str]:
+def enum_names(enum) -> dict[int, str]:
     return {value: name for name, value in vars(enum).items() if not name.startswith("_")}
 
 
@@ -119,11 +119,11 @@ def _weight_tensors(model, graph, op_names: list[str]) -> list[int]:
 
 def _tensor_sparsity(model, graph, index: int) -> dict:
     tensor = graph.tensors[index]
-    dtype = _enum_names(_schema().TensorType)[tensor.type]
+    dtype = enum_names(_schema().TensorType)[tensor.type]
     values = _buffer(model, tensor).view(_DTYPES[dtype])
     zeros = int(np.count_nonzero(values == 0))
     shape = [int(s) for s in tensor.shape]
-    return {"name": _text(tensor.name), "dtype": dtype.lower(), "shape": shape, "elements": int(values.size),
+    return {"name": file_text(tensor.name), "dtype": dtype.lower(), "shape": shape, "elements": int(values.size),
             "zeros": zeros, "sparsity": round(zeros / max(values.size, 1), 6),
             "sparse_2_4": _is_2_of_4(values.reshape(shape))}
 
@@ -151,7 +151,7 @@ def _activation_bytes(graph, constants: set[int]) -> int:
     """Bytes of every non-constant tensor: the activation memory of a runtime that reuses none (an upper
     bound where no TFLM arena was measured)."""
     sizes = {name: np.dtype(dtype).itemsize for name, dtype in _DTYPES.items()}
-    names = _enum_names(_schema().TensorType)
+    names = enum_names(_schema().TensorType)
     return sum(int(np.prod(t.shape)) * sizes.get(names[t.type], 4)
                for i, t in enumerate(graph.tensors) if i not in constants and t.shape is not None)
 
@@ -168,8 +168,8 @@ def _io_details(graph, index: int, schema) -> dict:
     q = tensor.quantization
     scale = float(q.scale[0]) if q is not None and q.scale is not None and len(q.scale) else None
     zero_point = int(q.zeroPoint[0]) if q is not None and q.zeroPoint is not None and len(q.zeroPoint) else None
-    return {"name": _text(tensor.name), "shape": [int(s) for s in tensor.shape],
-            "dtype": _enum_names(schema.TensorType)[tensor.type].lower(), "scale": scale, "zero_point": zero_point}
+    return {"name": file_text(tensor.name), "shape": [int(s) for s in tensor.shape],
+            "dtype": enum_names(schema.TensorType)[tensor.type].lower(), "scale": scale, "zero_point": zero_point}
 
 
 def _names_layer(tensor_name: str, layer_name: str) -> bool:
@@ -179,6 +179,6 @@ def _names_layer(tensor_name: str, layer_name: str) -> bool:
     return any(part.removeprefix(WRAPPER_PREFIX) == layer_name for part in parts)
 
 
-def _text(value) -> str:
+def file_text(value) -> str:
     """A name from the file: any bytes (they are not ours), invalid UTF-8 replaced."""
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from dslite_tiny.errors import UserError
+from dslite_tiny.measure.flatbuffer import enum_names, file_text
 
 INT32_MAX = 2 ** 31 - 1
 # Fused activations TFLite's schema defines (ActivationFunctionType): NONE, RELU, RELU_N1_TO_1, RELU6,
@@ -129,8 +130,8 @@ class _Reader:
 
     def __init__(self, model, schema, path: str | Path) -> None:
         self.model, self.path = model, path
-        self.type_names = _names(schema.TensorType)
-        self.op_names = _names(schema.BuiltinOperator)
+        self.type_names = enum_names(schema.TensorType)
+        self.op_names = enum_names(schema.BuiltinOperator)
         self.custom = schema.BuiltinOperator.CUSTOM
         self.buffers = model.buffers or []
 
@@ -138,7 +139,7 @@ class _Reader:
         return UserError(message, path=self.path)
 
     def tensor(self, index: int, t) -> Tensor:
-        name = t.name.decode("utf-8", "replace") if isinstance(t.name, bytes) else str(t.name or "")
+        name = file_text(t.name or b"")
         label = f"tensor {index} ({name[:60]!r})"
         dtype = self.type_names.get(t.type)
         if dtype is None:
@@ -203,8 +204,7 @@ class _Reader:
         code = codes[op.opcodeIndex]
         builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
         if builtin == self.custom:
-            custom = code.customCode.decode("utf-8", "replace") if isinstance(code.customCode, bytes) else code.customCode
-            name = f"CUSTOM:{str(custom)[:40]}"
+            name = f"CUSTOM:{file_text(code.customCode)[:40]}"
         elif builtin in self.op_names:
             name = self.op_names[builtin]
         else:
@@ -442,6 +442,3 @@ _SHAPE_RULES: dict[str, tuple[int, tuple[str, ...], Callable[[Graph, Op], tuple[
     "RESHAPE": (1, (), _reshape),
 }
 
-
-def _names(enum) -> dict[int, str]:
-    return {value: name for name, value in vars(enum).items() if not name.startswith("_")}
