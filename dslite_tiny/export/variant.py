@@ -41,6 +41,7 @@ class Variant:
     arena_bytes: int | None  # TFLM's minimum, None until ``with_tflm_check`` measured it
     converter: dict  # versions that converted the model (metrics.json), {} if unknown
     graph: Graph  # the validated tensors and ops
+    recorded_arena_bytes: int | None = None  # what metrics.json recorded (a record, not a check)
 
     @property
     def num_classes(self) -> int:
@@ -64,7 +65,8 @@ def load_variant(path: str | Path) -> Variant:
     description = describe_tflite(data)
     labels, frontend = _labels_and_frontend(reference, reference_path, description, tflite)
     return Variant(tflite, name, data, hashlib.sha256(data).hexdigest(), description, labels,
-                   reference is not None, frontend, None, metrics.versions if metrics else {}, graph)
+                   reference is not None, frontend, None, metrics.versions if metrics else {}, graph,
+                   metrics.arena_bytes if metrics else None)
 
 
 def with_tflm_check(variant: Variant) -> Variant:
@@ -84,16 +86,11 @@ def with_tflm_check(variant: Variant) -> Variant:
         arena = check_tflm(variant.path, sample)["arena_bytes"]
     except TFLMError as exc:
         raise UserError(f"TensorFlow Lite Micro cannot run this model: {exc}", path=variant.path) from None
-    recorded = _recorded_arena(variant.path)
+    recorded = variant.recorded_arena_bytes
     if recorded is not None and recorded != arena:
         log.warning("%s: metrics.json records a TFLM arena of %d bytes; measured now: %d (used)", variant.path,
                     recorded, arena)
     return dataclasses.replace(variant, arena_bytes=arena)
-
-
-def _recorded_arena(tflite: Path) -> int | None:
-    metrics_path = tflite.with_name("metrics.json")
-    return read_metrics(metrics_path).arena_bytes if metrics_path.is_file() else None
 
 
 def _tflite_path(path: Path) -> tuple[Path, str]:
