@@ -386,14 +386,6 @@ class DeviceResults:
     test_chunks: int | None = None  # of how many in the test split (fewer with --limit)
     host_uar: float | None = None
 
-    @property
-    def unit(self) -> str:
-        return CLOCKS[self.clock][0]
-
-    @property
-    def partial(self) -> bool:
-        return self.chunks is not None and self.test_chunks is not None and self.chunks < self.test_chunks
-
 
 def write_device_results(path: str | Path, results: dict) -> Path:
     """Write the harness's summary (the fields of ``DeviceResults`` plus the link's story), stamped with the

@@ -108,8 +108,13 @@ def engine_code_bytes(op_calls: int, *, with_frontend: bool) -> int:
     """Flash of the firmware running a generated engine: its kernels, one call per op, the protocol core
     and, for on-device features, the frontend's code (the last two measured as for TFLite Micro)."""
     table = code_table()
-    return (ENGINE_KERNEL_BYTES + ENGINE_CALL_BYTES * op_calls + table["protocol_bytes"]
+    return (engine_kernel_code_bytes(op_calls) + table["protocol_bytes"]
             + (table["frontend_code_bytes"] if with_frontend else 0))
+
+
+def engine_kernel_code_bytes(op_calls: int) -> int:
+    """The engine's own code budget: its kernels and one call per op."""
+    return ENGINE_KERNEL_BYTES + ENGINE_CALL_BYTES * op_calls
 
 
 @functools.cache

@@ -15,10 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from dslite_tiny.errors import UserError
+from dslite_tiny.records import M4_METHODS
 
 log = logging.getLogger(__name__)
-METHOD_QEMU = "qemu-icount"  # instructions counted by QEMU, flash from objects compiled for the M4F
-METHOD_ESTIMATE = "estimate"  # no Cortex-M4 tools: flash from the generator's constants and a code budget
+# QEMU's instruction count with flash from objects compiled for the M4F; without the Cortex-M4 tools, flash
+# from the generator's constants and the kernels' code budget.
+METHOD_QEMU, METHOD_ESTIMATE = M4_METHODS
 
 
 def cortex_m4_figures(data: bytes, path: Path, inputs: np.ndarray, *, cache_dir: Path) -> dict:
@@ -49,7 +51,7 @@ def cortex_m4_figures(data: bytes, path: Path, inputs: np.ndarray, *, cache_dir:
 
 
 def _estimated_flash(engine) -> dict:
-    from dslite_tiny.export.boards import ENGINE_CALL_BYTES, ENGINE_KERNEL_BYTES
+    from dslite_tiny.export.boards import engine_kernel_code_bytes
 
-    code = ENGINE_KERNEL_BYTES + ENGINE_CALL_BYTES * engine.ops
+    code = engine_kernel_code_bytes(engine.ops)
     return {"constant_bytes": engine.constant_bytes, "code_bytes": code, "flash_bytes": engine.constant_bytes + code}
