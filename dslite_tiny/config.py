@@ -259,8 +259,11 @@ class CompressConfig:
         "erk", "how the target is shared among the pruned layers: erk (Erdős–Rényi-kernel: a layer with many "
                "weights per channel is pruned harder, a small one less or not at all) or uniform (every layer "
                "at the target); 2:4 structured sparsity is always uniform")
-    structured: bool = param(False, "2:4 structured sparsity (two of every four weights zero) instead of "
-                                    "unstructured magnitude pruning; sparsity is then 0.5")
+    sparsity_pattern: Literal["blocks", "unstructured", "2:4"] = param(
+        "blocks", "what pruning zeroes: blocks (4 input values × 2 output channels, which the generated engine "
+                  "skips: smaller and faster on a microcontroller), unstructured (single weights: only gzip "
+                  "size shrinks) or 2:4 (two of every four input channels, for hardware with 2:4 support; "
+                  "sparsity is then 0.5)")
     min_weights: int = param(1024, "layers with fewer kernel weights are neither pruned nor clustered", low=0)
     prune_epochs: int = param(8, "fine-tuning epochs of pruning (the schedule ramps over the first 75 %)",
                               low=1, high=1000)
@@ -505,11 +508,18 @@ def _relative_paths(data: dict[str, Any], folder: Path) -> dict[str, Any]:
     return out
 
 
+# Keys an earlier version wrote into configs, with what says the same now.
+_REPLACED_KEYS = {"structured": "sparsity_pattern: blocks, unstructured or 2:4 (structured: true was 2:4, false "
+                                "unstructured)"}
+
+
 def _merge(cls: type, values: dict[str, Any], origins: dict[str, str], layer: Mapping[str, Any],
            *, source: str) -> None:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     for key, raw in layer.items():
+        if key in _REPLACED_KEYS and key not in fields:
+            raise ConfigError(f"'{key}' was replaced by {_REPLACED_KEYS[key]}", path=source)
         if key not in fields:
             raise ConfigError(f"unknown key '{key}'; valid keys: {', '.join(fields)}", path=source)
         value = _check_value(key, raw, hints[key], fields[key].metadata, source)

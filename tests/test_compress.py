@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 import dslite_tiny  # noqa: F401
-import tensorflow_model_optimization as tfmot  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
 from dslite_tiny.compress import recipes  # noqa: E402
@@ -24,6 +23,9 @@ from dslite_tiny.compress.finetune import distillation_loss, soft_targets  # noq
 from dslite_tiny.compress.ptq import correct_bias, correct_depthwise_bias, int8_rounding_error  # noqa: E402
 from dslite_tiny.compress.quantize import calibrate_ranges, foldable_batchnorms, quantize_model  # noqa: E402
 from dslite_tiny.config import VARIANTS, CompressConfig, DataConfig, TrainConfig, load_config  # noqa: E402
+from dslite_tiny.engine.codegen import generate  # noqa: E402
+from dslite_tiny.engine.graph import read_graph  # noqa: E402
+from dslite_tiny.engine.sparse import block_zero_share  # noqa: E402
 from dslite_tiny.data.cache import FeatureCache  # noqa: E402
 from dslite_tiny.measure.flatbuffer import describe_tflite, pruned_sparsity  # noqa: E402
 from dslite_tiny.measure.layer_error import layer_errors  # noqa: E402
@@ -284,12 +286,13 @@ def test_fold_arelu_is_exact_and_leaves_one_leaky_relu():
     assert np.abs(folded(x).numpy() - model(x).numpy()).max() > max(1e-4, 100 * error)
 
 
-def _prune(model, x, y, sparsity=0.5, allocation="uniform"):
+def _prune(model, x, y, sparsity=0.5, allocation="uniform", pattern="unstructured"):
     layers = weight_layer_names(model, min_weights=256)
     schedule = PruningSchedule.fit(sparsity, 12)
-    wrapped = prune_model(model, layer_sparsities(model, layers, sparsity, allocation), schedule)
+    wrapped, callback = prune_model(model, layer_sparsities(model, layers, sparsity, allocation), schedule,
+                                    pattern=pattern)
     wrapped.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
-    wrapped.fit(x, y, batch_size=32, epochs=4, verbose=0, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+    wrapped.fit(x, y, batch_size=32, epochs=4, verbose=0, callbacks=[callback])
     return strip_pruning(wrapped), layers
 
 
@@ -302,10 +305,18 @@ def _qat_sparsity(pruned, layers, x, y, preserve: str) -> float:
 
 
 def test_pqat_keeps_the_sparsity_that_plain_qat_loses():
+    """Block pruning (the default pattern) through training, conversion and PQAT: the int8 weights of the
+    pruned layers are zero in half of the engine's blocks, and the engine stores them block-sparse."""
     x, y = _data()
-    pruned, layers = _prune(fold_arelu(_random_classifier()), x, y)
-    pruned_int8 = describe_tflite(convert_model(pruned, "int8", representative=x[:8]))
+    pruned, layers = _prune(fold_arelu(_random_classifier()), x, y, pattern="blocks")
+    data = convert_model(pruned, "int8", representative=x[:8])
+    pruned_int8 = describe_tflite(data)
     assert abs(pruned_sparsity(pruned_int8["sparsity"]["layers"], layers) - 0.5) <= 0.03
+    graph = read_graph(data, "pruned.tflite")
+    pointwise = [graph.tensors[op.inputs[1]].data for op in graph.ops if op.name == "CONV_2D"
+                 and graph.tensors[op.inputs[1]].shape[1:3] == (1, 1)]
+    assert pointwise and all(abs(block_zero_share(w.reshape(len(w), -1)) - 0.5) <= 0.03 for w in pointwise)
+    assert len(generate(data, "pruned.tflite", name="m", provenance=[]).sparse_ops) >= len(pointwise)
     assert _qat_sparsity(pruned, layers, x, y, "sparsity") >= 0.47
     assert _qat_sparsity(pruned, layers, x, y, "none") < 0.3
 
@@ -341,9 +352,10 @@ def test_structured_pruning_leaves_two_zeros_in_every_four_weights():
     model = fold_arelu(_random_classifier())
     layers = weight_layer_names(model, min_weights=256, structured=True)
     assert "dscnn_conv1" not in layers and "dscnn_pw1" in layers  # 3 input channels cannot group by 4
-    wrapped = prune_model(model, {name: 0.5 for name in layers}, PruningSchedule.fit(0.5, 12), structured=True)
+    wrapped, callback = prune_model(model, {name: 0.5 for name in layers}, PruningSchedule.fit(0.5, 12),
+                                    pattern="2:4")
     wrapped.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
-    wrapped.fit(x, y, batch_size=32, epochs=4, verbose=0, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+    wrapped.fit(x, y, batch_size=32, epochs=4, verbose=0, callbacks=[callback])
     tensors = describe_tflite(convert_model(strip_pruning(wrapped), "int8", representative=x[:8]))["sparsity"]["layers"]
     pruned = [t for t in tensors if any(f"/{name}/" in t["name"] for name in layers)]
     assert len(pruned) == len(layers) and all(t["sparse_2_4"] for t in pruned)

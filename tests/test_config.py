@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 import yaml
 
-from dslite_tiny.config import (DataConfig, FrontendConfig, TrainConfig, list_presets, load_config, parse_overrides,
+from dslite_tiny.config import (CompressConfig, DataConfig, FrontendConfig, TrainConfig, list_presets, load_config, parse_overrides,
                                 presets_dir, to_dict, to_yaml)
 from dslite_tiny.errors import ConfigError
 
@@ -51,6 +51,11 @@ def test_layers_apply_in_order(tmp_path):
 def test_invalid_values_name_the_file(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):
         load_config(FrontendConfig, write(tmp_path, text), stage="frontend")
+
+
+def test_a_replaced_key_says_what_replaced_it(tmp_path):
+    with pytest.raises(ConfigError, match=r"c.yaml: 'structured' was replaced by sparsity_pattern: blocks, "):
+        load_config(CompressConfig, write(tmp_path, "structured: true\n"), stage="compress")
 
 
 def test_cross_field_error_blames_the_layer_that_set_the_key():

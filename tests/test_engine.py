@@ -117,6 +117,55 @@ def test_engine_runs_depthwise_variants_bit_exact(tmp_path):
     np.testing.assert_array_equal(outputs, wheel_outputs(variant, inputs))
 
 
+def test_block_sparse_kernels_are_bit_exact_and_skip_the_zero_blocks(tmp_path):
+    """Pointwise convolutions and fully connected layers whose weights are zero in 60 % of the engine's 4×2
+    blocks (compress.prune's block masks) run on the sparse kernels, bit-exact on both paths: an odd pixel
+    count (the pair loop's tail), a depth over 128 (two mask words), per-tensor FC multipliers. A layer with
+    10 % zero blocks and one with an odd channel count stay dense."""
+    import tf_keras as keras
+    from dslite_tiny.compress.prune import block_mask
+
+    x = keras.Input((5, 5, 40))
+    a = keras.layers.Conv2D(160, 1, activation="relu", name="pw_sparse")(x)
+    b = keras.layers.Conv2D(40, 1, activation="relu", name="pw_words")(a)
+    c = keras.layers.Conv2D(48, 1, activation="relu", name="pw_dense")(b)
+    d = keras.layers.Dense(32, activation="relu", name="fc_sparse")(keras.layers.GlobalAveragePooling2D()(c))
+    y = keras.layers.Dense(3, activation="softmax", name="fc_odd")(d)
+    model = keras.Model(x, y)
+    for name, sparsity in (("pw_sparse", 0.6), ("pw_words", 0.6), ("pw_dense", 0.1), ("fc_sparse", 0.6),
+                           ("fc_odd", 0.6)):
+        layer = model.get_layer(name)
+        layer.kernel.assign(layer.kernel * block_mask(layer.kernel.numpy(), sparsity))
+    variant = _converted(model, (5, 5, 40), tmp_path)
+    engine = generate(variant.data, variant.path, name="net", provenance=["test"])
+    dense = generate(_densified(variant.data), variant.path, name="net", provenance=["test"])
+    assert len(engine.sparse_ops) == 3 and not dense.sparse_ops  # pw_sparse, pw_words, fc_sparse
+    assert engine.constant_bytes < dense.constant_bytes - 0.5 * 0.6 * (40 * 160 * 2 + 48 * 32)
+    _assert_bit_exact(variant, tmp_path)
+    if qemu.tools_missing():
+        pytest.skip(qemu.tools_missing())
+    inputs = probe_inputs(variant, 8)
+    outputs, instructions, _ = qemu.engine_on_cortex_m4(engine, "net", inputs, cache_dir=tmp_path / "m4")
+    np.testing.assert_array_equal(outputs, wheel_outputs(variant, inputs))
+    _, dense_instructions, _ = qemu.engine_on_cortex_m4(dense, "net", inputs[:1], cache_dir=tmp_path / "dense")
+    assert instructions[0] < 0.8 * dense_instructions[0]
+
+
+def _densified(data: bytes) -> bytes:
+    """The flatbuffer with every zero int8 weight made 1: the same layers for the engine's choice, dense."""
+    from test_untrusted_models import pack, schema, unpack
+
+    model = unpack(data)
+    graph = model.subgraphs[0]
+    for op in graph.operators:
+        weights = graph.tensors[op.inputs[1]] if len(op.inputs) > 1 else None
+        if weights is not None and weights.type == schema().TensorType.INT8:
+            buffer = model.buffers[weights.buffer]
+            if buffer.data is not None and len(buffer.data):
+                buffer.data = np.where(np.asarray(buffer.data) == 0, 1, buffer.data).astype(np.uint8)
+    return pack(model)
+
+
 def _converted(model, shape: tuple[int, ...], tmp_path: Path):
     from dslite_tiny.compress.convert import convert_model
 

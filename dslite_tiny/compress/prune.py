@@ -11,6 +11,14 @@ RigL's allocation): a layer's density is proportional to
 (sum of its kernel's dimensions) / (number of its weights), so a 256×256 pointwise conv is pruned harder
 than a 32×32 one, whose every weight carries more of the function. On the FSDD MobileNet v1 α = 0.25
 (two seeds) ERK kept 1.6 and 2.4 points more of the float model's test predictions than uniform 50 %.
+
+Three patterns (``PATTERNS``): ``blocks`` zeroes whole blocks of four input values × two output channels
+(``engine.sparse``: the generated engine skips them, so a pruned model is smaller and faster on a
+microcontroller); ``unstructured`` zeroes single weights (TFMOT; only gzip sees it); ``2:4`` two of every
+four input channels (TFMOT's sparsity_m_by_n; for hardware with 2:4 support). TFMOT prunes blocks of 2-D
+kernels only (its ``block_size`` refuses a Conv2D's 4-D kernel), so ``BlockPruning`` is a callback doing what
+TFMOT's wrapper does (the same PolynomialDecay schedule; before every step and after it, the kernel is
+multiplied by its mask, so the forward pass sees zeros and no optimizer update survives) with block masks.
 """
 from __future__ import annotations
 
@@ -22,7 +30,10 @@ import dslite_tiny  # noqa: F401  (TF_USE_LEGACY_KERAS before tf_keras loads)
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 
+from dslite_tiny.engine.sparse import BLOCK_DEPTH, BLOCK_ROWS
+
 _WEIGHT_LAYERS = (keras.layers.Conv2D, keras.layers.Dense)
+PATTERNS = ("blocks", "unstructured", "2:4")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +62,59 @@ class PruningSchedule:
         return tfmot.sparsity.keras.PolynomialDecay(initial_sparsity=0.0, final_sparsity=self.sparsity,
                                                      begin_step=self.begin_step, end_step=self.end_step,
                                                      frequency=self.frequency)
+
+    def updates_at(self, step: int) -> bool:
+        """Whether the masks are recomputed before ``step`` (TFMOT's PolynomialDecay rule)."""
+        return self.begin_step <= step <= self.end_step and (step - self.begin_step) % self.frequency == 0
+
+    def sparsity_at(self, step: int) -> float:
+        """PolynomialDecay's sparsity at ``step``: 0 → ``sparsity`` along (1 - progress)^3."""
+        progress = min(1.0, max(0.0, (step - self.begin_step) / max(1, self.end_step - self.begin_step)))
+        return self.sparsity * (1 - (1 - progress) ** 3)
+
+
+def block_mask(kernel: np.ndarray, sparsity: float) -> np.ndarray:
+    """A 0/1 mask of ``kernel``'s shape that zeroes the ``sparsity`` share of its blocks with the smallest
+    mean magnitude. A Keras kernel [..., in, out] flattened to [depth, out] has TFLite's depth order (height,
+    width, input channel), so its blocks of ``BLOCK_DEPTH`` × ``BLOCK_ROWS`` are the engine's; the edges of
+    a kernel the blocks do not tile are blocks of their own, smaller."""
+    matrix = np.abs(kernel.reshape(-1, kernel.shape[-1]))
+    depth, out = matrix.shape
+    padded = np.zeros((-(-depth // BLOCK_DEPTH) * BLOCK_DEPTH, -(-out // BLOCK_ROWS) * BLOCK_ROWS), np.float32)
+    padded[:depth, :out] = matrix
+    blocks = padded.reshape(padded.shape[0] // BLOCK_DEPTH, BLOCK_DEPTH, padded.shape[1] // BLOCK_ROWS, BLOCK_ROWS)
+    magnitude = blocks.mean(axis=(1, 3))
+    zeroed = int(round(sparsity * magnitude.size))
+    keep = np.ones(magnitude.size, np.float32)
+    keep[np.argsort(magnitude, axis=None, kind="stable")[:zeroed]] = 0
+    expanded = np.repeat(np.repeat(keep.reshape(magnitude.shape), BLOCK_DEPTH, 0), BLOCK_ROWS, 1)
+    return expanded[:depth, :out].reshape(kernel.shape)
+
+
+class BlockPruning(keras.callbacks.Callback):
+    """Block magnitude pruning of the named layers of the model being fine-tuned, to each layer's target
+    sparsity on ``schedule``'s steps (see the module docstring)."""
+
+    def __init__(self, targets: dict[str, float], schedule: PruningSchedule):
+        super().__init__()
+        self.targets, self.schedule, self.step = targets, schedule, 0
+        self.masks: dict[str, np.ndarray] = {}
+
+    def on_train_batch_begin(self, batch, logs=None) -> None:
+        if self.schedule.updates_at(self.step):
+            progress = self.schedule.sparsity_at(self.step) / max(self.schedule.sparsity, 1e-12)
+            for name, target in self.targets.items():
+                self.masks[name] = block_mask(_kernel(self.model.get_layer(name)), target * progress)
+        self._apply()
+        self.step += 1
+
+    def on_train_batch_end(self, batch, logs=None) -> None:
+        self._apply()
+
+    def _apply(self) -> None:
+        for name, mask in self.masks.items():
+            kernel = self.model.get_layer(name).kernel
+            kernel.assign(kernel * mask)
 
 
 def weight_layer_names(model: keras.Model, *, min_weights: int, structured: bool = False) -> list[str]:
@@ -89,18 +153,22 @@ def layer_sparsities(model: keras.Model, layer_names: list[str], sparsity: float
 
 
 def prune_model(model: keras.Model, targets: dict[str, float], schedule: PruningSchedule, *,
-                structured: bool = False) -> keras.Model:
-    """A copy of ``model`` with each layer of ``targets`` that has a sparsity above 0 wrapped for magnitude
-    pruning to it on ``schedule``'s steps (2:4 if ``structured``). Train it with
-    ``tfmot.sparsity.keras.UpdatePruningStep()`` among the callbacks."""
+                pattern: str = "unstructured") -> tuple[keras.Model, keras.callbacks.Callback]:
+    """A copy of ``model`` to train with the callback returned beside it, which prunes each layer of
+    ``targets`` to its sparsity on ``schedule``'s steps in ``pattern`` (one of ``PATTERNS``): TFMOT's wrappers
+    and UpdatePruningStep, or BlockPruning. ``strip_pruning`` gives the pruned model after training."""
+    if pattern == "blocks":
+        return _fresh_copy(model), BlockPruning({n: s for n, s in targets.items() if s > 0}, schedule)
     prune = tfmot.sparsity.keras.prune_low_magnitude
-    options = {"sparsity_m_by_n": (2, 4)} if structured else {}
+    options = {"sparsity_m_by_n": (2, 4)} if pattern == "2:4" else {}
     names = [name for name, target in targets.items() if target > 0]
-    return _wrap_layers(model, names, lambda layer: prune(
+    wrapped = _wrap_layers(model, names, lambda layer: prune(
         layer, pruning_schedule=dataclasses.replace(schedule, sparsity=targets[layer.name]).to_tfmot(), **options))
+    return wrapped, tfmot.sparsity.keras.UpdatePruningStep()
 
 
 def strip_pruning(model: keras.Model) -> keras.Model:
+    """The trained model without pruning wrappers (block-pruned models have none: a copy)."""
     return _fresh_copy(tfmot.sparsity.keras.strip_pruning(model))
 
 

@@ -76,7 +76,7 @@ def integer_dtype(name: str) -> str | None:
 
 # Every config field the pruned stage depends on: a resumed run reuses OUT/stages/pruned-<key>.h5 only if
 # all of them are unchanged.
-PRUNED_STAGE_FIELDS = ("sparsity", "sparsity_allocation", "structured", "min_weights", "prune_epochs",
+PRUNED_STAGE_FIELDS = ("sparsity", "sparsity_allocation", "sparsity_pattern", "min_weights", "prune_epochs",
                        "prune_learning_rate", "distill_weight", "distill_temperature", "optimizer", "batch_size",
                        "seed")
 Recipe = Callable[[VariantContext], Built]
@@ -195,7 +195,6 @@ def _quantization_aware(ctx: VariantContext, model, *, preserve: str) -> tuple[o
 
 
 def _load_or_prune(ctx: VariantContext) -> tuple[object, dict]:
-    import tensorflow_model_optimization as tfmot
 
     c = ctx.config
     key = stage_key(ctx, PRUNED_STAGE_FIELDS)
@@ -204,20 +203,21 @@ def _load_or_prune(ctx: VariantContext) -> tuple[object, dict]:
     if path.is_file() and details_path.is_file():
         log.info("reusing the pruned model %s", path)
         return load_keras_model(path), json.loads(details_path.read_text())
-    layers = weight_layer_names(ctx.model, min_weights=c.min_weights, structured=c.structured)
+    structured = c.sparsity_pattern == "2:4"
+    layers = weight_layer_names(ctx.model, min_weights=c.min_weights, structured=structured)
     if not layers:
         raise ValueError(f"no layer has {c.min_weights} or more kernel weights to prune (lower min_weights)")
     settings = ctx.settings(c.prune_epochs, c.prune_learning_rate)
     steps = c.prune_epochs * steps_per_epoch(ctx.train, settings)
-    schedule = PruningSchedule.fit(0.5 if c.structured else c.sparsity, steps)
-    allocation = "uniform" if c.structured else c.sparsity_allocation
+    schedule = PruningSchedule.fit(0.5 if structured else c.sparsity, steps)
+    allocation = "uniform" if structured else c.sparsity_allocation
     targets = layer_sparsities(ctx.model, layers, schedule.sparsity, allocation)
-    wrapped = prune_model(ctx.model, targets, schedule, structured=c.structured)
+    wrapped, callback = prune_model(ctx.model, targets, schedule, pattern=c.sparsity_pattern)
     history = finetune(wrapped, ctx.train, ctx.devel, ctx.frontend, settings, teacher=ctx.model,
-                       callbacks=(tfmot.sparsity.keras.UpdatePruningStep(),),
-                       eligible_from_step=schedule.end_step, progress=ctx.progress, desc="prune")
+                       callbacks=(callback,), eligible_from_step=schedule.end_step, progress=ctx.progress,
+                       desc="prune")
     pruned = strip_pruning(wrapped)
-    details = {"layers": layers, "sparsity_target": schedule.sparsity, "structured": c.structured,
+    details = {"layers": layers, "sparsity_target": schedule.sparsity, "pattern": c.sparsity_pattern,
                "layer_targets": {name: round(target, 4) for name, target in targets.items()},
                "schedule": dataclasses.asdict(schedule), "keras_sparsity": round(kernel_sparsity(pruned, layers), 6),
                "prune_history": history}

@@ -16,6 +16,7 @@ import numpy as np
 from dslite_tiny.engine import quant
 from dslite_tiny.engine.graph import Graph, Op, Tensor, read_graph
 from dslite_tiny.engine.plan import Plan, is_pointwise, plan_arena
+from dslite_tiny.engine.sparse import BlockSparse, block_sparse
 from dslite_tiny.errors import UserError
 from dslite_tiny.export.c_source import banner
 from dslite_tiny.measure.graph import check_limits
@@ -33,6 +34,7 @@ class Engine:
     input_bytes: int
     output_bytes: int
     ops: int
+    sparse_ops: tuple[int, ...] = ()  # ops whose weights are stored block-sparse (engine.sparse)
 
 
 def generate(data: bytes, path: str | Path, *, name: str, provenance: list[str]) -> Engine:
@@ -51,7 +53,8 @@ def generate(data: bytes, path: str | Path, *, name: str, provenance: list[str])
     kernels = {n: (KERNEL_DIR / n).read_text(encoding="utf-8") for n in KERNEL_FILES}
     files = {f"{name}_engine.h": _header(graph, plan, name, provenance), f"{name}_engine.c": source, **kernels}
     x, y = graph.tensors[graph.inputs[0]], graph.tensors[graph.outputs[0]]
-    return Engine(files, plan.arena_bytes, writer.constant_bytes, x.elements, y.elements, len(graph.ops))
+    return Engine(files, plan.arena_bytes, writer.constant_bytes, x.elements, y.elements, len(graph.ops),
+                  tuple(writer.sparse_ops))
 
 
 class _Writer:
@@ -61,6 +64,7 @@ class _Writer:
         self.graph, self.plan, self.name, self.path = graph, plan, name, path
         self.constants: list[str] = []
         self.constant_bytes = 0
+        self.sparse_ops: list[int] = []  # the ops whose weights are stored block-sparse
 
     def call(self, op: Op) -> str:
         try:
@@ -99,8 +103,9 @@ class _Writer:
             return self._weighted_call(op, kernel, "dt_conv_params", fields, multipliers, shifts, extra=f"f{op.index}")
         if is_pointwise(self.graph, op):
             folded = self._folded_bias(op, w.data.reshape(out_c, -1).sum(axis=1), -x.zero_point)
-            return self._weighted_call(op, "dt_pointwise_conv_s8", "dt_conv_params", fields, multipliers, shifts,
-                                       bias=folded)
+            sparse = self._sparse(op, w.data.reshape(out_c, -1))
+            return self._weighted_call(op, "dt_pointwise_conv_sparse_s8" if sparse else "dt_pointwise_conv_s8",
+                                       "dt_conv_params", fields, multipliers, shifts, bias=folded, sparse=sparse)
         return self._weighted_call(op, kernel, "dt_conv_params", fields, multipliers, shifts)
 
     def _fully_connected(self, op: Op) -> str:
@@ -116,8 +121,17 @@ class _Writer:
         multipliers, shifts = quant.conv_multipliers(x.scale, w.scales, out.scale)
         fields = [w.shape[1], w.shape[0], int(len(w.scales) > 1), out.zero_point, act_min, act_max]
         folded = self._folded_bias(op, w.data.sum(axis=1), -x.zero_point)
-        return self._weighted_call(op, "dt_fully_connected_s8", "dt_fc_params", fields, multipliers, shifts,
-                                   bias=folded)
+        sparse = self._sparse(op, w.data)
+        return self._weighted_call(op, "dt_fully_connected_sparse_s8" if sparse else "dt_fully_connected_s8",
+                                   "dt_fc_params", fields, multipliers, shifts, bias=folded, sparse=sparse)
+
+    def _sparse(self, op: Op, weights: np.ndarray) -> BlockSparse | None:
+        """The op's [rows][depth] weights in block-sparse form where that is smaller and faster, else None."""
+        sparse = block_sparse(weights)
+        if sparse is None or not sparse.pays():
+            return None
+        self.sparse_ops.append(op.index)
+        return sparse
 
     def _mean(self, op: Op) -> str:
         x, axis, out = self._tensor(op, 0), self._tensor(op, 1), self.graph.tensors[op.outputs[0]]
@@ -236,12 +250,17 @@ class _Writer:
                 f"(const int32_t[]){{{', '.join(map(str, sizes))}}}, {self._where(op.outputs[0])});")
 
     def _weighted_call(self, op: Op, kernel: str, struct: str, fields: list[int], multipliers: list[int],
-                       shifts: list[int], *, bias: np.ndarray | None = None, extra: str | None = None) -> str:
+                       shifts: list[int], *, bias: np.ndarray | None = None, extra: str | None = None,
+                       sparse: BlockSparse | None = None) -> str:
         """The call of a kernel with weights; ``bias`` replaces the model's (a folded one), ``extra`` is an
-        array passed after the bias."""
+        array passed after the bias; ``sparse`` weights are passed as their masks and kept values."""
         n = op.index
         w = self._tensor(op, 1)
-        self._array("int8_t", f"w{n}", w.data, f"weights, tensor {w.index}")
+        if sparse is not None:
+            self._array("uint32_t", f"q{n}", sparse.masks, f"kept blocks of tensor {w.index}, a mask per row pair")
+            self._array("int8_t", f"w{n}", sparse.values, f"weights of the kept blocks, tensor {w.index}")
+        else:
+            self._array("int8_t", f"w{n}", w.data, f"weights, tensor {w.index}")
         if bias is not None:
             self._array("int32_t", f"b{n}", bias, "bias with the input offset folded in")
         else:
@@ -252,7 +271,8 @@ class _Writer:
         self._array("int32_t", f"m{n}", np.asarray(multipliers), "requantization multipliers")
         self._array("int32_t", f"s{n}", np.asarray(shifts), "requantization shifts")
         self._params(struct, n, fields, op)
-        arrays = [f"w{n}", f"b{n}" if has_bias else "NULL", *([extra] if extra else []), f"m{n}", f"s{n}"]
+        arrays = [*([f"q{n}"] if sparse is not None else []), f"w{n}", f"b{n}" if has_bias else "NULL",
+                  *([extra] if extra else []), f"m{n}", f"s{n}"]
         return f"  {kernel}(&p{n}, {self._where(op.inputs[0])}, {', '.join(arrays)}, {self._where(op.outputs[0])});"
 
     def _bias(self, op: Op) -> np.ndarray | None:
@@ -286,7 +306,8 @@ class _Writer:
         self.constant_bytes += 4 * len(fields)
 
     def _array(self, ctype: str, symbol: str, values: np.ndarray, comment: str) -> None:
-        flat = [str(int(v)) if v != -2 ** 31 else "(-2147483647 - 1)" for v in np.ravel(values)]  # no long constant
+        suffix = "u" if ctype == "uint32_t" else ""  # a mask above INT32_MAX stays an unsigned int constant
+        flat = [str(int(v)) + suffix if v != -2 ** 31 else "(-2147483647 - 1)" for v in np.ravel(values)]
         self.constant_bytes += len(flat) * (1 if ctype == "int8_t" else 4)
         rows = [", ".join(flat[i:i + 24]) for i in range(0, len(flat), 24)]
         self.constants.append(f"/* {comment} */")
