@@ -118,10 +118,10 @@ def test_engine_runs_depthwise_variants_bit_exact(tmp_path):
 
 
 def test_block_sparse_kernels_are_bit_exact_and_skip_the_zero_blocks(tmp_path):
-    """Pointwise convolutions and fully connected layers whose weights are zero in 60 % of the engine's 4×2
-    blocks (compress.prune's block masks) run on the sparse kernels, bit-exact on both paths: an odd pixel
-    count (the pair loop's tail), a depth over 128 (two mask words), per-tensor FC multipliers. A layer with
-    10 % zero blocks and one with an odd channel count stay dense."""
+    """Pointwise convolutions and fully connected layers whose weights are zero in 60 % of the engine's
+    blocks (compress.prune's block masks) run on the sparse kernels, bit-exact on both paths: 25 pixels (the
+    four-pixel loop's tail), a depth over 128 (two mask words), per-tensor FC multipliers, three outputs. A
+    layer with 10 % zero blocks stays dense."""
     import tf_keras as keras
     from dslite_tiny.compress.prune import block_mask
 
@@ -139,7 +139,7 @@ def test_block_sparse_kernels_are_bit_exact_and_skip_the_zero_blocks(tmp_path):
     variant = _converted(model, (5, 5, 40), tmp_path)
     engine = generate(variant.data, variant.path, name="net", provenance=["test"])
     dense = generate(_densified(variant.data), variant.path, name="net", provenance=["test"])
-    assert len(engine.sparse_ops) == 3 and not dense.sparse_ops  # pw_sparse, pw_words, fc_sparse
+    assert len(engine.sparse_ops) == 4 and not dense.sparse_ops  # all but pw_dense
     assert engine.constant_bytes < dense.constant_bytes - 0.5 * 0.6 * (40 * 160 * 2 + 48 * 32)
     _assert_bit_exact(variant, tmp_path)
     if qemu.tools_missing():
@@ -290,7 +290,7 @@ def test_folded_bias_takes_int32_min_and_refuses_overflow():
     bias = Tensor(0, "b", (2,), "int32", np.ones(2, np.float32), np.zeros(2, np.int64), 0,
                   np.array([-2**31, 5], np.int32))
     op = Op(0, "CONV_2D", (1, 2, 0), (3,), {})
-    writer = _Writer(Graph((bias,), (op,), (1,), (3,)), None, "n", "m.tflite")
+    writer = _Writer(Graph((bias,), (op,), (1,), (3,)), None, "n", "m.tflite", {})
     assert writer._folded_bias(op, np.array([0, 1]), 128).tolist() == [-2**31, 133]
     writer._array("int32_t", "b0", np.array([-2**31, 7]), "bias")
     assert "(-2147483647 - 1), 7" in writer.constants[-1]
@@ -312,6 +312,22 @@ def _pointwise_events(pixels: int, c_in: int, c_out: int) -> list[tuple[str, int
     return events
 
 
+def _sparse_pointwise_events(pixels: int, c_in: int, c_out: int) -> list[tuple[str, int]]:
+    """The sparse pointwise kernel's memory order (dt_pointwise_conv_sparse_s8) with every block kept: per
+    group of four pixels and output channel, the four input rows read, then four outputs written; the last
+    pixels % 4 row by row."""
+    events: list[tuple[str, int]] = []
+    full = pixels - pixels % 4
+    for first in range(0, full, 4):
+        for oc in range(c_out):
+            events += [("read", (first + q) * c_in + k) for q in range(4) for k in range(c_in)]
+            events += [("write", (first + q) * c_out + oc) for q in range(4)]
+    for last in range(full, pixels):
+        for oc in range(c_out):
+            events += [("read", last * c_in + k) for k in range(c_in)] + [("write", last * c_out + oc)]
+    return events
+
+
 def _safe(events: list[tuple[str, int]], delta: int) -> bool:
     """No write lands on an input byte that a later event reads (output at input offset + delta)."""
     later_min = np.iinfo(np.int64).max
@@ -323,8 +339,9 @@ def _safe(events: list[tuple[str, int]], delta: int) -> bool:
     return True
 
 
-@pytest.mark.parametrize("pixels, c_in, c_out", [(5, 4, 4), (6, 3, 8), (4, 8, 2), (7, 5, 3), (3, 1, 6)])
-def test_pointwise_overlap_is_the_largest_safe_one(pixels, c_in, c_out):
+@pytest.mark.parametrize("pixels, c_in, c_out", [(5, 4, 4), (6, 3, 8), (4, 8, 2), (7, 5, 3), (3, 1, 6), (9, 8, 4)])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_pointwise_overlap_is_the_largest_safe_one(pixels, c_in, c_out, sparse):
     """The planner lets a pointwise convolution's output start ``delta`` bytes from its dying input: exactly the
     largest offset at which the kernel's order never overwrites an input byte it still reads."""
     from dslite_tiny.engine.graph import Graph, Op, Tensor
@@ -338,6 +355,6 @@ def test_pointwise_overlap_is_the_largest_safe_one(pixels, c_in, c_out):
     y = tensor(2, (1, 1, pixels, c_out))
     op = Op(0, "CONV_2D", (0, 1), (2,), {"padding": 1, "strideH": 1, "strideW": 1, "dilationHFactor": 1,
                                           "dilationWFactor": 1})
-    delta = _largest_delta(Graph((x, w, y), (op,), (0,), (2,)), op)
-    events = _pointwise_events(pixels, c_in, c_out)
+    delta = _largest_delta(Graph((x, w, y), (op,), (0,), (2,)), op, sparse=sparse)
+    events = (_sparse_pointwise_events if sparse else _pointwise_events)(pixels, c_in, c_out)
     assert _safe(events, delta) and not _safe(events, delta + 1)

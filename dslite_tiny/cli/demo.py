@@ -76,8 +76,9 @@ def demo(out: Path, clips_per_class: int, epochs: int | None) -> None:
 
 
 DEMO_TRAIN = "mcu-dscnn"
-# The default variants with shorter fine-tuning, written beside the run so that `compress --config` reuses them.
-DEMO_COMPRESS = {"preset": "default", "prune_epochs": 2, "qat_epochs": 1, "latency_runs": 20}
+# The default variants with shorter QAT, written beside the run so that `compress --config` reuses them. Pruning
+# keeps its eight epochs (a second on the demo's data): block pruning lost 42.5 UAR points in two, 7.5 in eight.
+DEMO_COMPRESS = {"preset": "default", "qat_epochs": 1, "latency_runs": 20}
 DEMO_COMPRESS_FILE = "compress.yaml"
 DEMO_BOARD = "nano33ble"
 

@@ -16,7 +16,7 @@ import numpy as np
 from dslite_tiny.engine import quant
 from dslite_tiny.engine.graph import Graph, Op, Tensor, read_graph
 from dslite_tiny.engine.plan import Plan, is_pointwise, plan_arena
-from dslite_tiny.engine.sparse import BlockSparse, block_sparse
+from dslite_tiny.engine.sparse import BlockSparse, choose_sparse
 from dslite_tiny.errors import UserError
 from dslite_tiny.export.c_source import banner
 from dslite_tiny.measure.graph import check_limits
@@ -41,8 +41,9 @@ def generate(data: bytes, path: str | Path, *, name: str, provenance: list[str])
     """The model at ``path`` (flatbuffer ``data``) as ``<name>_engine.h/.c`` plus the kernels."""
     graph = read_graph(data, path)
     check_limits(graph, path)  # before planning: the planner's work grows with the activations
-    plan = plan_arena(graph)
-    writer = _Writer(graph, plan, name, path)
+    sparse = choose_sparse(graph)
+    plan = plan_arena(graph, sparse_ops=frozenset(sparse))
+    writer = _Writer(graph, plan, name, path, sparse)
     body = [writer.call(op) for op in graph.ops]
     source = "\n".join([_banner(provenance), f'#include "{name}_engine.h"', "", "#include <stddef.h>", "",
                         '#include "dt_engine.h"', "",
@@ -54,17 +55,17 @@ def generate(data: bytes, path: str | Path, *, name: str, provenance: list[str])
     files = {f"{name}_engine.h": _header(graph, plan, name, provenance), f"{name}_engine.c": source, **kernels}
     x, y = graph.tensors[graph.inputs[0]], graph.tensors[graph.outputs[0]]
     return Engine(files, plan.arena_bytes, writer.constant_bytes, x.elements, y.elements, len(graph.ops),
-                  tuple(writer.sparse_ops))
+                  tuple(sorted(sparse)))
 
 
 class _Writer:
     """Emits each op's constants and its kernel call."""
 
-    def __init__(self, graph: Graph, plan: Plan, name: str, path: str | Path):
+    def __init__(self, graph: Graph, plan: Plan, name: str, path: str | Path, sparse: dict[int, BlockSparse]):
         self.graph, self.plan, self.name, self.path = graph, plan, name, path
+        self.sparse = sparse  # op index → its weights' block-sparse form, for the ops that run sparse
         self.constants: list[str] = []
         self.constant_bytes = 0
-        self.sparse_ops: list[int] = []  # the ops whose weights are stored block-sparse
 
     def call(self, op: Op) -> str:
         try:
@@ -103,7 +104,7 @@ class _Writer:
             return self._weighted_call(op, kernel, "dt_conv_params", fields, multipliers, shifts, extra=f"f{op.index}")
         if is_pointwise(self.graph, op):
             folded = self._folded_bias(op, w.data.reshape(out_c, -1).sum(axis=1), -x.zero_point)
-            sparse = self._sparse(op, w.data.reshape(out_c, -1))
+            sparse = self.sparse.get(op.index)
             return self._weighted_call(op, "dt_pointwise_conv_sparse_s8" if sparse else "dt_pointwise_conv_s8",
                                        "dt_conv_params", fields, multipliers, shifts, bias=folded, sparse=sparse)
         return self._weighted_call(op, kernel, "dt_conv_params", fields, multipliers, shifts)
@@ -121,17 +122,9 @@ class _Writer:
         multipliers, shifts = quant.conv_multipliers(x.scale, w.scales, out.scale)
         fields = [w.shape[1], w.shape[0], int(len(w.scales) > 1), out.zero_point, act_min, act_max]
         folded = self._folded_bias(op, w.data.sum(axis=1), -x.zero_point)
-        sparse = self._sparse(op, w.data)
+        sparse = self.sparse.get(op.index)
         return self._weighted_call(op, "dt_fully_connected_sparse_s8" if sparse else "dt_fully_connected_s8",
                                    "dt_fc_params", fields, multipliers, shifts, bias=folded, sparse=sparse)
-
-    def _sparse(self, op: Op, weights: np.ndarray) -> BlockSparse | None:
-        """The op's [rows][depth] weights in block-sparse form where that is smaller and faster, else None."""
-        sparse = block_sparse(weights)
-        if sparse is None or not sparse.pays():
-            return None
-        self.sparse_ops.append(op.index)
-        return sparse
 
     def _mean(self, op: Op) -> str:
         x, axis, out = self._tensor(op, 0), self._tensor(op, 1), self.graph.tensors[op.outputs[0]]
@@ -257,7 +250,7 @@ class _Writer:
         n = op.index
         w = self._tensor(op, 1)
         if sparse is not None:
-            self._array("uint32_t", f"q{n}", sparse.masks, f"kept blocks of tensor {w.index}, a mask per row pair")
+            self._array("uint32_t", f"q{n}", sparse.masks, f"kept blocks of tensor {w.index}, masks per row")
             self._array("int8_t", f"w{n}", sparse.values, f"weights of the kept blocks, tensor {w.index}")
         else:
             self._array("int8_t", f"w{n}", w.data, f"weights, tensor {w.index}")

@@ -38,10 +38,11 @@ class _Buffer:
     last: int  # the last op that reads it
 
 
-def plan_arena(graph: Graph) -> Plan:
+def plan_arena(graph: Graph, *, sparse_ops: frozenset[int] = frozenset()) -> Plan:
+    """The arena of ``graph``, whose ``sparse_ops`` run on the block-sparse kernels (their order differs)."""
     external = set(graph.inputs) | set(graph.outputs)
     buffers = {b.tensor: b for b in _buffers(graph) if b.tensor not in external}
-    overlaps = _overlaps(graph, buffers)  # (input, output) → the largest output − input offset allowed
+    overlaps = _overlaps(graph, buffers, sparse_ops)  # (input, output) → the largest output − input offset allowed
     offsets: dict[int, int] = {}
     for buffer in sorted(buffers.values(), key=lambda b: (-b.size, b.first)):
         live = [buffers[t] for t in offsets if buffers[t].first <= buffer.last and buffer.first <= buffers[t].last]
@@ -76,14 +77,14 @@ def _buffers(graph: Graph) -> list[_Buffer]:
     return [_Buffer(t, -(-graph.tensors[t].elements // ALIGNMENT) * ALIGNMENT, first[t], last[t]) for t in first]
 
 
-def _overlaps(graph: Graph, buffers: dict[int, _Buffer]) -> dict[tuple[int, int], int]:
+def _overlaps(graph: Graph, buffers: dict[int, _Buffer], sparse_ops: frozenset[int]) -> dict[tuple[int, int], int]:
     """(input, output) of each op whose input dies there → the largest safe ``out − in`` offset."""
     allowed = {}
     for op in graph.ops:
         source, target = op.inputs[0], op.outputs[0]
         if source not in buffers or target not in buffers or buffers[source].last != op.index:
             continue
-        delta = _largest_delta(graph, op)
+        delta = _largest_delta(graph, op, sparse=op.index in sparse_ops)
         if delta is not None:
             allowed[source, target] = delta
     return allowed
@@ -96,14 +97,15 @@ def is_pointwise(graph: Graph, op: Op) -> bool:
     return op.name == "CONV_2D" and w.shape[1:3] == (1, 1) and (o["strideH"], o["strideW"]) == (1, 1)
 
 
-def _largest_delta(graph: Graph, op: Op) -> int | None:
+def _largest_delta(graph: Graph, op: Op, *, sparse: bool = False) -> int | None:
     if op.name in _ELEMENTWISE:
         return 0
     if op.name not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
         return None
     if is_pointwise(graph, op):
         _, h, w, c_in = graph.tensors[op.inputs[0]].shape
-        return _pointwise_delta(h * w, c_in, graph.tensors[op.outputs[0]].shape[-1])
+        c_out = graph.tensors[op.outputs[0]].shape[-1]
+        return _sparse_pointwise_delta(h * w, c_in, c_out) if sparse else _pointwise_delta(h * w, c_in, c_out)
     first_read = _first_reads(graph, op)  # per output element, in the order the kernel writes them
     later = np.minimum.accumulate(first_read[::-1])[::-1]  # the lowest index read at or after each element
     later = np.append(later[1:], np.iinfo(np.int64).max)  # ... after it
@@ -127,6 +129,20 @@ def _pointwise_delta(pixels: int, c_in: int, c_out: int) -> int:
         last = pixels - 1
         bounds.append(min((last * c_in - (last * c_out + oc) for oc in range(c_out - 1)), default=_UNBOUNDED))
     return int(min(bounds)) - 1
+
+
+def _sparse_pointwise_delta(pixels: int, c_in: int, c_out: int) -> int:
+    """The sparse pointwise kernel's order: per group of four pixels and output channel, the four input rows
+    are read (at most whole) and four outputs written; the last ``pixels % 4`` go one at a time, channel by
+    channel. Each step's writes must stay below every read of the steps after it."""
+    groups = np.arange(0, pixels - 3, 4)
+    tail = np.arange(groups.size * 4, pixels)
+    channels = np.arange(c_out)
+    reads = np.concatenate([np.repeat(groups * c_in, c_out), np.repeat(tail * c_in, c_out)])
+    writes = np.concatenate([((groups[:, None] + 3) * c_out + channels).ravel(),
+                             (tail[:, None] * c_out + channels).ravel()])
+    later = np.append(np.minimum.accumulate(reads[::-1])[::-1][1:], _UNBOUNDED)  # the lowest read after each step
+    return int(np.min(later - writes)) - 1
 
 
 def _first_reads(graph: Graph, op: Op) -> np.ndarray:

@@ -33,7 +33,8 @@ def cortex_m4_figures(data: bytes, path: Path, inputs: np.ndarray, *, cache_dir:
     except UserError as exc:
         return {"ok": False, "reason": exc.message}
     figures = {"ok": True, "arena_bytes": engine.arena_bytes, "io_bytes": engine.input_bytes + engine.output_bytes,
-               "ram_bytes": engine.arena_bytes + engine.input_bytes + engine.output_bytes, "ops": engine.ops}
+               "ram_bytes": engine.arena_bytes + engine.input_bytes + engine.output_bytes, "ops": engine.ops,
+               "block_sparse_ops": list(engine.sparse_ops)}
     from firmware_host import qemu
 
     problem = qemu.tools_missing()

@@ -264,77 +264,72 @@ static inline int32_t lowest_bit(uint32_t m) {
 #endif
 }
 
-/* dot2x2 over the kept blocks of one row pair (masks ``mask[0..words)``, kept weights from ``w``): acc =
- * {row0·x0, row1·x0, row0·x1, row1·x1} added to acc. Returns the weights after this pair's. */
-static const int8_t *sparse_dot2x2(const int8_t *x0, const int8_t *x1, const uint32_t *mask, int32_t words,
+/* Σ over the kept blocks of one weight row (masks ``mask[0..words)``, kept weights from ``w``) of the
+ * block's four weights times the same four values of each of four input rows x, x + c, x + 2c, x + 3c,
+ * added to acc[0..4). Returns the weights after this row's. */
+static const int8_t *sparse_dot4x1(const int8_t *x, int32_t c, const uint32_t *mask, int32_t words,
                                    const int8_t *w, int32_t acc[4]) {
-  int32_t a00 = acc[0], a10 = acc[1], a01 = acc[2], a11 = acc[3], word;
-  for (word = 0; word < words; ++word, x0 += 128, x1 += 128) {
-    uint32_t m = mask[word];
-    while (m) {
-      const int32_t k = 4 * lowest_bit(m);
-      m &= m - 1u;
-#if defined(__ARM_FEATURE_DSP)
-      {
-        const uint32_t xv0 = load4(x0 + k), xv1 = load4(x1 + k), wv0 = load4(w), wv1 = load4(w + 4);
-        const int32_t x0e = __sxtb16(xv0), x0o = sxtb16_odd(xv0), x1e = __sxtb16(xv1), x1o = sxtb16_odd(xv1);
-        const int32_t w0e = __sxtb16(wv0), w0o = sxtb16_odd(wv0), w1e = __sxtb16(wv1), w1o = sxtb16_odd(wv1);
-        a00 = __smlad(w0o, x0o, __smlad(w0e, x0e, a00));
-        a10 = __smlad(w1o, x0o, __smlad(w1e, x0e, a10));
-        a01 = __smlad(w0o, x1o, __smlad(w0e, x1e, a01));
-        a11 = __smlad(w1o, x1o, __smlad(w1e, x1e, a11));
-      }
-#else
-      {
-        int32_t j;
-        for (j = 0; j < 4; ++j) {
-          a00 += w[j] * x0[k + j];
-          a10 += w[4 + j] * x0[k + j];
-          a01 += w[j] * x1[k + j];
-          a11 += w[4 + j] * x1[k + j];
-        }
-      }
-#endif
-      w += 8;
-    }
-  }
-  acc[0] = a00;
-  acc[1] = a10;
-  acc[2] = a01;
-  acc[3] = a11;
-  return w;
-}
-
-/* sparse_dot2x2 for one input row: acc = {row0·x, row1·x} added to acc. */
-static const int8_t *sparse_dot1x2(const int8_t *x, const uint32_t *mask, int32_t words, const int8_t *w,
-                                   int32_t acc[2]) {
-  int32_t a0 = acc[0], a1 = acc[1], word;
+  int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3], word;
   for (word = 0; word < words; ++word, x += 128) {
     uint32_t m = mask[word];
     while (m) {
-      const int32_t k = 4 * lowest_bit(m);
+      const int8_t *xk = x + 4 * lowest_bit(m);
       m &= m - 1u;
 #if defined(__ARM_FEATURE_DSP)
       {
-        const uint32_t xv = load4(x + k), wv0 = load4(w), wv1 = load4(w + 4);
-        const int32_t xe = __sxtb16(xv), xo = sxtb16_odd(xv);
-        a0 = __smlad(sxtb16_odd(wv0), xo, __smlad(__sxtb16(wv0), xe, a0));
-        a1 = __smlad(sxtb16_odd(wv1), xo, __smlad(__sxtb16(wv1), xe, a1));
+        const uint32_t wv = load4(w);
+        const int32_t we = __sxtb16(wv), wo = sxtb16_odd(wv);
+        uint32_t xv = load4(xk);
+        a0 = __smlad(wo, sxtb16_odd(xv), __smlad(we, __sxtb16(xv), a0));
+        xv = load4(xk + c);
+        a1 = __smlad(wo, sxtb16_odd(xv), __smlad(we, __sxtb16(xv), a1));
+        xv = load4(xk + 2 * c);
+        a2 = __smlad(wo, sxtb16_odd(xv), __smlad(we, __sxtb16(xv), a2));
+        xv = load4(xk + 3 * c);
+        a3 = __smlad(wo, sxtb16_odd(xv), __smlad(we, __sxtb16(xv), a3));
       }
 #else
       {
         int32_t j;
         for (j = 0; j < 4; ++j) {
-          a0 += w[j] * x[k + j];
-          a1 += w[4 + j] * x[k + j];
+          a0 += w[j] * xk[j];
+          a1 += w[j] * xk[c + j];
+          a2 += w[j] * xk[2 * c + j];
+          a3 += w[j] * xk[3 * c + j];
         }
       }
 #endif
-      w += 8;
+      w += 4;
     }
   }
   acc[0] = a0;
   acc[1] = a1;
+  acc[2] = a2;
+  acc[3] = a3;
+  return w;
+}
+
+/* sparse_dot4x1 for one input row. */
+static const int8_t *sparse_dot1x1(const int8_t *x, const uint32_t *mask, int32_t words, const int8_t *w,
+                                   int32_t *acc) {
+  int32_t a = *acc, word;
+  for (word = 0; word < words; ++word, x += 128) {
+    uint32_t m = mask[word];
+    while (m) {
+      const int8_t *xk = x + 4 * lowest_bit(m);
+      m &= m - 1u;
+#if defined(__ARM_FEATURE_DSP)
+      {
+        const uint32_t wv = load4(w), xv = load4(xk);
+        a = __smlad(sxtb16_odd(wv), sxtb16_odd(xv), __smlad(__sxtb16(wv), __sxtb16(xv), a));
+      }
+#else
+      a += w[0] * xk[0] + w[1] * xk[1] + w[2] * xk[2] + w[3] * xk[3];
+#endif
+      w += 4;
+    }
+  }
+  *acc = a;
   return w;
 }
 
@@ -345,14 +340,11 @@ static void sparse_rows_s8(const int8_t *x, const uint32_t *mask, const int8_t *
   const int32_t words = (depth / 4 + 31) / 32;
   const int8_t *w = values;
   int32_t r;
-  for (r = 0; r < rows; r += 2, mask += words) {
-    const int32_t k0 = per_channel ? r : 0, k1 = per_channel ? r + 1 : 0;
-    int32_t acc[2];
-    acc[0] = bias[r];
-    acc[1] = bias[r + 1];
-    w = sparse_dot1x2(x, mask, words, w, acc);
-    out[r] = requantize(acc[0], multiplier[k0], shift[k0], out_offset, low, high);
-    out[r + 1] = requantize(acc[1], multiplier[k1], shift[k1], out_offset, low, high);
+  for (r = 0; r < rows; ++r, mask += words) {
+    const int32_t k = per_channel ? r : 0;
+    int32_t acc = bias[r];
+    w = sparse_dot1x1(x, mask, words, w, &acc);
+    out[r] = requantize(acc, multiplier[k], shift[k], out_offset, low, high);
   }
 }
 
@@ -362,19 +354,20 @@ void dt_pointwise_conv_sparse_s8(const dt_conv_params *p, const int8_t *in, cons
   const dt_conv_params q = *p; /* a local copy: stores through int8_t * cannot alias it */
   const int32_t pixels = q.out_h * q.out_w, c = q.in_c, n = q.out_c, words = (c / 4 + 31) / 32;
   int32_t i = 0, oc;
-  for (; i + 2 <= pixels; i += 2) { /* two pixels by two output channels at a time, as the dense kernel */
-    const int8_t *x0 = &in[i * c], *x1 = x0 + c, *w = values;
+  /* Four pixels at a time, each output channel's kept blocks once for the four; the pointwise overlap the
+   * planner allows (two pixels) holds: the four outputs are written after all four inputs are read. */
+  for (; i + 4 <= pixels; i += 4) {
+    const int8_t *x = &in[i * c], *w = values;
     const uint32_t *m = mask;
-    int8_t *y0 = &out[i * n], *y1 = y0 + n;
-    for (oc = 0; oc < n; oc += 2, m += words) {
+    int8_t *y = &out[i * n];
+    for (oc = 0; oc < n; ++oc, m += words) {
       int32_t acc[4];
-      acc[0] = acc[2] = bias[oc];
-      acc[1] = acc[3] = bias[oc + 1];
-      w = sparse_dot2x2(x0, x1, m, words, w, acc);
-      y0[oc] = requantize(acc[0], multiplier[oc], shift[oc], q.out_offset, q.act_min, q.act_max);
-      y0[oc + 1] = requantize(acc[1], multiplier[oc + 1], shift[oc + 1], q.out_offset, q.act_min, q.act_max);
-      y1[oc] = requantize(acc[2], multiplier[oc], shift[oc], q.out_offset, q.act_min, q.act_max);
-      y1[oc + 1] = requantize(acc[3], multiplier[oc + 1], shift[oc + 1], q.out_offset, q.act_min, q.act_max);
+      acc[0] = acc[1] = acc[2] = acc[3] = bias[oc];
+      w = sparse_dot4x1(x, c, m, words, w, acc);
+      y[oc] = requantize(acc[0], multiplier[oc], shift[oc], q.out_offset, q.act_min, q.act_max);
+      y[n + oc] = requantize(acc[1], multiplier[oc], shift[oc], q.out_offset, q.act_min, q.act_max);
+      y[2 * n + oc] = requantize(acc[2], multiplier[oc], shift[oc], q.out_offset, q.act_min, q.act_max);
+      y[3 * n + oc] = requantize(acc[3], multiplier[oc], shift[oc], q.out_offset, q.act_min, q.act_max);
     }
   }
   for (; i < pixels; ++i) {

@@ -72,9 +72,10 @@ void dt_depthwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_
                           const int32_t *folded_bias, const int32_t *multiplier, const int32_t *shift, int8_t *out);
 void dt_fully_connected_s8(const dt_fc_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
                            const int32_t *multiplier, const int32_t *shift, int8_t *out);
-/* The block-sparse forms of the two (engine/sparse.py): per pair of output channels, ``words`` 32-bit masks
- * of which blocks of four depth values are kept, then the kept blocks' weights (four of each channel); the
- * skipped blocks are zeros. bias has the input offset folded in; out_c is even and the depth a multiple of 4. */
+/* The block-sparse forms of the two (engine/sparse.py): per output channel, (depth / 4 + 31) / 32 32-bit
+ * masks of which blocks of four depth values are kept (in ``mask``), and the kept blocks' four weights each
+ * (in ``values``); the skipped blocks are zeros. bias has the input offset folded in; the depth is a
+ * multiple of 4. */
 void dt_pointwise_conv_sparse_s8(const dt_conv_params *p, const int8_t *in, const uint32_t *mask,
                                  const int8_t *values, const int32_t *bias, const int32_t *multiplier,
                                  const int32_t *shift, int8_t *out);
