@@ -6,8 +6,8 @@ import dataclasses
 import pytest
 import yaml
 
-from dslite_tiny.config import (CompressConfig, DataConfig, FrontendConfig, TrainConfig, list_presets, load_config, parse_overrides,
-                                presets_dir, to_dict, to_yaml)
+from dslite_tiny.config import (CompressConfig, DataConfig, FrontendConfig, TrainConfig, list_presets, load_config,
+                                parse_overrides, presets_dir, to_dict, to_yaml)
 from dslite_tiny.errors import ConfigError
 
 

@@ -12,13 +12,14 @@ RigL's allocation): a layer's density is proportional to
 than a 32×32 one, whose every weight carries more of the function. On the FSDD MobileNet v1 α = 0.25
 (two seeds) ERK kept 1.6 and 2.4 points more of the float model's test predictions than uniform 50 %.
 
-Three patterns (``PATTERNS``): ``blocks`` zeroes whole blocks of four input values × two output channels
-(``engine.sparse``: the generated engine skips them, so a pruned model is smaller and faster on a
-microcontroller); ``unstructured`` zeroes single weights (TFMOT; only gzip sees it); ``2:4`` two of every
-four input channels (TFMOT's sparsity_m_by_n; for hardware with 2:4 support). TFMOT prunes blocks of 2-D
-kernels only (its ``block_size`` refuses a Conv2D's 4-D kernel), so ``BlockPruning`` is a callback doing what
-TFMOT's wrapper does (the same PolynomialDecay schedule; before every step and after it, the kernel is
-multiplied by its mask, so the forward pass sees zeros and no optimizer update survives) with block masks.
+Three patterns (config ``sparsity_pattern``): ``blocks`` zeroes whole blocks of four consecutive input
+values of one output channel (``engine.sparse``: the generated engine skips them, so a pruned model is
+smaller and faster on a microcontroller); ``unstructured`` zeroes single weights (TFMOT; only gzip sees
+it); ``2:4`` two of every four input channels (TFMOT's sparsity_m_by_n; for hardware with 2:4 support).
+TFMOT prunes blocks of 2-D kernels only (its ``block_size`` refuses a Conv2D's 4-D kernel), so
+``BlockPruning`` is a callback doing what TFMOT's wrapper does (the same PolynomialDecay schedule; before
+every step and after it, the kernel is multiplied by its mask, so the forward pass sees zeros and no
+optimizer update survives) with block masks.
 """
 from __future__ import annotations
 
@@ -33,7 +34,6 @@ import tf_keras as keras
 from dslite_tiny.engine.sparse import BLOCK_DEPTH, BLOCK_ROWS
 
 _WEIGHT_LAYERS = (keras.layers.Conv2D, keras.layers.Dense)
-PATTERNS = ("blocks", "unstructured", "2:4")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,7 +155,7 @@ def layer_sparsities(model: keras.Model, layer_names: list[str], sparsity: float
 def prune_model(model: keras.Model, targets: dict[str, float], schedule: PruningSchedule, *,
                 pattern: str = "unstructured") -> tuple[keras.Model, keras.callbacks.Callback]:
     """A copy of ``model`` to train with the callback returned beside it, which prunes each layer of
-    ``targets`` to its sparsity on ``schedule``'s steps in ``pattern`` (one of ``PATTERNS``): TFMOT's wrappers
+    ``targets`` to its sparsity on ``schedule``'s steps in ``pattern`` (blocks, unstructured or 2:4): TFMOT's wrappers
     and UpdatePruningStep, or BlockPruning. ``strip_pruning`` gives the pruned model after training."""
     if pattern == "blocks":
         return _fresh_copy(model), BlockPruning({n: s for n, s in targets.items() if s > 0}, schedule)
