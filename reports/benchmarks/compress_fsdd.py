@@ -15,13 +15,18 @@ agreement with the float model and gzip size against int8, per seed. A rerun who
 differs keeps the previous run's rows as its "before" (with that config), so the table shows what a
 recipe change did on the same models.
 
+Part ``dscnn-40x49``: what compression buys on the Cortex-M4. The DS-CNN (``mcu-dscnn`` on the ``fsdd-40x49``
+frontend, spectrogram augmentation as the preset has it) trained with two seeds on the same split; int8,
+pruned-int8, pqat-int8 and slim-int8 with their engine figures on QEMU's Cortex-M4 (instructions per inference,
+constants, flash) against int8's, beside ΔUAR and agreement.
+
 Part ``densenet``: DenseNet121 at 224×224×3 with DeepSpectrumLite's head (the paper's model; its float
 TFLite is 30.0 MB and runs in 89.7 ms on a 4-thread laptop CPU), every variant of the phone preset. No
 ImageNet DenseNet121 weights are available offline, so it is trained from scratch for a few epochs on an
 FSDD subset (``DENSENET_*``): its float UAR is low, but it is a trained model, and the variants' agreement
 with it and their sizes, arena and latency are real.
 
-    python reports/benchmarks/compress_fsdd.py --part mcu|ptq|dscnn|mobilenet|densenet [--out DIR]
+    python reports/benchmarks/compress_fsdd.py --part mcu|ptq|dscnn|mobilenet|dscnn-40x49|densenet [--out DIR]
 
 Results go to ``compress_fsdd.json`` (per model, written as each model finishes) and ``compress_fsdd.md``;
 the compress output folders resume, so a rerun only redoes what is missing.
@@ -60,6 +65,7 @@ THEO_SPLIT = {"test_speakers": ["theo"], "devel_speakers": ["jackson"]}  # the s
 PTQ_SEEDS = (0, 1)
 PTQ_REPAIRS = ("bias_correction",)  # each built off and on, the others at their defaults
 SEED_PARTS = {"dscnn": "DS-CNN", "mobilenet": "MobileNet v1 α = 0.25"}  # part: backbone title
+DEVICE_VARIANTS = ["int8", "pruned-int8", "pqat-int8", "slim-int8"]  # part dscnn-40x49
 # int16x8 left out: TFLite's int16 reference kernels on DenseNet121 at 224×224 take too long for this part.
 DENSENET_OVERRIDES = {"prune_epochs": 2, "qat_epochs": 1, "representative_chunks": 50, "latency_runs": 50,
                       "layer_error_chunks": 20,
@@ -86,7 +92,8 @@ def theo_models(out: Path, cache: FeatureCache, backbone: str = "mobilenet") -> 
     as_measured = {"time_shift": False, "speed_perturb": 0.0, "pitch_shift": 0.0, "noise_snr_db": [],
                    "frontend_set": {"clip_position": "start"}}  # the presets before spectrogram augmentation
     preset, overrides = {"mobilenet": ("mcu-mobilenet", {"weights": str(WEIGHTS), **as_measured}),
-                         "dscnn": ("mcu-dscnn", {"frontend": "fsdd", **as_measured})}[backbone]
+                         "dscnn": ("mcu-dscnn", {"frontend": "fsdd", **as_measured}),
+                         "dscnn-40x49": ("mcu-dscnn", {"frontend": "fsdd-40x49"})}[backbone]
     models = []
     for seed in PTQ_SEEDS:
         path = out / f"{backbone}-theo-s{seed}" / "model.h5"
@@ -129,7 +136,7 @@ def densenet_model(out: Path, cache: FeatureCache) -> tuple[str, Path, DataConfi
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("mcu", "ptq", *SEED_PARTS, "densenet"), required=True)
+    parser.add_argument("--part", choices=("mcu", "ptq", *SEED_PARTS, "dscnn-40x49", "densenet"), required=True)
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir(), "dslite-tiny-compress"))
     args = parser.parse_args()
     import_tensorflow_quietly()
@@ -143,6 +150,10 @@ def main() -> None:
     elif args.part in SEED_PARTS:
         models, data = theo_models(args.out, cache, backbone=args.part)
         config = load_config(CompressConfig, "default", ("seeds", {"variants": list(VARIANTS)}), stage="compress")
+        jobs = [(name, path, data, config) for name, path in models]
+    elif args.part == "dscnn-40x49":
+        models, data = theo_models(args.out, cache, backbone=args.part)
+        config = load_config(CompressConfig, "default", ("device", {"variants": DEVICE_VARIANTS}), stage="compress")
         jobs = [(name, path, data, config) for name, path in models]
     else:
         name, path, data = densenet_model(args.out, cache)
@@ -158,11 +169,53 @@ def main() -> None:
                  "gzip_floor": floors,
                  "reference": result.reference.float_uar,
                  "reference_files": result.reference.accuracy["files"]["uar"],
-                 "rows": result.rows, "command": f"python reports/benchmarks/compress_fsdd.py --part {args.part}"}
+                 "rows": result.rows, "command": f"python reports/benchmarks/compress_fsdd.py --part {args.part}",
+                 "m4_constants": _m4_constants(args.out / name.replace(" ", "-"))}
         results["models"][name] = {**entry, **_before(results["models"].get(name), entry)}
         results_path.write_text(json.dumps(results, indent=2) + "\n")
         (HERE / "compress_fsdd.md").write_text(markdown(results))
     print(markdown(results))
+
+
+def _m4_constants(out: Path) -> dict[str, int]:
+    """Per int8 variant with Cortex-M4 figures: the engine's constant bytes (weights, biases, multipliers)."""
+    found = {}
+    for metrics in sorted(out.glob("*/metrics.json")):
+        m4 = json.loads(metrics.read_text()).get("cortex_m4") or {}
+        if m4.get("ok"):
+            found[metrics.parent.name] = m4["constant_bytes"]
+    return found
+
+
+def device_markdown(entries: dict) -> list[str]:
+    """Per variant and seed: ΔUAR, agreement, and the engine's Cortex-M4 instructions and constants as a
+    multiple of int8's."""
+    if not entries:
+        return []
+    names = list(entries)
+    lines = ["## DS-CNN on the 40×49 frontend, two seeds (test theo, devel jackson): the Cortex-M4", "",
+             "Command: `python reports/benchmarks/compress_fsdd.py --part dscnn-40x49`. Float Keras UAR per chunk / "
+             "per file: " + "; ".join(f"{n} {e['reference']:.3f} / {e['reference_files']:.3f}" for n, e in entries.items())
+             + ". ΔUAR in points against each seed's own float model; agreement with it per chunk; instructions per "
+             "inference (QEMU mps2-an386, `-icount shift=0`) and engine constants, each ÷ int8's.", "",
+             "| variant | " + " | ".join(f"{n} ΔUAR | {n} agree | {n} M4 instr. | {n} constants" for n in names) + " |",
+             "|---|" + "---|---|---|---|" * len(names)]
+    for variant in [r["variant"] for r in entries[names[0]]["rows"]]:
+        cells = []
+        for entry in entries.values():
+            rows = {r["variant"]: r for r in entry["rows"]}
+            row, int8 = rows.get(variant), rows.get("int8")
+            if row is None or row["status"] != "ok" or row.get("m4_instructions") in (None, ""):
+                cells += ["–"] * 4
+                continue
+            constants = entry.get("m4_constants", {})
+            ratio = (f"{constants[variant] / 1024:.1f} KB ({constants[variant] / constants['int8']:.2f}×)"
+                     if variant in constants and "int8" in constants else "–")
+            cells += [f"{(row['uar'] - entry['reference']) * 100:+.1f}", f"{row['agreement'] * 100:.1f} %",
+                      f"{row['m4_instructions'] / 1e6:.2f} M ({row['m4_instructions'] / int8['m4_instructions']:.2f}×)",
+                      ratio]
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def gzip_floors(out: Path) -> dict[str, float]:
@@ -226,8 +279,9 @@ def markdown(results: dict) -> str:
     lines += ptq_markdown({name: e for name, e in results["models"].items() if e["part"] == "ptq"})
     for part, title in SEED_PARTS.items():
         lines += seeds_markdown(part, title, {name: e for name, e in results["models"].items() if e["part"] == part})
+    lines += device_markdown({name: e for name, e in results["models"].items() if e["part"] == "dscnn-40x49"})
     for name, entry in results["models"].items():
-        if entry["part"] in ("ptq", *SEED_PARTS):
+        if entry["part"] in ("ptq", "dscnn-40x49", *SEED_PARTS):
             continue
         lines += [f"## {name}", "", f"Command: `{entry['command']}`; model `{entry['model']}`; "
                   f"float Keras test UAR {entry['reference']:.3f} (chunks), {entry['reference_files']:.3f} (files).", "",
