@@ -143,6 +143,8 @@ class CortexM4:
     ram_bytes: int | None
     instructions: int | None  # None: not measured (no QEMU), never estimated
     method: str | None  # "qemu-icount" or "estimate" (flash only)
+    constant_bytes: int | None = None  # of flash_bytes: the model's weights, biases and parameters
+    op_calls: int | None = None  # kernel calls per inference
 
 
 M4_METHODS = ("qemu-icount", "estimate")
@@ -226,7 +228,9 @@ def _cortex_m4(data: dict, path: Path) -> CortexM4 | None:
     return CortexM4(True, str(data["cortex_m4"].get("reason") or ""),
                     field_at(data, "cortex_m4.flash_bytes", int, path, at_least=0),
                     field_at(data, "cortex_m4.ram_bytes", int, path, at_least=1),
-                    field_at(data, "cortex_m4.instructions", int, path, optional=True, at_least=1), method)
+                    field_at(data, "cortex_m4.instructions", int, path, optional=True, at_least=1), method,
+                    field_at(data, "cortex_m4.constant_bytes", int, path, at_least=0),
+                    field_at(data, "cortex_m4.ops", int, path, at_least=1))
 
 
 # Fine-tunes whose epoch 0 (the model before any step) can be the one kept: details key → (what it is, what

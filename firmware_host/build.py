@@ -14,7 +14,7 @@ from pathlib import Path
 
 from dslite_tiny.artifacts import atomic_path
 from dslite_tiny.errors import UserError
-from dslite_tiny.export.c_source import c_string
+from dslite_tiny.c_source import c_string
 from dslite_tiny.export.targets import c_files, engine_files
 from dslite_tiny.export.variant import Variant, with_tflm_check
 

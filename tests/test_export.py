@@ -19,7 +19,7 @@ from test_cli import assert_user_error
 from dslite_tiny.config import BoardConfig, FrontendConfig, from_mapping
 from dslite_tiny.errors import ConfigError, UserError
 from dslite_tiny.export.boards import Footprint, check_fit, list_boards, load_board
-from dslite_tiny.export.c_source import c_identifier, c_string
+from dslite_tiny.c_source import c_identifier, c_string
 from dslite_tiny.export.op_resolver import TFLM_BUILTINS, add_method
 from dslite_tiny.export.settings import recommended_arena_bytes
 from dslite_tiny.export.targets import export_model

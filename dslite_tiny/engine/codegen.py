@@ -18,7 +18,7 @@ from dslite_tiny.engine.graph import Graph, Op, Tensor, read_graph
 from dslite_tiny.engine.plan import Plan, is_pointwise, plan_arena
 from dslite_tiny.engine.sparse import BlockSparse, choose_sparse
 from dslite_tiny.errors import UserError
-from dslite_tiny.export.c_source import banner
+from dslite_tiny.c_source import banner
 from dslite_tiny.measure.graph import check_limits
 
 KERNEL_DIR = Path(__file__).parent / "kernels"

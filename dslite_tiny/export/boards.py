@@ -95,13 +95,20 @@ class Fit:
 
 
 def footprint(*, model_bytes: int, arena_bytes: int, frontend: FrontendConfig | None,
-              ops: dict[str, int] | Iterable[str], engine: bool = False) -> Footprint:
-    """What a model needs; ``engine``: run by the generated engine (``model_bytes`` its constants,
-    ``arena_bytes`` its arena and I/O buffers) instead of TFLite Micro."""
+              ops: dict[str, int] | Iterable[str]) -> Footprint:
+    """What a model run by TFLite Micro (or LiteRT, on a phone) needs."""
+    return _footprint(model_bytes, arena_bytes, frontend, tflm_code_bytes(ops, with_frontend=frontend is not None))
+
+
+def engine_need(*, constant_bytes: int, ram_bytes: int, op_calls: int, frontend: FrontendConfig | None) -> Footprint:
+    """What a model run by the generated engine needs: its constants in flash, its arena with the input and
+    output buffers in RAM, its kernels and ``op_calls`` calls."""
+    return _footprint(constant_bytes, ram_bytes, frontend,
+                      engine_code_bytes(op_calls, with_frontend=frontend is not None))
+
+
+def _footprint(model_bytes: int, arena_bytes: int, frontend: FrontendConfig | None, code: int) -> Footprint:
     tables = frontend_table_bytes(frontend) if frontend is not None else 0
-    with_frontend = frontend is not None
-    code = (engine_code_bytes(sum(dict(ops).values()), with_frontend=with_frontend) if engine
-            else tflm_code_bytes(ops, with_frontend=with_frontend))
     return Footprint(model_bytes, arena_bytes, frontend_buffer_bytes(frontend), IO_BYTES, tables, code)
 
 

@@ -10,7 +10,7 @@ returns the resolver by value, as that generator's template does.
 from __future__ import annotations
 
 from dslite_tiny.errors import UserError
-from dslite_tiny.export.c_source import banner, include_guard
+from dslite_tiny.c_source import banner, include_guard
 from dslite_tiny.export.variant import Variant
 
 # The builtins MicroMutableOpResolver can register (tflite-micro at 90b983c, 2026-08-20); an op outside this

@@ -17,7 +17,7 @@ import numpy as np
 
 from dslite_tiny.audio.frontend import colormap_lut, hann_window, mel_matrix, resize_taps
 from dslite_tiny.config import FrontendConfig
-from dslite_tiny.export.c_source import banner, c_float, c_string, include_guard
+from dslite_tiny.c_source import banner, c_float, c_string, include_guard
 from dslite_tiny.export.variant import Variant
 
 ARENA_MARGIN_FRACTION = 0.10

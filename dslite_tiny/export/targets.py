@@ -15,8 +15,9 @@ from typing import Literal
 
 from dslite_tiny.engine.codegen import Engine, generate
 from dslite_tiny.errors import UserError
-from dslite_tiny.export.boards import Fit, Footprint, arena_estimate, check_fit, footprint, load_board
-from dslite_tiny.export.c_source import c_identifier, c_string, model_data_files
+from dslite_tiny.export.boards import (Fit, Footprint, arena_estimate, check_fit, engine_need, footprint,
+                                      load_board)
+from dslite_tiny.c_source import c_identifier, c_string, model_data_files
 from dslite_tiny.export.op_resolver import check_tflm_ops, op_resolver_file
 from dslite_tiny.export.phone import phone_files
 from dslite_tiny.export.settings import model_settings_file
@@ -117,8 +118,8 @@ def _engine_fit(variant: Variant, engine: Engine, board, force: bool) -> Fit:
 def engine_footprint(variant: Variant, engine: Engine) -> Footprint:
     """The generated engine's exact needs: its constants in flash, its arena with the input and output in RAM,
     and its kernels' code."""
-    return footprint(model_bytes=engine.constant_bytes, arena_bytes=engine.arena_bytes + engine.input_bytes
-                     + engine.output_bytes, frontend=variant.frontend, ops=variant.description["ops"], engine=True)
+    return engine_need(constant_bytes=engine.constant_bytes, op_calls=engine.ops, frontend=variant.frontend,
+                       ram_bytes=engine.arena_bytes + engine.input_bytes + engine.output_bytes)
 
 
 def _checked(fit: Fit, variant: Variant, force: bool) -> Fit:

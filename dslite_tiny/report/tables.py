@@ -8,8 +8,8 @@ from __future__ import annotations
 import dataclasses
 
 from dslite_tiny.config import BoardConfig
-from dslite_tiny.errors import UserError
-from dslite_tiny.export.boards import Fit, Footprint, arena_estimate, check_fit, footprint, format_bytes
+from dslite_tiny.export.boards import (Fit, Footprint, arena_estimate, check_fit, engine_need, footprint,
+                                      format_bytes)
 from dslite_tiny.measure.layer_error import largest_drops
 from dslite_tiny.report.results import Measurement, Results, VariantResult
 
@@ -44,16 +44,13 @@ def _fit(variant: VariantResult, board: BoardConfig, results: Results, engine: F
 
 
 def _engine_need(variant: VariantResult, results: Results) -> Footprint | None:
-    """The generated engine's footprint for the variant's model (None: the engine does not run it)."""
-    from dslite_tiny.engine.codegen import generate
-    from dslite_tiny.export.targets import engine_footprint
-    from dslite_tiny.export.variant import load_variant
-
-    try:
-        loaded = load_variant(results.out_dir / variant.name)
-        return engine_footprint(loaded, generate(loaded.data, loaded.path, name="model", provenance=[]))
-    except UserError:
+    """The generated engine's footprint for the variant's model, from compress's Cortex-M4 record: its
+    constants in flash, its arena with the input and output in RAM (None: the engine does not run it)."""
+    m4 = variant.metrics.cortex_m4
+    if m4 is None or not m4.ok:
         return None
+    return engine_need(constant_bytes=m4.constant_bytes, ram_bytes=m4.ram_bytes, op_calls=m4.op_calls,
+                       frontend=results.frontend)
 
 
 def accuracy_table(results: Results) -> Table:
@@ -201,7 +198,8 @@ def fit_table(results: Results, boards: list[BoardConfig], fits: Fits) -> Table:
 
 
 # Why a variant has no verdict on a board, by what runs models there.
-_NOT_RUN = {"tflm": "not run in TFLM", "engine": "not run by the engine", "litert": "not measured"}
+_NOT_RUN = {"tflm": "not run in TFLM", "engine": "not run by the engine, or not measured (cortex_m4 off)",
+            "litert": "not measured"}
 
 
 def fit_cell(fit: Fit | None, board: BoardConfig) -> str:
