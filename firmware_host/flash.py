@@ -117,7 +117,7 @@ def _platformio_ini(board: BoardConfig) -> str:
 def _runner_lines(board: BoardConfig) -> list[str]:
     if board.runtime == "engine":
         return ["Inference: the generated int8 engine (`dslite-tiny export --target engine`: model_engine.c and "
-                "the kernels dt_engine.c), no TFLite Micro library. Bit-exact with the host: yes (the engine "
+                "the kernels dt_*.c), no TFLite Micro library. Bit-exact with the host: yes (the engine "
                 "equals the tflite-micro wheel bit for bit, tested on an emulated Cortex-M4)."]
     return [f"TFLite Micro: {board.tflm_library or 'not named by the board profile'}. Bit-exact with the host: "
             f"{board.host_match}."]

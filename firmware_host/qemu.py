@@ -26,7 +26,7 @@ import numpy as np
 
 from dslite_tiny.artifacts import atomic_path
 from dslite_tiny.data.cache import default_cache_dir
-from dslite_tiny.engine.codegen import Engine
+from dslite_tiny.engine.codegen import KERNEL_FILES, Engine
 from dslite_tiny.errors import UserError
 from dslite_tiny.export.op_resolver import op_resolver_text
 from dslite_tiny.export.variant import Variant, load_variant
@@ -46,8 +46,7 @@ QEMU_TIMEOUT_S = 600  # an emulated second of Cortex-M4 work takes well under on
 QEMU_START_S = 10.0
 BENCH_INPUT_BYTES = 4 * 1024 * 1024  # benchmark inputs per firmware image, in the 16 MB PSRAM beside the weights
 DEVICE_NAME = "mps2-an386"
-DEVICE_SOURCES = ("device_main.c", "dt_protocol.c", "dt_frontend.c", "dt_engine_backend.c", "model_engine.c",
-                  "dt_engine.c")
+DEVICE_SOURCES = ("device_main.c", "dt_protocol.c", "dt_frontend.c", "dt_engine_backend.c", "model_engine.c")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,7 +164,7 @@ def engine_flash(engine: Engine, name: str, *, cache_dir: Path) -> dict[str, int
         raise UserError(f"cannot build for the emulated Cortex-M4: {problem}")
     folder = staged_build(engine.files, cache_dir, "objects").parent
     sizes = {}
-    for source in ("dt_engine.c", f"{name}_engine.c"):
+    for source in (*engine.kernel_sources, f"{name}_engine.c"):
         obj = folder / f"{source}.o"
         if not obj.is_file():
             with atomic_path(obj) as partial:
@@ -174,7 +173,8 @@ def engine_flash(engine: Engine, name: str, *, cache_dir: Path) -> dict[str, int
         sections = elf_sections(obj)
         sizes[source] = (sum(v for k, v in sections.items() if k.startswith(".text")),
                          sum(v for k, v in sections.items() if k.startswith((".rodata", ".data"))))
-    return {"kernel_code_bytes": sum(sizes["dt_engine.c"]), "model_code_bytes": sizes[f"{name}_engine.c"][0],
+    return {"kernel_code_bytes": sum(sum(sizes[s]) for s in engine.kernel_sources),
+            "model_code_bytes": sizes[f"{name}_engine.c"][0],
             "constant_bytes": sizes[f"{name}_engine.c"][1]}
 
 
@@ -185,7 +185,7 @@ def _engine_image(engine: Engine, name: str, inputs: np.ndarray, *,
                    f"#define DT_BENCH_INVOKE {name}_invoke\n{_bench_inputs(inputs)}")
     files = {**engine.files, "bench_input.h": bench_input,
              "bench_engine.c": (BOARD_DIR / "bench_engine.c").read_text(encoding="utf-8")}
-    elf = build_elf(files, ["bench_engine.c", f"{name}_engine.c", "dt_engine.c"], cache_dir=cache_dir)
+    elf = build_elf(files, ["bench_engine.c", f"{name}_engine.c", *engine.kernel_sources], cache_dir=cache_dir)
     counts, rows = [], []
     for line in run_elf(elf).splitlines():
         if line.startswith("instructions "):
@@ -249,7 +249,8 @@ def device_elf(variant: Variant, *, cache_dir: Path) -> Path:
     """The QEMU device's firmware for ``variant`` (int8, ops the engine runs), built once and cached."""
     files = {**core_files(engine=True), **engine_model_files(variant, name="model", device=DEVICE_NAME),
              "device_main.c": (BOARD_DIR / "device_main.c").read_text(encoding="utf-8")}
-    return build_elf(files, list(DEVICE_SOURCES), cache_dir=cache_dir)
+    kernels = [n for n in KERNEL_FILES if n.endswith(".c") and n in files]
+    return build_elf(files, [*DEVICE_SOURCES, *kernels], cache_dir=cache_dir)
 
 
 def _free_port() -> int:

@@ -348,7 +348,7 @@ def test_engine_project_runs_the_generated_engine_and_its_c_builds(model_dir, tm
     profile = load_board(board)
     source = tmp_path / board / ("dslite_tiny" if profile.project == "arduino" else "src")
     names = {p.name for p in source.iterdir()}
-    assert {"model_engine.c", "model_engine.h", "dt_engine.c", "dt_engine_backend.c", "dt_model.h"} <= names
+    assert {"model_engine.c", "model_engine.h", "dt_engine.h", "dt_conv.c", "dt_engine_backend.c", "dt_model.h"} <= names
     assert not {"model_model_data.cc", "dt_tflm.cc", "model_op_resolver.h"} & names
     assert "#define DT_MODEL_ENGINE 1" in (source / "dt_model.h").read_text()
     main = source / ("dslite_tiny.ino" if profile.project == "arduino" else "main.cpp")

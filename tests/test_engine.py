@@ -15,7 +15,7 @@ from conftest import run_cli
 from test_cli import assert_user_error
 
 import dslite_tiny  # noqa: F401
-from dslite_tiny.engine.codegen import KERNEL_DIR, generate
+from dslite_tiny.engine.codegen import KERNEL_DIR, KERNEL_FILES, generate
 from dslite_tiny.errors import UserError
 from dslite_tiny.export.boards import ENGINE_KERNEL_BYTES
 from dslite_tiny.export.settings import recommended_arena_bytes
@@ -47,8 +47,8 @@ def test_engine_is_bit_exact_with_tflite_micro(compressed, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "engine of" in result.stdout and "nano33ble:" in result.stdout
     library = tmp_path / "libkws.so"
-    subprocess.run(["cc", *HOST_FLAGS, str(tmp_path / "kws_engine.c"), str(tmp_path / "dt_engine.c"), "-o",
-                    str(library)], check=True)
+    kernels = [str(tmp_path / n) for n in KERNEL_FILES if n.endswith(".c") and (tmp_path / n).is_file()]
+    subprocess.run(["cc", *HOST_FLAGS, str(tmp_path / "kws_engine.c"), *kernels, "-o", str(library)], check=True)
     engine = ctypes.CDLL(str(library))
     variant = with_tflm_check(load_variant(compressed / name))
     inputs = probe_inputs(variant, 200)
@@ -180,8 +180,9 @@ def _assert_bit_exact(variant, tmp_path: Path) -> None:
     engine = generate(variant.data, variant.path, name="net", provenance=["test"])
     for name, text in engine.files.items():
         (tmp_path / name).write_text(text)
-    subprocess.run(["cc", *HOST_FLAGS, str(tmp_path / "net_engine.c"), str(tmp_path / "dt_engine.c"), "-o",
-                    str(tmp_path / "libnet.so")], check=True)
+    kernels = [str(tmp_path / n) for n in engine.kernel_sources]
+    subprocess.run(["cc", *HOST_FLAGS, str(tmp_path / "net_engine.c"), *kernels, "-o", str(tmp_path / "libnet.so")],
+                   check=True)
     library = ctypes.CDLL(str(tmp_path / "libnet.so"))
     inputs = probe_inputs(variant, 100)
     outputs = np.zeros((len(inputs), engine.output_bytes), np.int8)
@@ -206,10 +207,12 @@ def test_engine_kernels_fit_their_flash_budget(tmp_path):
     """The fit check counts ENGINE_KERNEL_BYTES for the kernels: hold it to a real Cortex-M4 build."""
     if shutil.which("arm-none-eabi-gcc") is None:
         pytest.skip("arm-none-eabi-gcc is not installed (.ci/run installs it)")
-    subprocess.run(["arm-none-eabi-gcc", *qemu.C_FLAGS, f"-I{KERNEL_DIR}", "-c", str(KERNEL_DIR / "dt_engine.c"), "-o",
-                    str(tmp_path / "dt_engine.o")], check=True)
-    sections = qemu.elf_sections(tmp_path / "dt_engine.o")
-    size = sum(v for k, v in sections.items() if k.startswith((".text", ".rodata", ".data")))
+    size = 0
+    for source in (n for n in KERNEL_FILES if n.endswith(".c")):
+        subprocess.run(["arm-none-eabi-gcc", *qemu.C_FLAGS, f"-I{KERNEL_DIR}", "-c", str(KERNEL_DIR / source), "-o",
+                        str(tmp_path / f"{source}.o")], check=True)
+        sections = qemu.elf_sections(tmp_path / f"{source}.o")
+        size += sum(v for k, v in sections.items() if k.startswith((".text", ".rodata", ".data")))
     assert 0.7 * ENGINE_KERNEL_BYTES < size <= ENGINE_KERNEL_BYTES
 
 
@@ -250,13 +253,13 @@ def _requantize_cases() -> np.ndarray:
     return np.vstack([np.stack([x, multiplier, shift], 1), np.array(extremes)]).astype(np.int64)
 
 
-REQUANTIZE_C = """#include "dt_engine.c"
+REQUANTIZE_C = """#include "dt_arith.h"
 int32_t dt_test_scale(int32_t x, int32_t multiplier, int32_t shift) { return scale_by_multiplier(x, multiplier, shift); }
 """
 
 
 def test_requantization_equals_gemmlowp_on_both_kernel_paths(tmp_path):
-    """The kernels' one-sum requantization (dt_engine.c scale_by_multiplier) against gemmlowp's two roundings:
+    """The kernels' one-sum requantization (dt_arith.h scale_by_multiplier) against gemmlowp's two roundings:
     the portable C on the host and the SMLAL path on the emulated Cortex-M4."""
     cases = _requantize_cases()
     expected = [_gemmlowp_requantize(int(x), int(m), int(s)) for x, m, s in cases]
@@ -275,8 +278,7 @@ def test_requantization_equals_gemmlowp_on_both_kernel_paths(tmp_path):
             "  for (i = 0; i < sizeof g_cases / sizeof g_cases[0]; ++i) {\n"
             '    snprintf(line, sizeof line, "%ld\\n", (long)dt_test_scale(g_cases[i][0], g_cases[i][1], g_cases[i][2]));\n'
             "    dt_board_write(line); }\n  return 0; }\n")
-    files = {"scale_m4.c": main, "dt_engine.c": (KERNEL_DIR / "dt_engine.c").read_text(),
-             "dt_engine.h": (KERNEL_DIR / "dt_engine.h").read_text()}
+    files = {"scale_m4.c": main, "dt_arith.h": (KERNEL_DIR / "dt_arith.h").read_text()}
     elf = qemu.build_elf(files, ["scale_m4.c"], cache_dir=tmp_path / "m4")
     assert [int(v) for v in qemu.run_elf(elf).split()] == expected
 

@@ -22,7 +22,7 @@ from conftest import run_cli
 from test_cli import assert_user_error
 
 from dslite_tiny.artifacts import write_atomic
-from dslite_tiny.engine.codegen import KERNEL_DIR, generate
+from dslite_tiny.engine.codegen import KERNEL_DIR, KERNEL_FILES, generate
 from dslite_tiny.errors import UserError
 from dslite_tiny.export.targets import export_model, provenance_lines
 from dslite_tiny.export.variant import load_variant
@@ -108,7 +108,8 @@ def compile_engine(out: Path) -> Path:
     """The exported engine with DRIVER, built with the sanitizers; returns the program."""
     (out / "driver.c").write_text(DRIVER)
     program = out / "driver"
-    result = subprocess.run(["cc", *SANITIZE, "driver.c", "m_engine.c", "dt_engine.c", "-o", str(program), "-lm"],
+    kernels = [n for n in KERNEL_FILES if n.endswith(".c") and (out / n).is_file()]
+    result = subprocess.run(["cc", *SANITIZE, "driver.c", "m_engine.c", *kernels, "-o", str(program), "-lm"],
                             cwd=out, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     return program
@@ -324,12 +325,15 @@ def small_model(tmp_path_factory) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def sanitized_kernels(tmp_path_factory) -> Path:
-    """dt_engine.c compiled once with the sanitizers."""
+def sanitized_kernels(tmp_path_factory) -> list[str]:
+    """Every kernel compiled once with the sanitizers: the objects."""
     out = tmp_path_factory.mktemp("kernels")
-    obj = out / "dt_engine.o"
-    subprocess.run(["cc", *SANITIZE, "-c", str(KERNEL_DIR / "dt_engine.c"), "-o", str(obj)], check=True)
-    return obj
+    objects = []
+    for source in (n for n in KERNEL_FILES if n.endswith(".c")):
+        objects.append(str(out / f"{source}.o"))
+        subprocess.run(["cc", *SANITIZE, f"-I{KERNEL_DIR}", "-c", str(KERNEL_DIR / source), "-o", objects[-1]],
+                       check=True)
+    return objects
 
 
 INT32 = st.integers(-2 ** 31, 2 ** 31 - 1)
@@ -427,7 +431,7 @@ def test_every_mutation_is_refused_or_runs_clean_in_the_engine(small_model, sani
         assert result.returncode == 0, result.stderr[-3000:]
         assert global_symbols(out / "m_engine.o") == {"m_invoke"}
         (out / "driver.c").write_text(DRIVER)
-        subprocess.run(["cc", *SANITIZE, "driver.c", "m_engine.o", str(sanitized_kernels), "-o", "driver", "-lm"],
+        subprocess.run(["cc", *SANITIZE, "driver.c", "m_engine.o", *sanitized_kernels, "-o", "driver", "-lm"],
                        cwd=out, check=True)
         run_clean(out / "driver")
 

@@ -22,7 +22,7 @@ from dslite_tiny.c_source import banner
 from dslite_tiny.measure.graph import check_limits
 
 KERNEL_DIR = Path(__file__).parent / "kernels"
-KERNEL_FILES = ("dt_engine.h", "dt_engine.c")
+KERNEL_FILES = tuple(sorted(p.name for p in KERNEL_DIR.glob("dt_*.[ch]")))  # headers, then one C file per op
 _PADDING_SAME = 0
 
 
@@ -35,6 +35,11 @@ class Engine:
     output_bytes: int
     ops: int
     sparse_ops: tuple[int, ...] = ()  # ops whose weights are stored block-sparse (engine.sparse)
+
+    @property
+    def kernel_sources(self) -> list[str]:
+        """The kernels' C files among ``files``, each compiled on its own beside ``<name>_engine.c``."""
+        return [n for n in KERNEL_FILES if n.endswith(".c") and n in self.files]
 
 
 def generate(data: bytes, path: str | Path, *, name: str, provenance: list[str]) -> Engine:
@@ -333,4 +338,4 @@ def _header(graph: Graph, plan: Plan, name: str, provenance: list[str]) -> str:
 
 
 def _banner(provenance: list[str]) -> str:
-    return banner(["An int8 model as C99 calls into the engine's kernels (dt_engine.c).", *provenance])
+    return banner(["An int8 model as C99 calls into the engine's kernels (dt_*.c).", *provenance])

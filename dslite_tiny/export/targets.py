@@ -2,7 +2,8 @@
 checked against a board.
 
     c       <name>_model_data.h/.cc, <name>_model_settings.h, <name>_op_resolver.h
-    engine  <name>_engine.h/.c, dt_engine.h/.c (the kernels), <name>_model_settings.h: no TFLite Micro
+    engine  <name>_engine.h/.c, dt_engine.h and dt_*.c (the kernels, one file per op), <name>_model_settings.h:
+            no TFLite Micro
     phone   <name>.tflite, labels.txt, <name>.json
 
 With a board, a model that does not fit (flash or RAM) is refused unless ``force``.

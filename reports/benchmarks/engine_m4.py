@@ -114,7 +114,7 @@ def host_outputs(engine, inputs: np.ndarray, work: Path) -> np.ndarray:
         (work / name).write_text(text)
     library = work / "libengine.so"
     subprocess.run(["cc", "-std=c99", "-O2", "-fPIC", "-shared", str(work / "model_engine.c"),
-                    str(work / "dt_engine.c"), "-o", str(library)], check=True)
+                    *(str(work / n) for n in engine.kernel_sources), "-o", str(library)], check=True)
     lib = ctypes.CDLL(str(library))
     out = np.zeros((len(inputs), engine.output_bytes), np.int8)
     for x, y in zip(inputs, out):
@@ -159,7 +159,7 @@ def markdown(rows: list[dict], tflm: dict) -> str:
     lines = ["# The generated int8 engine on a Cortex-M4 (QEMU mps2-an386) against TFLite Micro", "",
              "Command: `python reports/benchmarks/engine_m4.py` (see its docstring). Bit-exact: outputs equal to the "
              "tflite-micro wheel's, per input (random int8 tensors and FSDD recordings through each variant's "
-             "frontend). Flash: the kernels (`dt_engine.c`) and the generated model (code, then weights, biases, "
+             "frontend). Flash: the kernels (`dt_*.c`) and the generated model (code, then weights, biases, "
              "multipliers, shifts and parameter blocks), compiled with `arm-none-eabi-gcc -O2` for a Cortex-M4F. "
              "RAM: the static arena plus the caller's input and output.", "",
              "| variant | bit-exact, host | bit-exact, Cortex-M4 | instructions per inference | kernel code | "

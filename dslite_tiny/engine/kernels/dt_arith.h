@@ -1,0 +1,131 @@
+/* The arithmetic every kernel shares. The fixed-point helpers are gemmlowp's (SaturatingRoundingDoublingHighMul,
+ * RoundingDivideByPOT, the exp and reciprocal of its FixedPoint class) as TFLite's int8 kernels use them;
+ * additions that gemmlowp lets wrap go through uint32_t so that C does not call them undefined.
+ *
+ * Integer sums are exact, so neither the order of accumulation nor where the input offset is added changes
+ * a result: the generator folds the input offset into the bias wherever every tap of a window is inside
+ * the input (pointwise convolutions, fully connected layers, the interior of depthwise convolutions), and
+ * the kernels then multiply raw int8 values. On a core with the DSP extension (__ARM_FEATURE_DSP: Cortex-M4,
+ * M7, M33 with DSP) the dot products take four bytes per load and two products per SMLAD instruction (a
+ * depthwise window four channels per load, one SMLABB / SMLATT per product) and a requantization is one
+ * SMLAL sum; the portable C computes the same integers. */
+#ifndef DT_ARITH_H_
+#define DT_ARITH_H_
+
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__ARM_FEATURE_DSP)
+#include <arm_acle.h>
+#endif
+
+#if defined(__GNUC__)
+#define DT_UNLIKELY(condition) __builtin_expect(!!(condition), 0) /* kept out of the hot path's straight line */
+#else
+#define DT_UNLIKELY(condition) (condition)
+#endif
+
+static inline int32_t wrapping_add(int32_t a, int32_t b) { return (int32_t)((uint32_t)a + (uint32_t)b); }
+static inline int32_t wrapping_sub(int32_t a, int32_t b) { return (int32_t)((uint32_t)a - (uint32_t)b); }
+
+static inline int32_t clamp(int32_t x, int32_t low, int32_t high) { return x < low ? low : (x > high ? high : x); }
+
+/* gemmlowp SaturatingRoundingDoublingHighMul: (a * b * 2) >> 32, rounded to nearest (VQRDMULH). gemmlowp
+ * adds 2^30 or 1 - 2^30 by the product's sign and divides by 2^31 towards zero; adding 2^30 and shifting
+ * (flooring) gives the same integer for every product, in one multiply-accumulate (as CMSIS-NN does). */
+static inline int32_t srdhm(int32_t a, int32_t b) {
+  if (a == b && a == INT32_MIN) return INT32_MAX;
+  return (int32_t)(((int64_t)a * (int64_t)b + (1 << 30)) >> 31);
+}
+
+/* gemmlowp RoundingDivideByPOT: x / 2^exponent (0..31), rounded to nearest, ties away from zero. */
+static inline int32_t rounding_divide_by_pot(int32_t x, int32_t exponent) {
+  const int32_t mask = (int32_t)((UINT32_C(1) << exponent) - 1u);
+  const int32_t remainder = x & mask;
+  const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+  return (x >> exponent) + (remainder > threshold ? 1 : 0);
+}
+
+/* gemmlowp SaturatingRoundingMultiplyByPOT for a positive exponent: a saturating left shift. */
+static inline int32_t saturating_shift_left(int32_t x, int32_t exponent) {
+  const int32_t threshold = (int32_t)((UINT32_C(1) << (31 - exponent)) - 1);
+  if (x > threshold) return INT32_MAX;
+  if (x < -threshold) return INT32_MIN;
+  return (int32_t)((uint32_t)x << exponent);
+}
+
+static inline int32_t multiply_by_quantized_multiplier(int32_t x, int32_t multiplier, int32_t shift) {
+  const int32_t left = shift > 0 ? shift : 0;
+  const int32_t right = shift > 0 ? 0 : -shift;
+  return rounding_divide_by_pot(srdhm((int32_t)((uint32_t)x << left), multiplier), right);
+}
+
+/* multiply_by_quantized_multiplier for a multiplier in [0, 2^31), as every requantization has (TFLite's
+ * QuantizeMultiplier never gives 2^31, so the doubling high multiply cannot saturate). For a right shift e
+ * >= 1 the two roundings are one 64-bit sum, P = x * multiplier:
+ *   RoundingDivideByPOT(floor((P + 2^30) / 2^31), e) = floor((P + 2^30 - [x < 0] 2^31 + 2^(30+e)) / 2^(31+e)),
+ * because floor(floor(a / b) / c) = floor(a / (b c)), an integer added inside the inner floor may move in
+ * scaled by b, and ties away from zero add 2^(e-1) - [srdhm < 0]; [x < 0] may stand for [srdhm < 0] as
+ * both give 0 when P is in [-2^30, 0). The high word of that sum shifted right by e - 1 is the result: one
+ * SMLAL and two additions on a Cortex-M4 instead of gemmlowp's mask, compare and add (a test compares both
+ * paths with gemmlowp's arithmetic on random and extreme values). */
+static inline int32_t scale_by_multiplier(int32_t x, int32_t multiplier, int32_t shift) {
+  if (DT_UNLIKELY(shift >= 0)) { /* a scale of 1 or more: no right shift, the doubling high multiply alone */
+    return (int32_t)(((int64_t)(int32_t)((uint32_t)x << shift) * multiplier + (1 << 30)) >> 31);
+  }
+  {
+    const int32_t r = -shift - 1; /* e - 1, 0..30 */
+    const uint32_t t = UINT32_C(1) << r;
+#if defined(__ARM_FEATURE_DSP)
+    int32_t hi = x >> 31;
+    uint32_t lo = UINT32_C(0x40000000) + ((uint32_t)hi << 31); /* 2^30 - [x < 0] 2^31 */
+    __asm__("smlal %0, %1, %2, %3\n\t"
+            "adds %0, %0, %4, lsl #31\n\t" /* + 2^(30+e) = t * 2^31 */
+            "adc %1, %1, %4, lsr #1"
+            : "+&r"(lo), "+&r"(hi)
+            : "r"(x), "r"(multiplier), "r"(t)
+            : "cc");
+    return hi >> r;
+#else
+    const int64_t sum = (int64_t)x * multiplier + (INT64_C(1) << 30) - (x < 0 ? INT64_C(1) << 31 : 0) +
+                        ((int64_t)t << 31);
+    return (int32_t)(sum >> (r + 32));
+#endif
+  }
+}
+
+static inline int8_t requantize(int32_t acc, int32_t multiplier, int32_t shift, int32_t out_offset, int32_t low,
+                                int32_t high) {
+  return (int8_t)clamp(scale_by_multiplier(acc, multiplier, shift) + out_offset, low, high);
+}
+
+#if defined(__ARM_FEATURE_DSP)
+static inline uint32_t load4(const int8_t *p) {
+  uint32_t v;
+  memcpy(&v, p, 4); /* one LDR: a Cortex-M4 loads unaligned words */
+  return v;
+}
+
+/* Bytes 1 and 3 sign-extended to two int16 (SXTB16 with its ROR #8 operand, which GCC does not fuse). */
+static inline int32_t sxtb16_odd(uint32_t v) {
+  int32_t r;
+  __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
+  return r;
+}
+#endif
+
+/* The index of the lowest set bit of a non-zero mask (RBIT + CLZ on a Cortex-M4). */
+static inline int32_t lowest_bit(uint32_t m) {
+#if defined(__GNUC__)
+  return __builtin_ctz(m);
+#else
+  int32_t b = 0;
+  while (!(m & 1u)) {
+    m >>= 1;
+    ++b;
+  }
+  return b;
+#endif
+}
+
+#endif /* DT_ARITH_H_ */

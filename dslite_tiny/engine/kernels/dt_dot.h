@@ -1,0 +1,190 @@
+/* The dot products of the pointwise-convolution and fully-connected kernels, dense (rows of weights) and
+ * block-sparse (engine/sparse.py: per row, masks of the kept blocks of four weights, then their values). */
+#ifndef DT_DOT_H_
+#define DT_DOT_H_
+
+#include "dt_arith.h"
+
+/* acc[r] += Σ_k w[r * stride + k] · x[k] for the four rows r of w (int8 · int8: offsets already folded). */
+static inline void dot4(const int8_t *x, const int8_t *w, int32_t stride, int32_t n, int32_t acc[4]) {
+  const int8_t *w0 = w, *w1 = w + stride, *w2 = w1 + stride, *w3 = w2 + stride;
+  int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3], k = 0;
+#if defined(__ARM_FEATURE_DSP)
+  for (; k + 4 <= n; k += 4) {
+    const uint32_t xv = load4(x + k);
+    const int32_t xe = __sxtb16(xv), xo = sxtb16_odd(xv);
+    uint32_t wv = load4(w0 + k);
+    a0 = __smlad(__sxtb16(wv), xe, a0);
+    a0 = __smlad(sxtb16_odd(wv), xo, a0);
+    wv = load4(w1 + k);
+    a1 = __smlad(__sxtb16(wv), xe, a1);
+    a1 = __smlad(sxtb16_odd(wv), xo, a1);
+    wv = load4(w2 + k);
+    a2 = __smlad(__sxtb16(wv), xe, a2);
+    a2 = __smlad(sxtb16_odd(wv), xo, a2);
+    wv = load4(w3 + k);
+    a3 = __smlad(__sxtb16(wv), xe, a3);
+    a3 = __smlad(sxtb16_odd(wv), xo, a3);
+  }
+#endif
+  for (; k < n; ++k) {
+    const int32_t xk = x[k];
+    a0 += w0[k] * xk;
+    a1 += w1[k] * xk;
+    a2 += w2[k] * xk;
+    a3 += w3[k] * xk;
+  }
+  acc[0] = a0;
+  acc[1] = a1;
+  acc[2] = a2;
+  acc[3] = a3;
+}
+
+/* The four sums of two weight rows (w0, w1) with two input rows (x0, x1): acc = {w0·x0, w1·x0, w0·x1, w1·x1}
+ * added to acc; each load serves two products (CMSIS-NN's 2×2 block), so the DSP path needs 1.25
+ * instructions per multiply-accumulate. */
+static inline void dot2x2(const int8_t *x0, const int8_t *x1, const int8_t *w0, const int8_t *w1, int32_t n,
+                   int32_t acc[4]) {
+  int32_t a00 = acc[0], a10 = acc[1], a01 = acc[2], a11 = acc[3], k = 0;
+#if defined(__ARM_FEATURE_DSP)
+  for (; k + 4 <= n; k += 4) {
+    const uint32_t xv0 = load4(x0 + k), xv1 = load4(x1 + k), wv0 = load4(w0 + k), wv1 = load4(w1 + k);
+    const int32_t x0e = __sxtb16(xv0), x0o = sxtb16_odd(xv0), x1e = __sxtb16(xv1), x1o = sxtb16_odd(xv1);
+    const int32_t w0e = __sxtb16(wv0), w0o = sxtb16_odd(wv0), w1e = __sxtb16(wv1), w1o = sxtb16_odd(wv1);
+    a00 = __smlad(w0o, x0o, __smlad(w0e, x0e, a00));
+    a10 = __smlad(w1o, x0o, __smlad(w1e, x0e, a10));
+    a01 = __smlad(w0o, x1o, __smlad(w0e, x1e, a01));
+    a11 = __smlad(w1o, x1o, __smlad(w1e, x1e, a11));
+  }
+#endif
+  for (; k < n; ++k) {
+    a00 += w0[k] * x0[k];
+    a10 += w1[k] * x0[k];
+    a01 += w0[k] * x1[k];
+    a11 += w1[k] * x1[k];
+  }
+  acc[0] = a00;
+  acc[1] = a10;
+  acc[2] = a01;
+  acc[3] = a11;
+}
+
+static inline int32_t dot1(const int8_t *x, const int8_t *w, int32_t n) {
+  int32_t acc = 0, k = 0;
+#if defined(__ARM_FEATURE_DSP)
+  for (; k + 4 <= n; k += 4) {
+    const uint32_t xv = load4(x + k), wv = load4(w + k);
+    acc = __smlad(__sxtb16(wv), __sxtb16(xv), acc);
+    acc = __smlad(sxtb16_odd(wv), sxtb16_odd(xv), acc);
+  }
+#endif
+  for (; k < n; ++k) acc += w[k] * x[k];
+  return acc;
+}
+
+/* out[r] = requantized (bias[r] + Σ_k w[r][k] · x[k]) for ``rows`` rows of ``depth`` weights: one pixel of
+ * a pointwise convolution, or a fully connected layer. ``per_channel`` selects multiplier[r] over [0]. */
+static inline void rows_s8(const int8_t *x, const int8_t *w, int32_t depth, int32_t rows, const int32_t *bias,
+                    const int32_t *multiplier, const int32_t *shift, int32_t per_channel, int32_t out_offset,
+                    int32_t low, int32_t high, int8_t *out) {
+  int32_t r = 0, j;
+  for (; r + 4 <= rows; r += 4) {
+    int32_t acc[4];
+    for (j = 0; j < 4; ++j) acc[j] = bias[r + j];
+    dot4(x, &w[r * depth], depth, depth, acc);
+    for (j = 0; j < 4; ++j) {
+      const int32_t k = per_channel ? r + j : 0;
+      out[r + j] = requantize(acc[j], multiplier[k], shift[k], out_offset, low, high);
+    }
+  }
+  for (; r < rows; ++r) {
+    const int32_t k = per_channel ? r : 0;
+    out[r] = requantize(bias[r] + dot1(x, &w[r * depth], depth), multiplier[k], shift[k], out_offset, low, high);
+  }
+}
+
+/* Σ over the kept blocks of one weight row (masks ``mask[0..words)``, kept weights from ``w``) of the
+ * block's four weights times the same four values of each of four input rows x, x + c, x + 2c, x + 3c,
+ * added to acc[0..4). Returns the weights after this row's. */
+static inline const int8_t *sparse_dot4x1(const int8_t *x, int32_t c, const uint32_t *mask, int32_t words,
+                                   const int8_t *w, int32_t acc[4]) {
+  int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3], word;
+  for (word = 0; word < words; ++word, x += 128) {
+    uint32_t m = mask[word];
+    while (m) {
+      const int8_t *xk = x + 4 * lowest_bit(m);
+      m &= m - 1u;
+#if defined(__ARM_FEATURE_DSP)
+      {
+        const uint32_t wv = load4(w);
+        const int32_t we = __sxtb16(wv), wo = sxtb16_odd(wv);
+        uint32_t xv = load4(xk);
+        a0 = __smlad(wo, sxtb16_odd(xv), __smlad(we, __sxtb16(xv), a0));
+        xv = load4(xk + c);
+        a1 = __smlad(wo, sxtb16_odd(xv), __smlad(we, __sxtb16(xv), a1));
+        xv = load4(xk + 2 * c);
+        a2 = __smlad(wo, sxtb16_odd(xv), __smlad(we, __sxtb16(xv), a2));
+        xv = load4(xk + 3 * c);
+        a3 = __smlad(wo, sxtb16_odd(xv), __smlad(we, __sxtb16(xv), a3));
+      }
+#else
+      {
+        int32_t j;
+        for (j = 0; j < 4; ++j) {
+          a0 += w[j] * xk[j];
+          a1 += w[j] * xk[c + j];
+          a2 += w[j] * xk[2 * c + j];
+          a3 += w[j] * xk[3 * c + j];
+        }
+      }
+#endif
+      w += 4;
+    }
+  }
+  acc[0] = a0;
+  acc[1] = a1;
+  acc[2] = a2;
+  acc[3] = a3;
+  return w;
+}
+
+/* sparse_dot4x1 for one input row. */
+static inline const int8_t *sparse_dot1x1(const int8_t *x, const uint32_t *mask, int32_t words, const int8_t *w,
+                                   int32_t *acc) {
+  int32_t a = *acc, word;
+  for (word = 0; word < words; ++word, x += 128) {
+    uint32_t m = mask[word];
+    while (m) {
+      const int8_t *xk = x + 4 * lowest_bit(m);
+      m &= m - 1u;
+#if defined(__ARM_FEATURE_DSP)
+      {
+        const uint32_t wv = load4(w), xv = load4(xk);
+        a = __smlad(sxtb16_odd(wv), sxtb16_odd(xv), __smlad(__sxtb16(wv), __sxtb16(xv), a));
+      }
+#else
+      a += w[0] * xk[0] + w[1] * xk[1] + w[2] * xk[2] + w[3] * xk[3];
+#endif
+      w += 4;
+    }
+  }
+  *acc = a;
+  return w;
+}
+
+/* rows_s8 over block-sparse weights: one pixel of a pointwise convolution, or a fully connected layer. */
+static inline void sparse_rows_s8(const int8_t *x, const uint32_t *mask, const int8_t *values, int32_t depth,
+                           int32_t rows, const int32_t *bias, const int32_t *multiplier, const int32_t *shift,
+                           int32_t per_channel, int32_t out_offset, int32_t low, int32_t high, int8_t *out) {
+  const int32_t words = (depth / 4 + 31) / 32;
+  const int8_t *w = values;
+  int32_t r;
+  for (r = 0; r < rows; ++r, mask += words) {
+    const int32_t k = per_channel ? r : 0;
+    int32_t acc = bias[r];
+    w = sparse_dot1x1(x, mask, words, w, &acc);
+    out[r] = requantize(acc, multiplier[k], shift[k], out_offset, low, high);
+  }
+}
+
+#endif /* DT_DOT_H_ */

@@ -1,0 +1,63 @@
+/* CONV_2D with a 1×1 window, stride 1 and no padding: dense weights two pixels by two output channels
+ * at a time, or block-sparse weights four pixels per kept block. */
+#include "dt_engine.h"
+#include "dt_dot.h"
+
+void dt_pointwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
+                          const int32_t *multiplier, const int32_t *shift, int8_t *out) {
+  const dt_conv_params q = *p; /* a local copy: stores through int8_t * cannot alias it */
+  const int32_t pixels = q.out_h * q.out_w, c = q.in_c, n = q.out_c;
+  int32_t i = 0, oc;
+  for (; i + 2 <= pixels; i += 2) { /* two pixels by two output channels at a time */
+    const int8_t *x0 = &in[i * c], *x1 = x0 + c;
+    int8_t *y0 = &out[i * n], *y1 = y0 + n;
+    for (oc = 0; oc + 2 <= n; oc += 2) {
+      int32_t acc[4];
+      acc[0] = acc[2] = bias[oc];
+      acc[1] = acc[3] = bias[oc + 1];
+      dot2x2(x0, x1, &filter[oc * c], &filter[(oc + 1) * c], c, acc);
+      y0[oc] = requantize(acc[0], multiplier[oc], shift[oc], q.out_offset, q.act_min, q.act_max);
+      y0[oc + 1] = requantize(acc[1], multiplier[oc + 1], shift[oc + 1], q.out_offset, q.act_min, q.act_max);
+      y1[oc] = requantize(acc[2], multiplier[oc], shift[oc], q.out_offset, q.act_min, q.act_max);
+      y1[oc + 1] = requantize(acc[3], multiplier[oc + 1], shift[oc + 1], q.out_offset, q.act_min, q.act_max);
+    }
+    for (; oc < n; ++oc) {
+      y0[oc] = requantize(bias[oc] + dot1(x0, &filter[oc * c], c), multiplier[oc], shift[oc], q.out_offset,
+                          q.act_min, q.act_max);
+      y1[oc] = requantize(bias[oc] + dot1(x1, &filter[oc * c], c), multiplier[oc], shift[oc], q.out_offset,
+                          q.act_min, q.act_max);
+    }
+  }
+  for (; i < pixels; ++i) {
+    rows_s8(&in[i * q.in_c], filter, q.in_c, q.out_c, bias, multiplier, shift, 1, q.out_offset, q.act_min,
+            q.act_max, &out[i * q.out_c]);
+  }
+}
+
+void dt_pointwise_conv_sparse_s8(const dt_conv_params *p, const int8_t *in, const uint32_t *mask,
+                                 const int8_t *values, const int32_t *bias, const int32_t *multiplier,
+                                 const int32_t *shift, int8_t *out) {
+  const dt_conv_params q = *p; /* a local copy: stores through int8_t * cannot alias it */
+  const int32_t pixels = q.out_h * q.out_w, c = q.in_c, n = q.out_c, words = (c / 4 + 31) / 32;
+  int32_t i = 0, oc;
+  /* Four pixels at a time, each output channel's kept blocks once for the four; the pointwise overlap the
+   * planner allows (two pixels) holds: the four outputs are written after all four inputs are read. */
+  for (; i + 4 <= pixels; i += 4) {
+    const int8_t *x = &in[i * c], *w = values;
+    const uint32_t *m = mask;
+    int8_t *y = &out[i * n];
+    for (oc = 0; oc < n; ++oc, m += words) {
+      int32_t acc[4];
+      acc[0] = acc[1] = acc[2] = acc[3] = bias[oc];
+      w = sparse_dot4x1(x, c, m, words, w, acc);
+      y[oc] = requantize(acc[0], multiplier[oc], shift[oc], q.out_offset, q.act_min, q.act_max);
+      y[n + oc] = requantize(acc[1], multiplier[oc], shift[oc], q.out_offset, q.act_min, q.act_max);
+      y[2 * n + oc] = requantize(acc[2], multiplier[oc], shift[oc], q.out_offset, q.act_min, q.act_max);
+      y[3 * n + oc] = requantize(acc[3], multiplier[oc], shift[oc], q.out_offset, q.act_min, q.act_max);
+    }
+  }
+  for (; i < pixels; ++i) {
+    sparse_rows_s8(&in[i * c], mask, values, c, n, bias, multiplier, shift, 1, q.out_offset, q.act_min, q.act_max,
+                   &out[i * n]);
+  }
+}
