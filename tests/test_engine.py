@@ -15,7 +15,7 @@ from conftest import run_cli
 from test_cli import assert_user_error
 
 import dslite_tiny  # noqa: F401
-from dslite_tiny.engine.codegen import KERNEL_DIR, KERNEL_FILES, generate
+from dslite_tiny.engine.codegen import KERNEL_DIR, KERNEL_FILES, engine_header, generate
 from dslite_tiny.errors import UserError
 from dslite_tiny.export.boards import ENGINE_KERNEL_BYTES
 from dslite_tiny.export.settings import recommended_arena_bytes
@@ -207,10 +207,11 @@ def test_engine_kernels_fit_their_flash_budget(tmp_path):
     """The fit check counts ENGINE_KERNEL_BYTES for the kernels: hold it to a real Cortex-M4 build."""
     if shutil.which("arm-none-eabi-gcc") is None:
         pytest.skip("arm-none-eabi-gcc is not installed (.ci/run installs it)")
+    (tmp_path / "dt_engine.h").write_text(engine_header())
     size = 0
     for source in (n for n in KERNEL_FILES if n.endswith(".c")):
-        subprocess.run(["arm-none-eabi-gcc", *qemu.C_FLAGS, f"-I{KERNEL_DIR}", "-c", str(KERNEL_DIR / source), "-o",
-                        str(tmp_path / f"{source}.o")], check=True)
+        subprocess.run(["arm-none-eabi-gcc", *qemu.C_FLAGS, f"-I{tmp_path}", f"-I{KERNEL_DIR}", "-c",
+                        str(KERNEL_DIR / source), "-o", str(tmp_path / f"{source}.o")], check=True)
         sections = qemu.elf_sections(tmp_path / f"{source}.o")
         size += sum(v for k, v in sections.items() if k.startswith((".text", ".rodata", ".data")))
     assert 0.7 * ENGINE_KERNEL_BYTES < size <= ENGINE_KERNEL_BYTES
@@ -286,18 +287,18 @@ def test_requantization_equals_gemmlowp_on_both_kernel_paths(tmp_path):
 def test_folded_bias_takes_int32_min_and_refuses_overflow():
     """A clustered layer's all-zero channel gets the bias INT32_MIN (its scale underflows): folding keeps it,
     and the generated C spells it without a too-large constant; a sum outside int32 is refused."""
-    from dslite_tiny.engine.codegen import _Writer
+    from dslite_tiny.engine.writer import Writer
     from dslite_tiny.engine.graph import Graph, Op, Tensor
 
     bias = Tensor(0, "b", (2,), "int32", np.ones(2, np.float32), np.zeros(2, np.int64), 0,
                   np.array([-2**31, 5], np.int32))
     op = Op(0, "CONV_2D", (1, 2, 0), (3,), {})
-    writer = _Writer(Graph((bias,), (op,), (1,), (3,)), None, "n", "m.tflite", {})
-    assert writer._folded_bias(op, np.array([0, 1]), 128).tolist() == [-2**31, 133]
-    writer._array("int32_t", "b0", np.array([-2**31, 7]), "bias")
+    writer = Writer(Graph((bias,), (op,), (1,), (3,)), None, "m.tflite", {})
+    assert writer.folded_bias(op, np.array([0, 1]), 128).tolist() == [-2**31, 133]
+    writer.array("int32_t", "b0", np.array([-2**31, 7]), "bias")
     assert "(-2147483647 - 1), 7" in writer.constants[-1]
     with pytest.raises(UserError, match="overflows int32"):
-        writer._folded_bias(op, np.array([-1, 0]), 128)
+        writer.folded_bias(op, np.array([-1, 0]), 128)
 
 
 def _pointwise_events(pixels: int, c_in: int, c_out: int) -> list[tuple[str, int]]:
@@ -347,7 +348,7 @@ def test_pointwise_overlap_is_the_largest_safe_one(pixels, c_in, c_out, sparse):
     """The planner lets a pointwise convolution's output start ``delta`` bytes from its dying input: exactly the
     largest offset at which the kernel's order never overwrites an input byte it still reads."""
     from dslite_tiny.engine.graph import Graph, Op, Tensor
-    from dslite_tiny.engine.plan import _largest_delta
+    from dslite_tiny.engine.ops import OPS
 
     def tensor(index, shape, data=None):
         return Tensor(index, f"t{index}", shape, "int8", np.ones(1, np.float32), np.zeros(1, np.int64), 0, data)
@@ -357,6 +358,6 @@ def test_pointwise_overlap_is_the_largest_safe_one(pixels, c_in, c_out, sparse):
     y = tensor(2, (1, 1, pixels, c_out))
     op = Op(0, "CONV_2D", (0, 1), (2,), {"padding": 1, "strideH": 1, "strideW": 1, "dilationHFactor": 1,
                                           "dilationWFactor": 1})
-    delta = _largest_delta(Graph((x, w, y), (op,), (0,), (2,)), op, sparse=sparse)
+    delta = OPS["CONV_2D"].overlap(Graph((x, w, y), (op,), (0,), (2,)), op, sparse)
     events = (_sparse_pointwise_events if sparse else _pointwise_events)(pixels, c_in, c_out)
     assert _safe(events, delta) and not _safe(events, delta + 1)

@@ -22,7 +22,7 @@ from conftest import run_cli
 from test_cli import assert_user_error
 
 from dslite_tiny.artifacts import write_atomic
-from dslite_tiny.engine.codegen import KERNEL_DIR, KERNEL_FILES, generate
+from dslite_tiny.engine.codegen import KERNEL_DIR, KERNEL_FILES, engine_header, generate
 from dslite_tiny.errors import UserError
 from dslite_tiny.export.targets import export_model, provenance_lines
 from dslite_tiny.export.variant import load_variant
@@ -328,11 +328,12 @@ def small_model(tmp_path_factory) -> bytes:
 def sanitized_kernels(tmp_path_factory) -> list[str]:
     """Every kernel compiled once with the sanitizers: the objects."""
     out = tmp_path_factory.mktemp("kernels")
+    (out / "dt_engine.h").write_text(engine_header())
     objects = []
     for source in (n for n in KERNEL_FILES if n.endswith(".c")):
         objects.append(str(out / f"{source}.o"))
-        subprocess.run(["cc", *SANITIZE, f"-I{KERNEL_DIR}", "-c", str(KERNEL_DIR / source), "-o", objects[-1]],
-                       check=True)
+        subprocess.run(["cc", *SANITIZE, f"-I{out}", f"-I{KERNEL_DIR}", "-c", str(KERNEL_DIR / source), "-o",
+                        objects[-1]], check=True)
     return objects
 
 

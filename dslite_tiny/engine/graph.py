@@ -8,22 +8,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dslite_tiny.engine.ops import OPS
 from dslite_tiny.errors import UserError
 from dslite_tiny.measure.graph import ACTIVATIONS, Graph, Op, Tensor
 from dslite_tiny.measure.graph import read_graph as read_validated_graph
 
-# The builtins the engine has kernels for; every other op is refused with its name.
-SUPPORTED_OPS = ("ADD", "AVERAGE_POOL_2D", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED",
-                 "LEAKY_RELU", "MAX_POOL_2D", "MEAN", "MUL", "PAD", "SOFTMAX")
 FUSED_ACTIVATIONS = ACTIVATIONS[:4]  # NONE, RELU, RELU_N1_TO_1, RELU6: the int8 kernels' clamps
-_WEIGHTED = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0}  # op → its weights' output-channel axis
 # The most one product adds to an int32 accumulator: an int8 value with its offset (|x + offset| ≤ 255) times
 # an int8 weight (|w| ≤ 128); where the offset is folded into the bias, the folded bias and the raw products
 # (|x · w| ≤ 128 · 128) each stay within depth · 128 · 128, so no partial sum exceeds |bias| + depth · this.
 # C's signed overflow is undefined, so a layer that could overflow is refused.
 _MAX_PRODUCT = 256 * 128
-# Inputs that are int32 parameters rather than int8 operands: MEAN's axes, PAD's paddings.
-_PARAMETER_INPUTS = {"MEAN": (1,), "PAD": (1,)}
 
 
 def read_graph(data: bytes, path: str | Path) -> Graph:
@@ -41,8 +36,8 @@ def _check(graph: Graph, path: str | Path) -> None:
     if graph.inputs == graph.outputs:
         raise UserError("the model's output is its input", path=path)
     for op in graph.ops:
-        if op.name not in SUPPORTED_OPS:
-            raise UserError(f"{op.describe()} has no kernel in the engine; it runs {', '.join(SUPPORTED_OPS)} "
+        if op.name not in OPS:
+            raise UserError(f"{op.describe()} has no kernel in the engine; it runs {', '.join(sorted(OPS))} "
                             f"(export --target c for TFLite Micro)", path=path)
         activation = op.options.get("fusedActivationFunction", 0)
         if activation >= len(FUSED_ACTIVATIONS):
@@ -51,7 +46,7 @@ def _check(graph: Graph, path: str | Path) -> None:
         for i in (*op.inputs, *op.outputs):
             if i >= 0:
                 _check_tensor(graph.tensors[i], op, path)
-        if op.name in _WEIGHTED:
+        if OPS[op.name].weights_axis is not None:
             _check_weights(graph, op, path)
         else:
             _check_constant_operands(graph, op, path)
@@ -81,7 +76,7 @@ def _check_constant_operands(graph: Graph, op: Op, path: str | Path) -> None:
     quantization, as the kernels read it."""
     for position, i in enumerate(op.inputs):
         t = graph.tensors[i] if i >= 0 else None
-        if t is not None and t.constant and position not in _PARAMETER_INPUTS.get(op.name, ()) \
+        if t is not None and t.constant and position not in OPS[op.name].parameter_inputs \
                 and (t.dtype != "int8" or t.scales.size != 1):
             raise UserError(f"{op.describe()} reads {t.describe()}, a constant that is not int8 with one scale",
                             path=path)
@@ -91,7 +86,7 @@ def _check_weights(graph: Graph, op: Op, path: str | Path) -> None:
     """int8 constant weights with zero point 0 and one scale or one per output channel (along the axis the
     kernels index their multipliers by); an int32 bias; sums that stay inside int32."""
     w = graph.tensors[op.inputs[1]]
-    axis = _WEIGHTED[op.name]
+    axis = OPS[op.name].weights_axis
     channels = w.shape[axis]
     if not w.constant or w.dtype != "int8" or w.scales.size not in (1, channels) or w.zero_points.any():
         raise UserError(f"{op.describe()} needs constant int8 weights with zero point 0 and one scale or one "

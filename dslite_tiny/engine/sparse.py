@@ -25,9 +25,6 @@ import dataclasses
 
 import numpy as np
 
-from dslite_tiny.engine.graph import Graph
-from dslite_tiny.engine.plan import is_pointwise
-
 BLOCK_DEPTH = 4  # depth values per block: one 32-bit load of int8 weights, and of inputs
 BLOCK_ROWS = 1  # output channels per block
 WORD_BITS = 32
@@ -83,20 +80,3 @@ def block_zero_share(weights: np.ndarray) -> float | None:
     sparse = block_sparse(weights)
     return None if sparse is None else 1 - sparse.kept / sparse.blocks
 
-
-def choose_sparse(graph: Graph) -> dict[int, BlockSparse]:
-    """The ops the engine runs on block-sparse kernels (op index → their weights' stored form): pointwise
-    convolutions and fully connected layers where ``pays``. Chosen before the arena is planned, because the
-    sparse pointwise kernel's order allows less overlap than the dense one's."""
-    chosen = {}
-    for op in graph.ops:
-        if op.name not in ("CONV_2D", "FULLY_CONNECTED"):
-            continue
-        kernel = "fully_connected" if op.name == "FULLY_CONNECTED" else "pointwise" if is_pointwise(graph, op) else None
-        w = graph.tensors[op.inputs[1]] if kernel else None
-        if w is None or w.data is None or w.data.ndim < 2:
-            continue
-        sparse = block_sparse(w.data.reshape(w.shape[0], -1))
-        if sparse is not None and sparse.pays(kernel):
-            chosen[op.index] = sparse
-    return chosen

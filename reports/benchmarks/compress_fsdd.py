@@ -165,7 +165,7 @@ def main() -> None:
                               on_variant=lambda row: print(f"  {row['variant']}: {row['status']} {row['reason']}",
                                                            flush=True))
         floors = gzip_floors(args.out / name) if args.part in SEED_PARTS else {}
-        entry = {"part": args.part, "model": str(path), "config": to_dict(config), "commit": _commit(),
+        entry = {"part": args.part, "model": _shown(path), "config": to_dict(config), "commit": _commit(),
                  "gzip_floor": floors,
                  "reference": result.reference.float_uar,
                  "reference_files": result.reference.accuracy["files"]["uar"],
@@ -175,6 +175,12 @@ def main() -> None:
         results_path.write_text(json.dumps(results, indent=2) + "\n")
         (HERE / "compress_fsdd.md").write_text(markdown(results))
     print(markdown(results))
+
+
+def _shown(path: Path) -> str:
+    """``path`` as the record shows it: under the temporary folder as ``$TMPDIR/...``, no machine path."""
+    temporary = Path(tempfile.gettempdir())
+    return f"$TMPDIR/{path.relative_to(temporary)}" if path.is_relative_to(temporary) else str(path)
 
 
 def _m4_constants(out: Path) -> dict[str, int]:

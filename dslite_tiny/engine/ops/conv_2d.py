@@ -1,0 +1,60 @@
+"""CONV_2D: a 1×1, stride-1 convolution on the pointwise kernels (dense, or block-sparse where pruning made
+that pay), any other on the general one (dt_conv.c)."""
+from __future__ import annotations
+
+from dslite_tiny.engine.ops import OpKernel, register
+from dslite_tiny.engine.ops.convolution import (CONV_PARAMS, conv_multipliers, conv_values, is_pointwise,
+                                                pointwise_overlap, sparse_pointwise_overlap, window_overlap)
+from dslite_tiny.engine.sparse import BlockSparse, block_sparse
+from dslite_tiny.measure.graph import Graph, Op
+
+DECLARATIONS = """\
+void dt_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
+                const int32_t *multiplier, const int32_t *shift, int8_t *out);
+/* A 1×1 convolution with stride 1 and no padding; bias has the input offset folded in. */
+void dt_pointwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
+                          const int32_t *multiplier, const int32_t *shift, int8_t *out);
+/* Its block-sparse form (engine/sparse.py): per output channel, (in_c / 4 + 31) / 32 32-bit masks of which
+ * blocks of four input channels are kept (in ``mask``), and the kept blocks' four weights each (in
+ * ``values``); the skipped blocks are zeros. in_c is a multiple of 4. */
+void dt_pointwise_conv_sparse_s8(const dt_conv_params *p, const int8_t *in, const uint32_t *mask,
+                                 const int8_t *values, const int32_t *bias, const int32_t *multiplier,
+                                 const int32_t *shift, int8_t *out);"""
+
+
+def emit(writer, op: Op) -> str:
+    x, w, out = writer.tensor(op, 0), writer.tensor(op, 1), writer.output(op)
+    if w.shape[3] != x.shape[3]:
+        raise writer.refuse(op, "is a grouped convolution; the engine runs ungrouped ones")
+    params = writer.params(CONV_PARAMS, op, conv_values(writer, op, depthwise=False))
+    multipliers, shifts = conv_multipliers(writer, op)
+    if not is_pointwise(writer.graph, op):
+        writer.need("dt_conv.c")
+        arrays = writer.weights(op, bias=None, multipliers=multipliers, shifts=shifts)
+        return writer.call("dt_conv_s8", params, writer.where(op.inputs[0]), *arrays, writer.where(op.outputs[0]))
+    out_c = out.shape[-1]
+    folded = writer.folded_bias(op, w.data.reshape(out_c, -1).sum(axis=1), -x.zero_point)
+    writer.need("dt_pointwise_conv.c")
+    arrays = writer.weights(op, bias=folded, multipliers=multipliers, shifts=shifts)
+    kernel = "dt_pointwise_conv_sparse_s8" if op.index in writer.sparse else "dt_pointwise_conv_s8"
+    return writer.call(kernel, params, writer.where(op.inputs[0]), *arrays, writer.where(op.outputs[0]))
+
+
+def overlap(graph: Graph, op: Op, sparse: bool) -> int:
+    if not is_pointwise(graph, op):
+        return window_overlap(graph, op)
+    _, h, w, c_in = graph.tensors[op.inputs[0]].shape
+    c_out = graph.tensors[op.outputs[0]].shape[-1]
+    return (sparse_pointwise_overlap if sparse else pointwise_overlap)(h * w, c_in, c_out)
+
+
+def sparse_weights(graph: Graph, op: Op) -> BlockSparse | None:
+    w = graph.tensors[op.inputs[1]]
+    if not is_pointwise(graph, op) or w.data is None:
+        return None
+    sparse = block_sparse(w.data.reshape(w.shape[0], -1))
+    return sparse if sparse is not None and sparse.pays("pointwise") else None
+
+
+register(OpKernel("CONV_2D", emit, DECLARATIONS, CONV_PARAMS, weights_axis=0, overlap=overlap,
+                  sparse=sparse_weights))

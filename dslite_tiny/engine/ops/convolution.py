@@ -1,0 +1,119 @@
+"""What CONV_2D and DEPTHWISE_CONV_2D share: their parameter block, its values for one op, and how far their
+kernels let an output overlap the input it replaces."""
+from __future__ import annotations
+
+import numpy as np
+
+from dslite_tiny.engine import quant
+from dslite_tiny.engine.ops import Struct
+from dslite_tiny.measure.graph import Graph, Op
+
+CONV_PARAMS = Struct("dt_conv_params", (
+    "in_h", "in_w", "in_c", "out_h", "out_w", "out_c", "k_h", "k_w", "stride_h", "stride_w", "dil_h", "dil_w",
+    "pad_h", "pad_w", "depth_multiplier", "in_offset", "out_offset", "act_min", "act_max"),
+    "CONV_2D and DEPTHWISE_CONV_2D (depth_multiplier: depthwise only). in_offset is minus the input zero point.")
+_PADDING_SAME = 0
+_UNBOUNDED = 1 << 62  # no read follows: any offset is safe
+
+
+def conv_values(writer, op: Op, *, depthwise: bool) -> dict[str, int]:
+    """The op's ``dt_conv_params``."""
+    x, w, out = writer.tensor(op, 0), writer.tensor(op, 1), writer.output(op)
+    o = op.options
+    _, in_h, in_w, in_c = x.shape
+    _, out_h, out_w, out_c = out.shape
+    k_h, k_w = w.shape[1], w.shape[2]
+    pad_h = pad_w = 0
+    if o["padding"] == _PADDING_SAME:
+        pad_h = quant.same_padding(o["strideH"], o["dilationHFactor"], in_h, k_h, out_h)
+        pad_w = quant.same_padding(o["strideW"], o["dilationWFactor"], in_w, k_w, out_w)
+    act_min, act_max = quant.activation_range(o["fusedActivationFunction"], out.scale, out.zero_point)
+    return {"in_h": in_h, "in_w": in_w, "in_c": in_c, "out_h": out_h, "out_w": out_w, "out_c": out_c, "k_h": k_h,
+            "k_w": k_w, "stride_h": o["strideH"], "stride_w": o["strideW"], "dil_h": o["dilationHFactor"],
+            "dil_w": o["dilationWFactor"], "pad_h": pad_h, "pad_w": pad_w,
+            "depth_multiplier": o.get("depthMultiplier", 1) if depthwise else 1, "in_offset": -x.zero_point,
+            "out_offset": out.zero_point, "act_min": act_min, "act_max": act_max}
+
+
+def conv_multipliers(writer, op: Op) -> tuple[list[int], list[int]]:
+    """Per output channel (a per-tensor scale repeated)."""
+    x, w, out = writer.tensor(op, 0), writer.tensor(op, 1), writer.output(op)
+    out_c = out.shape[-1]
+    multipliers, shifts = quant.conv_multipliers(x.scale, w.scales, out.scale)
+    return multipliers * (out_c // len(multipliers)), shifts * (out_c // len(shifts))
+
+
+def is_pointwise(graph: Graph, op: Op) -> bool:
+    """A 1×1 CONV_2D with stride 1 and no padding: the engine's pointwise kernels run it."""
+    w = graph.tensors[op.inputs[1]]
+    o = op.options
+    return op.name == "CONV_2D" and w.shape[1:3] == (1, 1) and (o["strideH"], o["strideW"]) == (1, 1)
+
+
+def window_overlap(graph: Graph, op: Op) -> int:
+    """A kernel that writes output elements in raster order, each after reading its whole window: the write
+    to ``out + j`` is safe when every input byte a later element reads lies above it."""
+    first_read = _first_reads(graph, op)  # per output element, in the order the kernel writes them
+    later = np.minimum.accumulate(first_read[::-1])[::-1]  # the lowest index read at or after each element
+    later = np.append(later[1:], np.iinfo(np.int64).max)  # ... after it
+    return int(np.min(later - np.arange(first_read.size))) - 1
+
+
+def pointwise_overlap(pixels: int, c_in: int, c_out: int) -> int:
+    """The dense pointwise kernel's order: per pixel pair and pair of output channels, both input rows are
+    read whole and four outputs written; so a block's writes precede reads of the same pair until its last
+    channel block, and of the next pair after it. A last odd pixel goes one channel at a time."""
+    bounds = []
+    pairs = np.arange(0, pixels - 1, 2)
+    if pairs.size:
+        blocks = np.arange(0, c_out, 2)
+        highest = (pairs[:, None] + 1) * c_out + np.minimum(blocks[None, :] + 1, c_out - 1)  # block's top write
+        later = np.where(blocks[None, :] + 2 < c_out, pairs[:, None] * c_in, (pairs[:, None] + 2) * c_in)
+        if pixels % 2 == 0:  # after the last pair's last block nothing is read
+            later[-1, -1] = _UNBOUNDED
+        bounds.append(np.min(later - highest))
+    if pixels % 2:
+        last = pixels - 1
+        bounds.append(min((last * c_in - (last * c_out + oc) for oc in range(c_out - 1)), default=_UNBOUNDED))
+    return int(min(bounds)) - 1
+
+
+def sparse_pointwise_overlap(pixels: int, c_in: int, c_out: int) -> int:
+    """The sparse pointwise kernel's order: per group of four pixels and output channel, the four input rows
+    are read (at most whole) and four outputs written; the last ``pixels % 4`` go one at a time, channel by
+    channel. Each step's writes must stay below every read of the steps after it."""
+    groups = np.arange(0, pixels - 3, 4)
+    tail = np.arange(groups.size * 4, pixels)
+    channels = np.arange(c_out)
+    reads = np.concatenate([np.repeat(groups * c_in, c_out), np.repeat(tail * c_in, c_out)])
+    writes = np.concatenate([((groups[:, None] + 3) * c_out + channels).ravel(),
+                             (tail[:, None] * c_out + channels).ravel()])
+    later = np.append(np.minimum.accumulate(reads[::-1])[::-1][1:], _UNBOUNDED)  # the lowest read after each step
+    return int(np.min(later - writes)) - 1
+
+
+def _first_reads(graph: Graph, op: Op) -> np.ndarray:
+    """The lowest input index each output element of a convolution reads (NHWC, raster order)."""
+    x, w, out = (graph.tensors[i] for i in (op.inputs[0], op.inputs[1], op.outputs[0]))
+    o = op.options
+    _, in_h, in_w, in_c = x.shape
+    _, out_h, out_w, out_c = out.shape
+    k_h, k_w = w.shape[1], w.shape[2]
+    same = o["padding"] == _PADDING_SAME
+    pad_h = quant.same_padding(o["strideH"], o["dilationHFactor"], in_h, k_h, out_h) if same else 0
+    pad_w = quant.same_padding(o["strideW"], o["dilationWFactor"], in_w, k_w, out_w) if same else 0
+    y = _first_inside(np.arange(out_h) * o["strideH"] - pad_h, o["dilationHFactor"], k_h, in_h)
+    x_ = _first_inside(np.arange(out_w) * o["strideW"] - pad_w, o["dilationWFactor"], k_w, in_w)
+    pixel = (y[:, None] * in_w + x_[None, :]) * in_c  # (out_h, out_w)
+    if op.name == "CONV_2D":
+        channel = np.zeros(out_c, np.int64)  # every output channel reads input channel 0 first
+    else:
+        channel = np.arange(out_c, dtype=np.int64) // o.get("depthMultiplier", 1)
+    return (pixel[:, :, None] + channel[None, None, :]).ravel().astype(np.int64)
+
+
+def _first_inside(origin: np.ndarray, dilation: int, taps: int, size: int) -> np.ndarray:
+    """The first tap position inside [0, size) for each window origin (windows always have one)."""
+    positions = origin[:, None] + dilation * np.arange(taps)[None, :]
+    inside = (positions >= 0) & (positions < size)
+    return np.take_along_axis(positions, np.argmax(inside, axis=1)[:, None], axis=1)[:, 0]

@@ -1,0 +1,32 @@
+"""DEPTHWISE_CONV_2D (dt_depthwise_conv.c): windows inside the input take a bias with the input offset folded
+in (``f<index>``) and raw products; border windows the reference kernel's offset sum."""
+from __future__ import annotations
+
+from dslite_tiny.engine.ops import OpKernel, register
+from dslite_tiny.engine.ops.convolution import CONV_PARAMS, conv_multipliers, conv_values, window_overlap
+from dslite_tiny.measure.graph import Graph, Op
+
+DECLARATIONS = """\
+/* folded_bias: bias plus the input offset times each channel's weight sum, for windows inside the input. */
+void dt_depthwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
+                          const int32_t *folded_bias, const int32_t *multiplier, const int32_t *shift, int8_t *out);"""
+
+
+def emit(writer, op: Op) -> str:
+    x, w, out = writer.tensor(op, 0), writer.tensor(op, 1), writer.output(op)
+    out_c = out.shape[-1]
+    params = writer.params(CONV_PARAMS, op, conv_values(writer, op, depthwise=True))
+    multipliers, shifts = conv_multipliers(writer, op)
+    folded = writer.folded_bias(op, w.data.reshape(-1, out_c).sum(axis=0), -x.zero_point)
+    writer.array("int32_t", f"f{op.index}", folded, "bias with the input offset folded in")
+    writer.need("dt_depthwise_conv.c")
+    arrays = writer.weights(op, bias=None, multipliers=multipliers, shifts=shifts, extra=f"f{op.index}")
+    return writer.call("dt_depthwise_conv_s8", params, writer.where(op.inputs[0]), *arrays,
+                       writer.where(op.outputs[0]))
+
+
+def overlap(graph: Graph, op: Op, sparse: bool) -> int:
+    return window_overlap(graph, op)
+
+
+register(OpKernel("DEPTHWISE_CONV_2D", emit, DECLARATIONS, CONV_PARAMS, weights_axis=3, overlap=overlap))
