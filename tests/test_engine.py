@@ -151,6 +151,43 @@ def test_block_sparse_kernels_are_bit_exact_and_skip_the_zero_blocks(tmp_path):
     assert instructions[0] < 0.8 * dense_instructions[0]
 
 
+GOLDEN = Path(__file__).parent / "golden"
+GOLDEN_FILES = ("tiny_engine.c", "tiny_engine.h", "dt_engine.h")
+
+
+def test_generated_c_equals_the_golden_files(tmp_path):
+    """The C generated for tests/golden/tiny.tflite (made by tests/golden/make_tiny.py) is the committed C:
+    a change to what the engine writes shows in review. After an intended change, regenerate with
+    DSLITE_TINY_REGENERATE_GOLDEN=1 python -m pytest tests/test_engine.py -k golden -n 0. The model runs
+    bit-exact with the wheel, on its sparse pointwise kernel."""
+    import os
+
+    variant = load_variant(GOLDEN / "tiny.tflite")
+    engine = generate(variant.data, "tiny.tflite", name="tiny", provenance=["golden: tests/golden/tiny.tflite"])
+    if os.environ.get("DSLITE_TINY_REGENERATE_GOLDEN"):
+        for name in GOLDEN_FILES:
+            (GOLDEN / name).write_text(engine.files[name], encoding="utf-8", newline="\n")
+    for name in GOLDEN_FILES:
+        assert engine.files[name] == (GOLDEN / name).read_text(encoding="utf-8"), name
+    assert engine.sparse_ops == (2,)
+    _assert_bit_exact(with_tflm_check(variant), tmp_path)
+
+
+def test_every_kernel_file_belongs_to_one_op_module():
+    """Adding an op is one module in engine/ops and one kernel file: every function an op module declares is
+    defined in exactly one kernels/dt_*.c file, and every file defines only declared functions."""
+    import re
+
+    from dslite_tiny.engine.ops import OPS
+
+    declared = {name for kernel in OPS.values() for name in re.findall(r"^void (dt_\w+)\(", kernel.declarations, re.M)}
+    defined = {}
+    for source in (n for n in KERNEL_FILES if n.endswith(".c")):
+        for name in re.findall(r"^void (dt_\w+)\(", (KERNEL_DIR / source).read_text(), re.M):
+            defined.setdefault(name, []).append(source)
+    assert set(defined) == declared and all(len(files) == 1 for files in defined.values())
+
+
 def _densified(data: bytes) -> bytes:
     """The flatbuffer with every zero int8 weight made 1: the same layers for the engine's choice, dense."""
     from test_untrusted_models import pack, schema, unpack

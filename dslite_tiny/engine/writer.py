@@ -6,6 +6,7 @@ names are untrusted) and numbers are written by Python as integers.
 """
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -54,9 +55,9 @@ class Writer:
         if tuple(values) != struct.fields:
             raise AssertionError(f"{struct.name}: fields {tuple(values)} are not {struct.fields}")
         out = self.output(op)
-        fields = ", ".join(f".{k} = {int(v)}" for k, v in values.items())
+        fields = textwrap.wrap(", ".join(f".{k} = {int(v)}" for k, v in values.items()), 110)
         self.constants.append(f"/* op {op.index}: {op.name} -> tensor {out.index} {list(out.shape)} */")
-        self.constants.append(f"static const {struct.name} p{op.index} = {{{fields}}};")
+        self.constants.append(f"static const {struct.name} p{op.index} = {{\n  " + "\n  ".join(fields) + "};")
         self.constant_bytes += 4 * len(values)
         return f"&p{op.index}"
 
