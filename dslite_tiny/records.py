@@ -141,8 +141,8 @@ class CortexM4:
     reason: str
     flash_bytes: int | None
     ram_bytes: int | None
-    instructions: int | None  # None: not measured (no QEMU), never estimated
-    method: str | None  # "qemu-icount" or "estimate" (flash only)
+    instructions: int | None  # counted by QEMU, or estimated by the calibrated model (method "estimate")
+    method: str | None  # "qemu-icount" or "estimate" (no QEMU: flash from the constants, instructions modelled)
     constant_bytes: int | None = None  # of flash_bytes: the model's weights, biases and parameters
     op_calls: int | None = None  # kernel calls per inference
 
@@ -297,7 +297,8 @@ SUMMARY_COLUMNS = (
     "variant", "status", "reason", "tflite_bytes", "gzip_bytes", "weight_bytes", "params", "macs",
     "uar", "accuracy", "uar_files", "accuracy_files", "agreement", "sparsity", "pruned_sparsity",
     "sparsity_target", "latency_ms", "latency_p90_ms", "latency_ms_all_threads", "latency_p90_ms_all_threads",
-    "threads", "tflm_ok", "arena_bytes", "m4_flash_bytes", "m4_ram_bytes", "m4_instructions", "input_dtype", "ops",
+    "threads", "tflm_ok", "arena_bytes", "m4_flash_bytes", "m4_ram_bytes", "m4_instructions", "m4_method",
+    "input_dtype", "ops",
     "build_seconds", "notes",
 )
 
@@ -327,7 +328,7 @@ def summary_row(metrics: VariantMetrics) -> dict:
 def _m4_columns(m4: CortexM4 | None) -> dict:
     ok = m4 is not None and m4.ok
     return {"m4_flash_bytes": m4.flash_bytes if ok else None, "m4_ram_bytes": m4.ram_bytes if ok else None,
-            "m4_instructions": m4.instructions if ok else None}
+            "m4_instructions": m4.instructions if ok else None, "m4_method": m4.method if ok else None}
 
 
 def write_summary_csv(path: str | Path, rows: list[dict]) -> Path:

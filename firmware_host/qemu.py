@@ -79,16 +79,17 @@ def tools_missing() -> str | None:
     return None
 
 
-def build_elf(files: dict[str, str], sources: list[str], *, cache_dir: Path) -> Path:
-    """Compile ``files`` (name: text) with the board's start-up code into an ELF; reused while unchanged."""
+def build_elf(files: dict[str, str], sources: list[str], *, cache_dir: Path, defines: tuple[str, ...] = ()) -> Path:
+    """Compile ``files`` (name: text) with the board's start-up code into an ELF, with the preprocessor
+    ``defines``; reused while unchanged."""
     problem = tools_missing()
     if problem:
         raise UserError(f"cannot build for the emulated Cortex-M4: {problem}")
     files = {**files, **{n: (BOARD_DIR / n).read_text(encoding="utf-8") for n in BOARD_FILES}}
-    elf = staged_build(files, cache_dir, "firmware.elf")
+    elf = staged_build(files, cache_dir, "firmware.elf", salt=" ".join(defines))
     if not elf.is_file():
         compile_c([elf.parent / s for s in (*sources, "mps2_an386.c")], elf, include=elf.parent,
-                  flags=(*C_FLAGS, *LINK_FLAGS), compiler="arm-none-eabi-gcc")
+                  flags=(*C_FLAGS, *(f"-D{d}" for d in defines), *LINK_FLAGS), compiler="arm-none-eabi-gcc")
     return elf
 
 
@@ -136,6 +137,14 @@ def frontend_on_cortex_m4(variant: Variant, pcm: np.ndarray, *, cache_dir: Path)
     return inputs, counts, sizes
 
 
+def engine_op_instructions(engine: Engine, name: str, inputs: np.ndarray, *, cache_dir: Path) -> np.ndarray:
+    """Each op's instructions ((n, ops)) when ``engine`` runs ``inputs`` on the emulated Cortex-M4 (the
+    generated model marks each op's end for the bench built with DT_PROFILE; a mark costs ~20)."""
+    _, _, _, per_op = _engine_image(engine, name, np.ascontiguousarray(inputs, np.int8), cache_dir=cache_dir,
+                                    profile=True)
+    return np.array(per_op, np.int64)
+
+
 def engine_on_cortex_m4(engine: Engine, name: str, inputs: np.ndarray, *,
                         cache_dir: Path) -> tuple[np.ndarray, list[int], dict[str, int]]:
     """The generated ``engine`` (C symbols ``name``) run on int8 ``inputs`` ((n, elements)) on the emulated
@@ -147,8 +156,8 @@ def engine_on_cortex_m4(engine: Engine, name: str, inputs: np.ndarray, *,
     per_image = max(1, BENCH_INPUT_BYTES // max(1, inputs[0].nbytes))
     outputs, counts, sections = [], [], {}
     for start in range(0, len(inputs), per_image):
-        batch_outputs, batch_counts, batch_sections = _engine_image(engine, name, inputs[start:start + per_image],
-                                                                    cache_dir=cache_dir)
+        batch_outputs, batch_counts, batch_sections, _ = _engine_image(engine, name, inputs[start:start + per_image],
+                                                                       cache_dir=cache_dir)
         outputs.append(batch_outputs)
         counts += batch_counts
         sections = sections or batch_sections
@@ -178,22 +187,26 @@ def engine_flash(engine: Engine, name: str, *, cache_dir: Path) -> dict[str, int
             "constant_bytes": sizes[f"{name}_engine.c"][1]}
 
 
-def _engine_image(engine: Engine, name: str, inputs: np.ndarray, *,
-                  cache_dir: Path) -> tuple[np.ndarray, list[int], dict[str, int]]:
+def _engine_image(engine: Engine, name: str, inputs: np.ndarray, *, cache_dir: Path,
+                  profile: bool = False) -> tuple[np.ndarray, list[int], dict[str, int], list[list[int]]]:
     bench_input = (f'#include "{name}_engine.h"\n#define DT_BENCH_INPUTS {inputs.shape[0]}\n'
                    f"#define DT_BENCH_IN {name.upper()}_INPUT_ELEMENTS\n#define DT_BENCH_OUT {name.upper()}_OUTPUT_ELEMENTS\n"
-                   f"#define DT_BENCH_INVOKE {name}_invoke\n{_bench_inputs(inputs)}")
+                   f"#define DT_BENCH_OPS {engine.ops}\n#define DT_BENCH_INVOKE {name}_invoke\n{_bench_inputs(inputs)}")
     files = {**engine.files, "bench_input.h": bench_input,
              "bench_engine.c": (BOARD_DIR / "bench_engine.c").read_text(encoding="utf-8")}
-    elf = build_elf(files, ["bench_engine.c", f"{name}_engine.c", *engine.kernel_sources], cache_dir=cache_dir)
-    counts, rows = [], []
+    elf = build_elf(files, ["bench_engine.c", f"{name}_engine.c", *engine.kernel_sources], cache_dir=cache_dir,
+                    defines=("DT_PROFILE",) if profile else ())
+    counts, rows, per_op = [], [], []
     for line in run_elf(elf).splitlines():
         if line.startswith("instructions "):
             counts.append(int(line.split()[1]))
             rows.append(b"")
+            per_op.append([])
+        elif line.startswith("op "):
+            per_op[-1].append(int(line.split()[2]))
         elif line:
             rows[-1] += bytes.fromhex(line)
-    return np.stack([np.frombuffer(r, np.int8) for r in rows]), counts, elf_sections(elf)
+    return np.stack([np.frombuffer(r, np.int8) for r in rows]), counts, elf_sections(elf), per_op
 
 
 class QemuDevice:

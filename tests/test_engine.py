@@ -173,6 +173,26 @@ def test_generated_c_equals_the_golden_files(tmp_path):
     _assert_bit_exact(with_tflm_check(variant), tmp_path)
 
 
+def test_the_per_op_profile_adds_up_and_the_instruction_model_comes_close(tmp_path, monkeypatch):
+    """On QEMU each op's instructions (the profiling bench) sum to the invoke's; without QEMU, compress's
+    Cortex-M4 figures carry the calibrated model's estimate (measure.cortex_m4, method "estimate")."""
+    from dslite_tiny.measure import cortex_m4
+
+    if qemu.tools_missing():
+        pytest.skip(qemu.tools_missing())
+    variant = load_variant(GOLDEN / "tiny.tflite")
+    engine = generate(variant.data, "tiny.tflite", name="tiny", provenance=["test"])
+    inputs = probe_inputs(variant, 2)
+    per_op = qemu.engine_op_instructions(engine, "tiny", inputs, cache_dir=tmp_path / "profile")
+    _, totals, _ = qemu.engine_on_cortex_m4(engine, "tiny", inputs, cache_dir=tmp_path / "plain")
+    assert per_op.shape == (len(inputs), engine.ops) and (per_op > 0).all()
+    assert np.all(np.abs(per_op.sum(axis=1) - totals) <= 50 * engine.ops)  # a mark costs ~30 instructions
+    monkeypatch.setattr(qemu, "tools_missing", lambda: "qemu-system-arm is not installed")
+    figures = cortex_m4.cortex_m4_figures(variant.data, variant.path, inputs, cache_dir=tmp_path / "none")
+    assert figures["method"] == "estimate" and "not installed" in figures["reason"]
+    assert abs(figures["instructions"] / np.mean(totals) - 1) < 0.25
+
+
 def test_every_kernel_file_belongs_to_one_op_module():
     """Adding an op is one module in engine/ops and one kernel file: every function an op module declares is
     defined in exactly one kernels/dt_*.c file, and every file defines only declared functions."""

@@ -72,6 +72,12 @@ def _scaled(value, unit: float, digits: int) -> str:
     return "-" if value in ("", None) else f"{value / unit:.{digits}f}"
 
 
+def _m4_instructions(row: dict) -> str:
+    """Millions of Cortex-M4 instructions; "≈" marks the calibrated model's estimate (no QEMU)."""
+    scaled = _scaled(row["m4_instructions"], 1e6, 2)
+    return f"≈{scaled}" if row.get("m4_method") == "estimate" and scaled != "-" else scaled
+
+
 def format_summary(rows: list[dict], reference: Reference) -> str:
     """The compact table the console ends with; float Keras first as the reference. The last three columns
     are the generated engine's on a Cortex-M4: flash, RAM and millions of instructions per inference."""
@@ -87,5 +93,5 @@ def format_summary(rows: list[dict], reference: Reference) -> str:
         lines.append(f"{row['variant']:<15}{'ok':<8}{row['uar']:>7.3f}{(row['uar'] - float_uar) * 100:>+7.1f}"
                      f"{row['agreement'] * 100:>6.0f}%{row['tflite_bytes'] / 1024:>9.1f}"
                      f"{row['gzip_bytes'] / 1024:>9.1f}{row['sparsity'] * 100:>8.0f}%{row['latency_ms']:>8.2f}"
-                     f"{arena:>10}{flash:>10}{ram:>8}{_scaled(row['m4_instructions'], 1e6, 2):>10}")
+                     f"{arena:>10}{flash:>10}{ram:>8}{_m4_instructions(row):>10}")
     return "\n".join(lines)

@@ -19,7 +19,7 @@ import jinja2
 from dslite_tiny.c_source import banner
 from dslite_tiny.engine import quant
 from dslite_tiny.engine.graph import read_graph
-from dslite_tiny.engine.ops import OPS, structs
+from dslite_tiny.engine.ops import OPS, Work, structs
 from dslite_tiny.engine.plan import plan_arena
 from dslite_tiny.engine.writer import Writer
 from dslite_tiny.errors import UserError
@@ -40,6 +40,7 @@ class Engine:
     output_bytes: int
     ops: int
     sparse_ops: tuple[int, ...] = ()  # ops whose weights are stored block-sparse (engine.sparse)
+    work: tuple[Work, ...] = ()  # per op: its kernel path, multiply-accumulates and outputs
 
     @property
     def kernel_sources(self) -> list[str]:
@@ -62,8 +63,9 @@ def generate(data: bytes, path: str | Path, *, name: str, provenance: list[str])
     files = {f"{name}_engine.h": _render("model_engine.h.j2", values),
              f"{name}_engine.c": _render("model_engine.c.j2", values), HEADER: engine_header(),
              **{n: (KERNEL_DIR / n).read_text(encoding="utf-8") for n in (*SHARED_HEADERS, *writer.sources)}}
+    work = tuple(OPS[op.name].work(graph, op, sparse.get(op.index)) for op in graph.ops)
     return Engine(files, plan.arena_bytes, writer.constant_bytes, x.elements, y.elements, len(graph.ops),
-                  tuple(sorted(sparse)))
+                  tuple(sorted(sparse)), work)
 
 
 @functools.cache

@@ -2,10 +2,11 @@
 model's code and its constants, compiled for the M4F), RAM (the engine's planned arena with the input and
 output buffers) and instructions per inference, counted by QEMU's ``mps2-an386`` under ``-icount shift=0``.
 
-These are the figures a microcontroller sees; a ``.tflite``'s size and the host's latency are not (pruning,
-for one, shrinks the gzip size only). Without ``qemu-system-arm`` and ``arm-none-eabi-gcc`` the flash is
-the generator's constant bytes plus the kernels' budget of ``export.boards`` and the instructions stay
-unmeasured (None, with the reason): no figure is made up.
+These are the figures a microcontroller sees; a ``.tflite``'s size and the host's latency are not.
+Without ``qemu-system-arm`` and ``arm-none-eabi-gcc`` (method ``estimate``) the flash is the generator's
+constant bytes plus the kernels' budget of ``export.boards``, and the instructions come from a model
+calibrated on QEMU (``cortex_m4_costs.json``, written by ``reports/benchmarks/engine_costs.py``: per kernel
+path, a · multiply-accumulates + b · outputs + c); the report marks them as estimates.
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+import json
+
 from dslite_tiny.errors import UserError
 from dslite_tiny.records import M4_METHODS
 
@@ -21,6 +24,7 @@ log = logging.getLogger(__name__)
 # QEMU's instruction count with flash from objects compiled for the M4F; without the Cortex-M4 tools, flash
 # from the generator's constants and the kernels' code budget.
 METHOD_QEMU, METHOD_ESTIMATE = M4_METHODS
+COSTS_PATH = Path(__file__).with_name("cortex_m4_costs.json")
 
 
 def cortex_m4_figures(data: bytes, path: Path, inputs: np.ndarray, *, cache_dir: Path) -> dict:
@@ -39,8 +43,8 @@ def cortex_m4_figures(data: bytes, path: Path, inputs: np.ndarray, *, cache_dir:
 
     problem = qemu.tools_missing()
     if problem:
-        return {**figures, **_estimated_flash(engine), "method": METHOD_ESTIMATE, "instructions": None,
-                "reason": problem}
+        return {**figures, **_estimated_flash(engine), "method": METHOD_ESTIMATE,
+                "instructions": estimate_instructions(engine), "reason": problem}
     try:
         flash = qemu.engine_flash(engine, "model", cache_dir=cache_dir)
         _, counts, _ = qemu.engine_on_cortex_m4(engine, "model", inputs, cache_dir=cache_dir)
@@ -49,6 +53,16 @@ def cortex_m4_figures(data: bytes, path: Path, inputs: np.ndarray, *, cache_dir:
         return {"ok": False, "reason": f"the Cortex-M4 build or run failed: {str(exc).splitlines()[0][:200]}"}
     return {**figures, **flash, "flash_bytes": sum(flash.values()), "method": METHOD_QEMU,
             "instructions": int(np.median(counts)), "instruction_inputs": len(counts)}
+
+
+def estimate_instructions(engine) -> int | None:
+    """The engine's Cortex-M4 instructions per inference by the calibrated model; None where one of its
+    kernel paths has no calibration."""
+    costs = json.loads(COSTS_PATH.read_text(encoding="utf-8"))["costs"]
+    if any(w.kind not in costs for w in engine.work):
+        return None
+    return int(round(sum(costs[w.kind]["per_mac"] * w.macs + costs[w.kind]["per_output"] * w.outputs
+                         + costs[w.kind]["per_op"] for w in engine.work)))
 
 
 def _estimated_flash(engine) -> dict:

@@ -62,8 +62,10 @@ def plot_uar_vs_cortex_m4(results: Results, path: Path, *, tolerance_points: flo
     timed = [v for v in measured if v.metrics.cortex_m4.instructions is not None]
     if not measured:
         return None
+    estimated = any(v.metrics.cortex_m4.method == "estimate" for v in timed)
     panels = [([(v.metrics.cortex_m4.instructions / 1e6, v.host.uar, v.name) for v in timed],
-               "instructions per inference (QEMU)", "M instructions (log scale)", "M"),
+               "instructions per inference (≈ calibrated estimate: no QEMU)" if estimated
+               else "instructions per inference (QEMU)", "M instructions (log scale)", "M"),
               ([(v.metrics.cortex_m4.flash_bytes / 1024, v.host.uar, v.name) for v in measured],
                "flash: kernels + model code + constants", "flash (log scale)", "KB")]
     return _uar_panels(results, path, [p for p in panels if p[0]],

@@ -94,14 +94,15 @@ def cortex_m4_table(results: Results) -> Table:
         if not m4.ok:
             rows.append([v.name, "—", "—", "—", num(v.host.uar, 3), "", "", f"not run by the engine: {m4.reason}"])
             continue
-        rows.append([v.name, kb(m4.flash_bytes), kb(m4.ram_bytes), instructions(m4.instructions), num(v.host.uar, 3),
-                     signed(_delta(v.host.uar, results.float_uar)), percent(v.host.agreement),
-                     "QEMU -icount" if m4.method == "qemu-icount" else "estimate (flash only; no QEMU)"])
+        rows.append([v.name, kb(m4.flash_bytes), kb(m4.ram_bytes), instructions(m4.instructions, m4.method),
+                     num(v.host.uar, 3), signed(_delta(v.host.uar, results.float_uar)), percent(v.host.agreement),
+                     "QEMU -icount" if m4.method == "qemu-icount" else "estimate (no QEMU: calibrated model)"])
     return header, rows
 
 
-def instructions(count: int | None) -> str:
-    return "—" if count is None else f"{count / 1e6:.2f} M"
+def instructions(count: int | None, method: str | None = "qemu-icount") -> str:
+    """Millions of instructions; "≈" marks the calibrated model's estimate."""
+    return "—" if count is None else f"{'≈' if method == 'estimate' else ''}{count / 1e6:.2f} M"
 
 
 def host_table(results: Results, board: BoardConfig, fits: Fits) -> Table:
@@ -236,7 +237,8 @@ def recommendations(results: Results, boards: list[BoardConfig], fits: Fits, *, 
         if good:
             best = good[0]
             fit = fits[best.name][board.name]
-            speed = (f"{instructions(best.metrics.cortex_m4.instructions)} instructions per inference, "
+            m4 = best.metrics.cortex_m4
+            speed = (f"{instructions(m4.instructions, m4.method)} instructions per inference, "
                      if board.runtime == "engine" and _instructions(best) < float("inf") else "")
             text = (f"**{best.name}**: {speed}{kb(best.size.tflite_bytes)}, UAR {best.host.uar:.3f} "
                     f"({signed(100 * (best.host.uar - results.float_uar))} points vs float, "

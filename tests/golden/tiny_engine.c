@@ -8,6 +8,13 @@
 
 #include "dt_engine.h"
 
+#if defined(DT_PROFILE) /* a profiler (the Cortex-M4 bench) marks the end of every op */
+void dt_profile_op_done(int32_t op);
+#define DT_OP_DONE(op) dt_profile_op_done(op)
+#else
+#define DT_OP_DONE(op) ((void)0)
+#endif
+
 static int32_t g_arena[(TINY_ARENA_BYTES + 3) / 4 + 1];
 
 /* op 0: CONV_2D -> tensor 10 [1, 6, 6, 16] */
@@ -137,12 +144,21 @@ void tiny_invoke(const int8_t *input, int8_t *output) {
   int8_t *arena = (int8_t *)g_arena;
   (void)arena;
   dt_conv_s8(&p0, input, w0, b0, m0, s0, arena + 0);
+  DT_OP_DONE(0);
   dt_depthwise_conv_s8(&p1, arena + 0, w1, b1, f1, m1, s1, arena + 0);
+  DT_OP_DONE(1);
   dt_pointwise_conv_sparse_s8(&p2, arena + 0, q2, w2, b2, m2, s2, arena + 144);
+  DT_OP_DONE(2);
   dt_add_s8(&p3, arena + 0, arena + 144, arena + 0);
+  DT_OP_DONE(3);
   dt_mean_hw_s8(&p4, arena + 0, arena + 144);
+  DT_OP_DONE(4);
   dt_fully_connected_s8(&p5, arena + 144, w5, b5, m5, s5, arena + 0);
+  DT_OP_DONE(5);
   dt_leaky_relu_s8(&p6, arena + 0, arena + 0);
+  DT_OP_DONE(6);
   dt_fully_connected_s8(&p7, arena + 0, w7, b7, m7, s7, arena + 8);
+  DT_OP_DONE(7);
   dt_softmax_s8(&p8, arena + 8, output);
+  DT_OP_DONE(8);
 }

@@ -34,6 +34,20 @@ def _no_sparse(graph: Graph, op: Op) -> BlockSparse | None:
 
 
 @dataclasses.dataclass(frozen=True)
+class Work:
+    """What an op's kernel does, for the Cortex-M4 instruction model (``measure.cortex_m4``): its ``kind``
+    (a kernel path), multiply-accumulates (kept ones, on a sparse path) and output elements."""
+
+    kind: str
+    macs: int
+    outputs: int
+
+
+def _outputs_only(graph: Graph, op: Op, sparse: BlockSparse | None) -> Work:
+    return Work(op.name.lower(), 0, graph.tensors[op.outputs[0]].elements)
+
+
+@dataclasses.dataclass(frozen=True)
 class OpKernel:
     """One builtin op the engine runs.
 
@@ -41,7 +55,7 @@ class OpKernel:
     op, sparse)`` is the largest ``output − input`` arena offset at which the kernel never overwrites an
     input byte it still reads (None: no overlap; 0: in place); ``sparse(graph, op)`` the op's weights in
     block-sparse form where a sparse kernel pays. ``declarations`` are the C prototypes (with their
-    comments) of the kernel file's functions."""
+    comments) of the kernel file's functions; ``work(graph, op, sparse)`` what the kernel does (``Work``)."""
 
     name: str
     emit: Callable
@@ -51,6 +65,7 @@ class OpKernel:
     parameter_inputs: tuple[int, ...] = ()  # inputs that are int32 parameters, not int8 operands
     overlap: Callable[[Graph, Op, bool], int | None] = _no_overlap
     sparse: Callable[[Graph, Op], BlockSparse | None] = _no_sparse
+    work: Callable[[Graph, Op, BlockSparse | None], Work] = _outputs_only
 
 
 OPS: dict[str, OpKernel] = {}

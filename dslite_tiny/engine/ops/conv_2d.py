@@ -2,7 +2,7 @@
 that pay), any other on the general one (dt_conv.c)."""
 from __future__ import annotations
 
-from dslite_tiny.engine.ops import OpKernel, register
+from dslite_tiny.engine.ops import OpKernel, Work, register
 from dslite_tiny.engine.ops.convolution import (CONV_PARAMS, conv_multipliers, conv_values, is_pointwise,
                                                 pointwise_overlap, sparse_pointwise_overlap, window_overlap)
 from dslite_tiny.engine.sparse import BlockSparse, block_sparse
@@ -56,5 +56,16 @@ def sparse_weights(graph: Graph, op: Op) -> BlockSparse | None:
     return sparse if sparse is not None and sparse.pays("pointwise") else None
 
 
+def work(graph: Graph, op: Op, sparse: BlockSparse | None) -> Work:
+    x, w, out = (graph.tensors[i] for i in (op.inputs[0], op.inputs[1], op.outputs[0]))
+    pixels = out.elements // out.shape[-1]
+    if not is_pointwise(graph, op):
+        window = w.elements // w.shape[0]  # dt_conv.c gathers a window of up to 32 values once per pixel
+        return Work("conv_small_window" if window <= 32 else "conv", out.elements * window, out.elements)
+    if sparse is not None:
+        return Work("pointwise_sparse", pixels * sparse.kept * 4, out.elements)
+    return Work("pointwise", pixels * x.shape[-1] * out.shape[-1], out.elements)
+
+
 register(OpKernel("CONV_2D", emit, DECLARATIONS, CONV_PARAMS, weights_axis=0, overlap=overlap,
-                  sparse=sparse_weights))
+                  sparse=sparse_weights, work=work))

@@ -2,7 +2,7 @@
 in (``f<index>``) and raw products; border windows the reference kernel's offset sum."""
 from __future__ import annotations
 
-from dslite_tiny.engine.ops import OpKernel, register
+from dslite_tiny.engine.ops import OpKernel, Work, register
 from dslite_tiny.engine.ops.convolution import CONV_PARAMS, conv_multipliers, conv_values, window_overlap
 from dslite_tiny.measure.graph import Graph, Op
 
@@ -29,4 +29,12 @@ def overlap(graph: Graph, op: Op, sparse: bool) -> int:
     return window_overlap(graph, op)
 
 
-register(OpKernel("DEPTHWISE_CONV_2D", emit, DECLARATIONS, CONV_PARAMS, weights_axis=3, overlap=overlap))
+def work(graph: Graph, op: Op, sparse) -> Work:
+    w, out = graph.tensors[op.inputs[1]], graph.tensors[op.outputs[0]]
+    o = op.options
+    unrolled = w.shape[1:3] == (3, 3) and (o["dilationHFactor"], o["dilationWFactor"]) == (1, 1) \
+        and o.get("depthMultiplier", 1) == 1  # dt_depthwise_conv.c's 3×3 path
+    return Work("depthwise_3x3" if unrolled else "depthwise", out.elements * w.shape[1] * w.shape[2], out.elements)
+
+
+register(OpKernel("DEPTHWISE_CONV_2D", emit, DECLARATIONS, CONV_PARAMS, weights_axis=3, overlap=overlap, work=work))

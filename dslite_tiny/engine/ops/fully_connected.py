@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from dslite_tiny.engine import quant
-from dslite_tiny.engine.ops import OpKernel, Struct, register
+from dslite_tiny.engine.ops import OpKernel, Struct, Work, register
 from dslite_tiny.engine.sparse import BlockSparse, block_sparse
 from dslite_tiny.measure.graph import Graph, Op
 
@@ -48,4 +48,12 @@ def sparse_weights(graph: Graph, op: Op) -> BlockSparse | None:
     return sparse if sparse is not None and sparse.pays("fully_connected") else None
 
 
-register(OpKernel("FULLY_CONNECTED", emit, DECLARATIONS, FC_PARAMS, weights_axis=0, sparse=sparse_weights))
+def work(graph: Graph, op: Op, sparse: BlockSparse | None) -> Work:
+    w = graph.tensors[op.inputs[1]]
+    if sparse is not None:
+        return Work("fully_connected_sparse", sparse.kept * 4, w.shape[0])
+    return Work("fully_connected", w.elements, w.shape[0])
+
+
+register(OpKernel("FULLY_CONNECTED", emit, DECLARATIONS, FC_PARAMS, weights_axis=0, sparse=sparse_weights,
+                  work=work))

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from dslite_tiny.engine import quant
-from dslite_tiny.engine.ops import OpKernel, Struct, register
-from dslite_tiny.measure.graph import Op
+from dslite_tiny.engine.ops import OpKernel, Struct, Work, register
+from dslite_tiny.measure.graph import Graph, Op
 
 MEAN_PARAMS = Struct("dt_mean_params", ("h", "w", "c", "in_zero_point", "out_zero_point", "multiplier", "shift"),
                      "MEAN over the height and width of an [h][w][c] tensor; multiplier and shift fold in 1 / (h * w).")
@@ -26,4 +26,8 @@ def emit(writer, op: Op) -> str:
     return writer.call("dt_mean_hw_s8", params, writer.where(op.inputs[0]), writer.where(op.outputs[0]))
 
 
-register(OpKernel("MEAN", emit, DECLARATIONS, MEAN_PARAMS, parameter_inputs=(1,)))
+def work(graph: Graph, op: Op, sparse) -> Work:
+    return Work("mean", graph.tensors[op.inputs[0]].elements, graph.tensors[op.outputs[0]].elements)
+
+
+register(OpKernel("MEAN", emit, DECLARATIONS, MEAN_PARAMS, parameter_inputs=(1,), work=work))

@@ -3,8 +3,8 @@ quantization."""
 from __future__ import annotations
 
 from dslite_tiny.engine import quant
-from dslite_tiny.engine.ops import OpKernel, Struct, register
-from dslite_tiny.measure.graph import Op
+from dslite_tiny.engine.ops import OpKernel, Struct, Work, register
+from dslite_tiny.measure.graph import Graph, Op
 
 POOL_PARAMS = Struct("dt_pool_params", ("in_h", "in_w", "c", "out_h", "out_w", "k_h", "k_w", "stride_h", "stride_w",
                                         "pad_h", "pad_w", "act_min", "act_max"),
@@ -32,7 +32,14 @@ def _emit(kernel: str):
     return emit
 
 
+def work(graph: Graph, op: Op, sparse) -> Work:
+    out = graph.tensors[op.outputs[0]]
+    return Work(op.name.lower(), out.elements * op.options["filterHeight"] * op.options["filterWidth"], out.elements)
+
+
 register(OpKernel("MAX_POOL_2D", _emit("dt_max_pool_s8"),
-                  "void dt_max_pool_s8(const dt_pool_params *p, const int8_t *in, int8_t *out);", POOL_PARAMS))
+                  "void dt_max_pool_s8(const dt_pool_params *p, const int8_t *in, int8_t *out);", POOL_PARAMS,
+                  work=work))
 register(OpKernel("AVERAGE_POOL_2D", _emit("dt_average_pool_s8"),
-                  "void dt_average_pool_s8(const dt_pool_params *p, const int8_t *in, int8_t *out);", POOL_PARAMS))
+                  "void dt_average_pool_s8(const dt_pool_params *p, const int8_t *in, int8_t *out);", POOL_PARAMS,
+                  work=work))
