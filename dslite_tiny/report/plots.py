@@ -92,8 +92,8 @@ def _uar_panels(results: Results, path: Path, panels: list[tuple[list, str, str,
             ax.scatter(size, uar, s=70 if on_front else 40, color=colour(name), zorder=3,
                        edgecolor="black" if on_front else "none", linewidth=1.2)
         _log_axis(ax.xaxis, unit=unit)
-        if ax is axes[0][0]:  # before the labels, which keep clear of it
-            ax.legend(loc="lower right", fontsize=8)
+        if ax is axes[0][0]:  # where it covers no point ("best"), before the labels, which keep clear of it
+            ax.legend(loc="best", fontsize=8)
         _label_points(ax, [(p[0], p[1], p[2], p[2] in front_names) for p in points])
         ax.set_title(panel_title)
         ax.set_xlabel(xlabel.replace("(log scale)", "") if ax.get_xscale() == "linear" else xlabel)
@@ -294,7 +294,8 @@ def _label_points(ax, points: list[tuple[float, float, str, bool]]) -> None:
 
 
 def _log_axis(axis, *, unit: str) -> None:
-    """Log scale with ticks at 1, 2, 3, 5 and 7 of each decade, fewer the more decades it spans, labelled
+    """Log scale with ticks at 1, 2, 3, 5 and 7 of each decade (more under half a decade, so that at least
+    two show), fewer the more decades it spans, labelled
     in plain numbers with the unit (KB turn into MB from 1024 KB). Figures within 20 % of each other (pruning
     that changed nothing, say) get a linear axis 15 % either side of them instead, whose ticks differ."""
     from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, NullLocator
@@ -317,7 +318,8 @@ def _log_axis(axis, *, unit: str) -> None:
     low, high = axis.get_view_interval()
     decades = np.log10(max(high, 1e-12) / max(low, 1e-12))
     # fewer ticks the more decades the axis spans, so their labels never run into each other
-    subs = (1.0, 2.0, 3.0, 5.0, 7.0) if decades < 0.8 else (1.0, 2.0, 5.0) if decades < 1.6 else \
+    subs = (1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0) if decades < 0.4 else \
+        (1.0, 2.0, 3.0, 5.0, 7.0) if decades < 0.8 else (1.0, 2.0, 5.0) if decades < 1.6 else \
         (1.0, 3.0) if decades < 3 else (1.0,)
     axis.set_major_locator(LogLocator(base=10, subs=subs))
     axis.set_major_formatter(FuncFormatter(label))
