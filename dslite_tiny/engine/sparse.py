@@ -28,12 +28,13 @@ import numpy as np
 BLOCK_DEPTH = 4  # depth values per block: one 32-bit load of int8 weights, and of inputs
 BLOCK_ROWS = 1  # output channels per block
 WORD_BITS = 32
-# The largest share of kept blocks for which a sparse kernel is used, by the Cortex-M4 instruction counts of
-# the DSP path. A pointwise convolution's dense kernel costs ~1.44 instructions per multiply-accumulate (the
-# 2×2 block: 4 loads, 8 SXTB16, 8 SMLAD, loop, per 16); its sparse kernel takes four pixels per kept block
-# (~28 per 16: 5 loads, 10 SXTB16, 8 SMLAD, ~4 to find the block) and pays below ~80 % kept. A fully
-# connected layer is one pixel (~12 per 4 against the dense 4-row kernel's ~1.44 per one): below ~45 %.
-MAX_KEPT_SHARE = {"pointwise": 0.8, "fully_connected": 0.45}
+# The largest share of kept blocks for which a sparse kernel is used, from Cortex-M4 instruction counts
+# (QEMU, the demo DS-CNN's 16×16×64 pointwise layers, reports/benchmarks/engine_costs.md): the dense kernel
+# (2×2 blocks) spends ~1.55 instructions per multiply-accumulate besides ~34 per output, the sparse one
+# (four pixels per kept block, found by RBIT + CLZ) ~2.15 per kept one, so it pays below ~70 % kept. A fully
+# connected layer is one pixel: ~3 per kept multiply-accumulate against the dense 4-row kernel's ~1.4, so
+# below ~45 %.
+MAX_KEPT_SHARE = {"pointwise": 0.7, "fully_connected": 0.45}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,10 +43,6 @@ class BlockSparse:
     values: np.ndarray  # int8: the kept blocks' values, row by row
     kept: int
     blocks: int
-
-    @property
-    def words(self) -> int:
-        return int(self.masks.shape[1])
 
     @property
     def bytes(self) -> int:
@@ -79,4 +76,3 @@ def block_zero_share(weights: np.ndarray) -> float | None:
     """The share of all-zero blocks of a [rows][depth] matrix, or None where the blocks do not tile it."""
     sparse = block_sparse(weights)
     return None if sparse is None else 1 - sparse.kept / sparse.blocks
-
