@@ -362,6 +362,32 @@ def test_structured_pruning_leaves_two_zeros_in_every_four_weights():
     assert not any(t["sparse_2_4"] for t in tensors if t not in pruned)
 
 
+def test_slim_fine_tunes_on_the_models_own_training_augmentation(caplog):
+    """compress replays the spectrogram augmentation recorded in the model's sidecar (slim_augment): a model
+    trained with it gets an augmenter that changes its chunks; one trained without, or with a train config
+    this version cannot read, gets none (the latter with a warning)."""
+    from types import SimpleNamespace
+
+    from dslite_tiny.audio.frontend import Frontend
+    from dslite_tiny.compress.pipeline import _training_augmenter
+    from dslite_tiny.config import FrontendConfig
+
+    frontend = Frontend(load_config(FrontendConfig, "fsdd-40x49", stage="frontend"))
+    mel = np.random.default_rng(0).normal(-40, 10, (8, 49, 40)).astype(np.float32)
+    train = SimpleNamespace(mel_db=mel)
+
+    def trained(saved):
+        return SimpleNamespace(sidecar=SimpleNamespace(details={"train": saved}))
+
+    augment = _training_augmenter(trained({"time_shift": True, "speed_perturb": 0.1, "audio_aug_prob": 1.0}),
+                                  train, frontend)
+    assert augment is not None and not np.allclose(augment(mel, np.random.default_rng(1)), mel)
+    assert _training_augmenter(trained({"time_shift": False, "speed_perturb": 0.0, "pitch_shift": 0.0,
+                                        "noise_snr_db": []}), train, frontend) is None
+    assert _training_augmenter(trained({"no_such_key": 1}), train, frontend) is None
+    assert "no training augmentation for the fine-tunes" in caplog.text
+
+
 def test_the_pruned_stage_is_rebuilt_when_its_fine_tuning_changes():
     """A resumed run reuses OUT/stages/pruned-<key>.h5: every config field that changes the pruning
     fine-tune's settings must change the key (distillation's once did not: a stale stage was reused)."""

@@ -51,10 +51,12 @@ def steps_per_epoch(train: FeatureSet, settings: FinetuneSettings) -> int:
 
 def finetune(model, train: FeatureSet, devel: FeatureSet, frontend: Frontend, settings: FinetuneSettings, *,
              teacher=None, callbacks: tuple = (), eligible_from_step: int = 0, progress: Progress = no_progress,
-             desc: str = "fine-tune") -> list[dict]:
+             desc: str = "fine-tune", augment=None) -> list[dict]:
     """Train ``model`` in place (distilled from ``teacher`` when given); returns the per-epoch history
     (loss, devel UAR, devel agreement with the teacher, selected). Where every step is eligible (QAT, not
-    pruning) the untrained model is epoch 0 of the history and is kept if no epoch scores better."""
+    pruning) the untrained model is epoch 0 of the history and is kept if no epoch scores better.
+    ``augment(mel_db, rng)`` (a ``train.augment.MelAugmenter``) augments each batch; the teacher's soft
+    targets are computed on the augmented input too."""
     import tf_keras as keras
 
     keras.utils.set_random_seed(settings.seed)
@@ -80,7 +82,8 @@ def finetune(model, train: FeatureSet, devel: FeatureSet, frontend: Frontend, se
                                 balance=settings.balance, rng=rng)
         for i, batch in enumerate(progress(batches, desc=f"{desc} epoch {epoch + 1}/{settings.epochs}")):
             hooks.on_train_batch_begin(i)
-            x = frontend.model_input(train.mel_db[batch])
+            mel_db = train.mel_db[batch] if augment is None else augment(train.mel_db[batch], rng)
+            x = frontend.model_input(mel_db)
             y = np.eye(num_classes, dtype=np.float32)[train.labels[batch]]
             if distill:
                 y = np.concatenate([y, soft_targets(teacher(x, training=False).numpy(), settings.temperature)], 1)

@@ -84,7 +84,8 @@ def _compress_into(out_dir: Path, trained: TrainedModel, data: DataConfig, names
         reference = _write_reference(out_dir, source, eval_set, scores, features["test"], trained.frontend_config)
         context = VariantContext(folded, fingerprint, features["train"], features["devel"], frontend,
                                  _representative(features["train"], frontend, config), config,
-                                 out_dir / "stages", progress)
+                                 out_dir / "stages", progress,
+                                 _training_augmenter(trained, features["train"], frontend))
         settings = MeasureSettings(config.latency_runs, config.latency_warmup, config.tflm)
         for name in names:
             key = _variant_key(fingerprint, config, name)
@@ -179,6 +180,25 @@ def _write_reference(out_dir: Path, source: dict, eval_set: EvalSet, scores: np.
                           test.report.describe(), accuracy(scores, eval_set))
     write_reference(out_dir / "reference.json", reference)
     return reference
+
+
+def _training_augmenter(trained: TrainedModel, train: FeatureSet, frontend: Frontend):
+    """The spectrogram augmentation the model was trained with (its sidecar's train config), or None: an
+    imported model, no augmentation, or a config this version cannot read."""
+    from dslite_tiny.config import TrainConfig, load_config
+    from dslite_tiny.train.augment import MelAugmenter, MelAugmentSettings
+
+    saved = trained.sidecar.details.get("train")
+    if not isinstance(saved, dict):
+        return None
+    try:
+        settings = MelAugmentSettings.from_config(load_config(TrainConfig, ("sidecar", saved), stage="train"))
+    except ConfigError as exc:
+        log.warning("no training augmentation for the fine-tunes: %s", exc)
+        return None
+    if not settings.enabled:
+        return None
+    return MelAugmenter(settings, frontend.config, train.mel_db, rng=np.random.default_rng(0))
 
 
 def _representative(train: FeatureSet, frontend: Frontend, config: CompressConfig) -> np.ndarray:

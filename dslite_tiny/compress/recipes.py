@@ -55,6 +55,7 @@ class VariantContext:
     config: CompressConfig
     stages_dir: Path
     progress: Progress = no_progress
+    augment: object = None  # the model's own training augmentation (train.augment.MelAugmenter), or None
     _pruned: tuple | None = None
 
     def settings(self, epochs: int, learning_rate: float) -> FinetuneSettings:
@@ -155,7 +156,7 @@ def _slim_int8(ctx: VariantContext) -> Built:
     slim, details = slim_model(ctx.model, macs_fraction=c.slim_macs, criterion=c.slim_criterion)
     details["slim_history"] = [] if c.slim_epochs == 0 else finetune(
         slim, ctx.train, ctx.devel, ctx.frontend, ctx.settings(c.slim_epochs, c.slim_learning_rate),
-        teacher=ctx.model, progress=ctx.progress, desc="slim")
+        teacher=ctx.model, progress=ctx.progress, desc="slim", augment=ctx.augment if c.slim_augment else None)
     return _post_training(ctx, slim, "int8", details=details)
 
 
