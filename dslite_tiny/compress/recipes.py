@@ -55,7 +55,8 @@ class VariantContext:
     config: CompressConfig
     stages_dir: Path
     progress: Progress = no_progress
-    augment: object = None  # the model's own training augmentation (train.augment.MelAugmenter), or None
+    # the model's own training augmentation (a train.augment.MelAugmenter: (mel_db, rng) → mel_db), or None
+    augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None
     _pruned: tuple | None = None
 
     def settings(self, epochs: int, learning_rate: float) -> FinetuneSettings:
@@ -154,9 +155,11 @@ def _slim_int8(ctx: VariantContext) -> Built:
     smaller dense model fine-tuned from the float model as teacher, then post-training int8."""
     c = ctx.config
     slim, details = slim_model(ctx.model, macs_fraction=c.slim_macs, criterion=c.slim_criterion)
+    augment = ctx.augment if c.slim_augment else None
+    details["slim_augmented"] = augment is not None
     details["slim_history"] = [] if c.slim_epochs == 0 else finetune(
         slim, ctx.train, ctx.devel, ctx.frontend, ctx.settings(c.slim_epochs, c.slim_learning_rate),
-        teacher=ctx.model, progress=ctx.progress, desc="slim", augment=ctx.augment if c.slim_augment else None)
+        teacher=ctx.model, progress=ctx.progress, desc="slim", augment=augment)
     return _post_training(ctx, slim, "int8", details=details)
 
 
@@ -196,7 +199,6 @@ def _quantization_aware(ctx: VariantContext, model, *, preserve: str) -> tuple[o
 
 
 def _load_or_prune(ctx: VariantContext) -> tuple[object, dict]:
-
     c = ctx.config
     key = stage_key(ctx, PRUNED_STAGE_FIELDS)
     path = ctx.stages_dir / f"pruned-{key}.h5"
