@@ -308,20 +308,28 @@ def test_qemu_device_refuses_a_port_another_process_holds(compressed):
 
 @pytest.fixture(scope="module")
 def small_model(tmp_path_factory) -> bytes:
-    """Every kernel family on a 10×10×2 input: convolution, depthwise, pointwise, ADD, PAD, pooling, MEAN,
-    CONCATENATION, fully connected and softmax, int8, converted by compress's converter."""
+    """Every kernel family on a 10×10×2 input: convolution, depthwise, pointwise (dense, and block-sparse:
+    60 % of its blocks zero), ADD, PAD, pooling, MEAN, CONCATENATION, fully connected and softmax, int8,
+    converted by compress's converter."""
     import tf_keras as keras
 
     from dslite_tiny.compress.convert import convert_model
+    from dslite_tiny.compress.prune import block_mask
 
     x = keras.Input((10, 10, 2))
     a = keras.layers.Conv2D(4, 3, strides=2, padding="same", activation="relu")(x)
     b = keras.layers.DepthwiseConv2D(3, padding="same")(keras.layers.ZeroPadding2D(1)(a))
     b = keras.layers.Conv2D(4, 1)(keras.layers.MaxPooling2D(3, strides=1)(b))
     c = keras.layers.Concatenate()([keras.layers.Add()([a, b]), a])
-    y = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(c))
+    d = keras.layers.Conv2D(16, 1, name="sparse_pointwise")(c)
+    y = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(d))
+    model = keras.Model(x, y)
+    sparse = model.get_layer("sparse_pointwise")
+    sparse.kernel.assign(sparse.kernel * block_mask(sparse.kernel.numpy(), 0.6))
     images = np.random.default_rng(0).normal(size=(16, 10, 10, 2)).astype(np.float32)
-    return convert_model(keras.Model(x, y), "int8", representative=images)
+    data = convert_model(model, "int8", representative=images)
+    assert generate(data, "small.tflite", name="m", provenance=[]).sparse_ops  # the mutations reach that kernel
+    return data
 
 
 @pytest.fixture(scope="module")
