@@ -26,7 +26,7 @@ import numpy as np
 
 from dslite_tiny.artifacts import atomic_path
 from dslite_tiny.data.cache import default_cache_dir
-from dslite_tiny.engine.codegen import KERNEL_FILES, Engine
+from dslite_tiny.engine.codegen import Engine, kernel_sources
 from dslite_tiny.errors import UserError
 from dslite_tiny.export.op_resolver import op_resolver_text
 from dslite_tiny.export.variant import Variant, load_variant
@@ -262,8 +262,7 @@ def device_elf(variant: Variant, *, cache_dir: Path) -> Path:
     """The QEMU device's firmware for ``variant`` (int8, ops the engine runs), built once and cached."""
     files = {**core_files(engine=True), **engine_model_files(variant, name="model", device=DEVICE_NAME),
              "device_main.c": (BOARD_DIR / "device_main.c").read_text(encoding="utf-8")}
-    kernels = [n for n in KERNEL_FILES if n.endswith(".c") and n in files]
-    return build_elf(files, [*DEVICE_SOURCES, *kernels], cache_dir=cache_dir)
+    return build_elf(files, [*DEVICE_SOURCES, *kernel_sources(files)], cache_dir=cache_dir)
 
 
 def _free_port() -> int:

@@ -15,7 +15,7 @@ from conftest import run_cli
 from test_cli import assert_user_error
 
 import dslite_tiny  # noqa: F401
-from dslite_tiny.engine.codegen import KERNEL_DIR, KERNEL_FILES, engine_header, generate
+from dslite_tiny.engine.codegen import KERNEL_DIR, KERNEL_FILES, engine_header, generate, kernel_sources
 from dslite_tiny.errors import UserError
 from dslite_tiny.export.boards import ENGINE_KERNEL_BYTES
 from dslite_tiny.export.settings import recommended_arena_bytes
@@ -47,7 +47,7 @@ def test_engine_is_bit_exact_with_tflite_micro(compressed, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "engine of" in result.stdout and "nano33ble:" in result.stdout
     library = tmp_path / "libkws.so"
-    kernels = [str(tmp_path / n) for n in KERNEL_FILES if n.endswith(".c") and (tmp_path / n).is_file()]
+    kernels = [str(tmp_path / n) for n in kernel_sources(p.name for p in tmp_path.iterdir())]
     subprocess.run(["cc", *HOST_FLAGS, str(tmp_path / "kws_engine.c"), *kernels, "-o", str(library)], check=True)
     engine = ctypes.CDLL(str(library))
     variant = with_tflm_check(load_variant(compressed / name))

@@ -22,7 +22,7 @@ from conftest import run_cli
 from test_cli import assert_user_error
 
 from dslite_tiny.artifacts import write_atomic
-from dslite_tiny.engine.codegen import KERNEL_DIR, KERNEL_FILES, engine_header, generate
+from dslite_tiny.engine.codegen import KERNEL_DIR, KERNEL_FILES, engine_header, generate, kernel_sources
 from dslite_tiny.errors import UserError
 from dslite_tiny.export.targets import export_model, provenance_lines
 from dslite_tiny.export.variant import load_variant
@@ -108,7 +108,7 @@ def compile_engine(out: Path) -> Path:
     """The exported engine with DRIVER, built with the sanitizers; returns the program."""
     (out / "driver.c").write_text(DRIVER)
     program = out / "driver"
-    kernels = [n for n in KERNEL_FILES if n.endswith(".c") and (out / n).is_file()]
+    kernels = kernel_sources(p.name for p in out.iterdir())
     result = subprocess.run(["cc", *SANITIZE, "driver.c", "m_engine.c", *kernels, "-o", str(program), "-lm"],
                             cwd=out, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -44,8 +44,14 @@ class Engine:
 
     @property
     def kernel_sources(self) -> list[str]:
-        """The kernels' C files among ``files``, each compiled on its own beside ``<name>_engine.c``."""
-        return [n for n in KERNEL_FILES if n.endswith(".c") and n in self.files]
+        return kernel_sources(self.files)
+
+
+def kernel_sources(names) -> list[str]:
+    """The kernels' C files among ``names`` (an engine's files, a folder's), each compiled on its own beside
+    ``<name>_engine.c``."""
+    present = set(names)
+    return [n for n in KERNEL_FILES if n.endswith(".c") and n in present]
 
 
 def generate(data: bytes, path: str | Path, *, name: str, provenance: list[str]) -> Engine:

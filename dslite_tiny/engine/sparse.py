@@ -72,6 +72,12 @@ def block_sparse(weights: np.ndarray) -> BlockSparse | None:
                        int(kept.size))
 
 
+def paying_block_sparse(weights: np.ndarray, kernel: str) -> BlockSparse | None:
+    """``weights`` [rows][depth] in block-sparse form where that pays on ``kernel``, else None."""
+    sparse = block_sparse(weights)
+    return sparse if sparse is not None and sparse.pays(kernel) else None
+
+
 def block_zero_share(weights: np.ndarray) -> float | None:
     """The share of all-zero blocks of a [rows][depth] matrix, or None where the blocks do not tile it."""
     sparse = block_sparse(weights)

@@ -58,11 +58,17 @@ def cortex_m4_figures(data: bytes, path: Path, inputs: np.ndarray, *, cache_dir:
 def estimate_instructions(engine) -> int | None:
     """The engine's Cortex-M4 instructions per inference by the calibrated model; None where one of its
     kernel paths has no calibration."""
-    costs = json.loads(COSTS_PATH.read_text(encoding="utf-8"))["costs"]
-    if any(w.kind not in costs for w in engine.work):
+    modelled = modelled_instructions(engine.work, json.loads(COSTS_PATH.read_text(encoding="utf-8"))["costs"])
+    return None if modelled is None else int(round(modelled))
+
+
+def modelled_instructions(work, costs: dict) -> float | None:
+    """Σ per op (``engine.ops.Work``) of a · MACs + b · outputs + c of its kernel path in ``costs``; None
+    where a path has no coefficients."""
+    if any(w.kind not in costs for w in work):
         return None
-    return int(round(sum(costs[w.kind]["per_mac"] * w.macs + costs[w.kind]["per_output"] * w.outputs
-                         + costs[w.kind]["per_op"] for w in engine.work)))
+    return sum(costs[w.kind]["per_mac"] * w.macs + costs[w.kind]["per_output"] * w.outputs + costs[w.kind]["per_op"]
+               for w in work)
 
 
 def _estimated_flash(engine) -> dict:

@@ -33,7 +33,8 @@ sys.path.insert(0, str(HERE))
 
 from dslite_tiny.engine.codegen import generate  # noqa: E402
 from dslite_tiny.export.variant import load_variant  # noqa: E402
-from dslite_tiny.measure.cortex_m4 import COSTS_PATH  # noqa: E402
+from dslite_tiny.engine.ops import Work  # noqa: E402
+from dslite_tiny.measure.cortex_m4 import COSTS_PATH, modelled_instructions  # noqa: E402
 from engine_m4 import int8_variants, mobilenet_v1, random_backbone  # noqa: E402
 from firmware_host.qemu import engine_op_instructions  # noqa: E402
 
@@ -74,10 +75,8 @@ def _family(model: dict) -> str:
 
 
 def estimate(model: dict, costs: dict) -> float | None:
-    if any(op["kind"] not in costs for op in model["ops"]):
-        return None
-    return sum(costs[op["kind"]]["per_mac"] * op["macs"] + costs[op["kind"]]["per_output"] * op["outputs"]
-               + costs[op["kind"]]["per_op"] for op in model["ops"])
+    """The instruction model compress uses (measure.cortex_m4), on a profiled model's ops."""
+    return modelled_instructions([Work(op["kind"], op["macs"], op["outputs"]) for op in model["ops"]], costs)
 
 
 def markdown(models: list[dict], costs: dict, held_out: dict) -> str:

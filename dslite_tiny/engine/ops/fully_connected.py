@@ -6,7 +6,7 @@ import numpy as np
 
 from dslite_tiny.engine import quant
 from dslite_tiny.engine.ops import OpKernel, Struct, Work, register
-from dslite_tiny.engine.sparse import BlockSparse, block_sparse
+from dslite_tiny.engine.sparse import BlockSparse, paying_block_sparse
 from dslite_tiny.measure.graph import Graph, Op
 
 FC_PARAMS = Struct("dt_fc_params", ("depth", "out_c", "per_channel", "out_offset", "act_min", "act_max"),
@@ -44,8 +44,7 @@ def sparse_weights(graph: Graph, op: Op) -> BlockSparse | None:
     w = graph.tensors[op.inputs[1]]
     if w.data is None or w.data.ndim != 2:
         return None
-    sparse = block_sparse(w.data)
-    return sparse if sparse is not None and sparse.pays("fully_connected") else None
+    return paying_block_sparse(w.data, "fully_connected")
 
 
 def work(graph: Graph, op: Op, sparse: BlockSparse | None) -> Work:
