@@ -59,7 +59,8 @@ def generate(data: bytes, path: str | Path, *, name: str, provenance: list[str])
     graph = read_graph(data, path)
     check_limits(graph, path)  # before planning: the planner's work grows with the activations
     sparse = {op.index: s for op in graph.ops if (s := OPS[op.name].sparse(graph, op)) is not None}
-    plan = plan_arena(graph, lambda op: OPS[op.name].overlap(graph, op, op.index in sparse))
+    plan = plan_arena(graph, lambda op: OPS[op.name].overlap(graph, op, op.index in sparse),
+                      lambda op: OPS[op.name].scratch(graph, op, sparse.get(op.index)))
     writer = Writer(graph, plan, path, sparse)
     calls = [_call(writer, op) for op in graph.ops]
     x, y = graph.tensors[graph.inputs[0]], graph.tensors[graph.outputs[0]]

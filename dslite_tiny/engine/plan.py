@@ -7,6 +7,9 @@ make: an op's output may overlap the input that dies with it, as far as the kern
 How far an op's output may overlap its dying input is the op's to say (``engine.ops``: its kernel's loop
 order): element-wise ops 0 (fully in place); a 3×3 stride-2 depthwise convolution too; a pointwise
 convolution, whose kernel works on pixel pairs, needs its output two pixels below its input.
+
+An op may also ask for scratch bytes it uses only while it runs (the sparse kernels widen their input
+there): a buffer alive at that op alone, placed like the tensors, so the arena counts it.
 """
 from __future__ import annotations
 
@@ -22,21 +25,26 @@ ALIGNMENT = 4  # word loads of int8 data on a Cortex-M; a 32-bit word is the wid
 class Plan:
     offsets: dict[int, int]  # tensor index → byte offset in the arena
     arena_bytes: int
+    scratch: dict[int, int] = dataclasses.field(default_factory=dict)  # op index → its scratch's offset
 
 
 @dataclasses.dataclass(frozen=True)
 class _Buffer:
-    tensor: int
+    tensor: int  # a tensor index, or -1 - op index for that op's scratch
     size: int
     first: int  # the op that writes it
     last: int  # the last op that reads it
 
 
-def plan_arena(graph: Graph, overlap: Callable[[Op], int | None]) -> Plan:
+def plan_arena(graph: Graph, overlap: Callable[[Op], int | None],
+               scratch: Callable[[Op], int] = lambda op: 0) -> Plan:
     """The arena of ``graph``; ``overlap(op)`` is the largest ``output − input`` offset the op's kernel
-    allows where its input dies with it (None: none)."""
+    allows where its input dies with it (None: none), ``scratch(op)`` the bytes it needs while it runs."""
     external = set(graph.inputs) | set(graph.outputs)
     buffers = {b.tensor: b for b in _buffers(graph) if b.tensor not in external}
+    for op in graph.ops:
+        if size := scratch(op):
+            buffers[-1 - op.index] = _Buffer(-1 - op.index, _aligned(size), op.index, op.index)
     overlaps = _overlaps(graph, buffers, overlap)  # (input, output) → the largest output − input offset allowed
     offsets: dict[int, int] = {}
     for buffer in sorted(buffers.values(), key=lambda b: (-b.size, b.first)):
@@ -48,7 +56,8 @@ def plan_arena(graph: Graph, overlap: Callable[[Op], int | None]) -> Plan:
         offsets[buffer.tensor] = min(o for o in candidates if o >= 0 and o % ALIGNMENT == 0 and all(
             _compatible(buffer, o, b, offsets[b.tensor], overlaps) for b in live))
     arena = max((offsets[t] + buffers[t].size for t in offsets), default=0)
-    return Plan(offsets, arena)
+    return Plan({t: o for t, o in offsets.items() if t >= 0}, arena,
+                {-1 - t: o for t, o in offsets.items() if t < 0})
 
 
 def _compatible(a: _Buffer, a_offset: int, b: _Buffer, b_offset: int, overlaps: dict) -> bool:
@@ -69,7 +78,11 @@ def _buffers(graph: Graph) -> list[_Buffer]:
             if t >= 0 and graph.tensors[t].data is None:
                 first.setdefault(t, op.index)
                 last[t] = op.index
-    return [_Buffer(t, -(-graph.tensors[t].elements // ALIGNMENT) * ALIGNMENT, first[t], last[t]) for t in first]
+    return [_Buffer(t, _aligned(graph.tensors[t].elements), first[t], last[t]) for t in first]
+
+
+def _aligned(size: int) -> int:
+    return -(-size // ALIGNMENT) * ALIGNMENT
 
 
 def _overlaps(graph: Graph, buffers: dict[int, _Buffer],

@@ -47,6 +47,10 @@ class Writer:
             return "output"
         return f"arena + {self.plan.offsets[tensor]}"
 
+    def scratch(self, op: Op) -> str:
+        """The op's scratch (``plan.scratch``) as the kernels take it: word-aligned int16."""
+        return f"(int16_t *)(void *)(arena + {self.plan.scratch[op.index]})"
+
     def refuse(self, op: Op, problem: str) -> UserError:
         return UserError(f"op {op.index} ({op.name}) {problem}", path=self.path)
 

@@ -147,7 +147,7 @@ void tiny_invoke(const int8_t *input, int8_t *output) {
   DT_OP_DONE(0);
   dt_depthwise_conv_s8(&p1, arena + 0, w1, b1, f1, m1, s1, arena + 0);
   DT_OP_DONE(1);
-  dt_pointwise_conv_sparse_s8(&p2, arena + 0, q2, w2, b2, m2, s2, arena + 144);
+  dt_pointwise_conv_sparse_s8(&p2, arena + 0, q2, w2, b2, m2, s2, (int16_t *)(void *)(arena + 288), arena + 144);
   DT_OP_DONE(2);
   dt_add_s8(&p3, arena + 0, arena + 144, arena + 0);
   DT_OP_DONE(3);

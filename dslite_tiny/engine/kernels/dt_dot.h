@@ -103,41 +103,71 @@ static inline void rows_s8(const int8_t *x, const int8_t *w, int32_t depth, int3
   }
 }
 
+/* The block-sparse kernels' input: ``rows`` rows of ``depth`` int8 values (``x``, ``x + depth``, ...) widened
+ * once to int16, so that each kept block's products for all rows cost two loads and two SMLAD per row. Per
+ * block b of four values and row j, four int16 at ``s + 4 (b rows + j)``: values 0 and 2, then 1 and 3 (the
+ * pairs SXTB16 makes of a word, and of the block's weights). A block's inputs for every row are adjacent. */
+static inline void widen_blocks(const int8_t *x, int32_t depth, int32_t rows, int16_t *s) {
+  int32_t j, k;
+  for (j = 0; j < rows; ++j, x += depth) {
+    int16_t *t = s + 4 * j;
+    for (k = 0; k < depth; k += 4, t += 4 * rows) {
+#if defined(__ARM_FEATURE_DSP)
+      const uint32_t v = load4(x + k);
+      const int32_t pairs[2] = {__sxtb16(v), sxtb16_odd(v)};
+      memcpy(t, pairs, 8);
+#else
+      t[0] = x[k];
+      t[1] = x[k + 2];
+      t[2] = x[k + 1];
+      t[3] = x[k + 3];
+#endif
+    }
+  }
+}
+
+#if defined(__ARM_FEATURE_DSP)
+/* acc + the products of a block's weights (pairs we, wo) with the row of widened inputs at byte ``offset``
+ * (a constant) from t: one LDRD (the scratch is word-aligned) and two SMLAD. A macro, as LDRD's immediate
+ * offset must be a constant at every optimization level; the "m" operand tells the compiler what it reads. */
+#define DT_BLOCK_MAC(t, offset, we, wo, acc)                                                                   \
+  do {                                                                                                         \
+    int32_t even_, odd_;                                                                                       \
+    __asm__("ldrd %0, %1, [%2, %3]"                                                                            \
+            : "=r"(even_), "=r"(odd_)                                                                          \
+            : "r"(t), "n"(offset), "m"(*(const struct { int16_t v[4]; } *)((t) + (offset) / 2)));           \
+    (acc) = __smlad((wo), odd_, __smlad((we), even_, (acc)));                                                  \
+  } while (0)
+#else
+static inline int32_t block_mac(const int16_t *t, const int8_t *w, int32_t acc) {
+  return acc + w[0] * t[0] + w[2] * t[1] + w[1] * t[2] + w[3] * t[3];
+}
+#endif
+
 /* Σ over the kept blocks of one weight row (masks ``mask[0..words)``, kept weights from ``w``) of the
- * block's four weights times the same four values of each of four input rows x, x + c, x + 2c, x + 3c,
- * added to acc[0..4). Returns the weights after this row's. */
-static inline const int8_t *sparse_dot4x1(const int8_t *x, int32_t c, const uint32_t *mask, int32_t words,
-                                   const int8_t *w, int32_t acc[4]) {
+ * block's four weights times the widened inputs of four rows (``s``, from widen_blocks), added to acc[0..4).
+ * Returns the weights after this row's. */
+static inline const int8_t *sparse_dot4(const int16_t *s, const uint32_t *mask, int32_t words, const int8_t *w,
+                                        int32_t acc[4]) {
   int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3], word;
-  for (word = 0; word < words; ++word, x += 128) {
+  for (word = 0; word < words; ++word, s += 32 * 16) {
     uint32_t m = mask[word];
     while (m) {
-      const int8_t *xk = x + 4 * lowest_bit(m);
-      m &= m - 1u;
+      const int16_t *t = s + 16 * lowest_bit(m);
 #if defined(__ARM_FEATURE_DSP)
-      {
-        const uint32_t wv = load4(w);
-        const int32_t we = __sxtb16(wv), wo = sxtb16_odd(wv);
-        uint32_t xv = load4(xk);
-        a0 = __smlad(wo, sxtb16_odd(xv), __smlad(we, __sxtb16(xv), a0));
-        xv = load4(xk + c);
-        a1 = __smlad(wo, sxtb16_odd(xv), __smlad(we, __sxtb16(xv), a1));
-        xv = load4(xk + 2 * c);
-        a2 = __smlad(wo, sxtb16_odd(xv), __smlad(we, __sxtb16(xv), a2));
-        xv = load4(xk + 3 * c);
-        a3 = __smlad(wo, sxtb16_odd(xv), __smlad(we, __sxtb16(xv), a3));
-      }
+      const uint32_t wv = load4(w);
+      const int32_t we = __sxtb16(wv), wo = sxtb16_odd(wv);
+      DT_BLOCK_MAC(t, 0, we, wo, a0);
+      DT_BLOCK_MAC(t, 8, we, wo, a1);
+      DT_BLOCK_MAC(t, 16, we, wo, a2);
+      DT_BLOCK_MAC(t, 24, we, wo, a3);
 #else
-      {
-        int32_t j;
-        for (j = 0; j < 4; ++j) {
-          a0 += w[j] * xk[j];
-          a1 += w[j] * xk[c + j];
-          a2 += w[j] * xk[2 * c + j];
-          a3 += w[j] * xk[3 * c + j];
-        }
-      }
+      a0 = block_mac(t, w, a0);
+      a1 = block_mac(t + 4, w, a1);
+      a2 = block_mac(t + 8, w, a2);
+      a3 = block_mac(t + 12, w, a3);
 #endif
+      m &= m - 1u;
       w += 4;
     }
   }
@@ -148,23 +178,22 @@ static inline const int8_t *sparse_dot4x1(const int8_t *x, int32_t c, const uint
   return w;
 }
 
-/* sparse_dot4x1 for one input row. */
-static inline const int8_t *sparse_dot1x1(const int8_t *x, const uint32_t *mask, int32_t words, const int8_t *w,
-                                   int32_t *acc) {
+/* sparse_dot4 for the widened inputs of one row. */
+static inline const int8_t *sparse_dot1(const int16_t *s, const uint32_t *mask, int32_t words, const int8_t *w,
+                                        int32_t *acc) {
   int32_t a = *acc, word;
-  for (word = 0; word < words; ++word, x += 128) {
+  for (word = 0; word < words; ++word, s += 32 * 4) {
     uint32_t m = mask[word];
     while (m) {
-      const int8_t *xk = x + 4 * lowest_bit(m);
-      m &= m - 1u;
+      const int16_t *t = s + 4 * lowest_bit(m);
 #if defined(__ARM_FEATURE_DSP)
-      {
-        const uint32_t wv = load4(w), xv = load4(xk);
-        a = __smlad(sxtb16_odd(wv), sxtb16_odd(xv), __smlad(__sxtb16(wv), __sxtb16(xv), a));
-      }
+      const uint32_t wv = load4(w);
+      const int32_t we = __sxtb16(wv), wo = sxtb16_odd(wv);
+      DT_BLOCK_MAC(t, 0, we, wo, a);
 #else
-      a += w[0] * xk[0] + w[1] * xk[1] + w[2] * xk[2] + w[3] * xk[3];
+      a = block_mac(t, w, a);
 #endif
+      m &= m - 1u;
       w += 4;
     }
   }
@@ -172,17 +201,20 @@ static inline const int8_t *sparse_dot1x1(const int8_t *x, const uint32_t *mask,
   return w;
 }
 
-/* rows_s8 over block-sparse weights: one pixel of a pointwise convolution, or a fully connected layer. */
+/* rows_s8 over block-sparse weights for one input row x (widened into ``scratch``, 2 depth bytes): one pixel
+ * of a pointwise convolution, or a fully connected layer. */
 static inline void sparse_rows_s8(const int8_t *x, const uint32_t *mask, const int8_t *values, int32_t depth,
-                           int32_t rows, const int32_t *bias, const int32_t *multiplier, const int32_t *shift,
-                           int32_t per_channel, int32_t out_offset, int32_t low, int32_t high, int8_t *out) {
+                                  int32_t rows, const int32_t *bias, const int32_t *multiplier,
+                                  const int32_t *shift, int32_t per_channel, int32_t out_offset, int32_t low,
+                                  int32_t high, int16_t *scratch, int8_t *out) {
   const int32_t words = (depth / 4 + 31) / 32;
   const int8_t *w = values;
   int32_t r;
+  widen_blocks(x, depth, 1, scratch);
   for (r = 0; r < rows; ++r, mask += words) {
     const int32_t k = per_channel ? r : 0;
     int32_t acc = bias[r];
-    w = sparse_dot1x1(x, mask, words, w, &acc);
+    w = sparse_dot1(scratch, mask, words, w, &acc);
     out[r] = requantize(acc, multiplier[k], shift[k], out_offset, low, high);
   }
 }

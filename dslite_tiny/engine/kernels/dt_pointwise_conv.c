@@ -36,20 +36,21 @@ void dt_pointwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_
 
 void dt_pointwise_conv_sparse_s8(const dt_conv_params *p, const int8_t *in, const uint32_t *mask,
                                  const int8_t *values, const int32_t *bias, const int32_t *multiplier,
-                                 const int32_t *shift, int8_t *out) {
+                                 const int32_t *shift, int16_t *scratch, int8_t *out) {
   const dt_conv_params q = *p; /* a local copy: stores through int8_t * cannot alias it */
   const int32_t pixels = q.out_h * q.out_w, c = q.in_c, n = q.out_c, words = (c / 4 + 31) / 32;
   int32_t i = 0, oc;
-  /* Four pixels at a time, each output channel's kept blocks once for the four; the pointwise overlap the
-   * planner allows (two pixels) holds: the four outputs are written after all four inputs are read. */
+  /* Four pixels at a time, widened into the scratch before any of their outputs is written, then each
+   * output channel's kept blocks once for the four. */
   for (; i + 4 <= pixels; i += 4) {
-    const int8_t *x = &in[i * c], *w = values;
+    const int8_t *w = values;
     const uint32_t *m = mask;
     int8_t *y = &out[i * n];
+    widen_blocks(&in[i * c], c, 4, scratch);
     for (oc = 0; oc < n; ++oc, m += words) {
       int32_t acc[4];
       acc[0] = acc[1] = acc[2] = acc[3] = bias[oc];
-      w = sparse_dot4x1(x, c, m, words, w, acc);
+      w = sparse_dot4(scratch, m, words, w, acc);
       y[oc] = requantize(acc[0], multiplier[oc], shift[oc], q.out_offset, q.act_min, q.act_max);
       y[n + oc] = requantize(acc[1], multiplier[oc], shift[oc], q.out_offset, q.act_min, q.act_max);
       y[2 * n + oc] = requantize(acc[2], multiplier[oc], shift[oc], q.out_offset, q.act_min, q.act_max);
@@ -58,6 +59,6 @@ void dt_pointwise_conv_sparse_s8(const dt_conv_params *p, const int8_t *in, cons
   }
   for (; i < pixels; ++i) {
     sparse_rows_s8(&in[i * c], mask, values, c, n, bias, multiplier, shift, 1, q.out_offset, q.act_min, q.act_max,
-                   &out[i * n]);
+                   scratch, &out[i * n]);
   }
 }

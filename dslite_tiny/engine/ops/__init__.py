@@ -33,6 +33,10 @@ def _no_sparse(graph: Graph, op: Op) -> BlockSparse | None:
     return None
 
 
+def _no_scratch(graph: Graph, op: Op, sparse: BlockSparse | None) -> int:
+    return 0
+
+
 @dataclasses.dataclass(frozen=True)
 class Work:
     """What an op's kernel does, for the Cortex-M4 instruction model (``measure.cortex_m4``): its ``kind``
@@ -55,7 +59,8 @@ class OpKernel:
     op, sparse)`` is the largest ``output − input`` arena offset at which the kernel never overwrites an
     input byte it still reads (None: no overlap; 0: in place); ``sparse(graph, op)`` the op's weights in
     block-sparse form where a sparse kernel pays. ``declarations`` are the C prototypes (with their
-    comments) of the kernel file's functions; ``work(graph, op, sparse)`` what the kernel does (``Work``)."""
+    comments) of the kernel file's functions; ``work(graph, op, sparse)`` what the kernel does (``Work``);
+    ``scratch(graph, op, sparse)`` the arena bytes the kernel uses while it runs (``Writer.scratch``)."""
 
     name: str
     emit: Callable
@@ -66,6 +71,7 @@ class OpKernel:
     overlap: Callable[[Graph, Op, bool], int | None] = _no_overlap
     sparse: Callable[[Graph, Op], BlockSparse | None] = _no_sparse
     work: Callable[[Graph, Op, BlockSparse | None], Work] = _outputs_only
+    scratch: Callable[[Graph, Op, BlockSparse | None], int] = _no_scratch
 
 
 OPS: dict[str, OpKernel] = {}

@@ -16,10 +16,12 @@ void dt_pointwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_
                           const int32_t *multiplier, const int32_t *shift, int8_t *out);
 /* Its block-sparse form (engine/sparse.py): per output channel, (in_c / 4 + 31) / 32 32-bit masks of which
  * blocks of four input channels are kept (in ``mask``), and the kept blocks' four weights each (in
- * ``values``); the skipped blocks are zeros. in_c is a multiple of 4. */
+ * ``values``); the skipped blocks are zeros. in_c is a multiple of 4; ``scratch`` holds 4 in_c int16,
+ * word-aligned. */
 void dt_pointwise_conv_sparse_s8(const dt_conv_params *p, const int8_t *in, const uint32_t *mask,
                                  const int8_t *values, const int32_t *bias, const int32_t *multiplier,
-                                 const int32_t *shift, int8_t *out);"""
+                                 const int32_t *shift, int16_t *scratch, int8_t *out);"""
+SPARSE_ROWS = 4  # pixels the sparse kernel widens into its scratch at a time
 
 
 def emit(writer, op: Op) -> str:
@@ -36,8 +38,11 @@ def emit(writer, op: Op) -> str:
     folded = writer.folded_bias(op, w.data.reshape(out_c, -1).sum(axis=1), -x.zero_point)
     writer.need("dt_pointwise_conv.c")
     arrays = writer.weights(op, bias=folded, multipliers=multipliers, shifts=shifts)
-    kernel = "dt_pointwise_conv_sparse_s8" if op.index in writer.sparse else "dt_pointwise_conv_s8"
-    return writer.call(kernel, params, writer.where(op.inputs[0]), *arrays, writer.where(op.outputs[0]))
+    if op.index in writer.sparse:
+        return writer.call("dt_pointwise_conv_sparse_s8", params, writer.where(op.inputs[0]), *arrays,
+                           writer.scratch(op), writer.where(op.outputs[0]))
+    return writer.call("dt_pointwise_conv_s8", params, writer.where(op.inputs[0]), *arrays,
+                       writer.where(op.outputs[0]))
 
 
 def overlap(graph: Graph, op: Op, sparse: bool) -> int:
@@ -55,6 +60,11 @@ def sparse_weights(graph: Graph, op: Op) -> BlockSparse | None:
     return paying_block_sparse(w.data.reshape(w.shape[0], -1), "pointwise")
 
 
+def scratch(graph: Graph, op: Op, sparse: BlockSparse | None) -> int:
+    """The sparse kernel widens four pixels' inputs to int16."""
+    return 0 if sparse is None else SPARSE_ROWS * graph.tensors[op.inputs[0]].shape[-1] * 2
+
+
 def work(graph: Graph, op: Op, sparse: BlockSparse | None) -> Work:
     x, w, out = (graph.tensors[i] for i in (op.inputs[0], op.inputs[1], op.outputs[0]))
     pixels = out.elements // out.shape[-1]
@@ -67,4 +77,4 @@ def work(graph: Graph, op: Op, sparse: BlockSparse | None) -> Work:
 
 
 register(OpKernel("CONV_2D", emit, DECLARATIONS, CONV_PARAMS, weights_axis=0, overlap=overlap,
-                  sparse=sparse_weights, work=work))
+                  sparse=sparse_weights, work=work, scratch=scratch))

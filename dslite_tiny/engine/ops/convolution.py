@@ -79,17 +79,13 @@ def pointwise_overlap(pixels: int, c_in: int, c_out: int) -> int:
 
 
 def sparse_pointwise_overlap(pixels: int, c_in: int, c_out: int) -> int:
-    """The sparse pointwise kernel's order: per group of four pixels and output channel, the four input rows
-    are read (at most whole) and four outputs written; the last ``pixels % 4`` go one at a time, channel by
-    channel. Each step's writes must stay below every read of the steps after it."""
-    groups = np.arange(0, pixels - 3, 4)
-    tail = np.arange(groups.size * 4, pixels)
-    channels = np.arange(c_out)
-    reads = np.concatenate([np.repeat(groups * c_in, c_out), np.repeat(tail * c_in, c_out)])
-    writes = np.concatenate([((groups[:, None] + 3) * c_out + channels).ravel(),
-                             (tail[:, None] * c_out + channels).ravel()])
-    later = np.append(np.minimum.accumulate(reads[::-1])[::-1][1:], _UNBOUNDED)  # the lowest read after each step
-    return int(np.min(later - writes)) - 1
+    """The sparse pointwise kernel's order: per group of four pixels (the last ``pixels % 4`` one by one),
+    the group's input rows are read whole into its scratch, then all its outputs written. Each group's
+    writes must stay below every read of the groups after it."""
+    starts = np.append(np.arange(0, pixels - 3, 4), np.arange(pixels - pixels % 4, pixels))
+    ends = np.append(starts[1:], pixels)
+    later = np.append(starts[1:] * c_in, _UNBOUNDED)  # the lowest read after each group
+    return int(np.min(later - (ends * c_out - 1))) - 1
 
 
 def _first_reads(graph: Graph, op: Op) -> np.ndarray:

@@ -15,10 +15,11 @@ FC_PARAMS = Struct("dt_fc_params", ("depth", "out_c", "per_channel", "out_offset
 DECLARATIONS = """\
 void dt_fully_connected_s8(const dt_fc_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
                            const int32_t *multiplier, const int32_t *shift, int8_t *out);
-/* Its block-sparse form, as dt_pointwise_conv_sparse_s8's; the depth is a multiple of 4. */
+/* Its block-sparse form, as dt_pointwise_conv_sparse_s8's; the depth is a multiple of 4 and ``scratch``
+ * holds depth int16, word-aligned. */
 void dt_fully_connected_sparse_s8(const dt_fc_params *p, const int8_t *in, const uint32_t *mask,
                                   const int8_t *values, const int32_t *bias, const int32_t *multiplier,
-                                  const int32_t *shift, int8_t *out);"""
+                                  const int32_t *shift, int16_t *scratch, int8_t *out);"""
 
 
 def emit(writer, op: Op) -> str:
@@ -36,8 +37,11 @@ def emit(writer, op: Op) -> str:
     folded = writer.folded_bias(op, w.data.sum(axis=1), -x.zero_point)
     writer.need("dt_fully_connected.c")
     arrays = writer.weights(op, bias=folded, multipliers=multipliers, shifts=shifts)
-    kernel = "dt_fully_connected_sparse_s8" if op.index in writer.sparse else "dt_fully_connected_s8"
-    return writer.call(kernel, params, writer.where(op.inputs[0]), *arrays, writer.where(op.outputs[0]))
+    if op.index in writer.sparse:
+        return writer.call("dt_fully_connected_sparse_s8", params, writer.where(op.inputs[0]), *arrays,
+                           writer.scratch(op), writer.where(op.outputs[0]))
+    return writer.call("dt_fully_connected_s8", params, writer.where(op.inputs[0]), *arrays,
+                       writer.where(op.outputs[0]))
 
 
 def sparse_weights(graph: Graph, op: Op) -> BlockSparse | None:
@@ -45,6 +49,11 @@ def sparse_weights(graph: Graph, op: Op) -> BlockSparse | None:
     if w.data is None or w.data.ndim != 2:
         return None
     return paying_block_sparse(w.data, "fully_connected")
+
+
+def scratch(graph: Graph, op: Op, sparse: BlockSparse | None) -> int:
+    """The sparse kernel widens the input to int16."""
+    return 0 if sparse is None else graph.tensors[op.inputs[1]].shape[1] * 2
 
 
 def work(graph: Graph, op: Op, sparse: BlockSparse | None) -> Work:
@@ -55,4 +64,4 @@ def work(graph: Graph, op: Op, sparse: BlockSparse | None) -> Work:
 
 
 register(OpKernel("FULLY_CONNECTED", emit, DECLARATIONS, FC_PARAMS, weights_axis=0, sparse=sparse_weights,
-                  work=work))
+                  work=work, scratch=scratch))
