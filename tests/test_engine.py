@@ -121,7 +121,9 @@ def test_block_sparse_kernels_are_bit_exact_and_skip_the_zero_blocks(tmp_path):
     """Pointwise convolutions and fully connected layers whose weights are zero in 60 % of the engine's
     blocks (compress.prune's block masks) run on the sparse kernels, bit-exact on both paths: 25 pixels (the
     four-pixel loop's tail), a depth over 128 (two mask words), per-tensor FC multipliers, three outputs. A
-    layer with 10 % zero blocks stays dense."""
+    layer with 2 % zero blocks stays dense (its masks would cost more than the zeros save). By default the
+    generator keeps a sparse form only where the calibrated Cortex-M4 model finds it faster: the pointwise
+    layers, whose sparse kernel costs less per kept multiply-accumulate than the dense one per one."""
     import tf_keras as keras
     from dslite_tiny.compress.prune import block_mask
 
@@ -132,16 +134,18 @@ def test_block_sparse_kernels_are_bit_exact_and_skip_the_zero_blocks(tmp_path):
     d = keras.layers.Dense(32, activation="relu", name="fc_sparse")(keras.layers.GlobalAveragePooling2D()(c))
     y = keras.layers.Dense(3, activation="softmax", name="fc_odd")(d)
     model = keras.Model(x, y)
-    for name, sparsity in (("pw_sparse", 0.6), ("pw_words", 0.6), ("pw_dense", 0.1), ("fc_sparse", 0.6),
+    for name, sparsity in (("pw_sparse", 0.6), ("pw_words", 0.6), ("pw_dense", 0.02), ("fc_sparse", 0.6),
                            ("fc_odd", 0.6)):
         layer = model.get_layer(name)
         layer.kernel.assign(layer.kernel * block_mask(layer.kernel.numpy(), sparsity))
     variant = _converted(model, (5, 5, 40), tmp_path)
-    engine = generate(variant.data, variant.path, name="net", provenance=["test"])
+    engine = generate(variant.data, variant.path, name="net", provenance=["test"], sparse_where="smaller")
     dense = generate(_densified(variant.data), variant.path, name="net", provenance=["test"])
+    default = generate(variant.data, variant.path, name="net", provenance=["test"])
     assert len(engine.sparse_ops) == 4 and not dense.sparse_ops  # all but pw_dense
+    assert {0, 1} <= set(default.sparse_ops) <= set(engine.sparse_ops)
     assert engine.constant_bytes < dense.constant_bytes - 0.5 * 0.6 * (40 * 160 * 2 + 48 * 32)
-    _assert_bit_exact(variant, tmp_path)
+    _assert_bit_exact(variant, tmp_path, sparse_where="smaller")
     if qemu.tools_missing():
         pytest.skip(qemu.tools_missing())
     inputs = probe_inputs(variant, 8)
@@ -232,9 +236,9 @@ def _converted(model, shape: tuple[int, ...], tmp_path: Path):
     return with_tflm_check(load_variant(path))
 
 
-def _assert_bit_exact(variant, tmp_path: Path) -> None:
+def _assert_bit_exact(variant, tmp_path: Path, sparse_where: str = "faster") -> None:
     """The engine compiled for the host gives the wheel's outputs on 100 random inputs and the extremes."""
-    engine = generate(variant.data, variant.path, name="net", provenance=["test"])
+    engine = generate(variant.data, variant.path, name="net", provenance=["test"], sparse_where=sparse_where)
     for name, text in engine.files.items():
         (tmp_path / name).write_text(text)
     kernels = [str(tmp_path / n) for n in engine.kernel_sources]

@@ -21,8 +21,10 @@ from dslite_tiny.engine import quant
 from dslite_tiny.engine.graph import read_graph
 from dslite_tiny.engine.ops import OPS, Work, structs
 from dslite_tiny.engine.plan import plan_arena
+from dslite_tiny.engine.sparse import BlockSparse
 from dslite_tiny.engine.writer import Writer
 from dslite_tiny.errors import UserError
+from dslite_tiny.measure.cortex_m4 import work_instructions
 from dslite_tiny.measure.graph import check_limits
 
 KERNEL_DIR = Path(__file__).parent / "kernels"
@@ -54,11 +56,16 @@ def kernel_sources(names) -> list[str]:
     return [n for n in KERNEL_FILES if n.endswith(".c") and n in present]
 
 
-def generate(data: bytes, path: str | Path, *, name: str, provenance: list[str]) -> Engine:
-    """The model at ``path`` (flatbuffer ``data``) as ``<name>_engine.h/.c`` plus the kernels."""
+def generate(data: bytes, path: str | Path, *, name: str, provenance: list[str],
+             sparse_where: str = "faster") -> Engine:
+    """The model at ``path`` (flatbuffer ``data``) as ``<name>_engine.h/.c`` plus the kernels. Weights go
+    block-sparse where that is smaller and (``sparse_where`` "faster") the calibrated Cortex-M4 model
+    finds the sparse kernel faster, or ("smaller") wherever smaller: how the calibration measures the
+    sparse kernels at every kept share."""
     graph = read_graph(data, path)
     check_limits(graph, path)  # before planning: the planner's work grows with the activations
-    sparse = {op.index: s for op in graph.ops if (s := OPS[op.name].sparse(graph, op)) is not None}
+    sparse = {op.index: s for op in graph.ops if (s := OPS[op.name].sparse(graph, op)) is not None
+              and (sparse_where == "smaller" or _sparse_is_faster(graph, op, s))}
     plan = plan_arena(graph, lambda op: OPS[op.name].overlap(graph, op, op.index in sparse),
                       lambda op: OPS[op.name].scratch(graph, op, sparse.get(op.index)))
     writer = Writer(graph, plan, path, sparse)
@@ -73,6 +80,13 @@ def generate(data: bytes, path: str | Path, *, name: str, provenance: list[str])
     work = tuple(OPS[op.name].work(graph, op, sparse.get(op.index)) for op in graph.ops)
     return Engine(files, plan.arena_bytes, writer.constant_bytes, x.elements, y.elements, len(graph.ops),
                   tuple(sorted(sparse)), work)
+
+
+def _sparse_is_faster(graph, op, sparse: BlockSparse) -> bool:
+    """By the calibrated Cortex-M4 model; not where a kernel path has no calibration."""
+    kernel = OPS[op.name]
+    dense_cost, sparse_cost = (work_instructions(kernel.work(graph, op, s)) for s in (None, sparse))
+    return dense_cost is not None and sparse_cost is not None and sparse_cost < dense_cost
 
 
 @functools.cache

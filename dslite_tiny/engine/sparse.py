@@ -16,8 +16,12 @@ block does): on the demo DS-CNN at 50 %, 4×2 blocks lost 17.5 UAR points after 
 4×1 blocks lost 7.5, as unstructured pruning did in two.
 
 Unstructured pruning leaves almost no all-zero block (at 50 % sparsity, 1 in 16), so this pays only on
-weights pruned in these blocks (``compress.prune``'s ``blocks`` pattern). ``pays`` keeps the dense kernel
-where the sparse one would not be both smaller and faster.
+weights pruned in these blocks (``compress.prune``'s ``blocks`` pattern). The generator (``engine.codegen``)
+keeps the dense kernel where the sparse one would not be both smaller and faster by the Cortex-M4
+instruction model calibrated on QEMU (``measure.cortex_m4``). The sparse kernels widen their inputs to int16 once (four
+pixels of a pointwise convolution at a time) and read a kept block's inputs with one LDRD per pixel, so
+they pay at high kept shares too: on the demo DS-CNN's 64-channel pointwise layers, ~1.4 instructions per
+kept multiply-accumulate against the dense kernel's ~1.56 per one.
 """
 from __future__ import annotations
 
@@ -28,13 +32,6 @@ import numpy as np
 BLOCK_DEPTH = 4  # depth values per block: one 32-bit load of int8 weights, and of inputs
 BLOCK_ROWS = 1  # output channels per block
 WORD_BITS = 32
-# The largest share of kept blocks for which a sparse kernel is used, from Cortex-M4 instruction counts
-# (QEMU, the demo DS-CNN's 16×16×64 pointwise layers, reports/benchmarks/engine_costs.md): the dense kernel
-# (2×2 blocks) spends ~1.55 instructions per multiply-accumulate besides ~34 per output, the sparse one
-# (four pixels per kept block, found by RBIT + CLZ) ~2.15 per kept one, so it pays below ~70 % kept. A fully
-# connected layer is one pixel: ~3 per kept multiply-accumulate against the dense 4-row kernel's ~1.4, so
-# below ~45 %.
-MAX_KEPT_SHARE = {"pointwise": 0.7, "fully_connected": 0.45}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,11 +45,10 @@ class BlockSparse:
     def bytes(self) -> int:
         return int(self.masks.size * 4 + self.values.size)
 
-    def pays(self, kernel: str) -> bool:
-        """Smaller than the dense int8 matrix and, by the instruction model above, faster on ``kernel``
-        (a key of ``MAX_KEPT_SHARE``)."""
-        dense_bytes = self.blocks * BLOCK_DEPTH * BLOCK_ROWS
-        return self.kept <= MAX_KEPT_SHARE[kernel] * self.blocks and self.bytes < dense_bytes
+    @property
+    def smaller(self) -> bool:
+        """Smaller than the dense int8 matrix (the masks cost 1/32 of it)."""
+        return self.bytes < self.blocks * BLOCK_DEPTH * BLOCK_ROWS
 
 
 def block_sparse(weights: np.ndarray) -> BlockSparse | None:
@@ -72,10 +68,10 @@ def block_sparse(weights: np.ndarray) -> BlockSparse | None:
                        int(kept.size))
 
 
-def paying_block_sparse(weights: np.ndarray, kernel: str) -> BlockSparse | None:
-    """``weights`` [rows][depth] in block-sparse form where that pays on ``kernel``, else None."""
+def smaller_block_sparse(weights: np.ndarray) -> BlockSparse | None:
+    """``weights`` [rows][depth] in block-sparse form where that is smaller than the dense matrix, else None."""
     sparse = block_sparse(weights)
-    return sparse if sparse is not None and sparse.pays(kernel) else None
+    return sparse if sparse is not None and sparse.smaller else None
 
 
 def block_zero_share(weights: np.ndarray) -> float | None:

@@ -10,12 +10,12 @@ path, a · multiply-accumulates + b · outputs + c); the report marks them as es
 """
 from __future__ import annotations
 
+import functools
+import json
 import logging
 from pathlib import Path
 
 import numpy as np
-
-import json
 
 from dslite_tiny.errors import UserError
 from dslite_tiny.records import M4_METHODS
@@ -58,8 +58,19 @@ def cortex_m4_figures(data: bytes, path: Path, inputs: np.ndarray, *, cache_dir:
 def estimate_instructions(engine) -> int | None:
     """The engine's Cortex-M4 instructions per inference by the calibrated model; None where one of its
     kernel paths has no calibration."""
-    modelled = modelled_instructions(engine.work, json.loads(COSTS_PATH.read_text(encoding="utf-8"))["costs"])
+    modelled = modelled_instructions(engine.work, calibrated_costs())
     return None if modelled is None else int(round(modelled))
+
+
+def work_instructions(work) -> float | None:
+    """One op's (``engine.ops.Work``) Cortex-M4 instructions by the calibrated model; None if uncalibrated."""
+    return modelled_instructions([work], calibrated_costs())
+
+
+@functools.cache
+def calibrated_costs() -> dict:
+    """Per kernel path, the calibrated ``per_mac``, ``per_output`` and ``per_op`` instructions."""
+    return json.loads(COSTS_PATH.read_text(encoding="utf-8"))["costs"]
 
 
 def modelled_instructions(work, costs: dict) -> float | None:

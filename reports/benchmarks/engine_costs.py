@@ -7,8 +7,12 @@ where ``qemu-system-arm`` is missing (``measure.cortex_m4``; labelled an estimat
 
 Models: the demo's int8 variants, the FSDD-trained variants of ``compress_fsdd.py --part dscnn-40x49``, a
 MobileNet v1 α=0.25 (ImageNet weights), a MobileNetV2 α=0.35 and a DenseNet121 at 64×64 (random weights,
-BatchNorm from data), and the golden test model. Checked by leaving each architecture out of the fit (all
-the demo's variants at once, both FSDD seeds at once) and estimating its models.
+BatchNorm from data), and the golden test model. The sparse kernels are calibrated at every kept share on the
+MobileNet v1 with its pointwise and dense kernels block-pruned to 25, 50, 75 and 90 % kept blocks, run sparse
+wherever that is smaller (``generate``'s ``sparse_where="smaller"``): the pruned variants alone keep about half
+their blocks, which cannot tell a cost per kept multiply-accumulate from one per output. Checked by leaving each
+architecture out of the fit (all the demo's variants at once, both FSDD seeds at once) and estimating its
+models.
 
     python reports/benchmarks/engine_costs.py [--compressed $TMPDIR/dslite-tiny-demo/compressed]
         [--fsdd $TMPDIR/dslite-tiny-compress/dscnn-40x49-theo-s0 ...]
@@ -42,10 +46,14 @@ ENGINE_TMP = Path(tempfile.gettempdir(), "dslite-tiny-engine")
 COMPRESS_FSDD = Path(tempfile.gettempdir(), "dslite-tiny-compress")
 
 
-def profile(name: str, path: Path) -> dict:
+KEPT_SHARES = (0.25, 0.5, 0.75, 0.9)  # of the block-pruned MobileNet v1's blocks
+
+
+def profile(name: str, path: Path, sparse_where: str = "faster") -> dict:
     """Per op of the model at ``path``: kind, multiply-accumulates, outputs, instructions (mean of 2 inputs)."""
     variant = load_variant(path)
-    engine = generate(variant.data, variant.path, name="model", provenance=["engine_costs"])
+    engine = generate(variant.data, variant.path, name="model", provenance=["engine_costs"],
+                      sparse_where=sparse_where)
     inputs = np.random.default_rng(0).integers(-128, 128, (2, engine.input_bytes)).astype(np.int8)
     counts = engine_op_instructions(engine, "model", inputs, cache_dir=ENGINE_TMP / "qemu").mean(axis=0)
     print(f"{name}: {counts.sum() / 1e6:.2f} M instructions, {engine.ops} ops", flush=True)
@@ -70,7 +78,8 @@ def fit(models: list[dict]) -> dict[str, dict[str, float]]:
 
 
 def _family(model: dict) -> str:
-    """The architecture a model shares with others of the set (the demo's variants, FSDD's seeds)."""
+    """The architecture a model shares with others of the set (the demo's variants, FSDD's seeds, the
+    MobileNet v1 and its block-pruned forms)."""
     return model["model"].split()[0]
 
 
@@ -117,6 +126,9 @@ def main() -> None:
                                                          1.0)),
                 ("golden tiny model (tests/golden)", ROOT / "tests" / "golden" / "tiny.tflite")]
     models = [profile(name, path) for name, path in sources]
+    models += [profile(f"MobileNet v1 α=0.25, {kept:.0%} of blocks kept", mobilenet_v1(
+        ENGINE_TMP / f"mobilenet_v1_025_96_kept{round(kept * 100)}.tflite", kept), sparse_where="smaller")
+        for kept in KEPT_SHARES]
     costs = fit(models)
     held_out = {m["model"]: estimate(m, fit([o for o in models if _family(o) != _family(m)])) for m in models}
     COSTS_PATH.write_text(json.dumps({"command": "python reports/benchmarks/engine_costs.py", "costs": costs},

@@ -50,16 +50,23 @@ COMPRESS_FSDD = Path(tempfile.gettempdir(), "dslite-tiny-compress")  # compress_
 KB = 1024
 
 
-def mobilenet_v1(path: Path) -> Path:
+def mobilenet_v1(path: Path, kept: float = 1.0) -> Path:
     """MobileNet v1 α=0.25 at 96×96×3 with the shared ImageNet weights and a random 64-unit head, as int8
-    through compress's converter, calibrated on 16 random images (a model like ``mcu-mobilenet``'s)."""
+    through compress's converter, calibrated on 16 random images (a model like ``mcu-mobilenet``'s). With
+    ``kept`` below 1, every pointwise and dense kernel keeps that share of the engine's blocks (the largest
+    by magnitude, ``compress.prune.block_mask``)."""
     if not path.is_file():
         from dslite_tiny.compress.convert import convert_model
+        from dslite_tiny.compress.prune import block_mask
         from dslite_tiny.models.arelu import fold_arelu
         from dslite_tiny.models.registry import create_model
 
         model = create_model("mobilenet", input_shape=(96, 96, 3), num_classes=10, units=64, alpha=0.25,
                              weights=str(WEIGHTS))
+        for layer in model.layers if kept < 1 else []:
+            kernel = getattr(layer, "kernel", None)
+            if kernel is not None and kernel.shape[:-2] in ((), (1, 1)):
+                kernel.assign(kernel.numpy() * block_mask(kernel.numpy(), 1 - kept))
         images = np.random.default_rng(0).uniform(-1, 1, (16, 96, 96, 3)).astype(np.float32)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(convert_model(fold_arelu(model), "int8", representative=images))

@@ -55,12 +55,13 @@ def _outputs_only(graph: Graph, op: Op, sparse: BlockSparse | None) -> Work:
 class OpKernel:
     """One builtin op the engine runs.
 
-    ``emit(writer, op)`` adds the op's constants to the writer and returns its kernel call; ``overlap(graph,
-    op, sparse)`` is the largest ``output − input`` arena offset at which the kernel never overwrites an
-    input byte it still reads (None: no overlap; 0: in place); ``sparse(graph, op)`` the op's weights in
-    block-sparse form where a sparse kernel pays. ``declarations`` are the C prototypes (with their
-    comments) of the kernel file's functions; ``work(graph, op, sparse)`` what the kernel does (``Work``);
-    ``scratch(graph, op, sparse)`` the arena bytes the kernel uses while it runs (``Writer.scratch``)."""
+    ``emit(writer, op)`` adds the op's constants to the writer and returns its kernel call; ``overlap(graph, op,
+    sparse)`` is the largest ``output − input`` arena offset at which the kernel never overwrites an input byte
+    it still reads (None: no overlap; 0: in place); ``sparse(graph, op)`` the op's weights in block-sparse form
+    where that is smaller (the generator runs the sparse kernel where it is faster too). ``declarations`` are
+    the C prototypes (with their comments) of the kernel file's functions; ``work(graph, op, sparse)`` what the
+    kernel does (``Work``); ``scratch(graph, op, sparse)`` the arena bytes the kernel uses while it runs
+    (``Writer.scratch``)."""
 
     name: str
     emit: Callable

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dslite_tiny.engine.ops import OpKernel, Work, register
 from dslite_tiny.engine.ops.convolution import (CONV_PARAMS, conv_multipliers, conv_values, is_pointwise,
                                                 pointwise_overlap, sparse_pointwise_overlap, window_overlap)
-from dslite_tiny.engine.sparse import BlockSparse, paying_block_sparse
+from dslite_tiny.engine.sparse import BlockSparse, smaller_block_sparse
 from dslite_tiny.measure.graph import Graph, Op
 
 DECLARATIONS = """\
@@ -57,7 +57,7 @@ def sparse_weights(graph: Graph, op: Op) -> BlockSparse | None:
     w = graph.tensors[op.inputs[1]]
     if not is_pointwise(graph, op) or w.data is None:
         return None
-    return paying_block_sparse(w.data.reshape(w.shape[0], -1), "pointwise")
+    return smaller_block_sparse(w.data.reshape(w.shape[0], -1))
 
 
 def scratch(graph: Graph, op: Op, sparse: BlockSparse | None) -> int:

@@ -6,7 +6,7 @@ import numpy as np
 
 from dslite_tiny.engine import quant
 from dslite_tiny.engine.ops import OpKernel, Struct, Work, register
-from dslite_tiny.engine.sparse import BlockSparse, paying_block_sparse
+from dslite_tiny.engine.sparse import BlockSparse, smaller_block_sparse
 from dslite_tiny.measure.graph import Graph, Op
 
 FC_PARAMS = Struct("dt_fc_params", ("depth", "out_c", "per_channel", "out_offset", "act_min", "act_max"),
@@ -48,7 +48,7 @@ def sparse_weights(graph: Graph, op: Op) -> BlockSparse | None:
     w = graph.tensors[op.inputs[1]]
     if w.data is None or w.data.ndim != 2:
         return None
-    return paying_block_sparse(w.data, "fully_connected")
+    return smaller_block_sparse(w.data)
 
 
 def scratch(graph: Graph, op: Op, sparse: BlockSparse | None) -> int:
