@@ -122,7 +122,7 @@ class Writer:
                           self.array("int32_t", f"b{n}", model_bias, f"bias, tensor {op.inputs[2]}"))
         arrays += [extra] if extra else []
         arrays.append(self.array("int32_t", f"m{n}", np.asarray(multipliers), "requantization multipliers"))
-        arrays.append(self.array("int32_t", f"s{n}", np.asarray(shifts), "requantization shifts"))
+        arrays.append(self.array("int8_t", f"s{n}", np.asarray(shifts), "requantization shifts (-31..30)"))
         return arrays
 
     def call(self, kernel: str, *arguments: str) -> str:

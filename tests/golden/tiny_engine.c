@@ -36,8 +36,8 @@ static const int32_t b0[16] = {
 /* requantization multipliers */
 static const int32_t m0[16] = {
   2134190635, 1297815058, 1247355555, 1327203308, 1188724800, 1264605143, 1913283252, 1354473743, 1239427800, 1315221403, 1325043837, 1280012721, 1208064571, 2140595708, 1287585412, 1300162033};
-/* requantization shifts */
-static const int32_t s0[16] = {
+/* requantization shifts (-31..30) */
+static const int8_t s0[16] = {
   -7, -6, -6, -6, -6, -6, -7, -6, -6, -6, -6, -6, -6, -7, -6, -6};
 /* op 1: DEPTHWISE_CONV_2D -> tensor 11 [1, 3, 3, 16] */
 static const dt_conv_params p1 = {
@@ -61,8 +61,8 @@ static const int32_t b1[16] = {
 /* requantization multipliers */
 static const int32_t m1[16] = {
   1568208377, 1576835187, 1357502692, 1426157390, 2067568667, 1510692384, 1473691025, 1565299966, 1517507913, 1229414174, 1424552608, 1396481333, 1315669797, 1494908156, 1475912480, 1556256861};
-/* requantization shifts */
-static const int32_t s1[16] = {
+/* requantization shifts (-31..30) */
+static const int8_t s1[16] = {
   -7, -7, -7, -7, -8, -7, -7, -7, -7, -7, -7, -7, -7, -7, -7, -7};
 /* op 2: CONV_2D -> tensor 12 [1, 3, 3, 16] */
 static const dt_conv_params p2 = {
@@ -86,8 +86,8 @@ static const int32_t b2[16] = {
 /* requantization multipliers */
 static const int32_t m2[16] = {
   1830321727, 1639565483, 1787403915, 1778317269, 1719052222, 1421589660, 1818047712, 1799369068, 1118076986, 1734622194, 1539887950, 1741358134, 1755784094, 1629521353, 1839536003, 1796098839};
-/* requantization shifts */
-static const int32_t s2[16] = {
+/* requantization shifts (-31..30) */
+static const int8_t s2[16] = {
   -8, -8, -8, -8, -8, -8, -8, -8, -27, -8, -8, -8, -8, -8, -8, -8};
 /* op 3: ADD -> tensor 13 [1, 3, 3, 16] */
 static const dt_add_params p3 = {
@@ -114,8 +114,8 @@ static const int32_t b5[8] = {
 /* requantization multipliers */
 static const int32_t m5[8] = {
   1484134425, 1536514712, 1265560468, 1383155781, 1452215459, 1433549422, 1522591332, 1510761902};
-/* requantization shifts */
-static const int32_t s5[8] = {
+/* requantization shifts (-31..30) */
+static const int8_t s5[8] = {
   -8, -8, -8, -8, -8, -8, -8, -8};
 /* op 6: LEAKY_RELU -> tensor 16 [1, 8] */
 static const dt_leaky_relu_params p6 = {
@@ -133,8 +133,8 @@ static const int32_t b7[3] = {
 /* requantization multipliers */
 static const int32_t m7[3] = {
   1833926736, 1158209744, 1759939758};
-/* requantization shifts */
-static const int32_t s7[3] = {
+/* requantization shifts (-31..30) */
+static const int8_t s7[3] = {
   -7, -7, -7};
 /* op 8: SOFTMAX -> tensor 18 [1, 3] */
 static const dt_softmax_params p8 = {

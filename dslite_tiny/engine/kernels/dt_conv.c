@@ -6,7 +6,7 @@
 
 /* One output pixel of a convolution, every tap bounds-checked and offset (the reference kernel's sum). */
 static void conv_pixel(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
-                       const int32_t *multiplier, const int32_t *shift, int32_t oy, int32_t ox, int8_t *out) {
+                       const int32_t *multiplier, const int8_t *shift, int32_t oy, int32_t ox, int8_t *out) {
   const int32_t y0 = oy * p->stride_h - p->pad_h, x0 = ox * p->stride_w - p->pad_w;
   int32_t oc, fy, fx, ic;
   for (oc = 0; oc < p->out_c; ++oc) {
@@ -44,7 +44,7 @@ static void gather_window(const dt_conv_params *p, const int8_t *in, int32_t oy,
 /* One output pixel of a convolution with a small window: the window is gathered once and each output
  * channel is a dot product with its weights, four channels at a time (each window value loaded once). */
 static void conv_pixel_small(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
-                             const int32_t *multiplier, const int32_t *shift, int32_t oy, int32_t ox, int8_t *out) {
+                             const int32_t *multiplier, const int8_t *shift, int32_t oy, int32_t ox, int8_t *out) {
   const int32_t taps = p->k_h * p->k_w * p->in_c;
   int32_t window[DT_SMALL_WINDOW];
   int32_t oc = 0, k;
@@ -74,7 +74,7 @@ static void conv_pixel_small(const dt_conv_params *p, const int8_t *in, const in
 }
 
 void dt_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
-                const int32_t *multiplier, const int32_t *shift, int8_t *out) {
+                const int32_t *multiplier, const int8_t *shift, int8_t *out) {
   const dt_conv_params q = *p; /* a local copy: stores through int8_t * cannot alias it */
   const int small = q.k_h * q.k_w * q.in_c <= DT_SMALL_WINDOW;
   int32_t oy, ox;

@@ -42,7 +42,7 @@ static void taps_inside(int32_t origin, int32_t dilation, int32_t taps, int32_t 
 /* One output pixel of a depthwise convolution whose window may leave the input: the taps inside it, offset
  * (the reference kernel skips the others). */
 static void depthwise_pixel(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
-                            const int32_t *multiplier, const int32_t *shift, int32_t oy, int32_t ox, int8_t *out) {
+                            const int32_t *multiplier, const int8_t *shift, int32_t oy, int32_t ox, int8_t *out) {
   const int32_t y0 = oy * p->stride_h - p->pad_h, x0 = ox * p->stride_w - p->pad_w;
   const int32_t in_offset = p->in_offset, in_c = p->in_c, out_c = p->out_c, dm = p->depth_multiplier;
   int32_t oc, fy, fx, fy0, fy1, fx0, fx1;
@@ -61,7 +61,7 @@ static void depthwise_pixel(const dt_conv_params *p, const int8_t *in, const int
 }
 
 void dt_depthwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
-                          const int32_t *folded_bias, const int32_t *multiplier, const int32_t *shift, int8_t *out) {
+                          const int32_t *folded_bias, const int32_t *multiplier, const int8_t *shift, int8_t *out) {
   const dt_conv_params q = *p; /* a local copy: stores through int8_t * cannot alias it */
   const int32_t c = q.in_c, row = q.in_w * q.in_c;
   const int32_t span_h = (q.k_h - 1) * q.dil_h, span_w = (q.k_w - 1) * q.dil_w;

@@ -85,7 +85,7 @@ static inline int32_t dot1(const int8_t *x, const int8_t *w, int32_t n) {
 /* out[r] = requantized (bias[r] + Σ_k w[r][k] · x[k]) for ``rows`` rows of ``depth`` weights: one pixel of
  * a pointwise convolution, or a fully connected layer. ``per_channel`` selects multiplier[r] over [0]. */
 static inline void rows_s8(const int8_t *x, const int8_t *w, int32_t depth, int32_t rows, const int32_t *bias,
-                    const int32_t *multiplier, const int32_t *shift, int32_t per_channel, int32_t out_offset,
+                    const int32_t *multiplier, const int8_t *shift, int32_t per_channel, int32_t out_offset,
                     int32_t low, int32_t high, int8_t *out) {
   int32_t r = 0, j;
   for (; r + 4 <= rows; r += 4) {
@@ -206,7 +206,7 @@ static DT_NOINLINE const int8_t *sparse_dot1(const int16_t *s, const uint32_t *m
  * of a pointwise convolution, or a fully connected layer. */
 static inline void sparse_rows_s8(const int8_t *x, const uint32_t *mask, const int8_t *values, int32_t depth,
                                   int32_t rows, const int32_t *bias, const int32_t *multiplier,
-                                  const int32_t *shift, int32_t per_channel, int32_t out_offset, int32_t low,
+                                  const int8_t *shift, int32_t per_channel, int32_t out_offset, int32_t low,
                                   int32_t high, int16_t *scratch, int8_t *out) {
   const int32_t words = (depth / 4 + 31) / 32;
   const int8_t *w = values;

@@ -4,7 +4,7 @@
 #include "dt_dot.h"
 
 void dt_pointwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
-                          const int32_t *multiplier, const int32_t *shift, int8_t *out) {
+                          const int32_t *multiplier, const int8_t *shift, int8_t *out) {
   const dt_conv_params q = *p; /* a local copy: stores through int8_t * cannot alias it */
   const int32_t pixels = q.out_h * q.out_w, c = q.in_c, n = q.out_c;
   int32_t i = 0, oc;
@@ -36,7 +36,7 @@ void dt_pointwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_
 
 void dt_pointwise_conv_sparse_s8(const dt_conv_params *p, const int8_t *in, const uint32_t *mask,
                                  const int8_t *values, const int32_t *bias, const int32_t *multiplier,
-                                 const int32_t *shift, int16_t *scratch, int8_t *out) {
+                                 const int8_t *shift, int16_t *scratch, int8_t *out) {
   const dt_conv_params q = *p; /* a local copy: stores through int8_t * cannot alias it */
   const int32_t pixels = q.out_h * q.out_w, c = q.in_c, n = q.out_c, words = (c / 4 + 31) / 32;
   int32_t i = 0, oc;

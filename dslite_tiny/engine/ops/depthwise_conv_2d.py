@@ -9,7 +9,7 @@ from dslite_tiny.measure.graph import Graph, Op
 DECLARATIONS = """\
 /* folded_bias: bias plus the input offset times each channel's weight sum, for windows inside the input. */
 void dt_depthwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
-                          const int32_t *folded_bias, const int32_t *multiplier, const int32_t *shift, int8_t *out);"""
+                          const int32_t *folded_bias, const int32_t *multiplier, const int8_t *shift, int8_t *out);"""
 
 
 def emit(writer, op: Op) -> str:
