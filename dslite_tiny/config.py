@@ -141,6 +141,9 @@ class DataConfig:
     label_regex: str | None = param(None, "regex on the file name; group 'label' (or group 1) is the label")
     speaker_regex: str | None = param(
         None, "regex on the file name; group 'speaker' (or 1) is the speaker: whole speakers go to one split")
+    speakerless: Literal["refuse", "by_file"] = param(
+        "refuse", "files in which speaker_regex finds no speaker (Speech Commands' _silence_ clips): refuse the "
+        "dataset, or give each file a speaker of its own, so it is split and dealt to folds file by file")
     labels_csv: str | None = param(None, "DSLite label CSV (filename,label,duration_frames); prefix gives split")
     class_config: str | None = param(None, "DSLite class_config.json; key order is the class index")
     devel_fraction: float = param(0.2, "share of files (or speakers' files) for devel when no split is given",

@@ -98,6 +98,19 @@ def test_data_summary_and_synth(tmp_path):
     assert "chirp_up" in result.stdout and " test: 10 files" in result.stdout
 
 
+def test_data_summary_splits_files_without_a_speaker_when_asked(tmp_path):
+    from test_data import make_kws_like
+
+    root = str(make_kws_like(tmp_path / "kws"))
+    regex = ("--speaker-regex", "(?P<speaker>[0-9a-f]{8})_nohash_")
+    assert_user_error(run_cli("data", "summary", root, *regex), "finds no speaker in 12 of 42 file names")
+    result = run_cli("data", "summary", root, *regex, "--speakerless", "by-file")
+    assert result.returncode == 0, result.stderr
+    assert "12 files without a speaker one by one" in result.stdout
+    lines = [line for line in result.stdout.splitlines() if line.lstrip().startswith(("train:", "devel:", "test:"))]
+    assert sum(int(line.split("; ")[-1].split()[0]) for line in lines if "without a speaker" in line) == 12
+
+
 def test_config_show_lists_every_key():
     result = run_cli("config", "show", "--config", "dslite-paper", "--set", "n_mels=64")
     assert result.returncode == 0, result.stderr

@@ -85,6 +85,43 @@ def test_flat_folder_speaker_independent_split(tmp_path):
     assert forced.speakers("test") == ["eve"] and forced.speakers("devel") == ["ann", "bob"]
 
 
+def make_kws_like(root, speakers=8, noise_clips=12):
+    """Speech Commands' layout: <word>/<speaker>_nohash_<n>.wav, and _silence_/<n>.wav with no speaker."""
+    for i in range(speakers):
+        for word in ("yes", "no"):
+            for n in range(1 + i % 3):
+                write_wav(root / word / f"{i:08x}_nohash_{n}.wav", tone(300 + 50 * i, 0.2, SR), SR)
+    for n in range(noise_clips):
+        write_wav(root / "_silence_" / f"{n}.wav", tone(60, 0.2, SR), SR)
+    return root
+
+
+def test_files_without_a_speaker_are_refused_or_split_and_folded_one_by_one(tmp_path):
+    from dslite_tiny.data.splits import is_file_speaker
+    from dslite_tiny.train.cv import dataset_speakers, speaker_folds
+
+    root = make_kws_like(tmp_path / "kws")
+    values = {"root": str(root), "speaker_regex": r"(?P<speaker>[0-9a-f]{8})_nohash_", "test_fraction": 0.25,
+              "devel_fraction": 0.2}
+    with pytest.raises(DataError, match=r"finds no speaker in 12 of 42 file names, e\.g\. \d+\.wav "
+                                        r"\(--speakerless by-file splits such files one by one\)"):
+        load_dataset(data_config(**values))
+    dataset = load_dataset(data_config(**values, speakerless="by_file"))
+    assert load_dataset(data_config(**values, speakerless="by_file")) == dataset  # deterministic
+    assert "12 files without a speaker one by one" in dataset.split_method
+    noise = [c for c in dataset.clips if c.label == "_silence_"]
+    assert all(is_file_speaker(c.speaker) for c in noise) and len({c.speaker for c in noise}) == 12
+    assert {c.split for c in noise} == {"train", "devel", "test"}  # dealt like speakers, not kept together
+    for split in ("train", "devel", "test"):  # a real speaker's clips stay in one split
+        others = {c.speaker for c in dataset.clips if c.split != split}
+        assert not others & {s for s in dataset.speakers(split) if not is_file_speaker(s)}
+    plan = speaker_folds(dataset_speakers(dataset), folds=4)
+    assert sorted(s for fold in plan for s in fold.test) == dataset_speakers(dataset)  # each once
+    assert all(sum(map(is_file_speaker, fold.test)) == 3 for fold in plan)  # the noise clips spread evenly
+    assert plan == speaker_folds(dataset_speakers(load_dataset(data_config(**values, speakerless="by_file"))),
+                                 folds=4)
+
+
 def test_unreadable_files_do_not_count_in_the_split_fractions(tmp_path, caplog):
     caplog.set_level("INFO")
     root = make_fsdd_like(tmp_path)

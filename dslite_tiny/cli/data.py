@@ -28,8 +28,9 @@ def speaker_list(speakers: list[str]) -> str:
 @data_options
 def summary(data_path: str, **options) -> None:
     """Split sizes, class counts, speakers and durations of DATA (a folder or a dataset YAML)."""
-    from dslite_tiny.data.layouts import SPLITS, load_dataset
     from dslite_tiny.audio.io import audio_duration
+    from dslite_tiny.data.layouts import SPLITS, load_dataset
+    from dslite_tiny.data.splits import is_file_speaker
 
     dataset = load_dataset(resolve_data(data_path, **options))
     click.echo(f"{dataset.source}: {len(dataset.clips)} files, {len(dataset.classes)} classes; "
@@ -38,12 +39,15 @@ def summary(data_path: str, **options) -> None:
     for split in SPLITS:
         clips = dataset.split(split)
         seconds = [d for d in (audio_duration(c.path) for c in clips) if d is not None]
-        speakers = dataset.speakers(split)
+        speakers = [s for s in dataset.speakers(split) if not is_file_speaker(s)]
+        alone = len(dataset.speakers(split)) - len(speakers)
         line = f"{split:>5}: {len(clips)} files"
         if seconds:
             line += f", {sum(seconds) / 60:.1f} min (clips {min(seconds):.2f}–{max(seconds):.2f} s)"
         if speakers:
             line += f"; {speaker_list(speakers)}"
+        if alone:
+            line += f"; {alone} file{'s' if alone != 1 else ''} without a speaker"
         if len(seconds) < len(clips):
             line += f"; {len(clips) - len(seconds)} unreadable"
         click.echo(line)

@@ -70,6 +70,9 @@ def data_options(command: Callable) -> Callable:
         click.option("--label-regex", help="Flat folder: regex whose group 'label' (or 1) is the label."),
         click.option("--speaker-regex", help="Regex whose group 'speaker' (or 1) is the speaker: "
                      "whole speakers go to one split."),
+        click.option("--speakerless", type=click.Choice(["refuse", "by-file"]),
+                     help="Files in which --speaker-regex finds no speaker: refuse them (default), or split "
+                     "and fold each as a speaker of its own."),
         click.option("--labels", "labels_csv", type=click.Path(path_type=Path),
                      help="DeepSpectrumLite label CSV (filename,label,duration_frames)."),
         click.option("--class-config", type=click.Path(path_type=Path),
@@ -89,6 +92,8 @@ def resolve_data(data: str | None, *, saved: DataConfig | None = None, **options
     for key in ("test_speakers", "devel_speakers"):
         if key in overrides:
             overrides[key] = [s.strip() for s in overrides[key].split(",") if s.strip()]
+    if "speakerless" in overrides:
+        overrides["speakerless"] = overrides["speakerless"].replace("-", "_")
     for key in ("labels_csv", "class_config"):
         if key in overrides:
             overrides[key] = str(Path(overrides[key]).resolve())

@@ -6,6 +6,10 @@ spotting the held-out speaker is the real test. Without speakers, files are spli
 The fractions count only files whose header reads (``check_header``): a few corrupt files of one speaker
 must not move another speaker between splits. Unreadable files keep a split (their speaker's, else train)
 so that the feature step reports them as skipped, or fails on them when strict.
+
+Files in which the speaker regex finds no speaker (Speech Commands' background-noise clips) are refused,
+or, with ``speakerless: by_file``, each is a speaker of its own: split and dealt to cross-validation folds
+file by file, by the same seeded order as the speakers.
 """
 from __future__ import annotations
 
@@ -21,17 +25,20 @@ from dslite_tiny.data.layouts import Clip, Dataset, compile_regex, natural_key, 
 from dslite_tiny.errors import AudioError, DataError
 
 log = logging.getLogger(__name__)
+FILE_SPEAKER = "file:"  # the speaker id of a file without one (speakerless: by_file), before its path
 
 
 def split_dataset(source: str, labelled: list[tuple[Path, str]], *, given: dict[Path, str] | None,
                   config: DataConfig) -> Dataset:
     """Clips with splits from ``given`` (splits.csv) or assigned by speaker / stratified by class."""
-    speakers = _speakers(source, [p for p, _ in labelled], config.speaker_regex)
+    speakers = _speakers(source, [p for p, _ in labelled], config)
     if given is not None:
         assigned, method = given, "splits.csv"
     elif config.speaker_regex:
         assigned = assign_by_speaker(speakers, config=config, readable=_readable(speakers, config.strict))
-        method = f"speaker (regex '{config.speaker_regex}', seed {config.split_seed})"
+        alone = sum(is_file_speaker(s) for s in speakers.values())
+        method = f"speaker (regex '{config.speaker_regex}', seed {config.split_seed}" + \
+            (f"; {alone} files without a speaker one by one)" if alone else ")")
     else:
         readable = _readable([p for p, _ in labelled], config.strict)
         assigned = assign_stratified(labelled, config=config, readable=readable)
@@ -110,13 +117,25 @@ def _readable(paths, strict: bool) -> set[Path]:
     return readable
 
 
-def _speakers(source: str, paths: list[Path], speaker_regex: str | None) -> dict[Path, str]:
-    if not speaker_regex:
+def _speakers(source: str, paths: list[Path], config: DataConfig) -> dict[Path, str]:
+    """Each file's speaker by ``speaker_regex``; with ``speakerless: by_file`` a file in which it finds none
+    is a speaker of its own (``file_speaker``)."""
+    if not config.speaker_regex:
         return {}
-    pattern = compile_regex(speaker_regex, "--speaker-regex")
+    pattern = compile_regex(config.speaker_regex, "--speaker-regex")
     found = {p: regex_group(pattern, "speaker", p.name) for p in paths}
-    missing = [p.name for p, s in found.items() if not s]
-    if missing:
-        raise DataError(f"--speaker-regex '{speaker_regex}' finds no speaker in {len(missing)} of {len(paths)} "
-                        f"file names, e.g. {missing[0]}", path=source)
-    return {p: str(s) for p, s in found.items()}
+    missing = [p for p, s in found.items() if not s]
+    if missing and config.speakerless == "refuse":
+        raise DataError(f"--speaker-regex '{config.speaker_regex}' finds no speaker in {len(missing)} of "
+                        f"{len(paths)} file names, e.g. {missing[0].name} (--speakerless by-file splits "
+                        f"such files one by one)", path=source)
+    return {p: str(s) if s else file_speaker(p, Path(source)) for p, s in found.items()}
+
+
+def file_speaker(path: Path, root: Path) -> str:
+    """The speaker a file without one stands for: its path under the dataset folder, marked."""
+    return FILE_SPEAKER + (path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name)
+
+
+def is_file_speaker(speaker: str) -> bool:
+    return speaker.startswith(FILE_SPEAKER)
