@@ -72,6 +72,9 @@ class FrontendConfig:
     top_db: float | None = param(None, "floor at (chunk max − top_db) dB before min-max; null = none (DSLite). "
                                  "Keeps zero padding (−160 dB) from squeezing the plot's contrast",
                                  low=0.0, low_open=True, high=400.0)
+    n_mfcc: int | None = param(None, "MFCC: the first n_mfcc DCT-II coefficients of each frame's mel dB (10: MLPerf "
+                               "Tiny's keyword spotting) are plotted instead of the mel bands; null = mel bands",
+                               low=1, high=512)
     fmin: float = param(0.0, "lowest mel band edge (Hz)", low=0.0)
     fmax: float = param(8000.0, "highest mel band edge (Hz); at most sr / 2", low=0.0, low_open=True)
     color_map: Literal["viridis", "cividis", "inferno", "magma", "plasma", "gray"] = param(
@@ -89,6 +92,8 @@ class FrontendConfig:
             (self.fft_s >= self.window_s, "fft_s", f"fft_s={self.fft_s} must be at least window_s={self.window_s}"),
             (self.fmax <= self.sr / 2, "fmax", f"fmax={self.fmax} must be at most sr/2={self.sr / 2}"),
             (self.fmin < self.fmax, "fmin", f"fmin={self.fmin} must be below fmax={self.fmax}"),
+            (self.n_mfcc is None or self.n_mfcc <= self.n_mels, "n_mfcc",
+             f"n_mfcc={self.n_mfcc} must be at most n_mels={self.n_mels}"),
             (self.chunk_s >= self.window_s, "chunk_s",
              f"chunk_s={self.chunk_s} must hold at least one STFT window ({self.window_s} s)"),
             (self.channels == 3 or self.color_map == "gray", "color_map",
@@ -125,6 +130,11 @@ class FrontendConfig:
     def n_frames(self) -> int:
         """STFT frames per chunk (tf.signal.stft, pad_end=False)."""
         return 1 + (self.chunk_length - self.win_length) // self.hop_length
+
+    @property
+    def feature_bins(self) -> int:
+        """Rows of the plotted feature before resizing: MFCC coefficients, or mel bands."""
+        return self.n_mfcc or self.n_mels
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import dslite_tiny  # noqa: F401
 from dslite_tiny.audio.frontend import Frontend
-from dslite_tiny.config import FrontendConfig
+from dslite_tiny.config import FrontendConfig, load_config, to_dict
 from dslite_tiny.export.boards import frontend_buffer_bytes
 from dslite_tiny.export.settings import frontend_table_bytes
 from dslite_tiny.export.variant import load_variant
@@ -26,7 +26,7 @@ from firmware_host import qemu
 from firmware_host.build import CORE_SOURCES, core_files, host_library, model_files
 
 # Frontends unlike the test model's own (64×64 gray, tf): colour maps, torch/caffe normalisation,
-# anti-aliasing, top_db, peak normalisation, nearest resize and an FFT size that is no power of two.
+# anti-aliasing, top_db, peak normalisation, nearest resize, an FFT size that is no power of two and MFCCs.
 FRONTENDS = {
     "model": {},
     "viridis-torch": dict(sr=8000, fmax=4000.0, chunk_s=1.0, window_s=0.032, hop_s=0.016, fft_s=0.032,
@@ -37,6 +37,8 @@ FRONTENDS = {
                                   normalization="caffe", antialias=True, top_db=80.0, normalize_audio=True),
     "gray3-nearest": dict(sr=16000, chunk_s=0.5, window_s=0.032, hop_s=0.016, fft_s=0.064, n_mels=32,
                           color_map="gray", image_height=50, image_width=20, channels=3, resize="nearest"),
+    # the keyword-spotting presets: log-mel 40×49 and MLPerf Tiny's MFCC 10×49, both at 16 kHz
+    **{name: to_dict(load_config(FrontendConfig, name, stage="frontend")) for name in ("kws-40x49", "kws-mfcc-10x49")},
 }
 
 

@@ -47,6 +47,23 @@ def test_stft_power_equals_tensorflow(name):
     assert np.max(np.abs(ours - theirs)) / np.max(theirs) <= 1e-4
 
 
+def test_mfcc_plot_equals_tensorflows_mfccs():
+    """kws-mfcc-10x49's plot is min-max scaled tf.signal.mfccs_from_log_mel_spectrograms of the same mel power
+    (natural log there, dB here: a factor 10 / ln 10 that min-max removes), coefficient 0 in the bottom row."""
+    config = preset("kws-mfcc-10x49", top_db=None)
+    frontend = Frontend(config)
+    chunks = sweep(config, n=3)
+    mel_db = frontend.spectrogram(chunks)
+    power = stft_power(chunks, n_fft=config.n_fft, win_length=config.win_length, hop_length=config.hop_length)
+    log_mel = np.log(np.maximum(power @ frontend.mel_weights, 1e-16))
+    theirs = tf.signal.mfccs_from_log_mel_spectrograms(log_mel)[..., :config.n_mfcc].numpy()
+    np.testing.assert_allclose(mel_db @ frontend.dct, theirs * 10 / np.log(10), rtol=1e-4, atol=1e-3)
+    plot = frontend.plot(mel_db)[..., 0]  # (n, 10 coefficients, 49 frames)
+    expected = 255 * minmax_scale(theirs).transpose(0, 2, 1)[:, ::-1]
+    assert plot.shape == (3, *config.image_shape[:2])
+    assert np.max(np.abs(plot - expected)) <= 1e-3
+
+
 @pytest.mark.parametrize("name", ["viridis", "cividis", "inferno", "magma", "plasma"])
 def test_colormap_lut_is_matplotlibs_at_the_nodes(name):
     import matplotlib
@@ -178,7 +195,8 @@ def test_trimmed_clip_is_centred_whatever_silence_surrounds_it():
     assert Frontend(preset("dslite-code")).spectrogram_key == "0606c93949116f18"
 
 
-@pytest.mark.parametrize("name,frames", [("dslite-code", 61), ("dslite-paper", 186), ("mcu-64", 61)])
+@pytest.mark.parametrize("name,frames", [("dslite-code", 61), ("dslite-paper", 186), ("mcu-64", 61), ("kws-40x49", 49),
+                                         ("kws-mfcc-10x49", 49)])
 def test_presets_shapes(name, frames):
     config = preset(name)
     frontend = Frontend(config)

@@ -11,6 +11,11 @@ change (colour map, size, normalisation) without recomputing it:
 * ``Frontend.spectrogram``: chunks → mel dB, shape (n, frames, n_mels); cached per file by
   ``dslite_tiny.data.cache`` under ``Frontend.spectrogram_key``.
 * ``Frontend.plot`` / ``Frontend.model_input``: mel dB → images, shape (n, H, W, C).
+
+With ``n_mfcc`` the plot shows each frame's first MFCCs (the DCT-II of its mel dB, as
+tf.signal.mfccs_from_log_mel_spectrograms on natural-log mel, up to the factor 10 / ln 10 that min-max
+removes) instead of its mel bands: MLPerf Tiny's keyword-spotting input. The DCT is part of the plot stage,
+so the cached mel dB (and the augmentations on it) serve both.
 """
 from __future__ import annotations
 
@@ -198,6 +203,13 @@ def power_to_db(power: np.ndarray, *, top_db: float | None = None) -> np.ndarray
     return db
 
 
+def dct_matrix(n_mels: int, n_mfcc: int) -> np.ndarray:
+    """(n_mels, n_mfcc) float32: a frame's mel dB times it gives its MFCCs, tf.signal.mfccs_from_log_mel_
+    spectrograms' DCT-II (√(2/N) cos(πk(2n+1)/2N) for every k, its first coefficient included), on dB."""
+    n, k = np.arange(n_mels, dtype=np.float64), np.arange(n_mfcc, dtype=np.float64)
+    return (np.sqrt(2.0 / n_mels) * np.cos(np.pi * np.outer(2 * n + 1, k) / (2 * n_mels))).astype(np.float32)
+
+
 def minmax_scale(x: np.ndarray) -> np.ndarray:
     """Each chunk to [0, 1] over all its values; a constant (silent) chunk gives zeros, never NaN."""
     axes = tuple(range(1, x.ndim))
@@ -301,7 +313,8 @@ class Frontend:
         self.mel_weights = mel_matrix(sr=c.sr, n_fft=c.n_fft, n_mels=c.n_mels, fmin=c.fmin, fmax=c.fmax)
         self.lut = None if c.color_map == "gray" else colormap_lut(c.color_map)
         # DSLite resizes (time, mel) and then rotates by 90°: the mel rows are flipped after resizing.
-        mel_index, mel_weights = resize_taps(c.n_mels, c.image_height, method=c.resize, antialias=c.antialias)
+        self.dct = None if c.n_mfcc is None else dct_matrix(c.n_mels, c.n_mfcc)
+        mel_index, mel_weights = resize_taps(c.feature_bins, c.image_height, method=c.resize, antialias=c.antialias)
         self.mel_taps = (mel_index[::-1].copy(), mel_weights[::-1].copy())
         self.time_taps = resize_taps(c.n_frames, c.image_width, method=c.resize, antialias=c.antialias)
 
@@ -384,7 +397,8 @@ class Frontend:
         return out
 
     def plot(self, mel_db: np.ndarray) -> np.ndarray:
-        """(n, frames, n_mels) dB → (n, H, W, C) spectrogram plot in [0, 255], highest frequency on top."""
+        """(n, frames, n_mels) dB → (n, H, W, C) spectrogram plot in [0, 255], highest frequency on top (with
+        ``n_mfcc``: its MFCCs' plot, the first coefficient at the bottom)."""
         n = mel_db.shape[0]
         out = np.empty((n, *self.config.image_shape), np.float32)
         with one_blas_thread():
@@ -403,7 +417,8 @@ class Frontend:
     def _plot_batch(self, mel_db: np.ndarray) -> np.ndarray:
         # Channel-first planes with time as the last axis: the time resize runs on the small (mel, time)
         # grid and the mel resize copies whole rows, the cheapest order measured (see reports/benchmarks).
-        scaled = minmax_scale(mel_db).transpose(0, 2, 1)  # (n, mels, frames)
+        features = mel_db if self.dct is None else mel_db @ self.dct  # (n, frames, mels or MFCCs)
+        scaled = minmax_scale(features).transpose(0, 2, 1)  # (n, mels, frames)
         planes = scaled[:, None] if self.lut is None else apply_colormap(scaled, self.lut)  # (n, c, M, F)
         planes = apply_taps(apply_taps(planes, self.time_taps, axis=3), self.mel_taps, axis=2)  # (n, c, H, W)
         image = np.empty((planes.shape[0], *self.config.image_shape), np.float32)

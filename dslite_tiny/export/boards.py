@@ -153,7 +153,7 @@ def frontend_buffer_bytes(frontend: FrontendConfig | None) -> int:
     if frontend is None:
         return 0
     f = frontend
-    mel_taps = resize_taps(f.n_mels, f.image_height, method=f.resize, antialias=f.antialias)[0].shape[1]
+    mel_taps = resize_taps(f.feature_bins, f.image_height, method=f.resize, antialias=f.antialias)[0].shape[1]
     rows = mel_taps * f.image_width  # time-resized mel rows of one image row
     return 2 * f.chunk_length + 4 * (f.n_fft + f.n_frames * f.n_mels + rows)
 

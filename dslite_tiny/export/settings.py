@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dslite_tiny.audio.frontend import colormap_lut, hann_window, mel_matrix, resize_taps
+from dslite_tiny.audio.frontend import colormap_lut, dct_matrix, hann_window, mel_matrix, resize_taps
 from dslite_tiny.config import FrontendConfig
 from dslite_tiny.c_source import banner, c_float, c_string, include_guard
 from dslite_tiny.export.variant import Variant
@@ -103,7 +103,7 @@ def _frontend_section(frontend: FrontendConfig | None, p: str) -> str:
         return ("// Frontend: unknown (no compress reference.json was found with this model).\n"
                 + _define(p, "HAS_FRONTEND", "0"))
     f = frontend
-    lines = ["// Frontend (DeepSpectrumLite): chunk -> periodic-Hann STFT -> |X|^2 -> HTK mel -> dB -> min-max",
+    lines = ["// Frontend (DeepSpectrumLite): chunk -> periodic-Hann STFT -> |X|^2 -> HTK mel -> dB (-> MFCC) -> min-max",
              "// -> colour map -> resize (mel rows flipped: highest frequency on top) -> backbone normalisation.",
              _define(p, "HAS_FRONTEND", "1"),
              _define(p, "SAMPLE_RATE", str(f.sr), "Hz"),
@@ -115,6 +115,8 @@ def _frontend_section(frontend: FrontendConfig | None, p: str) -> str:
              _define(p, "FFT_SIZE", str(f.n_fft)),
              _define(p, "FRAMES", str(f.n_frames), "STFT frames per chunk (no end padding)"),
              _define(p, "MEL_BINS", str(f.n_mels)),
+             _define(p, "HAS_MFCC", str(int(f.n_mfcc is not None)), "plot MFCCs (DCT-II of the mel dB), not mel bands"),
+             _define(p, "FEATURE_BINS", str(f.feature_bins), "rows plotted before resizing"),
              _define(p, "MEL_FMIN_HZ", c_float(f.fmin)),
              _define(p, "MEL_FMAX_HZ", c_float(f.fmax)),
              _define(p, "HAS_TOP_DB", str(int(f.top_db is not None))),
@@ -145,15 +147,16 @@ _TABLE_COMMENTS = {
     "MEL_WEIGHT_HIGH": "its weight in band MEL_BAND + 1 (0 where it feeds one band only)",
     "TIME_TAP_INDEX": "per image column, TIME_TAPS frame indices of the resize",
     "TIME_TAP_WEIGHT": "and their weights (0 pads a column with fewer taps)",
-    "MEL_TAP_INDEX": "per image row (row 0: highest frequency), MEL_TAPS mel-band indices",
+    "MEL_TAP_INDEX": "per image row (row 0: highest frequency), MEL_TAPS mel-band (or MFCC) indices",
     "MEL_TAP_WEIGHT": "and their weights",
+    "DCT": "MFCC only: per coefficient, its DCT-II weights of the MEL_BINS mel dB values",
 }
 
 
 def frontend_tables(f: FrontendConfig) -> dict[str, np.ndarray]:
     """The C frontend's constant tables (uint16 indices, float32 weights), in the Python frontend's values:
-    its window, its mel filterbank stored sparse (a bin feeds at most two adjacent bands) and its resize
-    taps; twiddles in float32 from float64 angles."""
+    its window, its mel filterbank stored sparse (a bin feeds at most two adjacent bands), its resize
+    taps and (MFCC) its DCT; twiddles in float32 from float64 angles."""
     n = f.n_fft
     k = np.arange(n // 2 + 1 if n & (n - 1) == 0 else n, dtype=np.float64)
     angle = -2.0 * np.pi * k / n
@@ -162,8 +165,9 @@ def frontend_tables(f: FrontendConfig) -> dict[str, np.ndarray]:
     band = np.argmax(mel[fed] != 0, axis=1)
     padded = np.hstack([mel, np.zeros((mel.shape[0], 1), np.float32)])  # the band above the last is empty
     time_index, time_weight = resize_taps(f.n_frames, f.image_width, method=f.resize, antialias=f.antialias)
-    mel_index, mel_weight = resize_taps(f.n_mels, f.image_height, method=f.resize, antialias=f.antialias)
-    return {"WINDOW": hann_window(f.win_length) * np.float32(2.0 ** -15),
+    mel_index, mel_weight = resize_taps(f.feature_bins, f.image_height, method=f.resize, antialias=f.antialias)
+    dct = {} if f.n_mfcc is None else {"DCT": dct_matrix(f.n_mels, f.n_mfcc).T.ravel()}
+    return {**dct, "WINDOW": hann_window(f.win_length) * np.float32(2.0 ** -15),
             "TWIDDLES": np.stack([np.cos(angle), np.sin(angle)], axis=1).astype(np.float32).ravel(),
             "MEL_BAND": band.astype(np.uint16),
             "MEL_WEIGHT_LOW": padded[fed, band], "MEL_WEIGHT_HIGH": padded[fed, band + 1],
@@ -185,6 +189,8 @@ def _table_defines(f: FrontendConfig, p: str) -> list[str]:
              _define(p, "MEL_BIN_COUNT", str(tables["MEL_BAND"].size), "FFT bins with a mel weight"),
              _define(p, "TIME_TAPS", str(tables["_time_taps"])), _define(p, "MEL_TAPS", str(tables["_mel_taps"]))]
     for key, comment in _TABLE_COMMENTS.items():
+        if key not in tables:
+            continue
         values = tables[key]
         text = [str(int(v)) for v in values] if values.dtype == np.uint16 else [c_float(float(v)) for v in values]
         rows = [", ".join(text[i:i + 8]) for i in range(0, len(text), 8)]

@@ -29,6 +29,10 @@ static const float kTimeTapWeight[DT_IMAGE_WIDTH * DT_TIME_TAPS] = DT_TIME_TAP_W
 static const uint16_t kMelTapIndex[DT_IMAGE_HEIGHT * DT_MEL_TAPS] = DT_MEL_TAP_INDEX;
 static const float kMelTapWeight[DT_IMAGE_HEIGHT * DT_MEL_TAPS] = DT_MEL_TAP_WEIGHT;
 
+#if DT_HAS_MFCC
+static const float kDct[DT_FEATURE_BINS * DT_MEL_BINS] = DT_DCT;
+#endif
+
 static float g_frame[DT_FFT_SIZE]; /* one windowed frame; a power-of-two size transforms it in place */
 static float g_mel[DT_FRAMES * DT_MEL_BINS]; /* (frames, mels): power, then dB, then [0, 1] */
 static float g_rows[DT_MEL_TAPS][DT_IMAGE_WIDTH];
@@ -40,6 +44,9 @@ size_t dt_frontend_table_bytes(void) {
          sizeof(kTimeTapIndex) + sizeof(kTimeTapWeight) + sizeof(kMelTapIndex) + sizeof(kMelTapWeight)
 #if !DT_COLOR_MAP_GRAY
          + sizeof(kLut)
+#endif
+#if DT_HAS_MFCC
+         + sizeof(kDct)
 #endif
       ;
 }
@@ -145,15 +152,33 @@ static void mel_spectrogram(const uint8_t *pcm_le) {
   }
 }
 
-/* minmax_scale over the whole chunk; a constant chunk becomes zeros. */
+#if DT_HAS_MFCC
+/* Frontend.plot's mel_db @ dct: each frame's first FEATURE_BINS DCT-II coefficients, stored (frames,
+ * FEATURE_BINS) from the start of g_mel; a frame is copied whole before its row is overwritten, and later
+ * frames lie above every row written. */
+static void cepstra(void) {
+  float frame[DT_MEL_BINS];
+  int t, k, m;
+  for (t = 0; t < DT_FRAMES; ++t) {
+    for (m = 0; m < DT_MEL_BINS; ++m) frame[m] = g_mel[t * DT_MEL_BINS + m];
+    for (k = 0; k < DT_FEATURE_BINS; ++k) {
+      float sum = 0.0f;
+      for (m = 0; m < DT_MEL_BINS; ++m) sum += frame[m] * kDct[k * DT_MEL_BINS + m];
+      g_mel[t * DT_FEATURE_BINS + k] = sum;
+    }
+  }
+}
+#endif
+
+/* minmax_scale over the whole chunk's (frames, FEATURE_BINS) values; a constant chunk becomes zeros. */
 static void minmax_scale(void) {
   float low = g_mel[0], high = g_mel[0];
   int i;
-  for (i = 1; i < DT_FRAMES * DT_MEL_BINS; ++i) {
+  for (i = 1; i < DT_FRAMES * DT_FEATURE_BINS; ++i) {
     if (g_mel[i] < low) low = g_mel[i];
     if (g_mel[i] > high) high = g_mel[i];
   }
-  for (i = 0; i < DT_FRAMES * DT_MEL_BINS; ++i) {
+  for (i = 0; i < DT_FRAMES * DT_FEATURE_BINS; ++i) {
     g_mel[i] = high - low > 0.0f ? (g_mel[i] - low) / (high - low) : 0.0f;
   }
 }
@@ -224,9 +249,9 @@ static void render(int8_t *input) {
         for (w = 0; w < DT_IMAGE_WIDTH; ++w) {
           const uint16_t *time_index = &kTimeTapIndex[w * DT_TIME_TAPS];
           const float *time_weight = &kTimeTapWeight[w * DT_TIME_TAPS];
-          float v = plane_value(g_mel[time_index[0] * DT_MEL_BINS + mel_index[j]], p) * time_weight[0];
+          float v = plane_value(g_mel[time_index[0] * DT_FEATURE_BINS + mel_index[j]], p) * time_weight[0];
           for (k = 1; k < DT_TIME_TAPS; ++k) {
-            v += plane_value(g_mel[time_index[k] * DT_MEL_BINS + mel_index[j]], p) * time_weight[k];
+            v += plane_value(g_mel[time_index[k] * DT_FEATURE_BINS + mel_index[j]], p) * time_weight[k];
           }
           g_rows[j][w] = v;
         }
@@ -243,6 +268,9 @@ static void render(int8_t *input) {
 
 void dt_frontend_run(const uint8_t *pcm_le, int8_t *input) {
   mel_spectrogram(pcm_le);
+#if DT_HAS_MFCC
+  cepstra();
+#endif
   minmax_scale();
   render(input);
 }
