@@ -58,7 +58,8 @@ def test_arelu_save_load_round_trip(tmp_path):
 
 
 @pytest.mark.parametrize("backbone,shapes", [
-    ("dscnn", [(16, 16, 1), (64, 48, 1)]), ("mobilenet", [(32, 32, 3), (64, 64, 1)]),
+    ("dscnn", [(16, 16, 1), (64, 48, 1)]), ("dscnn_mlperf", [(10, 49, 1), (40, 49, 1)]),
+    ("mobilenet", [(32, 32, 3), (64, 64, 1)]),
     ("mobilenet_v2", [(32, 32, 3), (48, 64, 3)]), ("densenet121", [(32, 32, 3), (48, 48, 3)]),
 ])
 def test_every_backbone_builds_flat_at_two_sizes(backbone, shapes):

@@ -116,6 +116,23 @@ def trained_dscnn(tmp_path_factory):
     return result, data, cache
 
 
+@pytest.mark.parametrize("preset,overrides,shape", [
+    ("mlperf-dscnn", {}, (10, 49, 1)), ("mcu-dscnn", {"frontend": "kws-40x49"}, (40, 49, 1))])
+def test_the_keyword_spotting_presets_train_an_epoch(demo_data, tmp_path, preset, overrides, shape):
+    """MLPerf Tiny's DS-CNN on its MFCC input, and mcu-dscnn on the 16 kHz log-mel 40×49 (the synthetic 8 kHz
+    clips resampled): one epoch through the real training run, the saved model takes the frontend's shape."""
+    data = load_config(DataConfig, demo_data, stage="data")
+    config = load_config(TrainConfig, preset, ("test", {"epochs": 1, **overrides}), stage="train")
+    result = run_training(data, config, out_dir=tmp_path / "model", cache=FeatureCache(tmp_path / "cache"))
+    trained = load_trained(result.path)
+    assert trained.model.input_shape == (None, *shape) and trained.frontend_config.image_shape == shape
+    assert len(result.history) == 1 and 0.0 <= result.history[0]["devel_uar"] <= 1.0
+    if preset == "mlperf-dscnn":  # the reference's head: pooling, dropout, classifier; 23,756 weights for 12 classes
+        assert [layer.name for layer in trained.model.layers[-3:]] == ["head_pool", "head_dropout", "head_predictions"]
+        reference = create_model("dscnn_mlperf", input_shape=shape, num_classes=12, units=0, dropout=0.4)
+        assert sum(int(np.prod(w.shape)) for w in reference.trainable_weights) == 23_756
+
+
 def test_training_the_dscnn_beats_chance_by_far(trained_dscnn):
     result, data, cache = trained_dscnn
     report = evaluate(load_trained(result.path), load_dataset(data), split="test", cache=cache)

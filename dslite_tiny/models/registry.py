@@ -3,7 +3,8 @@
 TFMOT refuses nested models, so every backbone is built *on our input tensor* (keras.applications'
 ``input_tensor=``) and the head continues from its output tensor: the backbone's layers are layers of the
 returned model, not a sub-model. The head is DeepSpectrumLite's: GlobalAveragePooling → Dense(units) →
-AReLU → Dropout → Dense(classes, softmax). Layers outside the backbone are named ``head_*``.
+AReLU → Dropout → Dense(classes, softmax), or without Dense and AReLU (``units`` 0, as MLPerf Tiny's
+DS-CNN). Layers outside the backbone are named ``head_*``.
 """
 from __future__ import annotations
 
@@ -84,10 +85,35 @@ def _dscnn(inputs, alpha: float, weights: str | None):
     return x
 
 
+@register_backbone("dscnn_mlperf", normalization="tf", min_size=8, imagenet=False)
+def _dscnn_mlperf(inputs, alpha: float, weights: str | None):
+    """MLPerf Tiny's keyword-spotting reference DS-CNN (Hello Edge's "DS-CNN small"): a 10×4 convolution of
+    stride 2 over 10 frames × 4 coefficients (4 rows × 10 columns here: images have frequency in rows, time
+    in columns), BatchNorm, ReLU, dropout 0.2, then four depthwise-separable blocks of 64 channels at stride
+    1; every convolution has a bias, as the reference's. With ``units: 0`` the head is the reference's
+    average pool and fully connected layer: 23,756 trainable parameters on a 10×49×1 MFCC input and 12
+    classes (preset mlperf-dscnn). BatchNorm momentum 0.9, as ``dscnn``'s (the reference keeps Keras' 0.99)."""
+    layers = keras.layers
+    filters = max(8, int(round(64 * alpha)))
+    x = layers.Conv2D(filters, (4, 10), strides=2, padding="same", name="mlperf_conv1")(inputs)
+    x = layers.BatchNormalization(momentum=0.9, name="mlperf_conv1_bn")(x)
+    x = layers.ReLU(name="mlperf_conv1_relu")(x)
+    x = layers.Dropout(0.2, name="mlperf_conv1_dropout")(x)
+    for block in range(1, 5):
+        x = layers.DepthwiseConv2D(3, padding="same", name=f"mlperf_dw{block}")(x)
+        x = layers.BatchNormalization(momentum=0.9, name=f"mlperf_dw{block}_bn")(x)
+        x = layers.ReLU(name=f"mlperf_dw{block}_relu")(x)
+        x = layers.Conv2D(filters, 1, name=f"mlperf_pw{block}")(x)
+        x = layers.BatchNormalization(momentum=0.9, name=f"mlperf_pw{block}_bn")(x)
+        x = layers.ReLU(name=f"mlperf_pw{block}_relu")(x)
+    return x
+
+
 def create_model(backbone: str, *, input_shape: tuple[int, int, int], num_classes: int, units: int = 512,
                  dropout: float = 0.25, alpha: float = 1.0, arelu_learnable: bool = True,
                  weights: str | None = None) -> keras.Model:
-    """A flat classifier; ``weights`` is None, 'imagenet' (Keras download) or a local no-top .h5 path."""
+    """A flat classifier; ``weights`` is None, 'imagenet' (Keras download) or a local no-top .h5 path;
+    ``units`` 0 leaves out the head's hidden layer (Dense and AReLU): pooling, dropout, classifier."""
     spec = get_backbone(backbone)
     height, width, channels = input_shape
     if min(height, width) < spec.min_size:
@@ -99,8 +125,9 @@ def create_model(backbone: str, *, input_shape: tuple[int, int, int], num_classe
     inputs = keras.Input(shape=input_shape, name="input")
     features = _build_backbone(spec, inputs, alpha, "imagenet" if weights == "imagenet" else None)
     x = keras.layers.GlobalAveragePooling2D(name=f"{HEAD_PREFIX}pool")(features)
-    x = keras.layers.Dense(units, name=f"{HEAD_PREFIX}dense")(x)
-    x = AReLU(learnable=arelu_learnable, name=f"{HEAD_PREFIX}arelu")(x)
+    if units:
+        x = keras.layers.Dense(units, name=f"{HEAD_PREFIX}dense")(x)
+        x = AReLU(learnable=arelu_learnable, name=f"{HEAD_PREFIX}arelu")(x)
     x = keras.layers.Dropout(dropout, name=f"{HEAD_PREFIX}dropout")(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax", name=f"{HEAD_PREFIX}predictions")(x)
     model = keras.Model(inputs, outputs, name=backbone)
