@@ -147,6 +147,7 @@ void dt_add_s8(const dt_add_params *p, const int8_t *in1, const int8_t *in2, int
 /* CONCATENATION of ``count`` tensors sharing the output's quantization: ``outer`` blocks, each the
  * concatenation of sizes[k] bytes of each in[k]. */
 void dt_concat_s8(int32_t outer, int32_t count, const int8_t *const *in, const int32_t *sizes, int8_t *out);
+#define DT_SMALL_WINDOW 64 /* taps of a window dt_conv_s8 gathers once per output pixel */
 void dt_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
                 const int32_t *multiplier, const int8_t *shift, int8_t *out);
 /* A 1×1 convolution with stride 1 and no padding; bias has the input offset folded in. */

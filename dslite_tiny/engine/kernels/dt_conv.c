@@ -1,8 +1,8 @@
-/* CONV_2D with any window, stride, dilation and padding. */
+/* CONV_2D with any window, stride, dilation and padding: a window of up to DT_SMALL_WINDOW values (dt_engine.h)
+ * is gathered once per output pixel, a larger one read in place for every output channel. */
 #include "dt_engine.h"
 #include "dt_arith.h"
 
-#define DT_SMALL_WINDOW 32 /* a convolution window of up to this many values is gathered per output pixel */
 
 /* One output pixel of a convolution, every tap bounds-checked and offset (the reference kernel's sum). */
 static void conv_pixel(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,

@@ -8,7 +8,12 @@ from dslite_tiny.engine.ops.convolution import (CONV_PARAMS, conv_multipliers, c
 from dslite_tiny.engine.sparse import BlockSparse, smaller_block_sparse
 from dslite_tiny.measure.graph import Graph, Op
 
-DECLARATIONS = """\
+# Taps (height · width · input channels) up to which dt_conv.c gathers a pixel's window once (an int32 array on
+# the stack) instead of reading the input again for every output channel: MLPerf Tiny's 10×4 first convolution
+# has 40, and on the generic path cost ~1670 Cortex-M4 instructions per output (engine_costs.md).
+SMALL_WINDOW = 64
+DECLARATIONS = f"""\
+#define DT_SMALL_WINDOW {SMALL_WINDOW} /* taps of a window dt_conv_s8 gathers once per output pixel */
 void dt_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
                 const int32_t *multiplier, const int8_t *shift, int8_t *out);
 /* A 1×1 convolution with stride 1 and no padding; bias has the input offset folded in. */
@@ -69,8 +74,8 @@ def work(graph: Graph, op: Op, sparse: BlockSparse | None) -> Work:
     x, w, out = (graph.tensors[i] for i in (op.inputs[0], op.inputs[1], op.outputs[0]))
     pixels = out.elements // out.shape[-1]
     if not is_pointwise(graph, op):
-        window = w.elements // w.shape[0]  # dt_conv.c gathers a window of up to 32 values once per pixel
-        return Work("conv_small_window" if window <= 32 else "conv", out.elements * window, out.elements)
+        window = w.elements // w.shape[0]
+        return Work("conv_small_window" if window <= SMALL_WINDOW else "conv", out.elements * window, out.elements)
     if sparse is not None:
         return Work("pointwise_sparse", pixels * sparse.kept * 4, out.elements)
     return Work("pointwise", pixels * x.shape[-1] * out.shape[-1], out.elements)
