@@ -363,8 +363,11 @@ def test_folded_bias_takes_int32_min_and_refuses_overflow():
 
 
 def _pointwise_events(pixels: int, c_in: int, c_out: int) -> list[tuple[str, int]]:
-    """The pointwise kernel's memory order (dt_pointwise_conv_s8): per pixel pair and pair of output channels,
-    both input rows read whole, then four outputs written; a last odd pixel row by row."""
+    """The dense pointwise kernel's memory order (dt_pointwise_conv_s8) where c_in is not a multiple of 4:
+    per pixel pair and pair of output channels, both input rows read whole, then four outputs written; a
+    last odd pixel row by row. Else it is the sparse kernel's."""
+    if c_in % 4 == 0:
+        return _sparse_pointwise_events(pixels, c_in, c_out)
     events: list[tuple[str, int]] = []
     for first in range(0, pixels - 1, 2):
         for oc in range(0, c_out, 2):
@@ -377,7 +380,8 @@ def _pointwise_events(pixels: int, c_in: int, c_out: int) -> list[tuple[str, int
 
 
 def _sparse_pointwise_events(pixels: int, c_in: int, c_out: int) -> list[tuple[str, int]]:
-    """The sparse pointwise kernel's memory order (dt_pointwise_conv_sparse_s8): per group of four pixels,
+    """The sparse pointwise kernel's memory order (dt_pointwise_conv_sparse_s8, and the dense kernel's where
+    c_in is a multiple of 4): per group of four pixels,
     the group's input rows read into the scratch, then all its outputs written; the last pixels % 4 one by
     one the same way."""
     events: list[tuple[str, int]] = []

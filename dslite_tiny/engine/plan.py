@@ -6,7 +6,8 @@ offset that overlaps no placed tensor alive at the same time, with one exception
 make: an op's output may overlap the input that dies with it, as far as the kernel's loop order allows.
 How far an op's output may overlap its dying input is the op's to say (``engine.ops``: its kernel's loop
 order): element-wise ops 0 (fully in place); a 3×3 stride-2 depthwise convolution too; a pointwise
-convolution, whose kernel works on pixel pairs, needs its output two pixels below its input.
+convolution whose kernel reads four pixels into its scratch before writing them lets its output start
+almost anywhere below the next four input pixels.
 
 An op may also ask for scratch bytes it uses only while it runs (the sparse kernels widen their input
 there): a buffer alive at that op alone, placed like the tensors, so the arena counts it.

@@ -150,9 +150,10 @@ void dt_concat_s8(int32_t outer, int32_t count, const int8_t *const *in, const i
 #define DT_SMALL_WINDOW 64 /* taps of a window dt_conv_s8 gathers once per output pixel */
 void dt_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
                 const int32_t *multiplier, const int8_t *shift, int8_t *out);
-/* A 1×1 convolution with stride 1 and no padding; bias has the input offset folded in. */
+/* A 1×1 convolution with stride 1 and no padding; bias has the input offset folded in. ``scratch`` (4 in_c
+ * int16, word-aligned) where in_c is a multiple of 4, else NULL. */
 void dt_pointwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
-                          const int32_t *multiplier, const int8_t *shift, int8_t *out);
+                          const int32_t *multiplier, const int8_t *shift, int16_t *scratch, int8_t *out);
 /* Its block-sparse form (engine/sparse.py): per output channel, (in_c / 4 + 31) / 32 32-bit masks of which
  * blocks of four input channels are kept (in ``mask``), and the kept blocks' four weights each (in
  * ``values``); the skipped blocks are zeros. in_c is a multiple of 4; ``scratch`` holds 4 in_c int16,

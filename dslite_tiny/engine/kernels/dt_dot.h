@@ -178,6 +178,47 @@ static inline const int8_t *sparse_dot4(const int16_t *s, const uint32_t *mask, 
   return w;
 }
 
+/* acc[0..4) + Σ over all ``blocks`` blocks of four weights (``w``) times the widened inputs of four rows
+ * (``s``, from widen_blocks): the dense pointwise kernel's inner loop, 1 LDR, 2 SXTB16, 4 LDRD and 8 SMLAD
+ * per block on the DSP path. */
+static inline void dense_dot4(const int16_t *s, const int8_t *w, int32_t blocks, int32_t acc[4]) {
+  int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3], b;
+  for (b = 0; b < blocks; ++b, s += 16, w += 4) {
+#if defined(__ARM_FEATURE_DSP)
+    const uint32_t wv = load4(w);
+    const int32_t we = __sxtb16(wv), wo = sxtb16_odd(wv);
+    DT_BLOCK_MAC(s, 0, we, wo, a0);
+    DT_BLOCK_MAC(s, 8, we, wo, a1);
+    DT_BLOCK_MAC(s, 16, we, wo, a2);
+    DT_BLOCK_MAC(s, 24, we, wo, a3);
+#else
+    a0 = block_mac(s, w, a0);
+    a1 = block_mac(s + 4, w, a1);
+    a2 = block_mac(s + 8, w, a2);
+    a3 = block_mac(s + 12, w, a3);
+#endif
+  }
+  acc[0] = a0;
+  acc[1] = a1;
+  acc[2] = a2;
+  acc[3] = a3;
+}
+
+/* dense_dot4 for the widened inputs of one row. */
+static inline int32_t dense_dot1(const int16_t *s, const int8_t *w, int32_t blocks, int32_t acc) {
+  int32_t b;
+  for (b = 0; b < blocks; ++b, s += 4, w += 4) {
+#if defined(__ARM_FEATURE_DSP)
+    const uint32_t wv = load4(w);
+    const int32_t we = __sxtb16(wv), wo = sxtb16_odd(wv);
+    DT_BLOCK_MAC(s, 0, we, wo, acc);
+#else
+    acc = block_mac(s, w, acc);
+#endif
+  }
+  return acc;
+}
+
 /* sparse_dot4 for the widened inputs of one row. Not inlined: inside sparse_rows_s8's loop GCC spills the
  * mask and the weight pairs to the stack on every block (~23 instructions per block instead of 12). */
 static DT_NOINLINE const int8_t *sparse_dot1(const int16_t *s, const uint32_t *mask, int32_t words,

@@ -1,13 +1,47 @@
-/* CONV_2D with a 1×1 window, stride 1 and no padding: dense weights two pixels by two output channels
- * at a time, or block-sparse weights four pixels per kept block. */
+/* CONV_2D with a 1×1 window, stride 1 and no padding: four pixels at a time widened to int16 in a scratch
+ * (dense weights where in_c is a multiple of 4, and block-sparse weights), else dense weights two pixels by
+ * two output channels at a time. */
 #include "dt_engine.h"
 #include "dt_dot.h"
 
+/* Four pixels at a time, widened into the scratch before any of their outputs is written, each output
+ * channel's weights once for the four (the sparse kernel's order, and its overlap rule). */
+static void pointwise_widened(const dt_conv_params *q, const int8_t *in, const int8_t *filter, const int32_t *bias,
+                              const int32_t *multiplier, const int8_t *shift, int16_t *scratch, int8_t *out) {
+  const int32_t pixels = q->out_h * q->out_w, c = q->in_c, n = q->out_c;
+  int32_t i = 0, oc;
+  for (; i + 4 <= pixels; i += 4) {
+    int8_t *y = &out[i * n];
+    widen_blocks(&in[i * c], c, 4, scratch);
+    for (oc = 0; oc < n; ++oc) {
+      int32_t acc[4];
+      acc[0] = acc[1] = acc[2] = acc[3] = bias[oc];
+      dense_dot4(scratch, &filter[oc * c], c / 4, acc);
+      y[oc] = requantize(acc[0], multiplier[oc], shift[oc], q->out_offset, q->act_min, q->act_max);
+      y[n + oc] = requantize(acc[1], multiplier[oc], shift[oc], q->out_offset, q->act_min, q->act_max);
+      y[2 * n + oc] = requantize(acc[2], multiplier[oc], shift[oc], q->out_offset, q->act_min, q->act_max);
+      y[3 * n + oc] = requantize(acc[3], multiplier[oc], shift[oc], q->out_offset, q->act_min, q->act_max);
+    }
+  }
+  for (; i < pixels; ++i) { /* the last pixels % 4 one by one, each widened before its outputs are written */
+    int8_t *y = &out[i * n];
+    widen_blocks(&in[i * c], c, 1, scratch);
+    for (oc = 0; oc < n; ++oc) {
+      const int32_t acc = dense_dot1(scratch, &filter[oc * c], c / 4, bias[oc]);
+      y[oc] = requantize(acc, multiplier[oc], shift[oc], q->out_offset, q->act_min, q->act_max);
+    }
+  }
+}
+
 void dt_pointwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
-                          const int32_t *multiplier, const int8_t *shift, int8_t *out) {
+                          const int32_t *multiplier, const int8_t *shift, int16_t *scratch, int8_t *out) {
   const dt_conv_params q = *p; /* a local copy: stores through int8_t * cannot alias it */
   const int32_t pixels = q.out_h * q.out_w, c = q.in_c, n = q.out_c;
   int32_t i = 0, oc;
+  if (scratch != NULL) { /* the generator gives a scratch where in_c is a multiple of 4 */
+    pointwise_widened(&q, in, filter, bias, multiplier, shift, scratch, out);
+    return;
+  }
   for (; i + 2 <= pixels; i += 2) { /* two pixels by two output channels at a time */
     const int8_t *x0 = &in[i * c], *x1 = x0 + c;
     int8_t *y0 = &out[i * n], *y1 = y0 + n;

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dslite_tiny.engine.ops import OpKernel, Work, register
 from dslite_tiny.engine.ops.convolution import (CONV_PARAMS, conv_multipliers, conv_values, is_pointwise,
-                                                pointwise_overlap, sparse_pointwise_overlap, window_overlap)
+                                                pointwise_overlap, widened_pointwise_overlap, window_overlap)
 from dslite_tiny.engine.sparse import BlockSparse, smaller_block_sparse
 from dslite_tiny.measure.graph import Graph, Op
 
@@ -16,9 +16,10 @@ DECLARATIONS = f"""\
 #define DT_SMALL_WINDOW {SMALL_WINDOW} /* taps of a window dt_conv_s8 gathers once per output pixel */
 void dt_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
                 const int32_t *multiplier, const int8_t *shift, int8_t *out);
-/* A 1×1 convolution with stride 1 and no padding; bias has the input offset folded in. */
+/* A 1×1 convolution with stride 1 and no padding; bias has the input offset folded in. ``scratch`` (4 in_c
+ * int16, word-aligned) where in_c is a multiple of 4, else NULL. */
 void dt_pointwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
-                          const int32_t *multiplier, const int8_t *shift, int8_t *out);
+                          const int32_t *multiplier, const int8_t *shift, int16_t *scratch, int8_t *out);
 /* Its block-sparse form (engine/sparse.py): per output channel, (in_c / 4 + 31) / 32 32-bit masks of which
  * blocks of four input channels are kept (in ``mask``), and the kept blocks' four weights each (in
  * ``values``); the skipped blocks are zeros. in_c is a multiple of 4; ``scratch`` holds 4 in_c int16,
@@ -26,7 +27,7 @@ void dt_pointwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_
 void dt_pointwise_conv_sparse_s8(const dt_conv_params *p, const int8_t *in, const uint32_t *mask,
                                  const int8_t *values, const int32_t *bias, const int32_t *multiplier,
                                  const int8_t *shift, int16_t *scratch, int8_t *out);"""
-SPARSE_ROWS = 4  # pixels the sparse kernel widens into its scratch at a time
+WIDENED_ROWS = 4  # pixels the pointwise kernels widen into their scratch at a time
 
 
 def emit(writer, op: Op) -> str:
@@ -46,7 +47,8 @@ def emit(writer, op: Op) -> str:
     if op.index in writer.sparse:
         return writer.call("dt_pointwise_conv_sparse_s8", params, writer.where(op.inputs[0]), *arrays,
                            writer.scratch(op), writer.where(op.outputs[0]))
-    return writer.call("dt_pointwise_conv_s8", params, writer.where(op.inputs[0]), *arrays,
+    scratch = writer.scratch(op) if _widened(writer.graph, op) else "NULL"
+    return writer.call("dt_pointwise_conv_s8", params, writer.where(op.inputs[0]), *arrays, scratch,
                        writer.where(op.outputs[0]))
 
 
@@ -55,7 +57,12 @@ def overlap(graph: Graph, op: Op, sparse: bool) -> int:
         return window_overlap(graph, op)
     _, h, w, c_in = graph.tensors[op.inputs[0]].shape
     c_out = graph.tensors[op.outputs[0]].shape[-1]
-    return (sparse_pointwise_overlap if sparse else pointwise_overlap)(h * w, c_in, c_out)
+    return (widened_pointwise_overlap if sparse or _widened(graph, op) else pointwise_overlap)(h * w, c_in, c_out)
+
+
+def _widened(graph: Graph, op: Op) -> bool:
+    """A pointwise convolution whose dense kernel widens four pixels at a time (input depth a multiple of 4)."""
+    return is_pointwise(graph, op) and graph.tensors[op.inputs[0]].shape[-1] % 4 == 0
 
 
 def sparse_weights(graph: Graph, op: Op) -> BlockSparse | None:
@@ -66,8 +73,9 @@ def sparse_weights(graph: Graph, op: Op) -> BlockSparse | None:
 
 
 def scratch(graph: Graph, op: Op, sparse: BlockSparse | None) -> int:
-    """The sparse kernel widens four pixels' inputs to int16."""
-    return 0 if sparse is None else SPARSE_ROWS * graph.tensors[op.inputs[0]].shape[-1] * 2
+    """The sparse kernel, and the dense one where the depth is a multiple of 4, widen four pixels to int16."""
+    widened = sparse is not None or _widened(graph, op)
+    return WIDENED_ROWS * graph.tensors[op.inputs[0]].shape[-1] * 2 if widened else 0
 
 
 def work(graph: Graph, op: Op, sparse: BlockSparse | None) -> Work:

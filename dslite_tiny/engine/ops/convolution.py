@@ -60,7 +60,7 @@ def window_overlap(graph: Graph, op: Op) -> int:
 
 
 def pointwise_overlap(pixels: int, c_in: int, c_out: int) -> int:
-    """The dense pointwise kernel's order: per pixel pair and pair of output channels, both input rows are
+    """The dense pointwise kernel's order where the depth is not a multiple of 4: per pixel pair and pair of output channels, both input rows are
     read whole and four outputs written; so a block's writes precede reads of the same pair until its last
     channel block, and of the next pair after it. A last odd pixel goes one channel at a time."""
     bounds = []
@@ -78,8 +78,9 @@ def pointwise_overlap(pixels: int, c_in: int, c_out: int) -> int:
     return int(min(bounds)) - 1
 
 
-def sparse_pointwise_overlap(pixels: int, c_in: int, c_out: int) -> int:
-    """The sparse pointwise kernel's order: per group of four pixels (the last ``pixels % 4`` one by one),
+def widened_pointwise_overlap(pixels: int, c_in: int, c_out: int) -> int:
+    """The order of the pointwise kernels that widen their input (sparse, and dense with a depth that is a
+    multiple of 4): per group of four pixels (the last ``pixels % 4`` one by one),
     the group's input rows are read whole into its scratch, then all its outputs written. Each group's
     writes must stay below every read of the groups after it."""
     starts = np.append(np.arange(0, pixels - 3, 4), np.arange(pixels - pixels % 4, pixels))
