@@ -90,11 +90,13 @@ def test_data_summary_and_synth(tmp_path):
     result = run_cli("data", "summary", str(tmp_path / "d" / "dataset.yaml"))
     assert result.returncode == 0, result.stderr
     assert "30 files, 5 classes" in result.stdout and "1 speaker: spk2" in result.stdout
-    from dslite_tiny.cli.data import speaker_list
+    from dslite_tiny.data.splits import speaker_list
 
     many = [f"{i:08x}" for i in range(183)]
     assert speaker_list(many) == f"183 speakers: {', '.join(many[:8])}, … (175 more)"
     assert speaker_list(["theo"]) == "1 speaker: theo"
+    assert speaker_list(["theo", "file:_silence_/1.wav", "file:_silence_/2.wav"]) == \
+        "1 speaker: theo; 2 files without a speaker"
     assert "chirp_up" in result.stdout and " test: 10 files" in result.stdout
 
 

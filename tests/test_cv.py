@@ -85,9 +85,12 @@ def test_a_run_is_reused_only_if_the_same_configs_wrote_it(tmp_path):
     assert mine != config_fingerprint(data, load_config(TrainConfig, "mcu-dscnn", ("t", {"units": 8}), stage="train"))
     assert mine != config_fingerprint(data, load_config(TrainConfig, "mcu-dscnn", ("t", {"teacher": ["t.h5"]}),
                                                         stage="train"))
+    by_file = load_config(DataConfig, ("test", {"root": str(tmp_path), "speakerless": "by_file"}), stage="data")
+    assert mine != config_fingerprint(by_file, train)
     # keys added later, at their defaults, leave the fingerprint that versions without them wrote
     earlier = {k: v for k, v in to_dict(train).items() if not k.startswith("teacher")}
-    settings = {"data": to_dict(data), "train": {**earlier, "seed": None}}
+    earlier_data = {k: v for k, v in to_dict(data).items() if k != "speakerless"}
+    settings = {"data": earlier_data, "train": {**earlier, "seed": None}}
     assert mine == hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
     run = tmp_path / "spk0-s0"
     assert _finished(run, mine) is None

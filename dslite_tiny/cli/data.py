@@ -13,16 +13,6 @@ def data() -> None:
     """Inspect datasets and generate the synthetic demo dataset."""
 
 
-SPEAKERS_SHOWN = 8  # a longer list is abbreviated: thousands of speaker ids are a wall, not a summary
-
-
-def speaker_list(speakers: list[str]) -> str:
-    """``3 speakers: a, b, c``, or the first ``SPEAKERS_SHOWN`` of a long list and how many more."""
-    shown = ", ".join(speakers[:SPEAKERS_SHOWN])
-    more = f", … ({len(speakers) - SPEAKERS_SHOWN} more)" if len(speakers) > SPEAKERS_SHOWN else ""
-    return f"{len(speakers)} speaker{'s' if len(speakers) != 1 else ''}: {shown}{more}"
-
-
 @data.command()
 @click.argument("data_path", metavar="DATA")
 @data_options
@@ -30,7 +20,7 @@ def summary(data_path: str, **options) -> None:
     """Split sizes, class counts, speakers and durations of DATA (a folder or a dataset YAML)."""
     from dslite_tiny.audio.io import audio_duration
     from dslite_tiny.data.layouts import SPLITS, load_dataset
-    from dslite_tiny.data.splits import is_file_speaker
+    from dslite_tiny.data.splits import speaker_list
 
     dataset = load_dataset(resolve_data(data_path, **options))
     click.echo(f"{dataset.source}: {len(dataset.clips)} files, {len(dataset.classes)} classes; "
@@ -39,15 +29,12 @@ def summary(data_path: str, **options) -> None:
     for split in SPLITS:
         clips = dataset.split(split)
         seconds = [d for d in (audio_duration(c.path) for c in clips) if d is not None]
-        speakers = [s for s in dataset.speakers(split) if not is_file_speaker(s)]
-        alone = len(dataset.speakers(split)) - len(speakers)
+        speakers = dataset.speakers(split)
         line = f"{split:>5}: {len(clips)} files"
         if seconds:
             line += f", {sum(seconds) / 60:.1f} min (clips {min(seconds):.2f}–{max(seconds):.2f} s)"
         if speakers:
             line += f"; {speaker_list(speakers)}"
-        if alone:
-            line += f"; {alone} file{'s' if alone != 1 else ''} without a speaker"
         if len(seconds) < len(clips):
             line += f"; {len(clips) - len(seconds)} unreadable"
         click.echo(line)

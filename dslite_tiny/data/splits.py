@@ -26,6 +26,7 @@ from dslite_tiny.errors import AudioError, DataError
 
 log = logging.getLogger(__name__)
 FILE_SPEAKER = "file:"  # the speaker id of a file without one (speakerless: by_file), before its path
+SPEAKERS_SHOWN = 8  # speakers a summary names before it counts the rest
 
 
 def split_dataset(source: str, labelled: list[tuple[Path, str]], *, given: dict[Path, str] | None,
@@ -139,3 +140,14 @@ def file_speaker(path: Path, root: Path) -> str:
 
 def is_file_speaker(speaker: str) -> bool:
     return speaker.startswith(FILE_SPEAKER)
+
+
+def speaker_list(speakers: list[str]) -> str:
+    """``3 speakers: a, b, c``, the first ``SPEAKERS_SHOWN`` of a long list and how many more, then how many
+    files stand for a speaker of their own: thousands of ids are a wall, not a summary."""
+    real = [s for s in speakers if not is_file_speaker(s)]
+    alone = len(speakers) - len(real)
+    more = f", … ({len(real) - SPEAKERS_SHOWN} more)" if len(real) > SPEAKERS_SHOWN else ""
+    text = f"{len(real)} speaker{'s' if len(real) != 1 else ''}: {', '.join(real[:SPEAKERS_SHOWN])}{more}" if real else ""
+    files = f"{alone} file{'s' if alone != 1 else ''} without a speaker" if alone else ""
+    return "; ".join(part for part in (text, files) if part)

@@ -119,18 +119,23 @@ def dataset_speakers(dataset: Dataset) -> list[str]:
     return sorted({clip.speaker for clip in dataset.clips if clip.speaker})
 
 
-# Training keys added after cv was released join the fingerprint only away from their default, so that runs
-# finished by an earlier version are still reused (as the frontend's cache key does with its later keys).
+# Training and data keys added after cv was released join the fingerprint only away from their default, so
+# that runs finished by an earlier version are still reused (as the frontend's cache key does with its later keys).
 _LATER_TRAIN_KEYS = ("teacher", "teacher_weight", "teacher_temperature")
+_LATER_DATA_KEYS = ("speakerless",)
+METRICS = ("chunk_uar", "file_uar", "chunk_accuracy", "file_accuracy")  # per run, summarised per fold and seed
 
 
 def config_fingerprint(data: DataConfig, config: TrainConfig) -> str:
     """What a finished run must have been trained with to be reused (the seed is the run's own)."""
-    defaults = to_dict(TrainConfig())
-    train = {key: value for key, value in to_dict(config).items()
-             if not (key in _LATER_TRAIN_KEYS and value == defaults[key])}
-    settings = {"data": to_dict(data), "train": {**train, "seed": None}}
+    train = _without_later_defaults(to_dict(config), to_dict(TrainConfig()), _LATER_TRAIN_KEYS)
+    settings = {"data": _without_later_defaults(to_dict(data), to_dict(DataConfig()), _LATER_DATA_KEYS),
+                "train": {**train, "seed": None}}
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _without_later_defaults(values: dict, defaults: dict, later: tuple[str, ...]) -> dict:
+    return {key: value for key, value in values.items() if not (key in later and value == defaults[key])}
 
 
 def summarize(runs: list[dict], *, data: DataConfig, config: TrainConfig, folds: Sequence[Fold],
@@ -141,15 +146,15 @@ def summarize(runs: list[dict], *, data: DataConfig, config: TrainConfig, folds:
     for fold in folds:
         mine = [r for r in runs if r["fold"] == fold.name]
         if mine:
-            by_fold[fold.name] = {key: float(np.mean([r[key] for r in mine])) for key in ("chunk_uar", "file_uar")}
+            by_fold[fold.name] = {key: float(np.mean([r[key] for r in mine])) for key in METRICS}
     complete = len(runs) == len(folds) * len(seeds)
     return {
         "complete": complete, "runs_done": len(runs), "runs_planned": len(folds) * len(seeds),
         "folds": [dataclasses.asdict(f) for f in folds], "seeds": list(seeds),
         "per_fold": by_fold,
-        "mean": {key: _mean_std([f[key] for f in by_fold.values()]) for key in ("chunk_uar", "file_uar")},
+        "mean": {key: _mean_std([f[key] for f in by_fold.values()]) for key in METRICS},
         "per_seed": {str(seed): {key: float(np.mean([r[key] for r in runs if r["seed"] == seed]))
-                                 for key in ("chunk_uar", "file_uar")}
+                                 for key in METRICS}
                      for seed in seeds if any(r["seed"] == seed for r in runs)},
         "runs": runs, "data": to_dict(data), "train": to_dict(config),
     }
