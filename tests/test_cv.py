@@ -49,6 +49,7 @@ def test_cv_end_to_end_writes_each_fold_and_resumes(demo_data, tmp_path):
     for run in summary["runs"]:
         assert set(run["test_speakers"]).isdisjoint(run["devel_speakers"])
         assert 0.0 <= run["chunk_uar"] <= 1.0 and (out / f"{run['fold']}-s0" / "model.h5").is_file()
+        assert 0.0 <= run["file_accuracy"] <= 1.0 and run["seconds"] > 0
         sidecar = json.loads((out / f"{run['fold']}-s0" / "model.json").read_text())
         assert sidecar["data"]["speakers"]["test"] == run["test_speakers"]
         assert sidecar["frontend"]["clip_position"] == "center" and sidecar["train"]["noise_snr_db"] == [10, 40]
@@ -56,7 +57,8 @@ def test_cv_end_to_end_writes_each_fold_and_resumes(demo_data, tmp_path):
     assert "3 folds: UAR" in first.stdout and first.stdout.count("fold spk") == 6  # each run: an epoch, a result
     assert "fold spk0 seed 0 epoch   1: loss" in first.stdout
     table = (out / "cv.md").read_text()
-    assert "**mean ± std**" in table and (out / "cv.png").stat().st_size > 5000
+    assert "**mean ± std**" in table and "top-1 per file" in table and (out / "cv.png").stat().st_size > 5000
+    assert summary["run_seconds"]["runs"] == 3 and summary["mean"]["file_accuracy"]["n"] == 3
     models = {p: p.stat().st_mtime_ns for p in out.glob("*-s0/model.h5")}
     again = run_cli(*args)  # resumes: every run is done, none is trained again
     assert again.returncode == 0, again.stderr

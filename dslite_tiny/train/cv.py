@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -95,12 +96,14 @@ def _run_folds(plan: list[Fold], data: DataConfig, config: TrainConfig, *, out_d
             result = _finished(run_dir, fingerprint)
             if result is None:
                 log.info("fold %s seed %d: test %s, devel %s", fold.name, seed, fold.test, fold.devel)
+                started = time.monotonic()
                 fold_config = dataclasses.replace(config, seed=seed, teacher=for_fold(config.teacher, fold.name))
                 trained = run_training(fold_data, fold_config, out_dir=run_dir,
                                        cache=cache, progress=progress, on_epoch=_tagged(on_epoch, fold.name, seed))
                 report = evaluate(load_trained(trained.path), load_dataset(fold_data), cache=cache,
                                   strict=data.strict)
-                result = _run_result(fold, seed, trained.best, report, fingerprint)
+                result = {**_run_result(fold, seed, trained.best, report, fingerprint),
+                          "seconds": round(time.monotonic() - started, 1)}
                 write_json(run_dir / "result.json", result)
             runs.append(result)
             summary = summarize(runs, data=data, config=config, folds=plan, seeds=seeds)
@@ -157,6 +160,9 @@ def summarize(runs: list[dict], *, data: DataConfig, config: TrainConfig, folds:
                                  for key in METRICS}
                      for seed in seeds if any(r["seed"] == seed for r in runs)},
         "runs": runs, "data": to_dict(data), "train": to_dict(config),
+        # training and evaluation time of the runs that recorded it (runs of earlier versions did not)
+        "run_seconds": {"total": float(sum(r.get("seconds", 0.0) for r in runs)),
+                        "runs": sum("seconds" in r for r in runs)},
     }
 
 
