@@ -29,6 +29,43 @@ static void depthwise3x3_four(const int8_t *x, int32_t row, int32_t c, const int
 }
 #endif
 
+/* One output pixel of a 3×3 depthwise convolution (stride any, dilation 1, depth multiplier 1) whose window
+ * leaves the input: a tap outside reads the input zero point, whose raw value is -in_offset, so that with
+ * the folded bias it adds exactly nothing, as the reference kernel's skipped taps; the border then runs
+ * the interior's four-channel products instead of the generic loop. */
+static void depthwise3x3_edge(const dt_conv_params *q, const int8_t *in, const int8_t *filter,
+                              const int32_t *folded_bias, const int32_t *multiplier, const int8_t *shift,
+                              int32_t y0, int32_t x0, int8_t *pixel) {
+  const int32_t c = q->in_c, row = q->in_w * c;
+  const int8_t zero = (int8_t)(-q->in_offset);
+  const int8_t *tap[9];
+  int32_t ch = 0, t, j;
+  for (t = 0; t < 9; ++t) { /* each tap's input pixel, or NULL outside */
+    const int32_t y = y0 + t / 3, x = x0 + t % 3;
+    tap[t] = y >= 0 && y < q->in_h && x >= 0 && x < q->in_w ? &in[y * row + x * c] : NULL;
+  }
+#if defined(__ARM_FEATURE_DSP)
+  {
+    const uint32_t zeros = (uint32_t)(uint8_t)zero * 0x01010101u;
+    for (; ch + 4 <= c; ch += 4) {
+      int32_t a0 = folded_bias[ch], a1 = folded_bias[ch + 1], a2 = folded_bias[ch + 2], a3 = folded_bias[ch + 3];
+      for (t = 0; t < 9; ++t) {
+        mac_lanes(tap[t] ? load4(tap[t] + ch) : zeros, load4(&filter[t * c + ch]), &a0, &a1, &a2, &a3);
+      }
+      pixel[ch] = requantize(a0, multiplier[ch], shift[ch], q->out_offset, q->act_min, q->act_max);
+      pixel[ch + 1] = requantize(a1, multiplier[ch + 1], shift[ch + 1], q->out_offset, q->act_min, q->act_max);
+      pixel[ch + 2] = requantize(a2, multiplier[ch + 2], shift[ch + 2], q->out_offset, q->act_min, q->act_max);
+      pixel[ch + 3] = requantize(a3, multiplier[ch + 3], shift[ch + 3], q->out_offset, q->act_min, q->act_max);
+    }
+  }
+#endif
+  for (; ch < c; ++ch) {
+    int32_t acc = folded_bias[ch];
+    for (j = 0; j < 9; ++j) acc += filter[j * c + ch] * (tap[j] ? tap[j][ch] : zero);
+    pixel[ch] = requantize(acc, multiplier[ch], shift[ch], q->out_offset, q->act_min, q->act_max);
+  }
+}
+
 /* The taps [*first, *last) of a filter axis whose input index origin + dilation * tap lies in [0, size):
  * one contiguous range, so a border pixel's loops need no per-tap check. */
 static void taps_inside(int32_t origin, int32_t dilation, int32_t taps, int32_t size, int32_t *first, int32_t *last) {
@@ -71,11 +108,16 @@ void dt_depthwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_
     for (ox = 0; ox < q.out_w; ++ox) {
       const int32_t x0 = ox * q.stride_w - q.pad_w;
       int8_t *pixel = &out[(oy * q.out_w + ox) * q.out_c];
-      if (q.depth_multiplier != 1 || y0 < 0 || x0 < 0 || y0 + span_h >= q.in_h || x0 + span_w >= q.in_w) {
-        depthwise_pixel(&q, in, filter, bias, multiplier, shift, oy, ox, pixel);
+      const int unrolled = q.k_h == 3 && q.k_w == 3 && q.dil_h == 1 && q.dil_w == 1 && q.depth_multiplier == 1;
+      if (y0 < 0 || x0 < 0 || y0 + span_h >= q.in_h || x0 + span_w >= q.in_w || q.depth_multiplier != 1) {
+        if (unrolled) {
+          depthwise3x3_edge(&q, in, filter, folded_bias, multiplier, shift, y0, x0, pixel);
+        } else {
+          depthwise_pixel(&q, in, filter, bias, multiplier, shift, oy, ox, pixel);
+        }
         continue;
       }
-      if (q.k_h == 3 && q.k_w == 3 && q.dil_h == 1 && q.dil_w == 1) { /* the common case, unrolled */
+      if (unrolled) { /* the common case, unrolled */
         const int8_t *x0p = &in[y0 * row + x0 * c], *x1p = x0p + row, *x2p = x1p + row;
         const int32_t c2 = 2 * c;
         ch = 0;
