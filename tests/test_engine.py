@@ -97,14 +97,17 @@ def test_engine_runs_densenet_ops_bit_exact(tmp_path):
 
 def test_engine_runs_depthwise_variants_bit_exact(tmp_path):
     """Depthwise convolutions beside the DS-CNN's: six channels (the Cortex-M4 path takes four at a time), a
-    5×5 window mostly over the border, a depth multiplier of 2 with stride 2; host and Cortex-M4. (Keras
-    converts a dilated one to SPACE_TO_BATCH_ND around an undilated one, which the engine refuses.)"""
+    5×5 window mostly over the border, a depth multiplier of 2 with stride 2; and a 2×3 convolution of six
+    filters over six channels (the small-window path: one group of four filters, two alone, 36 taps in nine
+    blocks); host and Cortex-M4. (Keras converts a dilated depthwise convolution to SPACE_TO_BATCH_ND around
+    an undilated one, which the engine refuses.)"""
     import tf_keras as keras
 
     x = keras.Input((9, 10, 6))
     a = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu")(x)
     b = keras.layers.DepthwiseConv2D(5, padding="same")(a)
-    c = keras.layers.DepthwiseConv2D(3, strides=2, depth_multiplier=2, padding="same")(keras.layers.Add()([a, b]))
+    k = keras.layers.Conv2D(6, (2, 3), padding="same")(x)
+    c = keras.layers.DepthwiseConv2D(3, strides=2, depth_multiplier=2, padding="same")(keras.layers.Add()([a, b, k]))
     y = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(c))
     variant = _converted(keras.Model(x, y), (9, 10, 6), tmp_path)
     assert variant.description["ops"]["DEPTHWISE_CONV_2D"] == 3

@@ -100,10 +100,11 @@ class Writer:
         return folded
 
     def weights(self, op: Op, *, bias: np.ndarray | None, multipliers: list[int], shifts: list[int],
-                extra: str | None = None) -> list[str]:
-        """The arrays a weighted kernel takes after its input, in its order: the weights (the block-sparse
-        masks and kept values where the op runs sparse), the bias (``bias`` replaces the model's: a folded
-        one), ``extra`` (an array already written), multipliers, shifts."""
+                extra: str | None = None, values: np.ndarray | None = None) -> list[str]:
+        """The arrays a weighted kernel takes after its input, in its order: the weights (``values``: the
+        kernel's own layout of them; the block-sparse masks and kept values where the op runs sparse), the
+        bias (``bias`` replaces the model's: a folded one), ``extra`` (an array already written), multipliers,
+        shifts."""
         n = op.index
         w = self.tensor(op, 1)
         sparse = self.sparse.get(n)
@@ -113,7 +114,8 @@ class Writer:
                                                                          f"masks per row"))
             arrays.append(self.array("int8_t", f"w{n}", sparse.values, f"weights of the kept blocks, tensor {w.index}"))
         else:
-            arrays.append(self.array("int8_t", f"w{n}", w.data, f"weights, tensor {w.index}"))
+            arrays.append(self.array("int8_t", f"w{n}", w.data if values is None else values,
+                                     f"weights, tensor {w.index}"))
         if bias is not None:
             arrays.append(self.array("int32_t", f"b{n}", bias, "bias with the input offset folded in"))
         else:

@@ -2,13 +2,15 @@
 that pay), any other on the general one (dt_conv.c)."""
 from __future__ import annotations
 
+import numpy as np
+
 from dslite_tiny.engine.ops import OpKernel, Work, register
 from dslite_tiny.engine.ops.convolution import (CONV_PARAMS, conv_multipliers, conv_values, is_pointwise,
                                                 pointwise_overlap, widened_pointwise_overlap, window_overlap)
 from dslite_tiny.engine.sparse import BlockSparse, smaller_block_sparse
 from dslite_tiny.measure.graph import Graph, Op
 
-# Taps (height · width · input channels) up to which dt_conv.c gathers a pixel's window once (an int32 array on
+# Taps (height · width · input channels) up to which dt_conv.c gathers a pixel's window once (an int16 array on
 # the stack) instead of reading the input again for every output channel: MLPerf Tiny's 10×4 first convolution
 # has 40, and on the generic path cost ~1670 Cortex-M4 instructions per output (engine_costs.md).
 SMALL_WINDOW = 64
@@ -38,7 +40,9 @@ def emit(writer, op: Op) -> str:
     multipliers, shifts = conv_multipliers(writer, op)
     if not is_pointwise(writer.graph, op):
         writer.need("dt_conv.c")
-        arrays = writer.weights(op, bias=None, multipliers=multipliers, shifts=shifts)
+        taps = w.elements // w.shape[0]
+        stored = small_window_filters(w.data.reshape(w.shape[0], taps)) if taps <= SMALL_WINDOW else None
+        arrays = writer.weights(op, bias=None, multipliers=multipliers, shifts=shifts, values=stored)
         return writer.call("dt_conv_s8", params, writer.where(op.inputs[0]), *arrays, writer.where(op.outputs[0]))
     out_c = out.shape[-1]
     folded = writer.folded_bias(op, w.data.reshape(out_c, -1).sum(axis=1), -x.zero_point)
@@ -50,6 +54,20 @@ def emit(writer, op: Op) -> str:
     scratch = writer.scratch(op) if _widened(writer.graph, op) else "NULL"
     return writer.call("dt_pointwise_conv_s8", params, writer.where(op.inputs[0]), *arrays, scratch,
                        writer.where(op.outputs[0]))
+
+
+def small_window_filters(filters: np.ndarray) -> np.ndarray:
+    """[out][taps] filters in dt_conv.c's small-window order (see its stored_tap): taps padded with zeros to
+    blocks of four, each block in the order 0, 2, 1, 3; groups of four filters interleaved block by block;
+    the last out % 4 filters one after the other."""
+    out, taps = filters.shape
+    blocks = -(-taps // 4)
+    padded = np.zeros((out, blocks * 4), filters.dtype)
+    padded[:, :taps] = filters
+    stored = padded.reshape(out, blocks, 4)[:, :, [0, 2, 1, 3]]
+    grouped = out // 4 * 4
+    interleaved = stored[:grouped].reshape(-1, 4, blocks, 4).transpose(0, 2, 1, 3)
+    return np.concatenate([interleaved.ravel(), stored[grouped:].ravel()])
 
 
 def overlap(graph: Graph, op: Op, sparse: bool) -> int:
