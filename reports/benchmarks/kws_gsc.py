@@ -1,0 +1,247 @@
+"""Speech Commands v0.02 end to end: the field's keyword-spotting task (12 classes: ten words, ``_unknown_``,
+``_silence_``; MLPerf Tiny's KWS task) on the shared folder's test files (4890 clips, 239 speakers), measured
+the product's own way through its command line.
+
+Parts, each per preset of ``PRESETS`` (a training preset and its frontend):
+
+* ``cv``: ``dslite-tiny cv`` with 5 speaker folds × seeds 0 and 1 (the ``_silence_`` clips, which have no
+  speaker, are dealt to the folds file by file: ``configs/data/speech_commands.yaml``): top-1 accuracy and UAR
+  per file, mean ± std over folds, and each run's training time;
+* ``compress``: ``dslite-tiny compress`` (every default variant) of fold 1's two models, each on its own
+  split: ΔUAR against the float model, agreement with it, and the engine's Cortex-M4 figures;
+* ``m4``: fold 1's seed-0 int8 model on QEMU's Cortex-M4 (mps2-an386, ``-icount shift=0``) with the
+  generated engine and with TFLite Micro + CMSIS-NN (the trees of ``tflm_m4.py``, local verification only:
+  CI has none), bit-exactness against the tflite-micro wheel, instructions, code and arena.
+
+The C frontends' Cortex-M4 cost per second of audio is ``frontend_m4.py``'s (its rows for kws-40x49 and
+kws-mfcc-10x49 are repeated here).
+
+Caveat (the dataset's README): these are the test speakers of the full Speech Commands set. A model trained
+on them has seen under 5 % of the clips the field's published models trained on, and its accuracy is not a "Speech
+Commands test accuracy".
+
+    python reports/benchmarks/kws_gsc.py --part cv --preset mcu-dscnn [--out DIR]
+    python reports/benchmarks/kws_gsc.py --part compress --preset mcu-dscnn [--out DIR]
+    python reports/benchmarks/kws_gsc.py --part m4 --preset mlperf-dscnn --tflm-checkout DIR --flatbuffers DIR \\
+        --gemmlowp DIR --ruy DIR --cmsis-nn DIR [--out DIR]
+
+Results go to ``kws_gsc.json`` (per part and preset, written as each finishes) and ``kws_gsc.md``. The cv and
+compress output folders resume, so a rerun only redoes what is missing.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+from compress_fsdd import _shown  # noqa: E402
+
+DATA = ROOT / "configs" / "data" / "speech_commands.yaml"
+FOLDS, SEEDS = 5, (0, 1)
+# preset name in this benchmark → (training preset, --set overrides)
+PRESETS = {
+    "mcu-dscnn": ("mcu-dscnn", ["frontend=kws-40x49"]),
+    "mlperf-dscnn": ("mlperf-dscnn", []),
+}
+KB = 1024
+
+
+def run_cv(preset: str, out: Path) -> dict:
+    """``dslite-tiny cv`` for ``preset`` (resuming what is done) and its summary."""
+    config, sets = PRESETS[preset]
+    command = ["dslite-tiny", "cv", "--data", str(DATA), "--config", config,
+               *[arg for value in sets for arg in ("--set", value)], "--folds", str(FOLDS),
+               "--seeds", ",".join(map(str, SEEDS)), "--out", str(out / f"cv-{preset}")]
+    started = time.monotonic()
+    subprocess.run(command, check=True)
+    summary = json.loads((out / f"cv-{preset}" / "cv.json").read_text())
+    return {"command": " ".join(_shown_args(command)), "complete": summary["complete"],
+            "runs_done": summary["runs_done"], "mean": summary["mean"], "per_seed": summary["per_seed"],
+            "per_fold": summary["per_fold"], "run_seconds": summary.get("run_seconds"),
+            "invocation_seconds": round(time.monotonic() - started, 1), "backbone": summary["train"]["backbone"],
+            "frontend": Path(str(summary["train"]["frontend"])).stem}
+
+
+def run_compress(preset: str, out: Path) -> dict:
+    """``dslite-tiny compress`` of fold 1's models (both seeds) and their summary rows."""
+    per_seed = {}
+    for seed in SEEDS:
+        model = out / f"cv-{preset}" / f"fold1-s{seed}" / "model.h5"
+        if not model.is_file():
+            sys.exit(f"{model}: missing; run --part cv --preset {preset} first")
+        target = out / f"compress-{preset}-s{seed}"
+        subprocess.run(["dslite-tiny", "compress", str(model), "--out", str(target)], check=True)
+        with open(target / "summary.csv", newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+        reference = json.loads((target / "reference.json").read_text())["accuracy"]["chunks"]
+        per_seed[str(seed)] = {"float_uar": reference["uar"], "float_accuracy": reference["accuracy"], "rows": rows}
+    return {"command": f"dslite-tiny compress {_shown(out)}/cv-{preset}/fold1-s<seed>/model.h5 --out ...",
+            "seeds": per_seed}
+
+
+def run_m4(preset: str, out: Path, args) -> dict:
+    """Fold 1's seed-0 int8 model: the engine and TFLite Micro + CMSIS-NN on the Cortex-M4, both against
+    the tflite-micro wheel."""
+    from dslite_tiny.engine.codegen import generate
+    from dslite_tiny.export.variant import load_variant, with_tflm_check
+    from firmware_host.qemu import engine_flash, engine_on_cortex_m4
+    from tflm_m4 import assemble_tree, measure, wheel_outputs
+
+    variant = with_tflm_check(load_variant(out / f"compress-{preset}-s0" / "int8"))
+    inputs = np.random.default_rng(0).integers(-128, 128, (args.inputs, int(np.prod(
+        variant.description["input"]["shape"])))).astype(np.int8)
+    expected = wheel_outputs(variant, inputs)
+    engine = generate(variant.data, variant.path, name="model", provenance=["kws_gsc benchmark"])
+    cache = Path(tempfile.gettempdir(), "dslite-tiny-qemu")
+    got, instructions, _ = engine_on_cortex_m4(engine, "model", inputs, cache_dir=cache)
+    flash = engine_flash(engine, "model", cache_dir=cache)
+    tree = assemble_tree(args.work / "tflm-cmsis", checkout=args.tflm_checkout, flatbuffers=args.flatbuffers,
+                         gemmlowp=args.gemmlowp, ruy=args.ruy, cmsis_nn=args.cmsis_nn)
+    tflm = measure("tflm + CMSIS-NN", tree, variant, inputs, expected)
+    return {"model": f"{_shown(out)}/compress-{preset}-s0/int8", "inputs": int(len(inputs)),
+            "engine": {"bit_exact": bool((got == expected).all()), "instructions_median": int(np.median(instructions)),
+                       "flash_bytes": int(sum(flash.values())), **{k: int(v) for k, v in flash.items()},
+                       "arena_bytes": engine.arena_bytes, "io_bytes": engine.input_bytes + engine.output_bytes},
+            "tflm_cmsis": tflm}
+
+
+def _shown_args(command: list[str]) -> list[str]:
+    return [_shown(Path(a)) if a.startswith(tempfile.gettempdir()) else
+            str(Path(a).relative_to(ROOT)) if a.startswith(str(ROOT)) else a for a in command]
+
+
+def markdown(results: dict) -> str:
+    lines = ["# Speech Commands v0.02 (test files): keyword spotting end to end", "",
+             "Command: see the docstring of `reports/benchmarks/kws_gsc.py`. 12 classes, 4890 one-second clips, 239 "
+             "speakers (the 408 `_silence_` clips have none and are dealt to folds file by file). **Caveat:** these "
+             "are the test speakers of the full dataset; a model trained here saw under 5 % of the clips the "
+             "field's published models trained on, and its accuracy is not a \"Speech Commands test accuracy\".", ""]
+    lines += _cv_lines(results.get("cv", {})) + _compress_lines(results.get("compress", {}))
+    lines += _m4_lines(results.get("m4", {})) + _frontend_lines()
+    return "\n".join(lines) + "\n"
+
+
+def _cv_lines(entries: dict) -> list[str]:
+    if not entries:
+        return []
+    lines = ["## Speaker cross-validation (5 folds × seeds 0, 1)", "",
+             "Per file (each clip is one 1 s chunk, so per chunk is the same); mean ± sample std over the five "
+             "folds (each fold's value the mean of its two seeds), then the mean over folds of each seed.", "",
+             "| preset | frontend | runs | top-1 per file | UAR per file | top-1, seed 0 / seed 1 | training time |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for name, e in entries.items():
+        accuracy, uar = e["mean"]["file_accuracy"], e["mean"]["file_uar"]
+        seeds = " / ".join(f"{e['per_seed'][str(s)]['file_accuracy']:.3f}" for s in SEEDS if str(s) in e["per_seed"])
+        timed = e.get("run_seconds") or {}
+        cost = f"{timed['total'] / 60:.0f} min ({timed['runs']} runs)" if timed.get("runs") else "not recorded"
+        lines.append(f"| {name} | {e['frontend']} | {e['runs_done']} of {FOLDS * len(SEEDS)} | "
+                     f"{accuracy['mean']:.3f} ± {accuracy['std']:.3f} | {uar['mean']:.3f} ± {uar['std']:.3f} | "
+                     f"{seeds} | {cost} |")
+    lines += ["", "Training time: each run's training and evaluation on this machine (2 cores, no GPU), summed; runs "
+              "of a cv older than that record show none.", ""]
+    return lines
+
+
+def _compress_lines(entries: dict) -> list[str]:
+    if not entries:
+        return []
+    lines = ["## Compression of fold 1's models (every default variant, each seed on its own split)", "",
+             "ΔUAR: the variant's UAR minus the float Keras model's, on the fold's test speakers; agreement: the "
+             "share of clips where the variant predicts what the float model predicts. Cortex-M4: the generated "
+             "engine on QEMU (instructions per inference, flash in all).", "",
+             "| preset | variant | ΔUAR, seed 0 / 1 (points) | agreement, seed 0 / 1 | M4 instructions | M4 flash |",
+             "|---|---|---:|---:|---:|---:|"]
+    for name, e in entries.items():
+        seeds = [e["seeds"][str(s)] for s in SEEDS if str(s) in e["seeds"]]
+        by_seed = [{r["variant"]: r for r in seed["rows"] if r["status"] == "ok"} for seed in seeds]
+        for variant in by_seed[0]:
+            if not all(variant in rows for rows in by_seed):
+                continue
+            rows = [rows[variant] for rows in by_seed]
+            delta = " / ".join(f"{100 * (float(r['uar']) - seed['float_uar']):+.1f}" for r, seed in zip(rows, seeds))
+            agree = " / ".join(f"{100 * float(r['agreement']):.1f} %" for r in rows)
+            m4, flash = rows[0]["m4_instructions"], rows[0]["m4_flash_bytes"]
+            lines.append(f"| {name} | {variant} | {delta} | {agree} | "
+                         f"{f'{float(m4) / 1e6:.2f} M' if m4 else '–'} | {f'{float(flash) / KB:.1f} KB' if flash else '–'} |")
+    return lines + [""]
+
+
+def _m4_lines(entries: dict) -> list[str]:
+    if not entries:
+        return []
+    lines = ["## The int8 model on the Cortex-M4: the generated engine against TFLite Micro + CMSIS-NN", "",
+             "QEMU mps2-an386, `-icount shift=0`; outputs compared with the tflite-micro wheel's on random int8 "
+             "inputs. TFLite Micro: tflite-micro 90b983c with CMSIS-NN 4ab83cc (the trees of `tflm_m4.py`).", "",
+             "| preset | runtime | bit-exact | instructions per inference | code / flash | RAM |",
+             "|---|---|---:|---:|---:|---:|"]
+    for name, e in entries.items():
+        engine, tflm = e["engine"], e["tflm_cmsis"]
+        ratio = engine["instructions_median"] / tflm["instructions_median"]
+        lines.append(f"| {name} | engine | {'yes' if engine['bit_exact'] else 'no'} ({e['inputs']} inputs) | "
+                     f"{engine['instructions_median'] / 1e6:.2f} M ({ratio:.2f}×) | "
+                     f"{engine['flash_bytes'] / KB:.1f} KB in all | "
+                     f"{(engine['arena_bytes'] + engine['io_bytes']) / KB:.1f} KB (arena + I/O) |")
+        lines.append(f"| {name} | TFLM + CMSIS-NN | {'yes' if tflm['bit_exact'] else 'no'} ({tflm['inputs']} inputs) | "
+                     f"{tflm['instructions_median'] / 1e6:.2f} M | {tflm['code_bytes'] / KB:.1f} KB code + the "
+                     f"flatbuffer | {tflm['minimum_arena_bytes'] / KB:.1f} KB (smallest arena) |")
+    return lines + [""]
+
+
+def _frontend_lines() -> list[str]:
+    path = HERE / "frontend_m4.json"
+    rows = [r for r in json.loads(path.read_text())["rows"] if r["frontend"] in ("kws-40x49", "kws-mfcc-10x49")] \
+        if path.is_file() else []
+    if not rows:
+        return []
+    lines = ["## The C frontends on the Cortex-M4 (from `frontend_m4.md`)", "",
+             "| frontend | instructions per 1 s chunk | per second at one chunk per second / per 0.5 s hop | "
+             "int8 equal to Python |", "|---|---:|---:|---:|"]
+    for r in rows:
+        per_hop = r["instructions_median"] / r["chunk_hop_s"]
+        lines.append(f"| {r['frontend']} | {r['instructions_median'] / 1e6:.2f} M | "
+                     f"{r['instructions_median'] / r['chunk_s'] / 1e6:.2f} M / {per_hop / 1e6:.2f} M | "
+                     f"{100 * r['equal_share']:.2f} % (max difference {r['max_difference']}) |")
+    return lines + [""]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=("cv", "compress", "m4"), required=True)
+    parser.add_argument("--preset", choices=tuple(PRESETS), required=True)
+    parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir(), "dslite-tiny-kws"))
+    for option in ("--tflm-checkout", "--flatbuffers", "--gemmlowp", "--ruy", "--cmsis-nn"):
+        parser.add_argument(option, type=Path)
+    parser.add_argument("--inputs", type=int, default=50)
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir(), "dslite-tiny-tflm-trees"))
+    args = parser.parse_args()
+    if args.part == "m4" and None in (args.tflm_checkout, args.flatbuffers, args.gemmlowp, args.ruy, args.cmsis_nn):
+        parser.error("--part m4 needs the TFLite Micro trees: --tflm-checkout, --flatbuffers, --gemmlowp, --ruy, "
+                     "--cmsis-nn (see tflm_m4.py)")
+    results_path = HERE / "kws_gsc.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    if args.part == "cv":
+        entry = run_cv(args.preset, args.out)
+    elif args.part == "compress":
+        entry = run_compress(args.preset, args.out)
+    else:
+        entry = run_m4(args.preset, args.out, args)
+    results.setdefault(args.part, {})[args.preset] = entry
+    results_path.write_text(json.dumps(results, indent=2) + "\n")
+    (HERE / "kws_gsc.md").write_text(markdown(results))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
