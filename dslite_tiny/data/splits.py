@@ -148,6 +148,6 @@ def speaker_list(speakers: list[str]) -> str:
     real = [s for s in speakers if not is_file_speaker(s)]
     alone = len(speakers) - len(real)
     more = f", … ({len(real) - SPEAKERS_SHOWN} more)" if len(real) > SPEAKERS_SHOWN else ""
-    text = f"{len(real)} speaker{'s' if len(real) != 1 else ''}: {', '.join(real[:SPEAKERS_SHOWN])}{more}" if real else ""
+    named = f"{len(real)} speaker{'s' if len(real) != 1 else ''}: {', '.join(real[:SPEAKERS_SHOWN])}{more}"
     files = f"{alone} file{'s' if alone != 1 else ''} without a speaker" if alone else ""
-    return "; ".join(part for part in (text, files) if part)
+    return "; ".join(part for part in (named if real else "", files) if part)

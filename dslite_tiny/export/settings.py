@@ -103,8 +103,8 @@ def _frontend_section(frontend: FrontendConfig | None, p: str) -> str:
         return ("// Frontend: unknown (no compress reference.json was found with this model).\n"
                 + _define(p, "HAS_FRONTEND", "0"))
     f = frontend
-    lines = ["// Frontend (DeepSpectrumLite): chunk -> periodic-Hann STFT -> |X|^2 -> HTK mel -> dB (-> MFCC) -> min-max",
-             "// -> colour map -> resize (mel rows flipped: highest frequency on top) -> backbone normalisation.",
+    lines = ["// Frontend (DeepSpectrumLite): chunk -> periodic-Hann STFT -> |X|^2 -> HTK mel -> dB (-> MFCC)",
+             "// -> min-max -> colour map -> resize (mel rows flipped: highest frequency on top) -> normalisation.",
              _define(p, "HAS_FRONTEND", "1"),
              _define(p, "SAMPLE_RATE", str(f.sr), "Hz"),
              _define(p, "CHUNK_SAMPLES", str(f.chunk_length)),

@@ -173,8 +173,9 @@ def _compress_lines(entries: dict) -> list[str]:
             delta = " / ".join(f"{100 * (float(r['uar']) - seed['float_uar']):+.1f}" for r, seed in zip(rows, seeds))
             agree = " / ".join(f"{100 * float(r['agreement']):.1f} %" for r in rows)
             m4, flash = rows[0]["m4_instructions"], rows[0]["m4_flash_bytes"]
-            lines.append(f"| {name} | {variant} | {delta} | {agree} | "
-                         f"{f'{float(m4) / 1e6:.2f} M' if m4 else '–'} | {f'{float(flash) / KB:.1f} KB' if flash else '–'} |")
+            instructions = f"{float(m4) / 1e6:.2f} M" if m4 else "–"
+            lines.append(f"| {name} | {variant} | {delta} | {agree} | {instructions} | "
+                         f"{f'{float(flash) / KB:.1f} KB' if flash else '–'} |")
     return lines + [""]
 
 

@@ -60,9 +60,10 @@ def window_overlap(graph: Graph, op: Op) -> int:
 
 
 def pointwise_overlap(pixels: int, c_in: int, c_out: int) -> int:
-    """The dense pointwise kernel's order where the depth is not a multiple of 4: per pixel pair and pair of output channels, both input rows are
-    read whole and four outputs written; so a block's writes precede reads of the same pair until its last
-    channel block, and of the next pair after it. A last odd pixel goes one channel at a time."""
+    """The dense pointwise kernel's order where the depth is not a multiple of 4: per pixel pair and pair of
+    output channels, both input rows are read whole and four outputs written; so a block's writes precede
+    reads of the same pair until its last channel block, and of the next pair after it. A last odd pixel goes
+    one channel at a time."""
     bounds = []
     pairs = np.arange(0, pixels - 1, 2)
     if pairs.size:
