@@ -230,14 +230,14 @@ def main() -> None:
     if args.part == "m4" and None in (args.tflm_checkout, args.flatbuffers, args.gemmlowp, args.ruy, args.cmsis_nn):
         parser.error("--part m4 needs the TFLite Micro trees: --tflm-checkout, --flatbuffers, --gemmlowp, --ruy, "
                      "--cmsis-nn (see tflm_m4.py)")
-    results_path = HERE / "kws_gsc.json"
-    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     if args.part == "cv":
         entry = run_cv(args.preset, args.out)
     elif args.part == "compress":
         entry = run_compress(args.preset, args.out)
     else:
         entry = run_m4(args.preset, args.out, args)
+    results_path = HERE / "kws_gsc.json"  # read after the run: another part may have finished meanwhile
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     results.setdefault(args.part, {})[args.preset] = entry
     results_path.write_text(json.dumps(results, indent=2) + "\n")
     (HERE / "kws_gsc.md").write_text(markdown(results))
