@@ -9,8 +9,8 @@ order): element-wise ops 0 (fully in place); a 3×3 stride-2 depthwise convoluti
 convolution whose kernel reads four pixels into its scratch before writing them lets its output start
 almost anywhere below the next four input pixels.
 
-An op may also ask for scratch bytes it uses only while it runs (the sparse kernels widen their input
-there): a buffer alive at that op alone, placed like the tensors, so the arena counts it.
+An op may also ask for scratch bytes it uses only while it runs (the pointwise and fully connected kernels
+widen their input there): a buffer alive at that op alone, placed like the tensors, so the arena counts it.
 """
 from __future__ import annotations
 

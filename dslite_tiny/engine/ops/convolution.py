@@ -81,9 +81,9 @@ def pointwise_overlap(pixels: int, c_in: int, c_out: int) -> int:
 
 def widened_pointwise_overlap(pixels: int, c_in: int, c_out: int) -> int:
     """The order of the pointwise kernels that widen their input (sparse, and dense with a depth that is a
-    multiple of 4): per group of four pixels (the last ``pixels % 4`` one by one),
-    the group's input rows are read whole into its scratch, then all its outputs written. Each group's
-    writes must stay below every read of the groups after it."""
+    multiple of 4): per group of four pixels (the last ``pixels % 4`` one by one), the group's input rows are
+    read whole into its scratch, then all its outputs written. Each group's writes must stay below every read
+    of the groups after it."""
     starts = np.append(np.arange(0, pixels - 3, 4), np.arange(pixels - pixels % 4, pixels))
     ends = np.append(starts[1:], pixels)
     later = np.append(starts[1:] * c_in, _UNBOUNDED)  # the lowest read after each group
