@@ -29,7 +29,7 @@ def test_train_evaluate_predict_end_to_end(cli_model, demo_data, tmp_path):
 
 def test_unknown_backbone_and_small_image(demo_data, tmp_path):
     assert_user_error(run_cli("train", "--data", str(demo_data), "--set", "backbone=resnet9", "--out", str(tmp_path)),
-                      "unknown backbone 'resnet9'; available: densenet121, dscnn, mobilenet, mobilenet_v2")
+                      "unknown backbone 'resnet9'; available: densenet121, dscnn, dscnn_mlperf, mobilenet, mobilenet_v2")
     (tmp_path / "tiny.yaml").write_text("preset: mcu-64\nimage_height: 24\nimage_width: 24\n")
     config = tmp_path / "small.yaml"
     config.write_text("preset: mcu-mobilenet\nweights: none\nfrontend: tiny.yaml\n")
