@@ -144,6 +144,35 @@ static inline int32_t block_mac(const int16_t *t, const int8_t *w, int32_t acc) 
 }
 #endif
 
+/* *a0..*a3 += one block's four weights (at w) times the widened inputs of four rows (at t, 16 int16): what
+ * the dense and the sparse pointwise loops do per block. */
+static inline void block4(const int16_t *t, const int8_t *w, int32_t *a0, int32_t *a1, int32_t *a2, int32_t *a3) {
+#if defined(__ARM_FEATURE_DSP)
+  const uint32_t wv = load4(w);
+  const int32_t we = __sxtb16(wv), wo = sxtb16_odd(wv);
+  DT_BLOCK_MAC(t, 0, we, wo, *a0);
+  DT_BLOCK_MAC(t, 8, we, wo, *a1);
+  DT_BLOCK_MAC(t, 16, we, wo, *a2);
+  DT_BLOCK_MAC(t, 24, we, wo, *a3);
+#else
+  *a0 = block_mac(t, w, *a0);
+  *a1 = block_mac(t + 4, w, *a1);
+  *a2 = block_mac(t + 8, w, *a2);
+  *a3 = block_mac(t + 12, w, *a3);
+#endif
+}
+
+/* block4 for one row's widened inputs. */
+static inline void block1(const int16_t *t, const int8_t *w, int32_t *acc) {
+#if defined(__ARM_FEATURE_DSP)
+  const uint32_t wv = load4(w);
+  const int32_t we = __sxtb16(wv), wo = sxtb16_odd(wv);
+  DT_BLOCK_MAC(t, 0, we, wo, *acc);
+#else
+  *acc = block_mac(t, w, *acc);
+#endif
+}
+
 /* Σ over the kept blocks of one weight row (masks ``mask[0..words)``, kept weights from ``w``) of the
  * block's four weights times the widened inputs of four rows (``s``, from widen_blocks), added to acc[0..4).
  * Returns the weights after this row's. */
@@ -153,20 +182,7 @@ static inline const int8_t *sparse_dot4(const int16_t *s, const uint32_t *mask, 
   for (word = 0; word < words; ++word, s += 32 * 16) {
     uint32_t m = mask[word];
     while (m) {
-      const int16_t *t = s + 16 * lowest_bit(m);
-#if defined(__ARM_FEATURE_DSP)
-      const uint32_t wv = load4(w);
-      const int32_t we = __sxtb16(wv), wo = sxtb16_odd(wv);
-      DT_BLOCK_MAC(t, 0, we, wo, a0);
-      DT_BLOCK_MAC(t, 8, we, wo, a1);
-      DT_BLOCK_MAC(t, 16, we, wo, a2);
-      DT_BLOCK_MAC(t, 24, we, wo, a3);
-#else
-      a0 = block_mac(t, w, a0);
-      a1 = block_mac(t + 4, w, a1);
-      a2 = block_mac(t + 8, w, a2);
-      a3 = block_mac(t + 12, w, a3);
-#endif
+      block4(s + 16 * lowest_bit(m), w, &a0, &a1, &a2, &a3);
       m &= m - 1u;
       w += 4;
     }
@@ -183,21 +199,7 @@ static inline const int8_t *sparse_dot4(const int16_t *s, const uint32_t *mask, 
  * per block on the DSP path. */
 static inline void dense_dot4(const int16_t *s, const int8_t *w, int32_t blocks, int32_t acc[4]) {
   int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3], b;
-  for (b = 0; b < blocks; ++b, s += 16, w += 4) {
-#if defined(__ARM_FEATURE_DSP)
-    const uint32_t wv = load4(w);
-    const int32_t we = __sxtb16(wv), wo = sxtb16_odd(wv);
-    DT_BLOCK_MAC(s, 0, we, wo, a0);
-    DT_BLOCK_MAC(s, 8, we, wo, a1);
-    DT_BLOCK_MAC(s, 16, we, wo, a2);
-    DT_BLOCK_MAC(s, 24, we, wo, a3);
-#else
-    a0 = block_mac(s, w, a0);
-    a1 = block_mac(s + 4, w, a1);
-    a2 = block_mac(s + 8, w, a2);
-    a3 = block_mac(s + 12, w, a3);
-#endif
-  }
+  for (b = 0; b < blocks; ++b, s += 16, w += 4) block4(s, w, &a0, &a1, &a2, &a3);
   acc[0] = a0;
   acc[1] = a1;
   acc[2] = a2;
@@ -207,15 +209,7 @@ static inline void dense_dot4(const int16_t *s, const int8_t *w, int32_t blocks,
 /* dense_dot4 for the widened inputs of one row. */
 static inline int32_t dense_dot1(const int16_t *s, const int8_t *w, int32_t blocks, int32_t acc) {
   int32_t b;
-  for (b = 0; b < blocks; ++b, s += 4, w += 4) {
-#if defined(__ARM_FEATURE_DSP)
-    const uint32_t wv = load4(w);
-    const int32_t we = __sxtb16(wv), wo = sxtb16_odd(wv);
-    DT_BLOCK_MAC(s, 0, we, wo, acc);
-#else
-    acc = block_mac(s, w, acc);
-#endif
-  }
+  for (b = 0; b < blocks; ++b, s += 4, w += 4) block1(s, w, &acc);
   return acc;
 }
 
@@ -227,14 +221,7 @@ static DT_NOINLINE const int8_t *sparse_dot1(const int16_t *s, const uint32_t *m
   for (word = 0; word < words; ++word, s += 32 * 4) {
     uint32_t m = mask[word];
     while (m) {
-      const int16_t *t = s + 4 * lowest_bit(m);
-#if defined(__ARM_FEATURE_DSP)
-      const uint32_t wv = load4(w);
-      const int32_t we = __sxtb16(wv), wo = sxtb16_odd(wv);
-      DT_BLOCK_MAC(t, 0, we, wo, a);
-#else
-      a = block_mac(t, w, a);
-#endif
+      block1(s + 4 * lowest_bit(m), w, &a);
       m &= m - 1u;
       w += 4;
     }
