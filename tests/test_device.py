@@ -35,13 +35,19 @@ def model_dir(compressed, tmp_path_factory) -> Path:
     return Path(shutil.copytree(compressed / "int8", out / "int8"))
 
 
+def _as_background_job() -> None:
+    """What a shell does to a job started with ``&`` or ``nohup``: SIGINT ignored, which its children inherit."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class VirtualProcess:
-    """``dslite-tiny device virtual`` in its own process, as a user starts it."""
+    """``dslite-tiny device virtual`` in its own process, as a user starts it in the background: SIGINT must
+    still stop it."""
 
     def __init__(self, model_dir: Path, link: Path, *options: str) -> None:
         self.process = subprocess.Popen([sys.executable, "-m", "dslite_tiny", "device", "virtual", "--model-dir",
                                          str(model_dir), "--port-link", str(link), *options],
-                                        stdout=subprocess.PIPE, text=True)
+                                        stdout=subprocess.PIPE, text=True, preexec_fn=_as_background_job)
         first = self.process.stdout.readline()
         assert first.startswith("virtual device") and first.strip().endswith(str(link)), first
         self.port = str(link)

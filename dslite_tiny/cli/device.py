@@ -126,6 +126,12 @@ def bench(port: str | None, model_dir: Path, window_s: float, windows: int, warm
     click.echo(f"wrote {path}")
 
 
+def _stop_on_interrupt() -> None:
+    """SIGINT (Ctrl-C) stops a device command even where it started with SIGINT ignored: a shell starts a
+    background job (``&``, ``nohup``) that way, and its children inherit it, so "until Ctrl-C" would not hold."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 @device.command()
 @_model_dir
 @click.option("--port-link", type=click.Path(path_type=Path), help="Also reachable as this symlink to the pty.")
@@ -138,6 +144,7 @@ def virtual(model_dir: Path, port_link: Path | None, fault_rate: float, reset_af
     from firmware_host.virtual import VirtualDevice
 
     virtual_device = VirtualDevice(model_dir, fault_rate=fault_rate, reset_after=reset_after, seed=seed)
+    _stop_on_interrupt()
     path = virtual_device.open(port_link)
     click.echo(f"virtual device ({virtual_device.variant.name}) on {path}")
     try:
@@ -160,6 +167,7 @@ def qemu(model_dir: Path, tcp_port: int) -> None:
     qemu_device = QemuDevice(model_dir)
     url = qemu_device.start(tcp_port)
     # QEMU spins a core while it runs: a terminated or hung-up command must stop it too, not only Ctrl-C
+    _stop_on_interrupt()
     for stop in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(stop, lambda *_: sys.exit(0))
     click.echo(f"QEMU device ({qemu_device.variant.name}, Cortex-M4) on {url}")
