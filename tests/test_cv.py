@@ -78,7 +78,7 @@ def test_a_run_is_reused_only_if_the_same_configs_wrote_it(tmp_path):
     import hashlib
 
     from dslite_tiny.config import DataConfig, TrainConfig, load_config, to_dict
-    from dslite_tiny.train.cv import _finished, config_fingerprint
+    from dslite_tiny.train.cv import config_fingerprint, finished_run
 
     train = load_config(TrainConfig, "mcu-dscnn", stage="train")
     data = load_config(DataConfig, ("test", {"root": str(tmp_path)}), stage="data")
@@ -95,13 +95,13 @@ def test_a_run_is_reused_only_if_the_same_configs_wrote_it(tmp_path):
     settings = {"data": earlier_data, "train": {**earlier, "seed": None}}
     assert mine == hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
     run = tmp_path / "spk0-s0"
-    assert _finished(run, mine) is None
+    assert finished_run(run, mine) is None
     run.mkdir()
     (run / "result.json").write_text(json.dumps({"fingerprint": mine, "chunk_uar": 0.5}))
-    assert _finished(run, mine)["chunk_uar"] == 0.5
-    assert _finished(run, "another") is None
+    assert finished_run(run, mine)["chunk_uar"] == 0.5
+    assert finished_run(run, "another") is None
     (run / "result.json").write_text("{not json")
-    assert _finished(run, mine) is None
+    assert finished_run(run, mine) is None
 
 
 def test_a_dataset_not_split_by_speaker_cannot_be_folded(tmp_path):

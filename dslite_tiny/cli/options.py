@@ -139,3 +139,10 @@ def progress_lines(items, *, desc: str = "", every_s: float = LOG_PROGRESS_S):
             click.echo(f"{desc}: {done}{share} after {now - start:.0f} s", err=True)
     if last != start:
         click.echo(f"{desc}: {done} done in {time.monotonic() - start:.0f} s", err=True)
+
+
+def ray_option(command: Callable) -> Callable:
+    """--ray local|auto|ADDRESS: run the command's independent runs on a Ray cluster."""
+    return click.option("--ray", "ray_address", metavar="local|auto|ADDRESS",
+                        help="Run on Ray: 'local' starts a cluster on this machine's cores, 'auto' joins the one "
+                        "'ray start' made, or give its address (needs pip install 'dslite-tiny[distributed]').")(command)

@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from dslite_tiny.cli.features import cache_options, make_cache
-from dslite_tiny.cli.options import TensorFlowCommand, data_options, progress_bar, resolve_data, with_options
+from dslite_tiny.cli.options import (TensorFlowCommand, data_options, progress_bar, ray_option, resolve_data,
+                                     with_options)
 from dslite_tiny.errors import UserError
 
 
@@ -63,15 +64,17 @@ def train(data_path: str, train_config: str, overrides: tuple[str, ...], weights
               help="Training seeds; each fold runs every one.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 @cache_options
+@ray_option
 def cv(data_path: str, train_config: str, overrides: tuple[str, ...], folds: int | None, seeds: list[int], out: Path,
-       cache_dir: Path | None, no_cache: bool, **data_opts) -> None:
+       cache_dir: Path | None, no_cache: bool, ray_address: str | None, **data_opts) -> None:
     """Speaker cross-validation on DATA: a model per fold and seed, UAR per fold and mean ± std.
 
     Writes OUT/<fold>-s<seed>/ (model and result.json) as each run ends, and OUT/cv.json, cv.md and cv.png;
-    run it again to resume.
+    run it again to resume. With --ray the runs train at once on a Ray cluster (one CPU each).
     """
     from dslite_tiny.config import TrainConfig, load_config, parse_overrides
-    from dslite_tiny.train.cv import cross_validate
+    from dslite_tiny.flows.cv import cross_validate
+    from dslite_tiny.flows.runner import make_runner
 
     if data_opts.get("test_speakers") or data_opts.get("devel_speakers"):
         raise UserError("cv chooses each fold's test and devel speakers: leave out --test-speakers/--devel-speakers")
@@ -87,7 +90,7 @@ def cv(data_path: str, train_config: str, overrides: tuple[str, ...], folds: int
                    f"devel UAR {record['devel_uar']:.3f}  ({record['seconds']:.1f} s)")
 
     summary = cross_validate(data, config, out_dir=out, folds=folds, seeds=seeds, cache=make_cache(cache_dir, no_cache),
-                             progress=progress_bar, on_run=show, on_epoch=epoch)
+                             runner=make_runner(ray_address), progress=progress_bar, on_run=show, on_epoch=epoch)
     mean = summary["mean"]
     click.echo(f"{len(summary['folds'])} folds: UAR {mean['chunk_uar']['mean']:.3f} ± {mean['chunk_uar']['std']:.3f} "
                f"per chunk, {mean['file_uar']['mean']:.3f} ± {mean['file_uar']['std']:.3f} per file → {out / 'cv.md'}")

@@ -6,9 +6,9 @@ tests every speaker once; k-fold by speaker groups them. In fold i the test spea
 devel speakers (model selection, early stopping) group i + 1, so no fold selects on its own test speakers
 and every speaker is devel once; the rest train.
 
-Each run is written as soon as it finishes (``OUT/<fold>-s<seed>/result.json``) and the summary
-(``OUT/cv.json``) is rewritten after every run, so an interrupted cross-validation resumes where it stopped:
-runs whose result was written by the same data and training config are not trained again.
+This module owns the folds, one run (``train_fold``: it writes ``OUT/<fold>-s<seed>/result.json`` as it
+ends), whether a written run can be reused, and the summary; ``dslite_tiny.flows.cv`` runs the folds, in
+this process or on Ray, and writes ``OUT/cv.json`` and the report after every run.
 """
 from __future__ import annotations
 
@@ -16,13 +16,15 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from dslite_tiny.artifacts import folder_lock, write_json
+from dslite_tiny.artifacts import write_json
 from dslite_tiny.config import DataConfig, TrainConfig, to_dict
 from dslite_tiny.data.cache import FeatureCache
 from dslite_tiny.data.layouts import Dataset, load_dataset
@@ -31,7 +33,6 @@ from dslite_tiny.progress import Progress, no_progress
 from dslite_tiny.train.distill import for_fold
 
 log = logging.getLogger(__name__)
-RunCallback = Callable[[dict], None]
 EpochCallback = Callable[[dict], None]  # a training epoch's record, with the run's "fold" and "seed"
 
 
@@ -62,56 +63,32 @@ def speaker_folds(speakers: Sequence[str], *, folds: int | None = None) -> list[
     return out
 
 
-def cross_validate(data: DataConfig, config: TrainConfig, *, out_dir: str | Path, folds: int | None = None,
-                   seeds: Sequence[int] = (0,), cache: FeatureCache | None = None,
-                   progress: Progress = no_progress, on_run: RunCallback | None = None,
-                   on_epoch: EpochCallback | None = None) -> dict:
-    """Train and test every fold × seed under ``out_dir``; returns the summary written to ``cv.json`` (and
-    drawn in ``cv.md`` / ``cv.png``)."""
-    out_dir = Path(out_dir)
-    if data.test_speakers or data.devel_speakers:
-        log.info("cross-validation chooses each fold's test and devel speakers; the data config's are unused")
-    data = dataclasses.replace(data, test_speakers=[], devel_speakers=[])
-    dataset = load_dataset(data)
-    plan = speaker_folds(dataset_speakers(dataset), folds=folds)
-    fingerprint = config_fingerprint(data, config)
-    with folder_lock(out_dir):
-        return _run_folds(plan, data, config, out_dir=out_dir, seeds=seeds, fingerprint=fingerprint, cache=cache,
-                          progress=progress, on_run=on_run, on_epoch=on_epoch)
-
-
-def _run_folds(plan: list[Fold], data: DataConfig, config: TrainConfig, *, out_dir: Path, seeds: Sequence[int],
-               fingerprint: str, cache: FeatureCache | None, progress: Progress, on_run: RunCallback | None,
-               on_epoch: EpochCallback | None) -> dict:
+def train_fold(*, data: DataConfig, config: TrainConfig, fold: Fold, seed: int, out_dir: Path, fingerprint: str,
+               cache: FeatureCache | None = None, progress: Progress = no_progress,
+               on_epoch: EpochCallback | None = None) -> dict:
+    """One run of a cross-validation (a unit of ``dslite_tiny.flows``): train on the fold's train speakers,
+    select on its devel speakers, test on its test speakers; writes ``out_dir/<fold>-s<seed>/`` (model and
+    ``result.json``) and returns the result."""
     from dslite_tiny.models.trained import load_trained
-    from dslite_tiny.report.cv import write_cv_report
     from dslite_tiny.train.evaluate import evaluate
     from dslite_tiny.train.run import run_training
 
-    runs = []
-    for fold in plan:
-        fold_data = dataclasses.replace(data, test_speakers=list(fold.test), devel_speakers=list(fold.devel))
-        for seed in seeds:
-            run_dir = out_dir / f"{fold.name}-s{seed}"
-            result = _finished(run_dir, fingerprint)
-            if result is None:
-                log.info("fold %s seed %d: test %s, devel %s", fold.name, seed, fold.test, fold.devel)
-                started = time.monotonic()
-                fold_config = dataclasses.replace(config, seed=seed, teacher=for_fold(config.teacher, fold.name))
-                trained = run_training(fold_data, fold_config, out_dir=run_dir,
-                                       cache=cache, progress=progress, on_epoch=_tagged(on_epoch, fold.name, seed))
-                report = evaluate(load_trained(trained.path), load_dataset(fold_data), cache=cache,
-                                  strict=data.strict)
-                result = {**_run_result(fold, seed, trained.best, report, fingerprint),
-                          "seconds": round(time.monotonic() - started, 1)}
-                write_json(run_dir / "result.json", result)
-            runs.append(result)
-            summary = summarize(runs, data=data, config=config, folds=plan, seeds=seeds)
-            write_json(out_dir / "cv.json", summary)
-            write_cv_report(summary, out_dir)
-            if on_run:
-                on_run(result)
-    return summary
+    run_dir = out_dir / run_name(fold, seed)
+    fold_data = dataclasses.replace(data, test_speakers=list(fold.test), devel_speakers=list(fold.devel))
+    log.info("fold %s seed %d: test %s, devel %s", fold.name, seed, fold.test, fold.devel)
+    started = time.monotonic()
+    fold_config = dataclasses.replace(config, seed=seed, teacher=for_fold(config.teacher, fold.name))
+    trained = run_training(fold_data, fold_config, out_dir=run_dir, cache=cache, progress=progress,
+                           on_epoch=_tagged(on_epoch, fold.name, seed))
+    report = evaluate(load_trained(trained.path), load_dataset(fold_data), cache=cache, strict=data.strict)
+    result = {**_run_result(fold, seed, trained.best, report, fingerprint),
+              "seconds": round(time.monotonic() - started, 1), "worker": f"{socket.gethostname()}:{os.getpid()}"}
+    write_json(run_dir / "result.json", result)
+    return result
+
+
+def run_name(fold: Fold, seed: int) -> str:
+    return f"{fold.name}-s{seed}"
 
 
 def dataset_speakers(dataset: Dataset) -> list[str]:
@@ -185,7 +162,7 @@ def _run_result(fold: Fold, seed: int, best: dict, report: dict, fingerprint: st
             "best_epoch": best["epoch"], "devel_uar": best["devel_uar"], "fingerprint": fingerprint}
 
 
-def _finished(run_dir: Path, fingerprint: str) -> dict | None:
+def finished_run(run_dir: Path, fingerprint: str) -> dict | None:
     """The run's result if it was written by the same configs; a different or damaged one is redone."""
     path = run_dir / "result.json"
     try:

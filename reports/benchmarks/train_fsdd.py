@@ -1,7 +1,7 @@
 """Speaker-independent spoken-digit recognition on the real FSDD recordings: leave-one-speaker-out
 cross-validation of training recipes (MCU presets and variations of them), with the int8 footprint.
 
-Each recipe is a training preset plus overrides, run through ``dslite_tiny.train.cv.cross_validate`` (the
+Each recipe is a training preset plus overrides, run through ``dslite_tiny.flows.cv.cross_validate`` (the
 library behind ``dslite-tiny cv``): six folds, each testing one speaker and selecting on the next, per
 seed. Beside the UAR (mean ± std over folds, per file and per chunk) the first fold's model is converted
 to full int8 (``dslite-tiny compress --only int8``) for its size, TFLite Micro arena, LiteRT latency and
@@ -27,7 +27,7 @@ from pathlib import Path
 from dslite_tiny.config import CompressConfig, DataConfig, TrainConfig, load_config
 from dslite_tiny.data.cache import FeatureCache, default_cache_dir
 from dslite_tiny.native import import_tensorflow_quietly
-from dslite_tiny.train.cv import cross_validate
+from dslite_tiny.flows.cv import cross_validate
 
 HERE = Path(__file__).resolve().parent
 CV_DIR = Path(tempfile.gettempdir(), "dslite-tiny-fsdd-cv")  # --out's default, where the distillation recipes find their teachers
