@@ -19,7 +19,8 @@ from dslite_tiny.compress.pipeline import run_compress  # noqa: E402
 from dslite_tiny.records import SUMMARY_COLUMNS  # noqa: E402
 from dslite_tiny.compress.prune import (PruningSchedule, layer_sparsities, prune_model, strip_pruning,  # noqa: E402
                                         weight_layer_names)
-from dslite_tiny.compress.finetune import distillation_loss, soft_targets  # noqa: E402
+from dslite_tiny.compress.finetune import distillation_loss  # noqa: E402
+from dslite_tiny.train.distill import soften as soft_targets  # noqa: E402
 from dslite_tiny.compress.ptq import correct_bias, correct_depthwise_bias, int8_rounding_error  # noqa: E402
 from dslite_tiny.compress.quantize import calibrate_ranges, foldable_batchnorms, quantize_model  # noqa: E402
 from dslite_tiny.config import VARIANTS, CompressConfig, DataConfig, TrainConfig, load_config  # noqa: E402

@@ -107,3 +107,91 @@ def test_cv_on_ray_equals_in_process_and_survives_a_killed_worker(demo_data, tmp
     workers = {r["worker"].rsplit(":", 1)[1] for r in summary["runs"]}
     assert str(killed) not in workers  # the killed run was trained again by another worker
     assert str(os.getpid()) not in workers and stdout.count("test UAR") == 3
+
+
+def _space(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    return path
+
+
+SPACE = """search: {searcher: grid, scheduler: asha, grace_epochs: 1, reduction: 2}
+space:
+  units: [8, 16]
+  dropout: [0.0, 0.3]
+"""
+
+
+def test_space_files_are_checked_with_the_file_and_key(tmp_path):
+    from dslite_tiny.errors import ConfigError
+    from dslite_tiny.train.sweep import load_space, plan_trials
+
+    space = load_space(_space(tmp_path, SPACE))
+    assert [t.values for t in plan_trials(space)] == [{"units": 8, "dropout": 0.0}, {"units": 8, "dropout": 0.3},
+                                                      {"units": 16, "dropout": 0.0}, {"units": 16, "dropout": 0.3}]
+    drawn = load_space(_space(tmp_path, "search: {trials: 5, seed: 3}\nspace:\n  learning_rate: {loguniform: "
+                                        "[0.001, 0.1]}\n  frontend.n_mels: {int: [30, 40]}\n"))
+    trials = plan_trials(drawn)
+    assert [t.name for t in trials] == [f"trial{i}" for i in range(1, 6)] and trials == plan_trials(drawn)
+    assert all(0.001 <= t.values["learning_rate"] <= 0.1 and 30 <= t.values["frontend.n_mels"] <= 40 for t in trials)
+    for text, problem in [("space: {lr: [1]}", "'lr' is not a training key"),
+                          ("search: {searcher: grid}\nspace: {alpha: {uniform: [1, 2]}}", "a grid needs a list"),
+                          ("space: {alpha: {loguniform: [0, 2]}}", "low < high and low > 0"),
+                          ("search: {reduction: 1}\nspace: {alpha: [1]}", "search.reduction: 1 is not a whole"),
+                          ("space: {alpha: 2}", "neither a list of values"), ("- 1", "holds a 'space' mapping")]:
+        with pytest.raises(ConfigError, match=problem) as caught:
+            load_space(_space(tmp_path, text))
+        assert str(tmp_path / "space.yaml") in str(caught.value)
+
+
+@pytest.mark.parametrize("value,recorded,keeps", [(0.5, [0.5], True), (0.4, [0.9, 0.4], False),
+                                                   (0.9, [0.9, 0.4], True), (0.6, [0.9, 0.6, 0.5, 0.2], True),
+                                                   (0.5, [0.9, 0.6, 0.5, 0.2], False)])
+def test_asha_keeps_the_top_share_of_a_rung(value, recorded, keeps):
+    from dslite_tiny.train.sweep import Asha
+
+    asha = Asha(grace_epochs=2, reduction=2, max_epochs=20)
+    assert asha.rungs == [2, 4, 8, 16] and Asha(1, 3, 9).rungs == [1, 3]
+    assert asha.keeps(value, recorded) is keeps
+
+
+def test_sweep_end_to_end_stops_trials_early_writes_the_best_preset_and_resumes(demo_data, tmp_path):
+    out = tmp_path / "sweep"
+    args = ["sweep", "--data", str(demo_data), "--config", "mcu-dscnn", "--set", "epochs=3",
+            "--space", str(_space(tmp_path, SPACE)), "--out", str(out), "--cache-dir", str(tmp_path / "cache")]
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr
+    summary = json.loads((out / "sweep.json").read_text())
+    assert summary["complete"] and summary["trials_done"] == 4 and summary["epochs_planned"] == 12
+    trials = summary["trials"]
+    assert trials[0]["epochs"] == 3 and trials[0]["stopped_at"] is None  # the first at a rung always goes on
+    assert summary["epochs_trained"] == sum(t["epochs"] for t in trials)
+    assert all(t["stopped_at"] in (None, 1, 2) and len(t["devel_uar_per_epoch"]) == t["epochs"] for t in trials)
+    best = max(trials, key=lambda t: t["devel_uar"])
+    assert summary["best"] == best["trial"] and f"best {best['trial']}" in first.stdout
+    preset = (out / "best.yaml").read_text()
+    assert "preset: mcu-dscnn" in preset and "epochs: 3" in preset and f"units: {best['values']['units']}" in preset
+    assert "| trial | units | dropout |" in (out / "sweep.md").read_text() and (out / "sweep.png").stat().st_size > 5000
+    trained = run_cli("train", "--data", str(demo_data), "--config", str(out / "best.yaml"), "--out",
+                      str(tmp_path / "best"), "--cache-dir", str(tmp_path / "cache"))
+    assert trained.returncode == 0, trained.stderr
+    sidecar = json.loads((tmp_path / "best" / "model.json").read_text())
+    assert sidecar["train"]["units"] == best["values"]["units"] and sidecar["train"]["epochs"] == 3
+    models = {p: p.stat().st_mtime_ns for p in out.glob("trials/*/model.h5")}
+    again = run_cli(*args)  # resumes: every trial is done, none is trained again
+    assert again.returncode == 0, again.stderr
+    assert {p: p.stat().st_mtime_ns for p in out.glob("trials/*/model.h5")} == models
+    assert json.loads((out / "sweep.json").read_text())["trials"] == trials
+
+
+def test_sweep_on_ray_trains_each_trial_in_a_worker(demo_data, tmp_path):
+    pytest.importorskip("ray")
+    space = _space(tmp_path, "search: {searcher: grid, scheduler: none}\nspace:\n  units: [8, 16]\n")
+    result = run_cli("sweep", "--data", str(demo_data), "--config", "mcu-dscnn", "--set", "epochs=1", "--space",
+                     str(space), "--out", str(tmp_path / "sweep"), "--ray", "local", "--cache-dir", str(tmp_path / "c"),
+                     env={"RAY_ADDRESS": ""})
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    assert summary["complete"] and [t["values"] for t in summary["trials"]] == [{"units": 8}, {"units": 16}]
+    assert all(t["epochs"] == 1 and t["stopped_at"] is None for t in summary["trials"])
+    assert (tmp_path / "sweep" / "best.yaml").is_file() and result.stdout.count("best devel UAR") == 2

@@ -72,7 +72,7 @@ def _register() -> None:
 
     for command in (compress.compress, config.config, train.cv, data.data, demo.demo, device.device, evaluate.evaluate,
                     evaluate.predict, export.boards, export.export, features.features, report.report,
-                    train.import_dslite, train.train):
+                    train.import_dslite, train.sweep, train.train):
         cli.add_command(command)
 
 

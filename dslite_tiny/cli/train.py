@@ -1,5 +1,5 @@
-"""``dslite-tiny train`` (two-phase transfer learning, best devel UAR kept), ``cv`` (speaker cross-validation)
-and ``import-dslite``."""
+"""``dslite-tiny train`` (two-phase transfer learning, best devel UAR kept), ``cv`` (speaker cross-validation),
+``sweep`` (a search over training keys) and ``import-dslite``."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -94,6 +94,42 @@ def cv(data_path: str, train_config: str, overrides: tuple[str, ...], folds: int
     mean = summary["mean"]
     click.echo(f"{len(summary['folds'])} folds: UAR {mean['chunk_uar']['mean']:.3f} ± {mean['chunk_uar']['std']:.3f} "
                f"per chunk, {mean['file_uar']['mean']:.3f} ± {mean['file_uar']['std']:.3f} per file → {out / 'cv.md'}")
+
+
+@click.command(cls=TensorFlowCommand)
+@training_options
+@click.option("--space", required=True, metavar="NAME|YAML",
+              help="The search: a file under configs/sweep/ or a YAML path (keys, searcher, trials, ASHA).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@cache_options
+@ray_option
+def sweep(data_path: str, train_config: str, overrides: tuple[str, ...], space: str, out: Path,
+          cache_dir: Path | None, no_cache: bool, ray_address: str | None, **data_opts) -> None:
+    """Search training keys on DATA's devel split: trials of --space on top of --config, ASHA early stopping.
+
+    Writes OUT/trials/<trial>/ as each trial ends, OUT/sweep.json, sweep.md, sweep.png and OUT/best.yaml (the
+    best config, for train --config); run it again to resume. With --ray the trials train at once on Ray.
+    """
+    from dslite_tiny.config import parse_overrides
+    from dslite_tiny.flows.runner import make_runner
+    from dslite_tiny.flows.sweep import sweep as run_sweep
+    from dslite_tiny.train.sweep import load_space
+
+    search = load_space(space)
+    data = resolve_data(data_path, **data_opts)
+
+    def show(result: dict) -> None:
+        stopped = f", stopped at rung {result['stopped_at']}" if result["stopped_at"] else ""
+        values = ", ".join(f"{k}={v}" for k, v in result["values"].items())
+        click.echo(f"{result['trial']} ({values}): best devel UAR {result['devel_uar']:.3f} at epoch "
+                   f"{result['best_epoch']} of {result['epochs']}{stopped}")
+
+    summary = run_sweep(data, train_config, parse_overrides(overrides), search, out_dir=out,
+                        cache=make_cache(cache_dir, no_cache), runner=make_runner(ray_address),
+                        progress=progress_bar, on_trial=show)
+    best = next(r for r in summary["trials"] if r["trial"] == summary["best"])
+    click.echo(f"{summary['trials_done']} trials, {summary['epochs_trained']} of {summary['epochs_planned']} epochs: "
+               f"best {best['trial']} (devel UAR {best['devel_uar']:.3f}) → {out / 'best.yaml'}, {out / 'sweep.md'}")
 
 
 def _fold_count(folds: str) -> int | None:

@@ -43,21 +43,21 @@ def cross_validate(data: DataConfig, config: TrainConfig, *, out_dir: str | Path
     plan = speaker_folds(dataset_speakers(dataset), folds=folds)
     fingerprint = config_fingerprint(data, config)
     order = [(fold.name, seed) for fold in plan for seed in seeds]
+    local = isinstance(runner, InProcess)
+    train_kwargs = {"data": data, "config": config, "out_dir": out_dir, "fingerprint": fingerprint, "cache": cache,
+                    "progress": progress if local else no_progress, "on_epoch": on_epoch if local else None}
     with folder_lock(out_dir):
         done: dict[tuple[str, int], dict] = {}
-        units, local = [], isinstance(runner, InProcess)
+        units = []
         for fold in plan:
             for seed in seeds:
                 result = finished_run(out_dir / run_name(fold, seed), fingerprint)
                 if result is not None:
                     done[fold.name, seed] = result
-                    continue
-                units.append(Unit(run_name(fold, seed), train_fold, {
-                    "data": data, "config": config, "fold": fold, "seed": seed, "out_dir": out_dir,
-                    "fingerprint": fingerprint, "cache": cache, "progress": progress if local else no_progress,
-                    "on_epoch": on_epoch if local else None}))
+                else:
+                    units.append(Unit(run_name(fold, seed), train_fold, {**train_kwargs, "fold": fold, "seed": seed}))
         if units and not local:
-            _warm_cache(dataset, config, data, cache, progress)
+            warm_feature_cache(dataset, config, data, cache, progress)
         log.info("cross-validation: %d runs to train (%s), %d reused", len(units), runner.description, len(done))
         summary = summarize([], data=data, config=config, folds=plan, seeds=seeds)
 
@@ -78,8 +78,8 @@ def cross_validate(data: DataConfig, config: TrainConfig, *, out_dir: str | Path
     return summary
 
 
-def _warm_cache(dataset: Dataset, config: TrainConfig, data: DataConfig, cache: FeatureCache | None,
-                progress: Progress) -> None:
+def warm_feature_cache(dataset: Dataset, config: TrainConfig, data: DataConfig, cache: FeatureCache | None,
+                       progress: Progress) -> None:
     """Every clip's spectrograms computed once here, before the units start: runs then only read them
     from the shared cache instead of each worker decoding the same files."""
     from dslite_tiny.audio.frontend import Frontend

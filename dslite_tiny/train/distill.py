@@ -29,10 +29,16 @@ class Teacher:
     def targets(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """``y`` (one-hot or CutMix-mixed) blended with the teachers' mean probabilities on ``x``, softened:
         p^(1/T) renormalised, which is the softmax of the logits divided by T."""
-        p = np.mean([model(x, training=False).numpy() for model in self.models], axis=0).astype(np.float64)
-        soft = np.power(np.clip(p, 1e-12, 1.0), 1.0 / self.temperature)
-        soft /= soft.sum(axis=1, keepdims=True)
-        return ((1.0 - self.weight) * y + self.weight * soft).astype(np.float32)
+        p = np.mean([model(x, training=False).numpy() for model in self.models], axis=0)
+        return ((1.0 - self.weight) * y + self.weight * soften(p, self.temperature)).astype(np.float32)
+
+
+def soften(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """Probabilities softened at ``temperature``: p^(1/T) renormalised, which is the softmax of the logits
+    divided by T (without needing the logits). Training's teachers and compression's fine-tunes both use
+    it; a probability that is exactly 0 counts as 1e-12."""
+    soft = np.power(np.clip(probabilities.astype(np.float64), 1e-12, 1.0), 1.0 / temperature)
+    return (soft / soft.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def load_teacher(paths: Sequence[str], *, weight: float, temperature: float, classes: Sequence[str],

@@ -20,7 +20,8 @@ from dslite_tiny.config import TrainConfig, to_dict
 from dslite_tiny.data.features import FeatureSet, batches_per_epoch, epoch_batches
 from dslite_tiny.errors import UserError
 from dslite_tiny.models.inference import predict_mel
-from dslite_tiny.models.registry import backbone_layers, create_model, make_optimizer, warmup_rate
+from dslite_tiny.models.registry import backbone_layers, create_model
+from dslite_tiny.train.optimizers import make_optimizer, warmup_rate
 from dslite_tiny.models.trained import load_trained, save_trained, sidecar_path
 from dslite_tiny.progress import Progress, no_progress
 from dslite_tiny.records import Sidecar, read_sidecar, write_sidecar
@@ -29,7 +30,7 @@ from dslite_tiny.train.distill import Teacher
 from dslite_tiny.measure.metrics import uar
 
 log = logging.getLogger(__name__)
-EpochCallback = Callable[[dict], None]
+EpochCallback = Callable[[dict], "bool | None"]  # True ends the training after this epoch (a sweep's early stop)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +100,10 @@ def train_model(train: FeatureSet, devel: FeatureSet, frontend: Frontend, config
     epoch = 0
     average = WeightAverage(model, config.ema_decay) if config.ema_decay else None
     epoch_steps = batches_per_epoch(train.labels, len(classes), batch_size=config.batch_size, balance=config.balance)
+    stopped = False
     for phase in plan_phases(config):
+        if stopped:
+            break
         stale = 0  # early stopping ends a phase; fine-tuning still gets its own chance
         trainable = set_trainable(model, phase.trainable, config.finetune_layers)
         model.compile(optimizer=make_optimizer(config.optimizer, phase_schedule(config, phase, epoch_steps),
@@ -132,8 +136,10 @@ def train_model(train: FeatureSet, devel: FeatureSet, frontend: Frontend, config
                     save_trained(model, path, dataclasses.replace(sidecar, history=tuple(history), details={
                         **sidecar.details, "best": best, "train": to_dict(config)}))
             _log_scalars(writer, record)
-            if on_epoch:
-                on_epoch(record)
+            if on_epoch and on_epoch(record) is True:
+                log.info("stopped after epoch %d by the caller", epoch)
+                stopped = True
+                break
             if config.early_stopping and stale >= config.early_stopping:
                 log.info("early stop after %d epochs without a better devel UAR", stale)
                 break
