@@ -144,6 +144,18 @@ def test_space_files_are_checked_with_the_file_and_key(tmp_path):
         assert str(tmp_path / "space.yaml") in str(caught.value)
 
 
+def test_every_shipped_space_plans_valid_training_configs():
+    from dslite_tiny.config import TrainConfig, list_presets, load_config
+    from dslite_tiny.train.sweep import load_space, plan_trials, trial_layer
+
+    assert list_presets("sweep")
+    for name in list_presets("sweep"):
+        for trial in plan_trials(load_space(name)):
+            config = load_config(TrainConfig, "mcu-dscnn", ("trial", trial_layer({"units": 8}, trial.values)),
+                                 stage="train")
+            assert config.units == 8 and all(getattr(config, k) == v for k, v in trial.values.items() if "." not in k)
+
+
 @pytest.mark.parametrize("value,recorded,keeps", [(0.5, [0.5], True), (0.4, [0.9, 0.4], False),
                                                    (0.9, [0.9, 0.4], True), (0.6, [0.9, 0.6, 0.5, 0.2], True),
                                                    (0.5, [0.9, 0.6, 0.5, 0.2], False)])
@@ -195,3 +207,21 @@ def test_sweep_on_ray_trains_each_trial_in_a_worker(demo_data, tmp_path):
     assert summary["complete"] and [t["values"] for t in summary["trials"]] == [{"units": 8}, {"units": 16}]
     assert all(t["epochs"] == 1 and t["stopped_at"] is None for t in summary["trials"])
     assert (tmp_path / "sweep" / "best.yaml").is_file() and result.stdout.count("best devel UAR") == 2
+
+
+def test_compress_on_ray_builds_the_variants_as_one_process_does(compressed, cli_model, tmp_path):
+    pytest.importorskip("ray")
+    import csv
+
+    out = tmp_path / "compressed"
+    result = run_cli("compress", str(cli_model), "--only", "dynamic,int8", "--set", "representative_chunks=20",
+                     "--set", "latency_runs=3", "--set", "latency_warmup=1", "--out", str(out), "--ray", "local",
+                     "--cache-dir", str(cli_model.parent / "cache"), env={"RAY_ADDRESS": ""})
+    assert result.returncode == 0, result.stderr
+    rows = {r["variant"]: r for r in csv.DictReader((out / "summary.csv").open())}
+    here = {r["variant"]: r for r in csv.DictReader((compressed / "summary.csv").open())}
+    assert set(rows) == {"dynamic", "int8"} and all(r["status"] == "ok" for r in rows.values())
+    for name in rows:  # post-training quantization of the same model and calibration chunks: the same model
+        assert (out / name / "model.tflite").read_bytes() == (compressed / name / "model.tflite").read_bytes()
+        assert rows[name]["uar"] == here[name]["uar"] and rows[name]["agreement"] == here[name]["agreement"]
+    assert "dynamic: UAR" in result.stdout and "int8: UAR" in result.stdout

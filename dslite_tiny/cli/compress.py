@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import click
 
 from dslite_tiny.cli.features import cache_options, make_cache
-from dslite_tiny.cli.options import TensorFlowCommand, data_options, progress_bar, resolve_data
+from dslite_tiny.cli.options import TensorFlowCommand, data_options, progress_bar, ray_option, resolve_data
 
 if TYPE_CHECKING:
     from dslite_tiny.records import Reference
@@ -27,13 +27,19 @@ if TYPE_CHECKING:
               help="Output folder (default: compressed/ next to MODEL).")
 @click.option("--force", is_flag=True, help="Rebuild variants whose results are up to date.")
 @cache_options
+@ray_option
 def compress(model: Path, data_path: str | None, compress_config: str, overrides: tuple[str, ...],
              only: list[str] | None, out: Path | None, force: bool, cache_dir: Path | None, no_cache: bool,
-             **data_opts) -> None:
-    """Build, convert and measure the compressed variants of MODEL (.h5 with its sidecar)."""
+             ray_address: str | None, **data_opts) -> None:
+    """Build, convert and measure the compressed variants of MODEL (.h5 with its sidecar).
+
+    With --ray the variants build at once on a Ray cluster (pruned-int8 and pqat-int8, which share the pruned
+    model, in one task).
+    """
     from dslite_tiny.compress.pipeline import run_compress
     from dslite_tiny.config import CompressConfig, load_config, parse_overrides
     from dslite_tiny.errors import ConfigError
+    from dslite_tiny.flows.runner import make_runner
 
     config = load_config(CompressConfig, compress_config, ("--set", parse_overrides(overrides)), stage="compress")
     if not data_path and any(value is not None for value in data_opts.values()):
@@ -41,8 +47,8 @@ def compress(model: Path, data_path: str | None, compress_config: str, overrides
     data = resolve_data(data_path, **data_opts) if data_path else None
     out = out or model.parent / "compressed"
     result = run_compress(model, config=config, out_dir=out, data=data, force=force,
-                          only=only,
-                          cache=make_cache(cache_dir, no_cache), progress=progress_bar,
+                          only=only, cache=make_cache(cache_dir, no_cache), runner=make_runner(ray_address),
+                          progress=progress_bar,
                           on_variant=lambda row: click.echo(variant_line(row)))
     click.echo("")
     click.echo(format_summary(result.rows, result.reference))

@@ -37,6 +37,7 @@ from dslite_tiny.data.cache import FeatureCache, file_digest
 from dslite_tiny.data.features import FeatureSet, compute_features
 from dslite_tiny.data.layouts import load_dataset
 from dslite_tiny.errors import ConfigError, DataError, UserError
+from dslite_tiny.flows.runner import InProcess, Runner, Unit
 from dslite_tiny.measure.cortex_m4 import cortex_m4_figures
 from dslite_tiny.measure.layer_error import layer_errors
 from dslite_tiny.measure.litert import quantize_input
@@ -60,51 +61,121 @@ class CompressResult:
 
 def run_compress(model_path: str | Path, *, config: CompressConfig, out_dir: str | Path,
                  data: DataConfig | None = None, only: Sequence[str] | None = None, force: bool = False,
-                 cache: FeatureCache | None = None, progress: Progress = no_progress,
+                 cache: FeatureCache | None = None, runner: Runner | None = None, progress: Progress = no_progress,
                  on_variant: VariantCallback | None = None) -> CompressResult:
-    """Build and measure each variant of ``model_path``; results are written as each variant ends."""
+    """Build and measure each variant of ``model_path``; results are written as each variant ends. With a
+    Ray ``runner`` the variants build at once, each group of variants that share a stage a unit."""
     out_dir = Path(out_dir)
     names = _variant_names(config, only)
     trained = load_trained(model_path)
     data = data or trained.saved_data()
     with folder_lock(out_dir):
-        return _compress_into(out_dir, trained, data, names, config, force, cache, progress, on_variant)
+        handler, level = _log_to(out_dir / "compress.log")
+        try:
+            prepared = _prepare(out_dir, trained, data, config, cache, progress)
+            if runner is None or isinstance(runner, InProcess):
+                rows = _compress_here(prepared, names, force, on_variant)
+            else:
+                rows = _compress_on(runner, prepared, trained.path, data, names, force, cache, on_variant)
+        finally:
+            _stop_logging(handler, level)
+    return CompressResult(out_dir, rows, prepared.reference)
 
 
-def _compress_into(out_dir: Path, trained: TrainedModel, data: DataConfig, names: list[str],
-                   config: CompressConfig, force: bool, cache: FeatureCache | None, progress: Progress,
-                   on_variant: VariantCallback | None) -> CompressResult:
+@dataclasses.dataclass
+class _Prepared:
+    """What every variant of one run is built and measured with."""
+
+    out_dir: Path
+    context: VariantContext
+    eval_set: EvalSet
+    settings: MeasureSettings
+    source: dict
+    reference: Reference
+
+
+def _prepare(out_dir: Path, trained: TrainedModel, data: DataConfig, config: CompressConfig,
+             cache: FeatureCache | None, progress: Progress) -> _Prepared:
+    features, frontend = _features(trained, data, cache, progress)
+    source = {"model": str(trained.path), "sha256": file_digest(trained.path)}
+    fingerprint = _fingerprint(source["sha256"], trained, features)
+    folded = fold_arelu(trained.model)
+    eval_set, scores = _eval_set(trained, folded, features["test"], frontend)
+    reference = _write_reference(out_dir, source, eval_set, scores, features["test"], trained.frontend_config)
+    context = VariantContext(folded, fingerprint, features["train"], features["devel"], frontend,
+                             _representative(features["train"], frontend, config), config, out_dir / "stages",
+                             progress, _training_augmenter(trained, features["train"], frontend))
+    settings = MeasureSettings(config.latency_runs, config.latency_warmup, config.tflm)
+    return _Prepared(out_dir, context, eval_set, settings, source, reference)
+
+
+def _compress_here(prepared: _Prepared, names: list[str], force: bool,
+                   on_variant: VariantCallback | None) -> list[dict]:
+    rows: list[dict] = []
+    for name in names:
+        row = _variant(prepared, name, force)
+        rows = write_summary(prepared.out_dir)  # after every variant: an interrupted run keeps a current table
+        if on_variant:
+            on_variant(row)
+    return rows
+
+
+def _variant(prepared: _Prepared, name: str, force: bool) -> dict:
+    """One variant reused (unchanged since the last run) or built and measured; its summary row."""
+    out_dir, config = prepared.out_dir, prepared.context.config
+    key = _variant_key(prepared.context.fingerprint, config, name)
+    metrics = _previous(out_dir / name, key, config) if not force else None
+    skipped = metrics is not None
+    if skipped:
+        log.info("%s: unchanged since %s, skipped (--force rebuilds)", name, metrics.finished)
+        metrics = _with_cortex_m4(metrics, out_dir, prepared.eval_set, config)
+    else:
+        metrics = _build_and_measure(name, key, prepared.context, prepared.eval_set, prepared.settings, out_dir,
+                                     prepared.source)
+    return {**summary_row(metrics), "skipped": skipped}
+
+
+# Variants built from one stage go to one unit: run apart, each would fine-tune that stage again.
+SHARED_STAGE_GROUPS = (("pruned-int8", "pqat-int8"),)
+
+
+def _compress_on(runner: Runner, prepared: _Prepared, model_path: Path, data: DataConfig, names: list[str],
+                 force: bool, cache: FeatureCache | None, on_variant: VariantCallback | None) -> list[dict]:
+    """Variants that are up to date are reported here; the others are units of ``runner``."""
+    todo = []
+    for name in names:
+        key = _variant_key(prepared.context.fingerprint, prepared.context.config, name)
+        if not force and _previous(prepared.out_dir / name, key, prepared.context.config) is not None:
+            row = _variant(prepared, name, force)
+            if on_variant:
+                on_variant(row)
+        else:
+            todo.append(name)
+    groups = [[n for n in group if n in todo] for group in SHARED_STAGE_GROUPS]
+    grouped = {n for group in groups for n in group}
+    units = [Unit("+".join(group), build_variants, {
+        "model_path": model_path, "data": data, "config": prepared.context.config, "names": group,
+        "out_dir": prepared.out_dir, "force": force, "cache": cache})
+        for group in [g for g in groups if g] + [[n] for n in todo if n not in grouped]]
+    rows = write_summary(prepared.out_dir)
+    for _unit, result in runner.run(units):
+        rows = write_summary(prepared.out_dir)
+        for row in result["rows"]:
+            if on_variant:
+                on_variant(row)
+    return rows
+
+
+def build_variants(*, model_path: Path, data: DataConfig, config: CompressConfig, names: list[str], out_dir: Path,
+                   force: bool, cache: FeatureCache | None) -> dict:
+    """Variants of one model built in a worker (a unit of ``dslite_tiny.flows``): the same features, float
+    reference and context as the driver's, then each variant as in one process."""
     handler, level = _log_to(out_dir / "compress.log")
     try:
-        features, frontend = _features(trained, data, cache, progress)
-        source = {"model": str(trained.path), "sha256": file_digest(trained.path)}
-        fingerprint = _fingerprint(source["sha256"], trained, features)
-        folded = fold_arelu(trained.model)
-        eval_set, scores = _eval_set(trained, folded, features["test"], frontend)
-        reference = _write_reference(out_dir, source, eval_set, scores, features["test"], trained.frontend_config)
-        context = VariantContext(folded, fingerprint, features["train"], features["devel"], frontend,
-                                 _representative(features["train"], frontend, config), config,
-                                 out_dir / "stages", progress,
-                                 _training_augmenter(trained, features["train"], frontend))
-        settings = MeasureSettings(config.latency_runs, config.latency_warmup, config.tflm)
-        for name in names:
-            key = _variant_key(fingerprint, config, name)
-            metrics = _previous(out_dir / name, key, config) if not force else None
-            skipped = metrics is not None
-            if skipped:
-                log.info("%s: unchanged since %s, skipped (--force rebuilds)", name, metrics.finished)
-                metrics = _with_cortex_m4(metrics, out_dir, eval_set, config)
-            else:
-                metrics = _build_and_measure(name, key, context, eval_set, settings, out_dir, source)
-            rows = write_summary(out_dir)  # after every variant: an interrupted run keeps a current table
-            if on_variant:
-                on_variant({**summary_row(metrics), "skipped": skipped})
+        prepared = _prepare(out_dir, load_trained(model_path), data, config, cache, no_progress)
+        return {"rows": [_variant(prepared, name, force) for name in names]}
     finally:
-        logger = logging.getLogger("dslite_tiny")
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-        handler.close()
-    return CompressResult(out_dir, rows, reference)
+        _stop_logging(handler, level)
 
 
 def write_summary(out_dir: Path) -> list[dict]:
@@ -323,6 +394,13 @@ def _verdict(name: str, metrics: dict) -> tuple[str, str]:
     if tflm is not None and not tflm["ok"]:
         return "failed", f"TFLite Micro refuses the model: {tflm['reason']}"
     return "ok", ""
+
+
+def _stop_logging(handler: logging.Handler, level: int) -> None:
+    logger = logging.getLogger("dslite_tiny")
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+    handler.close()
 
 
 def _log_to(path: Path) -> tuple[logging.Handler, int]:
