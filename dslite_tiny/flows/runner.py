@@ -145,9 +145,10 @@ def connect(ray, address: str) -> None:
     options = {"log_to_driver": False, "configure_logging": False}  # workers' TensorFlow chatter stays in Ray's logs
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # no GPUs asked for: keep Ray's tip quiet
     try:
-        if address == "local":  # units return small records: a small object store leaves the memory to TensorFlow
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE_BYTES,
-                     **options)
+        if address == "local":  # a new cluster even where another runs; a small object store (units return
+            # small records) leaves the memory to TensorFlow
+            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
+                     object_store_memory=LOCAL_OBJECT_STORE_BYTES, **options)
         else:
             _check_reachable(address)
             ray.init(address=address, **options)

@@ -79,10 +79,14 @@ def markdown(results: dict) -> str:
     for name, run in runs.items():
         ratio = f"{run['wall_s'] / base:.2f}×" if base else "-"
         same = "-" if reference is None else ("yes, every fold" if run["runs"] == reference else
-                                              f"no: max |Δ UAR per file| {max_difference(run['runs'], reference):.3f}")
+                                              f"no: UAR per file up to {max_difference(run['runs'], reference):.3f} apart")
         lines.append(f"| {name} | {run['wall_s'] / 60:.1f} min | {ratio} | {run['run_seconds'] / 60:.1f} min | "
                      f"{run['mean_file_uar']['mean']:.3f} ± {run['mean_file_uar']['std']:.3f} | {same} |")
-    lines += ["", "Commands (OUT is the --out folder):", ""]
+    lines += ["", "The one-thread run is there for its figures: its wall overlapped other work on the machine (a test "
+              "run), the other two ran alone. TensorFlow's default threads and one thread train differently "
+              "(sums split across threads), hence the default run's other figures; Ray's workers have one thread "
+              "each and equal the one-thread run bit for bit.", "",
+              "Commands (OUT is the --out folder):", ""]
     lines += [f"- {name}: `{env}{run['command']}`" for name, run in runs.items()
               for env in [" ".join(f"{k}={v}" for k, v in RUNS[name][1].items()) + (" " if RUNS[name][1] else "")]]
     return "\n".join(lines) + "\n"
