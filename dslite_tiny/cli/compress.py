@@ -34,7 +34,7 @@ def compress(model: Path, data_path: str | None, compress_config: str, overrides
     """Build, convert and measure the compressed variants of MODEL (.h5 with its sidecar).
 
     With --ray the variants build at once on a Ray cluster (pruned-int8 and pqat-int8, which share the pruned
-    model, in one task).
+    model, in one task); their host latency is then measured while others build.
     """
     from dslite_tiny.compress.pipeline import run_compress
     from dslite_tiny.config import CompressConfig, load_config, parse_overrides

@@ -61,11 +61,18 @@ def run_sweep(scheduler: str, out: Path) -> dict:
 
 
 def markdown(results: dict) -> str:
+    from dslite_tiny.train.sweep import Asha
+
     runs = results["runs"]
+    first = next(iter(runs.values()))
+    trials = len(first["trials"])
+    epochs = first["epochs_planned"] // trials
+    rungs = " and ".join(map(str, Asha(4, 3, epochs).rungs))
     lines = ["# Sweep: ASHA against every trial run to its end (FSDD, devel theo)", "",
              f"`{results['command']}` on {results['machine']}, in one process. `mcu-dscnn` with "
-             "`frontend=fsdd-40x49` (40 epochs), 8 random trials of `configs/sweep/mcu-dscnn.yaml` (seed 0); ASHA "
-             "with grace 4 epochs and reduction 3 (rungs at epochs 4, 12 and 36). Wall: the whole command.", "",
+             f"`frontend=fsdd-40x49` ({epochs} epochs), {trials} random trials of `configs/sweep/mcu-dscnn.yaml` (seed "
+             f"0); ASHA with grace 4 epochs and reduction 3: rungs at epochs {rungs}. Wall: the whole command, "
+             "the feature cache warm.", "",
              "| scheduler | wall | × full | epochs trained | best trial | best devel UAR |", "|---|---:|---:|---:|---|---:|"]
     full = runs.get("none")
     for name, run in runs.items():
@@ -74,6 +81,10 @@ def markdown(results: dict) -> str:
         lines.append(f"| {name} | {run['wall_s'] / 60:.1f} min | {ratio} | {run['epochs_trained']} of "
                      f"{run['epochs_planned']} | {run['best']} ({values}) | {run['best_devel_uar']:.3f} |")
     if len(runs) == 2:
+        asha, none = runs["asha"], runs["none"]
+        lines += ["", f"ASHA trained {asha['epochs_trained'] / none['epochs_trained']:.0%} of the epochs in "
+                      f"{asha['wall_s'] / none['wall_s']:.0%} of the wall; its best devel UAR is "
+                      f"{100 * (asha['best_devel_uar'] - none['best_devel_uar']):+.1f} points from the full trials' best."]
         lines += ["", "| trial | values | full: best devel UAR | ASHA: best devel UAR | ASHA: epochs |",
                   "|---|---|---:|---:|---:|"]
         for trial, row in runs["none"]["trials"].items():
