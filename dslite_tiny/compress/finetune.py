@@ -9,9 +9,9 @@ epochs at 1e-5 took its test agreement from 96 % to 93 %). The learning rate
 warms up linearly over the first epoch (from a tenth of its value), so the first steps, with pruning
 masks or fake quantization newly in place, cannot throw the model off its trained optimum.
 
-A plain loop over ``train_on_batch`` drives the Keras callbacks by hand, so TFMOT's ``UpdatePruningStep``
-sees every batch (without it nothing is pruned). Images are rendered per batch as in training; there is no
-augmentation: these runs are a few epochs long and start from a converged model. BatchNormalization stays
+Each epoch is training's own (``train.epoch.train_epoch``), which drives the Keras callbacks by hand, so
+TFMOT's ``UpdatePruningStep`` sees every batch (without it nothing is pruned); no image augmentation: these
+runs are a few epochs long and start from a converged model. BatchNormalization stays
 in inference mode and every other layer trains (see ``set_finetunable``). For pruning only epochs after the
 schedule reached its final sparsity are eligible, so the selected model always meets the target.
 """
@@ -23,11 +23,11 @@ import logging
 import numpy as np
 
 from dslite_tiny.audio.frontend import Frontend
-from dslite_tiny.data.features import FeatureSet, batches_per_epoch, epoch_batches
+from dslite_tiny.data.features import FeatureSet, batches_per_epoch
 from dslite_tiny.progress import Progress, no_progress
-from dslite_tiny.models.inference import predict_mel
 from dslite_tiny.measure.metrics import uar
 from dslite_tiny.train.distill import soften
+from dslite_tiny.train.epoch import devel_decisions, one_hot, train_epoch
 from dslite_tiny.train.optimizers import make_optimizer, warmup_rate
 
 log = logging.getLogger(__name__)
@@ -70,30 +70,27 @@ def finetune(model, train: FeatureSet, devel: FeatureSet, frontend: Frontend, se
                   else "categorical_crossentropy")
     hooks = keras.callbacks.CallbackList(list(callbacks), model=model)
     hooks.on_train_begin()
-    teacher_devel = None if teacher is None else predict_mel(teacher, devel.mel_db, frontend).argmax(axis=1)
+    teacher_devel = None if teacher is None else devel_decisions(teacher, devel, frontend)
     history, best, best_weights, step = [], -1.0, None, 0
     if eligible_from_step == 0:  # the starting point competes too: fine-tuning must beat it to be kept
         start = {"epoch": 0, "loss": None, **_evaluate_epoch(model, devel, frontend, teacher_devel, num_classes),
                  "eligible": True, "selected": False}
         history.append(start)
         best, best_weights = start["score"], model.get_weights()
+    def make_batch(x: np.ndarray, labels: np.ndarray):
+        y = one_hot(labels, num_classes)
+        if distill:
+            y = np.concatenate([y, soften(teacher(x, training=False).numpy(), settings.temperature)], 1)
+        return x, y, None
+
     for epoch in range(settings.epochs):
-        losses = []
-        batches = epoch_batches(train.labels, num_classes, batch_size=settings.batch_size,
-                                balance=settings.balance, rng=rng)
-        for i, batch in enumerate(progress(batches, desc=f"{desc} epoch {epoch + 1}/{settings.epochs}")):
-            hooks.on_train_batch_begin(i)
-            mel_db = train.mel_db[batch] if augment is None else augment(train.mel_db[batch], rng)
-            x = frontend.model_input(mel_db)
-            y = np.eye(num_classes, dtype=np.float32)[train.labels[batch]]
-            if distill:
-                y = np.concatenate([y, soften(teacher(x, training=False).numpy(), settings.temperature)], 1)
-            losses.append(float(model.train_on_batch(x, y)))
-            hooks.on_train_batch_end(i)
-            step += 1
+        loss = train_epoch(model, train, frontend, batch_size=settings.batch_size, balance=settings.balance,
+                           rng=rng, make_batch=make_batch, augment=augment, hooks=hooks, progress=progress,
+                           desc=f"{desc} epoch {epoch + 1}/{settings.epochs}")
+        step += steps_per_epoch(train, settings)
         hooks.on_epoch_end(epoch)
         record = _evaluate_epoch(model, devel, frontend, teacher_devel, num_classes)
-        record = {"epoch": epoch + 1, "loss": round(float(np.mean(losses)), 6), **record,
+        record = {"epoch": epoch + 1, "loss": round(loss, 6), **record,
                   "eligible": step > eligible_from_step, "selected": False}
         if record["eligible"] and record["score"] > best:
             best, best_weights = record["score"], model.get_weights()
@@ -110,7 +107,7 @@ def finetune(model, train: FeatureSet, devel: FeatureSet, frontend: Frontend, se
 def _evaluate_epoch(model, devel: FeatureSet, frontend: Frontend, teacher_devel: np.ndarray | None,
                     num_classes: int) -> dict:
     """Devel UAR, agreement with the teacher's devel decisions, and the selection score (their mean)."""
-    predicted = predict_mel(model, devel.mel_db, frontend).argmax(axis=1)
+    predicted = devel_decisions(model, devel, frontend)
     devel_uar = uar(devel.labels, predicted, num_classes)
     if teacher_devel is None:
         return {"devel_uar": devel_uar, "devel_agreement": None, "score": devel_uar}

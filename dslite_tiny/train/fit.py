@@ -1,8 +1,8 @@
 """Two-phase transfer learning with SapAugment, selected by devel UAR, written incrementally.
 
-Images are rendered per batch from cached mel spectrograms (``Frontend.model_input``), so a dataset of
-224×224×3 inputs never has to fit in memory. After every epoch the devel UAR is measured; a better one
-replaces ``OUT/model.h5`` + ``model.json`` at once, so an interrupted run keeps its best model.
+Each epoch is ``train.epoch.train_epoch`` (shared with compression's fine-tunes). After every epoch the devel
+UAR is measured; a better one replaces ``OUT/model.h5`` + ``model.json`` at once, so an interrupted run keeps
+its best model.
 """
 from __future__ import annotations
 
@@ -17,9 +17,8 @@ import numpy as np
 
 from dslite_tiny.audio.frontend import Frontend
 from dslite_tiny.config import TrainConfig, to_dict
-from dslite_tiny.data.features import FeatureSet, batches_per_epoch, epoch_batches
+from dslite_tiny.data.features import FeatureSet, batches_per_epoch
 from dslite_tiny.errors import UserError
-from dslite_tiny.models.inference import predict_mel
 from dslite_tiny.models.registry import backbone_layers, create_model
 from dslite_tiny.train.optimizers import make_optimizer, warmup_rate
 from dslite_tiny.models.trained import load_trained, save_trained, sidecar_path
@@ -27,7 +26,7 @@ from dslite_tiny.progress import Progress, no_progress
 from dslite_tiny.records import Sidecar, read_sidecar, write_sidecar
 from dslite_tiny.train.augment import AugmentSettings, MelAugmenter, MelAugmentSettings, augment_batch, sap_lambdas
 from dslite_tiny.train.distill import Teacher
-from dslite_tiny.measure.metrics import uar
+from dslite_tiny.train.epoch import devel_uar, one_hot, train_epoch
 
 log = logging.getLogger(__name__)
 EpochCallback = Callable[[dict], "bool | None"]  # True ends the training after this epoch (a sweep's early stop)
@@ -95,6 +94,10 @@ def train_model(train: FeatureSet, devel: FeatureSet, frontend: Frontend, config
     augment_mel = (MelAugmenter(mel_settings, frontend.config, train.mel_db, rng=np.random.default_rng([config.seed, 1]))
                    if mel_settings.enabled else None)
     weights = _class_weights(train.labels, len(classes)) if config.balance == "class_weights" else None
+
+    def make_batch(x: np.ndarray, labels: np.ndarray):
+        return _augmented_batch(model, x, labels, settings, weights, rng, teacher)
+
     writer = _tensorboard_writer(out_dir) if config.tensorboard else None
     path, history, best = out_dir / "model.h5", [], {"devel_uar": -1.0, "epoch": 0}
     epoch = 0
@@ -114,23 +117,17 @@ def train_model(train: FeatureSet, devel: FeatureSet, frontend: Frontend, config
         for _ in range(phase.epochs):
             epoch += 1
             start = time.perf_counter()
-            batches = epoch_batches(train.labels, len(classes), batch_size=config.batch_size,
-                                    balance=config.balance, rng=rng)
-            losses = []
-            for batch in progress(batches, desc=f"epoch {epoch} ({phase.name})"):
-                mel_db = train.mel_db[batch] if augment_mel is None else augment_mel(train.mel_db[batch], rng)
-                losses.append(_train_step(model, frontend.model_input(mel_db), train.labels[batch], settings,
-                                          weights, rng, teacher))
-                if average:
-                    average.update()
+            loss = train_epoch(model, train, frontend, batch_size=config.batch_size, balance=config.balance,
+                               rng=rng, make_batch=make_batch, augment=augment_mel,
+                               after_step=average.update if average else None, progress=progress,
+                               desc=f"epoch {epoch} ({phase.name})")
             with average.applied() if average else contextlib.nullcontext():
-                devel_uar = uar(devel.labels, predict_mel(model, devel.mel_db, frontend).argmax(axis=1),
-                                len(classes))
-            record = {"epoch": epoch, "phase": phase.name, "loss": float(np.mean(losses)), "devel_uar": devel_uar,
+                score = devel_uar(model, devel, frontend)
+            record = {"epoch": epoch, "phase": phase.name, "loss": loss, "devel_uar": score,
                       "seconds": round(time.perf_counter() - start, 2)}
             history.append(record)
             stale += 1
-            if devel_uar > best["devel_uar"]:
+            if score > best["devel_uar"]:
                 best, stale = dict(record), 0
                 with average.applied() if average else contextlib.nullcontext():
                     save_trained(model, path, dataclasses.replace(sidecar, history=tuple(history), details={
@@ -190,9 +187,11 @@ class WeightAverage:
             self.model.set_weights(own)
 
 
-def _train_step(model, x: np.ndarray, labels: np.ndarray, settings: AugmentSettings,
-                class_weights: np.ndarray | None, rng: np.random.Generator, teacher: Teacher | None) -> float:
-    y = np.eye(model.output_shape[-1], dtype=np.float32)[labels]
+def _augmented_batch(model, x: np.ndarray, labels: np.ndarray, settings: AugmentSettings,
+                     class_weights: np.ndarray | None, rng: np.random.Generator, teacher: Teacher | None):
+    """A training batch's images, targets and sample weights: SapAugment-driven CutMix and SpecAugment on the
+    images (their targets mixed alike), then the teacher's share of every target."""
+    y = one_hot(labels, model.output_shape[-1])
     if settings.cutmix or settings.specaugment:
         if settings.sapaugment:
             probabilities = model(x, training=False).numpy()
@@ -203,8 +202,7 @@ def _train_step(model, x: np.ndarray, labels: np.ndarray, settings: AugmentSetti
         x, y = augment_batch(x, y, lambdas, settings, rng)
     if teacher is not None:
         y = teacher.targets(x, y)
-    sample_weight = None if class_weights is None else class_weights[labels]
-    return float(model.train_on_batch(x, y, sample_weight=sample_weight))
+    return x, y, None if class_weights is None else class_weights[labels]
 
 
 def _write_full_history(path: Path, history: list[dict]) -> None:
