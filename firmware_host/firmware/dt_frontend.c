@@ -62,7 +62,9 @@ static void add_to_mel(float *mel, int bin, float power) {
 #if (DT_FFT_SIZE & (DT_FFT_SIZE - 1)) == 0
 /* |X[k]|^2 of the real frame, k = 1 .. N / 2, into the mel bands: the frame read as N / 2 complex values
  * (even samples real, odd imaginary) is transformed with a radix-2 FFT, and the two interleaved half
- * spectra are split with the twiddles W^k = exp(-2 pi i k / N): half the work of a complex N-point FFT. */
+ * spectra are split with the twiddles W^k = exp(-2 pi i k / N): half the work of a complex N-point FFT. The
+ * first two stages are one pass without products; each later stage loads a twiddle once for all the
+ * butterflies that use it. */
 static void frame_to_mel(float *mel) {
   enum { N = DT_FFT_SIZE, M = DT_FFT_SIZE / 2 };
   float *z = g_frame;
@@ -76,12 +78,23 @@ static void frame_to_mel(float *mel) {
       t = z[2 * i + 1]; z[2 * i + 1] = z[2 * j + 1]; z[2 * j + 1] = t;
     }
   }
-  for (len = 2; len <= M; len <<= 1) { /* exp(-2 pi i j / len) = W^(j N / len) */
-    const int stride = N / len;
-    for (i = 0; i < M; i += len) {
-      for (j = 0; j < len / 2; ++j) {
-        const float wr = kTwiddle[2 * j * stride], wi = kTwiddle[2 * j * stride + 1];
-        float *a = &z[2 * (i + j)], *b = &z[2 * (i + j + len / 2)];
+  len = 2;
+#if DT_FFT_SIZE >= 8
+  for (i = 0; i < M; i += 4) { /* the first two stages at once: their twiddles are 1 and -i, no products */
+    float *p = &z[2 * i];
+    const float r0 = p[0] + p[2], i0 = p[1] + p[3], r1 = p[0] - p[2], i1 = p[1] - p[3];
+    const float r2 = p[4] + p[6], i2 = p[5] + p[7], r3 = p[4] - p[6], i3 = p[5] - p[7];
+    p[0] = r0 + r2; p[1] = i0 + i2; p[4] = r0 - r2; p[5] = i0 - i2;
+    p[2] = r1 + i3; p[3] = i1 - r3; p[6] = r1 - i3; p[7] = i1 + r3; /* b × -i = (b_im, -b_re) */
+  }
+  len = 8;
+#endif
+  for (; len <= M; len <<= 1) { /* exp(-2 pi i j / len) = W^(j N / len) */
+    const int half = len / 2, stride = N / len;
+    for (j = 0; j < half; ++j) { /* one twiddle for every butterfly that uses it */
+      const float wr = kTwiddle[2 * j * stride], wi = kTwiddle[2 * j * stride + 1];
+      float *a = &z[2 * j], *b = &z[2 * (j + half)];
+      for (i = 0; i < M; i += len, a += 2 * len, b += 2 * len) {
         const float tr = b[0] * wr - b[1] * wi, ti = b[0] * wi + b[1] * wr;
         b[0] = a[0] - tr; b[1] = a[1] - ti;
         a[0] += tr; a[1] += ti;
