@@ -37,7 +37,7 @@ from dslite_tiny.data.cache import FeatureCache, file_digest
 from dslite_tiny.data.features import FeatureSet, compute_features
 from dslite_tiny.data.layouts import load_dataset
 from dslite_tiny.errors import ConfigError, DataError, UserError
-from dslite_tiny.flows.runner import InProcess, Runner, Unit
+from dslite_tiny.flows.runner import InProcess, Runner, Unit, cache_for_workers, for_workers
 from dslite_tiny.measure.cortex_m4 import cortex_m4_figures
 from dslite_tiny.measure.layer_error import layer_errors
 from dslite_tiny.measure.litert import quantize_input
@@ -154,8 +154,8 @@ def _compress_on(runner: Runner, prepared: _Prepared, model_path: Path, data: Da
     groups = [[n for n in group if n in todo] for group in SHARED_STAGE_GROUPS]
     grouped = {n for group in groups for n in group}
     units = [Unit("+".join(group), build_variants, {
-        "model_path": model_path, "data": data, "config": prepared.context.config, "names": group,
-        "out_dir": prepared.out_dir, "force": force, "cache": cache})
+        "model_path": for_workers(model_path), "data": data, "config": prepared.context.config, "names": group,
+        "out_dir": for_workers(prepared.out_dir), "force": force, "cache": cache_for_workers(cache)})
         for group in [g for g in groups if g] + [[n] for n in todo if n not in grouped]]
     rows = write_summary(prepared.out_dir)
     for _unit, result in runner.run(units):

@@ -17,7 +17,7 @@ from dslite_tiny.artifacts import folder_lock, write_json
 from dslite_tiny.config import DataConfig, TrainConfig
 from dslite_tiny.data.cache import FeatureCache
 from dslite_tiny.data.layouts import Dataset, load_dataset
-from dslite_tiny.flows.runner import InProcess, Runner, Unit
+from dslite_tiny.flows.runner import InProcess, Runner, Unit, cache_for_workers, for_workers
 from dslite_tiny.progress import Progress, no_progress
 from dslite_tiny.train.cv import (EpochCallback, config_fingerprint, dataset_speakers, finished_run, run_name,
                                   speaker_folds, summarize, train_fold)
@@ -44,6 +44,8 @@ def cross_validate(data: DataConfig, config: TrainConfig, *, out_dir: str | Path
     fingerprint = config_fingerprint(data, config)
     order = [(fold.name, seed) for fold in plan for seed in seeds]
     local = isinstance(runner, InProcess)
+    if not local:
+        out_dir, cache = for_workers(out_dir), cache_for_workers(cache)
     train_kwargs = {"data": data, "config": config, "out_dir": out_dir, "fingerprint": fingerprint, "cache": cache,
                     "progress": progress if local else no_progress, "on_epoch": on_epoch if local else None}
     with folder_lock(out_dir):

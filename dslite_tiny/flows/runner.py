@@ -23,8 +23,10 @@ import dataclasses
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Protocol
 
+from dslite_tiny.data.cache import FeatureCache
 from dslite_tiny.errors import ConfigError, UserError
 
 log = logging.getLogger(__name__)
@@ -170,6 +172,15 @@ def _check_reachable(address: str) -> None:
         socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as exc:
         raise ConnectionError(exc.strerror or str(exc)) from None
+
+
+def for_workers(path: Path | None) -> Path | None:
+    """``path`` made absolute: a worker on another node starts in another working directory."""
+    return None if path is None else Path(path).resolve()
+
+
+def cache_for_workers(cache: FeatureCache | None) -> FeatureCache | None:
+    return cache if cache is None or cache.root is None else FeatureCache(for_workers(cache.root))
 
 
 def make_runner(ray_address: str | None, *, cpus_per_unit: int = 1) -> Runner:

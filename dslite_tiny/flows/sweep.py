@@ -20,7 +20,7 @@ from dslite_tiny.config import DataConfig, TrainConfig, load_config, to_dict
 from dslite_tiny.data.cache import FeatureCache
 from dslite_tiny.data.layouts import load_dataset
 from dslite_tiny.flows.cv import warm_feature_cache
-from dslite_tiny.flows.runner import InProcess, Runner, Unit
+from dslite_tiny.flows.runner import InProcess, Runner, Unit, cache_for_workers, for_workers
 from dslite_tiny.progress import Progress, no_progress
 from dslite_tiny.train.cv import finished_run
 from dslite_tiny.train.fit import plan_phases
@@ -47,6 +47,8 @@ def sweep(data: DataConfig, preset: str, overrides: dict[str, Any], space: Space
     dataset = load_dataset(data, require=("train", "devel"))
     key = sweep_fingerprint(data, base, space)
     local = isinstance(runner, InProcess)
+    if not local:
+        out_dir, cache = for_workers(out_dir), cache_for_workers(cache)
     with folder_lock(out_dir):
         done: dict[str, dict] = {}
         units = []
