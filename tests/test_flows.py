@@ -107,6 +107,9 @@ def test_cv_on_ray_equals_in_process_and_survives_a_killed_worker(demo_data, tmp
     workers = {r["worker"].rsplit(":", 1)[1] for r in summary["runs"]}
     assert str(killed) not in workers  # the killed run was trained again by another worker
     assert str(os.getpid()) not in workers and stdout.count("test UAR") == 3
+    for run in summary["runs"]:  # each worker's epochs reach the console as they end
+        assert f"fold {run['fold']} seed 0 epoch   2: loss" in stdout, stdout
+    assert all(len((out / f"{r['fold']}-s0" / "epochs.jsonl").read_text().splitlines()) == 2 for r in summary["runs"])
 
 
 def _space(tmp_path: Path, text: str) -> Path:

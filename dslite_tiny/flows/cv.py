@@ -19,8 +19,8 @@ from dslite_tiny.data.cache import FeatureCache
 from dslite_tiny.data.layouts import Dataset, load_dataset
 from dslite_tiny.flows.runner import InProcess, Runner, Unit, cache_for_workers, for_workers
 from dslite_tiny.progress import Progress, no_progress
-from dslite_tiny.train.cv import (EpochCallback, config_fingerprint, dataset_speakers, finished_run, run_name,
-                                  speaker_folds, summarize, train_fold)
+from dslite_tiny.train.cv import (EpochCallback, config_fingerprint, dataset_speakers, epoch_records, finished_run,
+                                  run_name, speaker_folds, summarize, train_fold)
 
 log = logging.getLogger(__name__)
 RunCallback = Callable[[dict], None]
@@ -31,8 +31,8 @@ def cross_validate(data: DataConfig, config: TrainConfig, *, out_dir: str | Path
                    progress: Progress = no_progress, on_run: RunCallback | None = None,
                    on_epoch: EpochCallback | None = None) -> dict:
     """Train and test every fold × seed under ``out_dir`` (in this process unless ``runner`` says otherwise);
-    returns the summary written to ``cv.json``. ``on_run`` sees every run, reused ones included; ``progress``
-    and ``on_epoch`` reach only runs in this process."""
+    returns the summary written to ``cv.json``. ``on_run`` sees every run, reused ones included; ``on_epoch``
+    every epoch (of runs elsewhere as their ``epochs.jsonl`` grows); ``progress`` only runs in this process."""
     from dslite_tiny.report.cv import write_cv_report
 
     out_dir, runner = Path(out_dir), runner or InProcess()
@@ -75,9 +75,29 @@ def cross_validate(data: DataConfig, config: TrainConfig, *, out_dir: str | Path
 
         for result in [done[key] for key in order if key in done]:
             record(result)
-        for _unit, result in runner.run(units):
+        follow = None if local or on_epoch is None else _EpochFollower(out_dir, [u.name for u in units], on_epoch)
+        for _unit, result in runner.run(units, on_wait=follow):
+            if follow:
+                follow()  # the run's last epochs before its result
             record(result)
     return summary
+
+
+class _EpochFollower:
+    """Passes on the epoch records that runs on other processes append to their ``epochs.jsonl``."""
+
+    def __init__(self, out_dir: Path, runs: list[str], on_epoch: EpochCallback) -> None:
+        self.out_dir, self.on_epoch = out_dir, on_epoch
+        self.seen = dict.fromkeys(runs, 0)
+
+    def __call__(self) -> None:
+        for run, seen in self.seen.items():
+            records = epoch_records(self.out_dir / run)
+            if len(records) < seen:  # a retried run has started its log again
+                seen = 0
+            self.seen[run] = len(records)
+            for record in records[seen:]:
+                self.on_epoch(record)
 
 
 def warm_feature_cache(dataset: Dataset, config: TrainConfig, data: DataConfig, cache: FeatureCache | None,

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 RAY_VERSION = "2.52"  # the extra's pin (pyproject.toml), named in the error when Ray is missing
 LOCAL_OBJECT_STORE_BYTES = 256 << 20
 CONNECT_TIMEOUT_S = 10.0
+WAIT_S = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +50,8 @@ class Runner(Protocol):
 
     description: str
 
-    def run(self, units: Sequence[Unit]) -> Iterator[tuple[Unit, dict]]: ...
+    def run(self, units: Sequence[Unit], *, on_wait: Callable[[], None] | None = None
+            ) -> Iterator[tuple[Unit, dict]]: ...
 
 
 class InProcess:
@@ -57,7 +59,8 @@ class InProcess:
 
     description = "in-process"
 
-    def run(self, units: Sequence[Unit]) -> Iterator[tuple[Unit, dict]]:
+    def run(self, units: Sequence[Unit], *, on_wait: Callable[[], None] | None = None
+            ) -> Iterator[tuple[Unit, dict]]:
         for unit in units:
             yield unit, unit.function(**unit.kwargs)
 
@@ -71,9 +74,11 @@ class OnRay:
         self.address, self.cpus_per_unit, self.max_retries = address, cpus_per_unit, max_retries
         self.description = f"Ray ({address})"
 
-    def run(self, units: Sequence[Unit]) -> Iterator[tuple[Unit, dict]]:
+    def run(self, units: Sequence[Unit], *, on_wait: Callable[[], None] | None = None
+            ) -> Iterator[tuple[Unit, dict]]:
         """Every unit is submitted at once; a unit that fails does not stop the others (their records are
-        worth keeping), and the first failure is raised once they have all ended."""
+        worth keeping), and the first failure is raised once they have all ended. ``on_wait`` runs every
+        ``WAIT_S`` seconds in which no unit ended (to show the workers' progress)."""
         if not units:
             return
         ray = import_ray()
@@ -83,7 +88,12 @@ class OnRay:
         pending = {task.remote(unit.function, unit.kwargs): unit for unit in units}
         failure: BaseException | None = None
         while pending:
-            (ref,), _ = ray.wait(list(pending), num_returns=1)
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_S)
+            if not ready:
+                if on_wait:
+                    on_wait()
+                continue
+            ref = ready[0]
             unit = pending.pop(ref)
             try:
                 outcome = ray.get(ref)

@@ -67,8 +67,9 @@ def train_fold(*, data: DataConfig, config: TrainConfig, fold: Fold, seed: int, 
                cache: FeatureCache | None = None, progress: Progress = no_progress,
                on_epoch: EpochCallback | None = None) -> dict:
     """One run of a cross-validation (a unit of ``dslite_tiny.flows``): train on the fold's train speakers,
-    select on its devel speakers, test on its test speakers; writes ``out_dir/<fold>-s<seed>/`` (model and
-    ``result.json``) and returns the result."""
+    select on its devel speakers, test on its test speakers; writes ``out_dir/<fold>-s<seed>/`` (model,
+    ``epochs.jsonl`` as each epoch ends, so a driver can show a worker's progress, and ``result.json``) and
+    returns the result."""
     from dslite_tiny.models.trained import load_trained
     from dslite_tiny.train.evaluate import evaluate
     from dslite_tiny.train.run import run_training
@@ -78,13 +79,35 @@ def train_fold(*, data: DataConfig, config: TrainConfig, fold: Fold, seed: int, 
     log.info("fold %s seed %d: test %s, devel %s", fold.name, seed, fold.test, fold.devel)
     started = time.monotonic()
     fold_config = dataclasses.replace(config, seed=seed, teacher=for_fold(config.teacher, fold.name))
-    trained = run_training(fold_data, fold_config, out_dir=run_dir, cache=cache, progress=progress,
-                           on_epoch=_tagged(on_epoch, fold.name, seed))
+    tagged = _tagged(on_epoch, fold.name, seed)
+    epochs = run_dir / EPOCHS_FILE
+    epochs.unlink(missing_ok=True)  # a retried run starts its log again
+
+    def record(epoch: dict) -> None:
+        epochs.parent.mkdir(parents=True, exist_ok=True)
+        with epochs.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps({**epoch, "fold": fold.name, "seed": seed}) + "\n")
+        if tagged:
+            tagged(epoch)
+
+    trained = run_training(fold_data, fold_config, out_dir=run_dir, cache=cache, progress=progress, on_epoch=record)
     report = evaluate(load_trained(trained.path), load_dataset(fold_data), cache=cache, strict=data.strict)
     result = {**_run_result(fold, seed, trained.best, report, fingerprint),
               "seconds": round(time.monotonic() - started, 1), "worker": f"{socket.gethostname()}:{os.getpid()}"}
     write_json(run_dir / "result.json", result)
     return result
+
+
+EPOCHS_FILE = "epochs.jsonl"
+
+
+def epoch_records(run_dir: Path) -> list[dict]:
+    """The epoch records a run has written so far (a line being written is left for later)."""
+    try:
+        lines = (run_dir / EPOCHS_FILE).read_text(encoding="utf-8").splitlines(keepends=True)
+    except OSError:
+        return []
+    return [json.loads(line) for line in lines if line.endswith("\n")]
 
 
 def run_name(fold: Fold, seed: int) -> str:
