@@ -1,8 +1,9 @@
 """Where independent units of work run: in this process (the default) or on a Ray cluster.
 
-A unit (one fold × seed of a cross-validation, one trial of a sweep) is a module-level function and its
-keyword arguments. It writes its own records as it ends, to a folder every node can reach (the output
-folder, the dataset and the feature cache are paths, shared between the nodes of a cluster: NFS or the like).
+A unit (one fold × seed of a cross-validation, one trial of a sweep, variants of compress) is a module-level
+function and its keyword arguments. It writes its own records as it ends, to a folder every node can reach
+(the output folder, the dataset and the feature cache are paths, shared between the nodes of a cluster: NFS
+or the like).
 Shipping features through Ray's object store instead would still leave every model and record written on
 whichever node trained it; a shared path keeps a run resumable from any machine. So the driver only plans
 units, skips those whose records are already written, and summarises what the units return.
