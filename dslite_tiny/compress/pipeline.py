@@ -73,6 +73,7 @@ def run_compress(model_path: str | Path, *, config: CompressConfig, out_dir: str
         handler, level = _log_to(out_dir / "compress.log")
         try:
             prepared = _prepare(out_dir, trained, data, config, cache, progress)
+            write_reference(out_dir / "reference.json", prepared.reference)
             if runner is None or isinstance(runner, InProcess):
                 rows = _compress_here(prepared, names, force, on_variant)
             else:
@@ -101,7 +102,7 @@ def _prepare(out_dir: Path, trained: TrainedModel, data: DataConfig, config: Com
     fingerprint = _fingerprint(source["sha256"], trained, features)
     folded = fold_arelu(trained.model)
     eval_set, scores = _eval_set(trained, folded, features["test"], frontend)
-    reference = _write_reference(out_dir, source, eval_set, scores, features["test"], trained.frontend_config)
+    reference = _reference(source, eval_set, scores, features["test"], trained.frontend_config)
     context = VariantContext(folded, fingerprint, features["train"], features["devel"], frontend,
                              _representative(features["train"], frontend, config), config, out_dir / "stages",
                              progress, _training_augmenter(trained, features["train"], frontend))
@@ -243,14 +244,12 @@ def _eval_set(trained: TrainedModel, folded, test: FeatureSet, frontend: Fronten
                    scores.argmax(axis=1)), scores
 
 
-def _write_reference(out_dir: Path, source: dict, eval_set: EvalSet, scores: np.ndarray,
-                     test: FeatureSet, frontend: FrontendConfig) -> Reference:
+def _reference(source: dict, eval_set: EvalSet, scores: np.ndarray, test: FeatureSet,
+               frontend: FrontendConfig) -> Reference:
     """The float model's scores, and the labels and frontend that export and report need (so they never
     have to reopen the source model)."""
-    reference = Reference(source["model"], source["sha256"], "test", tuple(eval_set.classes), frontend,
-                          test.report.describe(), accuracy(scores, eval_set))
-    write_reference(out_dir / "reference.json", reference)
-    return reference
+    return Reference(source["model"], source["sha256"], "test", tuple(eval_set.classes), frontend,
+                     test.report.describe(), accuracy(scores, eval_set))
 
 
 def _training_augmenter(trained: TrainedModel, train: FeatureSet, frontend: Frontend):
