@@ -64,19 +64,21 @@ def finetune(model, train: FeatureSet, devel: FeatureSet, frontend: Frontend, se
     rng = np.random.default_rng(settings.seed)
     num_classes = model.output_shape[-1]
     distill = teacher is not None and settings.distill_weight > 0
+    epoch_steps = steps_per_epoch(train, settings)
     set_finetunable(model)
-    model.compile(optimizer=make_optimizer(settings.optimizer, _schedule(settings, steps_per_epoch(train, settings))),
+    model.compile(optimizer=make_optimizer(settings.optimizer, _schedule(settings, epoch_steps)),
                   loss=distillation_loss(num_classes, settings.distill_weight, settings.temperature) if distill
                   else "categorical_crossentropy")
     hooks = keras.callbacks.CallbackList(list(callbacks), model=model)
     hooks.on_train_begin()
     teacher_devel = None if teacher is None else devel_decisions(teacher, devel, frontend)
-    history, best, best_weights, step = [], -1.0, None, 0
+    history, best, best_weights = [], -1.0, None
     if eligible_from_step == 0:  # the starting point competes too: fine-tuning must beat it to be kept
         start = {"epoch": 0, "loss": None, **_evaluate_epoch(model, devel, frontend, teacher_devel, num_classes),
                  "eligible": True, "selected": False}
         history.append(start)
         best, best_weights = start["score"], model.get_weights()
+
     def make_batch(x: np.ndarray, labels: np.ndarray):
         y = one_hot(labels, num_classes)
         if distill:
@@ -87,11 +89,10 @@ def finetune(model, train: FeatureSet, devel: FeatureSet, frontend: Frontend, se
         loss = train_epoch(model, train, frontend, batch_size=settings.batch_size, balance=settings.balance,
                            rng=rng, make_batch=make_batch, augment=augment, hooks=hooks, progress=progress,
                            desc=f"{desc} epoch {epoch + 1}/{settings.epochs}")
-        step += steps_per_epoch(train, settings)
         hooks.on_epoch_end(epoch)
         record = _evaluate_epoch(model, devel, frontend, teacher_devel, num_classes)
         record = {"epoch": epoch + 1, "loss": round(loss, 6), **record,
-                  "eligible": step > eligible_from_step, "selected": False}
+                  "eligible": (epoch + 1) * epoch_steps > eligible_from_step, "selected": False}
         if record["eligible"] and record["score"] > best:
             best, best_weights = record["score"], model.get_weights()
         history.append(record)

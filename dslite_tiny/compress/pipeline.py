@@ -123,17 +123,27 @@ def _compress_here(prepared: _Prepared, names: list[str], force: bool,
 
 def _variant(prepared: _Prepared, name: str, force: bool) -> dict:
     """One variant reused (unchanged since the last run) or built and measured; its summary row."""
+    return _row(prepared, name, _reusable(prepared, name, force))
+
+
+def _reusable(prepared: _Prepared, name: str, force: bool) -> VariantMetrics | None:
+    """The variant's metrics if an earlier run built it from the same inputs and config (never with force)."""
+    if force:
+        return None
+    key = _variant_key(prepared.context.fingerprint, prepared.context.config, name)
+    return _previous(prepared.out_dir / name, key, prepared.context.config)
+
+
+def _row(prepared: _Prepared, name: str, previous: VariantMetrics | None) -> dict:
     out_dir, config = prepared.out_dir, prepared.context.config
-    key = _variant_key(prepared.context.fingerprint, config, name)
-    metrics = _previous(out_dir / name, key, config) if not force else None
-    skipped = metrics is not None
-    if skipped:
-        log.info("%s: unchanged since %s, skipped (--force rebuilds)", name, metrics.finished)
-        metrics = _with_cortex_m4(metrics, out_dir, prepared.eval_set, config)
+    if previous is not None:
+        log.info("%s: unchanged since %s, skipped (--force rebuilds)", name, previous.finished)
+        metrics = _with_cortex_m4(previous, out_dir, prepared.eval_set, config)
     else:
+        key = _variant_key(prepared.context.fingerprint, config, name)
         metrics = _build_and_measure(name, key, prepared.context, prepared.eval_set, prepared.settings, out_dir,
                                      prepared.source)
-    return {**summary_row(metrics), "skipped": skipped}
+    return {**summary_row(metrics), "skipped": previous is not None}
 
 
 # Variants built from one stage go to one unit: run apart, each would fine-tune that stage again.
@@ -145,19 +155,17 @@ def _compress_on(runner: Runner, prepared: _Prepared, model_path: Path, data: Da
     """Variants that are up to date are reported here; the others are units of ``runner``."""
     todo = []
     for name in names:
-        key = _variant_key(prepared.context.fingerprint, prepared.context.config, name)
-        if not force and _previous(prepared.out_dir / name, key, prepared.context.config) is not None:
-            row = _variant(prepared, name, force)
-            if on_variant:
-                on_variant(row)
-        else:
+        previous = _reusable(prepared, name, force)
+        if previous is None:
             todo.append(name)
-    groups = [[n for n in group if n in todo] for group in SHARED_STAGE_GROUPS]
-    grouped = {n for group in groups for n in group}
+            continue
+        row = _row(prepared, name, previous)  # a reused int8 variant may still gain its Cortex-M4 figures
+        if on_variant:
+            on_variant(row)
     units = [Unit("+".join(group), build_variants, {
         "model_path": for_workers(model_path), "data": data, "config": prepared.context.config, "names": group,
         "out_dir": for_workers(prepared.out_dir), "force": force, "cache": cache_for_workers(cache)})
-        for group in [g for g in groups if g] + [[n] for n in todo if n not in grouped]]
+        for group in _unit_groups(todo)]
     rows = write_summary(prepared.out_dir)
     for _unit, result in runner.run(units):
         rows = write_summary(prepared.out_dir)
@@ -165,6 +173,13 @@ def _compress_on(runner: Runner, prepared: _Prepared, model_path: Path, data: Da
             if on_variant:
                 on_variant(row)
     return rows
+
+
+def _unit_groups(names: list[str]) -> list[list[str]]:
+    """``names`` as units: the variants of one shared stage together, every other variant alone."""
+    groups = [[n for n in group if n in names] for group in SHARED_STAGE_GROUPS]
+    grouped = {n for group in groups for n in group}
+    return [g for g in groups if g] + [[n] for n in names if n not in grouped]
 
 
 def build_variants(*, model_path: Path, data: DataConfig, config: CompressConfig, names: list[str], out_dir: Path,

@@ -93,7 +93,7 @@ def train_fold(*, data: DataConfig, config: TrainConfig, fold: Fold, seed: int, 
     trained = run_training(fold_data, fold_config, out_dir=run_dir, cache=cache, progress=progress, on_epoch=record)
     report = evaluate(load_trained(trained.path), load_dataset(fold_data), cache=cache, strict=data.strict)
     result = {**_run_result(fold, seed, trained.best, report, fingerprint),
-              "seconds": round(time.monotonic() - started, 1), "worker": f"{socket.gethostname()}:{os.getpid()}"}
+              "seconds": round(time.monotonic() - started, 1), "worker": worker_name()}
     write_json(run_dir / "result.json", result)
     return result
 
@@ -134,7 +134,17 @@ def config_fingerprint(data: DataConfig, config: TrainConfig) -> str:
     train = _without_later_defaults(to_dict(config), to_dict(TrainConfig()), _LATER_TRAIN_KEYS)
     settings = {"data": _without_later_defaults(to_dict(data), to_dict(DataConfig()), _LATER_DATA_KEYS),
                 "train": {**train, "seed": None}}
+    return settings_digest(settings)
+
+
+def settings_digest(settings: dict) -> str:
+    """A short, stable name for the settings a run was made with (what reuse compares)."""
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def worker_name() -> str:
+    """Where a run trained (host:pid): on a cluster, which node's log to read."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _without_later_defaults(values: dict, defaults: dict, later: tuple[str, ...]) -> dict:

@@ -19,13 +19,10 @@ another in one process decide exactly as on a rerun.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
 import json
 import logging
 import math
-import os
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +36,7 @@ from dslite_tiny.config import DataConfig, TrainConfig, resolve_preset, to_dict
 from dslite_tiny.data.cache import FeatureCache
 from dslite_tiny.errors import ConfigError
 from dslite_tiny.progress import Progress, no_progress
+from dslite_tiny.train.cv import settings_digest, worker_name
 
 log = logging.getLogger(__name__)
 SEARCH_DEFAULTS = {"searcher": "random", "trials": 8, "seed": 0, "scheduler": "asha", "grace_epochs": 4,
@@ -219,7 +217,7 @@ def train_trial(*, data: DataConfig, config: TrainConfig, trial: Trial, out_dir:
               "best_epoch": trained.best["epoch"], "epochs": len(trained.history), "stopped_at": stopped,
               "devel_uar_per_epoch": [r["devel_uar"] for r in trained.history],
               "fingerprint": trial_key(sweep_key, trial),
-              "seconds": round(time.monotonic() - started, 1), "worker": f"{socket.gethostname()}:{os.getpid()}"}
+              "seconds": round(time.monotonic() - started, 1), "worker": worker_name()}
     write_json(trial_dir / "result.json", result)
     return result
 
@@ -245,13 +243,9 @@ def sweep_fingerprint(data: DataConfig, base: TrainConfig, space: Space) -> str:
     """What the trials of one sweep share: the data, the base config and the space (keys and search)."""
     settings = {"data": to_dict(data), "train": to_dict(base), "space": space.keys,
                 "search": dataclasses.asdict(space.search)}
-    return _digest(settings)
+    return settings_digest(settings)
 
 
 def trial_key(sweep_key: str, trial: Trial) -> str:
     """What a finished trial must have been trained with to be reused."""
-    return _digest({"sweep": sweep_key, "trial": trial.name, "values": trial.values})
-
-
-def _digest(settings: dict) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return settings_digest({"sweep": sweep_key, "trial": trial.name, "values": trial.values})
