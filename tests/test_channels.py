@@ -75,3 +75,29 @@ def test_a_concatenation_is_refused_in_one_line():
     y = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(keras.layers.Concatenate(name="cat")([a, b])))
     with pytest.raises(ChannelPruningError, match="layer 'cat' concatenates channel groups \\(DenseNet\\)"):
         slim_model(keras.Model(x, y), macs_fraction=0.5)
+
+
+@pytest.mark.parametrize("backbone, shape, alpha", BACKBONES[::2], ids=[b[0] for b in BACKBONES[::2]])
+def test_faded_channels_are_zero_and_their_removal_keeps_the_function(backbone, shape, alpha):
+    """ChannelFade while the full model trains: the dropped channels reach zero at the ramp's end (halfway
+    they are half their start), whatever the optimizer did to them, so cutting them changes nothing."""
+    from dslite_tiny.compress.channels import ChannelFade, choose_channels
+    from dslite_tiny.compress.finetune import set_finetunable
+
+    model = create_model(backbone, input_shape=shape, num_classes=4, units=16, alpha=alpha)
+    plan = choose_channels(model, macs_fraction=0.5)
+    dropped = [g for g in plan.groups if g.keep is not None and len(g.keep) < g.size][-1]  # the head's
+    name = dropped.producers[0]
+    start = model.get_layer(name).kernel.numpy()
+    gone = np.setdiff1d(np.arange(dropped.size), dropped.keep)
+    set_finetunable(model)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="categorical_crossentropy")
+    x, y = _inputs(model, 8), np.eye(4, dtype=np.float32)[np.arange(8) % 4]
+    fade = ChannelFade(plan, lambda step: min(1.0, step / 4))
+    model.fit(x, y, batch_size=4, epochs=1, callbacks=[fade], verbose=0)  # 2 of the ramp's 4 steps
+    np.testing.assert_allclose(model.get_layer(name).kernel.numpy()[..., gone], start[..., gone] / 2, rtol=1e-6)
+    model.fit(x, y, batch_size=4, epochs=2, callbacks=[fade], verbose=0)
+    assert not np.any(model.get_layer(name).kernel.numpy()[..., gone])
+    slim, _ = slim_model(model, macs_fraction=0.5, plan=plan)
+    assert model_macs(slim) <= 0.5 * model_macs(model)
+    np.testing.assert_allclose(slim(x).numpy(), model(x).numpy(), rtol=1e-4, atol=1e-6)

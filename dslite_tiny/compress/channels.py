@@ -162,9 +162,9 @@ def channel_importance(model: keras.Model, plan: ChannelPlan, *, criterion: str 
     return scores
 
 
-def slim_model(model: keras.Model, *, macs_fraction: float, criterion: str = "batchnorm") -> tuple[keras.Model, dict]:
-    """``model`` rebuilt with the fewest channels whose MACs stay at most ``macs_fraction`` of its own
-    (1.0 keeps every channel: the same function), with its weights copied; and what was kept."""
+def choose_channels(model: keras.Model, *, macs_fraction: float, criterion: str = "batchnorm") -> ChannelPlan:
+    """The channel plan of ``model`` with each prunable group's kept channels chosen: one keep ratio for all,
+    the largest whose rebuilt model has at most ``macs_fraction`` of the MACs (1.0 keeps every channel)."""
     if not 0 < macs_fraction <= 1:
         raise ValueError(f"macs_fraction {macs_fraction} must be in (0, 1]")
     plan = trace_channels(model)
@@ -177,7 +177,7 @@ def slim_model(model: keras.Model, *, macs_fraction: float, criterion: str = "ba
     if macs_fraction < 1:  # the largest keep ratio within the target: low always meets it, high never does
 
         def meets(r: float) -> bool:
-            return model_macs(_apply(model, plan, scores, r)) <= macs_fraction * total
+            return model_macs(_rebuilt(model, _keep(plan, scores, r))) <= macs_fraction * total
 
         if not meets(0.0):
             raise ChannelPruningError(f"even {CHANNEL_MULTIPLE} channels per group leave more than "
@@ -187,20 +187,79 @@ def slim_model(model: keras.Model, *, macs_fraction: float, criterion: str = "ba
             middle = (low + high) / 2
             low, high = (middle, high) if meets(middle) else (low, middle)
         ratio = low
-    best = _apply(model, plan, scores, ratio)  # the plan's keep indices are this model's
-    _copy_weights(model, best, plan)
-    return best, {"criterion": criterion,
-                  "macs_fraction": round(model_macs(best) / total, 4), "target_macs_fraction": macs_fraction,
+    return _keep(plan, scores, ratio)
+
+
+def slim_model(model: keras.Model, *, macs_fraction: float, criterion: str = "batchnorm",
+               plan: ChannelPlan | None = None) -> tuple[keras.Model, dict]:
+    """``model`` rebuilt with the fewest channels whose MACs stay at most ``macs_fraction`` of its own
+    (1.0 keeps every channel: the same function), with its weights copied; and what was kept. ``plan``: the
+    channels chosen earlier (``choose_channels``, e.g. before ``ChannelFade`` zeroed the dropped ones)."""
+    plan = plan or choose_channels(model, macs_fraction=macs_fraction, criterion=criterion)
+    slim = _rebuilt(model, plan)
+    _copy_weights(model, slim, plan)
+    return slim, {"criterion": criterion,
+                  "macs_fraction": round(model_macs(slim) / model_macs(model), 4),
+                  "target_macs_fraction": macs_fraction,
                   "kept_channels": {name: list(counts) for name, counts in sorted(plan.kept().items())}}
 
 
-def _apply(model: keras.Model, plan: ChannelPlan, scores: dict[int, np.ndarray], ratio: float) -> keras.Model:
-    """A fresh (untrained) model with each prunable group cut to ``ratio`` of its channels; ``plan``'s keep
-    indices record the choice."""
+class ChannelFade(keras.callbacks.Callback):
+    """Fades the channels ``plan`` drops to exactly zero while the model being fine-tuned (the full-width
+    model) learns to do without them: after every batch, each dropped channel's parameters are its starting
+    values times 1 − ``progress(step)``, a ramp from 0 to 1. Faded are a producer's kernel column and bias,
+    a depthwise channel's kernel and bias, and BatchNorm's γ and β (not its statistics), so from the ramp's
+    end a dropped channel is 0 everywhere (every activation here maps 0 to 0) and ``slim_model(..., plan=)``
+    removes it without changing the function. Cutting the channels at once instead throws the model far
+    from its trained point (FSDD DS-CNN at 45 % of the MACs: devel agreement with the float model 0.68 after
+    the first epoch of fine-tuning)."""
+
+    def __init__(self, plan: ChannelPlan, progress):
+        super().__init__()
+        self.plan, self.progress, self.step = plan, progress, 0
+        self.faded: list[tuple[object, np.ndarray, np.ndarray]] = []  # (variable, 0/1 kept mask, start)
+
+    def on_train_begin(self, logs=None) -> None:
+        self.faded = [(variable, kept, keras.backend.get_value(variable))
+                      for layer in self.model.layers for variable, kept in self._dropped(layer)]
+
+    def on_train_batch_end(self, batch, logs=None) -> None:
+        self.step += 1
+        scale = 1.0 - self.progress(self.step)
+        for variable, kept, start in self.faded:
+            value = keras.backend.get_value(variable)
+            variable.assign(np.where(kept, value, start * scale))
+
+    def _dropped(self, layer) -> list[tuple[object, np.ndarray]]:
+        """``layer``'s per-channel variables along a group with dropped channels, and its kept mask."""
+        group = self.plan.groups[self.plan.out_group[layer.name]]
+        if group.keep is None or len(group.keep) == group.size:
+            return []
+        keep = np.zeros(group.size, bool)
+        keep[group.keep] = True
+        if isinstance(layer, keras.layers.BatchNormalization):
+            variables = [(v, 0) for v in (layer.gamma, layer.beta) if v is not None]
+        elif isinstance(layer, keras.layers.DepthwiseConv2D):
+            variables = [(layer.depthwise_kernel, 2)] + ([(layer.bias, 0)] if layer.use_bias else [])
+        elif isinstance(layer, _PRODUCERS) and layer.name in group.producers:
+            variables = [(layer.kernel, layer.kernel.shape.rank - 1)] + ([(layer.bias, 0)] if layer.use_bias else [])
+        else:
+            return []
+        return [(v, np.expand_dims(keep, [a for a in range(v.shape.rank) if a != axis])) for v, axis in variables]
+
+
+def _keep(plan: ChannelPlan, scores: dict[int, np.ndarray], ratio: float) -> ChannelPlan:
+    """``plan`` with each scored group cut to ``ratio`` of its channels, its best-scored ones."""
+    groups = list(plan.groups)
     for index, score in scores.items():
-        group = plan.groups[index]
+        group = groups[index]
         count = min(group.size, max(CHANNEL_MULTIPLE, CHANNEL_MULTIPLE * round(ratio * group.size / CHANNEL_MULTIPLE)))
-        group.keep = np.sort(np.argsort(-score, kind="stable")[:count])
+        groups[index] = dataclasses.replace(group, keep=np.sort(np.argsort(-score, kind="stable")[:count]))
+    return dataclasses.replace(plan, groups=tuple(groups))
+
+
+def _rebuilt(model: keras.Model, plan: ChannelPlan) -> keras.Model:
+    """A fresh (untrained) model with each producer's output cut to its group's kept channels."""
     config = model.get_config()
     for layer in config["layers"]:
         group = plan.groups[plan.out_group[layer["config"]["name"]]]

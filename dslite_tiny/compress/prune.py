@@ -158,7 +158,7 @@ def prune_model(model: keras.Model, targets: dict[str, float], schedule: Pruning
     ``targets`` to its sparsity on ``schedule``'s steps in ``pattern`` (blocks, unstructured or 2:4): TFMOT's wrappers
     and UpdatePruningStep, or BlockPruning. ``strip_pruning`` gives the pruned model after training."""
     if pattern == "blocks":
-        return _fresh_copy(model), BlockPruning({n: s for n, s in targets.items() if s > 0}, schedule)
+        return fresh_copy(model), BlockPruning({n: s for n, s in targets.items() if s > 0}, schedule)
     prune = tfmot.sparsity.keras.prune_low_magnitude
     options = {"sparsity_m_by_n": (2, 4)} if pattern == "2:4" else {}
     names = [name for name, target in targets.items() if target > 0]
@@ -169,7 +169,7 @@ def prune_model(model: keras.Model, targets: dict[str, float], schedule: Pruning
 
 def strip_pruning(model: keras.Model) -> keras.Model:
     """The trained model without pruning wrappers (block-pruned models have none: a copy)."""
-    return _fresh_copy(tfmot.sparsity.keras.strip_pruning(model))
+    return fresh_copy(tfmot.sparsity.keras.strip_pruning(model))
 
 
 def cluster_model(model: keras.Model, layer_names: list[str], *, clusters: int,
@@ -183,7 +183,7 @@ def cluster_model(model: keras.Model, layer_names: list[str], *, clusters: int,
 
 
 def strip_clustering(model: keras.Model) -> keras.Model:
-    return _fresh_copy(tfmot.clustering.keras.strip_clustering(model))
+    return fresh_copy(tfmot.clustering.keras.strip_clustering(model))
 
 
 def kernel_sparsity(model: keras.Model, layer_names: list[str]) -> float:
@@ -196,11 +196,11 @@ def kernel_sparsity(model: keras.Model, layer_names: list[str]) -> float:
 def _wrap_layers(model: keras.Model, layer_names: list[str], wrap) -> keras.Model:
     """A model whose named layers are wrapped. TFMOT wrappers hold the layer they wrap, so they wrap the
     layers of a fresh copy: training the result must not change ``model``."""
-    copy = _fresh_copy(model)
+    copy = fresh_copy(model)
     return keras.models.clone_model(copy, clone_function=lambda l: wrap(l) if l.name in layer_names else l)
 
 
-def _fresh_copy(model: keras.Model) -> keras.Model:
+def fresh_copy(model: keras.Model) -> keras.Model:
     """The same model with layers of its own (stripping reuses the wrapped layer objects)."""
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())

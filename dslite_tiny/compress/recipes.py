@@ -20,11 +20,12 @@ import numpy as np
 
 from dslite_tiny.audio.frontend import Frontend
 from dslite_tiny.artifacts import atomic_path, write_json
-from dslite_tiny.compress.channels import slim_model
+from dslite_tiny.compress.channels import ChannelFade, choose_channels, slim_model
 from dslite_tiny.compress.convert import convert_model
 from dslite_tiny.compress.finetune import FinetuneSettings, finetune, steps_per_epoch
-from dslite_tiny.compress.prune import (PruningSchedule, cluster_model, kernel_sparsity, layer_sparsities,
-                                        prune_model, strip_clustering, strip_pruning, weight_layer_names)
+from dslite_tiny.compress.prune import (PruningSchedule, cluster_model, fresh_copy, kernel_sparsity,
+                                        layer_sparsities, prune_model, strip_clustering, strip_pruning,
+                                        weight_layer_names)
 from dslite_tiny.compress.ptq import correct_bias, correct_depthwise_bias
 from dslite_tiny.compress.quantize import calibrate_ranges, quantize_model
 from dslite_tiny.config import VARIANTS, CompressConfig, to_dict
@@ -151,15 +152,26 @@ def _pqat_int8(ctx: VariantContext) -> Built:
 
 @register_variant("slim-int8")
 def _slim_int8(ctx: VariantContext) -> Built:
-    """Channel pruning (``compress.channels``): whole channels removed to ``slim_macs`` of the MACs, the
-    smaller dense model fine-tuned from the float model as teacher, then post-training int8."""
+    """Channel pruning (``compress.channels``): whole channels removed to ``slim_macs`` of the MACs and the
+    model rebuilt smaller and dense, fine-tuned with the float model as teacher, then post-training int8.
+    With ``slim_fade`` the dropped channels fade out while the full-width model fine-tunes, and are removed
+    once they are zero; otherwise they are removed at once and the slimmed model fine-tunes."""
     c = ctx.config
-    slim, details = slim_model(ctx.model, macs_fraction=c.slim_macs, criterion=c.slim_criterion)
+    plan = choose_channels(ctx.model, macs_fraction=c.slim_macs, criterion=c.slim_criterion)
     augment = ctx.augment if c.slim_augment else None
-    details["slim_augmented"] = augment is not None
-    details["slim_history"] = [] if c.slim_epochs == 0 else finetune(
-        slim, ctx.train, ctx.devel, ctx.frontend, ctx.settings(c.slim_epochs, c.slim_learning_rate),
-        teacher=ctx.model, progress=ctx.progress, desc="slim", augment=augment)
+    settings = ctx.settings(c.slim_epochs, c.slim_learning_rate)
+    fade = c.slim_fade and c.slim_epochs > 0
+    model, callbacks, eligible = ctx.model, (), 0
+    if fade:
+        ramp = PruningSchedule.fit(1.0, c.slim_epochs * steps_per_epoch(ctx.train, settings))
+        model, callbacks, eligible = fresh_copy(ctx.model), (ChannelFade(plan, ramp.sparsity_at),), ramp.end_step
+    else:
+        model = slim_model(ctx.model, macs_fraction=c.slim_macs, criterion=c.slim_criterion, plan=plan)[0]
+    history = [] if c.slim_epochs == 0 else finetune(
+        model, ctx.train, ctx.devel, ctx.frontend, settings, teacher=ctx.model, callbacks=callbacks,
+        eligible_from_step=eligible, progress=ctx.progress, desc="slim", augment=augment)
+    slim, details = slim_model(model, macs_fraction=c.slim_macs, criterion=c.slim_criterion, plan=plan)
+    details.update(slim_augmented=augment is not None, slim_faded=fade, slim_history=history)
     return _post_training(ctx, slim, "int8", details=details)
 
 
