@@ -160,17 +160,21 @@ def _slim_int8(ctx: VariantContext) -> Built:
     plan = choose_channels(ctx.model, macs_fraction=c.slim_macs, criterion=c.slim_criterion)
     augment = ctx.augment if c.slim_augment else None
     settings = ctx.settings(c.slim_epochs, c.slim_learning_rate)
-    fade = c.slim_fade and c.slim_epochs > 0
-    model, callbacks, eligible = ctx.model, (), 0
+    steps = c.slim_epochs * steps_per_epoch(ctx.train, settings)
+    fade = c.slim_fade and steps >= 2  # a ramp needs two steps; with fewer the channels go at once
+
+    def tune(model, **fading) -> list[dict]:
+        return finetune(model, ctx.train, ctx.devel, ctx.frontend, settings, teacher=ctx.model,
+                        progress=ctx.progress, desc="slim", augment=augment, **fading)
+
     if fade:
-        ramp = PruningSchedule.fit(1.0, c.slim_epochs * steps_per_epoch(ctx.train, settings))
-        model, callbacks, eligible = fresh_copy(ctx.model), (ChannelFade(plan, ramp.sparsity_at),), ramp.end_step
+        ramp = PruningSchedule.fit(1.0, steps)
+        full = fresh_copy(ctx.model)
+        history = tune(full, callbacks=(ChannelFade(plan, ramp.sparsity_at),), eligible_from_step=ramp.end_step)
+        slim, details = slim_model(full, macs_fraction=c.slim_macs, criterion=c.slim_criterion, plan=plan)
     else:
-        model = slim_model(ctx.model, macs_fraction=c.slim_macs, criterion=c.slim_criterion, plan=plan)[0]
-    history = [] if c.slim_epochs == 0 else finetune(
-        model, ctx.train, ctx.devel, ctx.frontend, settings, teacher=ctx.model, callbacks=callbacks,
-        eligible_from_step=eligible, progress=ctx.progress, desc="slim", augment=augment)
-    slim, details = slim_model(model, macs_fraction=c.slim_macs, criterion=c.slim_criterion, plan=plan)
+        slim, details = slim_model(ctx.model, macs_fraction=c.slim_macs, criterion=c.slim_criterion, plan=plan)
+        history = tune(slim) if steps else []
     details.update(slim_augmented=augment is not None, slim_faded=fade, slim_history=history)
     return _post_training(ctx, slim, "int8", details=details)
 
