@@ -15,6 +15,7 @@ from conftest import run_cli
 from test_cli import assert_user_error
 
 import dslite_tiny  # noqa: F401
+from dslite_tiny.engine import quant
 from dslite_tiny.engine.codegen import KERNEL_DIR, KERNEL_FILES, engine_header, generate, kernel_sources
 from dslite_tiny.errors import UserError
 from dslite_tiny.export.boards import ENGINE_KERNEL_BYTES
@@ -320,11 +321,34 @@ def _requantize_cases() -> np.ndarray:
 
 REQUANTIZE_C = """#include "dt_arith.h"
 int32_t dt_test_scale(int32_t x, int32_t multiplier, int32_t shift) { return scale_by_multiplier(x, multiplier, shift); }
+int32_t dt_test_channel(int32_t x, int32_t multiplier, int32_t k, int32_t code, int32_t low, int32_t high) {
+  const int32_t mk[2] = {multiplier, k};
+  return requantize_channel(x, mk, code, low, high);
+}
 """
 
 
+def _channel_cases() -> tuple[np.ndarray, list[int]]:
+    """requantize_channel's arguments (x, multiplier, K, code, low, high) as the generator folds them
+    (quant.channel_requantization) for the cases of _requantize_cases with a random output offset, over
+    int8's whole range and over a ReLU6-like one; and gemmlowp's result offset and clamped. Rows whose result
+    plus offset leaves int32 are left out: there TFLite's int32 sum overflows too."""
+    rng = np.random.default_rng(2)
+    rows, expected = [], []
+    for (x, m, s), offset, full in zip(_requantize_cases(), rng.integers(-128, 128, 10**5), rng.random(10**5) < 0.8):
+        value = _gemmlowp_requantize(int(x), int(m), int(s)) + int(offset)
+        if not -2**31 <= value < 2**31:
+            continue
+        low, high = (-128, 127) if full else (int(offset), min(127, int(offset) + 100))
+        pairs, codes = quant.channel_requantization([int(m)], [int(s)], int(offset), full_range=bool(full))
+        rows.append((int(x), int(pairs[0, 0]), int(pairs[0, 1]), int(codes[0]), low, high))
+        expected.append(min(max(value, low), high))
+    return np.array(rows, np.int64), expected
+
+
 def test_requantization_equals_gemmlowp_on_both_kernel_paths(tmp_path):
-    """The kernels' one-sum requantization (dt_arith.h scale_by_multiplier) against gemmlowp's two roundings:
+    """The kernels' one-sum requantization (dt_arith.h scale_by_multiplier), and its per-channel form with the
+    rounding and output offset folded into one constant (requantize_channel), against gemmlowp's two roundings:
     the portable C on the host and the SMLAL path on the emulated Cortex-M4."""
     cases = _requantize_cases()
     expected = [_gemmlowp_requantize(int(x), int(m), int(s)) for x, m, s in cases]
@@ -334,18 +358,29 @@ def test_requantization_equals_gemmlowp_on_both_kernel_paths(tmp_path):
     scale = ctypes.CDLL(str(library)).dt_test_scale
     scale.restype = ctypes.c_int32
     assert [scale(*map(ctypes.c_int32, map(int, row))) for row in cases] == expected
+    channel_cases, channel_expected = _channel_cases()
+    assert 0.2 < (channel_cases[:, 3] >= 1).mean() < 0.8  # both paths, folded and general, are taken
+    channel = ctypes.CDLL(str(library)).dt_test_channel
+    channel.restype = ctypes.c_int32
+    assert [channel(*map(ctypes.c_int32, map(int, row))) for row in channel_cases] == channel_expected
     if qemu.tools_missing():
         pytest.skip(qemu.tools_missing())
     table = ", ".join(f"{{{x}, {m}, {s}}}" for x, m, s in cases).replace("-2147483648", "INT32_MIN")
+    channel_table = ", ".join("{" + ", ".join(map(str, row)) + "}" for row in channel_cases.tolist())
     main = (REQUANTIZE_C + '#include <stdio.h>\n#include "mps2_an386.h"\n'
             f"static const int32_t g_cases[][3] = {{{table}}};\n"
+            f"static const int32_t g_channel[][6] = {{{channel_table.replace('-2147483648', 'INT32_MIN')}}};\n"
             "int main(void) { char line[24]; unsigned i;\n"
             "  for (i = 0; i < sizeof g_cases / sizeof g_cases[0]; ++i) {\n"
             '    snprintf(line, sizeof line, "%ld\\n", (long)dt_test_scale(g_cases[i][0], g_cases[i][1], g_cases[i][2]));\n'
+            "    dt_board_write(line); }\n"
+            "  for (i = 0; i < sizeof g_channel / sizeof g_channel[0]; ++i) {\n"
+            "    const int32_t *c = g_channel[i];\n"
+            '    snprintf(line, sizeof line, "%ld\\n", (long)dt_test_channel(c[0], c[1], c[2], c[3], c[4], c[5]));\n'
             "    dt_board_write(line); }\n  return 0; }\n")
     files = {"scale_m4.c": main, "dt_arith.h": (KERNEL_DIR / "dt_arith.h").read_text()}
     elf = qemu.build_elf(files, ["scale_m4.c"], cache_dir=tmp_path / "m4")
-    assert [int(v) for v in qemu.run_elf(elf).split()] == expected
+    assert [int(v) for v in qemu.run_elf(elf).split()] == expected + channel_expected
 
 
 def test_folded_bias_takes_int32_min_and_refuses_overflow():

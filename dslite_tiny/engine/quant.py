@@ -16,6 +16,7 @@ INT8_MIN, INT8_MAX = -128, 127
 NONE, RELU, RELU_N1_TO_1, RELU6 = 0, 1, 2, 3
 SOFTMAX_DIFF_INTEGER_BITS = 5  # kScaledDiffIntegerBits of TFLite's int8 softmax
 ADD_LEFT_SHIFT = 20  # int8 ADD's headroom shift (15 for int16)
+FOLDED_LIMIT = 1 << 30  # |K| of a folded requantization: its 64-bit sum's high word cannot overflow
 MAX_SHIFT = 30  # the largest left shift a requantization may take: the kernels shift int32 values
 
 
@@ -63,6 +64,25 @@ def activation_range(activation: int, scale: float, zero_point: int) -> tuple[in
     if activation == NONE:
         return INT8_MIN, INT8_MAX
     raise QuantRangeError(f"fused activation {activation}")
+
+
+def channel_requantization(multipliers: list[int], shifts: list[int], out_offset: int, *,
+                           full_range: bool) -> tuple[np.ndarray, np.ndarray]:
+    """What ``requantize_channel`` (kernels/dt_arith.h) takes per output channel: (multiplier, K) pairs and
+    codes. Where the clamp is int8's whole range (``full_range``) and the right shift e = -shift is 2 or more,
+    the code is r = e - 1 and K = 2^(r-1) + out_offset · 2^r folds the rounding and the output offset into one
+    constant, if |K| < 2^30; every other channel gets code shift - 31 (<= -1) and K = out_offset."""
+    pairs, codes = [], []
+    for multiplier, shift in zip(multipliers, shifts):
+        r = -shift - 1
+        k = (1 << (r - 1)) + out_offset * (1 << r) if r >= 1 else None
+        if full_range and k is not None and abs(k) < FOLDED_LIMIT:
+            pairs.append((multiplier, k))
+            codes.append(r)
+        else:
+            pairs.append((multiplier, out_offset))
+            codes.append(shift - 31)
+    return np.asarray(pairs, np.int64), np.asarray(codes, np.int64)
 
 
 def mean_multiplier(input_scale: float, output_scale: float, count: int) -> tuple[int, int]:

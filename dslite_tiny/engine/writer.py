@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dslite_tiny.engine import quant
 from dslite_tiny.engine.plan import Plan
 from dslite_tiny.engine.sparse import BlockSparse
 from dslite_tiny.errors import UserError
@@ -103,8 +104,8 @@ class Writer:
                 extra: str | None = None, values: np.ndarray | None = None) -> list[str]:
         """The arrays a weighted kernel takes after its input, in its order: the weights (``values``: the
         kernel's own layout of them; the block-sparse masks and kept values where the op runs sparse), the
-        bias (``bias`` replaces the model's: a folded one), ``extra`` (an array already written), multipliers,
-        shifts."""
+        bias (``bias`` replaces the model's: a folded one), ``extra`` (an array already written), and the
+        requantization of each output channel as ``requantize_channel`` (dt_arith.h) takes it."""
         n = op.index
         w = self.tensor(op, 1)
         sparse = self.sparse.get(n)
@@ -123,8 +124,12 @@ class Writer:
             arrays.append("NULL" if model_bias is None else
                           self.array("int32_t", f"b{n}", model_bias, f"bias, tensor {op.inputs[2]}"))
         arrays += [extra] if extra else []
-        arrays.append(self.array("int32_t", f"m{n}", np.asarray(multipliers), "requantization multipliers"))
-        arrays.append(self.array("int8_t", f"s{n}", np.asarray(shifts), "requantization shifts (-31..30)"))
+        out = self.output(op)
+        full = quant.activation_range(op.options["fusedActivationFunction"], out.scale, out.zero_point) \
+            == (quant.INT8_MIN, quant.INT8_MAX)
+        pairs, codes = quant.channel_requantization(multipliers, shifts, out.zero_point, full_range=full)
+        arrays.append(self.array("int32_t", f"m{n}", pairs, "requantization (multiplier, K) pairs"))
+        arrays.append(self.array("int8_t", f"s{n}", codes, "requantization codes (r, or shift - 31)"))
         return arrays
 
     def call(self, kernel: str, *arguments: str) -> str:

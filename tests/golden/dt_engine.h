@@ -4,7 +4,9 @@
 /* The int8 kernels of dslite-tiny's generated engine: TFLite's integer arithmetic written out in C99, so
  * that a generated model gives TFLite Micro's reference kernels' outputs bit for bit. Tensors are NHWC,
  * batch 1; weights are TFLite's layouts (conv [out][h][w][in], depthwise [h][w][out], FC [out][in]).
- * Multipliers and shifts come precomputed by the generator, as TFLite Micro's Prepare computes them.
+ * Multipliers and shifts come precomputed by the generator, as TFLite Micro's Prepare computes them; a
+ * convolution's or fully connected layer's come per output channel as requantize_channel (dt_arith.h) takes
+ * them: (multiplier, K) pairs and codes, with the output offset folded in.
  * Rendered from the engine's op table (dslite_tiny/engine/ops/): one parameter struct and one kernel file
  * (dt_<op>.c) per op. */
 #ifndef DT_ENGINE_H_
@@ -36,7 +38,7 @@ typedef struct {
 } dt_add_params;
 
 /* CONV_2D and DEPTHWISE_CONV_2D (depth_multiplier: depthwise only). in_offset is minus the input zero
- * point. */
+ * point; the output offset is folded into each channel's requantization constants. */
 typedef struct {
   int32_t in_h;
   int32_t in_w;
@@ -54,7 +56,6 @@ typedef struct {
   int32_t pad_w;
   int32_t depth_multiplier;
   int32_t in_offset;
-  int32_t out_offset;
   int32_t act_min;
   int32_t act_max;
 } dt_conv_params;
@@ -65,7 +66,6 @@ typedef struct {
   int32_t depth;
   int32_t out_c;
   int32_t per_channel;
-  int32_t out_offset;
   int32_t act_min;
   int32_t act_max;
 } dt_fc_params;

@@ -21,7 +21,7 @@ static int32_t g_arena[(TINY_ARENA_BYTES + 3) / 4 + 1];
 static const dt_conv_params p0 = {
   .in_h = 6, .in_w = 6, .in_c = 1, .out_h = 6, .out_w = 6, .out_c = 16, .k_h = 3, .k_w = 3, .stride_h = 1,
   .stride_w = 1, .dil_h = 1, .dil_w = 1, .pad_h = 1, .pad_w = 1, .depth_multiplier = 1, .in_offset = -15,
-  .out_offset = -128, .act_min = -128, .act_max = 127};
+  .act_min = -128, .act_max = 127};
 /* weights, tensor 9 */
 static const int8_t w0[192] = {
   5, -105, -5, -127, -52, -13, 127, 18, 96, -127, -83, 111, -105, 79, -99, 93, -121, -14, -69, 42, 18, 10, -11, 1,
@@ -35,17 +35,18 @@ static const int8_t w0[192] = {
 /* bias, tensor 6 */
 static const int32_t b0[16] = {
   0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
-/* requantization multipliers */
-static const int32_t m0[16] = {
-  2134190635, 1297815058, 1247355555, 1327203308, 1188724800, 1264605143, 1913283252, 1354473743, 1239427800, 1315221403, 1325043837, 1280012721, 1208064571, 2140595708, 1287585412, 1300162033};
-/* requantization shifts (-31..30) */
+/* requantization (multiplier, K) pairs */
+static const int32_t m0[32] = {
+  2134190635, -8160, 1297815058, -4080, 1247355555, -4080, 1327203308, -4080, 1188724800, -4080, 1264605143, -4080, 1913283252, -8160, 1354473743, -4080, 1239427800, -4080, 1315221403, -4080, 1325043837, -4080, 1280012721, -4080,
+  1208064571, -4080, 2140595708, -8160, 1287585412, -4080, 1300162033, -4080};
+/* requantization codes (r, or shift - 31) */
 static const int8_t s0[16] = {
-  -7, -6, -6, -6, -6, -6, -7, -6, -6, -6, -6, -6, -6, -7, -6, -6};
+  6, 5, 5, 5, 5, 5, 6, 5, 5, 5, 5, 5, 5, 6, 5, 5};
 /* op 1: DEPTHWISE_CONV_2D -> tensor 11 [1, 3, 3, 16] */
 static const dt_conv_params p1 = {
   .in_h = 6, .in_w = 6, .in_c = 16, .out_h = 3, .out_w = 3, .out_c = 16, .k_h = 3, .k_w = 3, .stride_h = 2,
   .stride_w = 2, .dil_h = 1, .dil_w = 1, .pad_h = 0, .pad_w = 0, .depth_multiplier = 1, .in_offset = 128,
-  .out_offset = -128, .act_min = -128, .act_max = 127};
+  .act_min = -128, .act_max = 127};
 /* bias with the input offset folded in */
 static const int32_t f1[16] = {
   -54144, -34688, 8320, 48384, -7168, 21632, -26880, -20352, -84096, -16768, 18688, -40704, -28928, 15360, -640, -37248};
@@ -60,17 +61,18 @@ static const int8_t w1[144] = {
 /* bias, tensor 7 */
 static const int32_t b1[16] = {
   0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
-/* requantization multipliers */
-static const int32_t m1[16] = {
-  1568208377, 1576835187, 1357502692, 1426157390, 2067568667, 1510692384, 1473691025, 1565299966, 1517507913, 1229414174, 1424552608, 1396481333, 1315669797, 1494908156, 1475912480, 1556256861};
-/* requantization shifts (-31..30) */
+/* requantization (multiplier, K) pairs */
+static const int32_t m1[32] = {
+  1568208377, -8160, 1576835187, -8160, 1357502692, -8160, 1426157390, -8160, 2067568667, -16320, 1510692384, -8160, 1473691025, -8160, 1565299966, -8160, 1517507913, -8160, 1229414174, -8160, 1424552608, -8160, 1396481333, -8160,
+  1315669797, -8160, 1494908156, -8160, 1475912480, -8160, 1556256861, -8160};
+/* requantization codes (r, or shift - 31) */
 static const int8_t s1[16] = {
-  -7, -7, -7, -7, -8, -7, -7, -7, -7, -7, -7, -7, -7, -7, -7, -7};
+  6, 6, 6, 6, 7, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6};
 /* op 2: CONV_2D -> tensor 12 [1, 3, 3, 16] */
 static const dt_conv_params p2 = {
   .in_h = 3, .in_w = 3, .in_c = 16, .out_h = 3, .out_w = 3, .out_c = 16, .k_h = 1, .k_w = 1, .stride_h = 1,
   .stride_w = 1, .dil_h = 1, .dil_w = 1, .pad_h = 0, .pad_w = 0, .depth_multiplier = 1, .in_offset = 128,
-  .out_offset = -128, .act_min = -128, .act_max = 127};
+  .act_min = -128, .act_max = 127};
 /* kept blocks of tensor 4, masks per row */
 static const uint32_t q2[16] = {
   8u, 9u, 12u, 3u, 10u, 8u, 14u, 11u, 0u, 9u, 2u, 15u, 4u, 13u, 15u, 1u};
@@ -85,12 +87,13 @@ static const int8_t w2[128] = {
 /* bias with the input offset folded in */
 static const int32_t b2[16] = {
   28672, -45184, 45312, 28928, 3328, 38400, 44032, 28416, 0, 23424, 21632, -93440, 41472, -7296, -16640, -10112};
-/* requantization multipliers */
-static const int32_t m2[16] = {
-  1830321727, 1639565483, 1787403915, 1778317269, 1719052222, 1421589660, 1818047712, 1799369068, 1118076986, 1734622194, 1539887950, 1741358134, 1755784094, 1629521353, 1839536003, 1796098839};
-/* requantization shifts (-31..30) */
+/* requantization (multiplier, K) pairs */
+static const int32_t m2[32] = {
+  1830321727, -16320, 1639565483, -16320, 1787403915, -16320, 1778317269, -16320, 1719052222, -16320, 1421589660, -16320, 1818047712, -16320, 1799369068, -16320, 1118076986, -128, 1734622194, -16320, 1539887950, -16320, 1741358134, -16320,
+  1755784094, -16320, 1629521353, -16320, 1839536003, -16320, 1796098839, -16320};
+/* requantization codes (r, or shift - 31) */
 static const int8_t s2[16] = {
-  -8, -8, -8, -8, -8, -8, -8, -8, -27, -8, -8, -8, -8, -8, -8, -8};
+  7, 7, 7, 7, 7, 7, 7, 7, -58, 7, 7, 7, 7, 7, 7, 7};
 /* op 3: ADD -> tensor 13 [1, 3, 3, 16] */
 static const dt_add_params p3 = {
   .elements = 144, .in2_elements = 144, .in1_offset = 128, .in2_offset = 128, .out_offset = -128, .left_shift =
@@ -101,7 +104,7 @@ static const dt_mean_params p4 = {
   .h = 3, .w = 3, .c = 16, .in_zero_point = -128, .out_zero_point = -128, .multiplier = 1250120315, .shift = -1};
 /* op 5: FULLY_CONNECTED -> tensor 15 [1, 8] */
 static const dt_fc_params p5 = {
-  .depth = 16, .out_c = 8, .per_channel = 1, .out_offset = 56, .act_min = -128, .act_max = 127};
+  .depth = 16, .out_c = 8, .per_channel = 1, .act_min = -128, .act_max = 127};
 /* weights, tensor 3 */
 static const int8_t w5[128] = {
   -41, 103, -89, -103, -98, -74, -23, 106, -80, -81, -75, -127, 74, -87, -43, 106, 60, -101, -12, 51, -93, -127, -21, 11,
@@ -113,31 +116,31 @@ static const int8_t w5[128] = {
 /* bias with the input offset folded in */
 static const int32_t b5[8] = {
   -68096, -62720, -50432, 9216, -71680, -10240, -12416, -46464};
-/* requantization multipliers */
-static const int32_t m5[8] = {
-  1484134425, 1536514712, 1265560468, 1383155781, 1452215459, 1433549422, 1522591332, 1510761902};
-/* requantization shifts (-31..30) */
+/* requantization (multiplier, K) pairs */
+static const int32_t m5[16] = {
+  1484134425, 7232, 1536514712, 7232, 1265560468, 7232, 1383155781, 7232, 1452215459, 7232, 1433549422, 7232, 1522591332, 7232, 1510761902, 7232};
+/* requantization codes (r, or shift - 31) */
 static const int8_t s5[8] = {
-  -8, -8, -8, -8, -8, -8, -8, -8};
+  7, 7, 7, 7, 7, 7, 7, 7};
 /* op 6: LEAKY_RELU -> tensor 16 [1, 8] */
 static const dt_leaky_relu_params p6 = {
   .elements = 8, .in_zero_point = 56, .out_zero_point = -41, .alpha_multiplier = 2026720768, .alpha_shift = -1,
   .identity_multiplier = 1266700416, .identity_shift = 2};
 /* op 7: FULLY_CONNECTED -> tensor 17 [1, 3] */
 static const dt_fc_params p7 = {
-  .depth = 8, .out_c = 3, .per_channel = 1, .out_offset = 50, .act_min = -128, .act_max = 127};
+  .depth = 8, .out_c = 3, .per_channel = 1, .act_min = -128, .act_max = 127};
 /* weights, tensor 2 */
 static const int8_t w7[24] = {
   -12, -76, 104, -109, -26, -127, -73, 49, -127, -44, 18, -36, 19, 98, 53, -9, 68, 56, 78, -3, -127, 40, 127, -107};
 /* bias with the input offset folded in */
 static const int32_t b7[3] = {
   -11070, -1148, 5412};
-/* requantization multipliers */
-static const int32_t m7[3] = {
-  1833926736, 1158209744, 1759939758};
-/* requantization shifts (-31..30) */
+/* requantization (multiplier, K) pairs */
+static const int32_t m7[6] = {
+  1833926736, 3232, 1158209744, 3232, 1759939758, 3232};
+/* requantization codes (r, or shift - 31) */
 static const int8_t s7[3] = {
-  -7, -7, -7};
+  6, 6, 6};
 /* op 8: SOFTMAX -> tensor 18 [1, 3] */
 static const dt_softmax_params p8 = {
   .rows = 1, .depth = 3, .input_multiplier = 1982878976, .input_left_shift = 14, .diff_min = -126976};

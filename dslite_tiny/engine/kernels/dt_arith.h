@@ -102,6 +102,40 @@ static inline int8_t requantize(int32_t acc, int32_t multiplier, int32_t shift, 
   return (int8_t)clamp(scale_by_multiplier(acc, multiplier, shift) + out_offset, low, high);
 }
 
+/* requantize for one output channel of a convolution or fully connected layer, with the constants the
+ * generator folded for it (engine/quant.py, channel_requantization): ``mk`` is the channel's multiplier and
+ * K, ``code`` its right shift r = e - 1 where that path applies (1..30), else its TFLite shift minus 31.
+ *
+ * Where the layer's clamp is int8's whole range and the shift e is 2 or more, the rounding constant 2^(30+e)
+ * of scale_by_multiplier and the output offset both go into the high word of the 64-bit sum before the
+ * multiply-accumulate: K = 2^(r-1) + out_offset 2^r (|K| < 2^30, so the high word cannot overflow), and
+ * (hi >> r) is already the offset result (adding a multiple of 2^r before the shift adds exactly out_offset
+ * after it). The sum's low word starts at 2^30 - [x < 0] 2^31 as before, the high word at K - [x < 0]. What
+ * remains is one SMLAL, a shift and SSAT, with the multiplier and K loaded as one pair. Any other channel
+ * (e <= 1, a left shift, a restricted clamp, or K too large) takes the general path, where mk[1] is the
+ * output offset. */
+static DT_NOINLINE int8_t requantize_general(int32_t acc, const int32_t *mk, int32_t code, int32_t low,
+                                             int32_t high) {
+  return requantize(acc, mk[0], code + 31, mk[1], low, high);
+}
+
+static inline int8_t requantize_channel(int32_t acc, const int32_t *mk, int32_t code, int32_t low, int32_t high) {
+  if (DT_UNLIKELY(code <= 0)) return requantize_general(acc, mk, code, low, high);
+  {
+    const uint32_t sign = (uint32_t)acc & UINT32_C(0x80000000);
+#if defined(__ARM_FEATURE_DSP)
+    uint32_t lo = sign | UINT32_C(0x40000000);
+    int32_t hi = mk[1] + (acc >> 31);
+    __asm__("smlal %0, %1, %2, %3" : "+r"(lo), "+r"(hi) : "r"(acc), "r"(mk[0]));
+    return (int8_t)__ssat(hi >> code, 8);
+#else
+    const int64_t sum = (int64_t)acc * mk[0] + (int64_t)(mk[1] + (acc >> 31)) * INT64_C(4294967296) +
+                        (int64_t)(sign | UINT32_C(0x40000000));
+    return (int8_t)clamp((int32_t)(sum >> 32) >> code, -128, 127);
+#endif
+  }
+}
+
 #if defined(__ARM_FEATURE_DSP)
 static inline uint32_t load4(const int8_t *p) {
   uint32_t v;

@@ -23,7 +23,7 @@ static void conv_pixel(const dt_conv_params *p, const int8_t *in, const int8_t *
         for (ic = 0; ic < p->in_c; ++ic) acc += weights[ic] * (pixel[ic] + p->in_offset);
       }
     }
-    out[oc] = requantize(acc, multiplier[oc], shift[oc], p->out_offset, p->act_min, p->act_max);
+    out[oc] = requantize_channel(acc, &multiplier[2 * oc], shift[oc], p->act_min, p->act_max);
   }
 }
 
@@ -110,14 +110,14 @@ static void conv_pixel_small(const dt_conv_params *p, const int8_t *in, const in
     acc[2] = bias ? bias[oc + 2] : 0;
     acc[3] = bias ? bias[oc + 3] : 0;
     window_dot4(window, &filter[16 * blocks * g], blocks, acc);
-    out[oc] = requantize(acc[0], multiplier[oc], shift[oc], p->out_offset, p->act_min, p->act_max);
-    out[oc + 1] = requantize(acc[1], multiplier[oc + 1], shift[oc + 1], p->out_offset, p->act_min, p->act_max);
-    out[oc + 2] = requantize(acc[2], multiplier[oc + 2], shift[oc + 2], p->out_offset, p->act_min, p->act_max);
-    out[oc + 3] = requantize(acc[3], multiplier[oc + 3], shift[oc + 3], p->out_offset, p->act_min, p->act_max);
+    out[oc] = requantize_channel(acc[0], &multiplier[2 * oc], shift[oc], p->act_min, p->act_max);
+    out[oc + 1] = requantize_channel(acc[1], &multiplier[2 * (oc + 1)], shift[oc + 1], p->act_min, p->act_max);
+    out[oc + 2] = requantize_channel(acc[2], &multiplier[2 * (oc + 2)], shift[oc + 2], p->act_min, p->act_max);
+    out[oc + 3] = requantize_channel(acc[3], &multiplier[2 * (oc + 3)], shift[oc + 3], p->act_min, p->act_max);
   }
   for (oc = 4 * groups; oc < p->out_c; ++oc) {
     const int32_t acc = window_dot1(window, &filter[4 * blocks * oc], blocks, bias ? bias[oc] : 0);
-    out[oc] = requantize(acc, multiplier[oc], shift[oc], p->out_offset, p->act_min, p->act_max);
+    out[oc] = requantize_channel(acc, &multiplier[2 * oc], shift[oc], p->act_min, p->act_max);
   }
 }
 

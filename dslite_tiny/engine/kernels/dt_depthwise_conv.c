@@ -52,17 +52,17 @@ static void depthwise3x3_edge(const dt_conv_params *q, const int8_t *in, const i
       for (t = 0; t < 9; ++t) {
         mac_lanes(tap[t] ? load4(tap[t] + ch) : zeros, load4(&filter[t * c + ch]), &a0, &a1, &a2, &a3);
       }
-      pixel[ch] = requantize(a0, multiplier[ch], shift[ch], q->out_offset, q->act_min, q->act_max);
-      pixel[ch + 1] = requantize(a1, multiplier[ch + 1], shift[ch + 1], q->out_offset, q->act_min, q->act_max);
-      pixel[ch + 2] = requantize(a2, multiplier[ch + 2], shift[ch + 2], q->out_offset, q->act_min, q->act_max);
-      pixel[ch + 3] = requantize(a3, multiplier[ch + 3], shift[ch + 3], q->out_offset, q->act_min, q->act_max);
+      pixel[ch] = requantize_channel(a0, &multiplier[2 * ch], shift[ch], q->act_min, q->act_max);
+      pixel[ch + 1] = requantize_channel(a1, &multiplier[2 * (ch + 1)], shift[ch + 1], q->act_min, q->act_max);
+      pixel[ch + 2] = requantize_channel(a2, &multiplier[2 * (ch + 2)], shift[ch + 2], q->act_min, q->act_max);
+      pixel[ch + 3] = requantize_channel(a3, &multiplier[2 * (ch + 3)], shift[ch + 3], q->act_min, q->act_max);
     }
   }
 #endif
   for (; ch < c; ++ch) {
     int32_t acc = folded_bias[ch];
     for (j = 0; j < 9; ++j) acc += filter[j * c + ch] * (tap[j] ? tap[j][ch] : zero);
-    pixel[ch] = requantize(acc, multiplier[ch], shift[ch], q->out_offset, q->act_min, q->act_max);
+    pixel[ch] = requantize_channel(acc, &multiplier[2 * ch], shift[ch], q->act_min, q->act_max);
   }
 }
 
@@ -93,7 +93,7 @@ static void depthwise_pixel(const dt_conv_params *p, const int8_t *in, const int
       const int8_t *w = &filter[fy * p->k_w * out_c + oc];
       for (fx = fx0; fx < fx1; ++fx) acc += w[fx * out_c] * (row[(x0 + p->dil_w * fx) * in_c] + in_offset);
     }
-    out[oc] = requantize(acc, multiplier[oc], shift[oc], p->out_offset, p->act_min, p->act_max);
+    out[oc] = requantize_channel(acc, &multiplier[2 * oc], shift[oc], p->act_min, p->act_max);
   }
 }
 
@@ -127,7 +127,7 @@ void dt_depthwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_
           for (j = 0; j < 4; ++j) acc[j] = folded_bias[ch + j];
           depthwise3x3_four(&x0p[ch], row, c, &filter[ch], acc);
           for (j = 0; j < 4; ++j) {
-            pixel[ch + j] = requantize(acc[j], multiplier[ch + j], shift[ch + j], q.out_offset, q.act_min, q.act_max);
+            pixel[ch + j] = requantize_channel(acc[j], &multiplier[2 * (ch + j)], shift[ch + j], q.act_min, q.act_max);
           }
         }
 #endif
@@ -137,7 +137,7 @@ void dt_depthwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_
           acc += w[0] * x0p[ch] + w[c] * x0p[ch + c] + w[c2] * x0p[ch + c2];
           acc += w[3 * c] * x1p[ch] + w[4 * c] * x1p[ch + c] + w[5 * c] * x1p[ch + c2];
           acc += w[6 * c] * x2p[ch] + w[7 * c] * x2p[ch + c] + w[8 * c] * x2p[ch + c2];
-          pixel[ch] = requantize(acc, multiplier[ch], shift[ch], q.out_offset, q.act_min, q.act_max);
+          pixel[ch] = requantize_channel(acc, &multiplier[2 * ch], shift[ch], q.act_min, q.act_max);
         }
       } else { /* the window lies inside the input: the offset's share is in folded_bias */
         const int8_t *base = &in[y0 * row + x0 * c];
@@ -148,7 +148,7 @@ void dt_depthwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_
             const int8_t *w = &filter[fy * q.k_w * c + ch];
             for (fx = 0; fx < q.k_w; ++fx) acc += w[fx * c] * x[fx * q.dil_w * c];
           }
-          pixel[ch] = requantize(acc, multiplier[ch], shift[ch], q.out_offset, q.act_min, q.act_max);
+          pixel[ch] = requantize_channel(acc, &multiplier[2 * ch], shift[ch], q.act_min, q.act_max);
         }
       }
     }

@@ -85,8 +85,8 @@ static inline int32_t dot1(const int8_t *x, const int8_t *w, int32_t n) {
 /* out[r] = requantized (bias[r] + Σ_k w[r][k] · x[k]) for ``rows`` rows of ``depth`` weights: one pixel of
  * a pointwise convolution, or a fully connected layer. ``per_channel`` selects multiplier[r] over [0]. */
 static inline void rows_s8(const int8_t *x, const int8_t *w, int32_t depth, int32_t rows, const int32_t *bias,
-                    const int32_t *multiplier, const int8_t *shift, int32_t per_channel, int32_t out_offset,
-                    int32_t low, int32_t high, int8_t *out) {
+                    const int32_t *multiplier, const int8_t *shift, int32_t per_channel, int32_t low,
+                           int32_t high, int8_t *out) {
   int32_t r = 0, j;
   for (; r + 4 <= rows; r += 4) {
     int32_t acc[4];
@@ -94,12 +94,12 @@ static inline void rows_s8(const int8_t *x, const int8_t *w, int32_t depth, int3
     dot4(x, &w[r * depth], depth, depth, acc);
     for (j = 0; j < 4; ++j) {
       const int32_t k = per_channel ? r + j : 0;
-      out[r + j] = requantize(acc[j], multiplier[k], shift[k], out_offset, low, high);
+      out[r + j] = requantize_channel(acc[j], &multiplier[2 * k], shift[k], low, high);
     }
   }
   for (; r < rows; ++r) {
     const int32_t k = per_channel ? r : 0;
-    out[r] = requantize(bias[r] + dot1(x, &w[r * depth], depth), multiplier[k], shift[k], out_offset, low, high);
+    out[r] = requantize_channel(bias[r] + dot1(x, &w[r * depth], depth), &multiplier[2 * k], shift[k], low, high);
   }
 }
 
@@ -234,8 +234,8 @@ static DT_NOINLINE const int8_t *sparse_dot1(const int16_t *s, const uint32_t *m
  * of a pointwise convolution, or a fully connected layer. */
 static inline void sparse_rows_s8(const int8_t *x, const uint32_t *mask, const int8_t *values, int32_t depth,
                                   int32_t rows, const int32_t *bias, const int32_t *multiplier,
-                                  const int8_t *shift, int32_t per_channel, int32_t out_offset, int32_t low,
-                                  int32_t high, int16_t *scratch, int8_t *out) {
+                                  const int8_t *shift, int32_t per_channel, int32_t low, int32_t high,
+                                  int16_t *scratch, int8_t *out) {
   const int32_t words = (depth / 4 + 31) / 32;
   const int8_t *w = values;
   int32_t r;
@@ -244,7 +244,7 @@ static inline void sparse_rows_s8(const int8_t *x, const uint32_t *mask, const i
     const int32_t k = per_channel ? r : 0;
     int32_t acc = bias[r];
     w = sparse_dot1(scratch, mask, words, w, &acc);
-    out[r] = requantize(acc, multiplier[k], shift[k], out_offset, low, high);
+    out[r] = requantize_channel(acc, &multiplier[2 * k], shift[k], low, high);
   }
 }
 

@@ -17,10 +17,10 @@ static void pointwise_widened(const dt_conv_params *q, const int8_t *in, const i
       int32_t acc[4];
       acc[0] = acc[1] = acc[2] = acc[3] = bias[oc];
       dense_dot4(scratch, &filter[oc * c], c / 4, acc);
-      y[oc] = requantize(acc[0], multiplier[oc], shift[oc], q->out_offset, q->act_min, q->act_max);
-      y[n + oc] = requantize(acc[1], multiplier[oc], shift[oc], q->out_offset, q->act_min, q->act_max);
-      y[2 * n + oc] = requantize(acc[2], multiplier[oc], shift[oc], q->out_offset, q->act_min, q->act_max);
-      y[3 * n + oc] = requantize(acc[3], multiplier[oc], shift[oc], q->out_offset, q->act_min, q->act_max);
+      y[oc] = requantize_channel(acc[0], &multiplier[2 * oc], shift[oc], q->act_min, q->act_max);
+      y[n + oc] = requantize_channel(acc[1], &multiplier[2 * oc], shift[oc], q->act_min, q->act_max);
+      y[2 * n + oc] = requantize_channel(acc[2], &multiplier[2 * oc], shift[oc], q->act_min, q->act_max);
+      y[3 * n + oc] = requantize_channel(acc[3], &multiplier[2 * oc], shift[oc], q->act_min, q->act_max);
     }
   }
   for (; i < pixels; ++i) { /* the last pixels % 4 one by one, each widened before its outputs are written */
@@ -28,7 +28,7 @@ static void pointwise_widened(const dt_conv_params *q, const int8_t *in, const i
     widen_blocks(&in[i * c], c, 1, scratch);
     for (oc = 0; oc < n; ++oc) {
       const int32_t acc = dense_dot1(scratch, &filter[oc * c], c / 4, bias[oc]);
-      y[oc] = requantize(acc, multiplier[oc], shift[oc], q->out_offset, q->act_min, q->act_max);
+      y[oc] = requantize_channel(acc, &multiplier[2 * oc], shift[oc], q->act_min, q->act_max);
     }
   }
 }
@@ -50,20 +50,20 @@ void dt_pointwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_
       acc[0] = acc[2] = bias[oc];
       acc[1] = acc[3] = bias[oc + 1];
       dot2x2(x0, x1, &filter[oc * c], &filter[(oc + 1) * c], c, acc);
-      y0[oc] = requantize(acc[0], multiplier[oc], shift[oc], q.out_offset, q.act_min, q.act_max);
-      y0[oc + 1] = requantize(acc[1], multiplier[oc + 1], shift[oc + 1], q.out_offset, q.act_min, q.act_max);
-      y1[oc] = requantize(acc[2], multiplier[oc], shift[oc], q.out_offset, q.act_min, q.act_max);
-      y1[oc + 1] = requantize(acc[3], multiplier[oc + 1], shift[oc + 1], q.out_offset, q.act_min, q.act_max);
+      y0[oc] = requantize_channel(acc[0], &multiplier[2 * oc], shift[oc], q.act_min, q.act_max);
+      y0[oc + 1] = requantize_channel(acc[1], &multiplier[2 * (oc + 1)], shift[oc + 1], q.act_min, q.act_max);
+      y1[oc] = requantize_channel(acc[2], &multiplier[2 * oc], shift[oc], q.act_min, q.act_max);
+      y1[oc + 1] = requantize_channel(acc[3], &multiplier[2 * (oc + 1)], shift[oc + 1], q.act_min, q.act_max);
     }
     for (; oc < n; ++oc) {
-      y0[oc] = requantize(bias[oc] + dot1(x0, &filter[oc * c], c), multiplier[oc], shift[oc], q.out_offset,
-                          q.act_min, q.act_max);
-      y1[oc] = requantize(bias[oc] + dot1(x1, &filter[oc * c], c), multiplier[oc], shift[oc], q.out_offset,
-                          q.act_min, q.act_max);
+      y0[oc] = requantize_channel(bias[oc] + dot1(x0, &filter[oc * c], c), &multiplier[2 * oc], shift[oc], q.act_min,
+                                  q.act_max);
+      y1[oc] = requantize_channel(bias[oc] + dot1(x1, &filter[oc * c], c), &multiplier[2 * oc], shift[oc], q.act_min,
+                                  q.act_max);
     }
   }
   for (; i < pixels; ++i) {
-    rows_s8(&in[i * q.in_c], filter, q.in_c, q.out_c, bias, multiplier, shift, 1, q.out_offset, q.act_min,
+    rows_s8(&in[i * q.in_c], filter, q.in_c, q.out_c, bias, multiplier, shift, 1, q.act_min,
             q.act_max, &out[i * q.out_c]);
   }
 }
@@ -85,14 +85,14 @@ void dt_pointwise_conv_sparse_s8(const dt_conv_params *p, const int8_t *in, cons
       int32_t acc[4];
       acc[0] = acc[1] = acc[2] = acc[3] = bias[oc];
       w = sparse_dot4(scratch, m, words, w, acc);
-      y[oc] = requantize(acc[0], multiplier[oc], shift[oc], q.out_offset, q.act_min, q.act_max);
-      y[n + oc] = requantize(acc[1], multiplier[oc], shift[oc], q.out_offset, q.act_min, q.act_max);
-      y[2 * n + oc] = requantize(acc[2], multiplier[oc], shift[oc], q.out_offset, q.act_min, q.act_max);
-      y[3 * n + oc] = requantize(acc[3], multiplier[oc], shift[oc], q.out_offset, q.act_min, q.act_max);
+      y[oc] = requantize_channel(acc[0], &multiplier[2 * oc], shift[oc], q.act_min, q.act_max);
+      y[n + oc] = requantize_channel(acc[1], &multiplier[2 * oc], shift[oc], q.act_min, q.act_max);
+      y[2 * n + oc] = requantize_channel(acc[2], &multiplier[2 * oc], shift[oc], q.act_min, q.act_max);
+      y[3 * n + oc] = requantize_channel(acc[3], &multiplier[2 * oc], shift[oc], q.act_min, q.act_max);
     }
   }
   for (; i < pixels; ++i) {
-    sparse_rows_s8(&in[i * c], mask, values, c, n, bias, multiplier, shift, 1, q.out_offset, q.act_min, q.act_max,
+    sparse_rows_s8(&in[i * c], mask, values, c, n, bias, multiplier, shift, 1, q.act_min, q.act_max,
                    scratch, &out[i * n]);
   }
 }

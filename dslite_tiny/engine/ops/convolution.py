@@ -10,8 +10,8 @@ from dslite_tiny.measure.graph import Graph, Op
 
 CONV_PARAMS = Struct("dt_conv_params", (
     "in_h", "in_w", "in_c", "out_h", "out_w", "out_c", "k_h", "k_w", "stride_h", "stride_w", "dil_h", "dil_w",
-    "pad_h", "pad_w", "depth_multiplier", "in_offset", "out_offset", "act_min", "act_max"),
-    "CONV_2D and DEPTHWISE_CONV_2D (depth_multiplier: depthwise only). in_offset is minus the input zero point.")
+    "pad_h", "pad_w", "depth_multiplier", "in_offset", "act_min", "act_max"),
+    "CONV_2D and DEPTHWISE_CONV_2D (depth_multiplier: depthwise only). in_offset is minus the input zero point; the output offset is folded into each channel's requantization constants.")
 _PADDING_SAME = 0
 _UNBOUNDED = 1 << 62  # no read follows: any offset is safe
 
@@ -32,7 +32,7 @@ def conv_values(writer, op: Op, *, depthwise: bool) -> dict[str, int]:
             "k_w": k_w, "stride_h": o["strideH"], "stride_w": o["strideW"], "dil_h": o["dilationHFactor"],
             "dil_w": o["dilationWFactor"], "pad_h": pad_h, "pad_w": pad_w,
             "depth_multiplier": o.get("depthMultiplier", 1) if depthwise else 1, "in_offset": -x.zero_point,
-            "out_offset": out.zero_point, "act_min": act_min, "act_max": act_max}
+            "act_min": act_min, "act_max": act_max}
 
 
 def conv_multipliers(writer, op: Op) -> tuple[list[int], list[int]]:

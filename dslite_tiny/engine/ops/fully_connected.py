@@ -9,7 +9,7 @@ from dslite_tiny.engine.ops import OpKernel, Struct, Work, register
 from dslite_tiny.engine.sparse import BlockSparse, smaller_block_sparse
 from dslite_tiny.measure.graph import Graph, Op
 
-FC_PARAMS = Struct("dt_fc_params", ("depth", "out_c", "per_channel", "out_offset", "act_min", "act_max"),
+FC_PARAMS = Struct("dt_fc_params", ("depth", "out_c", "per_channel", "act_min", "act_max"),
                    "FULLY_CONNECTED: per_channel selects one multiplier per output (else multiplier[0] for all). "
                    "The bias comes with the input offset folded in (weights have zero point 0).")
 DECLARATIONS = """\
@@ -32,8 +32,8 @@ def emit(writer, op: Op) -> str:
     act_min, act_max = quant.activation_range(o["fusedActivationFunction"], out.scale, out.zero_point)
     multipliers, shifts = quant.conv_multipliers(x.scale, w.scales, out.scale)
     params = writer.params(FC_PARAMS, op, {"depth": w.shape[1], "out_c": w.shape[0],
-                                           "per_channel": int(len(w.scales) > 1), "out_offset": out.zero_point,
-                                           "act_min": act_min, "act_max": act_max})
+                                           "per_channel": int(len(w.scales) > 1), "act_min": act_min,
+                                           "act_max": act_max})
     folded = writer.folded_bias(op, w.data.sum(axis=1), -x.zero_point)
     writer.need("dt_fully_connected.c")
     arrays = writer.weights(op, bias=folded, multipliers=multipliers, shifts=shifts)
