@@ -11,7 +11,8 @@ from dslite_tiny.measure.graph import Graph, Op
 CONV_PARAMS = Struct("dt_conv_params", (
     "in_h", "in_w", "in_c", "out_h", "out_w", "out_c", "k_h", "k_w", "stride_h", "stride_w", "dil_h", "dil_w",
     "pad_h", "pad_w", "depth_multiplier", "in_offset", "act_min", "act_max"),
-    "CONV_2D and DEPTHWISE_CONV_2D (depth_multiplier: depthwise only). in_offset is minus the input zero point; the output offset is folded into each channel's requantization constants.")
+    "CONV_2D and DEPTHWISE_CONV_2D (depth_multiplier: depthwise only). in_offset is minus the input zero point; "
+    "the output offset is folded into each channel's requantization constants.")
 _PADDING_SAME = 0
 _UNBOUNDED = 1 << 62  # no read follows: any offset is safe
 
