@@ -46,7 +46,7 @@ def test_engine_is_bit_exact_with_tflite_micro(compressed, tmp_path):
     result = run_cli("export", str(compressed / name), "--target", "engine", "--name", "kws", "--out",
                      str(tmp_path), "--board", "nano33ble")
     assert result.returncode == 0, result.stderr
-    assert "engine of" in result.stdout and "nano33ble:" in result.stdout
+    assert "engine of" in result.stdout and "nano33ble:" in result.stdout and "run in bands: ops 0-1" in result.stdout
     library = tmp_path / "libkws.so"
     kernels = [str(tmp_path / n) for n in kernel_sources(p.name for p in tmp_path.iterdir())]
     subprocess.run(["cc", *HOST_FLAGS, str(tmp_path / "kws_engine.c"), *kernels, "-o", str(library)], check=True)
@@ -116,6 +116,35 @@ def test_engine_runs_depthwise_variants_bit_exact(tmp_path):
     if qemu.tools_missing():
         pytest.skip(qemu.tools_missing())
     engine = generate(variant.data, variant.path, name="net", provenance=["test"])
+    inputs = probe_inputs(variant, 8)
+    outputs, _, _ = qemu.engine_on_cortex_m4(engine, "net", inputs, cache_dir=tmp_path / "m4")
+    np.testing.assert_array_equal(outputs, wheel_outputs(variant, inputs))
+
+
+def test_banded_chains_are_bit_exact(tmp_path):
+    """Where a chain of convolutions holds the arena's peak, the planner runs it in bands of rows (MCUNetV2's
+    patch-based inference, engine/bands.py): a stride-2 convolution, a VALID depthwise, a pointwise and a 5×5
+    stride-2 depthwise over an odd-sized input, bit-exact on the host and the Cortex-M4 with a smaller arena."""
+    import tf_keras as keras
+
+    from dslite_tiny.engine.graph import read_graph
+    from dslite_tiny.engine.ops import OPS
+    from dslite_tiny.engine.plan import plan_arena
+
+    x = keras.Input((17, 13, 3))
+    a = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(x)
+    b = keras.layers.Conv2D(12, 1)(keras.layers.DepthwiseConv2D(3, activation="relu")(a))
+    c = keras.layers.DepthwiseConv2D(5, strides=2, padding="same", activation="relu")(b)
+    y = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(c))
+    variant = _converted(keras.Model(x, y), (17, 13, 3), tmp_path)
+    engine = generate(variant.data, variant.path, name="net", provenance=["test"])
+    graph = read_graph(variant.data, variant.path)
+    whole = plan_arena(graph, lambda op: OPS[op.name].overlap(graph, op, False),
+                       lambda op: OPS[op.name].scratch(graph, op, None))
+    assert engine.bands and engine.arena_bytes < whole.arena_bytes
+    _assert_bit_exact(variant, tmp_path)
+    if qemu.tools_missing():
+        pytest.skip(qemu.tools_missing())
     inputs = probe_inputs(variant, 8)
     outputs, _, _ = qemu.engine_on_cortex_m4(engine, "net", inputs, cache_dir=tmp_path / "m4")
     np.testing.assert_array_equal(outputs, wheel_outputs(variant, inputs))
@@ -193,7 +222,8 @@ def test_the_per_op_profile_adds_up_and_the_instruction_model_comes_close(tmp_pa
     inputs = probe_inputs(variant, 2)
     per_op = qemu.engine_op_instructions(engine, "tiny", inputs, cache_dir=tmp_path / "profile")
     _, totals, _ = qemu.engine_on_cortex_m4(engine, "tiny", inputs, cache_dir=tmp_path / "plain")
-    assert per_op.shape == (len(inputs), engine.ops) and (per_op > 0).all()
+    trailing = [i for band in engine.bands for i in band.ops[1:]]  # a banded chain's instructions are its first op's
+    assert engine.bands and per_op.shape == (len(inputs), engine.ops) and (np.delete(per_op, trailing, 1) > 0).all()
     assert np.all(np.abs(per_op.sum(axis=1) - totals) <= 50 * engine.ops)  # a mark costs ~30 instructions
     monkeypatch.setattr(qemu, "tools_missing", lambda: "qemu-system-arm is not installed")
     figures = cortex_m4.cortex_m4_figures(variant.data, variant.path, inputs, cache_dir=tmp_path / "none")
@@ -386,13 +416,14 @@ def test_requantization_equals_gemmlowp_on_both_kernel_paths(tmp_path):
 def test_folded_bias_takes_int32_min_and_refuses_overflow():
     """A clustered layer's all-zero channel gets the bias INT32_MIN (its scale underflows): folding keeps it,
     and the generated C spells it without a too-large constant; a sum outside int32 is refused."""
-    from dslite_tiny.engine.writer import Writer
     from dslite_tiny.engine.graph import Graph, Op, Tensor
+    from dslite_tiny.engine.plan import Plan
+    from dslite_tiny.engine.writer import Writer
 
     bias = Tensor(0, "b", (2,), "int32", np.ones(2, np.float32), np.zeros(2, np.int64), 0,
                   np.array([-2**31, 5], np.int32))
     op = Op(0, "CONV_2D", (1, 2, 0), (3,), {})
-    writer = Writer(Graph((bias,), (op,), (1,), (3,)), None, "m.tflite", {})
+    writer = Writer(Graph((bias,), (op,), (1,), (3,)), Plan({}, 0), "m.tflite", {})
     assert writer.folded_bias(op, np.array([0, 1]), 128).tolist() == [-2**31, 133]
     writer.array("int32_t", "b0", np.array([-2**31, 7]), "bias")
     assert "(-2147483647 - 1), 7" in writer.constants[-1]
@@ -462,3 +493,73 @@ def test_pointwise_overlap_is_the_largest_safe_one(pixels, c_in, c_out, sparse):
     reads_follow_a_write = any(a[0] == "write" and b[0] == "read" for a, b in zip(events, events[1:]))
     assert _safe(events, delta)
     assert not _safe(events, delta + 1) if reads_follow_a_write else delta >= 2 ** 60  # else: any offset
+
+
+def _chain(rng: np.random.Generator, length: int) -> list:
+    """Random convolutions along the height, each reading the previous one's output rows."""
+    from dslite_tiny.engine.ops.convolution import Rows
+
+    chain, height, row = [], int(rng.integers(5, 30)), int(rng.integers(1, 9))
+    while len(chain) < length:
+        k, stride, dilation = (int(v) for v in rng.integers((1, 1, 1), (6, 3, 3)))
+        same = rng.random() < 0.7
+        out_h = -(-height // stride) if same else (height - (k - 1) * dilation - 1) // stride + 1
+        if out_h < 1:
+            continue
+        pad = quant.same_padding(stride, dilation, height, k, out_h) if same else 0
+        taps = np.arange(out_h)[:, None] * stride - pad + np.arange(k)[None, :] * dilation
+        if not ((taps >= 0) & (taps < height)).any(axis=1).all():  # a window wholly in the padding: not here
+            continue
+        out_row = int(rng.integers(1, 9))
+        chain.append(Rows(height, out_h, k, stride, dilation, pad, row, out_row))
+        height, row = out_h, out_row
+    return chain
+
+
+def _run_bands(chain: list, rows: int) -> None:
+    """Follows the band table as the generated loop does, on buffers holding row numbers: each call must read
+    exactly the rows (or padding) of its windows, whole; each op computes rows in order, none twice (a row no
+    band reads may be skipped); the chain's output gets every row."""
+    from dslite_tiny.engine.bands import STEP_FIELDS, band_steps
+
+    steps, capacity = band_steps(chain, rows)
+    buffers = [np.full(c * g.row_out_bytes, -1) for c, g in zip(capacity, chain)]  # inner tensors, then the output
+    buffers.append(np.full(chain[-1].out_h * chain[-1].row_out_bytes, -1))
+    source = np.repeat(np.arange(chain[0].in_h), chain[0].row_in_bytes)  # the chain's input, whole
+    computed: list[list[int]] = [[] for _ in chain]
+    for step in steps:
+        for j, g in enumerate(chain):
+            keep_from, keep_bytes, in_h, pad_h, out_h, in_at, out_at = \
+                step[j * len(STEP_FIELDS):(j + 1) * len(STEP_FIELDS)]
+            buffers[j][:keep_bytes] = buffers[j][keep_from:keep_from + keep_bytes].copy()
+            held = source if j == 0 else buffers[j - 1]
+            for r in range(out_h):
+                taps = [r * g.stride - pad_h + t * g.dilation for t in range(g.k)]
+                read = []
+                for y in taps:
+                    row_bytes = held[in_at + y * g.row_in_bytes:in_at + (y + 1) * g.row_in_bytes] if 0 <= y < in_h \
+                        else None
+                    assert row_bytes is None or (len(row_bytes) == g.row_in_bytes and (row_bytes == row_bytes[0]).all())
+                    read.append(None if row_bytes is None else int(row_bytes[0]))
+                first = next(t for t, v in enumerate(read) if v is not None)  # the real row this call computes
+                row, rest = divmod(read[first] + g.pad - first * g.dilation, g.stride)
+                assert rest == 0 and read == [y if 0 <= y < g.in_h else None
+                                for y in (row * g.stride - g.pad + t * g.dilation for t in range(g.k))]
+                at = out_at + r * g.row_out_bytes
+                assert at + g.row_out_bytes <= len(buffers[j])
+                buffers[j][at:at + g.row_out_bytes] = row
+                computed[j].append(row)
+    assert (buffers[-1] == np.repeat(np.arange(chain[-1].out_h), chain[-1].row_out_bytes)).all()
+    assert all(np.all(np.diff(c) > 0) for c in computed)
+
+
+def test_band_tables_read_every_window_whole_and_compute_every_row_once():
+    """On 60 random chains (windows 1-5, strides 1-2, dilations 1-2, SAME and VALID padding) in bands of 1 to
+    8 rows: every call the table drives reads exactly its windows' rows (no row taken for padding, no padding
+    for a row), the last op writes each output row, and no inner row is computed twice: the overlap between
+    bands is kept, not recomputed."""
+    rng = np.random.default_rng(3)
+    for _ in range(60):
+        chain = _chain(rng, int(rng.integers(2, 5)))
+        for rows in (1, 2, 3, 8):
+            _run_bands(chain, rows)

@@ -28,6 +28,8 @@ def export(model: Path, target: str, name: str | None, out: Path | None, board: 
         click.echo(f"{result.variant.name}: engine of {engine.ops} ops, {format_bytes(engine.constant_bytes)} "
                    f"constants, arena {format_bytes(engine.arena_bytes)} (+ {engine.input_bytes} B input, "
                    f"{engine.output_bytes} B output)")
+        for band in engine.bands:  # the planner's patch-based choice (engine/bands.py)
+            click.echo(f"  run in bands: {band.describe()}")
     else:
         click.echo(f"{result.variant.name}: {format_bytes(len(result.variant.data))} model"
                    + (f", TFLM arena {format_bytes(arena)}" if arena else ""))

@@ -15,12 +15,14 @@ import functools
 from pathlib import Path
 
 import jinja2
+import numpy as np
 
 from dslite_tiny.c_source import banner
 from dslite_tiny.engine import quant
+from dslite_tiny.engine.bands import STEP_FIELDS, Band, column
 from dslite_tiny.engine.graph import read_graph
 from dslite_tiny.engine.ops import OPS, Work, structs
-from dslite_tiny.engine.plan import plan_arena
+from dslite_tiny.engine.plan import plan_smallest
 from dslite_tiny.engine.sparse import BlockSparse
 from dslite_tiny.engine.writer import Writer
 from dslite_tiny.errors import UserError
@@ -43,6 +45,8 @@ class Engine:
     ops: int
     sparse_ops: tuple[int, ...] = ()  # ops whose weights are stored block-sparse (engine.sparse)
     work: tuple[Work, ...] = ()  # per op: its kernel path, multiply-accumulates and outputs
+    bands: tuple[Band, ...] = ()  # chains run band by band (engine.bands): the profile counts each at its first op
+    memory: tuple[str, ...] = ()  # per op, the planner's choice for its output (engine.plan: Plan.choices)
 
     @property
     def kernel_sources(self) -> list[str]:
@@ -66,20 +70,56 @@ def generate(data: bytes, path: str | Path, *, name: str, provenance: list[str],
     check_limits(graph, path)  # before planning: the planner's work grows with the activations
     sparse = {op.index: s for op in graph.ops if (s := OPS[op.name].sparse(graph, op)) is not None
               and (sparse_where == "smaller" or _sparse_is_faster(graph, op, s))}
-    plan = plan_arena(graph, lambda op: OPS[op.name].overlap(graph, op, op.index in sparse),
-                      lambda op: OPS[op.name].scratch(graph, op, sparse.get(op.index)))
+    plan = plan_smallest(graph, lambda op: OPS[op.name].overlap(graph, op, op.index in sparse),
+                         lambda op: OPS[op.name].scratch(graph, op, sparse.get(op.index)))
     writer = Writer(graph, plan, path, sparse)
-    calls = [_call(writer, op) for op in graph.ops]
+    calls = _grouped({op.index: _call(writer, op) for op in graph.ops}, writer, plan.bands)
     x, y = graph.tensors[graph.inputs[0]], graph.tensors[graph.outputs[0]]
     model_banner = banner(["An int8 model as C99 calls into the engine's kernels (dt_*.c).", *provenance])
     values = {"banner": model_banner, "name": name, "prefix": name.upper(), "input": x, "output": y,
-              "arena_bytes": plan.arena_bytes, "constants": writer.constants, "calls": calls}
+              "arena_bytes": plan.arena_bytes, "constants": writer.constants, "calls": calls,
+              "bands": plan.bands}
     files = {f"{name}_engine.h": _render("model_engine.h.j2", values),
              f"{name}_engine.c": _render("model_engine.c.j2", values), HEADER: engine_header(),
              **{n: (KERNEL_DIR / n).read_text(encoding="utf-8") for n in (*SHARED_HEADERS, *writer.sources)}}
     work = tuple(OPS[op.name].work(graph, op, sparse.get(op.index)) for op in graph.ops)
     return Engine(files, plan.arena_bytes, writer.constant_bytes, x.elements, y.elements, len(graph.ops),
-                  tuple(sorted(sparse)), work)
+                  tuple(sorted(sparse)), work, plan.bands, plan.choices(graph))
+
+
+def _grouped(calls: dict[int, str], writer: Writer, bands: tuple[Band, ...]) -> list[tuple[str, tuple[int, ...]]]:
+    """(C, the ops it runs) in op order: one call per op, and one loop per banded chain."""
+    loops = {band.ops[0]: band for band in bands}
+    grouped = []
+    for index, call in calls.items():
+        if index in loops:
+            grouped.append((_band_loop(writer, loops[index], calls), loops[index].ops))
+        elif index not in writer.bands:
+            grouped.append((call, (index,)))
+    return grouped
+
+
+def _band_loop(writer: Writer, band: Band, calls: dict[int, str]) -> str:
+    """The chain's calls band by band, each op's ``dt_conv_params`` narrowed to the band's rows (the table:
+    ``bands.STEP_FIELDS`` per op), after its buffer keeps the rows the next band reads again."""
+    table = writer.array("int32_t", f"t{band.ops[0]}", np.array(band.steps),
+                         f"ops {band.ops[0]}-{band.ops[-1]} per band: {', '.join(STEP_FIELDS)} per op")
+    lines = [f"  {{ /* {band.describe()} */", "    dt_conv_params q;", "    int32_t b;",
+             f"    for (b = 0; b < {len(band.steps)}; ++b) {{",
+             f"      const int32_t *s = &{table}[b * {len(band.steps[0])}];"]
+    for j, index in enumerate(band.ops):
+        if j < len(band.buffers):
+            buffer = writer.where(band.buffers[j][0])
+            lines.append(f"      memmove({buffer}, {buffer} + s[{column(j, 'keep_from')}], "
+                         f"(size_t)s[{column(j, 'keep_bytes')}]);")
+        rows = column(j, "out_h")
+        lines += [f"      if (s[{rows}] > 0) {{",
+                  f"        q = p{index};",
+                  f"        q.in_h = s[{column(j, 'in_h')}];",
+                  f"        q.pad_h = s[{column(j, 'pad_h')}];",
+                  f"        q.out_h = s[{rows}];",
+                  f"      {calls[index]}", "      }"]
+    return "\n".join([*lines, "    }", "  }"])
 
 
 def _sparse_is_faster(graph, op, sparse: BlockSparse) -> bool:

@@ -11,12 +11,17 @@ almost anywhere below the next four input pixels.
 
 An op may also ask for scratch bytes it uses only while it runs (the pointwise and fully connected kernels
 widen their input there): a buffer alive at that op alone, placed like the tensors, so the arena counts it.
+
+Where the peak is a tensor inside a chain of convolutions, ``plan_smallest`` runs the chain in bands of rows
+(``engine.bands``): the inner tensors shrink to their band buffers, alive for the whole chain like its input
+and output, and none of the chain's ops overlaps its output with its input.
 """
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
 
+from dslite_tiny.engine.bands import Band, chains, schedules
 from dslite_tiny.measure.graph import Graph, Op
 
 ALIGNMENT = 4  # word loads of int8 data on a Cortex-M; a 32-bit word is the widest access a kernel makes
@@ -27,6 +32,28 @@ class Plan:
     offsets: dict[int, int]  # tensor index → byte offset in the arena
     arena_bytes: int
     scratch: dict[int, int] = dataclasses.field(default_factory=dict)  # op index → its scratch's offset
+    bands: tuple[Band, ...] = ()  # chains run band by band; their inner tensors' offsets are their buffers'
+
+    def choices(self, graph: Graph) -> tuple[str, ...]:
+        """Per op, where the planner put its output: what the engine reports per layer."""
+        return tuple(self._choice(graph, op) for op in graph.ops)
+
+    def _choice(self, graph: Graph, op: Op) -> str:
+        band = next((b for b in self.bands if op.index in b.ops), None)
+        if band is not None:
+            inner = dict(band.buffers).get(op.outputs[0])
+            return (f"ops {band.ops[0]}-{band.ops[-1]} in {len(band.steps)} bands of {band.rows} row(s)"
+                    + (f"; output in a {inner} B band buffer" if inner else ""))
+        target = op.outputs[0]
+        if target not in self.offsets:
+            return "writes the caller's output"
+        start, size = self.offsets[target], _aligned(graph.tensors[target].elements)
+        for source in (t for t in op.inputs if t in self.offsets):
+            shared = min(start + size, self.offsets[source] + _aligned(graph.tensors[source].elements)) \
+                - max(start, self.offsets[source])
+            if shared > 0:
+                return "in place" if start == self.offsets[source] else f"over {shared} B of its dying input"
+        return "its own bytes"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,16 +64,40 @@ class _Buffer:
     last: int  # the last op that reads it
 
 
+def plan_smallest(graph: Graph, overlap: Callable[[Op], int | None],
+                  scratch: Callable[[Op], int] = lambda op: 0) -> Plan:
+    """``plan_arena``, then greedily the banded chain that lowers the arena most (ties: the fewest kernel
+    calls, then the fewest bytes copied), while one does."""
+    best = plan_arena(graph, overlap, scratch)
+    while True:
+        taken = {i for band in best.bands for i in band.ops}
+        candidates = [plan_arena(graph, overlap, scratch, (*best.bands, band)) for chain in chains(graph)
+                      if not taken.intersection(chain) for band in schedules(graph, chain)]
+        better = min(candidates, key=_cost, default=None)
+        if better is None or better.arena_bytes >= best.arena_bytes:
+            return best
+        best = better
+
+
+def _cost(plan: Plan) -> tuple[int, int, int]:
+    return (plan.arena_bytes, sum(len(b.steps) * len(b.ops) for b in plan.bands),
+            sum(b.copy_bytes for b in plan.bands))
+
+
 def plan_arena(graph: Graph, overlap: Callable[[Op], int | None],
-               scratch: Callable[[Op], int] = lambda op: 0) -> Plan:
+               scratch: Callable[[Op], int] = lambda op: 0, bands: tuple[Band, ...] = ()) -> Plan:
     """The arena of ``graph``; ``overlap(op)`` is the largest ``output − input`` offset the op's kernel
-    allows where its input dies with it (None: none), ``scratch(op)`` the bytes it needs while it runs."""
+    allows where its input dies with it (None: none), ``scratch(op)`` the bytes it needs while it runs;
+    ``bands`` the chains that run band by band."""
     external = set(graph.inputs) | set(graph.outputs)
     buffers = {b.tensor: b for b in _buffers(graph) if b.tensor not in external}
+    for band in bands:
+        _band_lifetimes(graph, buffers, band)
     for op in graph.ops:
         if size := scratch(op):
             buffers[-1 - op.index] = _Buffer(-1 - op.index, _aligned(size), op.index, op.index)
-    overlaps = _overlaps(graph, buffers, overlap)  # (input, output) → the largest output − input offset allowed
+    banded = {i for band in bands for i in band.ops}
+    overlaps = _overlaps(graph, buffers, lambda op: None if op.index in banded else overlap(op))
     offsets: dict[int, int] = {}
     for buffer in sorted(buffers.values(), key=lambda b: (-b.size, b.first)):
         live = [buffers[t] for t in offsets if buffers[t].first <= buffer.last and buffer.first <= buffers[t].last]
@@ -58,7 +109,20 @@ def plan_arena(graph: Graph, overlap: Callable[[Op], int | None],
             _compatible(buffer, o, b, offsets[b.tensor], overlaps) for b in live))
     arena = max((offsets[t] + buffers[t].size for t in offsets), default=0)
     return Plan({t: o for t, o in offsets.items() if t >= 0}, arena,
-                {-1 - t: o for t, o in offsets.items() if t < 0})
+                {-1 - t: o for t, o in offsets.items() if t < 0}, bands)
+
+
+def _band_lifetimes(graph: Graph, buffers: dict[int, _Buffer], band: Band) -> None:
+    """Every band reads the chain's input and writes its output: both live from the chain's first op to its
+    last; an inner tensor is its band buffer, for as long."""
+    first, last = band.ops[0], band.ops[-1]
+    for tensor, size in band.buffers:
+        buffers[tensor] = _Buffer(tensor, _aligned(size), first, last)
+    source, target = graph.ops[first].inputs[0], graph.ops[last].outputs[0]
+    if source in buffers:
+        buffers[source] = dataclasses.replace(buffers[source], last=max(buffers[source].last, last))
+    if target in buffers:
+        buffers[target] = dataclasses.replace(buffers[target], first=first)
 
 
 def _compatible(a: _Buffer, a_offset: int, b: _Buffer, b_offset: int, overlaps: dict) -> bool:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from dslite_tiny.engine import quant
+from dslite_tiny.engine.bands import Band, column
 from dslite_tiny.engine.plan import Plan
 from dslite_tiny.engine.sparse import BlockSparse
 from dslite_tiny.errors import UserError
@@ -30,6 +31,7 @@ class Writer:
         self.constants: list[str] = []
         self.constant_bytes = 0
         self.sources: list[str] = []  # kernel C files, in the order first needed
+        self.bands: dict[int, Band] = {i: band for band in plan.bands for i in band.ops}  # op → its band
 
     def need(self, source: str) -> None:
         if source not in self.sources:
@@ -48,6 +50,19 @@ class Writer:
             return "output"
         return f"arena + {self.plan.offsets[tensor]}"
 
+    def input_at(self, op: Op) -> str:
+        """Where the op reads its first input: in a band, that band's rows (``codegen``'s loop: table row s)."""
+        return self._at(op, op.inputs[0], "in_at")
+
+    def output_at(self, op: Op) -> str:
+        return self._at(op, op.outputs[0], "out_at")
+
+    def _at(self, op: Op, tensor: int, field: str) -> str:
+        band = self.bands.get(op.index)
+        if band is None:
+            return self.where(tensor)
+        return f"{self.where(tensor)} + s[{column(band.position(op.index), field)}]"
+
     def scratch(self, op: Op) -> str:
         """The op's scratch (``plan.scratch``) as the kernels take it: word-aligned int16."""
         return f"(int16_t *)(void *)(arena + {self.plan.scratch[op.index]})"
@@ -56,7 +71,8 @@ class Writer:
         return UserError(f"op {op.index} ({op.name}) {problem}", path=self.path)
 
     def params(self, struct, op: Op, values: dict[str, int]) -> str:
-        """The op's parameter block ``p<index>``: every field of ``struct`` by name. Returns its symbol."""
+        """The op's parameter block ``p<index>``: every field of ``struct`` by name. Returns what its call
+        takes: the block, or in a band the narrowed copy ``q`` (``codegen``'s loop)."""
         if tuple(values) != struct.fields:
             raise AssertionError(f"{struct.name}: fields {tuple(values)} are not {struct.fields}")
         out = self.output(op)
@@ -64,7 +80,7 @@ class Writer:
         self.constants.append(f"/* op {op.index}: {op.name} -> tensor {out.index} {list(out.shape)} */")
         self.constants.append(f"static const {struct.name} p{op.index} = {{\n  " + "\n  ".join(fields) + "};")
         self.constant_bytes += 4 * len(values)
-        return f"&p{op.index}"
+        return "&q" if op.index in self.bands else f"&p{op.index}"
 
     def array(self, ctype: str, symbol: str, values: np.ndarray, comment: str) -> str:
         """A constant array; returns its symbol."""

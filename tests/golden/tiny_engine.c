@@ -5,6 +5,7 @@
 #include "tiny_engine.h"
 
 #include <stddef.h>
+#include <string.h>
 
 #include "dt_engine.h"
 
@@ -144,23 +145,47 @@ static const int8_t s7[3] = {
 /* op 8: SOFTMAX -> tensor 18 [1, 3] */
 static const dt_softmax_params p8 = {
   .rows = 1, .depth = 3, .input_multiplier = 1982878976, .input_left_shift = 14, .diff_min = -126976};
+/* ops 0-1 per band: keep_from, keep_bytes, in_h, pad_h, out_h, in_at, out_at per op */
+static const int32_t t0[42] = {
+  0, 0, 4, 1, 3, 0, 0, 0, 0, 3, 0, 1, 0, 0, 192, 96, 4, 0, 2, 12, 96, 0, 0, 3,
+  0, 1, 0, 48, 192, 96, 2, 0, 1, 24, 96, 0, 0, 2, 0, 1, 0, 96};
 
 void tiny_invoke(const int8_t *input, int8_t *output) {
   int8_t *arena = (int8_t *)g_arena;
   (void)arena;
-  dt_conv_s8(&p0, input, w0, b0, m0, s0, arena + 0);
+  { /* ops 0-1 in 3 bands of 1 output row(s): tensor 10 in 288 bytes; 192 bytes copied per inference */
+    dt_conv_params q;
+    int32_t b;
+    for (b = 0; b < 3; ++b) {
+      const int32_t *s = &t0[b * 14];
+      memmove(arena + 0, arena + 0 + s[0], (size_t)s[1]);
+      if (s[4] > 0) {
+        q = p0;
+        q.in_h = s[2];
+        q.pad_h = s[3];
+        q.out_h = s[4];
+        dt_conv_s8(&q, input + s[5], w0, b0, m0, s0, arena + 0 + s[6]);
+      }
+      if (s[11] > 0) {
+        q = p1;
+        q.in_h = s[9];
+        q.pad_h = s[10];
+        q.out_h = s[11];
+        dt_depthwise_conv_s8(&q, arena + 0 + s[12], w1, b1, f1, m1, s1, arena + 288 + s[13]);
+      }
+    }
+  }
   DT_OP_DONE(0);
-  dt_depthwise_conv_s8(&p1, arena + 0, w1, b1, f1, m1, s1, arena + 0);
   DT_OP_DONE(1);
-  dt_pointwise_conv_sparse_s8(&p2, arena + 0, q2, w2, b2, m2, s2, (int16_t *)(void *)(arena + 288), arena + 144);
+  dt_pointwise_conv_sparse_s8(&p2, arena + 288, q2, w2, b2, m2, s2, (int16_t *)(void *)(arena + 144), arena + 0);
   DT_OP_DONE(2);
-  dt_add_s8(&p3, arena + 0, arena + 144, arena + 0);
+  dt_add_s8(&p3, arena + 288, arena + 0, arena + 144);
   DT_OP_DONE(3);
-  dt_mean_hw_s8(&p4, arena + 0, arena + 144);
+  dt_mean_hw_s8(&p4, arena + 144, arena + 0);
   DT_OP_DONE(4);
-  dt_fully_connected_s8(&p5, arena + 144, w5, b5, m5, s5, arena + 0);
+  dt_fully_connected_s8(&p5, arena + 0, w5, b5, m5, s5, arena + 16);
   DT_OP_DONE(5);
-  dt_leaky_relu_s8(&p6, arena + 0, arena + 0);
+  dt_leaky_relu_s8(&p6, arena + 16, arena + 0);
   DT_OP_DONE(6);
   dt_fully_connected_s8(&p7, arena + 0, w7, b7, m7, s7, arena + 8);
   DT_OP_DONE(7);

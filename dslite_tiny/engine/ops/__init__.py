@@ -37,6 +37,10 @@ def _no_scratch(graph: Graph, op: Op, sparse: BlockSparse | None) -> int:
     return 0
 
 
+def _no_rows(graph: Graph, op: Op) -> None:
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class Work:
     """What an op's kernel does, for the Cortex-M4 instruction model (``measure.cortex_m4``): its ``kind``
@@ -61,7 +65,8 @@ class OpKernel:
     where that is smaller (the generator runs the sparse kernel where it is faster too). ``declarations`` are
     the C prototypes (with their comments) of the kernel file's functions; ``work(graph, op, sparse)`` what the
     kernel does (``Work``); ``scratch(graph, op, sparse)`` the arena bytes the kernel uses while it runs
-    (``Writer.scratch``)."""
+    (``Writer.scratch``); ``rows(graph, op)`` how the kernel runs a band of output rows (``engine.bands``), or
+    None where it cannot."""
 
     name: str
     emit: Callable
@@ -73,6 +78,7 @@ class OpKernel:
     sparse: Callable[[Graph, Op], BlockSparse | None] = _no_sparse
     work: Callable[[Graph, Op, BlockSparse | None], Work] = _outputs_only
     scratch: Callable[[Graph, Op, BlockSparse | None], int] = _no_scratch
+    rows: Callable[[Graph, Op], object] = _no_rows
 
 
 OPS: dict[str, OpKernel] = {}

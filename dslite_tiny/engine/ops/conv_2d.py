@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from dslite_tiny.engine.ops import OpKernel, Work, register
-from dslite_tiny.engine.ops.convolution import (CONV_PARAMS, conv_multipliers, conv_values, is_pointwise,
-                                                pointwise_overlap, widened_pointwise_overlap, window_overlap)
+from dslite_tiny.engine.ops.convolution import (CONV_PARAMS, conv_multipliers, conv_rows, conv_values,
+                                                is_pointwise, pointwise_overlap, widened_pointwise_overlap,
+                                                window_overlap)
 from dslite_tiny.engine.sparse import BlockSparse, smaller_block_sparse
 from dslite_tiny.measure.graph import Graph, Op
 
@@ -43,17 +44,17 @@ def emit(writer, op: Op) -> str:
         taps = w.elements // w.shape[0]
         stored = small_window_filters(w.data.reshape(w.shape[0], taps)) if taps <= SMALL_WINDOW else None
         arrays = writer.weights(op, bias=None, multipliers=multipliers, shifts=shifts, values=stored)
-        return writer.call("dt_conv_s8", params, writer.where(op.inputs[0]), *arrays, writer.where(op.outputs[0]))
+        return writer.call("dt_conv_s8", params, writer.input_at(op), *arrays, writer.output_at(op))
     out_c = out.shape[-1]
     folded = writer.folded_bias(op, w.data.reshape(out_c, -1).sum(axis=1), -x.zero_point)
     writer.need("dt_pointwise_conv.c")
     arrays = writer.weights(op, bias=folded, multipliers=multipliers, shifts=shifts)
     if op.index in writer.sparse:
-        return writer.call("dt_pointwise_conv_sparse_s8", params, writer.where(op.inputs[0]), *arrays,
-                           writer.scratch(op), writer.where(op.outputs[0]))
+        return writer.call("dt_pointwise_conv_sparse_s8", params, writer.input_at(op), *arrays,
+                           writer.scratch(op), writer.output_at(op))
     scratch = writer.scratch(op) if _widened(writer.graph, op) else "NULL"
-    return writer.call("dt_pointwise_conv_s8", params, writer.where(op.inputs[0]), *arrays, scratch,
-                       writer.where(op.outputs[0]))
+    return writer.call("dt_pointwise_conv_s8", params, writer.input_at(op), *arrays, scratch,
+                       writer.output_at(op))
 
 
 def small_window_filters(filters: np.ndarray) -> np.ndarray:
@@ -108,4 +109,4 @@ def work(graph: Graph, op: Op, sparse: BlockSparse | None) -> Work:
 
 
 register(OpKernel("CONV_2D", emit, DECLARATIONS, CONV_PARAMS, weights_axis=0, overlap=overlap,
-                  sparse=sparse_weights, work=work, scratch=scratch))
+                  sparse=sparse_weights, work=work, scratch=scratch, rows=conv_rows))

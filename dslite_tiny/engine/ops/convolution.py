@@ -2,6 +2,8 @@
 kernels let an output overlap the input it replaces."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from dslite_tiny.engine import quant
@@ -42,6 +44,43 @@ def conv_multipliers(writer, op: Op) -> tuple[list[int], list[int]]:
     out_c = out.shape[-1]
     multipliers, shifts = quant.conv_multipliers(x.scale, w.scales, out.scale)
     return multipliers * (out_c // len(multipliers)), shifts * (out_c // len(shifts))
+
+
+@dataclasses.dataclass(frozen=True)
+class Rows:
+    """A convolution along its height, for running it a band of output rows at a time (``engine.bands``): a
+    band is the same kernel call with ``in_h``, ``pad_h`` and ``out_h`` of ``dt_conv_params`` narrowed to it."""
+
+    in_h: int
+    out_h: int
+    k: int
+    stride: int
+    dilation: int
+    pad: int
+    row_in_bytes: int  # one input row: width × channels
+    row_out_bytes: int
+
+    def reads(self, first: int, end: int) -> tuple[int, int]:
+        """The input rows [lo, hi) that output rows [first, end) read (rows outside the input are padding)."""
+        lo = max(0, first * self.stride - self.pad)
+        hi = min(self.in_h, (end - 1) * self.stride - self.pad + (self.k - 1) * self.dilation + 1)
+        return lo, hi
+
+    def narrowed(self, first: int, end: int) -> tuple[int, int, int]:
+        """``in_h``, ``pad_h`` and ``out_h`` of the call computing output rows [first, end) from an input
+        pointer at row ``reads(first, end)[0]``: its first window starts ``pad_h`` rows above that row."""
+        lo, hi = self.reads(first, end)
+        return hi - lo, self.pad + lo - first * self.stride, end - first
+
+
+def conv_rows(graph: Graph, op: Op) -> Rows:
+    """CONV_2D's and DEPTHWISE_CONV_2D's ``Rows`` (both kernels take ``dt_conv_params``)."""
+    x, w, out = (graph.tensors[i] for i in (op.inputs[0], op.inputs[1], op.outputs[0]))
+    o = op.options
+    pad = quant.same_padding(o["strideH"], o["dilationHFactor"], x.shape[1], w.shape[1], out.shape[1]) \
+        if o["padding"] == _PADDING_SAME else 0
+    return Rows(x.shape[1], out.shape[1], w.shape[1], o["strideH"], o["dilationHFactor"], pad,
+                x.shape[2] * x.shape[3], out.shape[2] * out.shape[3])
 
 
 def is_pointwise(graph: Graph, op: Op) -> bool:

@@ -3,7 +3,8 @@ in (``f<index>``) and raw products; border windows the reference kernel's offset
 from __future__ import annotations
 
 from dslite_tiny.engine.ops import OpKernel, Work, register
-from dslite_tiny.engine.ops.convolution import CONV_PARAMS, conv_multipliers, conv_values, window_overlap
+from dslite_tiny.engine.ops.convolution import (CONV_PARAMS, conv_multipliers, conv_rows, conv_values,
+                                                window_overlap)
 from dslite_tiny.measure.graph import Graph, Op
 
 DECLARATIONS = """\
@@ -21,8 +22,8 @@ def emit(writer, op: Op) -> str:
     writer.array("int32_t", f"f{op.index}", folded, "bias with the input offset folded in")
     writer.need("dt_depthwise_conv.c")
     arrays = writer.weights(op, bias=None, multipliers=multipliers, shifts=shifts, extra=f"f{op.index}")
-    return writer.call("dt_depthwise_conv_s8", params, writer.where(op.inputs[0]), *arrays,
-                       writer.where(op.outputs[0]))
+    return writer.call("dt_depthwise_conv_s8", params, writer.input_at(op), *arrays,
+                       writer.output_at(op))
 
 
 def overlap(graph: Graph, op: Op, sparse: bool) -> int:
@@ -37,4 +38,5 @@ def work(graph: Graph, op: Op, sparse) -> Work:
     return Work("depthwise_3x3" if unrolled else "depthwise", out.elements * w.shape[1] * w.shape[2], out.elements)
 
 
-register(OpKernel("DEPTHWISE_CONV_2D", emit, DECLARATIONS, CONV_PARAMS, weights_axis=3, overlap=overlap, work=work))
+register(OpKernel("DEPTHWISE_CONV_2D", emit, DECLARATIONS, CONV_PARAMS, weights_axis=3, overlap=overlap, work=work,
+                  rows=conv_rows))
