@@ -41,7 +41,7 @@ from dslite_tiny.audio.io import load_audio  # noqa: E402
 from dslite_tiny.engine.codegen import generate  # noqa: E402
 from dslite_tiny.export.variant import load_variant, with_tflm_check  # noqa: E402
 from dslite_tiny.measure.litert import quantize_input  # noqa: E402
-from firmware_host.qemu import engine_flash, engine_on_cortex_m4  # noqa: E402
+from firmware_host.qemu import engine_flash, engine_on_cortex_m4, engine_op_instructions  # noqa: E402
 from tflm_m4 import wheel_outputs  # noqa: E402
 
 FSDD = ROOT.parent / "shared" / "datasets" / "fsdd" / "recordings"
@@ -129,7 +129,9 @@ def host_outputs(engine, inputs: np.ndarray, work: Path) -> np.ndarray:
     return out
 
 
-def measure(variant_dir: Path, args, frontend_config=None) -> dict:
+def measure(variant_dir: Path, args, frontend_config=None, *, per_layer: bool = False) -> dict:
+    """One row; ``per_layer``: each op's instructions on the Cortex-M4 (the profiling bench, two inputs) beside
+    the planner's choice for its output."""
     variant = with_tflm_check(load_variant(variant_dir))
     engine = generate(variant.data, variant.path, name="model", provenance=["engine_m4 benchmark"])
     size = int(np.prod(variant.description["input"]["shape"]))
@@ -144,7 +146,14 @@ def measure(variant_dir: Path, args, frontend_config=None) -> dict:
     if len(on_m4):  # half random, half real inputs
         m4, instructions, _ = engine_on_cortex_m4(engine, "model", inputs[on_m4],
                                                   cache_dir=Path(tempfile.gettempdir(), "dslite-tiny-qemu"))
-    return {"variant": variant.name, "inputs": len(inputs), "real_inputs": args.real,
+    layers = []
+    if per_layer and len(on_m4):
+        profile = engine_op_instructions(engine, "model", inputs[on_m4][:2],
+                                         cache_dir=Path(tempfile.gettempdir(), "dslite-tiny-qemu"))
+        layers = [{"kind": w.kind, "instructions": int(n), "memory": m}
+                  for w, n, m in zip(engine.work, np.median(profile, axis=0), engine.memory)]
+    return {"variant": variant.name, "model_file": variant.path.name, "inputs": len(inputs), "real_inputs": args.real,
+            "bands": [band.describe() for band in engine.bands], "layers": layers,
             "host_bit_exact": int((host == expected).all(axis=1).sum()),
             "m4_inputs": len(m4), "m4_bit_exact": int((m4 == expected[on_m4][:len(m4)]).all(axis=1).sum()),
             "instructions_median": int(np.median(instructions)),
@@ -168,17 +177,23 @@ def markdown(rows: list[dict], tflm: dict) -> str:
              "tflite-micro wheel's, per input (random int8 tensors and FSDD recordings through each variant's "
              "frontend). Flash: the kernels (`dt_*.c`) and the generated model (code, then weights, biases, "
              "multipliers, shifts and parameter blocks), compiled with `arm-none-eabi-gcc -O2` for a Cortex-M4F. "
-             "RAM: the static arena plus the caller's input and output.", "",
+             "RAM: the static arena plus the caller's input and output; ÷ TFLM: that RAM over TFLite Micro's arena "
+             "(which holds the input and output). Where a chain of convolutions holds the arena's peak, the planner "
+             "runs it in bands of rows (engine/bands.py; the table below the first one). TFLM + CMSIS-NN: "
+             "`tflm_m4.py` (its docstring: `--more-models` for the MobileNets), tflite-micro 90b983c.", "",
              "| variant | bit-exact, host | bit-exact, Cortex-M4 | instructions per inference | kernel code | "
-             "model code | constants | arena (+ I/O) | TFLM: flatbuffer, arena on the host |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "model code | constants | arena (+ I/O) | RAM ÷ TFLM | TFLM: flatbuffer, arena on the host | "
+             "TFLM + CMSIS-NN on the M4: instructions (engine ÷), arena |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         m4 = (f"{r['m4_bit_exact']} of {r['m4_inputs']} | {r['instructions_median'] / 1e6:.2f} M" if r["m4_inputs"]
               else "— | —")
+        ram = (r["arena_bytes"] + r["io_bytes"]) / r["tflm_host_arena_bytes"]
         lines.append(f"| {r['variant']} | {r['host_bit_exact']} of {r['inputs']} | {m4} | {r['kernel_code_bytes'] / KB:.1f} KB | "
                      f"{r['model_code_bytes'] / KB:.1f} KB | {r['constant_bytes'] / KB:.1f} KB | "
-                     f"{r['arena_bytes'] / KB:.1f} KB (+ {r['io_bytes']} B) | {r['tflm_model_bytes'] / KB:.1f} KB, "
-                     f"{r['tflm_host_arena_bytes'] / KB:.1f} KB |")
+                     f"{r['arena_bytes'] / KB:.1f} KB (+ {r['io_bytes']} B) | {ram:.2f}× | "
+                     f"{r['tflm_model_bytes'] / KB:.1f} KB, {r['tflm_host_arena_bytes'] / KB:.1f} KB | "
+                     f"{_cmsis(r, tflm, cmsis)} |")
     first = next((r for r in rows if r["variant"] == tflm["model"]), rows[0])
     flash_total = first["kernel_code_bytes"] + first["model_code_bytes"] + first["constant_bytes"]
     lines += ["", f"TFLite Micro for `{tflm['model']}` (tflm_m4.md, tflite-micro 90b983c + CMSIS-NN): "
@@ -187,7 +202,22 @@ def markdown(rows: list[dict], tflm: dict) -> str:
               f"{cmsis['minimum_arena_bytes']} B on the Cortex-M4 (input and output inside it). The engine for "
               f"`{first['variant']}`: {flash_total / KB:.1f} KB of flash in all, "
               f"{(first['arena_bytes'] + first['io_bytes']) / KB:.1f} KB of RAM with its input and output."]
+    lines += ["", "Chains run in bands:", ""] + [f"- {r['variant']}: {band}" for r in rows for band in r["bands"]]
+    lines += ["", f"Per op, `{first['variant']}` on the Cortex-M4 (median of two inputs; a chain run in bands counts "
+              "at its first op) and the planner's choice for the op's output:", "",
+              "| op | kernel | instructions | output |", "|---:|---|---:|---|"]
+    lines += [f"| {i} | {layer['kind']} | {layer['instructions']} | {layer['memory']} |"
+              for i, layer in enumerate(first["layers"])]
     return "\n".join(lines) + "\n"
+
+
+def _cmsis(row: dict, tflm: dict, cmsis: dict) -> str:
+    """TFLM + CMSIS-NN's figures for the row's model, where tflm_m4.json has them."""
+    other = cmsis if row["variant"] == tflm["model"] else tflm.get("more", {}).get(row["model_file"])
+    if other is None:
+        return "—"
+    return (f"{other['instructions_median'] / 1e6:.2f} M ({row['instructions_median'] / other['instructions_median']:.2f}×), "
+            f"{other['minimum_arena_bytes'] / KB:.1f} KB")
 
 
 def main() -> None:
@@ -202,7 +232,9 @@ def main() -> None:
     args = parser.parse_args()
     if not args.compressed.is_dir():
         subprocess.run(["dslite-tiny", "demo", "--out", str(args.compressed.parent)], check=True)
-    rows = [measure(args.compressed / name, args) for name in int8_variants(args.compressed)]
+    tflm = json.loads((HERE / "tflm_m4.json").read_text())
+    rows = [measure(args.compressed / name, args, per_layer=name == tflm["model"])
+            for name in int8_variants(args.compressed)]
     for folder in args.fsdd:  # FSDD-trained models, every int8 variant (compress_fsdd.py's outputs)
         for name in int8_variants(folder):
             rows.append(measure(folder / name, args))
@@ -219,7 +251,6 @@ def main() -> None:
                         args, dense))
     rows[-1]["variant"] = ("DenseNet121, 64×64×3 (random weights, BatchNorm from data; FSDD through `fsdd` at 64×64; "
                            "its 7 MB of weights in the emulated board's 16 MB PSRAM)")
-    tflm = json.loads((HERE / "tflm_m4.json").read_text())
     (HERE / "engine_m4.json").write_text(json.dumps({"rows": rows}, indent=2) + "\n")
     (HERE / "engine_m4.md").write_text(markdown(rows, tflm))
     print(markdown(rows, tflm))

@@ -15,6 +15,10 @@ Trees (local verification only; nothing of them enters the repository; CI has no
 
 Writes ``tflm_m4.json`` and ``tflm_m4.md`` next to this script.
 
+``--more-models A.tflite ...`` (needs ``--cmsis-nn``) measures further models with ``tflm + CMSIS-NN`` only (10
+random inputs each) and adds them to ``tflm_m4.json`` under ``more``, by file name: ``engine_m4.py`` sets them
+beside its MobileNet rows (it writes those models to ``$TMPDIR/dslite-tiny-engine``).
+
 ``--code-sizes LABEL`` (needs ``--cmsis-nn``) measures instead what the board-fit check counts as runtime
 code: the backend linked with the ``tflm + CMSIS-NN`` tree and no op (TFLM's core), then with each builtin
 TFLM has a kernel for, one at a time (that kernel's growth of the code), and the firmware core's protocol
@@ -146,6 +150,21 @@ def markdown(rows: list[dict], variant_name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def more_models(args) -> None:
+    """``--more-models``: each model on the tflm + CMSIS-NN tree, added to tflm_m4.json's ``more``."""
+    common = dict(checkout=args.tflm_checkout, flatbuffers=args.flatbuffers, gemmlowp=args.gemmlowp, ruy=args.ruy)
+    tree = assemble_tree(args.work / "tflm-cmsis", cmsis_nn=args.cmsis_nn, **common)
+    record = json.loads((HERE / "tflm_m4.json").read_text())
+    for path in args.more_models:
+        variant = with_tflm_check(load_variant(path))
+        inputs = np.random.default_rng(0).integers(-128, 128, (10, int(np.prod(
+            variant.description["input"]["shape"])))).astype(np.int8)
+        record.setdefault("more", {})[path.name] = measure("tflm + CMSIS-NN", tree, variant, inputs,
+                                                            wheel_outputs(variant, inputs))
+        print(path.name, record["more"][path.name])
+    (HERE / "tflm_m4.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
 def code_sizes(label: str, tree: TflmTree, variant) -> dict:
     """TFLM's core, each kernel's growth of it and the firmware core's code, in Cortex-M4 flash bytes."""
     core = linked_code_bytes(variant, tree, {}, cache_dir=CACHE)
@@ -218,10 +237,14 @@ def main() -> None:
     parser.add_argument("--model-dir", type=Path, default=Path(tempfile.gettempdir(), "dslite-tiny-demo/compressed/qat-int8"))
     parser.add_argument("--inputs", type=int, default=50)
     parser.add_argument("--code-sizes", metavar="LABEL", help="measure the fit check's code table instead")
+    parser.add_argument("--more-models", type=Path, nargs="+", help="further .tflite models, tflm + CMSIS-NN only")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir(), "dslite-tiny-tflm-trees"))
     args = parser.parse_args()
-    if args.code_sizes and not args.cmsis_nn:
-        parser.error("--code-sizes measures the tflm + CMSIS-NN tree: give --cmsis-nn")
+    if (args.code_sizes or args.more_models) and not args.cmsis_nn:
+        parser.error("--code-sizes and --more-models measure the tflm + CMSIS-NN tree: give --cmsis-nn")
+    if args.more_models:
+        more_models(args)
+        return
     if not args.model_dir.is_dir():
         subprocess.run(["dslite-tiny", "demo", "--out", str(args.model_dir.parents[1])], check=True)
     variant = with_tflm_check(load_variant(args.model_dir))
