@@ -54,7 +54,8 @@ def run_sweep(scheduler: str, out: Path) -> dict:
     best = next(t for t in summary["trials"] if t["trial"] == summary["best"])
     return {"wall_s": round(wall, 1), "epochs_trained": summary["epochs_trained"],
             "epochs_planned": summary["epochs_planned"], "best": best["trial"], "best_devel_uar": best["devel_uar"],
-            "best_values": best["values"],
+            "best_values": best["values"], "grace_epochs": space["search"]["grace_epochs"],
+            "reduction": space["search"]["reduction"],
             "trials": {t["trial"]: {"devel_uar": t["devel_uar"], "epochs": t["epochs"], "stopped_at": t["stopped_at"],
                                     "values": t["values"]} for t in summary["trials"]},
             "command": " ".join(["dslite-tiny", *command[3:]]).replace(str(out), "OUT").replace(str(ROOT) + "/", "")}
@@ -67,12 +68,15 @@ def markdown(results: dict) -> str:
     first = next(iter(runs.values()))
     trials = len(first["trials"])
     epochs = first["epochs_planned"] // trials
-    rungs = " and ".join(map(str, Asha(4, 3, epochs).rungs))
+    asha = runs.get("asha", {"grace_epochs": 4, "reduction": 4})
+    grace, reduction = asha["grace_epochs"], asha["reduction"]
+    rungs = " and ".join(map(str, Asha(grace, reduction, epochs).rungs))
     lines = ["# Sweep: ASHA against every trial run to its end (FSDD, devel theo)", "",
              f"`{results['command']}` on {results['machine']}, in one process. `mcu-dscnn` with "
              f"`frontend=fsdd-40x49` ({epochs} epochs), {trials} random trials of `configs/sweep/mcu-dscnn.yaml` (seed "
-             f"0); ASHA with grace 4 epochs and reduction 3: rungs at epochs {rungs}. Wall: the whole command, "
-             "the feature cache warm.", "",
+             f"0); ASHA with grace {grace} epochs and reduction {reduction}: rungs at epochs {rungs}. Wall: the whole "
+             "command, the feature cache warm. A rerun skips the runs sweep_asha.json holds; the full run does not "
+             "depend on ASHA's settings.", "",
              "| scheduler | wall | × full | epochs trained | best trial | best devel UAR |", "|---|---:|---:|---:|---|---:|"]
     full = runs.get("none")
     for name, run in runs.items():
