@@ -102,11 +102,13 @@ def _grouped(calls: dict[int, str], writer: Writer, bands: tuple[Band, ...]) -> 
 def _band_loop(writer: Writer, band: Band, calls: dict[int, str]) -> str:
     """The chain's calls band by band, each op's ``dt_conv_params`` narrowed to the band's rows (the table:
     ``bands.STEP_FIELDS`` per op), after its buffer keeps the rows the next band reads again."""
-    table = writer.array("int32_t", f"t{band.ops[0]}", np.array(band.steps),
+    steps = np.array(band.steps)
+    ctype = "int16_t" if np.abs(steps).max() < 2 ** 15 else "int32_t"  # half the flash where offsets allow
+    table = writer.array(ctype, f"t{band.ops[0]}", steps,
                          f"ops {band.ops[0]}-{band.ops[-1]} per band: {', '.join(STEP_FIELDS)} per op")
     lines = [f"  {{ /* {band.describe()} */", "    dt_conv_params q;", "    int32_t b;",
              f"    for (b = 0; b < {len(band.steps)}; ++b) {{",
-             f"      const int32_t *s = &{table}[b * {len(band.steps[0])}];"]
+             f"      const {ctype} *s = &{table}[b * {len(band.steps[0])}];"]
     for j, index in enumerate(band.ops):
         if j < len(band.buffers):
             buffer = writer.where(band.buffers[j][0])

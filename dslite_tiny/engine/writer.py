@@ -18,7 +18,7 @@ from dslite_tiny.engine.sparse import BlockSparse
 from dslite_tiny.errors import UserError
 from dslite_tiny.measure.graph import Graph, Op, Tensor
 
-_CTYPE_BYTES = {"int8_t": 1, "int32_t": 4, "uint32_t": 4}
+_CTYPE_BYTES = {"int8_t": 1, "int16_t": 2, "int32_t": 4, "uint32_t": 4}
 
 
 class Writer:

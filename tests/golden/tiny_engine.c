@@ -146,7 +146,7 @@ static const int8_t s7[3] = {
 static const dt_softmax_params p8 = {
   .rows = 1, .depth = 3, .input_multiplier = 1982878976, .input_left_shift = 14, .diff_min = -126976};
 /* ops 0-1 per band: keep_from, keep_bytes, in_h, pad_h, out_h, in_at, out_at per op */
-static const int32_t t0[42] = {
+static const int16_t t0[42] = {
   0, 0, 4, 1, 3, 0, 0, 0, 0, 3, 0, 1, 0, 0, 192, 96, 4, 0, 2, 12, 96, 0, 0, 3,
   0, 1, 0, 48, 192, 96, 2, 0, 1, 24, 96, 0, 0, 2, 0, 1, 0, 96};
 
@@ -157,7 +157,7 @@ void tiny_invoke(const int8_t *input, int8_t *output) {
     dt_conv_params q;
     int32_t b;
     for (b = 0; b < 3; ++b) {
-      const int32_t *s = &t0[b * 14];
+      const int16_t *s = &t0[b * 14];
       memmove(arena + 0, arena + 0 + s[0], (size_t)s[1]);
       if (s[4] > 0) {
         q = p0;
