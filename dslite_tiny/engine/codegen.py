@@ -22,7 +22,7 @@ from dslite_tiny.engine import quant
 from dslite_tiny.engine.bands import STEP_FIELDS, Band, column
 from dslite_tiny.engine.graph import read_graph
 from dslite_tiny.engine.ops import OPS, Work, structs
-from dslite_tiny.engine.plan import plan_smallest
+from dslite_tiny.engine.plan import plan_arena, plan_smallest
 from dslite_tiny.engine.sparse import BlockSparse
 from dslite_tiny.engine.writer import Writer
 from dslite_tiny.errors import UserError
@@ -61,17 +61,19 @@ def kernel_sources(names) -> list[str]:
 
 
 def generate(data: bytes, path: str | Path, *, name: str, provenance: list[str],
-             sparse_where: str = "faster") -> Engine:
+             sparse_where: str = "faster", bands: bool = True) -> Engine:
     """The model at ``path`` (flatbuffer ``data``) as ``<name>_engine.h/.c`` plus the kernels. Weights go
     block-sparse where that is smaller and (``sparse_where`` "faster") the calibrated Cortex-M4 model
     finds the sparse kernel faster, or ("smaller") wherever smaller: how the calibration measures the
-    sparse kernels at every kept share."""
+    sparse kernels at every kept share. ``bands`` False runs no chain in bands, so that every op's
+    instructions stay its own in a profile (the instruction model's calibration)."""
     graph = read_graph(data, path)
     check_limits(graph, path)  # before planning: the planner's work grows with the activations
     sparse = {op.index: s for op in graph.ops if (s := OPS[op.name].sparse(graph, op)) is not None
               and (sparse_where == "smaller" or _sparse_is_faster(graph, op, s))}
-    plan = plan_smallest(graph, lambda op: OPS[op.name].overlap(graph, op, op.index in sparse),
-                         lambda op: OPS[op.name].scratch(graph, op, sparse.get(op.index)))
+    plan = (plan_smallest if bands else plan_arena)(
+        graph, lambda op: OPS[op.name].overlap(graph, op, op.index in sparse),
+        lambda op: OPS[op.name].scratch(graph, op, sparse.get(op.index)))
     writer = Writer(graph, plan, path, sparse)
     calls = _grouped({op.index: _call(writer, op) for op in graph.ops}, writer, plan.bands)
     x, y = graph.tensors[graph.inputs[0]], graph.tensors[graph.outputs[0]]

@@ -12,7 +12,8 @@ MobileNet v1 with its pointwise and dense kernels block-pruned to 25, 50, 75 and
 wherever that is smaller (``generate``'s ``sparse_where="smaller"``): the pruned variants alone keep about half
 their blocks, which cannot tell a cost per kept multiply-accumulate from one per output. Checked by leaving each
 architecture out of the fit (all the demo's variants at once, both FSDD seeds at once) and estimating its
-models.
+models. Engines are generated without bands (``engine.bands``: a banded chain's ops are profiled as one; the
+bands add a copy and calls, 0.1-0.4 % of an engine's instructions in ``engine_m4.md``).
 
     python reports/benchmarks/engine_costs.py [--compressed $TMPDIR/dslite-tiny-demo/compressed]
         [--fsdd $TMPDIR/dslite-tiny-compress/dscnn-40x49-theo-s0 ...]
@@ -53,7 +54,7 @@ def profile(name: str, path: Path, sparse_where: str = "faster") -> dict:
     """Per op of the model at ``path``: kind, multiply-accumulates, outputs, instructions (mean of 2 inputs)."""
     variant = load_variant(path)
     engine = generate(variant.data, variant.path, name="model", provenance=["engine_costs"],
-                      sparse_where=sparse_where)
+                      sparse_where=sparse_where, bands=False)  # a banded chain's ops are profiled as one
     inputs = np.random.default_rng(0).integers(-128, 128, (2, engine.input_bytes)).astype(np.int8)
     counts = engine_op_instructions(engine, "model", inputs, cache_dir=ENGINE_TMP / "qemu").mean(axis=0)
     print(f"{name}: {counts.sum() / 1e6:.2f} M instructions, {engine.ops} ops", flush=True)

@@ -152,7 +152,7 @@ def measure(variant_dir: Path, args, frontend_config=None, *, per_layer: bool = 
                                          cache_dir=Path(tempfile.gettempdir(), "dslite-tiny-qemu"))
         layers = [{"kind": w.kind, "instructions": int(n), "memory": m}
                   for w, n, m in zip(engine.work, np.median(profile, axis=0), engine.memory)]
-    return {"variant": variant.name, "model_file": variant.path.name, "inputs": len(inputs), "real_inputs": args.real,
+    return {"variant": variant.name, "sha256": variant.sha256, "inputs": len(inputs), "real_inputs": args.real,
             "bands": [band.describe() for band in engine.bands], "layers": layers,
             "host_bit_exact": int((host == expected).all(axis=1).sum()),
             "m4_inputs": len(m4), "m4_bit_exact": int((m4 == expected[on_m4][:len(m4)]).all(axis=1).sum()),
@@ -213,7 +213,7 @@ def markdown(rows: list[dict], tflm: dict) -> str:
 
 def _cmsis(row: dict, tflm: dict, cmsis: dict) -> str:
     """TFLM + CMSIS-NN's figures for the row's model, where tflm_m4.json has them."""
-    other = cmsis if row["variant"] == tflm["model"] else tflm.get("more", {}).get(row["model_file"])
+    other = cmsis if row["variant"] == tflm["model"] else tflm.get("more", {}).get(row["sha256"])
     if other is None:
         return "—"
     return (f"{other['instructions_median'] / 1e6:.2f} M ({row['instructions_median'] / other['instructions_median']:.2f}×), "

@@ -15,9 +15,10 @@ Trees (local verification only; nothing of them enters the repository; CI has no
 
 Writes ``tflm_m4.json`` and ``tflm_m4.md`` next to this script.
 
-``--more-models A.tflite ...`` (needs ``--cmsis-nn``) measures further models with ``tflm + CMSIS-NN`` only (10
-random inputs each) and adds them to ``tflm_m4.json`` under ``more``, by file name: ``engine_m4.py`` sets them
-beside its MobileNet rows (it writes those models to ``$TMPDIR/dslite-tiny-engine``).
+``--more-models MODEL ...`` (needs ``--cmsis-nn``) measures further models (.tflite files or variant folders)
+with ``tflm + CMSIS-NN`` only (10 random inputs each) and adds them to ``tflm_m4.json`` under ``more``, by the
+model's SHA-256: ``engine_m4.py`` sets them beside its rows of the same model (it writes its MobileNets to
+``$TMPDIR/dslite-tiny-engine``).
 
 ``--code-sizes LABEL`` (needs ``--cmsis-nn``) measures instead what the board-fit check counts as runtime
 code: the backend linked with the ``tflm + CMSIS-NN`` tree and no op (TFLM's core), then with each builtin
@@ -159,9 +160,9 @@ def more_models(args) -> None:
         variant = with_tflm_check(load_variant(path))
         inputs = np.random.default_rng(0).integers(-128, 128, (10, int(np.prod(
             variant.description["input"]["shape"])))).astype(np.int8)
-        record.setdefault("more", {})[path.name] = measure("tflm + CMSIS-NN", tree, variant, inputs,
-                                                            wheel_outputs(variant, inputs))
-        print(path.name, record["more"][path.name])
+        row = measure("tflm + CMSIS-NN", tree, variant, inputs, wheel_outputs(variant, inputs))
+        record.setdefault("more", {})[variant.sha256] = {"model": f"{path.parent.name}/{path.name}", **row}
+        print(path, row)
     (HERE / "tflm_m4.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
@@ -237,7 +238,7 @@ def main() -> None:
     parser.add_argument("--model-dir", type=Path, default=Path(tempfile.gettempdir(), "dslite-tiny-demo/compressed/qat-int8"))
     parser.add_argument("--inputs", type=int, default=50)
     parser.add_argument("--code-sizes", metavar="LABEL", help="measure the fit check's code table instead")
-    parser.add_argument("--more-models", type=Path, nargs="+", help="further .tflite models, tflm + CMSIS-NN only")
+    parser.add_argument("--more-models", type=Path, nargs="+", help="further models, tflm + CMSIS-NN only")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir(), "dslite-tiny-tflm-trees"))
     args = parser.parse_args()
     if (args.code_sizes or args.more_models) and not args.cmsis_nn:

@@ -35,11 +35,22 @@ static void conv_pixel(const dt_conv_params *p, const int8_t *in, const int8_t *
 static inline int32_t stored_tap(int32_t k) { return ((k & 1) << 1) | ((k >> 1) & 1); }
 
 /* The window of output pixel (oy, ox), offset, 0 outside the input (what the reference kernel multiplies),
- * widened to int16, then zeros to whole blocks of four. */
+ * widened to int16, then zeros to whole blocks of four. A window inside the input reads whole rows without a
+ * test per tap (a tenth of the demo's first convolution went to those tests). */
 static void gather_window(const dt_conv_params *p, const int8_t *in, int32_t oy, int32_t ox, int32_t padded,
                           int16_t *window) {
   const int32_t y0 = oy * p->stride_h - p->pad_h, x0 = ox * p->stride_w - p->pad_w;
   int32_t fy, fx, ic, k = 0;
+  if (y0 >= 0 && x0 >= 0 && y0 + p->dil_h * (p->k_h - 1) < p->in_h && x0 + p->dil_w * (p->k_w - 1) < p->in_w
+      && p->dil_w == 1) {
+    const int32_t taps = p->k_w * p->in_c, offset = p->in_offset;
+    const int8_t *row = &in[(y0 * p->in_w + x0) * p->in_c];
+    for (fy = 0; fy < p->k_h; ++fy, row += p->dil_h * p->in_w * p->in_c) {
+      for (ic = 0; ic < taps; ++ic) window[k++] = (int16_t)(row[ic] + offset);
+    }
+    while (k < padded) window[k++] = 0;
+    return;
+  }
   for (fy = 0; fy < p->k_h; ++fy) {
     const int32_t y = y0 + p->dil_h * fy;
     for (fx = 0; fx < p->k_w; ++fx) {
