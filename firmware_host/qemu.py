@@ -326,11 +326,25 @@ def tflm_on_cortex_m4(variant: Variant, inputs: np.ndarray, tree: TflmTree, *,
     """``variant`` run by the firmware's TFLM backend (dt_tflm.cc) on ``tree`` for each int8 input
     ((n, elements)) on the emulated Cortex-M4: the int8 outputs (n, classes), the instructions per Invoke
     and the ELF's section sizes."""
+    outputs, counts, sections, _ = _tflm_run(variant, inputs, tree, cache_dir=cache_dir)
+    return outputs, counts, sections
+
+
+def tflm_op_instructions(variant: Variant, inputs: np.ndarray, tree: TflmTree, *, cache_dir: Path) -> np.ndarray:
+    """Each op's instructions ((n, ops), the model's operator order) when the firmware's TFLM backend runs
+    ``inputs`` on the emulated Cortex-M4: a profiler TFLM calls around each op's Invoke (bench built with
+    DT_PROFILE)."""
+    return np.array(_tflm_run(variant, inputs, tree, cache_dir=cache_dir, profile=True)[3], np.int64)
+
+
+def _tflm_run(variant: Variant, inputs: np.ndarray, tree: TflmTree, *, cache_dir: Path,
+              profile: bool = False) -> tuple[np.ndarray, list[int], dict, list[list[int]]]:
     problem = tools_missing()
     if problem:
         raise UserError(f"cannot build for the emulated Cortex-M4: {problem}")
-    elf = _tflm_elf(variant, np.ascontiguousarray(inputs, np.int8), tree, cache_dir=cache_dir)
-    counts, outputs = [], []
+    elf = _tflm_elf(variant, np.ascontiguousarray(inputs, np.int8), tree, cache_dir=cache_dir,
+                    defines=("DT_PROFILE",) if profile else ())
+    counts, outputs, per_op = [], [], []
     for line in run_elf(elf).splitlines():
         if line.startswith("setup "):
             raise RuntimeError(f"TFLM setup failed on the emulated board: {line[6:]}")
@@ -339,9 +353,12 @@ def tflm_on_cortex_m4(variant: Variant, inputs: np.ndarray, tree: TflmTree, *,
             if words[3] != "0":
                 raise RuntimeError(f"Invoke failed on the emulated board (status {words[3]})")
             counts.append(int(words[1]))
+            per_op.append([])
+        elif line.startswith("op "):
+            per_op[-1].append(int(line.split()[2]))
         elif counts and len(outputs) < len(counts) and line:
             outputs.append(np.frombuffer(bytes.fromhex(line), np.int8))
-    return np.stack(outputs), counts, elf_sections(elf)
+    return np.stack(outputs), counts, elf_sections(elf), per_op
 
 
 def linked_code_bytes(variant: Variant, tree: TflmTree, ops: dict[str, int], *, cache_dir: Path) -> int:
@@ -381,9 +398,11 @@ def elf_sections(elf: Path) -> dict[str, int]:
 
 
 def _tflm_elf(variant: Variant, inputs: np.ndarray, tree: TflmTree, *, cache_dir: Path,
-              ops: dict[str, int] | None = None, arena_bytes: int | None = None) -> Path:
+              ops: dict[str, int] | None = None, arena_bytes: int | None = None,
+              defines: tuple[str, ...] = ()) -> Path:
     """bench_tflm.cc + the TFLM backend + the model, linked with the tree's library (cached); ``ops``
-    replaces the model's own op resolver, ``arena_bytes`` its recommended arena."""
+    replaces the model's own op resolver, ``arena_bytes`` its recommended arena; ``defines`` are -D flags
+    of the bench and the backend."""
     library = tflm_library(tree, cache_dir=cache_dir)
     bench_input = f"#define DT_BENCH_INPUTS {inputs.shape[0]}\n{_bench_inputs(inputs)}"
     files = {**core_files(tflm=True), **model_files(variant, name="model", device=DEVICE_NAME),
@@ -394,15 +413,15 @@ def _tflm_elf(variant: Variant, inputs: np.ndarray, tree: TflmTree, *, cache_dir
     if arena_bytes is not None:
         files["model_model_settings.h"] = re.sub(r"(#define MODEL_TENSOR_ARENA_SIZE )\d+", rf"\g<1>{arena_bytes}",
                                                  files["model_model_settings.h"])
-    elf = staged_build(files, cache_dir, "firmware.elf", salt=str(library))
+    elf = staged_build(files, cache_dir, "firmware.elf", salt=" ".join([str(library), *defines]))
     if elf.is_file():
         return elf
     objects = []
     for source in ("dt_tflm.cc", "bench_tflm.cc", "model_model_data.cc", "mps2_an386.c"):
         out = elf.parent / f"{source}.o"
         compiler, flags = ("arm-none-eabi-gcc", C_FLAGS) if source.endswith(".c") else ("arm-none-eabi-g++", CXX_FLAGS)
-        subprocess.run([compiler, *flags, *tree.flags(), f"-I{elf.parent}", "-c", str(elf.parent / source),
-                        "-o", str(out)], check=True)
+        subprocess.run([compiler, *flags, *tree.flags(), *(f"-D{d}" for d in defines), f"-I{elf.parent}", "-c",
+                        str(elf.parent / source), "-o", str(out)], check=True)
         objects.append(str(out))
     subprocess.run(["arm-none-eabi-g++", *CORTEX_M4F, *LINK_FLAGS, *objects, str(library), "-lm", "-o", str(elf)],
                    check=True)

@@ -294,3 +294,28 @@ def test_firmware_project_sources_build_for_cortex_m4(variant, tmp_path):
         subprocess.run([compiler, "-std=c99", "-pedantic", "-Wall", "-Wextra", "-Werror", "-Os", "-mcpu=cortex-m4",
                         "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16", f"-I{tmp_path}", "-c",
                         str(tmp_path / source), "-o", str(tmp_path / f"{source}.o")], check=True)
+
+
+def test_tflite_micro_per_op_profile_adds_up(variant, tmp_path):
+    """The QEMU bench's TFLite Micro profiler (bench_tflm.cc with DT_PROFILE, what ``tflm_m4.py
+    --more-models`` records beside the engine's per-op counts): one count per operator of the model, and
+    together the Invoke's instructions. Run by hand with an assembled tree (``tflm_m4.py``'s ``assemble_tree``,
+    CI has none): DSLITE_TINY_TFLM_TREE=<tree with CMSIS-NN> pytest tests/test_firmware.py -k per_op"""
+    import os
+
+    from dslite_tiny.export.variant import with_tflm_check
+    from dslite_tiny.measure.graph import read_graph
+
+    root = os.environ.get("DSLITE_TINY_TFLM_TREE")
+    if not root or qemu.tools_missing():
+        pytest.skip("set DSLITE_TINY_TFLM_TREE to an assembled TFLite Micro tree, with QEMU installed (CI has none)")
+    tree = qemu.TflmTree(Path(root), (".", "third_party/flatbuffers/include", "third_party/gemmlowp",
+                                      "third_party/ruy", "third_party/cmsis_nn", "third_party/cmsis_nn/Include"),
+                         defines=("CMSIS_NN",))
+    model = with_tflm_check(variant)
+    inputs = np.random.default_rng(0).integers(
+        -128, 128, (2, int(np.prod(model.description["input"]["shape"])))).astype(np.int8)
+    per_op = qemu.tflm_op_instructions(model, inputs, tree, cache_dir=tmp_path)
+    _, totals, _ = qemu.tflm_on_cortex_m4(model, inputs, tree, cache_dir=tmp_path)
+    assert per_op.shape == (2, len(read_graph(model.data, model.path).ops)) and (per_op > 0).all()
+    assert np.all(np.abs(per_op.sum(axis=1) - totals) <= 0.01 * np.asarray(totals))

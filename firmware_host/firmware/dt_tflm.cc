@@ -11,6 +11,16 @@
 #include "tensorflow/lite/micro/micro_interpreter.h"
 #include "tensorflow/lite/schema/schema_generated.h"
 
+#if defined(DT_PROFILE)
+// The Cortex-M4 bench's per-op profiler (mps2_an386/bench_tflm.cc), which TFLM calls around each op's
+// Invoke; a board's firmware builds without it.
+#include "tensorflow/lite/micro/micro_profiler_interface.h"
+tflite::MicroProfilerInterface *dt_tflm_profiler(void);
+#define DT_TFLM_INTERPRETER_ARGUMENTS DT_SETTING(TENSOR_ARENA_SIZE), nullptr, dt_tflm_profiler()
+#else
+#define DT_TFLM_INTERPRETER_ARGUMENTS DT_SETTING(TENSOR_ARENA_SIZE)
+#endif
+
 #ifdef DT_ARENA_ALLOCATE
 // Boards whose arena may exceed on-chip RAM (ESP32-S3) take it from external RAM once at start-up,
 // e.g. -DDT_ARENA_ALLOCATE=ps_malloc.
@@ -69,7 +79,7 @@ extern "C" const char *dt_tflm_setup(dt_platform *platform) {
     snprintf(failure, sizeof(failure), "op %s is not in the op resolver (export the model again)", missing);
     return failure;
   }
-  static tflite::MicroInterpreter interpreter(model, resolver, arena, DT_SETTING(TENSOR_ARENA_SIZE));
+  static tflite::MicroInterpreter interpreter(model, resolver, arena, DT_TFLM_INTERPRETER_ARGUMENTS);
   if (interpreter.AllocateTensors() != kTfLiteOk) {
     return "AllocateTensors failed: the " DT_STR(DT_SETTING(TENSOR_ARENA_SIZE)) "-byte arena is too small, or a "
            "kernel refused the model (TFLM's log says which)";

@@ -130,8 +130,9 @@ def host_outputs(engine, inputs: np.ndarray, work: Path) -> np.ndarray:
 
 
 def measure(variant_dir: Path, args, frontend_config=None, *, per_layer: bool = False) -> dict:
-    """One row; ``per_layer``: each op's instructions on the Cortex-M4 (the profiling bench, two inputs) beside
-    the planner's choice for its output."""
+    """One row; ``per_layer``: each op's instructions on the Cortex-M4 (the profiling bench, two inputs; the
+    engine generated without bands, so that each op's count is its own) beside the planner's choice for its
+    output."""
     variant = with_tflm_check(load_variant(variant_dir))
     engine = generate(variant.data, variant.path, name="model", provenance=["engine_m4 benchmark"])
     size = int(np.prod(variant.description["input"]["shape"]))
@@ -148,7 +149,8 @@ def measure(variant_dir: Path, args, frontend_config=None, *, per_layer: bool = 
                                                   cache_dir=Path(tempfile.gettempdir(), "dslite-tiny-qemu"))
     layers = []
     if per_layer and len(on_m4):
-        profile = engine_op_instructions(engine, "model", inputs[on_m4][:2],
+        unbanded = generate(variant.data, variant.path, name="model", provenance=["engine_m4 benchmark"], bands=False)
+        profile = engine_op_instructions(unbanded, "model", inputs[on_m4][:2],
                                          cache_dir=Path(tempfile.gettempdir(), "dslite-tiny-qemu"))
         layers = [{"kind": w.kind, "instructions": int(n), "memory": m}
                   for w, n, m in zip(engine.work, np.median(profile, axis=0), engine.memory)]
@@ -203,11 +205,14 @@ def markdown(rows: list[dict], tflm: dict) -> str:
               f"`{first['variant']}`: {flash_total / KB:.1f} KB of flash in all, "
               f"{(first['arena_bytes'] + first['io_bytes']) / KB:.1f} KB of RAM with its input and output."]
     lines += ["", "Chains run in bands:", ""] + [f"- {r['variant']}: {band}" for r in rows for band in r["bands"]]
-    lines += ["", f"Per op, `{first['variant']}` on the Cortex-M4 (median of two inputs; a chain run in bands counts "
-              "at its first op) and the planner's choice for the op's output:", "",
-              "| op | kernel | instructions | output |", "|---:|---|---:|---|"]
-    lines += [f"| {i} | {layer['kind']} | {layer['instructions']} | {layer['memory']} |"
-              for i, layer in enumerate(first["layers"])]
+    tflm_ops = tflm.get("more", {}).get(first["sha256"], {}).get("op_instructions", [None] * len(first["layers"]))
+    lines += ["", f"Per op, `{first['variant']}` on the Cortex-M4 (median of two inputs; the engine generated without "
+              "bands, so that each op's count is its own: the bands add the difference between the totals above and "
+              "this column's sum), TFLite Micro + CMSIS-NN's instructions for the same op (a profiler around each "
+              "op's Invoke; `tflm_m4.py --more-models`) and the planner's choice for the op's output:", "",
+              "| op | kernel | instructions | TFLM + CMSIS-NN | output |", "|---:|---|---:|---:|---|"]
+    lines += [f"| {i} | {layer['kind']} | {layer['instructions']} | {'—' if t is None else int(t)} | "
+              f"{layer['memory']} |" for i, (layer, t) in enumerate(zip(first["layers"], tflm_ops))]
     return "\n".join(lines) + "\n"
 
 

@@ -16,9 +16,16 @@ Trees (local verification only; nothing of them enters the repository; CI has no
 Writes ``tflm_m4.json`` and ``tflm_m4.md`` next to this script.
 
 ``--more-models MODEL ...`` (needs ``--cmsis-nn``) measures further models (.tflite files or variant folders)
-with ``tflm + CMSIS-NN`` only (10 random inputs each) and adds them to ``tflm_m4.json`` under ``more``, by the
-model's SHA-256: ``engine_m4.py`` sets them beside its rows of the same model (it writes its MobileNets to
-``$TMPDIR/dslite-tiny-engine``).
+with ``tflm + CMSIS-NN`` only (10 random inputs each; each op's instructions, the median of two, from a
+profiler TFLM calls around each op) and adds them to ``tflm_m4.json`` under ``more``, by the model's SHA-256:
+``engine_m4.py`` sets them beside its rows of the same model (it writes its MobileNets to
+``$TMPDIR/dslite-tiny-engine``)::
+
+    python reports/benchmarks/tflm_m4.py --tflm-checkout DIR --flatbuffers DIR --gemmlowp DIR --ruy DIR \
+        --cmsis-nn DIR --more-models $TMPDIR/dslite-tiny-demo/compressed/qat-int8 \
+        $TMPDIR/dslite-tiny-engine/mobilenet_v1_025_96.tflite $TMPDIR/dslite-tiny-engine/mobilenet_v2_035_96.tflite \
+        $TMPDIR/dslite-tiny-demo/compressed/{int8,pqat-int8,pruned-int8,slim-int8} \
+        $TMPDIR/dslite-tiny-compress/dscnn-40x49-theo-s{0,1}/{int8,pqat-int8,pruned-int8,slim-int8}
 
 ``--code-sizes LABEL`` (needs ``--cmsis-nn``) measures instead what the board-fit check counts as runtime
 code: the backend linked with the ``tflm + CMSIS-NN`` tree and no op (TFLM's core), then with each builtin
@@ -51,7 +58,7 @@ from dslite_tiny.export.variant import load_variant, with_tflm_check  # noqa: E4
 from dslite_tiny.measure.tflm import reference_outputs  # noqa: E402
 from firmware_host.build import core_files, model_files, staged_build  # noqa: E402
 from firmware_host.qemu import (C_FLAGS, TflmTree, elf_sections, linked_code_bytes,  # noqa: E402
-                                tflm_minimum_arena, tflm_on_cortex_m4)
+                                tflm_minimum_arena, tflm_on_cortex_m4, tflm_op_instructions)
 
 CACHE = Path(tempfile.gettempdir(), "dslite-tiny-qemu")
 
@@ -161,7 +168,9 @@ def more_models(args) -> None:
         inputs = np.random.default_rng(0).integers(-128, 128, (10, int(np.prod(
             variant.description["input"]["shape"])))).astype(np.int8)
         row = measure("tflm + CMSIS-NN", tree, variant, inputs, wheel_outputs(variant, inputs))
-        record.setdefault("more", {})[variant.sha256] = {"model": f"{path.parent.name}/{path.name}", **row}
+        per_op = tflm_op_instructions(variant, inputs[:2], tree, cache_dir=CACHE)
+        record.setdefault("more", {})[variant.sha256] = {"model": f"{path.parent.name}/{path.name}", **row,
+                                                          "op_instructions": np.median(per_op, axis=0).tolist()}
         print(path, row)
     (HERE / "tflm_m4.json").write_text(json.dumps(record, indent=2) + "\n")
 

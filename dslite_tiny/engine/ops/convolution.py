@@ -73,12 +73,16 @@ class Rows:
         return hi - lo, self.pad + lo - first * self.stride, end - first
 
 
-def conv_rows(graph: Graph, op: Op) -> Rows:
-    """CONV_2D's and DEPTHWISE_CONV_2D's ``Rows`` (both kernels take ``dt_conv_params``)."""
+def conv_rows(graph: Graph, op: Op) -> Rows | None:
+    """CONV_2D's and DEPTHWISE_CONV_2D's ``Rows`` (both kernels take ``dt_conv_params``); None where a
+    dilated window has every tap of some output row in the padding (a band of it would read no row)."""
     x, w, out = (graph.tensors[i] for i in (op.inputs[0], op.inputs[1], op.outputs[0]))
     o = op.options
     pad = quant.same_padding(o["strideH"], o["dilationHFactor"], x.shape[1], w.shape[1], out.shape[1]) \
         if o["padding"] == _PADDING_SAME else 0
+    taps = np.arange(out.shape[1])[:, None] * o["strideH"] - pad + np.arange(w.shape[1])[None, :] * o["dilationHFactor"]
+    if not ((taps >= 0) & (taps < x.shape[1])).any(axis=1).all():
+        return None
     return Rows(x.shape[1], out.shape[1], w.shape[1], o["strideH"], o["dilationHFactor"], pad,
                 x.shape[2] * x.shape[3], out.shape[2] * out.shape[3])
 
