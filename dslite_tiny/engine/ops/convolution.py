@@ -19,6 +19,16 @@ _PADDING_SAME = 0
 _UNBOUNDED = 1 << 62  # no read follows: any offset is safe
 
 
+def padding(graph: Graph, op: Op) -> tuple[int, int]:
+    """The leading padding (rows, columns) of a convolution: TFLite's for SAME, 0 for VALID."""
+    x, w, out = (graph.tensors[i] for i in (op.inputs[0], op.inputs[1], op.outputs[0]))
+    o = op.options
+    if o["padding"] != _PADDING_SAME:
+        return 0, 0
+    return (quant.same_padding(o["strideH"], o["dilationHFactor"], x.shape[1], w.shape[1], out.shape[1]),
+            quant.same_padding(o["strideW"], o["dilationWFactor"], x.shape[2], w.shape[2], out.shape[2]))
+
+
 def conv_values(writer, op: Op, *, depthwise: bool) -> dict[str, int]:
     """The op's ``dt_conv_params``."""
     x, w, out = writer.tensor(op, 0), writer.tensor(op, 1), writer.output(op)
@@ -26,10 +36,7 @@ def conv_values(writer, op: Op, *, depthwise: bool) -> dict[str, int]:
     _, in_h, in_w, in_c = x.shape
     _, out_h, out_w, out_c = out.shape
     k_h, k_w = w.shape[1], w.shape[2]
-    pad_h = pad_w = 0
-    if o["padding"] == _PADDING_SAME:
-        pad_h = quant.same_padding(o["strideH"], o["dilationHFactor"], in_h, k_h, out_h)
-        pad_w = quant.same_padding(o["strideW"], o["dilationWFactor"], in_w, k_w, out_w)
+    pad_h, pad_w = padding(writer.graph, op)
     act_min, act_max = quant.activation_range(o["fusedActivationFunction"], out.scale, out.zero_point)
     return {"in_h": in_h, "in_w": in_w, "in_c": in_c, "out_h": out_h, "out_w": out_w, "out_c": out_c, "k_h": k_h,
             "k_w": k_w, "stride_h": o["strideH"], "stride_w": o["strideW"], "dil_h": o["dilationHFactor"],
@@ -78,8 +85,7 @@ def conv_rows(graph: Graph, op: Op) -> Rows | None:
     dilated window has every tap of some output row in the padding (a band of it would read no row)."""
     x, w, out = (graph.tensors[i] for i in (op.inputs[0], op.inputs[1], op.outputs[0]))
     o = op.options
-    pad = quant.same_padding(o["strideH"], o["dilationHFactor"], x.shape[1], w.shape[1], out.shape[1]) \
-        if o["padding"] == _PADDING_SAME else 0
+    pad = padding(graph, op)[0]
     taps = np.arange(out.shape[1])[:, None] * o["strideH"] - pad + np.arange(w.shape[1])[None, :] * o["dilationHFactor"]
     if not ((taps >= 0) & (taps < x.shape[1])).any(axis=1).all():
         return None
@@ -141,9 +147,7 @@ def _first_reads(graph: Graph, op: Op) -> np.ndarray:
     _, in_h, in_w, in_c = x.shape
     _, out_h, out_w, out_c = out.shape
     k_h, k_w = w.shape[1], w.shape[2]
-    same = o["padding"] == _PADDING_SAME
-    pad_h = quant.same_padding(o["strideH"], o["dilationHFactor"], in_h, k_h, out_h) if same else 0
-    pad_w = quant.same_padding(o["strideW"], o["dilationWFactor"], in_w, k_w, out_w) if same else 0
+    pad_h, pad_w = padding(graph, op)
     y = _first_inside(np.arange(out_h) * o["strideH"] - pad_h, o["dilationHFactor"], k_h, in_h)
     x_ = _first_inside(np.arange(out_w) * o["strideW"] - pad_w, o["dilationWFactor"], k_w, in_w)
     pixel = (y[:, None] * in_w + x_[None, :]) * in_c  # (out_h, out_w)
