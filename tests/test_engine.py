@@ -153,7 +153,7 @@ def test_banded_chains_are_bit_exact(tmp_path):
 def test_block_sparse_kernels_are_bit_exact_and_skip_the_zero_blocks(tmp_path):
     """Pointwise convolutions and fully connected layers whose weights are zero in 60 % of the engine's
     blocks (compress.prune's block masks) run on the sparse kernels, bit-exact on both paths: 25 pixels (the
-    four-pixel loop's tail), a depth over 128 (two mask words), per-tensor FC multipliers, three outputs. A
+    four-pixel loop's tail), a depth of 160 (three 16-bit mask words), per-tensor FC multipliers, three outputs. A
     layer with 2 % zero blocks stays dense (its masks would cost more than the zeros save). By default the
     generator keeps a sparse form only where the calibrated Cortex-M4 model finds it faster: the pointwise
     layers, whose sparse kernel costs less per kept multiply-accumulate than the dense one per one."""

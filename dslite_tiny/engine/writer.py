@@ -18,7 +18,7 @@ from dslite_tiny.engine.sparse import BlockSparse
 from dslite_tiny.errors import UserError
 from dslite_tiny.measure.graph import Graph, Op, Tensor
 
-_CTYPE_BYTES = {"int8_t": 1, "int16_t": 2, "int32_t": 4, "uint32_t": 4}
+_CTYPE_BYTES = {"int8_t": 1, "int16_t": 2, "uint16_t": 2, "int32_t": 4, "uint32_t": 4}
 
 
 class Writer:
@@ -127,7 +127,7 @@ class Writer:
         sparse = self.sparse.get(n)
         arrays = []
         if sparse is not None:
-            arrays.append(self.array("uint32_t", f"q{n}", sparse.masks, f"kept blocks of tensor {w.index}, "
+            arrays.append(self.array("uint16_t", f"q{n}", sparse.masks, f"kept blocks of tensor {w.index}, "
                                                                          f"masks per row"))
             arrays.append(self.array("int8_t", f"w{n}", sparse.values, f"weights of the kept blocks, tensor {w.index}"))
         else:

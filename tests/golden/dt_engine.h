@@ -154,11 +154,11 @@ void dt_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_t *filter,
  * int16, word-aligned) where in_c is a multiple of 4, else NULL. */
 void dt_pointwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
                           const int32_t *multiplier, const int8_t *shift, int16_t *scratch, int8_t *out);
-/* Its block-sparse form (engine/sparse.py): per output channel, (in_c / 4 + 31) / 32 32-bit masks of which
+/* Its block-sparse form (engine/sparse.py): per output channel, (in_c / 4 + 15) / 16 16-bit masks of which
  * blocks of four input channels are kept (in ``mask``), and the kept blocks' four weights each (in
  * ``values``); the skipped blocks are zeros. in_c is a multiple of 4; ``scratch`` holds 4 in_c int16,
  * word-aligned. */
-void dt_pointwise_conv_sparse_s8(const dt_conv_params *p, const int8_t *in, const uint32_t *mask,
+void dt_pointwise_conv_sparse_s8(const dt_conv_params *p, const int8_t *in, const uint16_t *mask,
                                  const int8_t *values, const int32_t *bias, const int32_t *multiplier,
                                  const int8_t *shift, int16_t *scratch, int8_t *out);
 /* folded_bias: bias plus the input offset times each channel's weight sum, for windows inside the input. */
@@ -168,7 +168,7 @@ void dt_fully_connected_s8(const dt_fc_params *p, const int8_t *in, const int8_t
                            const int32_t *multiplier, const int8_t *shift, int8_t *out);
 /* Its block-sparse form, as dt_pointwise_conv_sparse_s8's; the depth is a multiple of 4 and ``scratch``
  * holds depth int16, word-aligned. */
-void dt_fully_connected_sparse_s8(const dt_fc_params *p, const int8_t *in, const uint32_t *mask,
+void dt_fully_connected_sparse_s8(const dt_fc_params *p, const int8_t *in, const uint16_t *mask,
                                   const int8_t *values, const int32_t *bias, const int32_t *multiplier,
                                   const int8_t *shift, int16_t *scratch, int8_t *out);
 void dt_leaky_relu_s8(const dt_leaky_relu_params *p, const int8_t *in, int8_t *out);

@@ -75,8 +75,8 @@ static const dt_conv_params p2 = {
   .stride_w = 1, .dil_h = 1, .dil_w = 1, .pad_h = 0, .pad_w = 0, .depth_multiplier = 1, .in_offset = 128,
   .act_min = -128, .act_max = 127};
 /* kept blocks of tensor 4, masks per row */
-static const uint32_t q2[16] = {
-  8u, 9u, 12u, 3u, 10u, 8u, 14u, 11u, 0u, 9u, 2u, 15u, 4u, 13u, 15u, 1u};
+static const uint16_t q2[16] = {
+  8, 9, 12, 3, 10, 8, 14, 11, 0, 9, 2, 15, 4, 13, 15, 1};
 /* weights of the kept blocks, tensor 4 */
 static const int8_t w2[128] = {
   127, 20, 125, -48, -120, 87, 66, -127, -125, -98, -59, 23, -47, 114, 24, 127, 79, 67, -65, 55, 127, 116, -12, -122,

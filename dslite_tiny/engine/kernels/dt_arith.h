@@ -114,26 +114,62 @@ static inline int8_t requantize(int32_t acc, int32_t multiplier, int32_t shift, 
  * remains is one SMLAL, a shift and SSAT, with the multiplier and K loaded as one pair. Any other channel
  * (e <= 1, a left shift, a restricted clamp, or K too large) takes the general path, where mk[1] is the
  * output offset. */
-static DT_NOINLINE int8_t requantize_general(int32_t acc, const int32_t *mk, int32_t code, int32_t low,
-                                             int32_t high) {
-  return requantize(acc, mk[0], code + 31, mk[1], low, high);
+static DT_NOINLINE int32_t requantize_general(int32_t acc, int32_t multiplier, int32_t k, int32_t code,
+                                              int32_t low, int32_t high) {
+  return requantize(acc, multiplier, code + 31, k, low, high);
 }
 
-static inline int8_t requantize_channel(int32_t acc, const int32_t *mk, int32_t code, int32_t low, int32_t high) {
-  if (DT_UNLIKELY(code <= 0)) return requantize_general(acc, mk, code, low, high);
+/* The result in [-128, 127] as an int32_t: a store of it is one STRB, with no sign extension before. */
+static inline int32_t requantize_values(int32_t acc, int32_t multiplier, int32_t k, int32_t code, int32_t low,
+                                        int32_t high) {
+  if (DT_UNLIKELY(code <= 0)) return requantize_general(acc, multiplier, k, code, low, high);
   {
     const uint32_t sign = (uint32_t)acc & UINT32_C(0x80000000);
 #if defined(__ARM_FEATURE_DSP)
     uint32_t lo = sign | UINT32_C(0x40000000);
-    int32_t hi = mk[1] + (acc >> 31);
-    __asm__("smlal %0, %1, %2, %3" : "+r"(lo), "+r"(hi) : "r"(acc), "r"(mk[0]));
-    return (int8_t)__ssat(hi >> code, 8);
+    int32_t hi = k + (acc >> 31);
+    __asm__("smlal %0, %1, %2, %3" : "+r"(lo), "+r"(hi) : "r"(acc), "r"(multiplier));
+    return __ssat(hi >> code, 8);
 #else
-    const int64_t sum = (int64_t)acc * mk[0] + (int64_t)(mk[1] + (acc >> 31)) * INT64_C(4294967296) +
+    const int64_t sum = (int64_t)acc * multiplier + (int64_t)(k + (acc >> 31)) * INT64_C(4294967296) +
                         (int64_t)(sign | UINT32_C(0x40000000));
-    return (int8_t)clamp((int32_t)(sum >> 32) >> code, -128, 127);
+    return clamp((int32_t)(sum >> 32) >> code, -128, 127);
 #endif
   }
+}
+
+static inline int8_t requantize_channel(int32_t acc, const int32_t *mk, int32_t code, int32_t low, int32_t high) {
+  return (int8_t)requantize_values(acc, mk[0], mk[1], code, low, high);
+}
+
+/* requantize_channel for one channel's outputs of four pixels, stored ``stride`` bytes apart: the channel's
+ * constants are read once, before the first store (a store through int8_t * may alias them, so GCC would
+ * read them again after every one). On the DSP path the four stores are one base and ``stride`` in
+ * registers (STRB with a register offset): in C, GCC keeps four output pointers, which a pointwise kernel's
+ * loop spills and reloads at every output channel. */
+static inline void requantize4(const int32_t acc[4], const int32_t *mk, const int8_t *code, int32_t low,
+                               int32_t high, int8_t *y, int32_t stride) {
+  const int32_t m = mk[0], k = mk[1], r = *code;
+  const int32_t y0 = requantize_values(acc[0], m, k, r, low, high), y1 = requantize_values(acc[1], m, k, r, low, high),
+                y2 = requantize_values(acc[2], m, k, r, low, high), y3 = requantize_values(acc[3], m, k, r, low, high);
+#if defined(__ARM_FEATURE_DSP)
+  {
+    int8_t *t;
+    __asm__ volatile("strb %[v0], [%[y]]\n\t"
+                     "strb %[v1], [%[y], %[n]]\n\t"
+                     "add %[t], %[y], %[n], lsl #1\n\t"
+                     "strb %[v2], [%[t]]\n\t"
+                     "strb %[v3], [%[t], %[n]]"
+                     : [t] "=&r"(t)
+                     : [y] "r"(y), [n] "r"(stride), [v0] "r"(y0), [v1] "r"(y1), [v2] "r"(y2), [v3] "r"(y3)
+                     : "memory");
+  }
+#else
+  y[0] = (int8_t)y0;
+  y[stride] = (int8_t)y1;
+  y[2 * stride] = (int8_t)y2;
+  y[3 * stride] = (int8_t)y3;
+#endif
 }
 
 #if defined(__ARM_FEATURE_DSP)

@@ -173,20 +173,23 @@ static inline void block1(const int16_t *t, const int8_t *w, int32_t *acc) {
 #endif
 }
 
-/* Σ over the kept blocks of one weight row (masks ``mask[0..words)``, kept weights from ``w``) of the
- * block's four weights times the widened inputs of four rows (``s``, from widen_blocks), added to acc[0..4).
- * Returns the weights after this row's. */
-static inline const int8_t *sparse_dot4(const int16_t *s, const uint32_t *mask, int32_t words, const int8_t *w,
+/* Σ over the kept blocks of one weight row (masks ``mask[0..words)``, words >= 1; kept weights from ``w``)
+ * of the block's four weights times the widened inputs of four rows (``s``, from widen_blocks), added to
+ * acc[0..4). Returns the weights after this row's. The word loop runs on the mask pointer alone: with a
+ * counter beside it GCC spills one of them around the block loop, every row. */
+static inline const int8_t *sparse_dot4(const int16_t *s, const uint16_t *mask, int32_t words, const int8_t *w,
                                         int32_t acc[4]) {
-  int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3], word;
-  for (word = 0; word < words; ++word, s += 32 * 16) {
-    uint32_t m = mask[word];
+  int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+  const uint16_t *end = mask + words;
+  do {
+    uint32_t m = *mask++;
     while (m) {
       block4(s + 16 * lowest_bit(m), w, &a0, &a1, &a2, &a3);
       m &= m - 1u;
       w += 4;
     }
-  }
+    s += 16 * 16;
+  } while (mask != end);
   acc[0] = a0;
   acc[1] = a1;
   acc[2] = a2;
@@ -215,28 +218,30 @@ static inline int32_t dense_dot1(const int16_t *s, const int8_t *w, int32_t bloc
 
 /* sparse_dot4 for the widened inputs of one row. Not inlined: inside sparse_rows_s8's loop GCC spills the
  * mask and the weight pairs to the stack on every block (~23 instructions per block instead of 12). */
-static DT_NOINLINE const int8_t *sparse_dot1(const int16_t *s, const uint32_t *mask, int32_t words,
+static DT_NOINLINE const int8_t *sparse_dot1(const int16_t *s, const uint16_t *mask, int32_t words,
                                              const int8_t *w, int32_t *acc) {
-  int32_t a = *acc, word;
-  for (word = 0; word < words; ++word, s += 32 * 4) {
-    uint32_t m = mask[word];
+  int32_t a = *acc;
+  const uint16_t *end = mask + words;
+  do {
+    uint32_t m = *mask++;
     while (m) {
       block1(s + 4 * lowest_bit(m), w, &a);
       m &= m - 1u;
       w += 4;
     }
-  }
+    s += 16 * 4;
+  } while (mask != end);
   *acc = a;
   return w;
 }
 
 /* rows_s8 over block-sparse weights for one input row x (widened into ``scratch``, 2 depth bytes): one pixel
  * of a pointwise convolution, or a fully connected layer. */
-static inline void sparse_rows_s8(const int8_t *x, const uint32_t *mask, const int8_t *values, int32_t depth,
+static inline void sparse_rows_s8(const int8_t *x, const uint16_t *mask, const int8_t *values, int32_t depth,
                                   int32_t rows, const int32_t *bias, const int32_t *multiplier,
                                   const int8_t *shift, int32_t per_channel, int32_t low, int32_t high,
                                   int16_t *scratch, int8_t *out) {
-  const int32_t words = (depth / 4 + 31) / 32;
+  const int32_t words = (depth / 4 + 15) / 16;
   const int8_t *w = values;
   int32_t r;
   widen_blocks(x, depth, 1, scratch);

@@ -17,10 +17,7 @@ static void pointwise_widened(const dt_conv_params *q, const int8_t *in, const i
       int32_t acc[4];
       acc[0] = acc[1] = acc[2] = acc[3] = bias[oc];
       dense_dot4(scratch, &filter[oc * c], c / 4, acc);
-      y[oc] = requantize_channel(acc[0], &multiplier[2 * oc], shift[oc], q->act_min, q->act_max);
-      y[n + oc] = requantize_channel(acc[1], &multiplier[2 * oc], shift[oc], q->act_min, q->act_max);
-      y[2 * n + oc] = requantize_channel(acc[2], &multiplier[2 * oc], shift[oc], q->act_min, q->act_max);
-      y[3 * n + oc] = requantize_channel(acc[3], &multiplier[2 * oc], shift[oc], q->act_min, q->act_max);
+      requantize4(acc, &multiplier[2 * oc], &shift[oc], q->act_min, q->act_max, &y[oc], n);
     }
   }
   for (; i < pixels; ++i) { /* the last pixels % 4 one by one, each widened before its outputs are written */
@@ -68,27 +65,24 @@ void dt_pointwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_
   }
 }
 
-void dt_pointwise_conv_sparse_s8(const dt_conv_params *p, const int8_t *in, const uint32_t *mask,
+void dt_pointwise_conv_sparse_s8(const dt_conv_params *p, const int8_t *in, const uint16_t *mask,
                                  const int8_t *values, const int32_t *bias, const int32_t *multiplier,
                                  const int8_t *shift, int16_t *scratch, int8_t *out) {
   const dt_conv_params q = *p; /* a local copy: stores through int8_t * cannot alias it */
-  const int32_t pixels = q.out_h * q.out_w, c = q.in_c, n = q.out_c, words = (c / 4 + 31) / 32;
+  const int32_t pixels = q.out_h * q.out_w, c = q.in_c, n = q.out_c, words = (c / 4 + 15) / 16;
   int32_t i = 0, oc;
   /* Four pixels at a time, widened into the scratch before any of their outputs is written, then each
    * output channel's kept blocks once for the four. */
   for (; i + 4 <= pixels; i += 4) {
     const int8_t *w = values;
-    const uint32_t *m = mask;
+    const uint16_t *m = mask;
     int8_t *y = &out[i * n];
     widen_blocks(&in[i * c], c, 4, scratch);
     for (oc = 0; oc < n; ++oc, m += words) {
       int32_t acc[4];
       acc[0] = acc[1] = acc[2] = acc[3] = bias[oc];
       w = sparse_dot4(scratch, m, words, w, acc);
-      y[oc] = requantize_channel(acc[0], &multiplier[2 * oc], shift[oc], q.act_min, q.act_max);
-      y[n + oc] = requantize_channel(acc[1], &multiplier[2 * oc], shift[oc], q.act_min, q.act_max);
-      y[2 * n + oc] = requantize_channel(acc[2], &multiplier[2 * oc], shift[oc], q.act_min, q.act_max);
-      y[3 * n + oc] = requantize_channel(acc[3], &multiplier[2 * oc], shift[oc], q.act_min, q.act_max);
+      requantize4(acc, &multiplier[2 * oc], &shift[oc], q.act_min, q.act_max, &y[oc], n);
     }
   }
   for (; i < pixels; ++i) {

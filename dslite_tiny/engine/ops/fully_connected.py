@@ -17,7 +17,7 @@ void dt_fully_connected_s8(const dt_fc_params *p, const int8_t *in, const int8_t
                            const int32_t *multiplier, const int8_t *shift, int8_t *out);
 /* Its block-sparse form, as dt_pointwise_conv_sparse_s8's; the depth is a multiple of 4 and ``scratch``
  * holds depth int16, word-aligned. */
-void dt_fully_connected_sparse_s8(const dt_fc_params *p, const int8_t *in, const uint32_t *mask,
+void dt_fully_connected_sparse_s8(const dt_fc_params *p, const int8_t *in, const uint16_t *mask,
                                   const int8_t *values, const int32_t *bias, const int32_t *multiplier,
                                   const int8_t *shift, int16_t *scratch, int8_t *out);"""
 
