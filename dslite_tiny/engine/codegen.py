@@ -69,8 +69,9 @@ def generate(data: bytes, path: str | Path, *, name: str, provenance: list[str],
     """The model at ``path`` (flatbuffer ``data``) as ``<name>_engine.h/.c`` plus the kernels. Weights go
     block-sparse where that is smaller and (``sparse_where`` "faster") the calibrated Cortex-M4 model
     finds the sparse kernel faster, or slower by at most ``SPARSE_SLOWER_BUDGET`` of the model; or
-    ("smaller") wherever smaller: how the calibration measures the sparse kernels at every kept share. ``bands`` False runs no chain in bands, so that every op's
-    instructions stay its own in a profile (the instruction model's calibration)."""
+    ("smaller") wherever smaller: how the calibration measures the sparse kernels at every kept share.
+    ``bands`` False runs no chain in bands, so that every op's instructions stay its own in a profile (the
+    instruction model's calibration)."""
     graph = read_graph(data, path)
     check_limits(graph, path)  # before planning: the planner's work grows with the activations
     budget = SPARSE_SLOWER_BUDGET * _dense_instructions(graph)

@@ -18,11 +18,12 @@ block does): on the demo DS-CNN at 50 %, 4×2 blocks lost 17.5 UAR points after 
 
 Unstructured pruning leaves almost no all-zero block (at 50 % sparsity, 1 in 16), so this pays only on
 weights pruned in these blocks (``compress.prune``'s ``blocks`` pattern). The generator (``engine.codegen``)
-keeps the dense kernel where the sparse one would not be both smaller and faster by the Cortex-M4
-instruction model calibrated on QEMU (``measure.cortex_m4``, ``engine_costs.md``). Both pointwise kernels
-widen four pixels to int16 once and read a block's inputs with one LDRD per pixel: the sparse one costs
-~1.38 instructions per kept multiply-accumulate, the dense one ~1.20 per one, so a pointwise layer runs
-sparse below ~85 % kept; a fully connected layer (one row: ~3.0 per kept one against ~1.9) below ~60 %.
+keeps the dense kernel where the sparse one would not be smaller, or would be slower by more than
+``codegen.SPARSE_SLOWER_BUDGET`` by the Cortex-M4 instruction model calibrated on QEMU (``measure.cortex_m4``,
+``engine_costs.md``). Both pointwise kernels widen four pixels to int16 once and read a block's inputs with
+one LDRD per pixel: the sparse one costs ~1.39 instructions per kept multiply-accumulate, the dense one ~1.21
+per one, so a pointwise layer runs faster sparse below ~85 % kept; a fully connected layer (one row: ~3.0
+per kept one against ~1.9, and a mask walk per row) below ~50 %.
 """
 from __future__ import annotations
 

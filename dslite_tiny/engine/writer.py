@@ -117,11 +117,11 @@ class Writer:
         return folded
 
     def weights(self, op: Op, *, bias: np.ndarray | None, multipliers: list[int], shifts: list[int],
-                extra: str | None = None, values: np.ndarray | None = None) -> list[str]:
+                values: np.ndarray | None = None) -> list[str]:
         """The arrays a weighted kernel takes after its input, in its order: the weights (``values``: the
         kernel's own layout of them; the block-sparse masks and kept values where the op runs sparse), the
-        bias (``bias`` replaces the model's: a folded one), ``extra`` (an array already written), and the
-        requantization of each output channel as ``requantize_channel`` (dt_arith.h) takes it."""
+        bias (``bias`` replaces the model's: a folded one), and the requantization of each output channel as
+        ``requantize_channel`` (dt_arith.h) takes it."""
         n = op.index
         w = self.tensor(op, 1)
         sparse = self.sparse.get(n)
@@ -139,7 +139,6 @@ class Writer:
             model_bias = self.bias(op)
             arrays.append("NULL" if model_bias is None else
                           self.array("int32_t", f"b{n}", model_bias, f"bias, tensor {op.inputs[2]}"))
-        arrays += [extra] if extra else []
         out = self.output(op)
         full = quant.activation_range(op.options["fusedActivationFunction"], out.scale, out.zero_point) \
             == (quant.INT8_MIN, quant.INT8_MAX)

@@ -161,9 +161,9 @@ void dt_pointwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_
 void dt_pointwise_conv_sparse_s8(const dt_conv_params *p, const int8_t *in, const uint16_t *mask,
                                  const int8_t *values, const int32_t *bias, const int32_t *multiplier,
                                  const int8_t *shift, int16_t *scratch, int8_t *out);
-/* folded_bias: bias plus the input offset times each channel's weight sum, for windows inside the input. */
-void dt_depthwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
-                          const int32_t *folded_bias, const int32_t *multiplier, const int8_t *shift, int8_t *out);
+/* folded_bias: bias plus the input offset times each output channel's weight sum. */
+void dt_depthwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *folded_bias,
+                          const int32_t *multiplier, const int8_t *shift, int8_t *out);
 void dt_fully_connected_s8(const dt_fc_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
                            const int32_t *multiplier, const int8_t *shift, int8_t *out);
 /* Its block-sparse form, as dt_pointwise_conv_sparse_s8's; the depth is a multiple of 4 and ``scratch``

@@ -112,8 +112,8 @@ static inline int8_t requantize(int32_t acc, int32_t multiplier, int32_t shift, 
  * (hi >> r) is already the offset result (adding a multiple of 2^r before the shift adds exactly out_offset
  * after it). The sum's low word starts at 2^30 - [x < 0] 2^31 as before, the high word at K - [x < 0]. What
  * remains is one SMLAL, a shift and SSAT, with the multiplier and K loaded as one pair. Any other channel
- * (e <= 1, a left shift, a restricted clamp, or K too large) takes the general path, where mk[1] is the
- * output offset. */
+ * (e <= 1, a left shift, a restricted clamp, or K too large) takes the general path, where mk[1] (``k``)
+ * is the output offset. */
 static DT_NOINLINE int32_t requantize_general(int32_t acc, int32_t multiplier, int32_t k, int32_t code,
                                               int32_t low, int32_t high) {
   return requantize(acc, multiplier, code + 31, k, low, high);
@@ -150,8 +150,10 @@ static inline int8_t requantize_channel(int32_t acc, const int32_t *mk, int32_t 
 static inline void requantize4(const int32_t acc[4], const int32_t *mk, const int8_t *code, int32_t low,
                                int32_t high, int8_t *y, int32_t stride) {
   const int32_t m = mk[0], k = mk[1], r = *code;
-  const int32_t y0 = requantize_values(acc[0], m, k, r, low, high), y1 = requantize_values(acc[1], m, k, r, low, high),
-                y2 = requantize_values(acc[2], m, k, r, low, high), y3 = requantize_values(acc[3], m, k, r, low, high);
+  const int32_t y0 = requantize_values(acc[0], m, k, r, low, high);
+  const int32_t y1 = requantize_values(acc[1], m, k, r, low, high);
+  const int32_t y2 = requantize_values(acc[2], m, k, r, low, high);
+  const int32_t y3 = requantize_values(acc[3], m, k, r, low, high);
 #if defined(__ARM_FEATURE_DSP)
   {
     int8_t *t;

@@ -76,10 +76,12 @@ static void taps_inside(int32_t origin, int32_t dilation, int32_t taps, int32_t 
   *last = b;
 }
 
-/* One output pixel of a depthwise convolution whose window may leave the input: the taps inside it, offset
- * (the reference kernel skips the others). */
-static void depthwise_pixel(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
-                            const int32_t *multiplier, const int8_t *shift, int32_t oy, int32_t ox, int8_t *out) {
+/* One output pixel of a depthwise convolution whose window may leave the input (or whose depth multiplier is
+ * not 1): the folded bias, the taps inside the input raw, and each tap outside minus the input offset times
+ * its weight, which takes back the folded bias's share of a tap the reference kernel skips. */
+static void depthwise_pixel(const dt_conv_params *p, const int8_t *in, const int8_t *filter,
+                            const int32_t *folded_bias, const int32_t *multiplier, const int8_t *shift, int32_t oy,
+                            int32_t ox, int8_t *out) {
   const int32_t y0 = oy * p->stride_h - p->pad_h, x0 = ox * p->stride_w - p->pad_w;
   const int32_t in_offset = p->in_offset, in_c = p->in_c, out_c = p->out_c, dm = p->depth_multiplier;
   int32_t oc, fy, fx, fy0, fy1, fx0, fx1;
@@ -87,18 +89,21 @@ static void depthwise_pixel(const dt_conv_params *p, const int8_t *in, const int
   taps_inside(x0, p->dil_w, p->k_w, p->in_w, &fx0, &fx1);
   for (oc = 0; oc < out_c; ++oc) {
     const int8_t *x = &in[oc / dm];
-    int32_t acc = bias ? bias[oc] : 0;
-    for (fy = fy0; fy < fy1; ++fy) {
-      const int8_t *row = &x[(y0 + p->dil_h * fy) * p->in_w * in_c];
+    int32_t acc = folded_bias[oc];
+    for (fy = 0; fy < p->k_h; ++fy) {
       const int8_t *w = &filter[fy * p->k_w * out_c + oc];
-      for (fx = fx0; fx < fx1; ++fx) acc += w[fx * out_c] * (row[(x0 + p->dil_w * fx) * in_c] + in_offset);
+      for (fx = 0; fx < p->k_w; ++fx) {
+        const int inside = fy >= fy0 && fy < fy1 && fx >= fx0 && fx < fx1;
+        const int32_t y = y0 + p->dil_h * fy, xx = x0 + p->dil_w * fx;
+        acc += w[fx * out_c] * (inside ? x[(y * p->in_w + xx) * in_c] : -in_offset);
+      }
     }
     out[oc] = requantize_channel(acc, &multiplier[2 * oc], shift[oc], p->act_min, p->act_max);
   }
 }
 
-void dt_depthwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
-                          const int32_t *folded_bias, const int32_t *multiplier, const int8_t *shift, int8_t *out) {
+void dt_depthwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *folded_bias,
+                          const int32_t *multiplier, const int8_t *shift, int8_t *out) {
   const dt_conv_params q = *p; /* a local copy: stores through int8_t * cannot alias it */
   const int32_t c = q.in_c, row = q.in_w * q.in_c;
   const int32_t span_h = (q.k_h - 1) * q.dil_h, span_w = (q.k_w - 1) * q.dil_w;
@@ -113,7 +118,7 @@ void dt_depthwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_
         if (unrolled) {
           depthwise3x3_edge(&q, in, filter, folded_bias, multiplier, shift, y0, x0, pixel);
         } else {
-          depthwise_pixel(&q, in, filter, bias, multiplier, shift, oy, ox, pixel);
+          depthwise_pixel(&q, in, filter, folded_bias, multiplier, shift, oy, ox, pixel);
         }
         continue;
       }

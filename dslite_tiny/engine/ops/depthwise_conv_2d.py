@@ -1,5 +1,6 @@
-"""DEPTHWISE_CONV_2D (dt_depthwise_conv.c): windows inside the input take a bias with the input offset folded
-in (``f<index>``) and raw products; border windows the reference kernel's offset sum."""
+"""DEPTHWISE_CONV_2D (dt_depthwise_conv.c): one bias with the input offset folded in and raw products; a
+border window adds minus the offset times each weight outside the input, whose tap the reference kernel
+skips. The model's own bias is not stored: it would be the folded one's second copy in flash."""
 from __future__ import annotations
 
 from dslite_tiny.engine.ops import OpKernel, Work, register
@@ -8,9 +9,9 @@ from dslite_tiny.engine.ops.convolution import (CONV_PARAMS, conv_multipliers, c
 from dslite_tiny.measure.graph import Graph, Op
 
 DECLARATIONS = """\
-/* folded_bias: bias plus the input offset times each channel's weight sum, for windows inside the input. */
-void dt_depthwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
-                          const int32_t *folded_bias, const int32_t *multiplier, const int8_t *shift, int8_t *out);"""
+/* folded_bias: bias plus the input offset times each output channel's weight sum. */
+void dt_depthwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *folded_bias,
+                          const int32_t *multiplier, const int8_t *shift, int8_t *out);"""
 
 
 def emit(writer, op: Op) -> str:
@@ -19,9 +20,8 @@ def emit(writer, op: Op) -> str:
     params = writer.params(CONV_PARAMS, op, conv_values(writer, op, depthwise=True))
     multipliers, shifts = conv_multipliers(writer, op)
     folded = writer.folded_bias(op, w.data.reshape(-1, out_c).sum(axis=0), -x.zero_point)
-    writer.array("int32_t", f"f{op.index}", folded, "bias with the input offset folded in")
     writer.need("dt_depthwise_conv.c")
-    arrays = writer.weights(op, bias=None, multipliers=multipliers, shifts=shifts, extra=f"f{op.index}")
+    arrays = writer.weights(op, bias=folded, multipliers=multipliers, shifts=shifts)
     return writer.call("dt_depthwise_conv_s8", params, writer.input_at(op), *arrays,
                        writer.output_at(op))
 
