@@ -6,11 +6,12 @@ inputs are one word load too (two SMLAD on the DSP path). A block that is all ze
 so the sparse kernels skip it, and the result stays bit-exact (the input offset is folded into the bias over
 all weights, zeros included).
 
-The stored form: per row, one bit per block in ``words`` 16-bit masks (bit b of mask w is the block at
+The stored form: per row, one bit per block in ``words`` 16-bit masks (bit 15 - b of mask w is the block at
 depth 4 (16 w + b)); and the kept blocks' four weights each, row by row, in depth order. A bitmask costs one
-bit per four weights where a list of block indices costs two; the kernels walk the set bits with a count of
-trailing zeros (RBIT + CLZ on a Cortex-M4). Masks of 16 bits, not 32: a row of 64 input channels (the
-DS-CNNs' width) has 16 blocks, so a 32-bit mask would be half zeros.
+bit per four weights where a list of block indices costs two; the kernels walk the set bits from the top
+with a count of leading zeros (one CLZ on a Cortex-M4; from the bottom it would need RBIT too). Masks of 16
+bits, not 32: a row of 64 input channels (the DS-CNNs' width) has 16 blocks, so a 32-bit mask would be
+half zeros.
 
 Blocks of one row, not of two (which would let one input load serve two rows, as the dense kernel's 2×2
 block does): on the demo DS-CNN at 50 %, 4×2 blocks lost 17.5 UAR points after eight pruning epochs where
@@ -65,7 +66,7 @@ def block_sparse(weights: np.ndarray) -> BlockSparse | None:
     words = -(-per_row // WORD_BITS)
     bits = np.zeros((rows, words * WORD_BITS), dtype=np.uint64)
     bits[:, :per_row] = kept
-    masks = (bits.reshape(rows, words, WORD_BITS) << np.arange(WORD_BITS, dtype=np.uint64)).sum(axis=2)
+    masks = (bits.reshape(rows, words, WORD_BITS) << np.arange(WORD_BITS - 1, -1, -1, dtype=np.uint64)).sum(axis=2)
     return BlockSparse(masks.astype(np.uint16), blocks[kept].reshape(-1).astype(np.int8), int(kept.sum()),
                        int(kept.size))
 

@@ -73,7 +73,7 @@ static const dt_conv_params p2 = {
   .act_min = -128, .act_max = 127};
 /* kept blocks of tensor 4, masks per row */
 static const uint16_t q2[16] = {
-  8, 9, 12, 3, 10, 8, 14, 11, 0, 9, 2, 15, 4, 13, 15, 1};
+  4096, 36864, 12288, 49152, 20480, 4096, 28672, 53248, 0, 36864, 16384, 61440, 8192, 45056, 61440, 32768};
 /* weights of the kept blocks, tensor 4 */
 static const int8_t w2[128] = {
   127, 20, 125, -48, -120, 87, 66, -127, -125, -98, -59, 23, -47, 114, 24, 127, 79, 67, -65, 55, 127, 116, -12, -122,

@@ -189,14 +189,14 @@ static inline int32_t sxtb16_odd(uint32_t v) {
 }
 #endif
 
-/* The index of the lowest set bit of a non-zero mask (RBIT + CLZ on a Cortex-M4). */
-static inline int32_t lowest_bit(uint32_t m) {
+/* The leading zeros of a non-zero mask (one CLZ on a Cortex-M4). */
+static inline int32_t leading_zeros(uint32_t m) {
 #if defined(__GNUC__)
-  return __builtin_ctz(m);
+  return __builtin_clz(m);
 #else
   int32_t b = 0;
-  while (!(m & 1u)) {
-    m >>= 1;
+  while (!(m & UINT32_C(0x80000000))) {
+    m <<= 1;
     ++b;
   }
   return b;
