@@ -188,6 +188,36 @@ def test_block_sparse_kernels_are_bit_exact_and_skip_the_zero_blocks(tmp_path):
     assert instructions[0] < 0.8 * dense_instructions[0]
 
 
+def test_a_sparse_layer_may_cost_a_sliver_of_the_model_not_a_share_of_it(tmp_path):
+    """A fully connected layer with 30 % of its blocks zero is smaller sparse but, walking a mask per row,
+    slower: behind a convolution that takes nearly all the instructions it goes sparse (its extra
+    instructions are under codegen.SPARSE_SLOWER_BUDGET of the model); as the model's main layer it stays
+    dense."""
+    import tf_keras as keras
+    from dslite_tiny.compress.prune import block_mask
+
+    def head(x):
+        fc = keras.layers.Dense(64, activation="relu", name="fc")
+        y = keras.layers.Dense(3, activation="softmax")(fc(x))
+        return fc, y
+
+    x = keras.Input((12, 12, 32))
+    fc, y = head(keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(64, 3, padding="same")(x)))
+    behind = keras.Model(x, y)
+    v = keras.Input((64,))
+    fc_alone, y = head(v)
+    alone = keras.Model(v, y)
+    sparse = []
+    for model, layer, shape, name in ((behind, fc, (12, 12, 32), "behind"), (alone, fc_alone, (64,), "alone")):
+        layer.kernel.assign(layer.kernel * block_mask(layer.kernel.numpy(), 0.3))
+        (tmp_path / name).mkdir()
+        variant = _converted(model, shape, tmp_path / name)
+        engine = generate(variant.data, variant.path, name="net", provenance=["test"])
+        first_fc = next(i for i, work in enumerate(engine.work) if work.kind.startswith("fully_connected"))
+        sparse.append(first_fc in engine.sparse_ops)
+    assert sparse == [True, False]
+
+
 GOLDEN = Path(__file__).parent / "golden"
 GOLDEN_FILES = ("tiny_engine.c", "tiny_engine.h", "dt_engine.h")
 
