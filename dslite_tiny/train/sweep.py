@@ -2,7 +2,7 @@
 
 A space file (``configs/sweep/*.yaml`` or any path) has two blocks::
 
-    search: {searcher: random, trials: 8, seed: 0, scheduler: asha, grace_epochs: 4, reduction: 4}
+    search: {searcher: random, trials: 8, seed: 0, scheduler: asha, grace_epochs: 2, reduction: 4}
     space:                                   # keys of the training config (frontend.KEY for its frontend)
       learning_rate: {loguniform: [3.0e-4, 1.0e-2]}
       alpha: [1.0, 1.5, 2.0]                 # a list: choices
@@ -39,7 +39,7 @@ from dslite_tiny.progress import Progress, no_progress
 from dslite_tiny.train.cv import settings_digest, worker_name
 
 log = logging.getLogger(__name__)
-SEARCH_DEFAULTS = {"searcher": "random", "trials": 8, "seed": 0, "scheduler": "asha", "grace_epochs": 4,
+SEARCH_DEFAULTS = {"searcher": "random", "trials": 8, "seed": 0, "scheduler": "asha", "grace_epochs": 2,
                    "reduction": 4}  # Ray Tune ASHAScheduler's reduction_factor
 RANGES = ("uniform", "loguniform", "int")
 
