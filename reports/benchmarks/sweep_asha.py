@@ -47,7 +47,7 @@ REPLAY_ORDERS = 2000
 REPLAY_SETTINGS = [(grace, reduction) for grace in (1, 2, 3, 4) for reduction in (2, 3, 4)]
 
 
-def run_sweep(scheduler: str, out: Path) -> dict:
+def run_sweep(scheduler: str, out: Path, cache: Path) -> dict:
     space = yaml.safe_load(SPACE.read_text())
     space["search"]["scheduler"] = scheduler
     space_path = out / f"space-{scheduler}.yaml"
@@ -57,7 +57,7 @@ def run_sweep(scheduler: str, out: Path) -> dict:
     shutil.rmtree(folder, ignore_errors=True)
     command = [sys.executable, "-m", "dslite_tiny", "sweep", "--data", str(DATA), "--config", "mcu-dscnn",
                "--set", "frontend=fsdd-40x49", "--space", str(space_path), "--out", str(folder),
-               "--cache-dir", str(out / "cache")]
+               "--cache-dir", str(cache)]
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -197,12 +197,12 @@ def main() -> None:
         if name in results["runs"]:
             print(f"{name}: in {path.name}, skipped")
             continue
-        results["runs"][name] = run_sweep(name, args.out)
+        results["runs"][name] = run_sweep(name, args.out, args.out / "cache")
         print(f"{name}: {results['runs'][name]['wall_s'] / 60:.1f} min", flush=True)
         if name == "none":
             results["replay"] = replay_table(results["runs"]["none"])
     if args.repeat:
-        repeat = {name: run_sweep(name, args.out / "repeat") for name in RUNS}
+        repeat = {name: run_sweep(name, args.out / "repeat", args.out / "cache") for name in RUNS}
         results.setdefault("repeats", []).append({name: {k: run[k] for k in ("wall_s", "best", "best_devel_uar",
                                                                              "epochs_trained")}
                                                   for name, run in repeat.items()})
