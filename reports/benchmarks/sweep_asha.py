@@ -85,12 +85,9 @@ def trial_curve(folder: Path) -> dict:
             "other_seconds": round(result["seconds"] - sum(seconds), 2)}
 
 
-def replay(trials: dict, grace: int, reduction: int, order: list[str]) -> tuple[float, float]:
-    """ASHA's rule on the full run's curves with trials arriving in ``order``: (training seconds, best devel
-    UAR found)."""
-    from dslite_tiny.train.sweep import Asha
-
-    asha = Asha(grace, reduction, len(next(iter(trials.values()))["devel_uar_per_epoch"]))
+def replay(trials: dict, asha, order: list[str]) -> tuple[float, float]:
+    """``asha``'s rule (a ``train.sweep.Asha``) on the full run's curves with trials arriving in ``order``:
+    (training seconds, best devel UAR found)."""
     recorded: dict[int, list[float]] = {rung: [] for rung in asha.rungs}
     seconds, best = 0.0, 0.0
     for name in order:
@@ -109,7 +106,10 @@ def replay(trials: dict, grace: int, reduction: int, order: list[str]) -> tuple[
 
 def replay_table(full: dict) -> list[dict]:
     """Every setting of ``REPLAY_SETTINGS`` replayed in the plan's order and in ``REPLAY_ORDERS`` random ones."""
+    from dslite_tiny.train.sweep import Asha
+
     trials = full["trials"]
+    epochs = len(next(iter(trials.values()))["devel_uar_per_epoch"])
     names = list(trials)
     total = sum(sum(t["epoch_seconds"]) + t["other_seconds"] for t in trials.values())
     best = max(max(t["devel_uar_per_epoch"]) for t in trials.values())
@@ -117,8 +117,9 @@ def replay_table(full: dict) -> list[dict]:
     orders = [list(rng.permutation(names)) for _ in range(REPLAY_ORDERS)]
     rows = []
     for grace, reduction in REPLAY_SETTINGS:
-        plan_seconds, _ = replay(trials, grace, reduction, names)
-        runs = [replay(trials, grace, reduction, order) for order in orders]
+        asha = Asha(grace, reduction, epochs)
+        plan_seconds, _ = replay(trials, asha, names)
+        runs = [replay(trials, asha, order) for order in orders]
         cost = np.array([seconds for seconds, _ in runs]) / total
         rows.append({"grace": grace, "reduction": reduction, "plan_order": round(plan_seconds / total, 3),
                      "mean": round(float(cost.mean()), 3), "p90": round(float(np.percentile(cost, 90)), 3),
