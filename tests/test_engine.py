@@ -155,8 +155,9 @@ def test_block_sparse_kernels_are_bit_exact_and_skip_the_zero_blocks(tmp_path):
     blocks (compress.prune's block masks) run on the sparse kernels, bit-exact on both paths: 25 pixels (the
     four-pixel loop's tail), a depth of 160 (three 16-bit mask words), per-tensor FC multipliers, three outputs. A
     layer with 2 % zero blocks stays dense (its masks would cost more than the zeros save). By default the
-    generator keeps a sparse form only where the calibrated Cortex-M4 model finds it faster: the pointwise
-    layers, whose sparse kernel costs less per kept multiply-accumulate than the dense one per one."""
+    generator keeps a sparse form only where the calibrated Cortex-M4 model finds it faster, or slower by at
+    most codegen.SPARSE_SLOWER_BUDGET of the model: at least the pointwise layers, whose sparse kernel costs
+    less per kept multiply-accumulate than the dense one per one."""
     import tf_keras as keras
     from dslite_tiny.compress.prune import block_mask
 
