@@ -282,6 +282,8 @@ class CompressConfig:
     prune_epochs: int = param(8, "fine-tuning epochs of pruning (the schedule ramps over the first 75 %)",
                               low=1, high=1000)
     prune_learning_rate: float = param(3e-4, "learning rate while pruning", low=0.0, low_open=True, high=1.0)
+    prune_augment: bool = param(False, "fine-tune the pruned model on the spectrogram augmentation the model "
+                                       "was trained with (as slim_augment)")
     qat_epochs: int = param(2, "fine-tuning epochs of quantization-aware training (qat, pqat, clustered)",
                             low=0, high=1000)
     qat_learning_rate: float = param(1e-5, "learning rate of quantization-aware training", low=0.0,
@@ -308,6 +310,9 @@ class CompressConfig:
                                        "(distillation; the rest is the labels, 0 = labels only)", low=0.0, high=1.0)
     distill_temperature: float = param(4.0, "temperature of the float model's soft targets", low=0.0,
                                        low_open=True, high=100.0)
+    average_decay: float = param(0.0, "decay of the moving average of the trainable weights that every "
+                                      "fine-tune evaluates and keeps, from its first eligible step (0: the "
+                                      "last step's weights)", low=0.0, high=1.0, high_open=True)
     optimizer: Literal["adam", "adadelta"] = param("adam", "optimizer of every fine-tuning")
     batch_size: int = param(32, "batch size of every fine-tuning", low=1, high=4096)
     latency_runs: int = param(50, "timed LiteRT invokes per latency figure (after the warm-up)", low=1, high=100000)

@@ -348,6 +348,40 @@ def test_erk_leaves_a_layer_dense_rather_than_above_density_one():
     assert sum(targets[n] * sizes[n] for n in sizes) / sum(sizes.values()) == pytest.approx(0.9)
 
 
+def test_a_pruning_fine_tune_keeps_its_weight_average_masked_and_at_the_target():
+    """With average_decay the epoch kept is the moving average of the trainable weights since the masks
+    became final. Between steps the masked weights hold the optimizer's last update, so the average does too,
+    yet the kept kernel is zero wherever the mask is (the wrapper masks at every call); and it is not the last
+    step's kernel (the average lags it)."""
+    from types import SimpleNamespace
+
+    from dslite_tiny.audio.frontend import Frontend
+    from dslite_tiny.compress.finetune import FinetuneSettings, finetune, steps_per_epoch
+    from dslite_tiny.config import FrontendConfig
+
+    frontend = Frontend(load_config(FrontendConfig, "mcu-64", stage="frontend"))
+    rng = np.random.default_rng(0)
+    mel = rng.uniform(-80, 0, (64, frontend.config.n_frames, frontend.config.n_mels)).astype(np.float32)
+    split = SimpleNamespace(mel_db=mel, labels=np.arange(64) % 3, classes=("a", "b", "c"))
+    model = fold_arelu(_random_classifier(shape=frontend.config.image_shape))
+    settings = FinetuneSettings(4, 1e-3, 16, seed=0, average_decay=0.9)
+    schedule = PruningSchedule.fit(0.5, 4 * steps_per_epoch(split, settings))  # final after epoch 3
+    wrapped, callback = prune_model(model, {"dscnn_pw1": 0.5}, schedule)
+    last = {}
+
+    class Last(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            last["kernel"] = wrapped.get_layer("prune_low_magnitude_dscnn_pw1").pruning_vars[0][0].numpy()
+
+    history = finetune(wrapped, split, split, frontend, settings, teacher=model, callbacks=(callback, Last()),
+                       eligible_from_step=schedule.end_step)
+    assert [r["eligible"] for r in history] == [False, False, False, True] and history[-1]["selected"]
+    weight, mask, _ = wrapped.get_layer("prune_low_magnitude_dscnn_pw1").pruning_vars[0]
+    kept, mask = weight.numpy(), mask.numpy()
+    assert np.all(kept[mask == 0] == 0) and mask.mean() == pytest.approx(0.5, abs=0.01)
+    assert not np.allclose(kept, last["kernel"] * mask)  # the average, not the last step
+
+
 def test_structured_pruning_leaves_two_zeros_in_every_four_weights():
     x, y = _data()
     model = fold_arelu(_random_classifier())

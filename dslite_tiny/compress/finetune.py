@@ -17,6 +17,7 @@ schedule reached its final sparsity are eligible, so the selected model always m
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 
@@ -28,6 +29,7 @@ from dslite_tiny.progress import Progress, no_progress
 from dslite_tiny.measure.metrics import uar
 from dslite_tiny.train.distill import soften
 from dslite_tiny.train.epoch import devel_decisions, one_hot, train_epoch
+from dslite_tiny.train.fit import WeightAverage
 from dslite_tiny.train.optimizers import make_optimizer, warmup_rate
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,7 @@ class FinetuneSettings:
     seed: int = 0
     distill_weight: float = 0.0  # share of the loss on the teacher's soft targets (the rest: the labels)
     temperature: float = 1.0
+    average_decay: float = 0.0  # of the trainable weights' moving average that is evaluated and kept (0: none)
 
 
 def steps_per_epoch(train: FeatureSet, settings: FinetuneSettings) -> int:
@@ -55,7 +58,9 @@ def finetune(model, train: FeatureSet, devel: FeatureSet, frontend: Frontend, se
              desc: str = "fine-tune", augment=None) -> list[dict]:
     """Train ``model`` in place (distilled from ``teacher`` when given); returns the per-epoch history
     (loss, devel UAR, devel agreement with the teacher, selected). Where every step is eligible (QAT, not
-    pruning) the untrained model is epoch 0 of the history and is kept if no epoch scores better.
+    pruning) the untrained model is epoch 0 of the history and is kept if no epoch scores better. With
+    ``average_decay`` each epoch is evaluated (and kept) as the moving average of the trainable weights
+    since the first eligible step.
     ``augment(mel_db, rng)`` (a ``train.augment.MelAugmenter``) augments each batch; the teacher's soft
     targets are computed on the augmented input too."""
     import tf_keras as keras
@@ -73,6 +78,7 @@ def finetune(model, train: FeatureSet, devel: FeatureSet, frontend: Frontend, se
     hooks.on_train_begin()
     teacher_devel = None if teacher is None else devel_decisions(teacher, devel, frontend)
     history, best, best_weights = [], -1.0, None
+    average = _EligibleAverage(model, settings.average_decay, eligible_from_step)
     if eligible_from_step == 0:  # the starting point competes too: fine-tuning must beat it to be kept
         start = {"epoch": 0, "loss": None, **_evaluate_epoch(model, devel, frontend, teacher_devel, num_classes),
                  "eligible": True, "selected": False}
@@ -87,14 +93,16 @@ def finetune(model, train: FeatureSet, devel: FeatureSet, frontend: Frontend, se
 
     for epoch in range(settings.epochs):
         loss = train_epoch(model, train, frontend, batch_size=settings.batch_size, balance=settings.balance,
-                           rng=rng, make_batch=make_batch, augment=augment, hooks=hooks, progress=progress,
+                           rng=rng, make_batch=make_batch, augment=augment, hooks=hooks,
+                           after_step=average.step, progress=progress,
                            desc=f"{desc} epoch {epoch + 1}/{settings.epochs}")
         hooks.on_epoch_end(epoch)
-        record = _evaluate_epoch(model, devel, frontend, teacher_devel, num_classes)
-        record = {"epoch": epoch + 1, "loss": round(loss, 6), **record,
-                  "eligible": (epoch + 1) * epoch_steps > eligible_from_step, "selected": False}
-        if record["eligible"] and record["score"] > best:
-            best, best_weights = record["score"], model.get_weights()
+        with average.applied():
+            record = _evaluate_epoch(model, devel, frontend, teacher_devel, num_classes)
+            record = {"epoch": epoch + 1, "loss": round(loss, 6), **record,
+                      "eligible": (epoch + 1) * epoch_steps > eligible_from_step, "selected": False}
+            if record["eligible"] and record["score"] > best:
+                best, best_weights = record["score"], model.get_weights()
         history.append(record)
         log.info("%s epoch %d: loss %.4f, devel UAR %.4f, agreement %s", desc, epoch + 1, record["loss"],
                  record["devel_uar"], record["devel_agreement"])
@@ -103,6 +111,30 @@ def finetune(model, train: FeatureSet, devel: FeatureSet, frontend: Frontend, se
         model.set_weights(best_weights)
         max((r for r in history if r["eligible"]), key=lambda r: r["score"])["selected"] = True
     return history
+
+
+class _EligibleAverage:
+    """``train.fit.WeightAverage`` of the trainable weights, started at the first eligible step: a pruned
+    model is averaged only once its masks are final, a faded channel only once it is zero. Between steps a
+    pruned kernel's masked weights hold the optimizer's last update (~1e-3), so its average does too; TFMOT's
+    wrapper multiplies every kernel by its mask at each call, the devel evaluation's included, so the model
+    evaluated and kept is as sparse as the masks."""
+
+    def __init__(self, model, decay: float, start_step: int) -> None:
+        self.model, self.decay, self.start_step, self.steps = model, decay, start_step, 0
+        self.average: WeightAverage | None = None
+
+    def step(self) -> None:
+        self.steps += 1
+        if not self.decay or self.steps < self.start_step:
+            return
+        if self.average is None:
+            self.average = WeightAverage(self.model, self.decay, self.model.trainable_weights)
+        else:
+            self.average.update()
+
+    def applied(self):
+        return contextlib.nullcontext() if self.average is None else self.average.applied()
 
 
 def _evaluate_epoch(model, devel: FeatureSet, frontend: Frontend, teacher_devel: np.ndarray | None,

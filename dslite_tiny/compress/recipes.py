@@ -63,7 +63,8 @@ class VariantContext:
     def settings(self, epochs: int, learning_rate: float) -> FinetuneSettings:
         c = self.config
         return FinetuneSettings(epochs, learning_rate, c.batch_size, c.optimizer, seed=c.seed,
-                                distill_weight=c.distill_weight, temperature=c.distill_temperature)
+                                distill_weight=c.distill_weight, temperature=c.distill_temperature,
+                                average_decay=c.average_decay)
 
     def pruned(self) -> tuple[object, dict]:
         """The pruned, fine-tuned and stripped float model with its details; built once, then reused."""
@@ -80,8 +81,8 @@ def integer_dtype(name: str) -> str | None:
 # Every config field the pruned stage depends on: a resumed run reuses OUT/stages/pruned-<key>.h5 only if
 # all of them are unchanged.
 PRUNED_STAGE_FIELDS = ("sparsity", "sparsity_allocation", "sparsity_pattern", "min_weights", "prune_epochs",
-                       "prune_learning_rate", "distill_weight", "distill_temperature", "optimizer", "batch_size",
-                       "seed")
+                       "prune_learning_rate", "distill_weight", "distill_temperature", "average_decay", "optimizer",
+                       "batch_size", "prune_augment", "seed")
 Recipe = Callable[[VariantContext], Built]
 RECIPES: dict[str, Recipe] = {}
 
@@ -234,7 +235,7 @@ def _load_or_prune(ctx: VariantContext) -> tuple[object, dict]:
     wrapped, callback = prune_model(ctx.model, targets, schedule, pattern=c.sparsity_pattern)
     history = finetune(wrapped, ctx.train, ctx.devel, ctx.frontend, settings, teacher=ctx.model,
                        callbacks=(callback,), eligible_from_step=schedule.end_step, progress=ctx.progress,
-                       desc="prune")
+                       desc="prune", augment=ctx.augment if c.prune_augment else None)
     pruned = strip_pruning(wrapped)
     details = {"layers": layers, "sparsity_target": schedule.sparsity, "pattern": c.sparsity_pattern,
                "layer_targets": {name: round(target, 4) for name, target in targets.items()},

@@ -163,28 +163,33 @@ class WeightAverage:
     """An exponential moving average of a model's weights, updated after every training step, with the
     decay warming up as (1 + t) / (10 + t) so that a short run is not dominated by its random start.
     Evaluating and saving the average instead of the last step's weights smooths the epoch-to-epoch noise
-    that makes the "best devel epoch" a matter of luck (Polyak averaging)."""
+    that makes the "best devel epoch" a matter of luck (Polyak averaging). ``variables`` limits it to some
+    of the model's variables (a fine-tune averages the trainable ones: a pruning mask or step counter must
+    stay as it is)."""
 
-    def __init__(self, model, decay: float) -> None:
-        self.model, self.decay, self.steps = model, decay, 0
-        self.average = [w.astype(np.float64) for w in model.get_weights()]
+    def __init__(self, model, decay: float, variables: list | None = None) -> None:
+        self.variables = list(model.weights if variables is None else variables)
+        self.decay, self.steps = decay, 0
+        self.average = [np.asarray(v.numpy(), dtype=np.float64) for v in self.variables]
 
     def update(self) -> None:
         self.steps += 1
         decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
-        for average, weight in zip(self.average, self.model.get_weights()):
+        for average, variable in zip(self.average, self.variables):
             average *= decay
-            average += (1 - decay) * weight
+            average += (1 - decay) * variable.numpy()
 
     @contextlib.contextmanager
     def applied(self):
         """The model holds the averaged weights inside the block, its own again after it."""
-        own = self.model.get_weights()
-        self.model.set_weights([a.astype(w.dtype) for a, w in zip(self.average, own)])
+        own = [v.numpy() for v in self.variables]
+        for variable, average, value in zip(self.variables, self.average, own):
+            variable.assign(average.astype(value.dtype))
         try:
             yield
         finally:
-            self.model.set_weights(own)
+            for variable, value in zip(self.variables, own):
+                variable.assign(value)
 
 
 def _augmented_batch(model, x: np.ndarray, labels: np.ndarray, settings: AugmentSettings,
