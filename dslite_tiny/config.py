@@ -279,10 +279,10 @@ class CompressConfig:
                   "size shrinks) or 2:4 (two of every four input channels, for hardware with 2:4 support; "
                   "sparsity is then 0.5)")
     min_weights: int = param(1024, "layers with fewer kernel weights are neither pruned nor clustered", low=0)
-    prune_epochs: int = param(8, "fine-tuning epochs of pruning (the schedule ramps over the first 75 %)",
+    prune_epochs: int = param(16, "fine-tuning epochs of pruning (the schedule ramps over the first 75 %)",
                               low=1, high=1000)
     prune_learning_rate: float = param(3e-4, "learning rate while pruning", low=0.0, low_open=True, high=1.0)
-    prune_augment: bool = param(False, "fine-tune the pruned model on the spectrogram augmentation the model "
+    prune_augment: bool = param(True, "fine-tune the pruned model on the spectrogram augmentation the model "
                                        "was trained with (as slim_augment)")
     qat_epochs: int = param(2, "fine-tuning epochs of quantization-aware training (qat, pqat, clustered)",
                             low=0, high=1000)
@@ -293,7 +293,7 @@ class CompressConfig:
     slim_criterion: Literal["batchnorm", "l2"] = param(
         "batchnorm", "how slim-int8 ranks channels: batchnorm (the |scale| of the BatchNorm after each filter; "
                      "the filter's L2 norm where none follows) or l2 (every filter's L2 norm)")
-    slim_epochs: int = param(12, "fine-tuning epochs of channel pruning, distilled from the float model", low=0,
+    slim_epochs: int = param(24, "fine-tuning epochs of channel pruning, distilled from the float model", low=0,
                              high=1000)
     slim_fade: bool = param(True, "fade the dropped channels to zero while the full-width model fine-tunes "
                                   "(over the first 75 % of slim_epochs), then remove them; false: remove them at "
@@ -310,7 +310,7 @@ class CompressConfig:
                                        "(distillation; the rest is the labels, 0 = labels only)", low=0.0, high=1.0)
     distill_temperature: float = param(4.0, "temperature of the float model's soft targets", low=0.0,
                                        low_open=True, high=100.0)
-    average_decay: float = param(0.0, "decay of the moving average of the trainable weights that every "
+    average_decay: float = param(0.99, "decay of the moving average of the trainable weights that every "
                                       "fine-tune evaluates and keeps, from its first eligible step (0: the "
                                       "last step's weights)", low=0.0, high=1.0, high_open=True)
     optimizer: Literal["adam", "adadelta"] = param("adam", "optimizer of every fine-tuning")

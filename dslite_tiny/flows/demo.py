@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 DEMO_TRAIN = "mcu-dscnn"
 # The default variants with shorter QAT, written beside the run so that `compress --config` reuses them. Pruning
-# keeps its eight epochs (a second on the demo's data): block pruning lost 42.5 UAR points in two, 7.5 in eight.
+# keeps its epochs (a second each on the demo's data): block pruning lost 42.5 UAR points in two, 7.5 in eight.
 DEMO_COMPRESS = {"preset": "default", "qat_epochs": 1, "latency_runs": 20}
 DEMO_COMPRESS_FILE = "compress.yaml"
 DEMO_BOARD = "nano33ble"
