@@ -9,6 +9,8 @@ Parts, each per preset of ``PRESETS`` (a training preset and its frontend):
   per file, mean ± std over folds, and each run's training time;
 * ``compress``: ``dslite-tiny compress`` (every default variant) of fold 1's two models, each on its own
   split: ΔUAR against the float model, agreement with it, and the engine's Cortex-M4 figures;
+* ``recipe``: ``pruned-int8`` and ``slim-int8`` of the same models with the fine-tuning defaults of before
+  commit eaa1fa1 (no device figures): the "before" beside the compress part's "after";
 * ``m4``: fold 1's seed-0 int8 model on QEMU's Cortex-M4 (mps2-an386, ``-icount shift=0``) with the
   generated engine and with TFLite Micro + CMSIS-NN (the trees of ``tflm_m4.py``, local verification only:
   CI has none), bit-exactness against the tflite-micro wheel, instructions, code and arena.
@@ -22,6 +24,7 @@ Commands test accuracy".
 
     python reports/benchmarks/kws_gsc.py --part cv --preset mcu-dscnn [--out DIR]
     python reports/benchmarks/kws_gsc.py --part compress --preset mcu-dscnn [--out DIR]
+    python reports/benchmarks/kws_gsc.py --part recipe --preset mcu-dscnn-wide [--out DIR]
     python reports/benchmarks/kws_gsc.py --part m4 --preset mlperf-dscnn --tflm-checkout DIR --flatbuffers DIR \\
         --gemmlowp DIR --ruy DIR --cmsis-nn DIR [--out DIR]
 
@@ -53,9 +56,14 @@ FOLDS, SEEDS = 5, (0, 1)
 # preset name in this benchmark → (training preset, --set overrides)
 PRESETS = {
     "mcu-dscnn": ("mcu-dscnn", ["frontend=kws-40x49"]),
+    "mcu-dscnn-wide": ("mcu-dscnn-wide", ["frontend=kws-40x49"]),
     "mlperf-dscnn": ("mlperf-dscnn", []),
 }
 KB = 1024
+# the compress settings a compress entry records; entries without them predate commit eaa1fa1, whose defaults
+# differed in these (pruning 8 epochs without augmentation, slimming 12, no weight average)
+RECIPE_FIELDS = ("prune_epochs", "prune_augment", "slim_epochs", "average_decay")
+OLD_RECIPE = {"prune_epochs": 8, "prune_augment": False, "slim_epochs": 12, "average_decay": 0.0}
 
 
 def run_cv(preset: str, out: Path) -> dict:
@@ -88,7 +96,35 @@ def run_compress(preset: str, out: Path) -> dict:
         reference = json.loads((target / "reference.json").read_text())["accuracy"]["chunks"]
         per_seed[str(seed)] = {"float_uar": reference["uar"], "float_accuracy": reference["accuracy"], "rows": rows}
     return {"command": f"dslite-tiny compress {_shown(out)}/cv-{preset}/fold1-s<seed>/model.h5 --out ...",
-            "seeds": per_seed}
+            "recipe": _recipe(), "seeds": per_seed}
+
+
+def run_recipe(preset: str, out: Path) -> dict:
+    """pruned-int8 and slim-int8 of fold 1's models (both seeds) with the fine-tuning defaults before commit
+    eaa1fa1 (``OLD_RECIPE``), without device measurements: the before of the compress part's after."""
+    sets = [f"{key}={str(value).lower()}" for key, value in OLD_RECIPE.items()]
+    sets += ["cortex_m4=false", "tflm=false", "layer_error_chunks=0", "latency_runs=1"]
+    per_seed = {}
+    for seed in SEEDS:
+        model = out / f"cv-{preset}" / f"fold1-s{seed}" / "model.h5"
+        if not model.is_file():
+            sys.exit(f"{model}: missing; run --part cv --preset {preset} first")
+        target = out / f"recipe-{preset}-s{seed}"
+        subprocess.run(["dslite-tiny", "compress", str(model), "--only", "pruned-int8,slim-int8", "--out", str(target),
+                        *[arg for value in sets for arg in ("--set", value)]], check=True)
+        with open(target / "summary.csv", newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+        reference = json.loads((target / "reference.json").read_text())["accuracy"]["chunks"]
+        per_seed[str(seed)] = {"float_uar": reference["uar"], "rows": rows}
+    return {"recipe": OLD_RECIPE, "sets": sets, "seeds": per_seed}
+
+
+def _recipe() -> dict:
+    """The default config's fine-tuning settings, which changed between runs of this part."""
+    from dslite_tiny.config import CompressConfig, load_config, to_dict
+
+    config = to_dict(load_config(CompressConfig, "default", stage="compress"))
+    return {key: config[key] for key in RECIPE_FIELDS}
 
 
 def run_m4(preset: str, out: Path, args) -> dict:
@@ -129,6 +165,7 @@ def markdown(results: dict) -> str:
              "are the test speakers of the full dataset; a model trained here saw under 5 % of the clips the "
              "field's published models trained on, and its accuracy is not a \"Speech Commands test accuracy\".", ""]
     lines += _cv_lines(results.get("cv", {})) + _compress_lines(results.get("compress", {}))
+    lines += _recipe_lines(results.get("recipe", {}), results.get("compress", {}))
     lines += _m4_lines(results.get("m4", {})) + _frontend_lines()
     return "\n".join(lines) + "\n"
 
@@ -160,7 +197,10 @@ def _compress_lines(entries: dict) -> list[str]:
     lines = ["## Compression of fold 1's models (every default variant, each seed on its own split)", "",
              "ΔUAR: the variant's UAR minus the float Keras model's, on the fold's test speakers; agreement: the "
              "share of clips where the variant predicts what the float model predicts. Cortex-M4: the generated "
-             "engine on QEMU (instructions per inference, flash in all).", "",
+             "engine on QEMU (instructions per inference, flash in all). Recipe: the default compress config's "
+             "fine-tuning when the preset's rows were measured: "
+             + "; ".join(f"{name}: {_recipe_text(e.get('recipe', OLD_RECIPE))}" for name, e in entries.items())
+             + ".", "",
              "| preset | variant | ΔUAR, seed 0 / 1 (points) | agreement, seed 0 / 1 | M4 instructions | M4 flash |",
              "|---|---|---:|---:|---:|---:|"]
     for name, e in entries.items():
@@ -177,6 +217,36 @@ def _compress_lines(entries: dict) -> list[str]:
             lines.append(f"| {name} | {variant} | {delta} | {agree} | {instructions} | "
                          f"{f'{float(flash) / KB:.1f} KB' if flash else '–'} |")
     return lines + [""]
+
+
+def _recipe_lines(entries: dict, compressed: dict) -> list[str]:
+    """pruned-int8 and slim-int8 before (the recipe part) and after (the compress part) the recipe change."""
+    if not entries:
+        return []
+    lines = ["## The fine-tuning recipe: before and after (fold 1, seeds 0 / 1)", "",
+             "Before: `--part recipe`, the same models compressed with the fine-tuning defaults of before commit "
+             "eaa1fa1 (" + _recipe_text(OLD_RECIPE) + "); after: the compress part's rows.", "",
+             "| preset | variant | recipe | UAR, seed 0 / 1 | ΔUAR (points) | agreement, seed 0 / 1 |",
+             "|---|---|---|---:|---:|---:|"]
+    for name, e in entries.items():
+        for variant in ("pruned-int8", "slim-int8"):
+            for label, entry in (("before", e), ("after", compressed.get(name))):
+                if not entry or "recipe" not in entry:
+                    continue
+                seeds = [entry["seeds"][str(s)] for s in SEEDS]
+                rows = [next(r for r in seed["rows"] if r["variant"] == variant) for seed in seeds]
+                lines.append(f"| {name} | {variant} | {label}: {_recipe_text(entry['recipe'])} | "
+                             + " / ".join(f"{float(r['uar']):.3f}" for r in rows) + " | "
+                             + " / ".join(f"{100 * (float(r['uar']) - seed['float_uar']):+.1f}"
+                                          for r, seed in zip(rows, seeds)) + " | "
+                             + " / ".join(f"{100 * float(r['agreement']):.1f} %" for r in rows) + " |")
+    return lines + [""]
+
+
+def _recipe_text(recipe: dict) -> str:
+    return (f"pruning {recipe['prune_epochs']} epochs{' on the training augmentation' if recipe['prune_augment'] else ''}"
+            f", slimming {recipe['slim_epochs']}, "
+            + (f"weight average {recipe['average_decay']}" if recipe["average_decay"] else "no weight average"))
 
 
 def _m4_lines(entries: dict) -> list[str]:
@@ -219,7 +289,7 @@ def _frontend_lines() -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("cv", "compress", "m4"), required=True)
+    parser.add_argument("--part", choices=("cv", "compress", "recipe", "m4"), required=True)
     parser.add_argument("--preset", choices=tuple(PRESETS), required=True)
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir(), "dslite-tiny-kws"))
     for option in ("--tflm-checkout", "--flatbuffers", "--gemmlowp", "--ruy", "--cmsis-nn"):
@@ -234,6 +304,8 @@ def main() -> None:
         entry = run_cv(args.preset, args.out)
     elif args.part == "compress":
         entry = run_compress(args.preset, args.out)
+    elif args.part == "recipe":
+        entry = run_recipe(args.preset, args.out)
     else:
         entry = run_m4(args.preset, args.out, args)
     results_path = HERE / "kws_gsc.json"  # read after the run: another part may have finished meanwhile
