@@ -348,11 +348,28 @@ def test_erk_leaves_a_layer_dense_rather_than_above_density_one():
     assert sum(targets[n] * sizes[n] for n in sizes) / sum(sizes.values()) == pytest.approx(0.9)
 
 
-def test_a_pruning_fine_tune_keeps_its_weight_average_masked_and_at_the_target():
+def test_a_fine_tunes_weight_average_starts_after_the_eligible_step_and_never_revives_a_zero():
+    """The average starts after step ``start_step`` (where a pruning schedule's masks take their final
+    value), and a weight the model holds at zero (masked since) stays zero in the averaged model."""
+    from dslite_tiny.compress.finetune import _EligibleAverage
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, use_bias=False)])
+    average = _EligibleAverage(model, 0.9, start_step=2)
+    for value in ([1.0, 1.0], [2.0, 2.0], [3.0, 3.0], [0.0, 5.0]):  # each step's weights; steps 3, 4 count
+        model.set_weights([np.array([value, value], np.float32)])
+        average.step()
+    with average.applied():
+        held = model.get_weights()[0][0]
+    decay = 2 / 11  # WeightAverage's warm-up decay at its first update
+    assert held[0] == 0.0 and held[1] == pytest.approx(decay * 3.0 + (1 - decay) * 5.0)
+    assert list(model.get_weights()[0][0]) == [0.0, 5.0]
+
+
+@pytest.mark.parametrize("pattern", ["unstructured", "blocks"])
+def test_a_pruning_fine_tune_keeps_its_weight_average_at_the_target_sparsity(pattern):
     """With average_decay the epoch kept is the moving average of the trainable weights since the masks
-    became final. Between steps the masked weights hold the optimizer's last update, so the average does too,
-    yet the kept kernel is zero wherever the mask is (the wrapper masks at every call); and it is not the last
-    step's kernel (the average lags it)."""
+    became final: zero wherever the final mask is, under TFMOT's wrappers and under block masks, and not the
+    last step's kernel (the average lags it)."""
     from types import SimpleNamespace
 
     from dslite_tiny.audio.frontend import Frontend
@@ -366,20 +383,21 @@ def test_a_pruning_fine_tune_keeps_its_weight_average_masked_and_at_the_target()
     model = fold_arelu(_random_classifier(shape=frontend.config.image_shape))
     settings = FinetuneSettings(4, 1e-3, 16, seed=0, average_decay=0.9)
     schedule = PruningSchedule.fit(0.5, 4 * steps_per_epoch(split, settings))  # final after epoch 3
-    wrapped, callback = prune_model(model, {"dscnn_pw1": 0.5}, schedule)
+    wrapped, callback = prune_model(model, {"dscnn_pw1": 0.5}, schedule, pattern=pattern)
+    name = "dscnn_pw1" if pattern == "blocks" else "prune_low_magnitude_dscnn_pw1"
     last = {}
 
     class Last(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
-            last["kernel"] = wrapped.get_layer("prune_low_magnitude_dscnn_pw1").pruning_vars[0][0].numpy()
+            last["kernel"] = np.array(wrapped.get_layer(name).trainable_weights[0].numpy())
 
     history = finetune(wrapped, split, split, frontend, settings, teacher=model, callbacks=(callback, Last()),
                        eligible_from_step=schedule.end_step)
     assert [r["eligible"] for r in history] == [False, False, False, True] and history[-1]["selected"]
-    weight, mask, _ = wrapped.get_layer("prune_low_magnitude_dscnn_pw1").pruning_vars[0]
-    kept, mask = weight.numpy(), mask.numpy()
-    assert np.all(kept[mask == 0] == 0) and mask.mean() == pytest.approx(0.5, abs=0.01)
-    assert not np.allclose(kept, last["kernel"] * mask)  # the average, not the last step
+    kept = wrapped.get_layer(name).trainable_weights[0].numpy()
+    mask = callback.masks["dscnn_pw1"] if pattern == "blocks" else wrapped.get_layer(name).pruning_vars[0][1].numpy()
+    assert float(np.mean(mask == 0)) == pytest.approx(0.5, abs=0.01) and np.all(kept[mask == 0] == 0)
+    assert not np.allclose(kept, last["kernel"])  # the average, not the last step
 
 
 def test_structured_pruning_leaves_two_zeros_in_every_four_weights():

@@ -117,11 +117,11 @@ def finetune(model, train: FeatureSet, devel: FeatureSet, frontend: Frontend, se
 
 
 class _EligibleAverage:
-    """``train.fit.WeightAverage`` of the trainable weights, started at the first eligible step: a pruned
-    model is averaged only once its masks are final, a faded channel only once it is zero. Between steps a
-    pruned kernel's masked weights hold the optimizer's last update (~1e-3), so its average does too; TFMOT's
-    wrapper multiplies every kernel by its mask at each call, the devel evaluation's included, so the model
-    evaluated and kept is as sparse as the masks."""
+    """``train.fit.WeightAverage`` of the trainable weights from the step after the first eligible one: a
+    pruned model's masks are final then (their last update is at that step), a faded channel is zero. A weight
+    the model holds at exactly zero when the average is applied stays zero: between steps a masked weight can
+    hold the optimizer's last update (~1e-3, TFMOT masks again at its next call), and an average over it must
+    not revive it, whichever mechanism (TFMOT's wrappers, block masks, channel fading) zeroed it."""
 
     def __init__(self, model, decay: float, start_step: int) -> None:
         self.model, self.decay, self.start_step, self.steps = model, decay, start_step, 0
@@ -129,15 +129,24 @@ class _EligibleAverage:
 
     def step(self) -> None:
         self.steps += 1
-        if not self.decay or self.steps < self.start_step:
+        if not self.decay or self.steps <= self.start_step:
             return
         if self.average is None:
             self.average = WeightAverage(self.model, self.decay, self.model.trainable_weights)
         else:
             self.average.update()
 
+    @contextlib.contextmanager
     def applied(self):
-        return contextlib.nullcontext() if self.average is None else self.average.applied()
+        if self.average is None:
+            yield
+            return
+        zeros = [variable.numpy() == 0 for variable in self.average.variables]
+        with self.average.applied():
+            for variable, zero in zip(self.average.variables, zeros):
+                if zero.any():
+                    variable.assign(np.where(zero, 0, variable.numpy()))
+            yield
 
 
 def _evaluate_epoch(model, devel: FeatureSet, frontend: Frontend, teacher_devel: np.ndarray | None,
