@@ -84,19 +84,8 @@ def run_cv(preset: str, out: Path) -> dict:
 
 def run_compress(preset: str, out: Path) -> dict:
     """``dslite-tiny compress`` of fold 1's models (both seeds) and their summary rows."""
-    per_seed = {}
-    for seed in SEEDS:
-        model = out / f"cv-{preset}" / f"fold1-s{seed}" / "model.h5"
-        if not model.is_file():
-            sys.exit(f"{model}: missing; run --part cv --preset {preset} first")
-        target = out / f"compress-{preset}-s{seed}"
-        subprocess.run(["dslite-tiny", "compress", str(model), "--out", str(target)], check=True)
-        with open(target / "summary.csv", newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-        reference = json.loads((target / "reference.json").read_text())["accuracy"]["chunks"]
-        per_seed[str(seed)] = {"float_uar": reference["uar"], "float_accuracy": reference["accuracy"], "rows": rows}
     return {"command": f"dslite-tiny compress {_shown(out)}/cv-{preset}/fold1-s<seed>/model.h5 --out ...",
-            "recipe": _recipe(), "seeds": per_seed}
+            "recipe": _recipe(), "seeds": _compress_fold1(preset, out, "compress", [])}
 
 
 def run_recipe(preset: str, out: Path) -> dict:
@@ -104,19 +93,25 @@ def run_recipe(preset: str, out: Path) -> dict:
     eaa1fa1 (``OLD_RECIPE``), without device measurements: the before of the compress part's after."""
     sets = [f"{key}={str(value).lower()}" for key, value in OLD_RECIPE.items()]
     sets += ["cortex_m4=false", "tflm=false", "layer_error_chunks=0", "latency_runs=1"]
+    options = ["--only", "pruned-int8,slim-int8", *[arg for value in sets for arg in ("--set", value)]]
+    return {"recipe": OLD_RECIPE, "sets": sets, "seeds": _compress_fold1(preset, out, "recipe", options)}
+
+
+def _compress_fold1(preset: str, out: Path, part: str, options: list[str]) -> dict:
+    """``dslite-tiny compress`` of fold 1's model of each seed into ``OUT/<part>-<preset>-s<seed>`` (which
+    resumes), and per seed the float model's UAR and accuracy and the summary rows."""
     per_seed = {}
     for seed in SEEDS:
         model = out / f"cv-{preset}" / f"fold1-s{seed}" / "model.h5"
         if not model.is_file():
             sys.exit(f"{model}: missing; run --part cv --preset {preset} first")
-        target = out / f"recipe-{preset}-s{seed}"
-        subprocess.run(["dslite-tiny", "compress", str(model), "--only", "pruned-int8,slim-int8", "--out", str(target),
-                        *[arg for value in sets for arg in ("--set", value)]], check=True)
+        target = out / f"{part}-{preset}-s{seed}"
+        subprocess.run(["dslite-tiny", "compress", str(model), "--out", str(target), *options], check=True)
         with open(target / "summary.csv", newline="", encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle))
         reference = json.loads((target / "reference.json").read_text())["accuracy"]["chunks"]
-        per_seed[str(seed)] = {"float_uar": reference["uar"], "rows": rows}
-    return {"recipe": OLD_RECIPE, "sets": sets, "seeds": per_seed}
+        per_seed[str(seed)] = {"float_uar": reference["uar"], "float_accuracy": reference["accuracy"], "rows": rows}
+    return per_seed
 
 
 def _recipe() -> dict:
