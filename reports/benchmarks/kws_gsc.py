@@ -239,9 +239,9 @@ def _recipe_lines(entries: dict, compressed: dict) -> list[str]:
 
 
 def _recipe_text(recipe: dict) -> str:
-    return (f"pruning {recipe['prune_epochs']} epochs{' on the training augmentation' if recipe['prune_augment'] else ''}"
-            f", slimming {recipe['slim_epochs']}, "
-            + (f"weight average {recipe['average_decay']}" if recipe["average_decay"] else "no weight average"))
+    augmented = " on the training augmentation" if recipe["prune_augment"] else ""
+    average = f"weight average {recipe['average_decay']}" if recipe["average_decay"] else "no weight average"
+    return f"pruning {recipe['prune_epochs']} epochs{augmented}, slimming {recipe['slim_epochs']}, {average}"
 
 
 def _m4_lines(entries: dict) -> list[str]:
