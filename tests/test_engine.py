@@ -124,19 +124,20 @@ def test_engine_runs_depthwise_variants_bit_exact(tmp_path):
 def test_banded_chains_are_bit_exact(tmp_path):
     """Where a chain of convolutions holds the arena's peak, the planner runs it in bands of rows (MCUNetV2's
     patch-based inference, engine/bands.py): a stride-2 convolution, a VALID depthwise, a pointwise and a 5×5
-    stride-2 depthwise over an odd-sized input, bit-exact on the host and the Cortex-M4 with a smaller arena."""
+    stride-2 depthwise over an odd-sized one-channel input, bit-exact on the host and the Cortex-M4 with a
+    smaller arena."""
     import tf_keras as keras
 
     from dslite_tiny.engine.graph import read_graph
     from dslite_tiny.engine.ops import OPS
     from dslite_tiny.engine.plan import plan_arena
 
-    x = keras.Input((17, 13, 3))
+    x = keras.Input((17, 13, 1))
     a = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(x)
     b = keras.layers.Conv2D(12, 1)(keras.layers.DepthwiseConv2D(3, activation="relu")(a))
     c = keras.layers.DepthwiseConv2D(5, strides=2, padding="same", activation="relu")(b)
     y = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(c))
-    variant = _converted(keras.Model(x, y), (17, 13, 3), tmp_path)
+    variant = _converted(keras.Model(x, y), (17, 13, 1), tmp_path)
     engine = generate(variant.data, variant.path, name="net", provenance=["test"])
     graph = read_graph(variant.data, variant.path)
     whole = plan_arena(graph, lambda op: OPS[op.name].overlap(graph, op, False),

@@ -63,9 +63,9 @@ class Writer:
             return self.where(tensor)
         return f"{self.where(tensor)} + s[{column(band.position(op.index), field)}]"
 
-    def scratch(self, op: Op) -> str:
-        """The op's scratch (``plan.scratch``) as the kernels take it: word-aligned int16."""
-        return f"(int16_t *)(void *)(arena + {self.plan.scratch[op.index]})"
+    def scratch(self, op: Op, ctype: str = "int16_t") -> str:
+        """The op's scratch (``plan.scratch``, word-aligned) as its kernel takes it: int16 unless ``ctype``."""
+        return f"({ctype} *)(void *)(arena + {self.plan.scratch[op.index]})"
 
     def refuse(self, op: Op, problem: str) -> UserError:
         return UserError(f"op {op.index} ({op.name}) {problem}", path=self.path)

@@ -148,8 +148,10 @@ void dt_add_s8(const dt_add_params *p, const int8_t *in1, const int8_t *in2, int
  * concatenation of sizes[k] bytes of each in[k]. */
 void dt_concat_s8(int32_t outer, int32_t count, const int8_t *const *in, const int32_t *sizes, int8_t *out);
 #define DT_SMALL_WINDOW 64 /* taps of a window dt_conv_s8 gathers once per output pixel */
+/* ``scratch`` (4 · 4 ceil(taps / 4) int16, word-aligned) where the window has at most DT_SMALL_WINDOW taps,
+ * else NULL. */
 void dt_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
-                const int32_t *multiplier, const int8_t *shift, int8_t *out);
+                const int32_t *multiplier, const int8_t *shift, int16_t *scratch, int8_t *out);
 /* A 1×1 convolution with stride 1 and no padding; bias has the input offset folded in. ``scratch`` (4 in_c
  * int16, word-aligned) where in_c is a multiple of 4, else NULL. */
 void dt_pointwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
@@ -161,9 +163,11 @@ void dt_pointwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_
 void dt_pointwise_conv_sparse_s8(const dt_conv_params *p, const int8_t *in, const uint16_t *mask,
                                  const int8_t *values, const int32_t *bias, const int32_t *multiplier,
                                  const int8_t *shift, int16_t *scratch, int8_t *out);
-/* folded_bias: bias plus the input offset times each output channel's weight sum. */
+/* folded_bias: bias plus the input offset times each output channel's weight sum. ``zeros`` (in_c bytes) for
+ * a 3×3 window with dilation 1 and depth multiplier 1, else NULL: the kernel fills it with the input zero
+ * point, which its border pixels read for every tap outside the input. */
 void dt_depthwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *folded_bias,
-                          const int32_t *multiplier, const int8_t *shift, int8_t *out);
+                          const int32_t *multiplier, const int8_t *shift, int8_t *zeros, int8_t *out);
 void dt_fully_connected_s8(const dt_fc_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
                            const int32_t *multiplier, const int8_t *shift, int8_t *out);
 /* Its block-sparse form, as dt_pointwise_conv_sparse_s8's; the depth is a multiple of 4 and ``scratch``

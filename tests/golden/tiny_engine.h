@@ -9,7 +9,7 @@
 
 #define TINY_INPUT_ELEMENTS 36  /* int8, shape [1, 6, 6, 1] */
 #define TINY_OUTPUT_ELEMENTS 3  /* int8, shape [1, 3] */
-#define TINY_ARENA_BYTES 432  /* static activations, besides input and output */
+#define TINY_ARENA_BYTES 528  /* static activations, besides input and output */
 
 #ifdef __cplusplus
 extern "C" {

@@ -11,14 +11,17 @@ from dslite_tiny.engine.ops.convolution import (CONV_PARAMS, conv_multipliers, c
 from dslite_tiny.engine.sparse import BlockSparse, smaller_block_sparse
 from dslite_tiny.measure.graph import Graph, Op
 
-# Taps (height · width · input channels) up to which dt_conv.c gathers a pixel's window once (an int16 array on
-# the stack) instead of reading the input again for every output channel: MLPerf Tiny's 10×4 first convolution
-# has 40, and on the generic path cost ~1670 Cortex-M4 instructions per output (engine_costs.md).
+# Taps (height · width · input channels) up to which dt_conv.c gathers a pixel's window once (into the scratch,
+# four pixels at a time) instead of reading the input again for every output channel: MLPerf Tiny's 10×4 first
+# convolution has 40, and on the generic path cost ~1670 Cortex-M4 instructions per output (engine_costs.md).
+# A multiple of 4 (whole blocks).
 SMALL_WINDOW = 64
 DECLARATIONS = f"""\
 #define DT_SMALL_WINDOW {SMALL_WINDOW} /* taps of a window dt_conv_s8 gathers once per output pixel */
+/* ``scratch`` (4 · 4 ceil(taps / 4) int16, word-aligned) where the window has at most DT_SMALL_WINDOW taps,
+ * else NULL. */
 void dt_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
-                const int32_t *multiplier, const int8_t *shift, int8_t *out);
+                const int32_t *multiplier, const int8_t *shift, int16_t *scratch, int8_t *out);
 /* A 1×1 convolution with stride 1 and no padding; bias has the input offset folded in. ``scratch`` (4 in_c
  * int16, word-aligned) where in_c is a multiple of 4, else NULL. */
 void dt_pointwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
@@ -42,9 +45,12 @@ def emit(writer, op: Op) -> str:
     if not is_pointwise(writer.graph, op):
         writer.need("dt_conv.c")
         taps = w.elements // w.shape[0]
-        stored = small_window_filters(w.data.reshape(w.shape[0], taps)) if taps <= SMALL_WINDOW else None
-        arrays = writer.weights(op, bias=None, multipliers=multipliers, shifts=shifts, values=stored)
-        return writer.call("dt_conv_s8", params, writer.input_at(op), *arrays, writer.output_at(op))
+        small = taps <= SMALL_WINDOW
+        stored = small_window_filters(w.data.reshape(w.shape[0], taps)) if small else None
+        bias = None if not small or writer.bias(op) is not None else np.zeros(w.shape[0], np.int64)  # no NULL test
+        arrays = writer.weights(op, bias=bias, multipliers=multipliers, shifts=shifts, values=stored)
+        return writer.call("dt_conv_s8", params, writer.input_at(op), *arrays,
+                           writer.scratch(op) if small else "NULL", writer.output_at(op))
     out_c = out.shape[-1]
     folded = writer.folded_bias(op, w.data.reshape(out_c, -1).sum(axis=1), -x.zero_point)
     writer.need("dt_pointwise_conv.c")
@@ -58,20 +64,28 @@ def emit(writer, op: Op) -> str:
 
 
 def small_window_filters(filters: np.ndarray) -> np.ndarray:
-    """[out][taps] filters in dt_conv.c's small-window order (see its stored_tap): taps padded with zeros to
-    blocks of four, each block in the order 0, 2, 1, 3; groups of four filters interleaved block by block;
-    the last out % 4 filters one after the other."""
+    """[out][taps] filters as dt_conv.c's small-window kernel reads them: each filter's taps padded with zeros
+    to whole blocks of four (a pointwise convolution's rows over the gathered windows)."""
     out, taps = filters.shape
-    blocks = -(-taps // 4)
-    padded = np.zeros((out, blocks * 4), filters.dtype)
+    padded = np.zeros((out, _small_blocks(taps) * 4), filters.dtype)
     padded[:, :taps] = filters
-    stored = padded.reshape(out, blocks, 4)[:, :, [0, 2, 1, 3]]
-    grouped = out // 4 * 4
-    interleaved = stored[:grouped].reshape(-1, 4, blocks, 4).transpose(0, 2, 1, 3)
-    return np.concatenate([interleaved.ravel(), stored[grouped:].ravel()])
+    return padded
+
+
+def _small_blocks(taps: int) -> int:
+    return -(-taps // 4)
+
+
+def _small_taps(graph: Graph, op: Op) -> int | None:
+    """The window's taps where dt_conv.c gathers it (at most SMALL_WINDOW), else None."""
+    w = graph.tensors[op.inputs[1]]
+    taps = w.elements // w.shape[0]
+    return taps if not is_pointwise(graph, op) and taps <= SMALL_WINDOW else None
 
 
 def overlap(graph: Graph, op: Op, sparse: bool) -> int:
+    if _small_taps(graph, op) is not None:
+        return window_overlap(graph, op, rows=WIDENED_ROWS)
     if not is_pointwise(graph, op):
         return window_overlap(graph, op)
     _, h, w, c_in = graph.tensors[op.inputs[0]].shape
@@ -92,7 +106,10 @@ def sparse_weights(graph: Graph, op: Op) -> BlockSparse | None:
 
 
 def scratch(graph: Graph, op: Op, sparse: BlockSparse | None) -> int:
-    """The sparse kernel, and the dense one where the depth is a multiple of 4, widen four pixels to int16."""
+    """The sparse kernel, and the dense one where the depth is a multiple of 4, widen four pixels to int16; a
+    small window's kernel gathers four pixels' windows, in whole blocks of four taps."""
+    if (taps := _small_taps(graph, op)) is not None:
+        return WIDENED_ROWS * _small_blocks(taps) * 4 * 2
     widened = sparse is not None or _widened(graph, op)
     return WIDENED_ROWS * graph.tensors[op.inputs[0]].shape[-1] * 2 if widened else 0
 

@@ -100,10 +100,21 @@ def is_pointwise(graph: Graph, op: Op) -> bool:
     return op.name == "CONV_2D" and w.shape[1:3] == (1, 1) and (o["strideH"], o["strideW"]) == (1, 1)
 
 
-def window_overlap(graph: Graph, op: Op) -> int:
+def window_overlap(graph: Graph, op: Op, rows: int = 0) -> int:
     """A kernel that writes output elements in raster order, each after reading its whole window: the write
-    to ``out + j`` is safe when every input byte a later element reads lies above it."""
+    to ``out + j`` is safe when every input byte a later element reads lies above it. With ``rows``, one that
+    reads the windows of ``rows`` output pixels (the last pixels % rows one by one) before it writes any of
+    their outputs: each group's writes must stay below every read of the groups after it."""
     first_read = _first_reads(graph, op)  # per output element, in the order the kernel writes them
+    if rows:
+        out_c = graph.tensors[op.outputs[0]].shape[-1]
+        per_pixel = first_read.reshape(-1, out_c).min(axis=1)
+        pixels = per_pixel.size
+        starts = np.append(np.arange(0, pixels - rows + 1, rows), np.arange(pixels - pixels % rows, pixels))
+        ends = np.append(starts[1:], pixels)
+        lowest = np.minimum.accumulate(per_pixel[::-1])[::-1]  # the lowest index read at or after each pixel
+        later = np.append(lowest[ends[:-1]], _UNBOUNDED)  # ... by the groups after each group
+        return int(np.min(later - ends * out_c))
     later = np.minimum.accumulate(first_read[::-1])[::-1]  # the lowest index read at or after each element
     later = np.append(later[1:], np.iinfo(np.int64).max)  # ... after it
     return int(np.min(later - np.arange(first_read.size))) - 1
