@@ -383,15 +383,15 @@ def _requantize_cases() -> np.ndarray:
 
 REQUANTIZE_C = """#include "dt_arith.h"
 int32_t dt_test_scale(int32_t x, int32_t multiplier, int32_t shift) { return scale_by_multiplier(x, multiplier, shift); }
-int32_t dt_test_channel(int32_t x, int32_t multiplier, int32_t k, int32_t code, int32_t low, int32_t high) {
-  const int32_t mk[2] = {multiplier, k};
-  return requantize_channel(x, mk, code, low, high);
+int32_t dt_test_channel(int32_t x, int32_t multiplier, int32_t base, int32_t code, int32_t low, int32_t high) {
+  const int32_t values[2] = {base, multiplier};
+  return requantize_channel(x, values, 0, code, low, high);
 }
 """
 
 
 def _channel_cases() -> tuple[np.ndarray, list[int]]:
-    """requantize_channel's arguments (x, multiplier, K, code, low, high) as the generator folds them
+    """requantize_channel's arguments (x, multiplier, base, code, low, high) as the generator folds them
     (quant.channel_requantization) for the cases of _requantize_cases with a random output offset, over
     int8's whole range and over a ReLU6-like one; and gemmlowp's result offset and clamped. Rows whose result
     plus offset leaves int32 are left out: there TFLite's int32 sum overflows too."""
@@ -402,8 +402,8 @@ def _channel_cases() -> tuple[np.ndarray, list[int]]:
         if not -2**31 <= value < 2**31:
             continue
         low, high = (-128, 127) if full else (int(offset), min(127, int(offset) + 100))
-        pairs, codes = quant.channel_requantization([int(m)], [int(s)], int(offset), full_range=bool(full))
-        rows.append((int(x), int(pairs[0, 0]), int(pairs[0, 1]), int(codes[0]), low, high))
+        values, codes = quant.channel_requantization([int(m)], [int(s)], int(offset), full_range=bool(full))
+        rows.append((int(x), int(values[1]), int(values[0]), int(codes[0]), low, high))
         expected.append(min(max(value, low), high))
     return np.array(rows, np.int64), expected
 
@@ -421,7 +421,7 @@ def test_requantization_equals_gemmlowp_on_both_kernel_paths(tmp_path):
     scale.restype = ctypes.c_int32
     assert [scale(*map(ctypes.c_int32, map(int, row))) for row in cases] == expected
     channel_cases, channel_expected = _channel_cases()
-    assert 0.2 < (channel_cases[:, 3] >= 1).mean() < 0.8  # both paths, folded and general, are taken
+    assert 0.2 < (channel_cases[:, 3] >= 0).mean() < 0.8  # both paths, folded and general, are taken
     channel = ctypes.CDLL(str(library)).dt_test_channel
     channel.restype = ctypes.c_int32
     assert [channel(*map(ctypes.c_int32, map(int, row))) for row in channel_cases] == channel_expected

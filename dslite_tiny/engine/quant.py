@@ -68,21 +68,18 @@ def activation_range(activation: int, scale: float, zero_point: int) -> tuple[in
 
 def channel_requantization(multipliers: list[int], shifts: list[int], out_offset: int, *,
                            full_range: bool) -> tuple[np.ndarray, np.ndarray]:
-    """What ``requantize_channel`` (kernels/dt_arith.h) takes per output channel: (multiplier, K) pairs and
-    codes. Where the clamp is int8's whole range (``full_range``) and the right shift e = -shift is 2 or more,
-    the code is r = e - 1 and K = 2^(r-1) + out_offset · 2^r folds the rounding and the output offset into one
-    constant, if |K| < 2^30; every other channel gets code shift - 31 (<= -1) and K = out_offset."""
-    pairs, codes = [], []
-    for multiplier, shift in zip(multipliers, shifts):
-        r = -shift - 1
-        k = (1 << (r - 1)) + out_offset * (1 << r) if r >= 1 else None
-        if full_range and k is not None and abs(k) < FOLDED_LIMIT:
-            pairs.append((multiplier, k))
-            codes.append(r)
-        else:
-            pairs.append((multiplier, out_offset))
-            codes.append(shift - 31)
-    return np.asarray(pairs, np.int64), np.asarray(codes, np.int64)
+    """What ``requantize_channel`` (kernels/dt_arith.h) takes: the layer's multiplier array (its base
+    2 out_offset + 1, then each channel's multiplier) and per channel a code. Where the clamp is int8's whole
+    range (``full_range``) and the right shift e = -shift is 2 or more, the code is e - 2 and the kernel folds
+    the rounding and the output offset into K = base 2^code, if |K| < 2^30; every other channel gets code
+    shift - 31 (<= -1), the general path."""
+    base = 2 * out_offset + 1
+    codes = []
+    for shift in shifts:
+        code = -shift - 2
+        folded = full_range and code >= 0 and abs(base * (1 << code)) < FOLDED_LIMIT
+        codes.append(code if folded else shift - 31)
+    return np.asarray([base, *multipliers], np.int64), np.asarray(codes, np.int64)
 
 
 def mean_multiplier(input_scale: float, output_scale: float, count: int) -> tuple[int, int]:

@@ -142,9 +142,9 @@ class Writer:
         out = self.output(op)
         full = quant.activation_range(op.options["fusedActivationFunction"], out.scale, out.zero_point) \
             == (quant.INT8_MIN, quant.INT8_MAX)
-        pairs, codes = quant.channel_requantization(multipliers, shifts, out.zero_point, full_range=full)
-        arrays.append(self.array("int32_t", f"m{n}", pairs, "requantization (multiplier, K) pairs"))
-        arrays.append(self.array("int8_t", f"s{n}", codes, "requantization codes (r, or shift - 31)"))
+        values, codes = quant.channel_requantization(multipliers, shifts, out.zero_point, full_range=full)
+        arrays.append(self.array("int32_t", f"m{n}", values, "requantization: 2 out_offset + 1, multipliers"))
+        arrays.append(self.array("int8_t", f"s{n}", codes, "requantization codes (e - 2, or shift - 31)"))
         return arrays
 
     def call(self, kernel: str, *arguments: str) -> str:

@@ -36,13 +36,12 @@ static const int8_t w0[192] = {
 /* bias, tensor 6 */
 static const int32_t b0[16] = {
   0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
-/* requantization (multiplier, K) pairs */
-static const int32_t m0[32] = {
-  2134190635, -8160, 1297815058, -4080, 1247355555, -4080, 1327203308, -4080, 1188724800, -4080, 1264605143, -4080, 1913283252, -8160, 1354473743, -4080, 1239427800, -4080, 1315221403, -4080, 1325043837, -4080, 1280012721, -4080,
-  1208064571, -4080, 2140595708, -8160, 1287585412, -4080, 1300162033, -4080};
-/* requantization codes (r, or shift - 31) */
+/* requantization: 2 out_offset + 1, multipliers */
+static const int32_t m0[17] = {
+  -255, 2134190635, 1297815058, 1247355555, 1327203308, 1188724800, 1264605143, 1913283252, 1354473743, 1239427800, 1315221403, 1325043837, 1280012721, 1208064571, 2140595708, 1287585412, 1300162033};
+/* requantization codes (e - 2, or shift - 31) */
 static const int8_t s0[16] = {
-  6, 5, 5, 5, 5, 5, 6, 5, 5, 5, 5, 5, 5, 6, 5, 5};
+  5, 4, 4, 4, 4, 4, 5, 4, 4, 4, 4, 4, 4, 5, 4, 4};
 /* op 1: DEPTHWISE_CONV_2D -> tensor 11 [1, 3, 3, 16] */
 static const dt_conv_params p1 = {
   .in_h = 6, .in_w = 6, .in_c = 16, .out_h = 3, .out_w = 3, .out_c = 16, .k_h = 3, .k_w = 3, .stride_h = 2,
@@ -59,13 +58,12 @@ static const int8_t w1[144] = {
 /* bias with the input offset folded in */
 static const int32_t b1[16] = {
   -54144, -34688, 8320, 48384, -7168, 21632, -26880, -20352, -84096, -16768, 18688, -40704, -28928, 15360, -640, -37248};
-/* requantization (multiplier, K) pairs */
-static const int32_t m1[32] = {
-  1568208377, -8160, 1576835187, -8160, 1357502692, -8160, 1426157390, -8160, 2067568667, -16320, 1510692384, -8160, 1473691025, -8160, 1565299966, -8160, 1517507913, -8160, 1229414174, -8160, 1424552608, -8160, 1396481333, -8160,
-  1315669797, -8160, 1494908156, -8160, 1475912480, -8160, 1556256861, -8160};
-/* requantization codes (r, or shift - 31) */
+/* requantization: 2 out_offset + 1, multipliers */
+static const int32_t m1[17] = {
+  -255, 1568208377, 1576835187, 1357502692, 1426157390, 2067568667, 1510692384, 1473691025, 1565299966, 1517507913, 1229414174, 1424552608, 1396481333, 1315669797, 1494908156, 1475912480, 1556256861};
+/* requantization codes (e - 2, or shift - 31) */
 static const int8_t s1[16] = {
-  6, 6, 6, 6, 7, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6};
+  5, 5, 5, 5, 6, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5};
 /* op 2: CONV_2D -> tensor 12 [1, 3, 3, 16] */
 static const dt_conv_params p2 = {
   .in_h = 3, .in_w = 3, .in_c = 16, .out_h = 3, .out_w = 3, .out_c = 16, .k_h = 1, .k_w = 1, .stride_h = 1,
@@ -85,13 +83,12 @@ static const int8_t w2[128] = {
 /* bias with the input offset folded in */
 static const int32_t b2[16] = {
   28672, -45184, 45312, 28928, 3328, 38400, 44032, 28416, 0, 23424, 21632, -93440, 41472, -7296, -16640, -10112};
-/* requantization (multiplier, K) pairs */
-static const int32_t m2[32] = {
-  1830321727, -16320, 1639565483, -16320, 1787403915, -16320, 1778317269, -16320, 1719052222, -16320, 1421589660, -16320, 1818047712, -16320, 1799369068, -16320, 1118076986, -128, 1734622194, -16320, 1539887950, -16320, 1741358134, -16320,
-  1755784094, -16320, 1629521353, -16320, 1839536003, -16320, 1796098839, -16320};
-/* requantization codes (r, or shift - 31) */
+/* requantization: 2 out_offset + 1, multipliers */
+static const int32_t m2[17] = {
+  -255, 1830321727, 1639565483, 1787403915, 1778317269, 1719052222, 1421589660, 1818047712, 1799369068, 1118076986, 1734622194, 1539887950, 1741358134, 1755784094, 1629521353, 1839536003, 1796098839};
+/* requantization codes (e - 2, or shift - 31) */
 static const int8_t s2[16] = {
-  7, 7, 7, 7, 7, 7, 7, 7, -58, 7, 7, 7, 7, 7, 7, 7};
+  6, 6, 6, 6, 6, 6, 6, 6, -58, 6, 6, 6, 6, 6, 6, 6};
 /* op 3: ADD -> tensor 13 [1, 3, 3, 16] */
 static const dt_add_params p3 = {
   .elements = 144, .in2_elements = 144, .in1_offset = 128, .in2_offset = 128, .out_offset = -128, .left_shift =
@@ -114,12 +111,12 @@ static const int8_t w5[128] = {
 /* bias with the input offset folded in */
 static const int32_t b5[8] = {
   -68096, -62720, -50432, 9216, -71680, -10240, -12416, -46464};
-/* requantization (multiplier, K) pairs */
-static const int32_t m5[16] = {
-  1484134425, 7232, 1536514712, 7232, 1265560468, 7232, 1383155781, 7232, 1452215459, 7232, 1433549422, 7232, 1522591332, 7232, 1510761902, 7232};
-/* requantization codes (r, or shift - 31) */
+/* requantization: 2 out_offset + 1, multipliers */
+static const int32_t m5[9] = {
+  113, 1484134425, 1536514712, 1265560468, 1383155781, 1452215459, 1433549422, 1522591332, 1510761902};
+/* requantization codes (e - 2, or shift - 31) */
 static const int8_t s5[8] = {
-  7, 7, 7, 7, 7, 7, 7, 7};
+  6, 6, 6, 6, 6, 6, 6, 6};
 /* op 6: LEAKY_RELU -> tensor 16 [1, 8] */
 static const dt_leaky_relu_params p6 = {
   .elements = 8, .in_zero_point = 56, .out_zero_point = -41, .alpha_multiplier = 2026720768, .alpha_shift = -1,
@@ -133,12 +130,12 @@ static const int8_t w7[24] = {
 /* bias with the input offset folded in */
 static const int32_t b7[3] = {
   -11070, -1148, 5412};
-/* requantization (multiplier, K) pairs */
-static const int32_t m7[6] = {
-  1833926736, 3232, 1158209744, 3232, 1759939758, 3232};
-/* requantization codes (r, or shift - 31) */
+/* requantization: 2 out_offset + 1, multipliers */
+static const int32_t m7[4] = {
+  101, 1833926736, 1158209744, 1759939758};
+/* requantization codes (e - 2, or shift - 31) */
 static const int8_t s7[3] = {
-  6, 6, 6};
+  5, 5, 5};
 /* op 8: SOFTMAX -> tensor 18 [1, 3] */
 static const dt_softmax_params p8 = {
   .rows = 1, .depth = 3, .input_multiplier = 1982878976, .input_left_shift = 14, .diff_min = -126976};

@@ -103,57 +103,75 @@ static inline int8_t requantize(int32_t acc, int32_t multiplier, int32_t shift, 
 }
 
 /* requantize for one output channel of a convolution or fully connected layer, with the constants the
- * generator folded for it (engine/quant.py, channel_requantization): ``mk`` is the channel's multiplier and
- * K, ``code`` its right shift r = e - 1 where that path applies (1..30), else its TFLite shift minus 31.
+ * generator folded for its layer (engine/quant.py, channel_requantization): ``base`` is the layer's
+ * 2 out_offset + 1, ``code`` the channel's right shift e less two (0..29) where the folded path applies,
+ * else its TFLite shift minus 31 (negative).
  *
  * Where the layer's clamp is int8's whole range and the shift e is 2 or more, the rounding constant 2^(30+e)
  * of scale_by_multiplier and the output offset both go into the high word of the 64-bit sum before the
- * multiply-accumulate: K = 2^(r-1) + out_offset 2^r (|K| < 2^30, so the high word cannot overflow), and
- * (hi >> r) is already the offset result (adding a multiple of 2^r before the shift adds exactly out_offset
- * after it). The sum's low word starts at 2^30 - [x < 0] 2^31 as before, the high word at K - [x < 0]. What
- * remains is one SMLAL, a shift and SSAT, with the multiplier and K loaded as one pair. Any other channel
- * (e <= 1, a left shift, a restricted clamp, or K too large) takes the general path, where mk[1] (``k``)
- * is the output offset. */
-static DT_NOINLINE int32_t requantize_general(int32_t acc, int32_t multiplier, int32_t k, int32_t code,
+ * multiply-accumulate: K = 2^(e-2) + out_offset 2^(e-1) = base 2^code (|K| < 2^30, so the high word cannot
+ * overflow), and (hi >> (e - 1)) is already the offset result (adding a multiple of 2^(e-1) before the shift
+ * adds exactly out_offset after it). The sum's low word starts at 2^30 - [x < 0] 2^31 as before, the high
+ * word at K - [x < 0]. What remains is one shift for K, one SMLAL, a shift and SSAT, whose operand shift
+ * takes the last bit: no K per channel in flash (4 bytes a channel) for one instruction. Any other channel
+ * (e <= 1, a left shift, a restricted clamp, or K too large) takes the general path, with the output offset
+ * base >> 1. */
+static DT_NOINLINE int32_t requantize_general(int32_t acc, int32_t multiplier, int32_t base, int32_t code,
                                               int32_t low, int32_t high) {
-  return requantize(acc, multiplier, code + 31, k, low, high);
+  return requantize(acc, multiplier, code + 31, base >> 1, low, high);
 }
+
+/* The folded path of requantize_values, given K = base 2^code. */
+static inline int32_t requantize_folded(int32_t acc, int32_t multiplier, int32_t k, int32_t code) {
+  const uint32_t sign = (uint32_t)acc & UINT32_C(0x80000000);
+#if defined(__ARM_FEATURE_DSP)
+  uint32_t lo = sign | UINT32_C(0x40000000);
+  int32_t hi = k + (acc >> 31), y;
+  __asm__("smlal %0, %1, %2, %3" : "+r"(lo), "+r"(hi) : "r"(acc), "r"(multiplier));
+  __asm__("ssat %0, #8, %1, asr #1" : "=r"(y) : "r"(hi >> code));
+  return y;
+#else
+  const int64_t sum = (int64_t)acc * multiplier + (int64_t)(k + (acc >> 31)) * INT64_C(4294967296) +
+                      (int64_t)(sign | UINT32_C(0x40000000));
+  return clamp(((int32_t)(sum >> 32) >> code) >> 1, -128, 127);
+#endif
+}
+
+static inline int32_t folded_k(int32_t base, int32_t code) { return (int32_t)((uint32_t)base << code); }
 
 /* The result in [-128, 127] as an int32_t: a store of it is one STRB, with no sign extension before. */
-static inline int32_t requantize_values(int32_t acc, int32_t multiplier, int32_t k, int32_t code, int32_t low,
+static inline int32_t requantize_values(int32_t acc, int32_t multiplier, int32_t base, int32_t code, int32_t low,
                                         int32_t high) {
-  if (DT_UNLIKELY(code <= 0)) return requantize_general(acc, multiplier, k, code, low, high);
-  {
-    const uint32_t sign = (uint32_t)acc & UINT32_C(0x80000000);
-#if defined(__ARM_FEATURE_DSP)
-    uint32_t lo = sign | UINT32_C(0x40000000);
-    int32_t hi = k + (acc >> 31);
-    __asm__("smlal %0, %1, %2, %3" : "+r"(lo), "+r"(hi) : "r"(acc), "r"(multiplier));
-    return __ssat(hi >> code, 8);
-#else
-    const int64_t sum = (int64_t)acc * multiplier + (int64_t)(k + (acc >> 31)) * INT64_C(4294967296) +
-                        (int64_t)(sign | UINT32_C(0x40000000));
-    return clamp((int32_t)(sum >> 32) >> code, -128, 127);
-#endif
-  }
+  if (DT_UNLIKELY(code < 0)) return requantize_general(acc, multiplier, base, code, low, high);
+  return requantize_folded(acc, multiplier, folded_k(base, code), code);
 }
 
-static inline int8_t requantize_channel(int32_t acc, const int32_t *mk, int32_t code, int32_t low, int32_t high) {
-  return (int8_t)requantize_values(acc, mk[0], mk[1], code, low, high);
+/* requantize_values for output channel ``channel`` of a layer whose ``multiplier`` array (the generator's)
+ * holds base, then each channel's multiplier (one, for a per-tensor scale). */
+static inline int8_t requantize_channel(int32_t acc, const int32_t *multiplier, int32_t channel, int32_t code,
+                                        int32_t low, int32_t high) {
+  return (int8_t)requantize_values(acc, multiplier[1 + channel], multiplier[0], code, low, high);
 }
 
-/* requantize_channel for one channel's outputs of four pixels, stored ``stride`` bytes apart: the channel's
- * constants are read once, before the first store (a store through int8_t * may alias them, so GCC would
- * read them again after every one). On the DSP path the four stores are one base and ``stride`` in
- * registers (STRB with a register offset): in C, GCC keeps four output pointers, which a pointwise kernel's
- * loop spills and reloads at every output channel. */
-static inline void requantize4(const int32_t acc[4], const int32_t *mk, const int8_t *code, int32_t low,
+/* requantize_values for one channel's outputs of four pixels, stored ``stride`` bytes apart, K made once.
+ * The caller reads the constants before the first store (a store through int8_t * may alias them). On the
+ * DSP path the four stores are one base and ``stride`` in registers (STRB with a register offset): in C, GCC
+ * keeps four output pointers, which a pointwise kernel's loop spills and reloads at every output channel. */
+static inline void requantize4(const int32_t acc[4], int32_t multiplier, int32_t base, int32_t code, int32_t low,
                                int32_t high, int8_t *y, int32_t stride) {
-  const int32_t m = mk[0], k = mk[1], r = *code;
-  const int32_t y0 = requantize_values(acc[0], m, k, r, low, high);
-  const int32_t y1 = requantize_values(acc[1], m, k, r, low, high);
-  const int32_t y2 = requantize_values(acc[2], m, k, r, low, high);
-  const int32_t y3 = requantize_values(acc[3], m, k, r, low, high);
+  int32_t y0, y1, y2, y3;
+  if (DT_UNLIKELY(code < 0)) {
+    y0 = requantize_general(acc[0], multiplier, base, code, low, high);
+    y1 = requantize_general(acc[1], multiplier, base, code, low, high);
+    y2 = requantize_general(acc[2], multiplier, base, code, low, high);
+    y3 = requantize_general(acc[3], multiplier, base, code, low, high);
+  } else {
+    const int32_t k = folded_k(base, code);
+    y0 = requantize_folded(acc[0], multiplier, k, code);
+    y1 = requantize_folded(acc[1], multiplier, k, code);
+    y2 = requantize_folded(acc[2], multiplier, k, code);
+    y3 = requantize_folded(acc[3], multiplier, k, code);
+  }
 #if defined(__ARM_FEATURE_DSP)
   {
     int8_t *t;

@@ -7,6 +7,7 @@
 /* One output pixel of a convolution, every tap bounds-checked and offset (the reference kernel's sum). */
 static void conv_pixel(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
                        const int32_t *multiplier, const int8_t *shift, int32_t oy, int32_t ox, int8_t *out) {
+  const int32_t base = multiplier[0], *mul = multiplier + 1; /* read once: int8 stores may alias them */
   const int32_t y0 = oy * p->stride_h - p->pad_h, x0 = ox * p->stride_w - p->pad_w;
   int32_t oc, fy, fx, ic;
   for (oc = 0; oc < p->out_c; ++oc) {
@@ -23,7 +24,7 @@ static void conv_pixel(const dt_conv_params *p, const int8_t *in, const int8_t *
         for (ic = 0; ic < p->in_c; ++ic) acc += weights[ic] * (pixel[ic] + p->in_offset);
       }
     }
-    out[oc] = requantize_channel(acc, &multiplier[2 * oc], shift[oc], p->act_min, p->act_max);
+    out[oc] = (int8_t)requantize_values(acc, mul[oc], base, shift[oc], p->act_min, p->act_max);
   }
 }
 
@@ -74,19 +75,20 @@ static void gather_window(const dt_conv_params *p, const int8_t *in, int32_t pix
  * window per pixel, each filter read once per pixel, took 43. */
 static void conv_small(const dt_conv_params *q, const int8_t *in, const int8_t *filter, const int32_t *bias,
                        const int32_t *multiplier, const int8_t *shift, int16_t *scratch, int8_t *out) {
+  const int32_t base = multiplier[0], *mul = multiplier + 1; /* read once: int8 stores may alias them */
   const int32_t pixels = q->out_h * q->out_w, n = q->out_c, blocks = (q->k_h * q->k_w * q->in_c + 3) / 4;
   const int32_t low = q->act_min, high = q->act_max;
   int32_t i = 0, j, oc;
   for (; i + 4 <= pixels; i += 4) {
     const int8_t *w = filter, *code = shift;
-    const int32_t *b = bias, *mk = multiplier;
+    const int32_t *b = bias, *m = mul;
     int8_t *y = &out[i * n], *end = y + n;
     for (j = 0; j < 4; ++j) gather_window(q, in, i + j, j, 4, blocks, scratch);
-    for (; y != end; ++y, ++b, mk += 2, ++code, w += 4 * blocks) { /* pointers only: nothing spills */
+    for (; y != end; ++y, ++b, ++m, ++code, w += 4 * blocks) { /* pointers only: nothing spills */
       int32_t acc[4];
       acc[0] = acc[1] = acc[2] = acc[3] = *b;
       dense_dot4(scratch, w, blocks, acc);
-      requantize4(acc, mk, code, low, high, y, n);
+      requantize4(acc, *m, base, *code, low, high, y, n);
     }
   }
   for (; i < pixels; ++i) { /* the last pixels % 4 one by one */
@@ -94,7 +96,7 @@ static void conv_small(const dt_conv_params *q, const int8_t *in, const int8_t *
     gather_window(q, in, i, 0, 1, blocks, scratch);
     for (oc = 0; oc < n; ++oc) {
       const int32_t acc = dense_dot1(scratch, &filter[oc * 4 * blocks], blocks, bias[oc]);
-      y[oc] = requantize_channel(acc, &multiplier[2 * oc], shift[oc], q->act_min, q->act_max);
+      y[oc] = (int8_t)requantize_values(acc, mul[oc], base, shift[oc], q->act_min, q->act_max);
     }
   }
 }

@@ -29,36 +29,35 @@ static inline void mac_lanes(uint32_t xv, uint32_t wv, int32_t *a0, int32_t *a1,
   "smlatt %[a3], %[xv], %[wv], %[a3]\n\t"
 #define DT_DEPTHWISE_TAP(xoff, woff) DT_DEPTHWISE_MAC("ldr %[xv], [%[x]" xoff "]\n\t", woff)
 #define DT_DEPTHWISE_ROW DT_DEPTHWISE_TAP("", "") DT_DEPTHWISE_TAP(", %[c]", ", %[c]") \
-  DT_DEPTHWISE_TAP(", %[c2]", ", %[c2]")
+  DT_DEPTHWISE_TAP(", %[c], lsl #1", ", %[c], lsl #1")
 /* Tap ``t`` of a table of nine input pointers, at channel ch (two loads: the pointer, then the inputs). */
 #define DT_DEPTHWISE_TABLE_TAP(t, woff) \
   DT_DEPTHWISE_MAC("ldr %[xv], [%[taps], #" #t " * 4]\n\tldr %[xv], [%[xv], %[ch]]\n\t", woff)
 #define DT_DEPTHWISE_TABLE_ROW(t0, t1, t2) DT_DEPTHWISE_TABLE_TAP(t0, "") DT_DEPTHWISE_TABLE_TAP(t1, ", %[c]") \
-  DT_DEPTHWISE_TABLE_TAP(t2, ", %[c2]")
+  DT_DEPTHWISE_TABLE_TAP(t2, ", %[c], lsl #1")
 
 /* *a0..*a3 += the 3×3 window of four adjacent channels, inside the input (offset folded): one block of
  * assembly, 10 instructions a tap (two LDR, four SXTB16, four SMLAxx) with the four sums, both pointers and
- * the three strides in registers, where GCC's code for the same loop kept some of them on the stack (~150
+ * the two strides in registers, where GCC's code for the same loop kept some of them on the stack (~150
  * instructions for the window instead of 96). With depthwise3x3_taps_four on the border, FSDD's DS-CNN's
  * depthwise layers went from 59 to 47 Cortex-M4 instructions per output. The "memory" clobber keeps the
  * stores of earlier pixels, which may overlap this input (engine.plan), before it. */
 static inline void depthwise3x3_four(const int8_t *x, int32_t row, int32_t c, const int8_t *w, int32_t *a0,
                                      int32_t *a1, int32_t *a2, int32_t *a3) {
   int32_t b0 = *a0, b1 = *a1, b2 = *a2, b3 = *a3;
-  const int32_t c2 = 2 * c;
   uint32_t xv, wv, xe, we;
   __asm__(DT_DEPTHWISE_ROW
           "add %[x], %[x], %[row]\n\t"
-          "add %[w], %[w], %[c2]\n\t"
+          "add %[w], %[w], %[c], lsl #1\n\t"
           "add %[w], %[w], %[c]\n\t"
           DT_DEPTHWISE_ROW
           "add %[x], %[x], %[row]\n\t"
-          "add %[w], %[w], %[c2]\n\t"
+          "add %[w], %[w], %[c], lsl #1\n\t"
           "add %[w], %[w], %[c]\n\t"
           DT_DEPTHWISE_ROW
           : [a0] "+r"(b0), [a1] "+r"(b1), [a2] "+r"(b2), [a3] "+r"(b3), [x] "+r"(x), [w] "+r"(w),
             [xv] "=&r"(xv), [wv] "=&r"(wv), [xe] "=&r"(xe), [we] "=&r"(we)
-          : [c] "r"(c), [c2] "r"(c2), [row] "r"(row)
+          : [c] "r"(c), [row] "r"(row)
           : "memory");
   *a0 = b0;
   *a1 = b1;
@@ -71,18 +70,17 @@ static inline void depthwise3x3_four(const int8_t *x, int32_t row, int32_t c, co
 static inline void depthwise3x3_taps_four(const int8_t *const taps[9], int32_t ch, int32_t c, const int8_t *w,
                                           int32_t *a0, int32_t *a1, int32_t *a2, int32_t *a3) {
   int32_t b0 = *a0, b1 = *a1, b2 = *a2, b3 = *a3;
-  const int32_t c2 = 2 * c;
   uint32_t xv, wv, xe, we;
   __asm__(DT_DEPTHWISE_TABLE_ROW(0, 1, 2)
-          "add %[w], %[w], %[c2]\n\t"
+          "add %[w], %[w], %[c], lsl #1\n\t"
           "add %[w], %[w], %[c]\n\t"
           DT_DEPTHWISE_TABLE_ROW(3, 4, 5)
-          "add %[w], %[w], %[c2]\n\t"
+          "add %[w], %[w], %[c], lsl #1\n\t"
           "add %[w], %[w], %[c]\n\t"
           DT_DEPTHWISE_TABLE_ROW(6, 7, 8)
           : [a0] "+r"(b0), [a1] "+r"(b1), [a2] "+r"(b2), [a3] "+r"(b3), [w] "+r"(w),
             [xv] "=&r"(xv), [wv] "=&r"(wv), [xe] "=&r"(xe), [we] "=&r"(we)
-          : [taps] "r"(taps), [ch] "r"(ch), [c] "r"(c), [c2] "r"(c2)
+          : [taps] "r"(taps), [ch] "r"(ch), [c] "r"(c)
           : "memory");
   *a0 = b0;
   *a1 = b1;
@@ -98,6 +96,7 @@ static inline void depthwise3x3_taps_four(const int8_t *const taps[9], int32_t c
 static void depthwise3x3_edge(const dt_conv_params *q, const int8_t *in, const int8_t *filter,
                               const int32_t *folded_bias, const int32_t *multiplier, const int8_t *shift,
                               const int8_t *zeros, int32_t y0, int32_t x0, int8_t *pixel) {
+  const int32_t base = multiplier[0], *mul = multiplier + 1; /* read once: int8 stores may alias them */
   const int32_t c = q->in_c, row = q->in_w * c;
   const int8_t *tap[9];
   int32_t ch = 0, t, j;
@@ -107,19 +106,19 @@ static void depthwise3x3_edge(const dt_conv_params *q, const int8_t *in, const i
   }
 #if defined(__ARM_FEATURE_DSP)
   for (; ch + 4 <= c; ch += 4) {
-    const int32_t *mk = &multiplier[2 * ch];
+    const int32_t *m = &mul[ch];
     int32_t a0 = folded_bias[ch], a1 = folded_bias[ch + 1], a2 = folded_bias[ch + 2], a3 = folded_bias[ch + 3];
     depthwise3x3_taps_four(tap, ch, c, &filter[ch], &a0, &a1, &a2, &a3);
-    pixel[ch] = requantize_channel(a0, mk, shift[ch], q->act_min, q->act_max);
-    pixel[ch + 1] = requantize_channel(a1, mk + 2, shift[ch + 1], q->act_min, q->act_max);
-    pixel[ch + 2] = requantize_channel(a2, mk + 4, shift[ch + 2], q->act_min, q->act_max);
-    pixel[ch + 3] = requantize_channel(a3, mk + 6, shift[ch + 3], q->act_min, q->act_max);
+    pixel[ch] = (int8_t)requantize_values(a0, m[0], base, shift[ch], q->act_min, q->act_max);
+    pixel[ch + 1] = (int8_t)requantize_values(a1, m[1], base, shift[ch + 1], q->act_min, q->act_max);
+    pixel[ch + 2] = (int8_t)requantize_values(a2, m[2], base, shift[ch + 2], q->act_min, q->act_max);
+    pixel[ch + 3] = (int8_t)requantize_values(a3, m[3], base, shift[ch + 3], q->act_min, q->act_max);
   }
 #endif
   for (; ch < c; ++ch) {
     int32_t acc = folded_bias[ch];
     for (j = 0; j < 9; ++j) acc += filter[j * c + ch] * tap[j][ch];
-    pixel[ch] = requantize_channel(acc, &multiplier[2 * ch], shift[ch], q->act_min, q->act_max);
+    pixel[ch] = (int8_t)requantize_values(acc, mul[ch], base, shift[ch], q->act_min, q->act_max);
   }
 }
 
@@ -139,6 +138,7 @@ static void taps_inside(int32_t origin, int32_t dilation, int32_t taps, int32_t 
 static void depthwise_pixel(const dt_conv_params *p, const int8_t *in, const int8_t *filter,
                             const int32_t *folded_bias, const int32_t *multiplier, const int8_t *shift, int32_t oy,
                             int32_t ox, int8_t *out) {
+  const int32_t base = multiplier[0], *mul = multiplier + 1; /* read once: int8 stores may alias them */
   const int32_t y0 = oy * p->stride_h - p->pad_h, x0 = ox * p->stride_w - p->pad_w;
   const int32_t in_offset = p->in_offset, in_c = p->in_c, out_c = p->out_c, dm = p->depth_multiplier;
   int32_t oc, fy, fx, fy0, fy1, fx0, fx1;
@@ -155,12 +155,13 @@ static void depthwise_pixel(const dt_conv_params *p, const int8_t *in, const int
         acc += w[fx * out_c] * (inside ? x[(y * p->in_w + xx) * in_c] : -in_offset);
       }
     }
-    out[oc] = requantize_channel(acc, &multiplier[2 * oc], shift[oc], p->act_min, p->act_max);
+    out[oc] = (int8_t)requantize_values(acc, mul[oc], base, shift[oc], p->act_min, p->act_max);
   }
 }
 
 void dt_depthwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *folded_bias,
                           const int32_t *multiplier, const int8_t *shift, int8_t *zeros, int8_t *out) {
+  const int32_t base = multiplier[0], *mul = multiplier + 1; /* read once: int8 stores may alias them */
   const dt_conv_params q = *p; /* a local copy: stores through int8_t * cannot alias it */
   const int32_t c = q.in_c, row = q.in_w * q.in_c;
   const int32_t span_h = (q.k_h - 1) * q.dil_h, span_w = (q.k_w - 1) * q.dil_w;
@@ -186,13 +187,13 @@ void dt_depthwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_
         ch = 0;
 #if defined(__ARM_FEATURE_DSP)
         for (; ch + 4 <= c; ch += 4) {
-          const int32_t *mk = &multiplier[2 * ch];
+          const int32_t *m = &mul[ch];
           int32_t a0 = folded_bias[ch], a1 = folded_bias[ch + 1], a2 = folded_bias[ch + 2], a3 = folded_bias[ch + 3];
           depthwise3x3_four(&x0p[ch], row, c, &filter[ch], &a0, &a1, &a2, &a3);
-          pixel[ch] = requantize_channel(a0, mk, shift[ch], q.act_min, q.act_max);
-          pixel[ch + 1] = requantize_channel(a1, mk + 2, shift[ch + 1], q.act_min, q.act_max);
-          pixel[ch + 2] = requantize_channel(a2, mk + 4, shift[ch + 2], q.act_min, q.act_max);
-          pixel[ch + 3] = requantize_channel(a3, mk + 6, shift[ch + 3], q.act_min, q.act_max);
+          pixel[ch] = (int8_t)requantize_values(a0, m[0], base, shift[ch], q.act_min, q.act_max);
+          pixel[ch + 1] = (int8_t)requantize_values(a1, m[1], base, shift[ch + 1], q.act_min, q.act_max);
+          pixel[ch + 2] = (int8_t)requantize_values(a2, m[2], base, shift[ch + 2], q.act_min, q.act_max);
+          pixel[ch + 3] = (int8_t)requantize_values(a3, m[3], base, shift[ch + 3], q.act_min, q.act_max);
         }
 #endif
         for (; ch < c; ++ch) {
@@ -201,18 +202,18 @@ void dt_depthwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_
           acc += w[0] * x0p[ch] + w[c] * x0p[ch + c] + w[c2] * x0p[ch + c2];
           acc += w[3 * c] * x1p[ch] + w[4 * c] * x1p[ch + c] + w[5 * c] * x1p[ch + c2];
           acc += w[6 * c] * x2p[ch] + w[7 * c] * x2p[ch + c] + w[8 * c] * x2p[ch + c2];
-          pixel[ch] = requantize_channel(acc, &multiplier[2 * ch], shift[ch], q.act_min, q.act_max);
+          pixel[ch] = (int8_t)requantize_values(acc, mul[ch], base, shift[ch], q.act_min, q.act_max);
         }
       } else { /* the window lies inside the input: the offset's share is in folded_bias */
-        const int8_t *base = &in[y0 * row + x0 * c];
+        const int8_t *corner = &in[y0 * row + x0 * c];
         for (ch = 0; ch < c; ++ch) {
           int32_t acc = folded_bias[ch];
           for (fy = 0; fy < q.k_h; ++fy) {
-            const int8_t *x = &base[fy * q.dil_h * row + ch];
+            const int8_t *x = &corner[fy * q.dil_h * row + ch];
             const int8_t *w = &filter[fy * q.k_w * c + ch];
             for (fx = 0; fx < q.k_w; ++fx) acc += w[fx * c] * x[fx * q.dil_w * c];
           }
-          pixel[ch] = requantize_channel(acc, &multiplier[2 * ch], shift[ch], q.act_min, q.act_max);
+          pixel[ch] = (int8_t)requantize_values(acc, mul[ch], base, shift[ch], q.act_min, q.act_max);
         }
       }
     }

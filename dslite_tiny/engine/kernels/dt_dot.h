@@ -87,6 +87,7 @@ static inline int32_t dot1(const int8_t *x, const int8_t *w, int32_t n) {
 static inline void rows_s8(const int8_t *x, const int8_t *w, int32_t depth, int32_t rows, const int32_t *bias,
                     const int32_t *multiplier, const int8_t *shift, int32_t per_channel, int32_t low,
                            int32_t high, int8_t *out) {
+  const int32_t base = multiplier[0], *mul = multiplier + 1; /* read once: int8 stores may alias them */
   int32_t r = 0, j;
   for (; r + 4 <= rows; r += 4) {
     int32_t acc[4];
@@ -94,12 +95,12 @@ static inline void rows_s8(const int8_t *x, const int8_t *w, int32_t depth, int3
     dot4(x, &w[r * depth], depth, depth, acc);
     for (j = 0; j < 4; ++j) {
       const int32_t k = per_channel ? r + j : 0;
-      out[r + j] = requantize_channel(acc[j], &multiplier[2 * k], shift[k], low, high);
+      out[r + j] = (int8_t)requantize_values(acc[j], mul[k], base, shift[k], low, high);
     }
   }
   for (; r < rows; ++r) {
     const int32_t k = per_channel ? r : 0;
-    out[r] = requantize_channel(bias[r] + dot1(x, &w[r * depth], depth), &multiplier[2 * k], shift[k], low, high);
+    out[r] = (int8_t)requantize_values(bias[r] + dot1(x, &w[r * depth], depth), mul[k], base, shift[k], low, high);
   }
 }
 
@@ -295,6 +296,7 @@ static inline void sparse_rows_s8(const int8_t *x, const uint16_t *mask, const i
                                   int32_t rows, const int32_t *bias, const int32_t *multiplier,
                                   const int8_t *shift, int32_t per_channel, int32_t low, int32_t high,
                                   int16_t *scratch, int8_t *out) {
+  const int32_t base = multiplier[0], *mul = multiplier + 1; /* read once: int8 stores may alias them */
   const int32_t words = (depth / 4 + 15) / 16;
   const int8_t *w = values;
   int32_t r;
@@ -303,7 +305,7 @@ static inline void sparse_rows_s8(const int8_t *x, const uint16_t *mask, const i
     const int32_t k = per_channel ? r : 0;
     int32_t acc = bias[r];
     w = sparse_dot1(scratch, mask, words, w, &acc);
-    out[r] = requantize_channel(acc, &multiplier[2 * k], shift[k], low, high);
+    out[r] = (int8_t)requantize_values(acc, mul[k], base, shift[k], low, high);
   }
 }
 

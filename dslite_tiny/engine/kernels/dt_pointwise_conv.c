@@ -8,6 +8,7 @@
  * channel's weights once for the four (the sparse kernel's order, and its overlap rule). */
 static void pointwise_widened(const dt_conv_params *q, const int8_t *in, const int8_t *filter, const int32_t *bias,
                               const int32_t *multiplier, const int8_t *shift, int16_t *scratch, int8_t *out) {
+  const int32_t base = multiplier[0], *mul = multiplier + 1; /* read once: int8 stores may alias them */
   const int32_t pixels = q->out_h * q->out_w, c = q->in_c, n = q->out_c;
   int32_t i = 0, oc;
   for (; i + 4 <= pixels; i += 4) {
@@ -17,7 +18,7 @@ static void pointwise_widened(const dt_conv_params *q, const int8_t *in, const i
       int32_t acc[4];
       acc[0] = acc[1] = acc[2] = acc[3] = bias[oc];
       dense_dot4(scratch, &filter[oc * c], c / 4, acc);
-      requantize4(acc, &multiplier[2 * oc], &shift[oc], q->act_min, q->act_max, &y[oc], n);
+      requantize4(acc, mul[oc], base, shift[oc], q->act_min, q->act_max, &y[oc], n);
     }
   }
   for (; i < pixels; ++i) { /* the last pixels % 4 one by one, each widened before its outputs are written */
@@ -25,13 +26,14 @@ static void pointwise_widened(const dt_conv_params *q, const int8_t *in, const i
     widen_blocks(&in[i * c], c, 1, scratch);
     for (oc = 0; oc < n; ++oc) {
       const int32_t acc = dense_dot1(scratch, &filter[oc * c], c / 4, bias[oc]);
-      y[oc] = requantize_channel(acc, &multiplier[2 * oc], shift[oc], q->act_min, q->act_max);
+      y[oc] = (int8_t)requantize_values(acc, mul[oc], base, shift[oc], q->act_min, q->act_max);
     }
   }
 }
 
 void dt_pointwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_t *filter, const int32_t *bias,
                           const int32_t *multiplier, const int8_t *shift, int16_t *scratch, int8_t *out) {
+  const int32_t base = multiplier[0], *mul = multiplier + 1; /* read once: int8 stores may alias them */
   const dt_conv_params q = *p; /* a local copy: stores through int8_t * cannot alias it */
   const int32_t pixels = q.out_h * q.out_w, c = q.in_c, n = q.out_c;
   int32_t i = 0, oc;
@@ -47,15 +49,15 @@ void dt_pointwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_
       acc[0] = acc[2] = bias[oc];
       acc[1] = acc[3] = bias[oc + 1];
       dot2x2(x0, x1, &filter[oc * c], &filter[(oc + 1) * c], c, acc);
-      y0[oc] = requantize_channel(acc[0], &multiplier[2 * oc], shift[oc], q.act_min, q.act_max);
-      y0[oc + 1] = requantize_channel(acc[1], &multiplier[2 * (oc + 1)], shift[oc + 1], q.act_min, q.act_max);
-      y1[oc] = requantize_channel(acc[2], &multiplier[2 * oc], shift[oc], q.act_min, q.act_max);
-      y1[oc + 1] = requantize_channel(acc[3], &multiplier[2 * (oc + 1)], shift[oc + 1], q.act_min, q.act_max);
+      y0[oc] = (int8_t)requantize_values(acc[0], mul[oc], base, shift[oc], q.act_min, q.act_max);
+      y0[oc + 1] = (int8_t)requantize_values(acc[1], mul[oc + 1], base, shift[oc + 1], q.act_min, q.act_max);
+      y1[oc] = (int8_t)requantize_values(acc[2], mul[oc], base, shift[oc], q.act_min, q.act_max);
+      y1[oc + 1] = (int8_t)requantize_values(acc[3], mul[oc + 1], base, shift[oc + 1], q.act_min, q.act_max);
     }
     for (; oc < n; ++oc) {
-      y0[oc] = requantize_channel(bias[oc] + dot1(x0, &filter[oc * c], c), &multiplier[2 * oc], shift[oc], q.act_min,
+      y0[oc] = (int8_t)requantize_values(bias[oc] + dot1(x0, &filter[oc * c], c), mul[oc], base, shift[oc], q.act_min,
                                   q.act_max);
-      y1[oc] = requantize_channel(bias[oc] + dot1(x1, &filter[oc * c], c), &multiplier[2 * oc], shift[oc], q.act_min,
+      y1[oc] = (int8_t)requantize_values(bias[oc] + dot1(x1, &filter[oc * c], c), mul[oc], base, shift[oc], q.act_min,
                                   q.act_max);
     }
   }
@@ -68,6 +70,7 @@ void dt_pointwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_
 void dt_pointwise_conv_sparse_s8(const dt_conv_params *p, const int8_t *in, const uint16_t *mask,
                                  const int8_t *values, const int32_t *bias, const int32_t *multiplier,
                                  const int8_t *shift, int16_t *scratch, int8_t *out) {
+  const int32_t base = multiplier[0], *mul = multiplier + 1; /* read once: int8 stores may alias them */
   const dt_conv_params q = *p; /* a local copy: stores through int8_t * cannot alias it */
   const int32_t pixels = q.out_h * q.out_w, c = q.in_c, n = q.out_c, words = (c / 4 + 15) / 16;
   int32_t i = 0, oc;
@@ -82,7 +85,7 @@ void dt_pointwise_conv_sparse_s8(const dt_conv_params *p, const int8_t *in, cons
       int32_t acc[4];
       acc[0] = acc[1] = acc[2] = acc[3] = bias[oc];
       w = sparse_dot4(scratch, m, words, w, acc);
-      requantize4(acc, &multiplier[2 * oc], &shift[oc], q.act_min, q.act_max, &y[oc], n);
+      requantize4(acc, mul[oc], base, shift[oc], q.act_min, q.act_max, &y[oc], n);
     }
   }
   for (; i < pixels; ++i) {
