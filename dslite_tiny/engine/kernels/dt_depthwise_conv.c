@@ -89,13 +89,49 @@ static inline void depthwise3x3_taps_four(const int8_t *const taps[9], int32_t c
 }
 #endif
 
+/* The outputs of four adjacent channels of one pixel, y[0..3]: sums a0..a3, their multipliers m[0..3]. */
+static inline void requantize_adjacent4(int32_t a0, int32_t a1, int32_t a2, int32_t a3, const int32_t *m,
+                                        int32_t base, const int8_t *code, int32_t low, int32_t high, int8_t *y) {
+  y[0] = (int8_t)requantize_values(a0, m[0], base, code[0], low, high);
+  y[1] = (int8_t)requantize_values(a1, m[1], base, code[1], low, high);
+  y[2] = (int8_t)requantize_values(a2, m[2], base, code[2], low, high);
+  y[3] = (int8_t)requantize_values(a3, m[3], base, code[3], low, high);
+}
+
+/* One output pixel of a 3×3 depthwise convolution (dilation 1, depth multiplier 1) whose window, from x, lies
+ * inside the input. */
+static DT_NOINLINE void depthwise3x3_inside(const dt_conv_params *q, const int8_t *x, const int8_t *filter,
+                                            const int32_t *folded_bias, const int32_t *multiplier,
+                                            const int8_t *shift, int8_t *pixel) {
+  const int32_t c = q->in_c, row = q->in_w * c, c2 = 2 * c, low = q->act_min, high = q->act_max;
+  const int32_t base = multiplier[0], *mul = multiplier + 1;
+  const int8_t *x1 = x + row, *x2 = x1 + row;
+  int32_t ch = 0;
+#if defined(__ARM_FEATURE_DSP)
+  for (; ch + 4 <= c; ch += 4) {
+    int32_t a0 = folded_bias[ch], a1 = folded_bias[ch + 1], a2 = folded_bias[ch + 2], a3 = folded_bias[ch + 3];
+    depthwise3x3_four(&x[ch], row, c, &filter[ch], &a0, &a1, &a2, &a3);
+    requantize_adjacent4(a0, a1, a2, a3, &mul[ch], base, &shift[ch], low, high, &pixel[ch]);
+  }
+#endif
+  for (; ch < c; ++ch) {
+    const int8_t *w = &filter[ch];
+    int32_t acc = folded_bias[ch];
+    acc += w[0] * x[ch] + w[c] * x[ch + c] + w[c2] * x[ch + c2];
+    acc += w[3 * c] * x1[ch] + w[4 * c] * x1[ch + c] + w[5 * c] * x1[ch + c2];
+    acc += w[6 * c] * x2[ch] + w[7 * c] * x2[ch + c] + w[8 * c] * x2[ch + c2];
+    pixel[ch] = (int8_t)requantize_values(acc, mul[ch], base, shift[ch], low, high);
+  }
+}
+
 /* One output pixel of a 3×3 depthwise convolution (stride any, dilation 1, depth multiplier 1) whose window
  * leaves the input: a tap outside reads ``zeros``, the input zero point (raw value -in_offset) in every
  * channel, so that with the folded bias it adds exactly nothing, as the reference kernel's skipped taps; the
  * border then runs the interior's four-channel products from a table of tap pointers. */
-static void depthwise3x3_edge(const dt_conv_params *q, const int8_t *in, const int8_t *filter,
-                              const int32_t *folded_bias, const int32_t *multiplier, const int8_t *shift,
-                              const int8_t *zeros, int32_t y0, int32_t x0, int8_t *pixel) {
+static DT_NOINLINE void depthwise3x3_edge(const dt_conv_params *q, const int8_t *in, const int8_t *filter,
+                                          const int32_t *folded_bias, const int32_t *multiplier,
+                                          const int8_t *shift, const int8_t *zeros, int32_t y0, int32_t x0,
+                                          int8_t *pixel) {
   const int32_t base = multiplier[0], *mul = multiplier + 1; /* read once: int8 stores may alias them */
   const int32_t c = q->in_c, row = q->in_w * c;
   const int8_t *tap[9];
@@ -106,13 +142,9 @@ static void depthwise3x3_edge(const dt_conv_params *q, const int8_t *in, const i
   }
 #if defined(__ARM_FEATURE_DSP)
   for (; ch + 4 <= c; ch += 4) {
-    const int32_t *m = &mul[ch];
     int32_t a0 = folded_bias[ch], a1 = folded_bias[ch + 1], a2 = folded_bias[ch + 2], a3 = folded_bias[ch + 3];
     depthwise3x3_taps_four(tap, ch, c, &filter[ch], &a0, &a1, &a2, &a3);
-    pixel[ch] = (int8_t)requantize_values(a0, m[0], base, shift[ch], q->act_min, q->act_max);
-    pixel[ch + 1] = (int8_t)requantize_values(a1, m[1], base, shift[ch + 1], q->act_min, q->act_max);
-    pixel[ch + 2] = (int8_t)requantize_values(a2, m[2], base, shift[ch + 2], q->act_min, q->act_max);
-    pixel[ch + 3] = (int8_t)requantize_values(a3, m[3], base, shift[ch + 3], q->act_min, q->act_max);
+    requantize_adjacent4(a0, a1, a2, a3, &mul[ch], base, &shift[ch], q->act_min, q->act_max, &pixel[ch]);
   }
 #endif
   for (; ch < c; ++ch) {
@@ -138,7 +170,6 @@ static void taps_inside(int32_t origin, int32_t dilation, int32_t taps, int32_t 
 static void depthwise_pixel(const dt_conv_params *p, const int8_t *in, const int8_t *filter,
                             const int32_t *folded_bias, const int32_t *multiplier, const int8_t *shift, int32_t oy,
                             int32_t ox, int8_t *out) {
-  const int32_t base = multiplier[0], *mul = multiplier + 1; /* read once: int8 stores may alias them */
   const int32_t y0 = oy * p->stride_h - p->pad_h, x0 = ox * p->stride_w - p->pad_w;
   const int32_t in_offset = p->in_offset, in_c = p->in_c, out_c = p->out_c, dm = p->depth_multiplier;
   int32_t oc, fy, fx, fy0, fy1, fx0, fx1;
@@ -155,7 +186,7 @@ static void depthwise_pixel(const dt_conv_params *p, const int8_t *in, const int
         acc += w[fx * out_c] * (inside ? x[(y * p->in_w + xx) * in_c] : -in_offset);
       }
     }
-    out[oc] = (int8_t)requantize_values(acc, mul[oc], base, shift[oc], p->act_min, p->act_max);
+    out[oc] = (int8_t)requantize_values(acc, multiplier[1 + oc], multiplier[0], shift[oc], p->act_min, p->act_max);
   }
 }
 
@@ -181,29 +212,8 @@ void dt_depthwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_
         }
         continue;
       }
-      if (unrolled) { /* the common case, unrolled */
-        const int8_t *x0p = &in[y0 * row + x0 * c], *x1p = x0p + row, *x2p = x1p + row;
-        const int32_t c2 = 2 * c;
-        ch = 0;
-#if defined(__ARM_FEATURE_DSP)
-        for (; ch + 4 <= c; ch += 4) {
-          const int32_t *m = &mul[ch];
-          int32_t a0 = folded_bias[ch], a1 = folded_bias[ch + 1], a2 = folded_bias[ch + 2], a3 = folded_bias[ch + 3];
-          depthwise3x3_four(&x0p[ch], row, c, &filter[ch], &a0, &a1, &a2, &a3);
-          pixel[ch] = (int8_t)requantize_values(a0, m[0], base, shift[ch], q.act_min, q.act_max);
-          pixel[ch + 1] = (int8_t)requantize_values(a1, m[1], base, shift[ch + 1], q.act_min, q.act_max);
-          pixel[ch + 2] = (int8_t)requantize_values(a2, m[2], base, shift[ch + 2], q.act_min, q.act_max);
-          pixel[ch + 3] = (int8_t)requantize_values(a3, m[3], base, shift[ch + 3], q.act_min, q.act_max);
-        }
-#endif
-        for (; ch < c; ++ch) {
-          const int8_t *w = &filter[ch];
-          int32_t acc = folded_bias[ch];
-          acc += w[0] * x0p[ch] + w[c] * x0p[ch + c] + w[c2] * x0p[ch + c2];
-          acc += w[3 * c] * x1p[ch] + w[4 * c] * x1p[ch + c] + w[5 * c] * x1p[ch + c2];
-          acc += w[6 * c] * x2p[ch] + w[7 * c] * x2p[ch + c] + w[8 * c] * x2p[ch + c2];
-          pixel[ch] = (int8_t)requantize_values(acc, mul[ch], base, shift[ch], q.act_min, q.act_max);
-        }
+      if (unrolled) { /* the common case */
+        depthwise3x3_inside(&q, &in[y0 * row + x0 * c], filter, folded_bias, multiplier, shift, pixel);
       } else { /* the window lies inside the input: the offset's share is in folded_bias */
         const int8_t *corner = &in[y0 * row + x0 * c];
         for (ch = 0; ch < c; ++ch) {

@@ -270,6 +270,30 @@ static inline int32_t dense_dot1(const int16_t *s, const int8_t *w, int32_t bloc
   return acc;
 }
 
+/* The outputs of ``rows`` (4 or 1) widened input rows at ``s`` (widen_blocks', or dt_conv.c's gathered
+ * windows): each of ``n`` filters of ``blocks`` blocks of four weights once for the rows, requantized
+ * (``multiplier``: the layer's base, then one per filter) and stored at y + filter, the rows n bytes apart.
+ * Every per-filter pointer is walked (GCC kept indexed ones on the stack) and the base is read once (int8
+ * stores may alias it). */
+static DT_NOINLINE void dense_rows_out(const int16_t *s, int32_t rows, const int8_t *w, int32_t blocks, int32_t n,
+                                       const int32_t *bias, const int32_t *multiplier, const int8_t *code,
+                                       int32_t low, int32_t high, int8_t *y) {
+  const int32_t base = multiplier[0], *m = multiplier + 1;
+  const int8_t *end = y + n;
+  if (rows == 4) {
+    for (; y != end; ++y, ++bias, ++m, ++code, w += 4 * blocks) {
+      int32_t acc[4];
+      acc[0] = acc[1] = acc[2] = acc[3] = *bias;
+      dense_dot4(s, w, blocks, acc);
+      requantize4(acc, *m, base, *code, low, high, y, n);
+    }
+    return;
+  }
+  for (; y != end; ++y, ++bias, ++m, ++code, w += 4 * blocks) {
+    *y = (int8_t)requantize_values(dense_dot1(s, w, blocks, *bias), *m, base, *code, low, high);
+  }
+}
+
 /* sparse_dot4 for the widened inputs of one row. Not inlined: inside sparse_rows_s8's loop GCC spills the
  * mask and the weight pairs to the stack on every block (~23 instructions per block instead of 12). */
 static DT_NOINLINE const int8_t *sparse_dot1(const int16_t *s, const uint16_t *mask, int32_t words,

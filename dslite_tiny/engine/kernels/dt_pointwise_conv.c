@@ -8,26 +8,15 @@
  * channel's weights once for the four (the sparse kernel's order, and its overlap rule). */
 static void pointwise_widened(const dt_conv_params *q, const int8_t *in, const int8_t *filter, const int32_t *bias,
                               const int32_t *multiplier, const int8_t *shift, int16_t *scratch, int8_t *out) {
-  const int32_t base = multiplier[0], *mul = multiplier + 1; /* read once: int8 stores may alias them */
   const int32_t pixels = q->out_h * q->out_w, c = q->in_c, n = q->out_c;
-  int32_t i = 0, oc;
+  int32_t i = 0;
   for (; i + 4 <= pixels; i += 4) {
-    int8_t *y = &out[i * n];
     widen_blocks(&in[i * c], c, 4, scratch);
-    for (oc = 0; oc < n; ++oc) {
-      int32_t acc[4];
-      acc[0] = acc[1] = acc[2] = acc[3] = bias[oc];
-      dense_dot4(scratch, &filter[oc * c], c / 4, acc);
-      requantize4(acc, mul[oc], base, shift[oc], q->act_min, q->act_max, &y[oc], n);
-    }
+    dense_rows_out(scratch, 4, filter, c / 4, n, bias, multiplier, shift, q->act_min, q->act_max, &out[i * n]);
   }
   for (; i < pixels; ++i) { /* the last pixels % 4 one by one, each widened before its outputs are written */
-    int8_t *y = &out[i * n];
     widen_blocks(&in[i * c], c, 1, scratch);
-    for (oc = 0; oc < n; ++oc) {
-      const int32_t acc = dense_dot1(scratch, &filter[oc * c], c / 4, bias[oc]);
-      y[oc] = (int8_t)requantize_values(acc, mul[oc], base, shift[oc], q->act_min, q->act_max);
-    }
+    dense_rows_out(scratch, 1, filter, c / 4, n, bias, multiplier, shift, q->act_min, q->act_max, &out[i * n]);
   }
 }
 
@@ -67,26 +56,31 @@ void dt_pointwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_
   }
 }
 
+/* The sparse kernel's outputs of four widened pixels: each output channel's kept blocks once for the four,
+ * every per-channel pointer walked (as dense_rows_out). */
+static DT_NOINLINE void sparse_rows_out4(const int16_t *s, const uint16_t *mask, int32_t words, const int8_t *w,
+                                         int32_t n, const int32_t *bias, const int32_t *multiplier,
+                                         const int8_t *code, int32_t low, int32_t high, int8_t *y) {
+  const int32_t base = multiplier[0], *m = multiplier + 1;
+  const int8_t *end = y + n;
+  for (; y != end; ++y, ++bias, ++m, ++code, mask += words) {
+    int32_t acc[4];
+    acc[0] = acc[1] = acc[2] = acc[3] = *bias;
+    w = sparse_dot4(s, mask, words, w, acc);
+    requantize4(acc, *m, base, *code, low, high, y, n);
+  }
+}
+
 void dt_pointwise_conv_sparse_s8(const dt_conv_params *p, const int8_t *in, const uint16_t *mask,
                                  const int8_t *values, const int32_t *bias, const int32_t *multiplier,
                                  const int8_t *shift, int16_t *scratch, int8_t *out) {
-  const int32_t base = multiplier[0], *mul = multiplier + 1; /* read once: int8 stores may alias them */
   const dt_conv_params q = *p; /* a local copy: stores through int8_t * cannot alias it */
   const int32_t pixels = q.out_h * q.out_w, c = q.in_c, n = q.out_c, words = (c / 4 + 15) / 16;
-  int32_t i = 0, oc;
-  /* Four pixels at a time, widened into the scratch before any of their outputs is written, then each
-   * output channel's kept blocks once for the four. */
+  int32_t i = 0;
+  /* Four pixels at a time, widened into the scratch before any of their outputs is written. */
   for (; i + 4 <= pixels; i += 4) {
-    const int8_t *w = values;
-    const uint16_t *m = mask;
-    int8_t *y = &out[i * n];
     widen_blocks(&in[i * c], c, 4, scratch);
-    for (oc = 0; oc < n; ++oc, m += words) {
-      int32_t acc[4];
-      acc[0] = acc[1] = acc[2] = acc[3] = bias[oc];
-      w = sparse_dot4(scratch, m, words, w, acc);
-      requantize4(acc, mul[oc], base, shift[oc], q.act_min, q.act_max, &y[oc], n);
-    }
+    sparse_rows_out4(scratch, mask, words, values, n, bias, multiplier, shift, q.act_min, q.act_max, &out[i * n]);
   }
   for (; i < pixels; ++i) {
     sparse_rows_s8(&in[i * c], mask, values, c, n, bias, multiplier, shift, 1, q.act_min, q.act_max,
