@@ -22,8 +22,8 @@ weights pruned in these blocks (``compress.prune``'s ``blocks`` pattern). The ge
 keeps the dense kernel where the sparse one would not be smaller, or would be slower by more than
 ``codegen.SPARSE_SLOWER_BUDGET`` by the Cortex-M4 instruction model calibrated on QEMU (``measure.cortex_m4``,
 ``engine_costs.md``). Both pointwise kernels widen four pixels to int16 once and read a block's inputs with
-one LDRD per pixel: the sparse one costs ~1.34 instructions per kept multiply-accumulate, the dense one ~1.21
-per one, so a 64-deep pointwise layer runs faster sparse below ~90 % kept; a fully connected layer (one
+one LDRD per pixel: the sparse one costs ~1.34 instructions per kept multiply-accumulate, the dense one ~1.14
+per one, so a 64-deep pointwise layer runs faster sparse below ~80 % kept; a fully connected layer (one
 row: ~3.5 per kept one against ~1.9, and a mask walk per row) below ~50 %.
 """
 from __future__ import annotations
