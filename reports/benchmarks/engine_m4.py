@@ -217,8 +217,9 @@ def markdown(rows: list[dict], tflm: dict) -> str:
 
 
 def _cmsis(row: dict, tflm: dict, cmsis: dict) -> str:
-    """TFLM + CMSIS-NN's figures for the row's model, where tflm_m4.json has them."""
-    other = cmsis if row["variant"] == tflm["model"] else tflm.get("more", {}).get(row["sha256"])
+    """TFLM + CMSIS-NN's figures for the row's model, where tflm_m4.json has them: by the model's SHA-256 (a
+    rebuilt variant of the same name is another model), else the main table's model by name."""
+    other = tflm.get("more", {}).get(row["sha256"]) or (cmsis if row["variant"] == tflm["model"] else None)
     if other is None:
         return "—"
     return (f"{other['instructions_median'] / 1e6:.2f} M ({row['instructions_median'] / other['instructions_median']:.2f}×), "
