@@ -99,8 +99,8 @@ def test_engine_runs_densenet_ops_bit_exact(tmp_path):
 def test_engine_runs_depthwise_variants_bit_exact(tmp_path):
     """Depthwise convolutions beside the DS-CNN's: six channels (the Cortex-M4 path takes four at a time), a
     5×5 window mostly over the border, a depth multiplier of 2 with stride 2; and a 2×3 convolution of six
-    filters over six channels (the small-window path: one group of four filters, two alone, 36 taps in nine
-    blocks); host and Cortex-M4. (Keras converts a dilated depthwise convolution to SPACE_TO_BATCH_ND around
+    filters over six channels (the small-window path: 36 taps in nine blocks, 90 pixels of which the last
+    two go one by one); host and Cortex-M4. (Keras converts a dilated depthwise convolution to SPACE_TO_BATCH_ND around
     an undilated one, which the engine refuses.)"""
     import tf_keras as keras
 
@@ -387,6 +387,11 @@ int32_t dt_test_channel(int32_t x, int32_t multiplier, int32_t base, int32_t cod
   const int32_t values[2] = {base, multiplier};
   return requantize_channel(x, values, 0, code, low, high);
 }
+/* c: four sums, four multipliers, base, four codes, low, high (an _adjacent_cases row); y: four outputs. */
+void dt_test_adjacent(const int32_t *c, int8_t *y) {
+  const int8_t codes[4] = {(int8_t)c[9], (int8_t)c[10], (int8_t)c[11], (int8_t)c[12]};
+  requantize_adjacent4(c[0], c[1], c[2], c[3], &c[4], c[8], codes, c[13], c[14], y);
+}
 """
 
 
@@ -408,10 +413,33 @@ def _channel_cases() -> tuple[np.ndarray, list[int]]:
     return np.array(rows, np.int64), expected
 
 
+def _adjacent_cases() -> tuple[list[tuple[int, ...]], list[int]]:
+    """requantize_adjacent4's arguments (four sums, their multipliers, the base, four codes, low, high): the
+    cases of _requantize_cases in fours, each four one layer's channels (one output offset and clamp); and
+    gemmlowp's results offset and clamped. Fours with a result outside int32 are left out."""
+    rng = np.random.default_rng(3)
+    cases = _requantize_cases()
+    rows, expected = [], []
+    for i in range(0, len(cases) - 3, 4):
+        group = cases[i:i + 4]
+        offset, full = int(rng.integers(-128, 128)), bool(rng.random() < 0.8)
+        values = [_gemmlowp_requantize(int(x), int(m), int(s)) + offset for x, m, s in group]
+        if not all(-2**31 <= v < 2**31 for v in values):
+            continue
+        low, high = (-128, 127) if full else (offset, min(127, offset + 100))
+        multipliers, codes = quant.channel_requantization([int(m) for _, m, _ in group], [int(s) for *_, s in group],
+                                                          offset, full_range=full)
+        rows.append((*map(int, group[:, 0]), *map(int, multipliers[1:]), int(multipliers[0]), *map(int, codes),
+                     low, high))
+        expected += [min(max(v, low), high) for v in values]
+    return rows, expected
+
+
 def test_requantization_equals_gemmlowp_on_both_kernel_paths(tmp_path):
-    """The kernels' one-sum requantization (dt_arith.h scale_by_multiplier), and its per-channel form with the
-    rounding and output offset folded into one constant (requantize_channel), against gemmlowp's two roundings:
-    the portable C on the host and the SMLAL path on the emulated Cortex-M4."""
+    """The kernels' one-sum requantization (dt_arith.h scale_by_multiplier), its per-channel form with the
+    rounding and output offset folded into one constant (requantize_channel), and four adjacent channels at
+    once (requantize_adjacent4, the depthwise kernel's), against gemmlowp's two roundings: the portable C on
+    the host and the SMLAL path (assembly for four folded channels) on the emulated Cortex-M4."""
     cases = _requantize_cases()
     expected = [_gemmlowp_requantize(int(x), int(m), int(s)) for x, m, s in cases]
     (tmp_path / "scale.c").write_text(REQUANTIZE_C)
@@ -425,13 +453,25 @@ def test_requantization_equals_gemmlowp_on_both_kernel_paths(tmp_path):
     channel = ctypes.CDLL(str(library)).dt_test_channel
     channel.restype = ctypes.c_int32
     assert [channel(*map(ctypes.c_int32, map(int, row))) for row in channel_cases] == channel_expected
+    adjacent_cases, adjacent_expected = _adjacent_cases()
+    folded = [all(code >= 0 for code in row[9:13]) for row in adjacent_cases]
+    assert 0.1 < np.mean(folded) < 0.9  # fours all folded (the DSP path's assembly) and fours that are not
+    adjacent = ctypes.CDLL(str(library)).dt_test_adjacent
+    got = []
+    for row in adjacent_cases:
+        y = (ctypes.c_int8 * 4)()
+        adjacent((ctypes.c_int32 * 15)(*row), y)
+        got += list(y)
+    assert got == adjacent_expected
     if qemu.tools_missing():
         pytest.skip(qemu.tools_missing())
     table = ", ".join(f"{{{x}, {m}, {s}}}" for x, m, s in cases).replace("-2147483648", "INT32_MIN")
     channel_table = ", ".join("{" + ", ".join(map(str, row)) + "}" for row in channel_cases.tolist())
+    adjacent_table = ", ".join("{" + ", ".join(map(str, row)) + "}" for row in adjacent_cases)
     main = (REQUANTIZE_C + '#include <stdio.h>\n#include "mps2_an386.h"\n'
             f"static const int32_t g_cases[][3] = {{{table}}};\n"
             f"static const int32_t g_channel[][6] = {{{channel_table.replace('-2147483648', 'INT32_MIN')}}};\n"
+            f"static const int32_t g_adjacent[][15] = {{{adjacent_table.replace('-2147483648', 'INT32_MIN')}}};\n"
             "int main(void) { char line[24]; unsigned i;\n"
             "  for (i = 0; i < sizeof g_cases / sizeof g_cases[0]; ++i) {\n"
             '    snprintf(line, sizeof line, "%ld\\n", (long)dt_test_scale(g_cases[i][0], g_cases[i][1], g_cases[i][2]));\n'
@@ -439,10 +479,14 @@ def test_requantization_equals_gemmlowp_on_both_kernel_paths(tmp_path):
             "  for (i = 0; i < sizeof g_channel / sizeof g_channel[0]; ++i) {\n"
             "    const int32_t *c = g_channel[i];\n"
             '    snprintf(line, sizeof line, "%ld\\n", (long)dt_test_channel(c[0], c[1], c[2], c[3], c[4], c[5]));\n'
-            "    dt_board_write(line); }\n  return 0; }\n")
+            "    dt_board_write(line); }\n"
+            "  for (i = 0; i < sizeof g_adjacent / sizeof g_adjacent[0]; ++i) {\n"
+            "    int8_t y[4]; unsigned j;\n    dt_test_adjacent(g_adjacent[i], y);\n"
+            '    for (j = 0; j < 4; ++j) { snprintf(line, sizeof line, "%d\\n", y[j]); dt_board_write(line); } }\n'
+            "  return 0; }\n")
     files = {"scale_m4.c": main, "dt_arith.h": (KERNEL_DIR / "dt_arith.h").read_text()}
     elf = qemu.build_elf(files, ["scale_m4.c"], cache_dir=tmp_path / "m4")
-    assert [int(v) for v in qemu.run_elf(elf).split()] == expected + channel_expected
+    assert [int(v) for v in qemu.run_elf(elf).split()] == expected + channel_expected + adjacent_expected
 
 
 def test_folded_bias_takes_int32_min_and_refuses_overflow():

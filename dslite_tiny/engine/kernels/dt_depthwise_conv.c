@@ -89,47 +89,6 @@ static inline void depthwise3x3_taps_four(const int8_t *const taps[9], int32_t c
 }
 #endif
 
-#if defined(__ARM_FEATURE_DSP)
-/* requantize_folded (dt_arith.h) of channel j of four, stored at y + j: 10 instructions. */
-#define DT_FOLDED_STORE(a, j)                                                                                  \
-  "ldrsb %[r], [%[code], #" #j "]\n\t"                                                                        \
-  "ldr %[mv], [%[m], #" #j " * 4]\n\t"                                                                        \
-  "lsl %[k], %[base], %[r]\n\t"                                                                               \
-  "and %[lo], %[" a "], #0x80000000\n\t"                                                                      \
-  "orr %[lo], %[lo], #0x40000000\n\t"                                                                         \
-  "add %[k], %[k], %[" a "], asr #31\n\t"                                                                     \
-  "smlal %[lo], %[k], %[" a "], %[mv]\n\t"                                                                    \
-  "asr %[k], %[k], %[r]\n\t"                                                                                  \
-  "ssat %[k], #8, %[k], asr #1\n\t"                                                                           \
-  "strb %[k], [%[y], #" #j "]\n\t"
-#endif
-
-/* The outputs of four adjacent channels of one pixel, y[0..3]: sums a0..a3, their multipliers m[0..3]. On
- * the DSP path one test of the four codes' sign bits sends them all to the folded requantization, written
- * out in one block of assembly (GCC's code kept the pointers on the stack: 14 instructions an output). */
-static inline void requantize_adjacent4(int32_t a0, int32_t a1, int32_t a2, int32_t a3, const int32_t *m,
-                                        int32_t base, const int8_t *code, int32_t low, int32_t high, int8_t *y) {
-#if defined(__ARM_FEATURE_DSP)
-  uint32_t codes;
-  memcpy(&codes, code, 4);
-  if (!(codes & UINT32_C(0x80808080))) { /* no code below 0: every channel folded */
-    int32_t r, mv, k;
-    uint32_t lo;
-    __asm__ volatile(DT_FOLDED_STORE("a0", 0) DT_FOLDED_STORE("a1", 1) DT_FOLDED_STORE("a2", 2)
-                     DT_FOLDED_STORE("a3", 3)
-                     : [r] "=&r"(r), [mv] "=&r"(mv), [k] "=&r"(k), [lo] "=&r"(lo)
-                     : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3), [m] "r"(m), [code] "r"(code),
-                       [y] "r"(y), [base] "r"(base)
-                     : "memory");
-    return;
-  }
-#endif
-  y[0] = (int8_t)requantize_values(a0, m[0], base, code[0], low, high);
-  y[1] = (int8_t)requantize_values(a1, m[1], base, code[1], low, high);
-  y[2] = (int8_t)requantize_values(a2, m[2], base, code[2], low, high);
-  y[3] = (int8_t)requantize_values(a3, m[3], base, code[3], low, high);
-}
-
 /* One output pixel of a 3×3 depthwise convolution (dilation 1, depth multiplier 1) whose window, from x, lies
  * inside the input. */
 static DT_NOINLINE void depthwise3x3_inside(const dt_conv_params *q, const int8_t *x, const int8_t *filter,
