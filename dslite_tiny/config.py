@@ -312,7 +312,9 @@ class CompressConfig:
                                        low_open=True, high=100.0)
     average_decay: float = param(0.99, "decay of the moving average of the trainable weights that every "
                                       "fine-tune evaluates and keeps, from its first eligible step (0: the "
-                                      "last step's weights)", low=0.0, high=1.0, high_open=True)
+                                      "last step's weights); it warms up as (1 + t) / (10 + t), so over the "
+                                      "~500 steps after pruning ends any value above ~0.98 averages alike",
+                                 low=0.0, high=1.0, high_open=True)
     optimizer: Literal["adam", "adadelta"] = param("adam", "optimizer of every fine-tuning")
     batch_size: int = param(32, "batch size of every fine-tuning", low=1, high=4096)
     latency_runs: int = param(50, "timed LiteRT invokes per latency figure (after the warm-up)", low=1, high=100000)

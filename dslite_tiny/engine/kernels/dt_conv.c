@@ -60,11 +60,18 @@ static void gather_window(const dt_conv_params *p, const int8_t *in, int32_t pix
     }
   }
   while (k & 3) window[k++] = 0; /* the last block's zeros */
-  for (k = 0, s += 4 * j; k < 4 * blocks; k += 4, s += 4 * rows) { /* two word stores a block */
+  for (k = 0, s += 4 * j; k < 4 * blocks; k += 4, s += 4 * rows) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ /* two word stores a block */
     const uint32_t even = (uint16_t)window[k] | (uint32_t)(uint16_t)window[k + 2] << 16;
     const uint32_t odd = (uint16_t)window[k + 1] | (uint32_t)(uint16_t)window[k + 3] << 16;
     memcpy(s, &even, 4);
     memcpy(s + 2, &odd, 4);
+#else
+    s[0] = window[k];
+    s[1] = window[k + 2];
+    s[2] = window[k + 1];
+    s[3] = window[k + 3];
+#endif
   }
 }
 
