@@ -47,7 +47,8 @@ def emit(writer, op: Op) -> str:
         taps = w.elements // w.shape[0]
         small = taps <= SMALL_WINDOW
         stored = small_window_filters(w.data.reshape(w.shape[0], taps)) if small else None
-        bias = None if not small or writer.bias(op) is not None else np.zeros(w.shape[0], np.int64)  # no NULL test
+        # the small-window kernel reads a bias for every filter: zeros where the model has none
+        bias = None if not small or writer.bias(op) is not None else np.zeros(w.shape[0], np.int64)
         arrays = writer.weights(op, bias=bias, multipliers=multipliers, shifts=shifts, values=stored)
         return writer.call("dt_conv_s8", params, writer.input_at(op), *arrays,
                            writer.scratch(op) if small else "NULL", writer.output_at(op))
