@@ -384,8 +384,7 @@ def _requantize_cases() -> np.ndarray:
 REQUANTIZE_C = """#include "dt_arith.h"
 int32_t dt_test_scale(int32_t x, int32_t multiplier, int32_t shift) { return scale_by_multiplier(x, multiplier, shift); }
 int32_t dt_test_channel(int32_t x, int32_t multiplier, int32_t base, int32_t code, int32_t low, int32_t high) {
-  const int32_t values[2] = {base, multiplier};
-  return requantize_channel(x, values, 0, code, low, high);
+  return requantize_values(x, multiplier, base, code, low, high);
 }
 /* c: four sums, four multipliers, base, four codes, low, high (an _adjacent_cases row); y: four outputs. */
 void dt_test_adjacent(const int32_t *c, int8_t *y) {
@@ -396,7 +395,7 @@ void dt_test_adjacent(const int32_t *c, int8_t *y) {
 
 
 def _channel_cases() -> tuple[np.ndarray, list[int]]:
-    """requantize_channel's arguments (x, multiplier, base, code, low, high) as the generator folds them
+    """requantize_values's arguments (x, multiplier, base, code, low, high) as the generator folds them
     (quant.channel_requantization) for the cases of _requantize_cases with a random output offset, over
     int8's whole range and over a ReLU6-like one; and gemmlowp's result offset and clamped. Rows whose result
     plus offset leaves int32 are left out: there TFLite's int32 sum overflows too."""
@@ -437,7 +436,7 @@ def _adjacent_cases() -> tuple[list[tuple[int, ...]], list[int]]:
 
 def test_requantization_equals_gemmlowp_on_both_kernel_paths(tmp_path):
     """The kernels' one-sum requantization (dt_arith.h scale_by_multiplier), its per-channel form with the
-    rounding and output offset folded into one constant (requantize_channel), and four adjacent channels at
+    rounding and output offset folded into one constant (requantize_values), and four adjacent channels at
     once (requantize_adjacent4, the depthwise kernel's), against gemmlowp's two roundings: the portable C on
     the host and the SMLAL path (assembly for four folded channels) on the emulated Cortex-M4."""
     cases = _requantize_cases()

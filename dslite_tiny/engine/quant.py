@@ -68,7 +68,7 @@ def activation_range(activation: int, scale: float, zero_point: int) -> tuple[in
 
 def channel_requantization(multipliers: list[int], shifts: list[int], out_offset: int, *,
                            full_range: bool) -> tuple[np.ndarray, np.ndarray]:
-    """What ``requantize_channel`` (kernels/dt_arith.h) takes: the layer's multiplier array (its base
+    """What ``requantize_values`` (kernels/dt_arith.h) takes: the layer's multiplier array (its base
     2 out_offset + 1, then each channel's multiplier) and per channel a code. Where the clamp is int8's whole
     range (``full_range``) and the right shift e = -shift is 2 or more, the code is e - 2 and the kernel folds
     the rounding and the output offset into K = base 2^code, if |K| < 2^30; every other channel gets code

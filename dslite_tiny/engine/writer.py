@@ -121,7 +121,7 @@ class Writer:
         """The arrays a weighted kernel takes after its input, in its order: the weights (``values``: the
         kernel's own layout of them; the block-sparse masks and kept values where the op runs sparse), the
         bias (``bias`` replaces the model's: a folded one), and the requantization of each output channel as
-        ``requantize_channel`` (dt_arith.h) takes it."""
+        ``requantize_values`` (dt_arith.h) takes it."""
         n = op.index
         w = self.tensor(op, 1)
         sparse = self.sparse.get(n)

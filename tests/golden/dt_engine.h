@@ -5,7 +5,7 @@
  * that a generated model gives TFLite Micro's reference kernels' outputs bit for bit. Tensors are NHWC,
  * batch 1; weights are TFLite's layouts (conv [out][h][w][in], depthwise [h][w][out], FC [out][in]).
  * Multipliers and shifts come precomputed by the generator, as TFLite Micro's Prepare computes them; a
- * convolution's or fully connected layer's come per output channel as requantize_channel (dt_arith.h) takes
+ * convolution's or fully connected layer's come per output channel as requantize_values (dt_arith.h) takes
  * them: the layer's 2 out_offset + 1 then each channel's multiplier, and a code per channel.
  * Rendered from the engine's op table (dslite_tiny/engine/ops/): one parameter struct and one kernel file
  * (dt_<op>.c) per op. */

@@ -139,18 +139,13 @@ static inline int32_t requantize_folded(int32_t acc, int32_t multiplier, int32_t
 
 static inline int32_t folded_k(int32_t base, int32_t code) { return (int32_t)((uint32_t)base << code); }
 
-/* The result in [-128, 127] as an int32_t: a store of it is one STRB, with no sign extension before. */
+/* The result in [-128, 127] as an int32_t: a store of it is one STRB, with no sign extension before. A
+ * kernel takes ``base`` from the first value of the layer's multiplier array (the generator's: base, then
+ * one multiplier per channel, or one for a per-tensor scale) once, as int8 stores may alias the array. */
 static inline int32_t requantize_values(int32_t acc, int32_t multiplier, int32_t base, int32_t code, int32_t low,
                                         int32_t high) {
   if (DT_UNLIKELY(code < 0)) return requantize_general(acc, multiplier, base, code, low, high);
   return requantize_folded(acc, multiplier, folded_k(base, code), code);
-}
-
-/* requantize_values for output channel ``channel`` of a layer whose ``multiplier`` array (the generator's)
- * holds base, then each channel's multiplier (one, for a per-tensor scale). */
-static inline int8_t requantize_channel(int32_t acc, const int32_t *multiplier, int32_t channel, int32_t code,
-                                        int32_t low, int32_t high) {
-  return (int8_t)requantize_values(acc, multiplier[1 + channel], multiplier[0], code, low, high);
 }
 
 /* requantize_values for one channel's outputs of four pixels, stored ``stride`` bytes apart, K made once.

@@ -3,19 +3,10 @@
 #include "dt_arith.h"
 
 #if defined(__ARM_FEATURE_DSP)
-/* One tap of four adjacent channels: SXTB16 splits the input word and the weight word into channels (0, 2)
- * and (1, 3), and SMLABB / SMLATT multiply lane by lane (a depthwise sum never crosses channels). */
-static inline void mac_lanes(uint32_t xv, uint32_t wv, int32_t *a0, int32_t *a1, int32_t *a2, int32_t *a3) {
-  const int32_t xe = __sxtb16(xv), we = __sxtb16(wv), xo = sxtb16_odd(xv), wo = sxtb16_odd(wv);
-  *a0 = __smlabb(xe, we, *a0);
-  *a2 = __smlatt(xe, we, *a2);
-  *a1 = __smlabb(xo, wo, *a1);
-  *a3 = __smlatt(xo, wo, *a3);
-}
-
 /* One tap of the window in depthwise3x3_four and depthwise3x3_taps_four: the four channels' inputs (``load``
- * puts them in xv) and weights at w + woff (an offset register, or none), split into lanes and multiplied as
- * mac_lanes does. */
+ * puts them in xv) and weights at w + woff (an offset register, or none). SXTB16 splits each word into
+ * channels (0, 2) and (1, 3), and SMLABB / SMLATT multiply lane by lane (a depthwise sum never crosses
+ * channels). */
 #define DT_DEPTHWISE_MAC(load, woff)                                                                            \
   load                                                                                                         \
   "ldr %[wv], [%[w]" woff "]\n\t"                                                                               \
@@ -39,9 +30,10 @@ static inline void mac_lanes(uint32_t xv, uint32_t wv, int32_t *a0, int32_t *a1,
 /* *a0..*a3 += the 3×3 window of four adjacent channels, inside the input (offset folded): one block of
  * assembly, 10 instructions a tap (two LDR, four SXTB16, four SMLAxx) with the four sums, both pointers and
  * the two strides in registers, where GCC's code for the same loop kept some of them on the stack (~150
- * instructions for the window instead of 96). With depthwise3x3_taps_four on the border, FSDD's DS-CNN's
- * depthwise layers went from 59 to 47 Cortex-M4 instructions per output. The "memory" clobber keeps the
- * stores of earlier pixels, which may overlap this input (engine.plan), before it. */
+ * instructions for the window instead of 96). With depthwise3x3_taps_four on the border and
+ * requantize_adjacent4, FSDD's DS-CNN's depthwise layers went from 59 to 44 Cortex-M4 instructions per
+ * output. The "memory" clobber keeps the stores of earlier pixels, which may overlap this input
+ * (engine.plan), before it. */
 static inline void depthwise3x3_four(const int8_t *x, int32_t row, int32_t c, const int8_t *w, int32_t *a0,
                                      int32_t *a1, int32_t *a2, int32_t *a3) {
   int32_t b0 = *a0, b1 = *a1, b2 = *a2, b3 = *a3;

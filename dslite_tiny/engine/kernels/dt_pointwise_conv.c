@@ -44,10 +44,10 @@ void dt_pointwise_conv_s8(const dt_conv_params *p, const int8_t *in, const int8_
       y1[oc + 1] = (int8_t)requantize_values(acc[3], mul[oc + 1], base, shift[oc + 1], q.act_min, q.act_max);
     }
     for (; oc < n; ++oc) {
-      y0[oc] = (int8_t)requantize_values(bias[oc] + dot1(x0, &filter[oc * c], c), mul[oc], base, shift[oc], q.act_min,
-                                  q.act_max);
-      y1[oc] = (int8_t)requantize_values(bias[oc] + dot1(x1, &filter[oc * c], c), mul[oc], base, shift[oc], q.act_min,
-                                  q.act_max);
+      y0[oc] = (int8_t)requantize_values(bias[oc] + dot1(x0, &filter[oc * c], c), mul[oc], base, shift[oc],
+                                          q.act_min, q.act_max);
+      y1[oc] = (int8_t)requantize_values(bias[oc] + dot1(x1, &filter[oc * c], c), mul[oc], base, shift[oc],
+                                          q.act_min, q.act_max);
     }
   }
   for (; i < pixels; ++i) {
