@@ -570,6 +570,52 @@ def test_pointwise_overlap_is_the_largest_safe_one(pixels, c_in, c_out, sparse):
     assert not _safe(events, delta + 1) if reads_follow_a_write else delta >= 2 ** 60  # else: any offset
 
 
+def _small_window_events(in_hw: tuple[int, int], c_in: int, k: tuple[int, int], stride: int, same: bool,
+                         c_out: int) -> tuple[tuple[int, int], list[tuple[str, int]]]:
+    """dt_conv.c's small-window kernel's memory order: per group of four output pixels (the last pixels % 4
+    one by one), every input byte of each pixel's window inside the input read into the scratch, then all the
+    group's outputs written. Returns the output's (height, width) and the events."""
+    (h, w), (kh, kw) = in_hw, k
+    out_h, out_w = (-(-h // stride), -(-w // stride)) if same else ((h - kh) // stride + 1, (w - kw) // stride + 1)
+    pad_h = quant.same_padding(stride, 1, h, kh, out_h) if same else 0
+    pad_w = quant.same_padding(stride, 1, w, kw, out_w) if same else 0
+    pixels = out_h * out_w
+    events: list[tuple[str, int]] = []
+    full = pixels - pixels % 4
+    for first, size in [(g, 4) for g in range(0, full, 4)] + [(q, 1) for q in range(full, pixels)]:
+        for pixel in range(first, first + size):
+            y0, x0 = pixel // out_w * stride - pad_h, pixel % out_w * stride - pad_w
+            events += [("read", ((y0 + fy) * w + x0 + fx) * c_in + ic) for fy in range(kh) for fx in range(kw)
+                       for ic in range(c_in) if 0 <= y0 + fy < h and 0 <= x0 + fx < w]
+        events += [("write", first * c_out + j) for j in range(size * c_out)]
+    return (out_h, out_w), events
+
+
+@pytest.mark.parametrize("in_hw, c_in, k, stride, same, c_out", [((5, 7), 1, (3, 3), 1, True, 4),
+                                                                ((6, 5), 2, (3, 3), 2, True, 3),
+                                                                ((4, 9), 3, (2, 3), 1, False, 5),
+                                                                ((9, 4), 1, (4, 2), 1, True, 8)])
+def test_small_window_overlap_is_the_largest_safe_one(in_hw, c_in, k, stride, same, c_out):
+    """A convolution on the small-window kernel reads four pixels' windows before it writes their outputs: the
+    planner's offset for its output over its dying input is exactly the largest the kernel's order allows."""
+    from dslite_tiny.engine.graph import Graph, Op, Tensor
+    from dslite_tiny.engine.ops import OPS
+    from dslite_tiny.engine.ops.conv_2d import SMALL_WINDOW
+
+    def tensor(index, shape, data=None):
+        return Tensor(index, f"t{index}", shape, "int8", np.ones(1, np.float32), np.zeros(1, np.int64), 0, data)
+
+    (out_h, out_w), events = _small_window_events(in_hw, c_in, k, stride, same, c_out)
+    assert k[0] * k[1] * c_in <= SMALL_WINDOW
+    x = tensor(0, (1, *in_hw, c_in))
+    w = tensor(1, (c_out, *k, c_in), np.zeros((c_out, *k, c_in), np.int8))
+    y = tensor(2, (1, out_h, out_w, c_out))
+    op = Op(0, "CONV_2D", (0, 1), (2,), {"padding": 0 if same else 1, "strideH": stride, "strideW": stride,
+                                          "dilationHFactor": 1, "dilationWFactor": 1})
+    delta = OPS["CONV_2D"].overlap(Graph((x, w, y), (op,), (0,), (2,)), op, False)
+    assert _safe(events, delta) and not _safe(events, delta + 1)
+
+
 def _chain(rng: np.random.Generator, length: int) -> list:
     """Random convolutions along the height, each reading the previous one's output rows."""
     from dslite_tiny.engine.ops.convolution import Rows
