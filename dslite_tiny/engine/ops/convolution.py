@@ -108,13 +108,7 @@ def window_overlap(graph: Graph, op: Op, rows: int = 0) -> int:
     first_read = _first_reads(graph, op)  # per output element, in the order the kernel writes them
     if rows:
         out_c = graph.tensors[op.outputs[0]].shape[-1]
-        per_pixel = first_read.reshape(-1, out_c).min(axis=1)
-        pixels = per_pixel.size
-        starts = np.append(np.arange(0, pixels - rows + 1, rows), np.arange(pixels - pixels % rows, pixels))
-        ends = np.append(starts[1:], pixels)
-        lowest = np.minimum.accumulate(per_pixel[::-1])[::-1]  # the lowest index read at or after each pixel
-        later = np.append(lowest[ends[:-1]], _UNBOUNDED)  # ... by the groups after each group
-        return int(np.min(later - ends * out_c))
+        return _grouped_overlap(first_read.reshape(-1, out_c).min(axis=1), rows, out_c)
     later = np.minimum.accumulate(first_read[::-1])[::-1]  # the lowest index read at or after each element
     later = np.append(later[1:], np.iinfo(np.int64).max)  # ... after it
     return int(np.min(later - np.arange(first_read.size))) - 1
@@ -145,10 +139,20 @@ def widened_pointwise_overlap(pixels: int, c_in: int, c_out: int) -> int:
     multiple of 4): per group of four pixels (the last ``pixels % 4`` one by one), the group's input rows are
     read whole into its scratch, then all its outputs written. Each group's writes must stay below every read
     of the groups after it."""
-    starts = np.append(np.arange(0, pixels - 3, 4), np.arange(pixels - pixels % 4, pixels))
+    return _grouped_overlap(np.arange(pixels, dtype=np.int64) * c_in, 4, c_out)
+
+
+def _grouped_overlap(first_read: np.ndarray, rows: int, c_out: int) -> int:
+    """The overlap of a kernel that, per group of ``rows`` output pixels (the last pixels % rows one by one),
+    reads everything the group reads before it writes any of the group's ``c_out`` outputs a pixel:
+    ``first_read`` is each pixel's lowest input index read. Each group's writes must stay below every read of
+    the groups after it."""
+    pixels = first_read.size
+    starts = np.append(np.arange(0, pixels - rows + 1, rows), np.arange(pixels - pixels % rows, pixels))
     ends = np.append(starts[1:], pixels)
-    later = np.append(starts[1:] * c_in, _UNBOUNDED)  # the lowest read after each group
-    return int(np.min(later - (ends * c_out - 1))) - 1
+    lowest = np.minimum.accumulate(first_read[::-1])[::-1]  # the lowest index read at or after each pixel
+    later = np.append(lowest[ends[:-1]], _UNBOUNDED)  # ... by the groups after each group
+    return int(np.min(later - ends * c_out))
 
 
 def _first_reads(graph: Graph, op: Op) -> np.ndarray:
