@@ -34,10 +34,10 @@ KIB = 1024
 LITERT_CODE_BYTES = 4096 * KIB
 CODE_TABLE = Path(__file__).with_name("tflm_code_bytes.json")
 IO_BYTES = 256  # the 80-character command buffer, a reply line and slack
-# The engine's kernels (dslite_tiny/engine/kernels/dt_*.c) are 12.6 KiB of Cortex-M4 code at -O2 (the
+# The engine's kernels (dslite_tiny/engine/kernels/dt_*.c) are 14.2 KiB of Cortex-M4 code at -O2 (the
 # block-sparse and widened pointwise ones included), which a test holds under this; a model links only the
 # kernel files it calls. The invoke function takes about 32 bytes per op (448 for the demo's 14 ops).
-ENGINE_KERNEL_BYTES = 14 * KIB
+ENGINE_KERNEL_BYTES = 15 * KIB
 ENGINE_CALL_BYTES = 64
 
 

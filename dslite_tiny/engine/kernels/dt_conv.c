@@ -30,67 +30,85 @@ static DT_NOINLINE void conv_pixel(const dt_conv_params *p, const int8_t *in, co
   }
 }
 
+/* One block of the widened layout (dt_dot.h, widen_blocks): taps a, b, c, d of a block stored as a, c, b, d. */
+static inline void store_block(int16_t *s, int32_t a, int32_t b, int32_t c, int32_t d) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ /* two word stores */
+  const uint32_t even = (uint16_t)a | (uint32_t)(uint16_t)c << 16, odd = (uint16_t)b | (uint32_t)(uint16_t)d << 16;
+  memcpy(s, &even, 4);
+  memcpy(s + 2, &odd, 4);
+#else
+  s[0] = (int16_t)a;
+  s[1] = (int16_t)c;
+  s[2] = (int16_t)b;
+  s[3] = (int16_t)d;
+#endif
+}
+
+/* Where each tap of a window lies from the window's first input value (rows, columns, channels in order). */
+static void window_taps(const dt_conv_params *p, int32_t *taps) {
+  int32_t fy, fx, ic, k = 0;
+  for (fy = 0; fy < p->k_h; ++fy) {
+    for (fx = 0; fx < p->k_w; ++fx) {
+      for (ic = 0; ic < p->in_c; ++ic) taps[k++] = (fy * p->dil_h * p->in_w + fx * p->dil_w) * p->in_c + ic;
+    }
+  }
+}
+
 /* The window of output pixel ``pixel`` (raster order), offset, 0 outside the input (what the reference kernel
- * multiplies), as row ``j`` of ``rows`` in the pointwise kernels' widened layout (dt_dot.h, widen_blocks): per
- * block of four taps, the taps 0, 2, 1, 3 as int16, the rows' blocks side by side; taps past the window are
- * zeros to a whole block. A window inside the input reads whole rows without a test per tap (a tenth of the
- * demo's first convolution went to those tests). */
+ * multiplies), as row ``j`` of ``rows`` in the pointwise kernels' widened layout: per block of four taps, the
+ * taps as int16, the rows' blocks side by side; taps past the window are zeros to a whole block. A window
+ * inside the input goes block by block through ``taps`` (window_taps), four loads and two word stores a
+ * block, with no test per tap; one at the border is first gathered tap by tap with its bounds tests. */
 static void gather_window(const dt_conv_params *p, const int8_t *in, int32_t pixel, int32_t j, int32_t rows,
-                          int32_t blocks, int16_t *s) {
-  const int32_t oy = pixel / p->out_w, ox = pixel - oy * p->out_w;
-  const int32_t y0 = oy * p->stride_h - p->pad_h, x0 = ox * p->stride_w - p->pad_w;
+                          const int32_t *taps, int16_t *s) {
+  const int32_t oy = pixel / p->out_w, ox = pixel - oy * p->out_w, count = p->k_h * p->k_w * p->in_c;
+  const int32_t y0 = oy * p->stride_h - p->pad_h, x0 = ox * p->stride_w - p->pad_w, offset = p->in_offset;
   int16_t window[DT_SMALL_WINDOW]; /* a multiple of 4 */
   int32_t fy, fx, ic, k = 0;
-  if (y0 >= 0 && x0 >= 0 && y0 + p->dil_h * (p->k_h - 1) < p->in_h && x0 + p->dil_w * (p->k_w - 1) < p->in_w
-      && p->dil_w == 1) {
-    const int32_t taps = p->k_w * p->in_c, offset = p->in_offset;
-    const int8_t *row = &in[(y0 * p->in_w + x0) * p->in_c];
-    for (fy = 0; fy < p->k_h; ++fy, row += p->dil_h * p->in_w * p->in_c) {
-      for (ic = 0; ic < taps; ++ic) window[k++] = (int16_t)(row[ic] + offset);
+  s += 4 * j;
+  if (y0 >= 0 && x0 >= 0 && y0 + p->dil_h * (p->k_h - 1) < p->in_h && x0 + p->dil_w * (p->k_w - 1) < p->in_w) {
+    const int8_t *at = &in[(y0 * p->in_w + x0) * p->in_c];
+    for (; k + 4 <= count; k += 4, s += 4 * rows) {
+      store_block(s, at[taps[k]] + offset, at[taps[k + 1]] + offset, at[taps[k + 2]] + offset,
+                  at[taps[k + 3]] + offset);
     }
-  } else {
-    for (fy = 0; fy < p->k_h; ++fy) {
-      const int32_t y = y0 + p->dil_h * fy;
-      for (fx = 0; fx < p->k_w; ++fx) {
-        const int32_t x = x0 + p->dil_w * fx;
-        const int inside = y >= 0 && y < p->in_h && x >= 0 && x < p->in_w;
-        const int8_t *at = &in[(y * p->in_w + x) * p->in_c];
-        for (ic = 0; ic < p->in_c; ++ic) window[k++] = (int16_t)(inside ? at[ic] + p->in_offset : 0);
-      }
+    if (k < count) { /* the last block: its taps, then zeros */
+      int32_t last[4] = {0, 0, 0, 0}, i;
+      for (i = 0; k + i < count; ++i) last[i] = at[taps[k + i]] + offset;
+      store_block(s, last[0], last[1], last[2], last[3]);
+    }
+    return;
+  }
+  for (fy = 0; fy < p->k_h; ++fy) {
+    const int32_t y = y0 + p->dil_h * fy;
+    for (fx = 0; fx < p->k_w; ++fx) {
+      const int32_t x = x0 + p->dil_w * fx;
+      const int inside = y >= 0 && y < p->in_h && x >= 0 && x < p->in_w;
+      const int8_t *at = &in[(y * p->in_w + x) * p->in_c];
+      for (ic = 0; ic < p->in_c; ++ic) window[k++] = (int16_t)(inside ? at[ic] + offset : 0);
     }
   }
   while (k & 3) window[k++] = 0; /* the last block's zeros */
-  for (k = 0, s += 4 * j; k < 4 * blocks; k += 4, s += 4 * rows) {
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ /* two word stores a block */
-    const uint32_t even = (uint16_t)window[k] | (uint32_t)(uint16_t)window[k + 2] << 16;
-    const uint32_t odd = (uint16_t)window[k + 1] | (uint32_t)(uint16_t)window[k + 3] << 16;
-    memcpy(s, &even, 4);
-    memcpy(s + 2, &odd, 4);
-#else
-    s[0] = window[k];
-    s[1] = window[k + 2];
-    s[2] = window[k + 1];
-    s[3] = window[k + 3];
-#endif
-  }
+  for (k = 0; k < count; k += 4, s += 4 * rows) store_block(s, window[k], window[k + 1], window[k + 2], window[k + 3]);
 }
 
 /* A convolution whose window has at most DT_SMALL_WINDOW taps (a KWS model's first layer: one input channel,
  * a 3×3 to 10×4 window) as a pointwise one over its windows: four output pixels at a time, their windows
  * gathered into the scratch before any of their outputs is written, then each filter (its taps in order,
  * zeros to whole blocks of four: ops/conv_2d.py, small_window_filters) once for the four, with the
- * pointwise kernels' dense_rows_out. On FSDD's DS-CNN (3×3 taps, 64 filters) 34 Cortex-M4 instructions per
+ * pointwise kernels' dense_rows_out. On FSDD's DS-CNN (3×3 taps, 64 filters) 31 Cortex-M4 instructions per
  * output, where a window per pixel, each filter read once per pixel, took 43. */
 static void conv_small(const dt_conv_params *q, const int8_t *in, const int8_t *filter, const int32_t *bias,
                        const int32_t *multiplier, const int8_t *shift, int16_t *scratch, int8_t *out) {
   const int32_t pixels = q->out_h * q->out_w, n = q->out_c, blocks = (q->k_h * q->k_w * q->in_c + 3) / 4;
-  int32_t i = 0, j;
+  int32_t i = 0, j, taps[DT_SMALL_WINDOW];
+  window_taps(q, taps);
   for (; i + 4 <= pixels; i += 4) {
-    for (j = 0; j < 4; ++j) gather_window(q, in, i + j, j, 4, blocks, scratch);
+    for (j = 0; j < 4; ++j) gather_window(q, in, i + j, j, 4, taps, scratch);
     dense_rows_out(scratch, 4, filter, blocks, n, bias, multiplier, shift, q->act_min, q->act_max, &out[i * n]);
   }
   for (; i < pixels; ++i) { /* the last pixels % 4 one by one */
-    gather_window(q, in, i, 0, 1, blocks, scratch);
+    gather_window(q, in, i, 0, 1, taps, scratch);
     dense_rows_out(scratch, 1, filter, blocks, n, bias, multiplier, shift, q->act_min, q->act_max, &out[i * n]);
   }
 }
