@@ -293,7 +293,7 @@ class CompressConfig:
     slim_criterion: Literal["batchnorm", "l2"] = param(
         "batchnorm", "how slim-int8 ranks channels: batchnorm (the |scale| of the BatchNorm after each filter; "
                      "the filter's L2 norm where none follows) or l2 (every filter's L2 norm)")
-    slim_epochs: int = param(24, "fine-tuning epochs of channel pruning, distilled from the float model", low=0,
+    slim_epochs: int = param(72, "fine-tuning epochs of channel pruning, distilled from the float model", low=0,
                              high=1000)
     slim_fade: bool = param(True, "fade the dropped channels to zero while the full-width model fine-tunes "
                                   "(over the first 75 % of slim_epochs), then remove them; false: remove them at "
