@@ -44,8 +44,8 @@ def emit(writer, op: Op) -> str:
     multipliers, shifts = conv_multipliers(writer, op)
     if not is_pointwise(writer.graph, op):
         writer.need("dt_conv.c")
-        taps = w.elements // w.shape[0]
-        small = taps <= SMALL_WINDOW
+        taps = _small_taps(writer.graph, op)
+        small = taps is not None
         stored = small_window_filters(w.data.reshape(w.shape[0], taps)) if small else None
         # the small-window kernel reads a bias for every filter: zeros where the model has none
         bias = None if not small or writer.bias(op) is not None else np.zeros(w.shape[0], np.int64)
