@@ -290,9 +290,11 @@ class CompressConfig:
                                      low_open=True, high=1.0)
     slim_macs: float = param(0.5, "channel pruning (slim-int8): the share of the float model's multiply-"
                                   "accumulates the slimmed model may keep", low=0.0, low_open=True, high=1.0)
-    slim_criterion: Literal["batchnorm", "l2"] = param(
-        "batchnorm", "how slim-int8 ranks channels: batchnorm (the |scale| of the BatchNorm after each filter; "
-                     "the filter's L2 norm where none follows) or l2 (every filter's L2 norm)")
+    slim_criterion: Literal["batchnorm", "l2", "taylor"] = param(
+        "taylor", "how slim-int8 ranks channels: taylor (the first-order estimate of the training loss's "
+                  "change without the channel: (γ·∂L/∂γ)² of the BatchNorm after its filter, averaged over the "
+                  "training batches), batchnorm (that BatchNorm's |scale|; both use the filter where none "
+                  "follows) or l2 (every filter's L2 norm)")
     slim_epochs: int = param(72, "fine-tuning epochs of channel pruning, distilled from the float model", low=0,
                              high=1000)
     slim_fade: bool = param(True, "fade the dropped channels to zero while the full-width model fine-tunes "

@@ -9,7 +9,8 @@ import pytest
 import dslite_tiny  # noqa: F401
 import tf_keras as keras  # noqa: E402
 
-from dslite_tiny.compress.channels import ChannelPruningError, model_macs, slim_model, trace_channels  # noqa: E402
+from dslite_tiny.compress.channels import (ChannelPruningError, choose_channels, model_macs, slim_model,  # noqa: E402
+                                          trace_channels)
 from dslite_tiny.models.registry import create_model  # noqa: E402
 
 
@@ -33,6 +34,10 @@ def test_channels_are_removed_along_their_dependencies(backbone, shape, alpha):
     cut = {name: kept for name, (kept, total) in details["kept_channels"].items() if kept < total}
     assert cut and all(kept % 4 == 0 for kept in cut.values())
     assert details["kept_channels"][model.layers[-1].name][0] == 4  # the class scores stay whole
+    # the taylor criterion's gradients reach every group of every backbone; counts follow the keep ratio alone
+    labels = np.eye(4, dtype=np.float32)[np.arange(len(x)) % 4]
+    taylor = choose_channels(model, macs_fraction=0.5, criterion="taylor", batches=[(x, labels)])
+    assert taylor.kept() == {name: tuple(counts) for name, counts in details["kept_channels"].items()}
 
 
 def test_residual_adds_share_one_channel_set():
@@ -66,6 +71,30 @@ def test_the_channels_with_the_smallest_batchnorm_scale_go_first():
     l2 = slim_model(model, macs_fraction=0.6, criterion="l2")[0]
     np.testing.assert_array_equal(l2.get_layer("conv").get_weights()[0],
                                   model.get_layer("conv").get_weights()[0][..., np.sort(np.argsort(-norms)[:4])])
+
+
+def test_the_taylor_criterion_drops_what_the_loss_does_not_need():
+    """Channels with the largest BatchNorm scale that the classifier ignores cost the loss nothing: the
+    Taylor criterion drops them first where the scale criterion keeps them; it needs training batches."""
+    x = keras.Input((8, 8, 2))
+    normalised = keras.layers.BatchNormalization(name="bn")(
+        keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="conv")(x))
+    y = keras.layers.Dense(3, activation="softmax", name="out")(
+        keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(normalised)))
+    model = keras.Model(x, y)
+    bn, out = model.get_layer("bn"), model.get_layer("out")
+    bn.set_weights([np.array([0.1, 5, 0.2, 4, 3, 0.3, 2, 1], np.float32), *bn.get_weights()[1:]])
+    kernel, bias = out.get_weights()
+    kernel[[1, 3, 4, 6]] = 0  # the four largest scales reach no class score
+    out.set_weights([kernel, bias])
+    rng = np.random.default_rng(0)
+    batches = [(rng.normal(size=(16, 8, 8, 2)).astype(np.float32), np.eye(3, dtype=np.float32)[rng.integers(0, 3, 16)])
+               for _ in range(3)]
+    assert slim_model(model, macs_fraction=0.6)[1]["kept_channels"]["conv"] == [4, 8]
+    plan = choose_channels(model, macs_fraction=0.6, criterion="taylor", batches=batches)
+    assert list(plan.groups[plan.out_group["conv"]].keep) == [0, 2, 5, 7]
+    with pytest.raises(ValueError, match="the taylor criterion needs training batches"):
+        choose_channels(model, macs_fraction=0.6, criterion="taylor")
 
 
 def test_a_concatenation_is_refused_in_one_line():

@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -158,7 +158,8 @@ def _slim_int8(ctx: VariantContext) -> Built:
     With ``slim_fade`` the dropped channels fade out while the full-width model fine-tunes, and are removed
     once they are zero; otherwise they are removed at once and the slimmed model fine-tunes."""
     c = ctx.config
-    plan = choose_channels(ctx.model, macs_fraction=c.slim_macs, criterion=c.slim_criterion)
+    plan = choose_channels(ctx.model, macs_fraction=c.slim_macs, criterion=c.slim_criterion,
+                           batches=_labelled_batches(ctx.train, ctx.frontend, c.batch_size))
     augment = ctx.augment if c.slim_augment else None
     settings = ctx.settings(c.slim_epochs, c.slim_learning_rate)
     steps = c.slim_epochs * steps_per_epoch(ctx.train, settings)
@@ -178,6 +179,15 @@ def _slim_int8(ctx: VariantContext) -> Built:
         history = tune(slim) if steps else []
     details.update(slim_augmented=augment is not None, slim_faded=fade, slim_history=history)
     return _post_training(ctx, slim, "int8", details=details)
+
+
+def _labelled_batches(train: FeatureSet, frontend: Frontend, batch_size: int) -> Iterator[tuple[np.ndarray,
+                                                                                               np.ndarray]]:
+    """The training chunks in order as (model input, one-hot labels) batches, made as they are read."""
+    eye = np.eye(len(train.classes), dtype=np.float32)
+    for start in range(0, len(train), batch_size):
+        chunk = slice(start, start + batch_size)
+        yield frontend.model_input(train.mel_db[chunk]).astype(np.float32), eye[train.labels[chunk]]
 
 
 @register_variant("clustered-int8")
