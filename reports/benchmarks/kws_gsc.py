@@ -61,8 +61,8 @@ PRESETS = {
 }
 KB = 1024
 # the compress settings a compress entry records; entries without them predate commit eaa1fa1, whose defaults
-# differed in these (pruning 8 epochs without augmentation, slimming 12 ranked by |γ|, no weight average);
-# entries without slim_criterion predate its Taylor default and ranked by |γ| (batchnorm)
+# differed in these (pruning 8 epochs without augmentation, slimming 12 ranked by BatchNorm scale, no weight
+# average); entries without slim_criterion predate its Taylor default and ranked by BatchNorm scale
 RECIPE_FIELDS = ("prune_epochs", "prune_augment", "slim_epochs", "slim_criterion", "average_decay")
 OLD_RECIPE = {"prune_epochs": 8, "prune_augment": False, "slim_epochs": 12, "slim_criterion": "batchnorm",
               "average_decay": 0.0}
@@ -244,7 +244,7 @@ def _recipe_text(recipe: dict) -> str:
     augmented = " on the training augmentation" if recipe["prune_augment"] else ""
     average = f"weight average {recipe['average_decay']}" if recipe["average_decay"] else "no weight average"
     criterion = recipe.get("slim_criterion", "batchnorm")
-    ranking = {"batchnorm": "BatchNorm |γ|", "taylor": "Taylor", "l2": "L2 norm"}[criterion]
+    ranking = {"batchnorm": "BatchNorm scale", "taylor": "Taylor estimate", "l2": "L2 norm"}[criterion]
     return (f"pruning {recipe['prune_epochs']} epochs{augmented}, slimming {recipe['slim_epochs']} "
             f"(ranked by {ranking}), {average}")
 
