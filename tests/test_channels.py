@@ -34,7 +34,7 @@ def test_channels_are_removed_along_their_dependencies(backbone, shape, alpha):
     cut = {name: kept for name, (kept, total) in details["kept_channels"].items() if kept < total}
     assert cut and all(kept % 4 == 0 for kept in cut.values())
     assert details["kept_channels"][model.layers[-1].name][0] == 4  # the class scores stay whole
-    # the taylor criterion's gradients reach every group of every backbone; counts follow the keep ratio alone
+    # the taylor criterion runs through every backbone (a gradient for each group); counts follow the ratio alone
     labels = np.eye(4, dtype=np.float32)[np.arange(len(x)) % 4]
     taylor = choose_channels(model, macs_fraction=0.5, criterion="taylor", batches=[(x, labels)])
     assert taylor.kept() == {name: tuple(counts) for name, counts in details["kept_channels"].items()}

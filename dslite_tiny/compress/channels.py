@@ -9,18 +9,18 @@ Conv2D or Dense). A group that reaches the model's output, a Concatenate (DenseN
 layer whose channel axis this module does not follow stays whole (``frozen``); a Concatenate that would
 need its inputs' groups cut is refused in one line, since DenseNet's growing concatenations are not handled.
 
-Which channels to keep (summed over the producers of a joined group): by default the first-order Taylor
-estimate of how much the training loss would change without the channel (Molchanov et al. 2019): per
-batch, (γ·∂L/∂γ)² of the BatchNormalization scale after each producer, where the channel's output is
-multiplied before anything else sees it, averaged over the training set (over the filter's weights where
-no BatchNormalization follows). It asks what the loss needs, not how large a scale is: with the fade and
-72 epochs it kept more of the float model than |γ| did (FSDD DS-CNN ``fsdd-40x49``, two seeds: −0.6 / −3.0
-UAR points at 92.5 / 94.4 % agreement, against −1.8 / −3.8 at 92.7 / 92.5 %; Speech Commands
-``mcu-dscnn-wide``, fold 1: 95.6 / 96.0 % against 94.4 / 95.6 %). ``criterion="batchnorm"`` is network
-slimming's |γ| (Liu et al. 2017), ``criterion="l2"`` the filters' L2 norms, which kept far less of the demo
-DS-CNN than |γ| (two seeds: −10.0 / −12.5 UAR points at 85 / 82 % agreement, against +2.5 / +0.0 at 98 /
-100 %): BatchNorm normalises a bias-free convolution's output, so the filter's magnitude barely matters
-there.
+Which channels to keep (summed over the producers of a joined group): by default (compress's
+``slim_criterion``) the first-order Taylor estimate of how much the training loss would change without the
+channel (Molchanov et al. 2019): per batch, (γ·∂L/∂γ)² of the BatchNormalization scale after each producer,
+where the channel's output is multiplied before anything else sees it, averaged over the training set (over
+the filter's weights where no BatchNormalization follows). It asks what the loss needs, not how large a
+scale is: with the fade and 72 epochs it kept more of the float model than |γ| did (FSDD DS-CNN
+``fsdd-40x49``, two seeds: −0.6 / −3.0 UAR points at 92.5 / 94.4 % agreement, against −1.8 / −3.8 at 92.7 /
+92.5 %; Speech Commands ``mcu-dscnn-wide``, fold 1: 95.6 / 96.0 % against 94.4 / 95.6 %).
+``criterion="batchnorm"`` is network slimming's |γ| (Liu et al. 2017), ``criterion="l2"`` the filters' L2
+norms, which kept far less of the demo DS-CNN than |γ| (two seeds: −10.0 / −12.5 UAR points at 85 / 82 %
+agreement, against +2.5 / +0.0 at 98 / 100 %): BatchNorm normalises a bias-free convolution's output, so the
+filter's magnitude barely matters there.
 One keep ratio for every prunable group is found by bisection so that the rebuilt model has at most the
 target share of the original's multiply-accumulates; kept counts are multiples of 4 (the engine's SIMD
 kernels take channels four at a time) and at least 4.
