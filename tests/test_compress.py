@@ -102,6 +102,12 @@ def test_every_variant_is_built_measured_and_resumed(trained, tmp_path):
     assert [r["status"] for r in again.rows] == ["ok"] * len(VARIANTS)
     assert before == {name: (out / name / "metrics.json").stat().st_mtime_ns for name in VARIANTS}
     assert (out / "compress.log").read_text().count("skipped") == len(VARIANTS)
+    run_compress(model_path, config=_config(variants=["int8", "slim-int8"], slim_macs=0.4), out_dir=out,
+                 cache=cache)  # a field only slim-int8 reads: int8 is reused, slim-int8 rebuilt
+    assert (out / "int8" / "metrics.json").stat().st_mtime_ns == before["int8"]
+    assert (out / "slim-int8" / "metrics.json").stat().st_mtime_ns != before["slim-int8"]
+    assert "slim-int8: rebuilding: the earlier result came from another config: slim_macs 0.5 (now 0.4)" in \
+        (out / "compress.log").read_text()
 
 
 def test_a_failing_variant_does_not_stop_the_others(trained, tmp_path, monkeypatch):
@@ -465,6 +471,15 @@ def test_the_pruned_stage_is_rebuilt_when_its_fine_tuning_changes():
             assert (recipes.stage_key(context(changed), recipes.PRUNED_STAGE_FIELDS)
                     != recipes.stage_key(context(base), recipes.PRUNED_STAGE_FIELDS)), field.name
     assert checked >= 6  # epochs, learning rate, batch size, optimizer, seed, distillation weight and T
+
+
+def test_the_fields_only_some_variants_read_are_real_fields_of_real_variants():
+    fields = {field.name for field in dataclasses.fields(CompressConfig)}
+    for group, readers in recipes.OWN_FIELDS.items():
+        assert set(group) <= fields and set(readers) <= set(VARIANTS), group
+    assert recipes.unread_fields("int8") >= {"slim_macs", "prune_epochs", "qat_epochs", "clusters"}
+    slim = recipes.unread_fields("slim-int8")
+    assert "slim_macs" not in slim and "prune_epochs" in slim
 
 
 def test_pruning_schedule_fits_the_step_count():

@@ -31,7 +31,7 @@ import numpy as np
 
 from dslite_tiny.artifacts import folder_lock, write_json
 from dslite_tiny.audio.frontend import Frontend
-from dslite_tiny.compress.recipes import RECIPES, VariantContext, integer_dtype
+from dslite_tiny.compress.recipes import RECIPES, VariantContext, integer_dtype, unread_fields
 from dslite_tiny.config import VARIANTS, CompressConfig, DataConfig, FrontendConfig, to_dict, unknown_variant
 from dslite_tiny.data.cache import FeatureCache, file_digest
 from dslite_tiny.data.features import FeatureSet, compute_features
@@ -130,8 +130,7 @@ def _reusable(prepared: _Prepared, name: str, force: bool) -> VariantMetrics | N
     """The variant's metrics if an earlier run built it from the same inputs and config (never with force)."""
     if force:
         return None
-    key = _variant_key(prepared.context.fingerprint, prepared.context.config, name)
-    return _previous(prepared.out_dir / name, key, prepared.context.config)
+    return _previous(prepared.out_dir / name, name, prepared.context.fingerprint, prepared.context.config)
 
 
 def _row(prepared: _Prepared, name: str, previous: VariantMetrics | None) -> dict:
@@ -140,7 +139,7 @@ def _row(prepared: _Prepared, name: str, previous: VariantMetrics | None) -> dic
         log.info("%s: unchanged since %s, skipped (--force rebuilds)", name, previous.finished)
         metrics = _with_cortex_m4(previous, out_dir, prepared.eval_set, config)
     else:
-        key = _variant_key(prepared.context.fingerprint, config, name)
+        key = _variant_key(prepared.context.fingerprint, to_dict(config), name)
         metrics = _build_and_measure(name, key, prepared.context, prepared.eval_set, prepared.settings, out_dir,
                                      prepared.source)
     return {**summary_row(metrics), "skipped": previous is not None}
@@ -301,16 +300,18 @@ _LATER_KEYS = {"cortex_m4": True, "slim_macs": 0.5, "slim_criterion": "batchnorm
                "slim_learning_rate": 1e-3, "slim_fade": False}
 
 
-def _variant_key(fingerprint: str, config: CompressConfig, name: str) -> str:
-    settings = {k: v for k, v in to_dict(config).items()
-                if k != "variants" and not (k in _LATER_KEYS and v == _LATER_KEYS[k])}
+def _variant_key(fingerprint: str, config: dict, name: str) -> str:
+    """The key a variant's metrics record: its inputs and the whole config it was built with."""
+    settings = {k: v for k, v in config.items() if k != "variants" and not (k in _LATER_KEYS and v == _LATER_KEYS[k])}
     text = json.dumps({"inputs": fingerprint, "variant": name, "config": settings}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _previous(variant_dir: Path, key: str, config: CompressConfig) -> VariantMetrics | None:
-    """The variant's metrics if it was built ok from the same inputs and config; else it is rebuilt, and a
-    warning says why (a run with another preset would otherwise silently redo minutes of work)."""
+def _previous(variant_dir: Path, name: str, fingerprint: str, config: CompressConfig) -> VariantMetrics | None:
+    """The variant's metrics if it was built ok from the same inputs (its key, recomputed from the config it
+    recorded, proves them) and a config that agrees with this one on every field the variant reads; else it is
+    rebuilt, and a warning says why (a run with another preset would otherwise silently redo minutes of
+    work)."""
     path = variant_dir / "metrics.json"
     if not path.is_file():
         return None
@@ -319,24 +320,29 @@ def _previous(variant_dir: Path, key: str, config: CompressConfig) -> VariantMet
     except UserError as exc:
         log.warning("rebuilding: %s", exc)
         return None
-    if metrics.key == key and metrics.ok:
+    if not metrics.ok:
+        return None
+    earlier = json.loads(path.read_text(encoding="utf-8")).get("config")
+    if not isinstance(earlier, dict):
+        log.warning("%s: rebuilding: the earlier result recorded no config", name)
+        return None
+    if metrics.key != _variant_key(fingerprint, earlier, name):
+        log.warning("%s: rebuilding: the earlier result came from another source model or dataset", name)
+        return None
+    changed = _read_changes(earlier, to_dict(config), name)
+    if not changed:
         return metrics
-    if metrics.ok:
-        log.warning("%s: rebuilding: the earlier result came from %s", variant_dir.name,
-                    _difference(json.loads(path.read_text(encoding="utf-8")).get("config"), to_dict(config)))
+    log.warning("%s: rebuilding: the earlier result came from another config: %s; pass the same --config to "
+                "reuse it", name, ", ".join(changed[:6]) + (" …" if len(changed) > 6 else ""))
     return None
 
 
-def _difference(earlier: dict | None, now: dict) -> str:
-    """Which config keys differ between an earlier run and this one ("another model or data" if none do)."""
-    if not isinstance(earlier, dict):
-        return "a run that recorded no config"
-    changed = [f"{k} {earlier.get(k)!r} (now {now[k]!r})" for k in now
-               if k != "variants" and earlier.get(k) != now[k]]
-    if not changed:
-        return "another source model or dataset"
-    return "another config: " + ", ".join(changed[:6]) + (" …" if len(changed) > 6 else "") + \
-        "; pass the same --config to reuse it"
+def _read_changes(earlier: dict, now: dict, name: str) -> list[str]:
+    """The fields ``name`` reads that differ between an earlier run's config and this one (a field the earlier
+    run predates counts at the value it had then)."""
+    unread = unread_fields(name)
+    return [f"{k} {earlier.get(k, _LATER_KEYS.get(k))!r} (now {now[k]!r})" for k in now
+            if k != "variants" and k not in unread and earlier.get(k, _LATER_KEYS.get(k)) != now[k]]
 
 
 def _build_and_measure(name: str, key: str, context: VariantContext, eval_set: EvalSet,

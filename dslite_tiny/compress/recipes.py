@@ -83,6 +83,24 @@ def integer_dtype(name: str) -> str | None:
 PRUNED_STAGE_FIELDS = ("sparsity", "sparsity_allocation", "sparsity_pattern", "min_weights", "prune_epochs",
                        "prune_learning_rate", "distill_weight", "distill_temperature", "average_decay", "optimizer",
                        "batch_size", "prune_augment", "seed")
+# Config fields that only some recipes read, and the variants that read them (every other field may change
+# any variant). A variant built earlier is reused whatever the fields it does not read are now: changing how
+# slim-int8 slims must not rebuild int8. A recipe that starts reading a field of another group adds itself
+# to that group here.
+OWN_FIELDS: dict[tuple[str, ...], tuple[str, ...]] = {
+    ("sparsity", "sparsity_allocation", "sparsity_pattern", "min_weights", "prune_epochs", "prune_learning_rate",
+     "prune_augment"): ("pruned-int8", "pqat-int8", "clustered-int8"),
+    ("qat_epochs", "qat_learning_rate"): ("qat-int8", "pqat-int8", "clustered-int8"),
+    ("slim_macs", "slim_criterion", "slim_epochs", "slim_fade", "slim_augment", "slim_learning_rate"): ("slim-int8",),
+    ("clusters", "cluster_epochs", "cluster_learning_rate"): ("clustered-int8",),
+}
+
+
+def unread_fields(variant: str) -> frozenset[str]:
+    """The config fields ``variant``'s recipe never reads (those of other variants' stages)."""
+    return frozenset(field for fields, readers in OWN_FIELDS.items() if variant not in readers for field in fields)
+
+
 Recipe = Callable[[VariantContext], Built]
 RECIPES: dict[str, Recipe] = {}
 
