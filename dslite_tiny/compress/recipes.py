@@ -32,6 +32,7 @@ from dslite_tiny.config import VARIANTS, CompressConfig, to_dict
 from dslite_tiny.data.features import FeatureSet
 from dslite_tiny.models.trained import load_keras_model
 from dslite_tiny.progress import Progress, no_progress
+from dslite_tiny.train.epoch import one_hot
 
 log = logging.getLogger(__name__)
 
@@ -199,13 +200,13 @@ def _slim_int8(ctx: VariantContext) -> Built:
     return _post_training(ctx, slim, "int8", details=details)
 
 
-def _labelled_batches(train: FeatureSet, frontend: Frontend, batch_size: int) -> Iterator[tuple[np.ndarray,
-                                                                                               np.ndarray]]:
+def _labelled_batches(train: FeatureSet, frontend: Frontend,
+                      batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """The training chunks in order as (model input, one-hot labels) batches, made as they are read."""
-    eye = np.eye(len(train.classes), dtype=np.float32)
     for start in range(0, len(train), batch_size):
         chunk = slice(start, start + batch_size)
-        yield frontend.model_input(train.mel_db[chunk]).astype(np.float32), eye[train.labels[chunk]]
+        inputs = frontend.model_input(train.mel_db[chunk]).astype(np.float32)
+        yield inputs, one_hot(train.labels[chunk], len(train.classes))
 
 
 @register_variant("clustered-int8")
