@@ -22,7 +22,7 @@ Caveat (the dataset's README): these are the test speakers of the full Speech Co
 on them has seen under 5 % of the clips the field's published models trained on, and its accuracy is not a "Speech
 Commands test accuracy".
 
-    python reports/benchmarks/kws_gsc.py --part cv --preset mcu-dscnn [--out DIR]
+    python reports/benchmarks/kws_gsc.py --part cv --preset mcu-dscnn [--out DIR] [--minutes M]
     python reports/benchmarks/kws_gsc.py --part compress --preset mcu-dscnn [--out DIR]
     python reports/benchmarks/kws_gsc.py --part recipe --preset mcu-dscnn-wide [--out DIR]
     python reports/benchmarks/kws_gsc.py --part m4 --preset mlperf-dscnn --tflm-checkout DIR --flatbuffers DIR \\
@@ -58,6 +58,8 @@ PRESETS = {
     "mcu-dscnn": ("mcu-dscnn", ["frontend=kws-40x49"]),
     "mcu-dscnn-wide": ("mcu-dscnn-wide", ["frontend=kws-40x49"]),
     "mlperf-dscnn": ("mlperf-dscnn", []),
+    # the ImageNet MobileNet v1 α = 0.25 on its 96×96×3 colour plots of 64 mel bands, at 16 kHz up to 8 kHz
+    "mcu-mobilenet": ("mcu-mobilenet", ["frontend.sr=16000", "frontend.fmax=8000"]),
 }
 KB = 1024
 # the compress settings a compress entry records; entries without them predate commit eaa1fa1, whose defaults
@@ -68,20 +70,30 @@ OLD_RECIPE = {"prune_epochs": 8, "prune_augment": False, "slim_epochs": 12, "sli
               "average_decay": 0.0}
 
 
-def run_cv(preset: str, out: Path) -> dict:
-    """``dslite-tiny cv`` for ``preset`` (resuming what is done) and its summary."""
+def run_cv(preset: str, out: Path, minutes: float | None = None) -> dict:
+    """``dslite-tiny cv`` for ``preset`` (resuming what is done) and its summary; with ``minutes``, stopped
+    after that long with the runs finished so far (``cv.json`` is rewritten after each run; a rerun resumes)."""
     config, sets = PRESETS[preset]
     command = ["dslite-tiny", "cv", "--data", str(DATA), "--config", config,
                *[arg for value in sets for arg in ("--set", value)], "--folds", str(FOLDS),
                "--seeds", ",".join(map(str, SEEDS)), "--out", str(out / f"cv-{preset}")]
     started = time.monotonic()
-    subprocess.run(command, check=True)
+    try:
+        subprocess.run(command, check=True, timeout=None if minutes is None else minutes * 60)
+    except subprocess.TimeoutExpired:
+        print(f"{preset}: stopped after {minutes:g} min; the runs finished so far are recorded", flush=True)
     summary = json.loads((out / f"cv-{preset}" / "cv.json").read_text())
     return {"command": " ".join(_shown_args(command)), "complete": summary["complete"],
             "runs_done": summary["runs_done"], "mean": summary["mean"], "per_seed": summary["per_seed"],
             "per_fold": summary["per_fold"], "run_seconds": summary.get("run_seconds"),
             "invocation_seconds": round(time.monotonic() - started, 1), "backbone": summary["train"]["backbone"],
-            "frontend": Path(str(summary["train"]["frontend"])).stem}
+            "frontend": _frontend_name(summary["train"])}
+
+
+def _frontend_name(train: dict) -> str:
+    """The training config's frontend preset, with the keys it overrides (``frontend_set``)."""
+    overrides = ", ".join(f"{key} {value}" for key, value in sorted(train.get("frontend_set", {}).items()))
+    return Path(str(train["frontend"])).stem + (f" ({overrides})" if overrides else "")
 
 
 def run_compress(preset: str, out: Path) -> dict:
@@ -184,7 +196,11 @@ def _cv_lines(entries: dict) -> list[str]:
                      f"{accuracy['mean']:.3f} ± {accuracy['std']:.3f} | {uar['mean']:.3f} ± {uar['std']:.3f} | "
                      f"{seeds} | {cost} |")
     lines += ["", "Training time: each run's training and evaluation on this machine (2 cores, no GPU), summed; runs "
-              "of a cv older than that record show none.", ""]
+              "of a cv older than that record show none."]
+    if any(not e["complete"] for e in entries.values()):
+        lines += ["A row with fewer runs is a cross-validation stopped early (`--minutes`): its figures cover the "
+                  "runs done, and a seed's mean the folds it finished."]
+    return lines + [""]
     return lines
 
 
@@ -294,6 +310,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir(), "dslite-tiny-kws"))
     for option in ("--tflm-checkout", "--flatbuffers", "--gemmlowp", "--ruy", "--cmsis-nn"):
         parser.add_argument(option, type=Path)
+    parser.add_argument("--minutes", type=float, help="cv: stop after this long, keeping the finished runs")
     parser.add_argument("--inputs", type=int, default=50)
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir(), "dslite-tiny-tflm-trees"))
     args = parser.parse_args()
@@ -301,7 +318,7 @@ def main() -> None:
         parser.error("--part m4 needs the TFLite Micro trees: --tflm-checkout, --flatbuffers, --gemmlowp, --ruy, "
                      "--cmsis-nn (see tflm_m4.py)")
     if args.part == "cv":
-        entry = run_cv(args.preset, args.out)
+        entry = run_cv(args.preset, args.out, args.minutes)
     elif args.part == "compress":
         entry = run_compress(args.preset, args.out)
     elif args.part == "recipe":
