@@ -67,7 +67,8 @@ def read_reference(path: str | Path) -> Reference:
 class Scores:
     """Accuracy where a variant ran (host or device), from an ``accuracy`` block: UAR and accuracy per
     chunk and per file, agreement with the float model (None where a split had no chunks), the per-chunk
-    confusion matrix."""
+    confusion matrix, and the standard error of the per-chunk UAR's difference from the float model's (a
+    host measurement's; None in a device's results and in metrics written before it was recorded)."""
 
     uar: float | None
     uar_files: float | None
@@ -75,14 +76,18 @@ class Scores:
     accuracy_files: float | None
     agreement: float | None
     confusion: tuple[tuple[int, ...], ...]
+    delta_uar_se: float | None = None
 
     @classmethod
     def read(cls, data: dict, path: Path) -> Scores:
-        figures = (field_at(data, name, NUMBER, path, optional=True, at_least=0, at_most=1)
-                   for name in ("accuracy.chunks.uar", "accuracy.files.uar", "accuracy.chunks.accuracy",
-                                "accuracy.files.accuracy", "accuracy.agreement"))
+        figures = tuple(field_at(data, name, NUMBER, path, optional=True, at_least=0, at_most=1)
+                        for name in ("accuracy.chunks.uar", "accuracy.files.uar", "accuracy.chunks.accuracy",
+                                     "accuracy.files.accuracy", "accuracy.agreement"))
         confusion = field_at(data, "accuracy.chunks.confusion_matrix", list, path)
-        return cls(*figures, tuple(tuple(row) for row in confusion))
+        recorded = "delta_uar_se" in data["accuracy"]  # not by a device, nor by compress before it was
+        error = field_at(data, "accuracy.delta_uar_se", NUMBER, path, optional=True, at_least=0, at_most=1) \
+            if recorded else None
+        return cls(*figures, tuple(tuple(row) for row in confusion), error)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -295,7 +300,7 @@ def _objects(data: dict, dotted: str, fields: dict[str, type | tuple[type, ...]]
 
 SUMMARY_COLUMNS = (
     "variant", "status", "reason", "tflite_bytes", "gzip_bytes", "weight_bytes", "params", "macs",
-    "uar", "accuracy", "uar_files", "accuracy_files", "agreement", "sparsity", "pruned_sparsity",
+    "uar", "accuracy", "uar_files", "accuracy_files", "agreement", "delta_uar_se", "sparsity", "pruned_sparsity",
     "sparsity_target", "latency_ms", "latency_p90_ms", "latency_ms_all_threads", "latency_p90_ms_all_threads",
     "threads", "tflm_ok", "arena_bytes", "m4_flash_bytes", "m4_ram_bytes", "m4_instructions", "m4_method",
     "input_dtype", "ops",
@@ -313,6 +318,7 @@ def summary_row(metrics: VariantMetrics) -> dict:
                                                              "macs")},
         "uar": scores and scores.uar, "accuracy": scores and scores.accuracy, "uar_files": scores and scores.uar_files,
         "accuracy_files": scores and scores.accuracy_files, "agreement": scores and scores.agreement,
+        "delta_uar_se": scores and scores.delta_uar_se,
         "sparsity": sparsity and sparsity.weights, "pruned_sparsity": sparsity and sparsity.pruned_layers,
         "sparsity_target": sparsity and sparsity.target,
         "latency_ms": one and one.median_ms, "latency_p90_ms": one and one.p90_ms,

@@ -68,7 +68,7 @@ def _metrics() -> dict:
             "size": {"tflite_bytes": 5000, "gzip_bytes": 4000, "weight_bytes": 3000, "params": 2900, "macs": 10 ** 6,
                      "activation_bytes": 8000},
             "accuracy": {"chunks": {"uar": 0.8, "accuracy": 0.81, "confusion_matrix": [[4, 1], [1, 4]]},
-                         "files": {"uar": 0.9, "accuracy": 0.9}, "agreement": 0.95},
+                         "files": {"uar": 0.9, "accuracy": 0.9}, "agreement": 0.95, "delta_uar_se": 0.012},
             "latency": {"one_thread": {**timing, "threads": 1}, "all_threads": {**timing, "threads": 2}},
             "sparsity": {"weights": 0.5, "pruned_layers": 0.5, "layers": [{"name": "conv", "sparsity": 0.5}]},
             "details": {"sparsity_target": 0.5}, "input": {"dtype": "int8"}, "ops": {"CONV_2D": 1},
@@ -82,6 +82,10 @@ def test_variant_metrics_read_back_typed(tmp_path):
     assert metrics.ok and metrics.sizes.gzip_bytes == 4000 and metrics.arena_bytes == 9000 and metrics.tflm_ok
     assert (metrics.scores.uar, metrics.scores.uar_files, metrics.scores.agreement) == (0.8, 0.9, 0.95)
     assert metrics.scores.confusion == ((4, 1), (1, 4)) and metrics.latency.p90_ms == 0.3 and metrics.threads == 2
+    assert metrics.scores.delta_uar_se == summary_row(metrics)["delta_uar_se"] == 0.012
+    older = _metrics()
+    del older["accuracy"]["delta_uar_se"]  # metrics from before the standard error was recorded
+    assert read_metrics(write_metrics(tmp_path / "older.json", older)).scores.delta_uar_se is None
     assert metrics.sparsity.target == 0.5 and metrics.sparsity.tensors[0].name == "conv"
     assert [t.sqnr_db for t in metrics.layer_error] == [30.0, None] and metrics.ops == ("CONV_2D",)
     failed = {key: _metrics()[key] for key in ("variant", "key", "finished")}
@@ -112,6 +116,7 @@ def test_a_variant_that_is_not_what_its_name_says_says_so(tmp_path):
     (_edit(lambda d: d["sparsity"]["layers"][0].pop("sparsity")), "field 'sparsity.layers\\[0\\].sparsity' is missing"),
     (_edit(lambda d: d["layer_error"]["tensors"][1].update(layer=7)),
      "field 'layer_error.tensors\\[1\\].layer' must be str"),
+    (_edit(lambda d: d["accuracy"].update(delta_uar_se=-0.1)), "field 'accuracy.delta_uar_se' must be in \\[0, 1\\]"),
     (_edit(lambda d: d.update(version=2)), "version 2 of the dslite-tiny variant metrics format is newer"),
     (_edit(lambda d: d.update(cortex_m4={"ok": True, "method": "guess", "flash_bytes": 1, "ram_bytes": 1})),
      "field 'cortex_m4.method' must be one of qemu-icount, estimate"),

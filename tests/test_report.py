@@ -59,7 +59,7 @@ def test_report_has_every_variant_and_plot(compressed, tmp_path):
         assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
     markdown = result.markdown.read_text()
     for name in ("float32", "dynamic", "int8", "pruned-int8"):  # a row in the accuracy and the host tables
-        assert re.search(rf"^\| {name} \| \d\.\d{{3}} \| [+-]\d", markdown, re.M), name
+        assert re.search(rf"^\| {name} \| \d\.\d{{3}} \| [+-]\d+\.\d ± \d+\.\d \|", markdown, re.M), name
         assert re.search(rf"^\| {name} \| [\d.]+ KB \|", markdown, re.M), name
     for plot in PLOTS:
         assert f"](plots/{plot})" in markdown

@@ -17,7 +17,7 @@ from dslite_tiny.models.trained import load_trained  # noqa: E402
 from dslite_tiny.train.augment import AugmentSettings, cutmix, sap_lambdas, specaugment  # noqa: E402
 from dslite_tiny.train.evaluate import evaluate  # noqa: E402
 from dslite_tiny.train.fit import Phase, WeightAverage, phase_schedule, plan_phases, set_trainable  # noqa: E402
-from dslite_tiny.measure.metrics import file_votes, uar  # noqa: E402
+from dslite_tiny.measure.metrics import file_votes, uar, uar_change_error  # noqa: E402
 from dslite_tiny.train.run import run_training  # noqa: E402
 
 ALWAYS = AugmentSettings(prob_min=1.0, prob_max=1.0)
@@ -66,6 +66,27 @@ def test_uar_and_file_votes():
     files, probabilities = file_votes(np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6]]), np.array([5, 5, 7]))
     assert files.tolist() == [5, 7]
     np.testing.assert_allclose(probabilities, [[0.55, 0.45], [0.4, 0.6]])
+
+
+def test_the_uar_change_error_is_a_paired_bootstrap_over_files():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 4, 600)
+    reference = np.where(rng.random(600) < 0.8, labels, rng.integers(0, 4, 600))
+    variant = np.where(rng.random(600) < 0.9, reference, rng.integers(0, 4, 600))
+    one_chunk_files = np.arange(600)
+    # the same predictions differ on no resample
+    assert uar_change_error(labels, reference, reference, one_chunk_files, 4) == 0
+    # one chunk per file, balanced classes: near the textbook standard error of a paired difference
+    difference = (variant == labels).astype(float) - (reference == labels)
+    textbook = difference.std(ddof=1) / np.sqrt(600)
+    assert abs(uar_change_error(labels, variant, reference, one_chunk_files, 4) / textbook - 1) < 0.15
+    # chunks of one file err together: drawn as files, 100 files of six equal chunks are 100 draws, not 600
+    files = np.repeat(np.arange(100), 6)
+    copied = [np.repeat(a[:100], 6) for a in (labels, variant, reference)]
+    as_files = uar_change_error(*copied, files, 4)
+    as_chunks = uar_change_error(*copied, np.arange(600), 4)
+    assert as_files > 2 * as_chunks
+    assert np.isnan(uar_change_error(labels[:0], variant[:0], reference[:0], files[:0], 4))
 
 
 def test_phases_freeze_and_unfreeze_the_intended_layers():

@@ -13,7 +13,7 @@ from dslite_tiny.measure.flatbuffer import describe_tflite, pruned_sparsity
 from dslite_tiny.measure.litert import all_threads, create_interpreter, measure_latency, predict_tflite, quantize_input
 from dslite_tiny.measure.tflm import TFLMError, check_tflm
 from dslite_tiny.progress import Progress, no_progress
-from dslite_tiny.measure.metrics import classification_report, file_votes
+from dslite_tiny.measure.metrics import classification_report, file_votes, uar_change_error
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +64,17 @@ def measure_model(path: Path, eval_set: EvalSet, settings: MeasureSettings, *,
 
 
 def accuracy(scores: np.ndarray, eval_set: EvalSet) -> dict:
-    """Per-chunk and per-file (mean-score vote) reports, and agreement with the float Keras model."""
+    """Per-chunk and per-file (mean-score vote) reports, agreement with the float Keras model, and the
+    standard error of the per-chunk UAR's difference from the float model's (``metrics.uar_change_error``)."""
     files, file_scores = file_votes(scores, eval_set.clip_index)
     file_labels = eval_set.labels[np.searchsorted(eval_set.clip_index, files)]
     predicted = scores.argmax(axis=1)
+    error = uar_change_error(eval_set.labels, predicted, eval_set.reference, eval_set.clip_index,
+                             len(eval_set.classes))
     return {"chunks": classification_report(eval_set.labels, scores, eval_set.classes),
             "files": classification_report(file_labels, file_scores, eval_set.classes),
             "agreement": round(float(np.mean(predicted == eval_set.reference)), 6) if len(predicted) else None,
+            "delta_uar_se": None if np.isnan(error) else round(error, 6),
             "predicted": predicted.tolist()}
 
 

@@ -120,9 +120,11 @@ def _document(results: Results, board: BoardConfig, boards: list[BoardConfig], f
         ("list", [f"`{r.board}`: {r.text}" for r in advice]),
     ]
     blocks += [("h2", "Accuracy"), ("table", accuracy_table(results)),
-               ("p", "On the host (LiteRT), every test chunk. ΔUAR: points against the float Keras model; "
-                     "agreement: chunks on which the variant predicts what the float model predicts; UAR (files): "
-                     "the mean-score vote of each file's chunks.")]
+               ("p", "On the host (LiteRT), every test chunk. ΔUAR: points against the float Keras model, ± its "
+                     "standard error (a paired bootstrap over the test files: variants whose ΔUAR differ by less "
+                     "than about two of these are not ranked by this test set); agreement: chunks on which the "
+                     "variant predicts what the float model predicts; UAR (files): the mean-score vote of each "
+                     "file's chunks.")]
     if "size" in figures:
         blocks.append(("image", *figures["size"]))
     blocks += [("h2", "On the devices"), *_cortex_m4_blocks(results, figures), *_device_blocks(results),

@@ -60,6 +60,10 @@ class Measurement:
         return self.scores.agreement
 
     @property
+    def delta_uar_se(self) -> float | None:  # standard error of UAR − the float model's (host runs)
+        return self.scores.delta_uar_se
+
+    @property
     def confusion(self) -> tuple[tuple[int, ...], ...]:
         return self.scores.confusion
 

@@ -56,14 +56,14 @@ def _engine_need(variant: VariantResult, results: Results) -> Footprint | None:
 def accuracy_table(results: Results) -> Table:
     """Per variant on the host (LiteRT, every test chunk): UAR against the float model's, accuracy,
     agreement, and what its build did not do."""
-    header = ["variant", "UAR", "ΔUAR", "UAR (files)", "accuracy", "agreement", "notes"]
+    header = ["variant", "UAR", "ΔUAR ± SE", "UAR (files)", "accuracy", "agreement", "notes"]
     rows = []
     for v in results.variants:
         if not v.ok:
             rows.append([v.name, "failed", "", "", "", "", v.reason])
             continue
         m = v.host
-        rows.append([v.name, num(m.uar, 3), signed(_delta(m.uar, results.float_uar)), num(m.uar_files, 3),
+        rows.append([v.name, num(m.uar, 3), _delta_cell(m, results.float_uar), num(m.uar_files, 3),
                      num(m.accuracy, 3), percent(m.agreement), "; ".join(v.metrics.caveats)])
     return header, rows
 
@@ -85,7 +85,8 @@ def device_table(results: Results) -> Table:
 def cortex_m4_table(results: Results) -> Table:
     """Per int8 variant, what the generated engine costs on a Cortex-M4 (compress's record): flash, RAM and
     instructions per inference, beside its accuracy, so the trade-off is read where the model runs."""
-    header = ["variant", "flash", "RAM (arena + I/O)", "instructions", "UAR", "ΔUAR", "agreement", "measured by"]
+    header = ["variant", "flash", "RAM (arena + I/O)", "instructions", "UAR", "ΔUAR ± SE", "agreement",
+              "measured by"]
     rows = []
     for v in results.variants:
         m4 = v.metrics.cortex_m4 if v.ok else None
@@ -95,7 +96,7 @@ def cortex_m4_table(results: Results) -> Table:
             rows.append([v.name, "—", "—", "—", num(v.host.uar, 3), "", "", f"not run by the engine: {m4.reason}"])
             continue
         rows.append([v.name, kb(m4.flash_bytes), kb(m4.ram_bytes), instructions(m4.instructions, m4.method),
-                     num(v.host.uar, 3), signed(_delta(v.host.uar, results.float_uar)), percent(v.host.agreement),
+                     num(v.host.uar, 3), _delta_cell(v.host, results.float_uar), percent(v.host.agreement),
                      "QEMU -icount" if m4.method == "qemu-icount" else "estimate (no QEMU: calibrated model)"])
     return header, rows
 
@@ -134,6 +135,14 @@ def _chunks(m: Measurement) -> str:
 
 def _delta(uar: float | None, reference: float | None) -> float | None:
     return None if uar is None or reference is None else 100 * (uar - reference)
+
+
+def _delta_cell(measurement: Measurement, float_uar: float | None) -> str:
+    """ΔUAR in points with its paired-bootstrap standard error where recorded: two variants whose ΔUAR
+    differ by less than about two of these are not ranked by this test set."""
+    text = signed(_delta(measurement.uar, float_uar))
+    error = measurement.delta_uar_se
+    return text if error is None or text == "—" else f"{text} ± {100 * error:.1f}"
 
 
 def variant_table(results: Results, board: BoardConfig, fits: Fits) -> Table:
