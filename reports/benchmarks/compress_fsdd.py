@@ -202,7 +202,8 @@ def device_markdown(entries: dict) -> list[str]:
     lines = ["## DS-CNN on the 40×49 frontend, two seeds (test theo, devel jackson): the Cortex-M4", "",
              "Command: `python reports/benchmarks/compress_fsdd.py --part dscnn-40x49`. Float Keras UAR per chunk / "
              "per file: " + "; ".join(f"{n} {e['reference']:.3f} / {e['reference_files']:.3f}" for n, e in entries.items())
-             + ". ΔUAR in points against each seed's own float model; agreement with it per chunk; instructions per "
+             + ". ΔUAR in points against each seed's own float model (± its standard error: a paired bootstrap "
+             "over the test files); agreement with it per chunk; instructions per "
              "inference (QEMU mps2-an386, `-icount shift=0`) and engine constants, each ÷ int8's (three decimals: "
              "the issue's targets are two-decimal bounds).", "",
              "| variant | " + " | ".join(f"{n} ΔUAR | {n} agree | {n} M4 instr. | {n} constants" for n in names) + " |",
@@ -218,11 +219,17 @@ def device_markdown(entries: dict) -> list[str]:
             constants = entry.get("m4_constants", {})
             ratio = (f"{constants[variant] / 1024:.1f} KB ({constants[variant] / constants['int8']:.3f}×)"
                      if variant in constants and "int8" in constants else "–")
-            cells += [f"{(row['uar'] - entry['reference']) * 100:+.1f}", f"{row['agreement'] * 100:.1f} %",
+            cells += [_delta_text(row, entry['reference']), f"{row['agreement'] * 100:.1f} %",
                       f"{row['m4_instructions'] / 1e6:.2f} M ({row['m4_instructions'] / int8['m4_instructions']:.3f}×)",
                       ratio]
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     return [*lines, ""]
+
+
+def _delta_text(row: dict, reference: float) -> str:
+    """ΔUAR in points, ± its paired-bootstrap standard error where the row has one (runs since 2026-12-05)."""
+    error = row.get("delta_uar_se")
+    return f"{(row['uar'] - reference) * 100:+.1f}" + (f" ± {error * 100:.1f}" if error not in (None, "") else "")
 
 
 def gzip_floors(out: Path) -> dict[str, float]:
