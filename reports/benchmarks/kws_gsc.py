@@ -22,7 +22,7 @@ Caveat (the dataset's README): these are the test speakers of the full Speech Co
 on them has seen under 5 % of the clips the field's published models trained on, and its accuracy is not a "Speech
 Commands test accuracy".
 
-    python reports/benchmarks/kws_gsc.py --part cv --preset mcu-dscnn [--out DIR] [--minutes M]
+    python reports/benchmarks/kws_gsc.py --part cv --preset mcu-dscnn [--out DIR] [--minutes M] [--ray local]
     python reports/benchmarks/kws_gsc.py --part compress --preset mcu-dscnn [--out DIR]
     python reports/benchmarks/kws_gsc.py --part recipe --preset mcu-dscnn-wide [--out DIR]
     python reports/benchmarks/kws_gsc.py --part m4 --preset mlperf-dscnn --tflm-checkout DIR --flatbuffers DIR \\
@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import signal
 import subprocess
 import sys
 import tempfile
@@ -70,24 +71,38 @@ OLD_RECIPE = {"prune_epochs": 8, "prune_augment": False, "slim_epochs": 12, "sli
               "average_decay": 0.0}
 
 
-def run_cv(preset: str, out: Path, minutes: float | None = None) -> dict:
-    """``dslite-tiny cv`` for ``preset`` (resuming what is done) and its summary; with ``minutes``, stopped
-    after that long with the runs finished so far (``cv.json`` is rewritten after each run; a rerun resumes)."""
+def run_cv(preset: str, out: Path, minutes: float | None = None, ray: str | None = None) -> dict:
+    """``dslite-tiny cv`` for ``preset`` (resuming what is done; on Ray with ``ray``) and its summary; with
+    ``minutes``, stopped after that long with the runs finished so far (``cv.json`` is rewritten after each
+    run; a rerun resumes)."""
     config, sets = PRESETS[preset]
     command = ["dslite-tiny", "cv", "--data", str(DATA), "--config", config,
                *[arg for value in sets for arg in ("--set", value)], "--folds", str(FOLDS),
-               "--seeds", ",".join(map(str, SEEDS)), "--out", str(out / f"cv-{preset}")]
+               "--seeds", ",".join(map(str, SEEDS)), "--out", str(out / f"cv-{preset}"),
+               *(["--ray", ray] if ray else [])]
     started = time.monotonic()
-    try:
-        subprocess.run(command, check=True, timeout=None if minutes is None else minutes * 60)
-    except subprocess.TimeoutExpired:
-        print(f"{preset}: stopped after {minutes:g} min; the runs finished so far are recorded", flush=True)
+    _run_for(command, minutes)
     summary = json.loads((out / f"cv-{preset}" / "cv.json").read_text())
     return {"command": " ".join(_shown_args(command)), "complete": summary["complete"],
             "runs_done": summary["runs_done"], "mean": summary["mean"], "per_seed": summary["per_seed"],
             "per_fold": summary["per_fold"], "run_seconds": summary.get("run_seconds"),
             "invocation_seconds": round(time.monotonic() - started, 1), "backbone": summary["train"]["backbone"],
             "frontend": _frontend_name(summary["train"])}
+
+
+def _run_for(command: list[str], minutes: float | None) -> None:
+    """``command`` to its end, or interrupted (as Ctrl-C would, so a Ray cluster shuts down) after
+    ``minutes``."""
+    with subprocess.Popen(command) as process:
+        try:
+            code = process.wait(timeout=None if minutes is None else minutes * 60)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGINT)
+            process.wait()
+            print(f"stopped after {minutes:g} min; the runs finished so far are recorded", flush=True)
+            return
+    if code:
+        sys.exit(f"{' '.join(command[:3])} failed (exit {code})")
 
 
 def _frontend_name(train: dict) -> str:
@@ -311,6 +326,7 @@ def main() -> None:
     for option in ("--tflm-checkout", "--flatbuffers", "--gemmlowp", "--ruy", "--cmsis-nn"):
         parser.add_argument(option, type=Path)
     parser.add_argument("--minutes", type=float, help="cv: stop after this long, keeping the finished runs")
+    parser.add_argument("--ray", help="cv: train the runs on Ray (local, auto or an address), one per core")
     parser.add_argument("--inputs", type=int, default=50)
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir(), "dslite-tiny-tflm-trees"))
     args = parser.parse_args()
@@ -318,7 +334,7 @@ def main() -> None:
         parser.error("--part m4 needs the TFLite Micro trees: --tflm-checkout, --flatbuffers, --gemmlowp, --ruy, "
                      "--cmsis-nn (see tflm_m4.py)")
     if args.part == "cv":
-        entry = run_cv(args.preset, args.out, args.minutes)
+        entry = run_cv(args.preset, args.out, args.minutes, args.ray)
     elif args.part == "compress":
         entry = run_compress(args.preset, args.out)
     elif args.part == "recipe":
