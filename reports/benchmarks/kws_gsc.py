@@ -223,7 +223,8 @@ def _compress_lines(entries: dict) -> list[str]:
     if not entries:
         return []
     lines = ["## Compression of fold 1's models (every default variant, each seed on its own split)", "",
-             "ΔUAR: the variant's UAR minus the float Keras model's, on the fold's test speakers; agreement: the "
+             "ΔUAR: the variant's UAR minus the float Keras model's, on the fold's test speakers (± its standard "
+             "error where the run recorded one); agreement: the "
              "share of clips where the variant predicts what the float model predicts. Cortex-M4: the generated "
              "engine on QEMU (instructions per inference, flash in all). Recipe: the default compress config's "
              "fine-tuning when the preset's rows were measured: "
@@ -238,7 +239,9 @@ def _compress_lines(entries: dict) -> list[str]:
             if not all(variant in rows for rows in by_seed):
                 continue
             rows = [rows[variant] for rows in by_seed]
-            delta = " / ".join(f"{100 * (float(r['uar']) - seed['float_uar']):+.1f}" for r, seed in zip(rows, seeds))
+            delta = " / ".join(f"{100 * (float(r['uar']) - seed['float_uar']):+.1f}"
+                               + (f" ± {100 * float(r['delta_uar_se']):.1f}" if r.get("delta_uar_se") else "")
+                               for r, seed in zip(rows, seeds))
             agree = " / ".join(f"{100 * float(r['agreement']):.1f} %" for r in rows)
             m4, flash = rows[0]["m4_instructions"], rows[0]["m4_flash_bytes"]
             instructions = f"{float(m4) / 1e6:.2f} M" if m4 else "–"
