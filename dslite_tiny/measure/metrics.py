@@ -63,7 +63,6 @@ def uar_change_error(y_true: np.ndarray, y_pred: np.ndarray, y_reference: np.nda
     rng = np.random.default_rng(seed)
     draws = rng.multinomial(files.size, np.full(files.size, 1 / files.size), size=resamples)  # files drawn
     chunks, variant, reference = (draws @ table for table in per_file)  # (resamples, classes) each
-    present = chunks > 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        recall_change = np.where(present, (variant - reference) / np.maximum(chunks, 1), 0.0)
+    present = chunks > 0  # a class no drawn file holds has no recall in that resample
+    recall_change = np.where(present, (variant - reference) / np.maximum(chunks, 1), 0.0)
     return float(np.std(recall_change.sum(axis=1) / present.sum(axis=1), ddof=1))
