@@ -207,6 +207,8 @@ def _cv_lines(entries: dict) -> list[str]:
         seeds = " / ".join(f"{e['per_seed'][str(s)]['file_accuracy']:.3f}" for s in SEEDS if str(s) in e["per_seed"])
         timed = e.get("run_seconds") or {}
         cost = f"{timed['total'] / 60:.0f} min ({timed['runs']} runs)" if timed.get("runs") else "not recorded"
+        if "--ray" in e["command"]:  # runs side by side: the wall is what the user waits for
+            cost += f"; {e['invocation_seconds'] / 60:.0f} min wall on Ray, a run per core"
         lines.append(f"| {name} | {e['frontend']} | {e['runs_done']} of {FOLDS * len(SEEDS)} | "
                      f"{accuracy['mean']:.3f} ± {accuracy['std']:.3f} | {uar['mean']:.3f} ± {uar['std']:.3f} | "
                      f"{seeds} | {cost} |")
