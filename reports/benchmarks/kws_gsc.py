@@ -218,7 +218,6 @@ def _cv_lines(entries: dict) -> list[str]:
         lines += ["A row with fewer runs is a cross-validation stopped early (`--minutes`): its figures cover the "
                   "runs done, and a seed's mean the folds it finished."]
     return lines + [""]
-    return lines
 
 
 def _compress_lines(entries: dict) -> list[str]:
