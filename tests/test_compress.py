@@ -137,6 +137,46 @@ def _random_classifier(backbone: str = "dscnn", shape=(32, 32, 3)) -> keras.Mode
     return model
 
 
+@pytest.mark.parametrize("kind", ["int8", "qat"])
+def test_conversion_gives_the_keras_converters_flatbuffer(kind, monkeypatch):
+    """``convert_model`` traces the model's function instead of saving the Keras model first (``_converter``):
+    the result must be what ``from_keras_model`` gives, signature and tensor names included."""
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    from dslite_tiny.compress import convert
+
+    folded = fold_arelu(_random_classifier())
+    x, _ = _data(24)
+    model = quantize_model(folded) if kind == "qat" else folded
+    mine = convert_model(model, "int8", representative=x)
+    monkeypatch.setattr(convert, "_converter", tf.lite.TFLiteConverter.from_keras_model)
+    keras_path = convert_model(model, "int8", representative=x)
+    ours, theirs = Interpreter(model_content=mine), Interpreter(model_content=keras_path)
+    assert ours.get_signature_list() == theirs.get_signature_list() == {
+        "serving_default": {"inputs": [model.input_names[0]], "outputs": [model.output_names[0]]}}
+    assert _graph_contents(mine) == _graph_contents(keras_path)
+
+
+def _graph_contents(data: bytes) -> tuple:
+    """A flatbuffer's graph: every tensor (name, shape, type, quantization, constant bytes) and operator;
+    not its metadata, which names the converter's entry point."""
+    from dslite_tiny.measure.flatbuffer import _schema
+
+    model = _schema().ModelT.InitFromPackedBuf(bytearray(data), 0)
+    graph = model.subgraphs[0]
+
+    def tensor(t) -> tuple:
+        q = t.quantization
+        data = model.buffers[t.buffer].data if t.buffer < len(model.buffers) else None
+        return (t.name, list(t.shape), t.type, None if q is None or q.scale is None else (list(q.scale),
+                list(q.zeroPoint)), None if data is None else bytes(np.asarray(data, np.uint8)))
+
+    operators = [(model.operatorCodes[op.opcodeIndex].builtinCode, list(op.inputs), list(op.outputs))
+                 for op in graph.operators]
+    return [tensor(t) for t in graph.tensors], operators, list(graph.inputs), list(graph.outputs)
+
+
 def _data(n: int = 96, shape=(32, 32, 3), seed: int = 0):
     rng = np.random.default_rng(seed)
     return rng.uniform(-1, 1, (n, *shape)).astype(np.float32), np.eye(3)[rng.integers(0, 3, n)]
