@@ -28,7 +28,7 @@ from dslite_tiny.engine.codegen import generate  # noqa: E402
 from dslite_tiny.engine.graph import read_graph  # noqa: E402
 from dslite_tiny.engine.sparse import block_zero_share  # noqa: E402
 from dslite_tiny.data.cache import FeatureCache  # noqa: E402
-from dslite_tiny.measure.flatbuffer import describe_tflite, pruned_sparsity  # noqa: E402
+from dslite_tiny.measure.flatbuffer import describe_tflite, graph_contents, pruned_sparsity  # noqa: E402
 from dslite_tiny.measure.layer_error import layer_errors  # noqa: E402
 from dslite_tiny.measure.tflm import ALIGNMENT, _fits, check_tflm  # noqa: E402
 from dslite_tiny.models.arelu import AReLU, fold_arelu  # noqa: E402
@@ -155,26 +155,7 @@ def test_conversion_gives_the_keras_converters_flatbuffer(kind, monkeypatch):
     ours, theirs = Interpreter(model_content=mine), Interpreter(model_content=keras_path)
     assert ours.get_signature_list() == theirs.get_signature_list() == {
         "serving_default": {"inputs": [model.input_names[0]], "outputs": [model.output_names[0]]}}
-    assert _graph_contents(mine) == _graph_contents(keras_path)
-
-
-def _graph_contents(data: bytes) -> tuple:
-    """A flatbuffer's graph: every tensor (name, shape, type, quantization, constant bytes) and operator;
-    not its metadata, which names the converter's entry point."""
-    from dslite_tiny.measure.flatbuffer import _schema
-
-    model = _schema().ModelT.InitFromPackedBuf(bytearray(data), 0)
-    graph = model.subgraphs[0]
-
-    def tensor(t) -> tuple:
-        q = t.quantization
-        data = model.buffers[t.buffer].data if t.buffer < len(model.buffers) else None
-        return (t.name, list(t.shape), t.type, None if q is None or q.scale is None else (list(q.scale),
-                list(q.zeroPoint)), None if data is None else bytes(np.asarray(data, np.uint8)))
-
-    operators = [(model.operatorCodes[op.opcodeIndex].builtinCode, list(op.inputs), list(op.outputs))
-                 for op in graph.operators]
-    return [tensor(t) for t in graph.tensors], operators, list(graph.inputs), list(graph.outputs)
+    assert graph_contents(mine) == graph_contents(keras_path)
 
 
 def _data(n: int = 96, shape=(32, 32, 3), seed: int = 0):

@@ -70,6 +70,23 @@ def describe_tflite(data: bytes) -> dict:
     }
 
 
+def graph_contents(data: bytes) -> tuple[list[tuple], list[tuple]]:
+    """Subgraph 0 as comparable values: every tensor (name, shape, type, quantization scales and zero
+    points, constant bytes) and operator (builtin code, inputs, outputs); not the file's metadata, which
+    names the converter's entry point. Two conversions of one model are the same model if these are equal."""
+    model = _schema().ModelT.InitFromPackedBuf(bytearray(data), 0)
+    graph = model.subgraphs[0]
+
+    def tensor(t) -> tuple:
+        q, constant = t.quantization, _buffer(model, t)
+        return (t.name, list(t.shape), t.type, None if q is None or q.scale is None else (list(q.scale),
+                list(q.zeroPoint)), None if constant is None else constant.tobytes())
+
+    return ([tensor(t) for t in graph.tensors],
+            [(model.operatorCodes[op.opcodeIndex].builtinCode, list(op.inputs), list(op.outputs))
+             for op in graph.operators])
+
+
 def pruned_sparsity(layers: list[dict], layer_names: list[str]) -> float | None:
     """Sparsity over the weight tensors of the given (pruned) Keras layers, matched by name."""
     chosen = [t for t in layers if any(_names_layer(t["name"], name) for name in layer_names)]
