@@ -20,13 +20,21 @@ frontend, spectrogram augmentation as the preset has it) trained with two seeds 
 pruned-int8, pqat-int8 and slim-int8 with their engine figures on QEMU's Cortex-M4 (instructions per inference,
 constants, flash) against int8's, beside ΔUAR and agreement.
 
+Part ``slim-loso``: the same question as ``dscnn-40x49``'s ΔUAR, asked of every speaker. One test speaker
+holds 500 files, so one seed's ΔUAR has a standard error of about a point; the six folds of ``dslite-tiny cv
+--folds loso`` (the ``mcu-dscnn`` preset on ``fsdd-40x49``, seeds 0 and 1, each fold selecting on the next
+speaker) hold all 3000. Each of the twelve models is compressed to int8 and slim-int8 by ``dslite-tiny compress``
+(default recipe; no device figures: the architecture, and so the Cortex-M4 figures, are part
+``dscnn-40x49``'s), two at a time.
+
 Part ``densenet``: DenseNet121 at 224×224×3 with DeepSpectrumLite's head (the paper's model; its float
 TFLite is 30.0 MB and runs in 89.7 ms on a 4-thread laptop CPU), every variant of the phone preset. No
 ImageNet DenseNet121 weights are available offline, so it is trained from scratch for a few epochs on an
 FSDD subset (``DENSENET_*``): its float UAR is low, but it is a trained model, and the variants' agreement
 with it and their sizes, arena and latency are real.
 
-    python reports/benchmarks/compress_fsdd.py --part mcu|ptq|dscnn|mobilenet|dscnn-40x49|densenet [--out DIR]
+    python reports/benchmarks/compress_fsdd.py --part mcu|ptq|dscnn|mobilenet|dscnn-40x49|slim-loso|densenet \\
+        [--out DIR]
 
 Results go to ``compress_fsdd.json`` (per model, written as each model finishes) and ``compress_fsdd.md``;
 the compress output folders resume, so a rerun only redoes what is missing.
@@ -34,12 +42,15 @@ the compress output folders resume, so a rerun only redoes what is missing.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from dslite_tiny.config import VARIANTS, CompressConfig, DataConfig, FrontendConfig, TrainConfig, load_config, to_dict
@@ -66,6 +77,9 @@ PTQ_SEEDS = (0, 1)
 PTQ_REPAIRS = ("bias_correction",)  # each built off and on, the others at their defaults
 SEED_PARTS = {"dscnn": "DS-CNN", "mobilenet": "MobileNet v1 α = 0.25"}  # part: backbone title
 DEVICE_VARIANTS = ["int8", "pruned-int8", "pqat-int8", "slim-int8"]  # part dscnn-40x49
+LOSO_CV = ["--config", "mcu-dscnn", "--set", "frontend=fsdd-40x49", "--folds", "loso", "--seeds", "0,1"]
+LOSO_COMPRESS = ["--only", "int8,slim-int8", "--set", "cortex_m4=false", "--set", "tflm=false", "--set",
+                 "layer_error_chunks=0"]
 # int16x8 left out: TFLite's int16 reference kernels on DenseNet121 at 224×224 take too long for this part.
 DENSENET_OVERRIDES = {"prune_epochs": 2, "qat_epochs": 1, "representative_chunks": 50, "latency_runs": 50,
                       "layer_error_chunks": 20,
@@ -136,12 +150,15 @@ def densenet_model(out: Path, cache: FeatureCache) -> tuple[str, Path, DataConfi
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("mcu", "ptq", *SEED_PARTS, "dscnn-40x49", "densenet"), required=True)
+    parser.add_argument("--part", choices=("mcu", "ptq", *SEED_PARTS, "dscnn-40x49", "slim-loso", "densenet"),
+                        required=True)
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir(), "dslite-tiny-compress"))
     args = parser.parse_args()
     import_tensorflow_quietly()
     results_path = HERE / "compress_fsdd.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {"models": {}}
+    if args.part == "slim-loso":
+        return run_slim_loso(args.out, results, results_path)
     cache = FeatureCache(default_cache_dir())
     if args.part == "mcu":
         jobs = [(name, path, None, load_config(CompressConfig, "default", stage="compress")) for name, path in mcu_models()]
@@ -175,6 +192,87 @@ def main() -> None:
         results_path.write_text(json.dumps(results, indent=2) + "\n")
         (HERE / "compress_fsdd.md").write_text(markdown(results))
     print(markdown(results))
+
+
+def run_slim_loso(out: Path, results: dict, results_path: Path) -> None:
+    """Part ``slim-loso``: the cross-validation (resumed, or trained here), then ``compress`` of each of its
+    models as its own process, two at once; each run is recorded as it finishes."""
+    cv_dir = out / "cv-dscnn-40x49"
+    subprocess.run(["dslite-tiny", "cv", "--data", str(ROOT / "configs" / "data" / "fsdd.yaml"), *LOSO_CV, "--out",
+                    str(cv_dir)], check=True)
+    models = sorted(cv_dir.glob("*-s*/model.h5"))
+
+    def compress(model: Path) -> tuple[Path, Path]:
+        folder = out / f"loso-{model.parent.name}"
+        with open(out / f"loso-{model.parent.name}.log", "w") as log:
+            subprocess.run(["dslite-tiny", "compress", str(model), *LOSO_COMPRESS, "--out", str(folder)], check=True,
+                           stdout=log, stderr=subprocess.STDOUT)
+        return model, folder
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        for done in concurrent.futures.as_completed([pool.submit(compress, model) for model in models]):
+            model, folder = done.result()
+            results["models"][folder.name] = _loso_entry(model, folder)
+            print(f"== {folder.name}: {results['models'][folder.name]['rows']}", flush=True)
+            results_path.write_text(json.dumps(results, indent=2) + "\n")
+            (HERE / "compress_fsdd.md").write_text(markdown(results))
+
+
+def _loso_entry(model: Path, folder: Path) -> dict:
+    """One cross-validation run's float UAR and, per variant, ΔUAR, its standard error and agreement."""
+    reference = json.loads((folder / "reference.json").read_text())["accuracy"]
+    run = json.loads((model.parent / "result.json").read_text())
+    rows = {}
+    for variant in LOSO_COMPRESS[1].split(","):
+        accuracy = json.loads((folder / variant / "metrics.json").read_text())["accuracy"]
+        rows[variant] = {"uar": accuracy["chunks"]["uar"], "uar_files": accuracy["files"]["uar"],
+                         "agreement": accuracy["agreement"], "delta_uar_se": accuracy.get("delta_uar_se")}
+    return {"part": "slim-loso", "model": _shown(model), "test_speaker": run["test_speakers"][0],
+            "devel_speaker": run["devel_speakers"][0], "seed": run["seed"], "commit": _commit(),
+            "reference": reference["chunks"]["uar"], "reference_files": reference["files"]["uar"], "rows": rows,
+            "command": "python reports/benchmarks/compress_fsdd.py --part slim-loso"}
+
+
+def loso_markdown(entries: dict) -> list[str]:
+    """Per test speaker, both seeds' float UAR and each variant's ΔUAR (± its standard error) and agreement;
+    then the mean over the folds with the standard error of that mean."""
+    if not entries:
+        return []
+    variants = list(next(iter(entries.values()))["rows"])
+    by_fold: dict[str, dict[int, dict]] = {}
+    for entry in entries.values():
+        by_fold.setdefault(entry["test_speaker"], {})[entry["seed"]] = entry
+    lines = ["## slim-int8 on every speaker (leave-one-speaker-out, seeds 0 / 1)", "",
+             f"Command: `{next(iter(entries.values()))['command']}` (`dslite-tiny cv --data configs/data/fsdd.yaml "
+             f"{' '.join(LOSO_CV)}`, then `dslite-tiny compress MODEL {' '.join(LOSO_COMPRESS)}`). ΔUAR per chunk in "
+             "points against each run's float model (± its standard error, a paired bootstrap over the test "
+             "files); agreement: the share of chunks predicted as the float model predicts them.", "",
+             "| test speaker (devel) | float UAR | " + " | ".join(f"{v} ΔUAR | {v} agreement" for v in variants) + " |",
+             "|---|---|" + "---|---|" * len(variants)]
+    for speaker, seeds in sorted(by_fold.items()):
+        runs = [seeds[s] for s in sorted(seeds)]
+        cells = [" / ".join(f"{r['reference']:.3f}" for r in runs)]
+        for variant in variants:
+            cells.append(" / ".join(_delta_text(r["rows"][variant], r["reference"]) for r in runs))
+            cells.append(" / ".join(f"{r['rows'][variant]['agreement'] * 100:.1f} %" for r in runs))
+        lines.append(f"| {speaker} ({runs[0]['devel_speaker']}) | " + " | ".join(cells) + " |")
+    lines += ["", *[_loso_mean(variant, by_fold) for variant in variants], ""]
+    return lines
+
+
+def _loso_mean(variant: str, by_fold: dict[str, dict[int, dict]]) -> str:
+    """The mean ΔUAR and agreement over folds (each fold the mean of its seeds) ± the standard error of the
+    mean over folds, and each seed's mean."""
+    def delta(entry: dict) -> float:
+        return 100 * (entry["rows"][variant]["uar"] - entry["reference"])
+
+    folds = [np.mean([delta(e) for e in seeds.values()]) for seeds in by_fold.values()]
+    agreement = [np.mean([100 * e["rows"][variant]["agreement"] for e in seeds.values()]) for seeds in by_fold.values()]
+    error = np.std(folds, ddof=1) / np.sqrt(len(folds)) if len(folds) > 1 else float("nan")
+    seeds = sorted({seed for runs in by_fold.values() for seed in runs})
+    per_seed = " / ".join(f"{np.mean([delta(runs[s]) for runs in by_fold.values() if s in runs]):+.1f}" for s in seeds)
+    return (f"{variant}: mean ΔUAR over {len(folds)} folds {np.mean(folds):+.2f} ± {error:.2f} points (standard "
+            f"error over folds; seeds {per_seed}), agreement {np.mean(agreement):.1f} %.")
 
 
 def _shown(path: Path) -> str:
@@ -239,7 +337,6 @@ def gzip_floors(out: Path) -> dict[str, float]:
     import gzip
     import zlib
 
-    import numpy as np
     from ai_edge_litert.interpreter import Interpreter
 
     def sizes(path: Path) -> tuple[int, int, float]:
@@ -282,8 +379,6 @@ def _before(previous: dict | None, entry: dict) -> dict:
 
 def _commit() -> str | None:
     """The commit of the code that ran (None outside a git checkout)."""
-    import subprocess
-
     found = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     return found.stdout.strip() or None if found.returncode == 0 else None
 
@@ -294,8 +389,9 @@ def markdown(results: dict) -> str:
     for part, title in SEED_PARTS.items():
         lines += seeds_markdown(part, title, {name: e for name, e in results["models"].items() if e["part"] == part})
     lines += device_markdown({name: e for name, e in results["models"].items() if e["part"] == "dscnn-40x49"})
+    lines += loso_markdown({name: e for name, e in results["models"].items() if e["part"] == "slim-loso"})
     for name, entry in results["models"].items():
-        if entry["part"] in ("ptq", "dscnn-40x49", *SEED_PARTS):
+        if entry["part"] in ("ptq", "dscnn-40x49", "slim-loso", *SEED_PARTS):
             continue
         lines += [f"## {name}", "", f"Command: `{entry['command']}`; model `{entry['model']}`; "
                   f"float Keras test UAR {entry['reference']:.3f} (chunks), {entry['reference_files']:.3f} (files).", "",
