@@ -14,7 +14,7 @@ import dslite_tiny  # noqa: F401
 import tf_keras as keras  # noqa: E402
 
 from dslite_tiny.compress import recipes  # noqa: E402
-from dslite_tiny.compress.convert import convert_model  # noqa: E402
+from dslite_tiny.compress.convert import ConversionError, convert_model  # noqa: E402
 from dslite_tiny.compress.pipeline import run_compress  # noqa: E402
 from dslite_tiny.records import SUMMARY_COLUMNS  # noqa: E402
 from dslite_tiny.compress.prune import (PruningSchedule, layer_sparsities, prune_model, strip_pruning,  # noqa: E402
@@ -156,6 +156,14 @@ def test_conversion_gives_the_keras_converters_flatbuffer(kind, monkeypatch):
     assert ours.get_signature_list() == theirs.get_signature_list() == {
         "serving_default": {"inputs": [model.input_names[0]], "outputs": [model.output_names[0]]}}
     assert graph_contents(mine) == graph_contents(keras_path)
+
+
+def test_a_model_with_two_outputs_is_refused_before_conversion():
+    x = keras.Input((4, 4, 1))
+    y = keras.layers.Flatten()(x)
+    model = keras.Model(x, [keras.layers.Dense(2)(y), keras.layers.Dense(3)(y)])
+    with pytest.raises(ConversionError, match="one input and one output; this model has 1 and 2"):
+        convert_model(model, "float32")
 
 
 def _data(n: int = 96, shape=(32, 32, 3), seed: int = 0):

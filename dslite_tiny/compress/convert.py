@@ -50,18 +50,18 @@ def convert_model(model, kind: Kind, *, representative: np.ndarray | None = None
 
 def _converter(model):
     """A converter of ``model``'s inference function, traced once. ``from_keras_model`` first saves the whole
-    Keras model as a SavedModel, whose layer-by-layer serialization took 3-5 s of every conversion (the
-    demo's nine variants spent 53 of 105 s converting); a module holding only the function and its
+    Keras model as a SavedModel, whose layer-by-layer serialization took three quarters of every conversion
+    (the demo's nine variants spent 53 of 105 s converting); a module holding only the function and its
     variables gives the same flatbuffer (ops, constants, quantization, tensor names, the
-    ``serving_default`` signature; tested) in under a second."""
+    ``serving_default`` signature; tested) 3-5× faster (``reports/benchmarks/convert_speed.md``)."""
     import tensorflow as tf
 
     if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ConversionError(f"the model has {len(model.inputs)} inputs and {len(model.outputs)} outputs; a "
-                              f"classifier here has one of each")
+        raise ConversionError(f"a classifier here has one input and one output; this model has "
+                              f"{len(model.inputs)} and {len(model.outputs)}")
     spec = tf.TensorSpec(model.input_shape, tf.float32, name=model.input_names[0])
     module = tf.Module()
-    module.variables_ = list(model.weights)
+    module.variables_ = list(model.weights)  # tracked for the saved function (``variables`` is read-only)
 
     @tf.function(input_signature=[spec])
     def serve(x):
