@@ -181,7 +181,7 @@ class TrainConfig:
     frontend_set: dict[str, Any] = param({}, "frontend keys overriding that preset, e.g. {clip_position: center} "
                                              "(on the command line: --set frontend.clip_position=center)")
     backbone: str = param("densenet121", "densenet121, mobilenet, mobilenet_v2, dscnn or dscnn_mlperf")
-    alpha: float = param(1.0, "width multiplier of mobilenet / mobilenet_v2 / dscnn", low=0.0, low_open=True, high=2.0)
+    alpha: float = param(1.0, "width multiplier of mobilenet / mobilenet_v2 / dscnn", low=0.0, low_open=True, high=4.0)
     weights: str = param("none", "none, imagenet (Keras download) or a local no-top .h5 file")
     units: int = param(512, "units of the head's dense layer; 0: none, the classifier follows the pooling",
                        low=0, high=8192)
