@@ -60,6 +60,8 @@ PRESETS = {
     "mcu-dscnn-wide": ("mcu-dscnn-wide", ["frontend=kws-40x49"]),
     # the same with the learning rate decayed (cosine to 1 % after a one-epoch warm-up) instead of constant
     "mcu-dscnn-wide-cosine": ("mcu-dscnn-wide", ["frontend=kws-40x49", "lr_schedule=cosine", "warmup_epochs=1"]),
+    # three times mcu-dscnn's filters instead of two (192 per layer): is width what the wide preset lacks?
+    "mcu-dscnn-xwide": ("mcu-dscnn-wide", ["frontend=kws-40x49", "alpha=3.0"]),
     "mlperf-dscnn": ("mlperf-dscnn", []),
     # the ImageNet MobileNet v1 α = 0.25 on its 96×96×3 colour plots of 64 mel bands, at 16 kHz up to 8 kHz
     "mcu-mobilenet": ("mcu-mobilenet", ["frontend.sr=16000", "frontend.fmax=8000"]),
@@ -94,7 +96,9 @@ def run_cv(preset: str, out: Path, minutes: float | None = None, ray: str | None
 
 def _run_for(command: list[str], minutes: float | None) -> None:
     """``command`` to its end, or interrupted (as Ctrl-C would, so a Ray cluster shuts down) after
-    ``minutes``."""
+    ``minutes``. A shell starts a background job with SIGINT ignored, and a child inherits that: this
+    process handles SIGINT first, so the child starts with the default and the interrupt reaches it."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     with subprocess.Popen(command) as process:
         try:
             code = process.wait(timeout=None if minutes is None else minutes * 60)
@@ -238,7 +242,8 @@ def _same_folds(name: str, entry: dict, entries: dict) -> str:
 
     def on_folds(e: dict) -> float:
         return float(np.mean([e["per_fold"][fold]["file_accuracy"] for fold in folds]))
-    return (f"On {', '.join(folds)}, {name}'s top-1 per file is {on_folds(entry):.3f}; {best}'s is "
+    shown = " and ".join([", ".join(folds[:-1]), folds[-1]] if len(folds) > 1 else folds)
+    return (f"On {shown}, {name}'s top-1 per file is {on_folds(entry):.3f}; {best}'s is "
             f"{on_folds(complete[best]):.3f}.")
 
 
