@@ -24,6 +24,12 @@ def test_presets_list_every_key_explicitly():
         assert set(data) == keys, name
 
 
+def test_kws_40x98_is_kws_40x49_at_a_10_ms_hop():
+    """kws_gsc.py trains its row of this input as kws-40x49 with these two overrides: they must stay the same."""
+    finer = load_config(FrontendConfig, "kws-40x49", ("--set", {"hop_s": 0.01, "image_width": 98}), stage="frontend")
+    assert load_config(FrontendConfig, "kws-40x98", stage="frontend") == finer
+
+
 def test_layers_apply_in_order(tmp_path):
     user = write(tmp_path, "preset: dslite-paper\nn_mels: 64\n")
     config = load_config(FrontendConfig, user, ("--set", {"color_map": "magma"}), stage="frontend")

@@ -196,7 +196,7 @@ def test_trimmed_clip_is_centred_whatever_silence_surrounds_it():
 
 
 @pytest.mark.parametrize("name,frames", [("dslite-code", 61), ("dslite-paper", 186), ("mcu-64", 61), ("kws-40x49", 49),
-                                         ("kws-mfcc-10x49", 49)])
+                                         ("kws-40x98", 98), ("kws-mfcc-10x49", 49)])
 def test_presets_shapes(name, frames):
     config = preset(name)
     frontend = Frontend(config)
