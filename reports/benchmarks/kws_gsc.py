@@ -9,6 +9,8 @@ Parts, each per preset of ``PRESETS`` (a training preset and its frontend):
   per file, mean ± std over folds, and each run's training time;
 * ``compress``: ``dslite-tiny compress`` (every default variant) of fold 1's two models, each on its own
   split: ΔUAR against the float model, agreement with it, and the engine's Cortex-M4 figures;
+* ``ensemble``: each fold's two models (seeds 0 and 1) averaged, their per-file class probabilities on the
+  fold's test speakers (``ensemble_fsdd.py``'s scoring): what a pair would give before anyone exports one;
 * ``recipe``: ``pruned-int8`` and ``slim-int8`` of the same models with the fine-tuning defaults of before
   commit eaa1fa1 (no device figures): the "before" beside the compress part's "after";
 * ``m4``: fold 1's seed-0 int8 model on QEMU's Cortex-M4 (mps2-an386, ``-icount shift=0``) with the
@@ -24,6 +26,7 @@ Commands test accuracy".
 
     python reports/benchmarks/kws_gsc.py --part cv --preset mcu-dscnn [--out DIR] [--minutes M] [--ray local]
     python reports/benchmarks/kws_gsc.py --part compress --preset mcu-dscnn [--out DIR]
+    python reports/benchmarks/kws_gsc.py --part ensemble --preset mcu-dscnn-wide-10ms [--out DIR]
     python reports/benchmarks/kws_gsc.py --part recipe --preset mcu-dscnn-wide [--out DIR]
     python reports/benchmarks/kws_gsc.py --part m4 --preset mlperf-dscnn --tflm-checkout DIR --flatbuffers DIR \\
         --gemmlowp DIR --ruy DIR --cmsis-nn DIR [--out DIR]
@@ -136,6 +139,33 @@ def run_compress(preset: str, out: Path) -> dict:
             "recipe": _recipe(), "seeds": _compress_fold1(preset, out, "compress", [])}
 
 
+def run_ensemble(preset: str, out: Path) -> dict:
+    """Per fold the two seeds' models and their average: top-1 and UAR per file on the fold's test speakers."""
+    from dslite_tiny.data.cache import FeatureCache, default_cache_dir
+    from dslite_tiny.measure.metrics import uar
+    from ensemble_fsdd import member_probabilities
+
+    cache, per_fold = FeatureCache(default_cache_dir()), {}
+    for fold in (f"fold{k}" for k in range(1, FOLDS + 1)):
+        members = [member_probabilities(out / f"cv-{preset}" / f"{fold}-s{seed}" / "model.h5", cache)
+                   for seed in SEEDS]
+        labels, files = members[0][1], members[0][2]
+        if any(m[2] != files for m in members):
+            sys.exit(f"{fold}: the two seeds' models were tested on different files")
+        average = np.mean([m[0] for m in members], axis=0).argmax(axis=1)
+        per_fold[fold] = {"members": [float(np.mean(m[0].argmax(axis=1) == labels)) for m in members],
+                          "accuracy": float(np.mean(average == labels)),
+                          "uar": uar(labels, average, members[0][0].shape[1])}
+        print(f"{fold}: members {per_fold[fold]['members']}, averaged {per_fold[fold]['accuracy']:.4f}", flush=True)
+    return {"per_fold": per_fold, **{key: _over_folds([v[key] for v in per_fold.values()])
+                                     for key in ("accuracy", "uar")},
+            "members": _over_folds([float(np.mean(v["members"])) for v in per_fold.values()])}
+
+
+def _over_folds(values: list[float]) -> dict:
+    return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)), "n": len(values)}
+
+
 def run_recipe(preset: str, out: Path) -> dict:
     """pruned-int8 and slim-int8 of fold 1's models (both seeds) with the fine-tuning defaults before commit
     eaa1fa1 (``OLD_RECIPE``), without device measurements: the before of the compress part's after."""
@@ -209,8 +239,27 @@ def markdown(results: dict) -> str:
              "field's published models trained on, and its accuracy is not a \"Speech Commands test accuracy\".", ""]
     lines += _cv_lines(results.get("cv", {})) + _compress_lines(results.get("compress", {}))
     lines += _recipe_lines(results.get("recipe", {}), results.get("compress", {}))
+    lines += _ensemble_lines(results.get("ensemble", {}), results.get("m4", {}))
     lines += _m4_lines(results.get("m4", {})) + _frontend_lines()
     return "\n".join(lines) + "\n"
+
+
+def _ensemble_lines(entries: dict, m4: dict) -> list[str]:
+    if not entries:
+        return []
+    lines = ["## Two models averaged (each fold's seeds 0 and 1)", "",
+             "Per-file class probabilities of the fold's two models averaged, on its test speakers; mean ± sample "
+             "std over the five folds. One pair per fold, so there is no second seed: what an ensemble would give, "
+             "for twice the instructions of one model (the toolkit does not export a pair as one model).", "",
+             "| preset | one model, top-1 | the pair, top-1 | the pair, UAR | per fold (the pair) | M4 instructions, "
+             "the pair on the engine |", "|---|---:|---:|---:|---|---:|"]
+    for name, e in entries.items():
+        folds = " ".join(f"{v['accuracy']:.3f}" for v in e["per_fold"].values())
+        engine = m4.get(name, {}).get("engine")
+        cost = f"{2 * engine['instructions_median'] / 1e6:.2f} M" if engine else "–"
+        lines.append(f"| {name} | {_spread(e['members'])} | **{_spread(e['accuracy'])}** | {_spread(e['uar'])} | "
+                     f"{folds} | {cost} |")
+    return lines + [""]
 
 
 def _cv_lines(entries: dict) -> list[str]:
@@ -364,7 +413,7 @@ def _frontend_lines() -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("cv", "compress", "recipe", "m4"), required=True)
+    parser.add_argument("--part", choices=("cv", "compress", "ensemble", "recipe", "m4"), required=True)
     parser.add_argument("--preset", choices=tuple(PRESETS), required=True)
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir(), "dslite-tiny-kws"))
     for option in ("--tflm-checkout", "--flatbuffers", "--gemmlowp", "--ruy", "--cmsis-nn"):
@@ -381,6 +430,8 @@ def main() -> None:
         entry = run_cv(args.preset, args.out, args.minutes, args.ray)
     elif args.part == "compress":
         entry = run_compress(args.preset, args.out)
+    elif args.part == "ensemble":
+        entry = run_ensemble(args.preset, args.out)
     elif args.part == "recipe":
         entry = run_recipe(args.preset, args.out)
     else:
