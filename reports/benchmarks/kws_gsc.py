@@ -147,8 +147,10 @@ def run_ensemble(preset: str, out: Path) -> dict:
 
     cache, per_fold = FeatureCache(default_cache_dir()), {}
     for fold in (f"fold{k}" for k in range(1, FOLDS + 1)):
-        members = [member_probabilities(out / f"cv-{preset}" / f"{fold}-s{seed}" / "model.h5", cache)
-                   for seed in SEEDS]
+        models = [out / f"cv-{preset}" / f"{fold}-s{seed}" / "model.h5" for seed in SEEDS]
+        if missing := [m for m in models if not m.is_file()]:
+            sys.exit(f"{missing[0]}: missing; run --part cv --preset {preset} first")
+        members = [member_probabilities(model, cache) for model in models]
         labels, files = members[0][1], members[0][2]
         if any(m[2] != files for m in members):
             sys.exit(f"{fold}: the two seeds' models were tested on different files")
