@@ -96,6 +96,19 @@ def test_engine_runs_densenet_ops_bit_exact(tmp_path):
     _assert_bit_exact(variant, tmp_path)
 
 
+def test_engine_runs_averaged_outputs_bit_exact(tmp_path):
+    """Two classifier heads averaged (Keras's Average: ADD, then MUL by a single constant 0.5, which the
+    engine broadcasts as it does a vector along the last dimension): two models' probabilities as one output."""
+    import tf_keras as keras
+
+    x = keras.Input((8, 8, 3))
+    features = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(6, 3, activation="relu")(x))
+    heads = [keras.layers.Dense(5, activation="softmax")(features) for _ in range(2)]
+    variant = _converted(keras.Model(x, keras.layers.Average()(heads)), (8, 8, 3), tmp_path)
+    assert {"ADD", "MUL"} <= set(variant.description["ops"])
+    _assert_bit_exact(variant, tmp_path)
+
+
 def test_engine_runs_depthwise_variants_bit_exact(tmp_path):
     """Depthwise convolutions beside the DS-CNN's: six channels (the Cortex-M4 path takes four at a time), a
     5×5 window mostly over the border, a depth multiplier of 2 with stride 2; and a 2×3 convolution of six
