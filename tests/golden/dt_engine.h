@@ -18,7 +18,7 @@
 extern "C" {
 #endif
 
-/* ADD: in2 has ``elements`` values or ``in2_elements`` = the last dimension's (broadcast over the rest);
+/* ADD: in2 has ``elements`` values, or ``in2_elements`` (the last dimension's, or one) repeated over them;
  * offsets are minus the input zero points. */
 typedef struct {
   int32_t elements;

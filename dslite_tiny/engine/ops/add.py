@@ -8,7 +8,7 @@ from dslite_tiny.measure.graph import Op
 ADD_PARAMS = Struct("dt_add_params", (
     "elements", "in2_elements", "in1_offset", "in2_offset", "out_offset", "left_shift", "in1_multiplier", "in1_shift",
     "in2_multiplier", "in2_shift", "out_multiplier", "out_shift", "act_min", "act_max"),
-    "ADD: in2 has ``elements`` values or ``in2_elements`` = the last dimension's (broadcast over the rest); "
+    "ADD: in2 has ``elements`` values, or ``in2_elements`` (the last dimension's, or one) repeated over them; "
     "offsets are minus the input zero points.")
 DECLARATIONS = "void dt_add_s8(const dt_add_params *p, const int8_t *in1, const int8_t *in2, int8_t *out);"
 
