@@ -143,6 +143,7 @@ def run_ensemble(preset: str, out: Path) -> dict:
     """Per fold the two seeds' models and their average: top-1 and UAR per file on the fold's test speakers."""
     from dslite_tiny.data.cache import FeatureCache, default_cache_dir
     from dslite_tiny.measure.metrics import uar
+    from dslite_tiny.train.cv import _mean_std
     from ensemble_fsdd import member_probabilities
 
     cache, per_fold = FeatureCache(default_cache_dir()), {}
@@ -159,13 +160,10 @@ def run_ensemble(preset: str, out: Path) -> dict:
                           "accuracy": float(np.mean(average == labels)),
                           "uar": uar(labels, average, members[0][0].shape[1])}
         print(f"{fold}: members {per_fold[fold]['members']}, averaged {per_fold[fold]['accuracy']:.4f}", flush=True)
-    return {"per_fold": per_fold, **{key: _over_folds([v[key] for v in per_fold.values()])
+    # mean ± sample std over folds as the cv summary computes it, so the pair's row reads like the cv rows
+    return {"per_fold": per_fold, **{key: _mean_std([v[key] for v in per_fold.values()])
                                      for key in ("accuracy", "uar")},
-            "members": _over_folds([float(np.mean(v["members"])) for v in per_fold.values()])}
-
-
-def _over_folds(values: list[float]) -> dict:
-    return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)), "n": len(values)}
+            "members": _mean_std([float(np.mean(v["members"])) for v in per_fold.values()])}
 
 
 def run_recipe(preset: str, out: Path) -> dict:
