@@ -71,7 +71,7 @@ def _register() -> None:
     from dslite_tiny.cli import compress, config, data, demo, device, evaluate, export, features, report, train
 
     for command in (compress.compress, config.config, train.cv, data.data, demo.demo, device.device, evaluate.evaluate,
-                    evaluate.predict, export.boards, export.export, features.features, report.report,
+                    evaluate.predict, train.ensemble, export.boards, export.export, features.features, report.report,
                     train.import_dslite, train.sweep, train.train):
         cli.add_command(command)
 

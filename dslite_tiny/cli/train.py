@@ -1,5 +1,5 @@
 """``dslite-tiny train`` (two-phase transfer learning, best devel UAR kept), ``cv`` (speaker cross-validation),
-``sweep`` (a search over training keys) and ``import-dslite``."""
+``sweep`` (a search over training keys), ``import-dslite`` and ``ensemble`` (trained models averaged as one)."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -161,3 +161,18 @@ def import_dslite(model: Path, hp_config: Path, config_index: int, class_config:
                                   config_index=config_index)
     click.echo(f"wrote {path} (+ {path.with_suffix('.json').name}); max probability difference to the "
                f"DeepSpectrumLite model: {difference:.2e}")
+
+
+@click.command(cls=TensorFlowCommand)
+@click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+def ensemble(models: tuple[Path, ...], out: Path) -> None:
+    """Average MODELS' class probabilities in one flat model: OUT/model.h5 (+ model.json).
+
+    The members (e.g. one preset trained with several seeds) must share classes, frontend and data split;
+    the result compresses and exports like any trained model.
+    """
+    from dslite_tiny.models.ensemble import ensemble_models
+
+    path = ensemble_models(models, out_dir=out)
+    click.echo(f"wrote {path} (+ {path.with_suffix('.json').name}): the mean of {len(models)} models")
