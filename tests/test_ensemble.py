@@ -97,3 +97,33 @@ def test_one_model_or_the_same_model_twice_is_refused_in_one_line(cli_model, tmp
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "Error: the same model is named twice: an ensemble's members must be different models"]
+
+
+def test_an_ensemble_trains_quantization_aware_and_converts_to_int8():
+    """TFMOT's registry has no Average: without its QuantizeConfig ``qat-int8`` and ``pqat-int8`` of an
+    ensemble fail."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from dslite_tiny.compress.convert import convert_model
+    from dslite_tiny.compress.quantize import calibrate_ranges, quantize_model
+    from dslite_tiny.models.ensemble import merge_models
+
+    def member(seed: int):
+        keras.utils.set_random_seed(seed)
+        inputs = keras.Input((8, 8, 1))
+        x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, activation="relu")(inputs))
+        return keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+
+    pair = merge_models([member(0), member(1)])
+    images = np.random.default_rng(0).normal(size=(64, 8, 8, 1)).astype(np.float32)
+    qat = quantize_model(pair)
+    calibrate_ranges(qat, pair, images)
+    interpreter = Interpreter(model_content=convert_model(qat, "int8", representative=images))
+    interpreter.allocate_tensors()
+    (given,), (taken,) = interpreter.get_input_details(), interpreter.get_output_details()
+    scale, zero = given["quantization"]
+    interpreter.set_tensor(given["index"], np.round(images[:1] / scale + zero).astype(np.int8))
+    interpreter.invoke()
+    out_scale, out_zero = taken["quantization"]
+    got = (interpreter.get_tensor(taken["index"]).astype(np.float32) - out_zero) * out_scale
+    np.testing.assert_allclose(got, pair(images[:1], training=False).numpy(), atol=0.03)

@@ -1,11 +1,13 @@
 """Quantization-aware training wrappers that work for every backbone, DenseNet121 included.
 
-TFMOT's default 8-bit scheme refuses three things our models contain, so each gets a QuantizeConfig:
+TFMOT's default 8-bit scheme refuses four things our models contain, so each gets a QuantizeConfig:
 
 - BatchNormalization that does not directly follow a Conv/Dense (DenseNet's BN after Concatenate and
   after ReLU) cannot be folded: its output is quantized and the converter turns it into int8 MUL + ADD.
 - The AReLU layer (ours, not in TFMOT's registry): compression folds it into LEAKY_RELU first
   (``fold_arelu``); one that cannot be folded has its output quantized like any activation.
+- Average, which ends an ensemble (``models/ensemble.py``: the mean of its members' probabilities), has
+  its output quantized as TFMOT quantizes Add's.
 - Average pooling keeps no output quantizer: an int8 AVERAGE_POOL_2D/MEAN must keep its input's scale,
   and a separate fake-quant there makes conversion fail with "same scale constraint".
 
@@ -124,7 +126,7 @@ def quantize_scope():
 
 def custom_quantize_config(layer, foldable_batchnorms: set[str]) -> tfmot.quantization.keras.QuantizeConfig | None:
     """The QuantizeConfig a layer needs beyond TFMOT's registry, or None to use the registry."""
-    if isinstance(layer, AReLU):
+    if isinstance(layer, (AReLU, keras.layers.Average)):
         return OutputQuantizeConfig()
     if isinstance(layer, _POOLING):
         return PassThroughQuantizeConfig()

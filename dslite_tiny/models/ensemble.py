@@ -72,9 +72,10 @@ def _check_flat(member: TrainedModel) -> None:
         if isinstance(layer, keras.Model):
             raise UserError(f"layer '{layer.name}' is a nested model: an ensemble member must be flat",
                             path=member.path)
-        if len(layer._inbound_nodes) != 1:  # noqa: SLF001  (Keras's only record of where a layer is called)
-            raise UserError(f"layer '{layer.name}' is called {len(layer._inbound_nodes)} times: an ensemble "  # noqa: SLF001
-                            f"member's layers must each be called once", path=member.path)
+        calls = len(layer._inbound_nodes)  # noqa: SLF001  (Keras's only record of where a layer is called)
+        if calls != 1:
+            raise UserError(f"layer '{layer.name}' is called {calls} times: an ensemble member's layers must each "
+                            f"be called once", path=member.path)
 
 
 def merge_models(models: Sequence[Any]):
