@@ -92,10 +92,14 @@ def test_a_nested_member_is_refused(cli_model, tmp_path):
 def test_one_model_or_the_same_model_twice_is_refused_in_one_line(cli_model, tmp_path):
     with pytest.raises(UserError, match="2 to 8 models, not 1"):
         ensemble_models([cli_model], out_dir=tmp_path / "pair")
-    result = run_cli("ensemble", str(cli_model), str(cli_model.parent / ".." / cli_model.parent.name / "model.h5"),
-                     "--out", str(tmp_path / "pair"))
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
+    from click.testing import CliRunner
+
+    from dslite_tiny.cli import cli
+
+    again = cli_model.parent / ".." / cli_model.parent.name / "model.h5"
+    result = CliRunner().invoke(cli, ["ensemble", str(cli_model), str(again), "--out", str(tmp_path / "pair")])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
         "Error: the same model is named twice: an ensemble's members must be different models"]
 
 
