@@ -9,8 +9,9 @@ Parts, each per preset of ``PRESETS`` (a training preset and its frontend):
   per file, mean ± std over folds, and each run's training time;
 * ``compress``: ``dslite-tiny compress`` (every default variant) of fold 1's two models, each on its own
   split: ΔUAR against the float model, agreement with it, and the engine's Cortex-M4 figures;
-* ``ensemble``: each fold's two models (seeds 0 and 1) averaged, their per-file class probabilities on the
-  fold's test speakers (``ensemble_fsdd.py``'s scoring): what a pair would give before anyone exports one;
+* ``ensemble``: per fold, two pairs of models made one by ``dslite-tiny ensemble`` (seeds 0 + 1, the cv
+  part's, and seeds 2 + 3, from a cv of their own run here) and scored by ``dslite-tiny evaluate``; the
+  ``compress`` and ``m4`` parts take them as preset ``<preset>-pair`` (its seeds 0 and 1 being the pairs);
 * ``recipe``: ``pruned-int8`` and ``slim-int8`` of the same models with the fine-tuning defaults of before
   commit eaa1fa1 (no device figures): the "before" beside the compress part's "after";
 * ``m4``: fold 1's seed-0 int8 model on QEMU's Cortex-M4 (mps2-an386, ``-icount shift=0``) with the
@@ -26,13 +27,14 @@ Commands test accuracy".
 
     python reports/benchmarks/kws_gsc.py --part cv --preset mcu-dscnn [--out DIR] [--minutes M] [--ray local]
     python reports/benchmarks/kws_gsc.py --part compress --preset mcu-dscnn [--out DIR]
-    python reports/benchmarks/kws_gsc.py --part ensemble --preset mcu-dscnn-wide-10ms [--out DIR]
+    python reports/benchmarks/kws_gsc.py --part ensemble --preset mcu-dscnn-wide-10ms [--out DIR] [--ray local]
+    python reports/benchmarks/kws_gsc.py --part compress --preset mcu-dscnn-wide-10ms-pair [--out DIR]
     python reports/benchmarks/kws_gsc.py --part recipe --preset mcu-dscnn-wide [--out DIR]
     python reports/benchmarks/kws_gsc.py --part m4 --preset mlperf-dscnn --tflm-checkout DIR --flatbuffers DIR \\
         --gemmlowp DIR --ruy DIR --cmsis-nn DIR [--out DIR]
 
-Results go to ``kws_gsc.json`` (per part and preset, written as each finishes) and ``kws_gsc.md``. The cv and
-compress output folders resume, so a rerun only redoes what is missing.
+Results go to ``kws_gsc.json`` (per part and preset, written as each finishes) and ``kws_gsc.md``. The cv,
+ensemble and compress output folders resume, so a rerun only redoes what is missing.
 """
 from __future__ import annotations
 
@@ -57,6 +59,7 @@ from compress_fsdd import _shown  # noqa: E402
 
 DATA = ROOT / "configs" / "data" / "speech_commands.yaml"
 FOLDS, SEEDS = 5, (0, 1)
+PAIRS = ((0, 1), (2, 3))  # the ensemble part's pairs of seeds, its "seeds" 0 and 1
 # preset name in this benchmark → (training preset, --set overrides)
 PRESETS = {
     "mcu-dscnn": ("mcu-dscnn", ["frontend=kws-40x49"]),
@@ -82,16 +85,18 @@ OLD_RECIPE = {"prune_epochs": 8, "prune_augment": False, "slim_epochs": 12, "sli
               "average_decay": 0.0}
 
 
-def run_cv(preset: str, out: Path, minutes: float | None = None, ray: str | None = None) -> dict:
-    """``dslite-tiny cv`` for ``preset`` (resuming what is done; on Ray with ``ray``) and its summary; with
-    ``minutes``, stopped after that long with the runs finished so far (``cv.json`` is rewritten after each
-    run; a rerun resumes)."""
+def run_cv(preset: str, out: Path, minutes: float | None = None, ray: str | None = None, *,
+           seeds: tuple[int, ...] = SEEDS, folder: str | None = None) -> dict:
+    """``dslite-tiny cv`` for ``preset`` and ``seeds`` into ``OUT/<folder>`` (``cv-<preset>``; resuming what
+    is done; on Ray with ``ray``) and its summary; with ``minutes``, stopped after that long with the runs
+    finished so far (``cv.json`` is rewritten after each run; a rerun resumes)."""
     config, sets = PRESETS[preset]
+    folder = folder or f"cv-{preset}"
     command = ["dslite-tiny", "cv", "--data", str(DATA), "--config", config,
                *[arg for value in sets for arg in ("--set", value)], "--folds", str(FOLDS),
-               "--seeds", ",".join(map(str, SEEDS)), "--out", str(out / f"cv-{preset}"),
+               "--seeds", ",".join(map(str, seeds)), "--out", str(out / folder),
                *(["--ray", ray] if ray else [])]
-    record = out / f"cv-{preset}" / "cv.json"
+    record = out / folder / "cv.json"
     runs_before = json.loads(record.read_text())["runs_done"] if record.is_file() else 0
     started = time.monotonic()
     _run_for(command, minutes)
@@ -139,31 +144,55 @@ def run_compress(preset: str, out: Path) -> dict:
             "recipe": _recipe(), "seeds": _compress_fold1(preset, out, "compress", [])}
 
 
-def run_ensemble(preset: str, out: Path) -> dict:
-    """Per fold the two seeds' models and their average: top-1 and UAR per file on the fold's test speakers."""
-    from dslite_tiny.data.cache import FeatureCache, default_cache_dir
-    from dslite_tiny.measure.metrics import uar
+def run_ensemble(preset: str, out: Path, minutes: float | None = None, ray: str | None = None) -> dict:
+    """``preset``'s models averaged in pairs by ``dslite-tiny ensemble``, per fold seeds 0 + 1 (the cv part's
+    runs) and seeds 2 + 3 (a cv of their own, run here and resumed), each pair scored by ``dslite-tiny
+    evaluate`` on the fold's test speakers. The pairs land where the compress and m4 parts look for a
+    preset's models: ``OUT/cv-<preset>-pair/<fold>-s<k>``, pair k made of seeds ``PAIRS[k]``."""
     from dslite_tiny.train.cv import _mean_std
-    from ensemble_fsdd import member_probabilities
 
-    cache, per_fold = FeatureCache(default_cache_dir()), {}
+    more = run_cv(preset, out, minutes, ray, seeds=PAIRS[1], folder=_cv_folder(preset, PAIRS[1][0]))
+    if not more["complete"]:
+        sys.exit(f"the cv of seeds {PAIRS[1]} stopped before its end; run this part again to resume it")
+    per_fold = {}
     for fold in (f"fold{k}" for k in range(1, FOLDS + 1)):
-        models = [out / f"cv-{preset}" / f"{fold}-s{seed}" / "model.h5" for seed in SEEDS]
-        if missing := [m for m in models if not m.is_file()]:
-            sys.exit(f"{missing[0]}: missing; run --part cv --preset {preset} first")
-        members = [member_probabilities(model, cache) for model in models]
-        labels, files = members[0][1], members[0][2]
-        if any(m[2] != files for m in members):
-            sys.exit(f"{fold}: the two seeds' models were tested on different files")
-        average = np.mean([m[0] for m in members], axis=0).argmax(axis=1)
-        per_fold[fold] = {"members": [float(np.mean(m[0].argmax(axis=1) == labels)) for m in members],
-                          "accuracy": float(np.mean(average == labels)),
-                          "uar": uar(labels, average, members[0][0].shape[1])}
-        print(f"{fold}: members {per_fold[fold]['members']}, averaged {per_fold[fold]['accuracy']:.4f}", flush=True)
-    # mean ± sample std over folds as the cv summary computes it, so the pair's row reads like the cv rows
-    return {"per_fold": per_fold, **{key: _mean_std([v[key] for v in per_fold.values()])
-                                     for key in ("accuracy", "uar")},
-            "members": _mean_std([float(np.mean(v["members"])) for v in per_fold.values()])}
+        pairs = [_pair(out, preset, fold, k) for k in range(len(PAIRS))]
+        per_fold[fold] = {"pairs": pairs, **{key: float(np.mean([pair[key] for pair in pairs]))
+                                             for key in ("accuracy", "uar")},
+                          "members": float(np.mean([m for pair in pairs for m in pair["members"]]))}
+        print(f"{fold}: pairs {[round(pair['accuracy'], 4) for pair in pairs]}", flush=True)
+    # mean ± sample std over folds (each fold the mean of its two pairs), as the cv summary computes its rows
+    return {"commands": [f"dslite-tiny ensemble {_shown(out)}/cv-{preset}[-seeds23]/<fold>-s<a>/model.h5 "
+                         f"...<fold>-s<b>/model.h5 --out {_shown(out)}/cv-{preset}-pair/<fold>-s<k>",
+                         f"dslite-tiny evaluate {_shown(out)}/cv-{preset}-pair/<fold>-s<k>/model.h5"],
+            "pairs": [list(seeds) for seeds in PAIRS], "cv_seeds23": more, "per_fold": per_fold,
+            **{key: _mean_std([v[key] for v in per_fold.values()]) for key in ("accuracy", "uar", "members")},
+            "per_pair": {str(k): float(np.mean([v["pairs"][k]["accuracy"] for v in per_fold.values()]))
+                         for k in range(len(PAIRS))}}
+
+
+def _cv_folder(preset: str, seed: int) -> str:
+    """Where ``seed``'s cv runs are: the cv part's folder for ``SEEDS``, the ensemble part's for the others."""
+    return f"cv-{preset}" if seed in SEEDS else f"cv-{preset}-seeds{''.join(map(str, PAIRS[1]))}"
+
+
+def _pair(out: Path, preset: str, fold: str, k: int) -> dict:
+    """Pair ``k`` of ``fold``: built by ``dslite-tiny ensemble`` and scored by ``dslite-tiny evaluate``
+    unless already done; its top-1 and UAR per file and its members' top-1 per file."""
+    members = [out / _cv_folder(preset, seed) / f"{fold}-s{seed}" for seed in PAIRS[k]]
+    if missing := [m for m in members if not (m / "result.json").is_file()]:
+        sys.exit(f"{missing[0]}: missing; run --part cv --preset {preset} first")
+    target = out / f"cv-{preset}-pair" / f"{fold}-s{k}"
+    if not (target / "model.h5").is_file():
+        subprocess.run(["dslite-tiny", "ensemble", *[str(m / "model.h5") for m in members], "--out", str(target)],
+                       check=True)
+    report = target / "evaluation_test.json"
+    if not report.is_file():
+        subprocess.run(["dslite-tiny", "evaluate", str(target / "model.h5"), "--out", str(report)], check=True,
+                       stdout=subprocess.DEVNULL)
+    files = json.loads(report.read_text())["files"]
+    return {"seeds": list(PAIRS[k]), "accuracy": files["accuracy"], "uar": files["uar"],
+            "members": [json.loads((m / "result.json").read_text())["file_accuracy"] for m in members]}
 
 
 def run_recipe(preset: str, out: Path) -> dict:
@@ -247,18 +276,22 @@ def markdown(results: dict) -> str:
 def _ensemble_lines(entries: dict, m4: dict) -> list[str]:
     if not entries:
         return []
-    lines = ["## Two models averaged (each fold's seeds 0 and 1)", "",
-             "Per-file class probabilities of the fold's two models averaged, on its test speakers; mean ± sample "
-             "std over the five folds. One pair per fold, so there is no second seed: what an ensemble would give, "
-             "for twice the instructions of one model (the toolkit does not export a pair as one model).", "",
-             "| preset | one model, top-1 | the pair, top-1 | the pair, UAR | per fold (the pair) | M4 instructions, "
-             "the pair on the engine |", "|---|---:|---:|---:|---|---:|"]
+    pairs = " and ".join(" + ".join(map(str, seeds)) for seeds in PAIRS)
+    lines = [f"## Two models as one (`dslite-tiny ensemble`; each fold's seeds {pairs})", "",
+             "Each pair is one flat model whose output is the mean of its two members' class probabilities "
+             "(`OUT/cv-<preset>-pair/<fold>-s<k>`), scored by `dslite-tiny evaluate` on the fold's test speakers; "
+             "mean ± sample std over the five folds (each fold the mean of its two pairs). The compress and m4 "
+             "parts take it as preset `<preset>-pair`, its seeds 0 and 1 being these pairs.", "",
+             "| preset | one model, top-1 (four seeds) | the pairs, top-1 | the pairs, UAR | pair 0 / pair 1, top-1 | "
+             "per fold (mean of the pairs) | M4 instructions, the pair on the engine |",
+             "|---|---:|---:|---:|---:|---|---:|"]
     for name, e in entries.items():
         folds = " ".join(f"{v['accuracy']:.3f}" for v in e["per_fold"].values())
-        engine = m4.get(name, {}).get("engine")
-        cost = f"{2 * engine['instructions_median'] / 1e6:.2f} M" if engine else "–"
+        by_pair = " / ".join(f"{value:.3f}" for value in e["per_pair"].values())
+        engine = m4.get(f"{name}-pair", {}).get("engine")
+        cost = f"{engine['instructions_median'] / 1e6:.2f} M" if engine else "–"
         lines.append(f"| {name} | {_spread(e['members'])} | **{_spread(e['accuracy'])}** | {_spread(e['uar'])} | "
-                     f"{folds} | {cost} |")
+                     f"{by_pair} | {folds} | {cost} |")
     return lines + [""]
 
 
@@ -414,7 +447,8 @@ def _frontend_lines() -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=("cv", "compress", "ensemble", "recipe", "m4"), required=True)
-    parser.add_argument("--preset", choices=tuple(PRESETS), required=True)
+    parser.add_argument("--preset", choices=(*PRESETS, *(f"{name}-pair" for name in PRESETS)), required=True,
+                        help="a PRESETS name; NAME-pair: the ensemble part's pairs of NAME (compress and m4)")
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir(), "dslite-tiny-kws"))
     for option in ("--tflm-checkout", "--flatbuffers", "--gemmlowp", "--ruy", "--cmsis-nn"):
         parser.add_argument(option, type=Path)
@@ -426,12 +460,15 @@ def main() -> None:
     if args.part == "m4" and None in (args.tflm_checkout, args.flatbuffers, args.gemmlowp, args.ruy, args.cmsis_nn):
         parser.error("--part m4 needs the TFLite Micro trees: --tflm-checkout, --flatbuffers, --gemmlowp, --ruy, "
                      "--cmsis-nn (see tflm_m4.py)")
+    if args.preset.endswith("-pair") and args.part not in ("compress", "m4"):
+        parser.error(f"{args.preset} is made by --part ensemble --preset {args.preset[:-len('-pair')]}; "
+                     f"--part {args.part} takes the trained preset")
     if args.part == "cv":
         entry = run_cv(args.preset, args.out, args.minutes, args.ray)
     elif args.part == "compress":
         entry = run_compress(args.preset, args.out)
     elif args.part == "ensemble":
-        entry = run_ensemble(args.preset, args.out)
+        entry = run_ensemble(args.preset, args.out, args.minutes, args.ray)
     elif args.part == "recipe":
         entry = run_recipe(args.preset, args.out)
     else:
