@@ -1,7 +1,7 @@
 """Several trained models as one: a flat Keras model that averages its members' class probabilities.
 
 Averaging the probabilities of models trained with different seeds is the cheapest accuracy there is after
-training (on Speech Commands, two `mcu-dscnn-wide` models score 0.931 where each scores 0.922), but a list of
+training (on Speech Commands, two `mcu-dscnn-wide` models score 0.932 where each scores 0.922), but a list of
 models is not something the later stages can take. One flat functional model is: every member's layers are
 rebuilt side by side on one shared input (renamed ``m<k>_<name>``, weights copied), then ``Average``; it
 quantizes, converts and exports like any trained model (TFLite sees an ADD and a MUL at the end).
@@ -38,7 +38,8 @@ def ensemble_models(paths: Sequence[str | Path], *, out_dir: str | Path) -> Path
 
 
 def check_members(members: Sequence[TrainedModel]) -> None:
-    """Refuse members that do not share classes, frontend, input shape and data split, or that are not flat."""
+    """Refuse members that do not share classes, frontend (which fixes the input shape: ``load_trained``
+    checked it) and data split, or that are not flat."""
     first = members[0]
     for member in members:
         _check_flat(member)
