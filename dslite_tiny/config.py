@@ -305,6 +305,11 @@ class CompressConfig:
                                      "FSDD DS-CNN (two seeds) -6.6/-6.8 UAR points instead of -11.8/-8.2")
     slim_learning_rate: float = param(1e-3, "learning rate of the slimmed model's fine-tune", low=0.0,
                                       low_open=True, high=1.0)
+    slim_transfer_audio: str | None = param(
+        None, "a folder of unlabelled audio (every .wav, .flac, .ogg under it; labels and layout ignored): each "
+              "slimming batch adds as many of its chunks, which the slimmed model learns to score as the float "
+              "model does, so it matches the float model on more voices than the training split's (README: "
+              "channel pruning)")
     clusters: int = param(16, "weight clusters per layer (clustered-int8)", low=2, high=256)
     cluster_epochs: int = param(2, "fine-tuning epochs of clustering", low=1, high=1000)
     cluster_learning_rate: float = param(1e-5, "learning rate while clustering", low=0.0, low_open=True, high=1.0)

@@ -476,6 +476,62 @@ def test_slim_fine_tunes_on_the_models_own_training_augmentation(caplog):
     assert "no training augmentation for the fine-tunes" in caplog.text
 
 
+def test_slim_also_learns_the_float_model_on_unlabelled_audio(trained, tmp_path, demo_data):
+    """slim_transfer_audio: every audio file under the folder, whatever its layout, goes through the model's
+    frontend and into the slimming batches (recorded as slim_transfer_chunks); a folder without audio is
+    refused in one line that names it, before anything is built."""
+    from dslite_tiny.audio.frontend import Frontend
+    from dslite_tiny.data.features import audio_chunks
+    from dslite_tiny.errors import DataError
+    from dslite_tiny.models.trained import load_trained
+
+    model_path, cache = trained
+    audio = demo_data.parent
+    expected = len(audio_chunks(audio, Frontend(load_trained(model_path).frontend_config)))
+    config = _config(variants=["slim-int8"], slim_transfer_audio=str(audio), tflm=False, cortex_m4=False,
+                     layer_error_chunks=0)
+    histories = {}
+    for name, run in (("with", config), ("without", dataclasses.replace(config, slim_transfer_audio=None))):
+        run_compress(model_path, config=run, out_dir=tmp_path / name, cache=cache)
+        metrics = json.loads((tmp_path / name / "slim-int8" / "metrics.json").read_text())
+        assert metrics["status"] == "ok"
+        histories[name] = [epoch["loss"] for epoch in metrics["details"]["slim_history"]]
+    assert metrics["details"]["slim_transfer_chunks"] == 0
+    with_audio = json.loads((tmp_path / "with" / "slim-int8" / "metrics.json").read_text())["details"]
+    assert with_audio["slim_transfer_chunks"] == expected > 0
+    assert histories["with"] != histories["without"]  # the chunks reached the fine-tune's batches
+    empty = tmp_path / "no-audio"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not audio")
+    with pytest.raises(DataError) as refused:
+        run_compress(model_path, config=dataclasses.replace(config, slim_transfer_audio=str(empty)),
+                     out_dir=tmp_path / "refused", cache=cache)
+    assert str(empty) in str(refused.value) and "\n" not in str(refused.value)
+    assert not (tmp_path / "refused" / "slim-int8").exists()
+
+
+def test_unlabelled_chunks_are_labelled_by_the_teacher():
+    """transfer_batch: the teacher's probabilities stand in for labels, then its softened targets (distilling);
+    without distillation the probabilities alone; draws come from the chunks given."""
+    from dslite_tiny.audio.frontend import Frontend
+    from dslite_tiny.compress.finetune import transfer_batch
+    from dslite_tiny.config import FrontendConfig
+
+    frontend = Frontend(load_config(FrontendConfig, "fsdd-40x49", stage="frontend"))
+    chunks = np.random.default_rng(0).normal(-40, 10, (5, 49, 40)).astype(np.float32)
+    teacher = keras.Sequential([keras.layers.Input((40, 49, 1)), keras.layers.Flatten(),
+                                keras.layers.Dense(3, activation="softmax")])
+    x, y = transfer_batch(teacher, chunks, frontend, np.random.default_rng(1), 8, 4.0)
+    probabilities = teacher(x).numpy()
+    assert x.shape == (8, 40, 49, 1) and y.shape == (8, 6)
+    np.testing.assert_allclose(y[:, :3], probabilities, rtol=1e-6)
+    np.testing.assert_allclose(y[:, 3:], soft_targets(probabilities, 4.0), rtol=1e-6)
+    images = frontend.model_input(chunks)
+    assert all(any(np.array_equal(row, image) for image in images) for row in x)
+    _, plain = transfer_batch(teacher, chunks, frontend, np.random.default_rng(1), 8, None)
+    np.testing.assert_allclose(plain, probabilities, rtol=1e-6)
+
+
 def test_the_pruned_stage_is_rebuilt_when_its_fine_tuning_changes():
     """A resumed run reuses OUT/stages/pruned-<key>.h5: every config field that changes the pruning
     fine-tune's settings must change the key (distillation's once did not: a stale stage was reused)."""

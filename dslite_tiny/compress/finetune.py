@@ -14,7 +14,9 @@ TFMOT's ``UpdatePruningStep`` sees every batch (without it nothing is pruned); n
 SpecAugment), but pruning and slimming replay the model's own spectrogram augmentation (the teacher sees the
 same augmented input, so the student learns to match it on more than the training chunks), and with
 ``average_decay`` the weights evaluated and kept are a moving average (both raised agreement with the float
-model on Speech Commands, ``configs/compress/default.yaml``). BatchNormalization stays
+model on Speech Commands, ``configs/compress/default.yaml``); slimming can also learn the teacher on unlabelled
+audio (``transfer_batch``), since what a slimmed student lacks is the teacher's behaviour beyond the training
+chunks, which it already matches on all of them (FSDD DS-CNN). BatchNormalization stays
 in inference mode and every other layer trains (see ``set_finetunable``). For pruning only epochs after the
 schedule reached its final sparsity are eligible, so the selected model always meets the target.
 """
@@ -58,15 +60,19 @@ def steps_per_epoch(train: FeatureSet, settings: FinetuneSettings) -> int:
 
 def finetune(model, train: FeatureSet, devel: FeatureSet, frontend: Frontend, settings: FinetuneSettings, *,
              teacher=None, callbacks: tuple = (), eligible_from_step: int = 0, progress: Progress = no_progress,
-             desc: str = "fine-tune", augment=None) -> list[dict]:
+             desc: str = "fine-tune", augment=None, transfer: np.ndarray | None = None) -> list[dict]:
     """Train ``model`` in place (distilled from ``teacher`` when given); returns the per-epoch history
     (loss, devel UAR, devel agreement with the teacher, selected). Where every step is eligible (QAT, not
     pruning) the untrained model is epoch 0 of the history and is kept if no epoch scores better. With
     ``average_decay`` each epoch is evaluated (and kept) as the moving average of the trainable weights
     since the first eligible step.
     ``augment(mel_db, rng)`` (a ``train.augment.MelAugmenter``) augments each batch; the teacher's soft
-    targets are computed on the augmented input too."""
+    targets are computed on the augmented input too. ``transfer``: unlabelled chunk spectrograms (mel dB); each
+    batch adds as many of them, drawn at random, labelled by the teacher (``transfer_batch``)."""
     import tf_keras as keras
+
+    if transfer is not None and teacher is None:
+        raise ValueError("unlabelled transfer chunks need a teacher to label them")
 
     keras.utils.set_random_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
@@ -92,6 +98,10 @@ def finetune(model, train: FeatureSet, devel: FeatureSet, frontend: Frontend, se
         y = one_hot(labels, num_classes)
         if distill:
             y = np.concatenate([y, soften(teacher(x, training=False).numpy(), settings.temperature)], 1)
+        if transfer is not None:
+            extra_x, extra_y = transfer_batch(teacher, transfer, frontend, rng, len(x),
+                                              settings.temperature if distill else None)
+            x, y = np.concatenate([x, extra_x.astype(x.dtype)]), np.concatenate([y, extra_y])
         return x, y, None
 
     for epoch in range(settings.epochs):
@@ -114,6 +124,19 @@ def finetune(model, train: FeatureSet, devel: FeatureSet, frontend: Frontend, se
         model.set_weights(best_weights)
         max((r for r in history if r["eligible"]), key=lambda r: r["score"])["selected"] = True
     return history
+
+
+def transfer_batch(teacher, chunks: np.ndarray, frontend: Frontend, rng: np.random.Generator, count: int,
+                   temperature: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` chunks drawn from the unlabelled ``chunks`` as model input, and their targets: the teacher's
+    probabilities in place of labels, followed by them softened at ``temperature`` where the fine-tune
+    distils (None: it does not). Without labels the teacher is the only truth, so these chunks teach its
+    function on voices and words the labelled split lacks; they are not augmented (they are the variety)."""
+    x = frontend.model_input(chunks[rng.integers(0, len(chunks), count)]).astype(np.float32)
+    probabilities = teacher(x, training=False).numpy()
+    if temperature is None:
+        return x, probabilities
+    return x, np.concatenate([probabilities, soften(probabilities, temperature)], 1)
 
 
 class _EligibleAverage:

@@ -34,7 +34,7 @@ from dslite_tiny.audio.frontend import Frontend
 from dslite_tiny.compress.recipes import RECIPES, VariantContext, integer_dtype, unread_fields
 from dslite_tiny.config import VARIANTS, CompressConfig, DataConfig, FrontendConfig, to_dict, unknown_variant
 from dslite_tiny.data.cache import FeatureCache, file_digest
-from dslite_tiny.data.features import FeatureSet, compute_features
+from dslite_tiny.data.features import FeatureSet, audio_chunks, compute_features
 from dslite_tiny.data.layouts import load_dataset
 from dslite_tiny.errors import ConfigError, DataError, UserError
 from dslite_tiny.flows.runner import InProcess, Runner, Unit, cache_for_workers, for_workers
@@ -72,7 +72,7 @@ def run_compress(model_path: str | Path, *, config: CompressConfig, out_dir: str
     with folder_lock(out_dir):
         handler, level = _log_to(out_dir / "compress.log")
         try:
-            prepared = _prepare(out_dir, trained, data, config, cache, progress)
+            prepared = _prepare(out_dir, trained, data, config, cache, progress, names)
             write_reference(out_dir / "reference.json", prepared.reference)
             if runner is None or isinstance(runner, InProcess):
                 rows = _compress_here(prepared, names, force, on_variant)
@@ -96,7 +96,8 @@ class _Prepared:
 
 
 def _prepare(out_dir: Path, trained: TrainedModel, data: DataConfig, config: CompressConfig,
-             cache: FeatureCache | None, progress: Progress) -> _Prepared:
+             cache: FeatureCache | None, progress: Progress, names: Sequence[str]) -> _Prepared:
+    """What every variant in ``names`` is built and measured with."""
     features, frontend = _features(trained, data, cache, progress)
     source = {"model": str(trained.path), "sha256": file_digest(trained.path)}
     fingerprint = _fingerprint(source["sha256"], trained, features)
@@ -105,7 +106,8 @@ def _prepare(out_dir: Path, trained: TrainedModel, data: DataConfig, config: Com
     reference = _reference(source, eval_set, scores, features["test"], trained.frontend_config)
     context = VariantContext(folded, fingerprint, features["train"], features["devel"], frontend,
                              _representative(features["train"], frontend, config), config, out_dir / "stages",
-                             progress, _training_augmenter(trained, features["train"], frontend))
+                             progress, _training_augmenter(trained, features["train"], frontend),
+                             _transfer_chunks(config, frontend, cache, progress) if "slim-int8" in names else None)
     settings = MeasureSettings(config.latency_runs, config.latency_warmup, config.tflm)
     return _Prepared(out_dir, context, eval_set, settings, source, reference)
 
@@ -187,7 +189,7 @@ def build_variants(*, model_path: Path, data: DataConfig, config: CompressConfig
     reference and context as the driver's, then each variant as in one process."""
     handler, level = _log_to(out_dir / "compress.log")
     try:
-        prepared = _prepare(out_dir, load_trained(model_path), data, config, cache, no_progress)
+        prepared = _prepare(out_dir, load_trained(model_path), data, config, cache, no_progress, names)
         return {"rows": [_variant(prepared, name, force) for name in names]}
     finally:
         _stop_logging(handler, level)
@@ -283,6 +285,14 @@ def _training_augmenter(trained: TrainedModel, train: FeatureSet, frontend: Fron
     if not settings.enabled:
         return None
     return MelAugmenter(settings, frontend.config, train.mel_db, rng=np.random.default_rng(0))
+
+
+def _transfer_chunks(config: CompressConfig, frontend: Frontend, cache: FeatureCache | None,
+                     progress: Progress) -> np.ndarray | None:
+    """``slim_transfer_audio`` through the model's own frontend (cached like any clip), or None when unset."""
+    if config.slim_transfer_audio is None:
+        return None
+    return audio_chunks(Path(config.slim_transfer_audio), frontend, cache=cache, progress=progress)
 
 
 def _representative(train: FeatureSet, frontend: Frontend, config: CompressConfig) -> np.ndarray:

@@ -59,6 +59,7 @@ class VariantContext:
     progress: Progress = no_progress
     # the model's own training augmentation (a train.augment.MelAugmenter: (mel_db, rng) → mel_db), or None
     augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None
+    transfer: np.ndarray | None = None  # slim_transfer_audio's chunk spectrograms (unlabelled), or None
     _pruned: tuple | None = None
 
     def settings(self, epochs: int, learning_rate: float) -> FinetuneSettings:
@@ -92,7 +93,8 @@ OWN_FIELDS: dict[tuple[str, ...], tuple[str, ...]] = {
     ("sparsity", "sparsity_allocation", "sparsity_pattern", "min_weights", "prune_epochs", "prune_learning_rate",
      "prune_augment"): ("pruned-int8", "pqat-int8", "clustered-int8"),
     ("qat_epochs", "qat_learning_rate"): ("qat-int8", "pqat-int8", "clustered-int8"),
-    ("slim_macs", "slim_criterion", "slim_epochs", "slim_fade", "slim_augment", "slim_learning_rate"): ("slim-int8",),
+    ("slim_macs", "slim_criterion", "slim_epochs", "slim_fade", "slim_augment", "slim_learning_rate",
+     "slim_transfer_audio"): ("slim-int8",),
     ("clusters", "cluster_epochs", "cluster_learning_rate"): ("clustered-int8",),
 }
 
@@ -175,7 +177,8 @@ def _slim_int8(ctx: VariantContext) -> Built:
     """Channel pruning (``compress.channels``): whole channels removed to ``slim_macs`` of the MACs and the
     model rebuilt smaller and dense, fine-tuned with the float model as teacher, then post-training int8.
     With ``slim_fade`` the dropped channels fade out while the full-width model fine-tunes, and are removed
-    once they are zero; otherwise they are removed at once and the slimmed model fine-tunes."""
+    once they are zero; otherwise they are removed at once and the slimmed model fine-tunes. With
+    ``slim_transfer_audio`` every batch also holds as many unlabelled chunks, scored by the float model."""
     c = ctx.config
     plan = choose_channels(ctx.model, macs_fraction=c.slim_macs, criterion=c.slim_criterion,
                            batches=_labelled_batches(ctx.train, ctx.frontend, c.batch_size))
@@ -186,7 +189,7 @@ def _slim_int8(ctx: VariantContext) -> Built:
 
     def tune(model, **fading) -> list[dict]:
         return finetune(model, ctx.train, ctx.devel, ctx.frontend, settings, teacher=ctx.model,
-                        progress=ctx.progress, desc="slim", augment=augment, **fading)
+                        progress=ctx.progress, desc="slim", augment=augment, transfer=ctx.transfer, **fading)
 
     if fade:
         ramp = PruningSchedule.fit(1.0, steps)
@@ -196,7 +199,8 @@ def _slim_int8(ctx: VariantContext) -> Built:
     else:
         slim, details = slim_model(ctx.model, macs_fraction=c.slim_macs, criterion=c.slim_criterion, plan=plan)
         history = tune(slim) if steps else []
-    details.update(slim_augmented=augment is not None, slim_faded=fade, slim_history=history)
+    details.update(slim_augmented=augment is not None, slim_faded=fade, slim_history=history,
+                   slim_transfer_chunks=0 if ctx.transfer is None else len(ctx.transfer))
     return _post_training(ctx, slim, "int8", details=details)
 
 

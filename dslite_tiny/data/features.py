@@ -18,7 +18,8 @@ from dslite_tiny.artifacts import write_json
 from dslite_tiny.audio.frontend import Frontend, normalize_image
 from dslite_tiny.data.cache import FeatureCache
 from dslite_tiny.data.layouts import Clip, Dataset
-from dslite_tiny.errors import AudioError
+from dslite_tiny.audio.io import is_audio_file
+from dslite_tiny.errors import AudioError, DataError
 from dslite_tiny.progress import Progress, no_progress
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,28 @@ def compute_features(dataset: Dataset, frontend: Frontend, *, splits: Sequence[s
     report = FeatureReport(len(clips), len(labels), padded, dropped, tuple(skipped))
     return FeatureSet(mel_db, np.asarray(labels, np.int64), np.asarray(owners, np.int64), clips,
                       dataset.classes, report)
+
+
+def audio_chunks(folder: Path, frontend: Frontend, *, cache: FeatureCache | None = None,
+                 progress: Progress = no_progress) -> np.ndarray:
+    """The chunk spectrograms (n, frames, n_mels) of every audio file under ``folder``, whatever its layout:
+    unlabelled audio for distillation, so nothing about labels or splits is read. Bad files are skipped with a
+    warning, as a dataset's are; a folder without usable audio is refused."""
+    if not folder.is_dir():
+        raise DataError("not a folder (of unlabelled audio)", path=folder)
+    paths = sorted(p for p in folder.rglob("*") if is_audio_file(p))
+    if not paths:
+        raise DataError("no audio files (.wav, .flac, .ogg) under it", path=folder)
+    cache = cache or FeatureCache(None)
+    mels = []
+    for path in progress(paths, desc="unlabelled audio"):
+        try:
+            mels.append(cache.clip_features(path, frontend).mel_db)
+        except AudioError as exc:
+            log.warning("skipping %s", exc)
+    if not sum(len(m) for m in mels):
+        raise DataError(f"none of its {len(paths)} audio files gives a chunk", path=folder)
+    return np.concatenate(mels)
 
 
 def epoch_batches(labels: np.ndarray, num_classes: int, *, batch_size: int, balance: str,

@@ -20,6 +20,10 @@ frontend, spectrogram augmentation as the preset has it) trained with two seeds 
 pruned-int8, pqat-int8 and slim-int8 with their engine figures on QEMU's Cortex-M4 (instructions per inference,
 constants, flash) against int8's, beside ΔUAR and agreement.
 
+Part ``dscnn-40x49-audio``: the same models' int8 and slim-int8 with ``slim_transfer_audio`` set to the shared
+Speech Commands clips (4890 one-second clips of 239 other speakers, no FSDD speaker; their labels unused): what
+slimming keeps when the slimmed model also learns the float model on voices the training split lacks.
+
 Part ``slim-loso``: the same question as ``dscnn-40x49``'s ΔUAR, asked of every speaker. One test speaker
 holds 500 files, so one seed's ΔUAR has a standard error of about a point; the six folds of ``dslite-tiny cv
 --folds loso`` (the ``mcu-dscnn`` preset on ``fsdd-40x49``, seeds 0 and 1, each fold selecting on the next
@@ -33,8 +37,8 @@ ImageNet DenseNet121 weights are available offline, so it is trained from scratc
 FSDD subset (``DENSENET_*``): its float UAR is low, but it is a trained model, and the variants' agreement
 with it and their sizes, arena and latency are real.
 
-    python reports/benchmarks/compress_fsdd.py --part mcu|ptq|dscnn|mobilenet|dscnn-40x49|slim-loso|densenet \\
-        [--out DIR]
+    python reports/benchmarks/compress_fsdd.py \\
+        --part mcu|ptq|dscnn|mobilenet|dscnn-40x49|dscnn-40x49-audio|slim-loso|densenet [--out DIR]
 
 Results go to ``compress_fsdd.json`` (per model, written as each model finishes) and ``compress_fsdd.md``;
 the compress output folders resume, so a rerun only redoes what is missing.
@@ -72,6 +76,7 @@ DENSENET_NOTE = (f"Trained from scratch ({DENSENET_TRAIN['epochs']} epochs, Adam
                  "offline, so its float UAR is far below the paper's; the compressed variants are measured against "
                  "it like any other model. KB = 1024 bytes.")
 WEIGHTS = ROOT.parent / "shared" / "weights" / "mobilenet_2_5_224_tf_no_top.h5"
+SPEECH_COMMANDS = ROOT.parent / "shared" / "datasets" / "speech_commands_v0.02_test"  # part dscnn-40x49-audio
 THEO_SPLIT = {"test_speakers": ["theo"], "devel_speakers": ["jackson"]}  # the split of issue 12's figures
 PTQ_SEEDS = (0, 1)
 PTQ_REPAIRS = ("bias_correction",)  # each built off and on, the others at their defaults
@@ -151,7 +156,8 @@ def densenet_model(out: Path, cache: FeatureCache) -> tuple[str, Path, DataConfi
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("mcu", "ptq", *SEED_PARTS, "dscnn-40x49", "slim-loso", "densenet"),
+    parser.add_argument("--part", choices=("mcu", "ptq", *SEED_PARTS, "dscnn-40x49", "dscnn-40x49-audio", "slim-loso",
+                                           "densenet"),
                         required=True)
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir(), "dslite-tiny-compress"))
     args = parser.parse_args()
@@ -173,6 +179,12 @@ def main() -> None:
         models, data = theo_models(args.out, cache, backbone=args.part)
         config = load_config(CompressConfig, "default", ("device", {"variants": DEVICE_VARIANTS}), stage="compress")
         jobs = [(name, path, data, config) for name, path in models]
+    elif args.part == "dscnn-40x49-audio":
+        models, data = theo_models(args.out, cache, backbone="dscnn-40x49")
+        config = load_config(CompressConfig, "default", ("audio", {"variants": ["int8", "slim-int8"],
+                                                                   "slim_transfer_audio": str(SPEECH_COMMANDS)}),
+                             stage="compress")
+        jobs = [(f"{name}-audio", path, data, config) for name, path in models]
     else:
         name, path, data = densenet_model(args.out, cache)
         jobs = [(name, path, data, load_config(CompressConfig, "phone", ("benchmark", DENSENET_OVERRIDES),
@@ -292,14 +304,18 @@ def _m4_constants(out: Path) -> dict[str, int]:
     return found
 
 
-def device_markdown(entries: dict) -> list[str]:
+DEVICE_PARTS = {"dscnn-40x49": "the Cortex-M4",
+                "dscnn-40x49-audio": "slim-int8 also learning the float model on Speech Commands audio"}
+
+
+def device_markdown(part: str, entries: dict) -> list[str]:
     """Per variant and seed: ΔUAR, agreement, and the engine's Cortex-M4 instructions and constants as a
     multiple of int8's."""
     if not entries:
         return []
     names = list(entries)
-    lines = ["## DS-CNN on the 40×49 frontend, two seeds (test theo, devel jackson): the Cortex-M4", "",
-             "Command: `python reports/benchmarks/compress_fsdd.py --part dscnn-40x49`. Float Keras UAR per chunk / "
+    lines = [f"## DS-CNN on the 40×49 frontend, two seeds (test theo, devel jackson): {DEVICE_PARTS[part]}", "",
+             f"Command: `python reports/benchmarks/compress_fsdd.py --part {part}`. Float Keras UAR per chunk / "
              "per file: " + "; ".join(f"{n} {e['reference']:.3f} / {e['reference_files']:.3f}" for n, e in entries.items())
              + ". ΔUAR in points against each seed's own float model (± its standard error: a paired bootstrap "
              "over the test files); agreement with it per chunk; instructions per "
@@ -389,10 +405,11 @@ def markdown(results: dict) -> str:
     lines += ptq_markdown({name: e for name, e in results["models"].items() if e["part"] == "ptq"})
     for part, title in SEED_PARTS.items():
         lines += seeds_markdown(part, title, {name: e for name, e in results["models"].items() if e["part"] == part})
-    lines += device_markdown({name: e for name, e in results["models"].items() if e["part"] == "dscnn-40x49"})
+    for part in DEVICE_PARTS:
+        lines += device_markdown(part, {name: e for name, e in results["models"].items() if e["part"] == part})
     lines += loso_markdown({name: e for name, e in results["models"].items() if e["part"] == "slim-loso"})
     for name, entry in results["models"].items():
-        if entry["part"] in ("ptq", "dscnn-40x49", "slim-loso", *SEED_PARTS):
+        if entry["part"] in ("ptq", *DEVICE_PARTS, "slim-loso", *SEED_PARTS):
             continue
         lines += [f"## {name}", "", f"Command: `{entry['command']}`; model `{entry['model']}`; "
                   f"float Keras test UAR {entry['reference']:.3f} (chunks), {entry['reference_files']:.3f} (files).", "",
