@@ -195,7 +195,7 @@ def main() -> None:
                               on_variant=lambda row: print(f"  {row['variant']}: {row['status']} {row['reason']}",
                                                            flush=True))
         floors = gzip_floors(args.out / name) if args.part in SEED_PARTS else {}
-        entry = {"part": args.part, "model": _shown(path), "config": to_dict(config), "commit": _commit(),
+        entry = {"part": args.part, "model": _shown(path), "config": _recorded(config), "commit": _commit(),
                  "gzip_floor": floors,
                  "reference": result.reference.float_uar,
                  "reference_files": result.reference.accuracy["files"]["uar"],
@@ -289,9 +289,20 @@ def _loso_mean(variant: str, by_fold: dict[str, dict[int, dict]]) -> str:
 
 
 def _shown(path: Path) -> str:
-    """``path`` as the record shows it: under the temporary folder as ``$TMPDIR/...``, no machine path."""
+    """``path`` as the record shows it, no machine path: under the temporary folder as ``$TMPDIR/...``, the
+    shared folder beside the repository as ``../shared/...``."""
     temporary = Path(tempfile.gettempdir())
-    return f"$TMPDIR/{path.relative_to(temporary)}" if path.is_relative_to(temporary) else str(path)
+    if path.is_relative_to(temporary):
+        return f"$TMPDIR/{path.relative_to(temporary)}"
+    return f"../{path.relative_to(ROOT.parent)}" if path.is_relative_to(ROOT.parent / "shared") else str(path)
+
+
+def _recorded(config: CompressConfig) -> dict:
+    """``config`` as the record shows it (its unlabelled-audio folder through ``_shown``)."""
+    recorded = to_dict(config)
+    if recorded.get("slim_transfer_audio"):
+        recorded["slim_transfer_audio"] = _shown(Path(recorded["slim_transfer_audio"]))
+    return recorded
 
 
 def _m4_constants(out: Path) -> dict[str, int]:
