@@ -3,7 +3,8 @@
 Bad files are counted and skipped (a long job does not die on file 2,817) unless ``strict``; short clips
 are padded or dropped per the frontend config, and both counts are reported. The table holds mel
 spectrograms, not images: images are rendered per batch by ``Frontend.model_input``, which keeps a
-3000-clip, 224×224×3 dataset within memory.
+3000-clip, 224×224×3 dataset within memory. ``audio_chunks`` reads a folder of unlabelled audio the same
+way, for distillation.
 """
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ import numpy as np
 
 from dslite_tiny.artifacts import write_json
 from dslite_tiny.audio.frontend import Frontend, normalize_image
+from dslite_tiny.audio.io import is_audio_file
 from dslite_tiny.data.cache import FeatureCache
 from dslite_tiny.data.layouts import Clip, Dataset
-from dslite_tiny.audio.io import is_audio_file
 from dslite_tiny.errors import AudioError, DataError
 from dslite_tiny.progress import Progress, no_progress
 
