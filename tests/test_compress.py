@@ -482,7 +482,7 @@ def test_slim_also_learns_the_float_model_on_unlabelled_audio(trained, tmp_path,
     refused in one line that names it, before anything is built."""
     from dslite_tiny.audio.frontend import Frontend
     from dslite_tiny.data.features import audio_chunks
-    from dslite_tiny.errors import DataError
+    from dslite_tiny.errors import UserError
     from dslite_tiny.models.trained import load_trained
 
     model_path, cache = trained
@@ -503,7 +503,7 @@ def test_slim_also_learns_the_float_model_on_unlabelled_audio(trained, tmp_path,
     empty = tmp_path / "no-audio"
     empty.mkdir()
     (empty / "notes.txt").write_text("not audio")
-    with pytest.raises(DataError) as refused:
+    with pytest.raises(UserError, match="slim_transfer_audio: no audio files") as refused:
         run_compress(model_path, config=dataclasses.replace(config, slim_transfer_audio=str(empty)),
                      out_dir=tmp_path / "refused", cache=cache)
     assert str(empty) in str(refused.value) and "\n" not in str(refused.value)

@@ -292,7 +292,10 @@ def _transfer_chunks(config: CompressConfig, frontend: Frontend, cache: FeatureC
     """``slim_transfer_audio`` through the model's own frontend (cached like any clip), or None when unset."""
     if config.slim_transfer_audio is None:
         return None
-    return audio_chunks(Path(config.slim_transfer_audio), frontend, cache=cache, progress=progress)
+    try:
+        return audio_chunks(Path(config.slim_transfer_audio), frontend, cache=cache, progress=progress)
+    except DataError as exc:  # the message names the setting the folder came from
+        raise ConfigError(f"slim_transfer_audio: {exc.message}", path=exc.path) from None
 
 
 def _representative(train: FeatureSet, frontend: Frontend, config: CompressConfig) -> np.ndarray:

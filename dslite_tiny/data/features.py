@@ -96,7 +96,7 @@ def audio_chunks(folder: Path, frontend: Frontend, *, cache: FeatureCache | None
     unlabelled audio for distillation, so nothing about labels or splits is read. Bad files are skipped with a
     warning, as a dataset's are; a folder without usable audio is refused."""
     if not folder.is_dir():
-        raise DataError("not a folder (of unlabelled audio)", path=folder)
+        raise DataError("not a folder", path=folder)
     paths = sorted(p for p in folder.rglob("*") if is_audio_file(p))
     if not paths:
         raise DataError("no audio files (.wav, .flac, .ogg) under it", path=folder)
