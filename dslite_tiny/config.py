@@ -306,7 +306,8 @@ class CompressConfig:
     slim_learning_rate: float = param(1e-3, "learning rate of the slimmed model's fine-tune", low=0.0,
                                       low_open=True, high=1.0)
     slim_transfer_audio: str | None = param(
-        None, "a folder of unlabelled audio (every .wav, .flac, .ogg under it; labels and layout ignored): each "
+        None, "a folder of unlabelled audio (every .wav, .flac, .ogg under it; labels and layout ignored; "
+              "relative paths in a YAML are relative to that YAML): each "
               "slimming batch adds as many of its chunks, which the slimmed model learns to score as the float "
               "model does, so it matches the float model on more voices than the training split's (README: "
               "channel pruning)")
@@ -521,7 +522,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-_PATH_KEYS = ("root", "labels_csv", "class_config")
+_PATH_KEYS = ("root", "labels_csv", "class_config", "slim_transfer_audio")
 _RELATIVE_IF_FILE = ("frontend", "weights")  # a preset name or keyword stays as it is
 
 

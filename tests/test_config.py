@@ -99,11 +99,13 @@ def test_yaml_dump_round_trips_and_shows_help(tmp_path):
     assert to_dict(config)["n_mels"] == 128
 
 
-def test_data_paths_are_relative_to_the_yaml(tmp_path):
+def test_paths_in_a_yaml_are_relative_to_it(tmp_path):
     (tmp_path / "sub").mkdir()
     path = write(tmp_path / "sub", "root: ../audio\ntest_speakers: [a, b]\n", "data.yaml")
     config = load_config(DataConfig, path, stage="data")
     assert config.root == str((tmp_path / "audio").resolve()) and config.test_speakers == ["a", "b"]
+    path = write(tmp_path / "sub", "preset: mcu\nslim_transfer_audio: ../speech\n", "compress.yaml")
+    assert load_config(CompressConfig, path, stage="compress").slim_transfer_audio == str((tmp_path / "speech").resolve())
     with pytest.raises(ConfigError, match="leaves no train data"):
         load_config(DataConfig, ("x", {"devel_fraction": 0.5, "test_fraction": 0.5}), stage="data")
 
