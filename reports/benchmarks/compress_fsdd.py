@@ -29,7 +29,8 @@ holds 500 files, so one seed's ΔUAR has a standard error of about a point; the 
 --folds loso`` (the ``mcu-dscnn`` preset on ``fsdd-40x49``, seeds 0 and 1, each fold selecting on the next
 speaker) hold all 3000. Each of the twelve models is compressed to int8 and slim-int8 by ``dslite-tiny compress``
 (default recipe; no device figures: the architecture, and so the Cortex-M4 figures, are part
-``dscnn-40x49``'s), two at a time.
+``dscnn-40x49``'s), two at a time. Part ``slim-loso-audio``: the same twelve models with ``slim_transfer_audio``
+as in part ``dscnn-40x49-audio``, so the option is judged on every speaker, not on theo alone.
 
 Part ``densenet``: DenseNet121 at 224×224×3 with DeepSpectrumLite's head (the paper's model; its float
 TFLite is 30.0 MB and runs in 89.7 ms on a 4-thread laptop CPU), every variant of the phone preset. No
@@ -38,7 +39,8 @@ FSDD subset (``DENSENET_*``): its float UAR is low, but it is a trained model, a
 with it and their sizes, arena and latency are real.
 
     python reports/benchmarks/compress_fsdd.py \\
-        --part mcu|ptq|dscnn|mobilenet|dscnn-40x49|dscnn-40x49-audio|slim-loso|densenet [--out DIR]
+        --part mcu|ptq|dscnn|mobilenet|dscnn-40x49|dscnn-40x49-audio|slim-loso|slim-loso-audio|densenet \\
+        [--out DIR]
 
 Results go to ``compress_fsdd.json`` (per model, written as each model finishes) and ``compress_fsdd.md``;
 the compress output folders resume, so a rerun only redoes what is missing.
@@ -76,7 +78,7 @@ DENSENET_NOTE = (f"Trained from scratch ({DENSENET_TRAIN['epochs']} epochs, Adam
                  "offline, so its float UAR is far below the paper's; the compressed variants are measured against "
                  "it like any other model. KB = 1024 bytes.")
 WEIGHTS = ROOT.parent / "shared" / "weights" / "mobilenet_2_5_224_tf_no_top.h5"
-SPEECH_COMMANDS = ROOT.parent / "shared" / "datasets" / "speech_commands_v0.02_test"  # part dscnn-40x49-audio
+SPEECH_COMMANDS = ROOT.parent / "shared" / "datasets" / "speech_commands_v0.02_test"  # the "-audio" parts
 THEO_SPLIT = {"test_speakers": ["theo"], "devel_speakers": ["jackson"]}  # the split of issue 12's figures
 PTQ_SEEDS = (0, 1)
 PTQ_REPAIRS = ("bias_correction",)  # each built off and on, the others at their defaults
@@ -86,6 +88,8 @@ LOSO_CV = ["--config", "mcu-dscnn", "--set", "frontend=fsdd-40x49", "--folds", "
 LOSO_VARIANTS = ("int8", "slim-int8")
 LOSO_COMPRESS = ["--only", ",".join(LOSO_VARIANTS), "--set", "cortex_m4=false", "--set", "tflm=false", "--set",
                  "layer_error_chunks=0"]
+LOSO_PARTS = {"slim-loso": ("loso", []),  # part: output folder prefix, compress options added to LOSO_COMPRESS
+              "slim-loso-audio": ("loso-audio", ["--set", f"slim_transfer_audio={SPEECH_COMMANDS}"])}
 # int16x8 left out: TFLite's int16 reference kernels on DenseNet121 at 224×224 take too long for this part.
 DENSENET_OVERRIDES = {"prune_epochs": 2, "qat_epochs": 1, "representative_chunks": 50, "latency_runs": 50,
                       "layer_error_chunks": 20,
@@ -156,16 +160,15 @@ def densenet_model(out: Path, cache: FeatureCache) -> tuple[str, Path, DataConfi
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("mcu", "ptq", *SEED_PARTS, "dscnn-40x49", "dscnn-40x49-audio", "slim-loso",
-                                           "densenet"),
+    parser.add_argument("--part", choices=("mcu", "ptq", *SEED_PARTS, *DEVICE_PARTS, *LOSO_PARTS, "densenet"),
                         required=True)
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir(), "dslite-tiny-compress"))
     args = parser.parse_args()
     import_tensorflow_quietly()
     results_path = HERE / "compress_fsdd.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {"models": {}}
-    if args.part == "slim-loso":
-        return run_slim_loso(args.out, results, results_path)
+    if args.part in LOSO_PARTS:
+        return run_slim_loso(args.part, args.out, results, results_path)
     cache = FeatureCache(default_cache_dir())
     if args.part == "mcu":
         jobs = [(name, path, None, load_config(CompressConfig, "default", stage="compress")) for name, path in mcu_models()]
@@ -207,31 +210,32 @@ def main() -> None:
     print(markdown(results))
 
 
-def run_slim_loso(out: Path, results: dict, results_path: Path) -> None:
-    """Part ``slim-loso``: the cross-validation (resumed, or trained here), then ``compress`` of each of its
-    models as its own process, two at once; each run is recorded as it finishes."""
+def run_slim_loso(part: str, out: Path, results: dict, results_path: Path) -> None:
+    """Parts ``slim-loso`` and ``slim-loso-audio``: the cross-validation (resumed, or trained here), then
+    ``compress`` of each of its models as its own process, two at once; each run is recorded as it finishes."""
     cv_dir = out / "cv-dscnn-40x49"
     subprocess.run(["dslite-tiny", "cv", "--data", str(ROOT / "configs" / "data" / "fsdd.yaml"), *LOSO_CV, "--out",
                     str(cv_dir)], check=True)
     models = sorted(cv_dir.glob("*-s*/model.h5"))
+    prefix, options = LOSO_PARTS[part]
 
     def compress(model: Path) -> tuple[Path, Path]:
-        folder = out / f"loso-{model.parent.name}"
-        with open(out / f"loso-{model.parent.name}.log", "w") as log:
-            subprocess.run(["dslite-tiny", "compress", str(model), *LOSO_COMPRESS, "--out", str(folder)], check=True,
-                           stdout=log, stderr=subprocess.STDOUT)
+        folder = out / f"{prefix}-{model.parent.name}"
+        with open(out / f"{folder.name}.log", "w") as log:
+            subprocess.run(["dslite-tiny", "compress", str(model), *LOSO_COMPRESS, *options, "--out", str(folder)],
+                           check=True, stdout=log, stderr=subprocess.STDOUT)
         return model, folder
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
         for done in concurrent.futures.as_completed([pool.submit(compress, model) for model in models]):
             model, folder = done.result()
-            results["models"][folder.name] = _loso_entry(model, folder)
+            results["models"][folder.name] = _loso_entry(part, model, folder)
             print(f"== {folder.name}: {results['models'][folder.name]['rows']}", flush=True)
             results_path.write_text(json.dumps(results, indent=2) + "\n")
             (HERE / "compress_fsdd.md").write_text(markdown(results))
 
 
-def _loso_entry(model: Path, folder: Path) -> dict:
+def _loso_entry(part: str, model: Path, folder: Path) -> dict:
     """One cross-validation run's float UAR and, per variant, ΔUAR, its standard error and agreement."""
     reference = json.loads((folder / "reference.json").read_text())["accuracy"]
     run = json.loads((model.parent / "result.json").read_text())
@@ -240,24 +244,31 @@ def _loso_entry(model: Path, folder: Path) -> dict:
         accuracy = json.loads((folder / variant / "metrics.json").read_text())["accuracy"]
         rows[variant] = {"uar": accuracy["chunks"]["uar"], "uar_files": accuracy["files"]["uar"],
                          "agreement": accuracy["agreement"], "delta_uar_se": accuracy.get("delta_uar_se")}
-    return {"part": "slim-loso", "model": _shown(model), "test_speaker": run["test_speakers"][0],
+    return {"part": part, "model": _shown(model), "test_speaker": run["test_speakers"][0],
             "devel_speaker": run["devel_speakers"][0], "seed": run["seed"], "commit": _commit(),
             "reference": reference["chunks"]["uar"], "reference_files": reference["files"]["uar"], "rows": rows,
-            "command": "python reports/benchmarks/compress_fsdd.py --part slim-loso"}
+            "command": f"python reports/benchmarks/compress_fsdd.py --part {part}"}
 
 
-def loso_markdown(entries: dict) -> list[str]:
+LOSO_TITLES = {"slim-loso": "slim-int8 on every speaker (leave-one-speaker-out, seeds 0 / 1)",
+               "slim-loso-audio": "slim-int8 with Speech Commands audio on every speaker (leave-one-speaker-out, "
+                                  "seeds 0 / 1)"}
+
+
+def loso_markdown(part: str, entries: dict, baseline: dict | None = None) -> list[str]:
     """Per test speaker, both seeds' float UAR and each variant's ΔUAR (± its standard error) and agreement;
-    then the mean over the folds with the standard error of that mean."""
+    then the mean over the folds with the standard error of that mean, and where ``baseline`` (another part's
+    entries on the same models) is given, slim-int8's change against it, paired per model."""
     if not entries:
         return []
     variants = list(next(iter(entries.values()))["rows"])
     by_fold: dict[str, dict[int, dict]] = {}
     for entry in entries.values():
         by_fold.setdefault(entry["test_speaker"], {})[entry["seed"]] = entry
-    lines = ["## slim-int8 on every speaker (leave-one-speaker-out, seeds 0 / 1)", "",
+    options = " ".join(LOSO_COMPRESS + LOSO_PARTS[part][1]).replace(str(SPEECH_COMMANDS), _shown(SPEECH_COMMANDS))
+    lines = [f"## {LOSO_TITLES[part]}", "",
              f"Command: `{next(iter(entries.values()))['command']}` (`dslite-tiny cv --data configs/data/fsdd.yaml "
-             f"{' '.join(LOSO_CV)}`, then `dslite-tiny compress MODEL {' '.join(LOSO_COMPRESS)}`). ΔUAR per chunk in "
+             f"{' '.join(LOSO_CV)}`, then `dslite-tiny compress MODEL {options}`). ΔUAR per chunk in "
              "points against each run's float model (± its standard error, a paired bootstrap over the test "
              "files); agreement: the share of chunks predicted as the float model predicts them.", "",
              "| test speaker (devel) | float UAR | " + " | ".join(f"{v} ΔUAR | {v} agreement" for v in variants) + " |",
@@ -269,8 +280,10 @@ def loso_markdown(entries: dict) -> list[str]:
             cells.append(" / ".join(_delta_text(r["rows"][variant], r["reference"]) for r in runs))
             cells.append(" / ".join(f"{r['rows'][variant]['agreement'] * 100:.1f} %" for r in runs))
         lines.append(f"| {speaker} ({runs[0]['devel_speaker']}) | " + " | ".join(cells) + " |")
-    lines += ["", *[_loso_mean(variant, by_fold) for variant in variants], ""]
-    return lines
+    lines += ["", *[_loso_mean(variant, by_fold) for variant in variants]]
+    if baseline:
+        lines.append(_loso_change("slim-int8", by_fold, baseline))
+    return lines + [""]
 
 
 def _loso_mean(variant: str, by_fold: dict[str, dict[int, dict]]) -> str:
@@ -286,6 +299,22 @@ def _loso_mean(variant: str, by_fold: dict[str, dict[int, dict]]) -> str:
     per_seed = " / ".join(f"{np.mean([delta(runs[s]) for runs in by_fold.values() if s in runs]):+.1f}" for s in seeds)
     return (f"{variant}: mean ΔUAR over {len(folds)} folds {np.mean(folds):+.2f} ± {error:.2f} points (standard "
             f"error over folds; seeds {per_seed}), agreement {np.mean(agreement):.1f} %.")
+
+
+def _loso_change(variant: str, by_fold: dict[str, dict[int, dict]], baseline: dict) -> str:
+    """``variant``'s UAR and agreement minus the baseline part's on the same model (fold and seed), averaged
+    like ``_loso_mean``: a paired comparison, so the folds' and seeds' own spread cancels."""
+    before = {(e["test_speaker"], e["seed"]): e["rows"][variant] for e in baseline.values()}
+    pairs = [[(e["rows"][variant], before[(speaker, seed)]) for seed, e in seeds.items() if (speaker, seed) in before]
+             for speaker, seeds in by_fold.items()]
+    pairs = [fold for fold in pairs if fold]
+    uar = [np.mean([100 * (now["uar"] - was["uar"]) for now, was in fold]) for fold in pairs]
+    agreement = [np.mean([100 * (now["agreement"] - was["agreement"]) for now, was in fold]) for fold in pairs]
+    error = np.std(uar, ddof=1) / np.sqrt(len(uar)) if len(uar) > 1 else float("nan")
+    runs = [now["uar"] - was["uar"] for fold in pairs for now, was in fold]
+    return (f"{variant} against part slim-loso on the same models: UAR {np.mean(uar):+.2f} ± {error:.2f} points "
+            f"(higher on {sum(r > 0 for r in runs)} of {len(runs)} runs, lower on {sum(r < 0 for r in runs)}), "
+            f"agreement {np.mean(agreement):+.2f} points.")
 
 
 def _shown(path: Path) -> str:
@@ -418,9 +447,11 @@ def markdown(results: dict) -> str:
         lines += seeds_markdown(part, title, {name: e for name, e in results["models"].items() if e["part"] == part})
     for part in DEVICE_PARTS:
         lines += device_markdown(part, {name: e for name, e in results["models"].items() if e["part"] == part})
-    lines += loso_markdown({name: e for name, e in results["models"].items() if e["part"] == "slim-loso"})
+    loso = {part: {name: e for name, e in results["models"].items() if e["part"] == part} for part in LOSO_PARTS}
+    lines += loso_markdown("slim-loso", loso["slim-loso"])
+    lines += loso_markdown("slim-loso-audio", loso["slim-loso-audio"], baseline=loso["slim-loso"])
     for name, entry in results["models"].items():
-        if entry["part"] in ("ptq", *DEVICE_PARTS, "slim-loso", *SEED_PARTS):
+        if entry["part"] in ("ptq", *DEVICE_PARTS, *LOSO_PARTS, *SEED_PARTS):
             continue
         lines += [f"## {name}", "", f"Command: `{entry['command']}`; model `{entry['model']}`; "
                   f"float Keras test UAR {entry['reference']:.3f} (chunks), {entry['reference_files']:.3f} (files).", "",
