@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import tone, write_wav
-from dslite_tiny.audio.io import load_audio, stream_audio
+from dslite_tiny.audio.io import audio_files, load_audio, stream_audio
 from dslite_tiny.errors import AudioError
 
 
@@ -19,6 +19,14 @@ def test_formats_load_as_float_in_range(tmp_path, suffix, subtype):
     assert y.dtype == np.float32 and y.shape == (8000,)
     tolerance = 0.1 if subtype == "VORBIS" else 0.01
     assert abs(np.abs(y).max() - 0.5) < tolerance
+
+
+def test_audio_files_are_found_at_any_depth_in_path_order(tmp_path):
+    """Hidden files, other suffixes and a folder named like an audio file are not audio files."""
+    for name in ("b/z.wav", "a/deep/y.FLAC", "x.ogg", ".hidden.wav", "notes.txt", "folder.wav/inner.txt"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("")
+    assert audio_files(tmp_path) == [tmp_path / "a/deep/y.FLAC", tmp_path / "b/z.wav", tmp_path / "x.ogg"]
 
 
 def test_pcm16_scaling_matches_tf_decode_wav(tmp_path):

@@ -89,6 +89,11 @@ def is_audio_file(path: Path) -> bool:
     return path.suffix.lower() in AUDIO_EXTENSIONS and not path.name.startswith(".")
 
 
+def audio_files(folder: Path) -> list[Path]:
+    """Every audio file under ``folder``, at any depth, in path order (a folder named like one is not)."""
+    return sorted(path for path in folder.rglob("*") if path.is_file() and is_audio_file(path))
+
+
 # WAVE format tags libsndfile decodes (PCM, IEEE float, A-law, mu-law, MS/IMA ADPCM, GSM 6.10, extensible).
 _WAV_FORMATS = {0x0001: "PCM", 0x0003: "IEEE float", 0x0006: "A-law", 0x0007: "mu-law", 0x0002: "MS ADPCM",
                 0x0011: "IMA ADPCM", 0x0031: "GSM 6.10", 0xFFFE: "extensible"}

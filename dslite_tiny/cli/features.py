@@ -37,7 +37,7 @@ def features(audio: tuple[Path, ...], data_path: str | None, frontend_config: st
              cache_dir: Path | None, no_cache: bool, **data_opts) -> None:
     """Write the DeepSpectrumLite spectrogram images of AUDIO files/folders (or --data) to --out."""
     from dslite_tiny.audio.frontend import Frontend
-    from dslite_tiny.audio.io import is_audio_file
+    from dslite_tiny.audio.io import audio_files
     from dslite_tiny.data.features import FORMATS, featurize_dataset, featurize_files
     from dslite_tiny.errors import UserError
 
@@ -56,7 +56,7 @@ def features(audio: tuple[Path, ...], data_path: str | None, frontend_config: st
             dataset, frontend, out, formats=chosen, cache=cache, strict=config.strict, per_class=per_class,
             progress=progress_bar)
     else:
-        paths = [p for a in audio for p in (sorted(x for x in a.rglob("*") if is_audio_file(x)) if a.is_dir() else [a])]
+        paths = [p for a in audio for p in (audio_files(a) if a.is_dir() else [a])]
         if not paths:
             raise UserError(f"no audio files (.wav, .flac, .ogg) in {', '.join(map(str, audio))}")
         manifest = featurize_files(paths, frontend, out, formats=chosen, cache=cache)

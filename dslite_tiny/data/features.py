@@ -17,7 +17,7 @@ import numpy as np
 
 from dslite_tiny.artifacts import write_json
 from dslite_tiny.audio.frontend import Frontend, normalize_image
-from dslite_tiny.audio.io import is_audio_file
+from dslite_tiny.audio.io import audio_files
 from dslite_tiny.data.cache import FeatureCache
 from dslite_tiny.data.layouts import Clip, Dataset
 from dslite_tiny.errors import AudioError, DataError
@@ -97,7 +97,7 @@ def audio_chunks(folder: Path, frontend: Frontend, *, cache: FeatureCache | None
     warning, as a dataset's are; a folder without usable audio is refused."""
     if not folder.is_dir():
         raise DataError("not a folder", path=folder)
-    paths = sorted(p for p in folder.rglob("*") if is_audio_file(p))
+    paths = audio_files(folder)
     if not paths:
         raise DataError("no audio files (.wav, .flac, .ogg) under it", path=folder)
     cache = cache or FeatureCache(None)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dslite_tiny.audio.io import is_audio_file
+from dslite_tiny.audio.io import audio_files
 from dslite_tiny.config import DataConfig
 from dslite_tiny.errors import DataError
 
@@ -142,7 +142,7 @@ def _detect_layout(config: DataConfig, root: Path | None) -> str:
 def _folder_files(root: Path) -> list[tuple[Path, str]]:
     files = [(path, folder.name)
              for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-             for path in sorted(folder.rglob("*")) if path.is_file() and is_audio_file(path)]
+             for path in audio_files(folder)]
     if not files:
         raise DataError("no audio files (.wav, .flac, .ogg) in any class sub-folder", path=root)
     return files
@@ -152,7 +152,7 @@ def _flat_files(root: Path, label_regex: str | None) -> list[tuple[Path, str]]:
     if not label_regex:
         raise DataError("a flat folder needs --label-regex to find the label in each file name", path=root)
     pattern = compile_regex(label_regex, "--label-regex")
-    audio = [p for p in sorted(root.rglob("*")) if p.is_file() and is_audio_file(p)]
+    audio = audio_files(root)
     if not audio:
         raise DataError("no audio files (.wav, .flac, .ogg)", path=root)
     labelled = [(p, regex_group(pattern, "label", p.name)) for p in audio]
