@@ -55,6 +55,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import yaml
@@ -88,8 +89,20 @@ LOSO_CV = ["--config", "mcu-dscnn", "--set", "frontend=fsdd-40x49", "--folds", "
 LOSO_VARIANTS = ("int8", "slim-int8")
 LOSO_COMPRESS = ["--only", ",".join(LOSO_VARIANTS), "--set", "cortex_m4=false", "--set", "tflm=false", "--set",
                  "layer_error_chunks=0"]
-LOSO_PARTS = {"slim-loso": ("loso", []),  # part: output folder prefix, compress options added to LOSO_COMPRESS
-              "slim-loso-audio": ("loso-audio", ["--set", f"slim_transfer_audio={SPEECH_COMMANDS}"])}
+
+
+class LosoPart(NamedTuple):
+    """A part compressing the leave-one-speaker-out models: where, how, and its table's title."""
+
+    prefix: str  # of each compress output folder
+    options: list[str]  # compress options added to LOSO_COMPRESS
+    title: str
+
+
+LOSO_PARTS = {"slim-loso": LosoPart("loso", [], "slim-int8 on every speaker (leave-one-speaker-out, seeds 0 / 1)"),
+              "slim-loso-audio": LosoPart("loso-audio", ["--set", f"slim_transfer_audio={SPEECH_COMMANDS}"],
+                                          "slim-int8 with Speech Commands audio on every speaker "
+                                          "(leave-one-speaker-out, seeds 0 / 1)")}
 # int16x8 left out: TFLite's int16 reference kernels on DenseNet121 at 224×224 take too long for this part.
 DENSENET_OVERRIDES = {"prune_epochs": 2, "qat_epochs": 1, "representative_chunks": 50, "latency_runs": 50,
                       "layer_error_chunks": 20,
@@ -217,7 +230,7 @@ def run_slim_loso(part: str, out: Path, results: dict, results_path: Path) -> No
     subprocess.run(["dslite-tiny", "cv", "--data", str(ROOT / "configs" / "data" / "fsdd.yaml"), *LOSO_CV, "--out",
                     str(cv_dir)], check=True)
     models = sorted(cv_dir.glob("*-s*/model.h5"))
-    prefix, options = LOSO_PARTS[part]
+    prefix, options, _ = LOSO_PARTS[part]
 
     def compress(model: Path) -> tuple[Path, Path]:
         folder = out / f"{prefix}-{model.parent.name}"
@@ -250,11 +263,6 @@ def _loso_entry(part: str, model: Path, folder: Path) -> dict:
             "command": f"python reports/benchmarks/compress_fsdd.py --part {part}"}
 
 
-LOSO_TITLES = {"slim-loso": "slim-int8 on every speaker (leave-one-speaker-out, seeds 0 / 1)",
-               "slim-loso-audio": "slim-int8 with Speech Commands audio on every speaker (leave-one-speaker-out, "
-                                  "seeds 0 / 1)"}
-
-
 def loso_markdown(part: str, entries: dict, baseline: dict | None = None) -> list[str]:
     """Per test speaker, both seeds' float UAR and each variant's ΔUAR (± its standard error) and agreement;
     then the mean over the folds with the standard error of that mean, and where ``baseline`` (another part's
@@ -265,8 +273,8 @@ def loso_markdown(part: str, entries: dict, baseline: dict | None = None) -> lis
     by_fold: dict[str, dict[int, dict]] = {}
     for entry in entries.values():
         by_fold.setdefault(entry["test_speaker"], {})[entry["seed"]] = entry
-    options = " ".join(LOSO_COMPRESS + LOSO_PARTS[part][1]).replace(str(SPEECH_COMMANDS), _shown(SPEECH_COMMANDS))
-    lines = [f"## {LOSO_TITLES[part]}", "",
+    options = " ".join(LOSO_COMPRESS + LOSO_PARTS[part].options).replace(str(SPEECH_COMMANDS), _shown(SPEECH_COMMANDS))
+    lines = [f"## {LOSO_PARTS[part].title}", "",
              f"Command: `{next(iter(entries.values()))['command']}` (`dslite-tiny cv --data configs/data/fsdd.yaml "
              f"{' '.join(LOSO_CV)}`, then `dslite-tiny compress MODEL {options}`). ΔUAR per chunk in "
              "points against each run's float model (± its standard error, a paired bootstrap over the test "
